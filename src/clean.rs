@@ -1,0 +1,427 @@
+//! Event cleaning: raw bytes in, a valid [`Event`] or a [`Rejection`] with a stable reason code out.
+//!
+//! The reason codes are a contract: dead-letter headers and metrics carry them. A rule about one
+//! field names it after a colon (`missing_field:user_id`); the detail says what was wrong.
+
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::config::CleanConfig;
+use crate::event::{Event, EventType};
+
+/// Why an input was refused. `code()` is the stable, low-cardinality name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    PayloadTooLarge,
+    NotJson,
+    NotObject,
+    MissingField(&'static str),
+    WrongFieldType(&'static str),
+    EmptyId(&'static str),
+    IdTooLong(&'static str),
+    BadType,
+    BadTimestamp,
+    BadPrice,
+    BadQuantity,
+}
+
+impl Reason {
+    pub fn code(self) -> String {
+        match self {
+            Reason::PayloadTooLarge => "payload_too_large".into(),
+            Reason::NotJson => "not_json".into(),
+            Reason::NotObject => "not_object".into(),
+            Reason::MissingField(f) => format!("missing_field:{f}"),
+            Reason::WrongFieldType(f) => format!("wrong_field_type:{f}"),
+            Reason::EmptyId(f) => format!("empty_id:{f}"),
+            Reason::IdTooLong(f) => format!("id_too_long:{f}"),
+            Reason::BadType => "bad_type".into(),
+            Reason::BadTimestamp => "bad_timestamp".into(),
+            Reason::BadPrice => "bad_price".into(),
+            Reason::BadQuantity => "bad_quantity".into(),
+        }
+    }
+}
+
+/// A refused input: the rule it broke and a human-readable detail.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason.code())]
+pub struct Rejection {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {
+    Rejection {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Validates events. Stateful only in the latest accepted event time, used for the future-skew rule.
+#[derive(Clone, Debug)]
+pub struct Cleaner {
+    config: CleanConfig,
+    latest_ts_ms: Option<i64>,
+}
+
+impl Cleaner {
+    pub fn new(config: CleanConfig) -> Cleaner {
+        Cleaner {
+            config,
+            latest_ts_ms: None,
+        }
+    }
+
+    /// A cleaner for files replayed out of time order: no floor and no skew rule on time, since a
+    /// history file legitimately spans decades and is sorted later.
+    pub fn for_files(config: &CleanConfig) -> Cleaner {
+        Cleaner::new(CleanConfig {
+            min_ts_ms: i64::MIN,
+            max_future_skew_ms: i64::MAX,
+            ..config.clone()
+        })
+    }
+
+    /// Decodes and validates one v1 JSON payload.
+    pub fn clean_json(&mut self, payload: &[u8]) -> Result<Event, Rejection> {
+        if payload.len() > self.config.max_payload_bytes {
+            return Err(reject(
+                Reason::PayloadTooLarge,
+                format!(
+                    "{} bytes, limit {}",
+                    payload.len(),
+                    self.config.max_payload_bytes
+                ),
+            ));
+        }
+        let value: Value = serde_json::from_slice(payload)
+            .map_err(|err| reject(Reason::NotJson, err.to_string()))?;
+        let Value::Object(object) = value else {
+            return Err(reject(Reason::NotObject, "expected a JSON object"));
+        };
+        let event = self.event_from_object(&object)?;
+        self.check(event)
+    }
+
+    /// Applies the rules that do not depend on the encoding (ids, time, price) to a typed event.
+    pub fn check(&mut self, mut event: Event) -> Result<Event, Rejection> {
+        event.user_id = self.id(&event.user_id, "user_id")?;
+        event.item_id = self.id(&event.item_id, "item_id")?;
+        for (value, field) in [
+            (&mut event.event_id, "event_id"),
+            (&mut event.session_id, "session_id"),
+            (&mut event.category, "category"),
+        ] {
+            if let Some(raw) = value.as_deref() {
+                *value = Some(self.id(raw, field)?);
+            }
+        }
+        self.check_time(event.ts_ms)?;
+        if let Some(price) = event.price {
+            if !price.is_finite() || price < 0.0 {
+                return Err(reject(
+                    Reason::BadPrice,
+                    format!("price must be finite and >= 0, got {price}"),
+                ));
+            }
+        }
+        self.latest_ts_ms = Some(self.latest_ts_ms.map_or(event.ts_ms, |t| t.max(event.ts_ms)));
+        Ok(event)
+    }
+
+    fn id(&self, raw: &str, field: &'static str) -> Result<String, Rejection> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(reject(Reason::EmptyId(field), format!("{field} is empty")));
+        }
+        if trimmed.len() > self.config.max_id_len {
+            return Err(reject(
+                Reason::IdTooLong(field),
+                format!(
+                    "{field} has {} bytes, limit {}",
+                    trimmed.len(),
+                    self.config.max_id_len
+                ),
+            ));
+        }
+        Ok(trimmed.to_owned())
+    }
+
+    fn check_time(&self, ts_ms: i64) -> Result<(), Rejection> {
+        if ts_ms < self.config.min_ts_ms {
+            return Err(reject(
+                Reason::BadTimestamp,
+                format!(
+                    "ts {ts_ms} is before the earliest allowed {}",
+                    self.config.min_ts_ms
+                ),
+            ));
+        }
+        if let Some(latest) = self.latest_ts_ms {
+            let limit = latest.saturating_add(self.config.max_future_skew_ms);
+            if ts_ms > limit {
+                return Err(reject(
+                    Reason::BadTimestamp,
+                    format!(
+                        "ts {ts_ms} is more than {} ms ahead of the latest event time {latest}",
+                        self.config.max_future_skew_ms
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn event_from_object(&self, object: &Map<String, Value>) -> Result<Event, Rejection> {
+        let type_name = required_string(object, "type")?;
+        let kind = EventType::parse(&type_name)
+            .ok_or_else(|| reject(Reason::BadType, format!("unknown event type {type_name:?}")))?;
+        Ok(Event {
+            event_id: optional_id(object, "event_id")?,
+            kind,
+            user_id: required_id(object, "user_id")?,
+            item_id: required_id(object, "item_id")?,
+            ts_ms: timestamp(object)?,
+            session_id: optional_id(object, "session_id")?,
+            price: optional_number(object, "price", Reason::BadPrice)?,
+            quantity: quantity(object)?,
+            category: optional_id(object, "category")?,
+        })
+    }
+}
+
+fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    object.get(field).filter(|value| !value.is_null())
+}
+
+fn required_string(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
+    match present(object, field) {
+        None => Err(reject(Reason::MissingField(field), format!("{field} is required"))),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(wrong_type(field, "a string", other)),
+    }
+}
+
+/// Ids may arrive as strings or as integers (many shops use numeric ids).
+fn id_value(field: &'static str, value: &Value) -> Result<String, Rejection> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        other => Err(wrong_type(field, "a string or an integer", other)),
+    }
+}
+
+fn required_id(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
+    match present(object, field) {
+        None => Err(reject(Reason::MissingField(field), format!("{field} is required"))),
+        Some(value) => id_value(field, value),
+    }
+}
+
+fn optional_id(object: &Map<String, Value>, field: &'static str) -> Result<Option<String>, Rejection> {
+    present(object, field)
+        .map(|value| id_value(field, value))
+        .transpose()
+}
+
+fn optional_number(
+    object: &Map<String, Value>,
+    field: &'static str,
+    reason: Reason,
+) -> Result<Option<f64>, Rejection> {
+    match present(object, field) {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => Err(reject(
+            reason,
+            format!("{field} must be a number, got {}", kind_name(other)),
+        )),
+    }
+}
+
+fn quantity(object: &Map<String, Value>) -> Result<Option<u32>, Rejection> {
+    match present(object, "quantity") {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(q) if q >= 1 && q <= u32::MAX as u64 => Ok(Some(q as u32)),
+            _ => Err(reject(
+                Reason::BadQuantity,
+                format!("quantity must be a positive integer, got {n}"),
+            )),
+        },
+        Some(other) => Err(reject(
+            Reason::BadQuantity,
+            format!("quantity must be a positive integer, got {}", kind_name(other)),
+        )),
+    }
+}
+
+fn timestamp(object: &Map<String, Value>) -> Result<i64, Rejection> {
+    let bad = |detail: String| reject(Reason::BadTimestamp, detail);
+    match present(object, "ts") {
+        None => Err(reject(Reason::MissingField("ts"), "ts is required")),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| bad(format!("ts must be integer epoch milliseconds, got {n}"))),
+        Some(Value::String(s)) => parse_time_text(s.trim()).ok_or_else(|| {
+            bad(format!(
+                "ts {s:?} is neither epoch milliseconds nor RFC 3339"
+            ))
+        }),
+        Some(other) => Err(bad(format!(
+            "ts must be a number or an RFC 3339 string, got {}",
+            kind_name(other)
+        ))),
+    }
+}
+
+/// Epoch milliseconds as digits, or an RFC 3339 date-time.
+pub fn parse_time_text(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let instant = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(instant.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+fn wrong_type(field: &'static str, expected: &str, got: &Value) -> Rejection {
+    reject(
+        Reason::WrongFieldType(field),
+        format!("{field} must be {expected}, got {}", kind_name(got)),
+    )
+}
+
+fn kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cleaner() -> Cleaner {
+        Cleaner::new(CleanConfig::default())
+    }
+
+    fn code_of(payload: &str) -> String {
+        cleaner()
+            .clean_json(payload.as_bytes())
+            .unwrap_err()
+            .reason
+            .code()
+    }
+
+    #[test]
+    fn accepts_a_full_event_and_trims_ids() {
+        let event = cleaner()
+            .clean_json(
+                br#"{"event_id":"e1","type":"buy","user_id":" u1 ","item_id":42,
+                     "ts":"2024-05-01T12:00:00Z","price":9.5,"quantity":2,"category":"shoes"}"#,
+            )
+            .unwrap();
+        assert_eq!(event.kind, EventType::Purchase);
+        assert_eq!(event.user_id, "u1");
+        assert_eq!(event.item_id, "42");
+        assert_eq!(event.ts_ms, 1_714_564_800_000);
+        assert_eq!(event.price, Some(9.5));
+        assert_eq!(event.quantity, Some(2));
+    }
+
+    #[test]
+    fn each_rule_has_its_code() {
+        let ok_ts = 1_700_000_000_000i64;
+        let cases = [
+            ("nope".to_string(), "not_json"),
+            ("[1,2]".to_string(), "not_object"),
+            (
+                format!(r#"{{"type":"view","item_id":"i","ts":{ok_ts}}}"#),
+                "missing_field:user_id",
+            ),
+            (
+                format!(r#"{{"type":"view","user_id":null,"item_id":"i","ts":{ok_ts}}}"#),
+                "missing_field:user_id",
+            ),
+            (
+                format!(r#"{{"type":"view","user_id":"  ","item_id":"i","ts":{ok_ts}}}"#),
+                "empty_id:user_id",
+            ),
+            (
+                format!(r#"{{"type":"view","user_id":"u","item_id":[1],"ts":{ok_ts}}}"#),
+                "wrong_field_type:item_id",
+            ),
+            (
+                format!(r#"{{"type":"refund","user_id":"u","item_id":"i","ts":{ok_ts}}}"#),
+                "bad_type",
+            ),
+            (
+                r#"{"type":"view","user_id":"u","item_id":"i","ts":"yesterday"}"#.to_string(),
+                "bad_timestamp",
+            ),
+            (
+                r#"{"type":"view","user_id":"u","item_id":"i","ts":1000}"#.to_string(),
+                "bad_timestamp",
+            ),
+            (
+                format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ok_ts},"price":-1}}"#),
+                "bad_price",
+            ),
+            (
+                format!(
+                    r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ok_ts},"price":"9"}}"#
+                ),
+                "bad_price",
+            ),
+            (
+                format!(
+                    r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ok_ts},"quantity":0}}"#
+                ),
+                "bad_quantity",
+            ),
+            (
+                format!(
+                    r#"{{"type":"view","user_id":"{}","item_id":"i","ts":{ok_ts}}}"#,
+                    "x".repeat(200)
+                ),
+                "id_too_long:user_id",
+            ),
+            (
+                format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ok_ts},"pad":"{}"}}"#, "x".repeat(20_000)),
+                "payload_too_large",
+            ),
+        ];
+        for (payload, expected) in cases {
+            assert_eq!(code_of(&payload), expected, "{payload}");
+        }
+    }
+
+    #[test]
+    fn future_skew_is_measured_from_the_latest_accepted_event() {
+        let mut cleaner = cleaner();
+        let base = 1_700_000_000_000i64;
+        let day = 24 * 3600 * 1000;
+        let event = |ts: i64| format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ts}}}"#);
+        assert!(cleaner.clean_json(event(base).as_bytes()).is_ok());
+        let far = cleaner.clean_json(event(base + 2 * day).as_bytes()).unwrap_err();
+        assert_eq!(far.reason, Reason::BadTimestamp);
+        assert!(far.detail.contains("ahead of the latest event time"));
+        assert!(cleaner.clean_json(event(base + day / 2).as_bytes()).is_ok());
+        assert!(cleaner.clean_json(event(base + day).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_rejection_displays_code_and_detail() {
+        let rejection = cleaner()
+            .clean_json(br#"{"type":"view","user_id":"u","item_id":"i"}"#)
+            .unwrap_err();
+        assert_eq!(rejection.to_string(), "missing_field:ts: ts is required");
+    }
+}

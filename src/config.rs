@@ -1,0 +1,419 @@
+//! Configuration: serde structs with defaults for every key, loaded from TOML and validated with
+//! errors that name the key and the rule.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventType;
+
+/// The whole configuration file. Sections other than `engine` arrive with the pipeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid value for `{key}`: {rule}")]
+    Invalid { key: &'static str, rule: String },
+}
+
+impl Config {
+    /// Reads and validates a TOML file; keys it leaves out keep their defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|err| match err {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: "<text>".into(),
+            message: err.message().to_owned(),
+        })?;
+        config.engine.validate()?;
+        Ok(config)
+    }
+}
+
+/// Everything the sans-IO engine needs; nothing here knows about Kafka or files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Seeds factor initialisation and negative sampling.
+    pub seed: u64,
+    pub weights: TypeWeights,
+    pub clean: CleanConfig,
+    pub dedup: DedupConfig,
+    pub profile: ProfileConfig,
+    pub cooccurrence: CoocConfig,
+    pub factorization: MfConfig,
+    pub popularity: PopularityConfig,
+    pub ranking: RankingConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            seed: 42,
+            weights: TypeWeights::default(),
+            clean: CleanConfig::default(),
+            dedup: DedupConfig::default(),
+            profile: ProfileConfig::default(),
+            cooccurrence: CoocConfig::default(),
+            factorization: MfConfig::default(),
+            popularity: PopularityConfig::default(),
+            ranking: RankingConfig::default(),
+        }
+    }
+}
+
+/// How much each event type says about a shopper's interest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TypeWeights {
+    pub view: f32,
+    pub favorite: f32,
+    pub add_to_cart: f32,
+    pub purchase: f32,
+}
+
+impl Default for TypeWeights {
+    fn default() -> Self {
+        TypeWeights {
+            view: 1.0,
+            favorite: 2.0,
+            add_to_cart: 3.0,
+            purchase: 4.0,
+        }
+    }
+}
+
+impl TypeWeights {
+    pub fn of(&self, kind: EventType) -> f32 {
+        match kind {
+            EventType::View => self.view,
+            EventType::Favorite => self.favorite,
+            EventType::AddToCart => self.add_to_cart,
+            EventType::Purchase => self.purchase,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CleanConfig {
+    /// Larger payloads are rejected before parsing (`payload_too_large`).
+    pub max_payload_bytes: usize,
+    /// Longer ids (after trimming) are rejected (`id_too_long:<field>`).
+    pub max_id_len: usize,
+    /// Events before this epoch-ms instant are rejected; default 2000-01-01T00:00:00Z.
+    pub min_ts_ms: i64,
+    /// Events further ahead of the latest accepted event time are rejected.
+    pub max_future_skew_ms: i64,
+}
+
+impl Default for CleanConfig {
+    fn default() -> Self {
+        CleanConfig {
+            max_payload_bytes: 16 * 1024,
+            max_id_len: 128,
+            min_ts_ms: 946_684_800_000,
+            max_future_skew_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupConfig {
+    /// At most this many event keys are remembered.
+    pub max_entries: usize,
+    /// Keys older than this (event time, behind the latest event) are forgotten.
+    pub window_ms: i64,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            max_entries: 1_000_000,
+            window_ms: 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Distinct recent items kept per user.
+    pub max_recent_items: usize,
+    /// Purchased items kept per user (the never-recommend-again filter).
+    pub max_purchased_items: usize,
+    /// Categories kept per user in the affinity list.
+    pub max_categories: usize,
+    /// Half-life of category affinity and of the interest in a recent item.
+    pub half_life_ms: i64,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        ProfileConfig {
+            max_recent_items: 50,
+            max_purchased_items: 200,
+            max_categories: 16,
+            half_life_ms: 2 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Similarity {
+    Cosine,
+    Llr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoocConfig {
+    /// An event pairs its item with the user's last M distinct items.
+    pub window_items: usize,
+    /// Pair weight halves for every this many ms between the two interactions.
+    pub pair_half_life_ms: i64,
+    /// Neighbours kept per item (top-K by similarity, maintained incrementally).
+    pub neighbors_per_item: usize,
+    /// Pair counters kept per item; the weakest are pruned past twice this.
+    pub counters_per_item: usize,
+    pub similarity: Similarity,
+}
+
+impl Default for CoocConfig {
+    fn default() -> Self {
+        CoocConfig {
+            window_items: 20,
+            pair_half_life_ms: 24 * 3600 * 1000,
+            neighbors_per_item: 30,
+            counters_per_item: 128,
+            similarity: Similarity::Cosine,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfConfig {
+    pub rank: usize,
+    pub learning_rate: f32,
+    pub regularization: f32,
+    /// Sampled negatives (target 0) per positive update.
+    pub negatives: usize,
+    /// Recent item occurrences negatives are drawn from (popularity-proportional sampling).
+    pub sample_pool: usize,
+    pub init_scale: f32,
+}
+
+impl Default for MfConfig {
+    fn default() -> Self {
+        MfConfig {
+            rank: 32,
+            learning_rate: 0.05,
+            regularization: 0.01,
+            negatives: 2,
+            sample_pool: 10_000,
+            init_scale: 0.1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PopularityConfig {
+    /// Half-life of the trending score.
+    pub half_life_ms: i64,
+    /// Items kept in the trending list.
+    pub trending_size: usize,
+}
+
+impl Default for PopularityConfig {
+    fn default() -> Self {
+        PopularityConfig {
+            half_life_ms: 7 * 24 * 3600 * 1000,
+            trending_size: 100,
+        }
+    }
+}
+
+/// Weights of each candidate source in the blended score; 0 switches a source off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Blend {
+    pub history: f32,
+    pub cooc: f32,
+    pub cross: f32,
+    pub mf: f32,
+    pub popular: f32,
+}
+
+impl Default for Blend {
+    fn default() -> Self {
+        Blend {
+            history: 1.0,
+            cooc: 1.0,
+            cross: 0.5,
+            mf: 0.3,
+            popular: 0.2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RankingConfig {
+    pub blend: Blend,
+    /// Recent items whose neighbours become candidates.
+    pub seed_items: usize,
+    /// Trending items offered as candidates (and as the MF pool).
+    pub popular_candidates: usize,
+}
+
+impl Default for RankingConfig {
+    fn default() -> Self {
+        RankingConfig {
+            blend: Blend::default(),
+            seed_items: 20,
+            popular_candidates: 50,
+        }
+    }
+}
+
+fn invalid(key: &'static str, rule: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        rule: rule.to_owned(),
+    }
+}
+
+fn positive(key: &'static str, value: i64) -> Result<(), ConfigError> {
+    if value > 0 {
+        Ok(())
+    } else {
+        Err(invalid(key, &format!("must be > 0, got {value}")))
+    }
+}
+
+fn finite_non_negative(key: &'static str, value: f32) -> Result<(), ConfigError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, &format!("must be finite and >= 0, got {value}")))
+    }
+}
+
+impl EngineConfig {
+    /// Checks every rule the engine relies on; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.weights;
+        for (key, value) in [
+            ("engine.weights.view", w.view),
+            ("engine.weights.favorite", w.favorite),
+            ("engine.weights.add_to_cart", w.add_to_cart),
+            ("engine.weights.purchase", w.purchase),
+        ] {
+            finite_non_negative(key, value)?;
+        }
+        positive("engine.clean.max_payload_bytes", self.clean.max_payload_bytes as i64)?;
+        positive("engine.clean.max_id_len", self.clean.max_id_len as i64)?;
+        positive("engine.clean.max_future_skew_ms", self.clean.max_future_skew_ms)?;
+        positive("engine.dedup.max_entries", self.dedup.max_entries as i64)?;
+        positive("engine.dedup.window_ms", self.dedup.window_ms)?;
+        let p = &self.profile;
+        positive("engine.profile.max_recent_items", p.max_recent_items as i64)?;
+        positive("engine.profile.max_purchased_items", p.max_purchased_items as i64)?;
+        positive("engine.profile.max_categories", p.max_categories as i64)?;
+        positive("engine.profile.half_life_ms", p.half_life_ms)?;
+        let c = &self.cooccurrence;
+        positive("engine.cooccurrence.window_items", c.window_items as i64)?;
+        positive("engine.cooccurrence.pair_half_life_ms", c.pair_half_life_ms)?;
+        positive("engine.cooccurrence.neighbors_per_item", c.neighbors_per_item as i64)?;
+        if c.counters_per_item < c.neighbors_per_item {
+            return Err(invalid(
+                "engine.cooccurrence.counters_per_item",
+                "must be >= engine.cooccurrence.neighbors_per_item",
+            ));
+        }
+        let m = &self.factorization;
+        if !(1..=512).contains(&m.rank) {
+            return Err(invalid("engine.factorization.rank", "must be in 1..=512"));
+        }
+        finite_non_negative("engine.factorization.learning_rate", m.learning_rate)?;
+        finite_non_negative("engine.factorization.regularization", m.regularization)?;
+        finite_non_negative("engine.factorization.init_scale", m.init_scale)?;
+        positive("engine.factorization.sample_pool", m.sample_pool as i64)?;
+        positive("engine.popularity.half_life_ms", self.popularity.half_life_ms)?;
+        positive("engine.popularity.trending_size", self.popularity.trending_size as i64)?;
+        let b = &self.ranking.blend;
+        for (key, value) in [
+            ("engine.ranking.blend.history", b.history),
+            ("engine.ranking.blend.cooc", b.cooc),
+            ("engine.ranking.blend.cross", b.cross),
+            ("engine.ranking.blend.mf", b.mf),
+            ("engine.ranking.blend.popular", b.popular),
+        ] {
+            finite_non_negative(key, value)?;
+        }
+        positive("engine.ranking.seed_items", self.ranking.seed_items as i64)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_config_file_matches_defaults() {
+        let text = include_str!("../config/streamrec.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            ("[engine]\nbogus = 1", "unknown field `bogus`"),
+            ("[engine.factorization]\nrank = 0", "engine.factorization.rank"),
+            ("[engine.weights]\nview = -1.0", "engine.weights.view"),
+            ("[engine.dedup]\nwindow_ms = 0", "engine.dedup.window_ms"),
+            (
+                "[engine.cooccurrence]\ncounters_per_item = 4",
+                "engine.cooccurrence.counters_per_item",
+            ),
+            ("[engine.ranking.blend]\nmf = nan", "engine.ranking.blend.mf"),
+        ];
+        for (text, expected) in cases {
+            let message = Config::parse(text).unwrap_err().to_string();
+            assert!(message.contains(expected), "{text:?} gave {message:?}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The engine: a deterministic state machine. `apply(event)` learns, `recommend(user, n)` ranks.
+//!
+//! State is split the way the pipeline will distribute it: [`UserShard`] (profiles, user
+//! factors, dedup window, sampling RNG) belongs to whichever worker owns the user's partition;
+//! [`ItemModel`] (item ids, item factors, co-occurrence, popularity) is shared by all workers.
+//! With one worker, the same events in the same order with the same config give the same state.
+
+use rustc_hash::FxHashMap;
+
+use crate::config::{Blend, EngineConfig};
+use crate::cooccurrence::{Cooccurrence, PairEvent};
+use crate::dedup::DedupWindow;
+use crate::event::{Event, EventType};
+use crate::factorization::{initial_vector, learn, ItemFactors, SamplePool};
+use crate::intern::Interner;
+use crate::popularity::Popularity;
+use crate::profile::{Observation, UserProfile};
+use crate::ranking::{self, Filters, Scored};
+use crate::rng::SplitMix64;
+
+/// Item-side state, shared by every worker.
+#[derive(Clone, Debug)]
+pub struct ItemModel {
+    pub ids: Interner,
+    pub categories: Interner,
+    /// Last category seen per item, `NO_CATEGORY` if none.
+    pub category_of: Vec<u32>,
+    pub factors: ItemFactors,
+    pub cooccurrence: Cooccurrence,
+    pub popularity: Popularity,
+    pub pool: SamplePool,
+    /// The latest event time seen: the engine's notion of "now".
+    pub latest_ts_ms: i64,
+}
+
+pub const NO_CATEGORY: u32 = u32::MAX;
+
+/// One user's state.
+#[derive(Clone, Debug)]
+pub struct UserState {
+    pub profile: UserProfile,
+    pub factors: Box<[f32]>,
+}
+
+/// User-side state for the users one worker owns.
+#[derive(Clone, Debug)]
+pub struct UserShard {
+    pub users: FxHashMap<Box<str>, UserState>,
+    pub dedup: DedupWindow,
+    pub rng: SplitMix64,
+}
+
+/// The outcome of `apply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Learned { new_user: bool, new_item: bool },
+    Duplicate,
+}
+
+#[derive(Clone, Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    items: ItemModel,
+    shard: UserShard,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        let items = ItemModel {
+            ids: Interner::default(),
+            categories: Interner::default(),
+            category_of: Vec::new(),
+            factors: ItemFactors::new(config.factorization.rank),
+            cooccurrence: Cooccurrence::new(config.cooccurrence.clone()),
+            popularity: Popularity::new(config.popularity.clone()),
+            pool: SamplePool::new(config.factorization.sample_pool),
+            latest_ts_ms: i64::MIN,
+        };
+        let shard = UserShard {
+            users: FxHashMap::default(),
+            dedup: DedupWindow::new(config.dedup.clone()),
+            rng: SplitMix64::new(config.seed),
+        };
+        Engine {
+            config,
+            items,
+            shard,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn items(&self) -> &ItemModel {
+        &self.items
+    }
+
+    pub fn user(&self, user_id: &str) -> Option<&UserState> {
+        self.shard.users.get(user_id)
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.shard.users.len()
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.items.ids.len()
+    }
+
+    pub fn item_index(&self, item_id: &str) -> Option<u32> {
+        self.items.ids.get(item_id)
+    }
+
+    pub fn item_id(&self, item: u32) -> &str {
+        self.items.ids.name(item)
+    }
+
+    /// Learns from one cleaned event. Duplicates (within the dedup window) change nothing else.
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        if !self.shard.dedup.first_sighting(event) {
+            return Applied::Duplicate;
+        }
+        let (item, new_item) = self.intern_item(event);
+        let category = event
+            .category
+            .as_deref()
+            .map(|c| self.items.categories.intern(c));
+        if let Some(c) = category {
+            self.items.category_of[item as usize] = c;
+        }
+        self.items.latest_ts_ms = self.items.latest_ts_ms.max(event.ts_ms);
+        let new_user = !self.shard.users.contains_key(event.user_id.as_str());
+        let config = &self.config;
+        let user = self
+            .shard
+            .users
+            .entry(event.user_id.as_str().into())
+            .or_insert_with(|| UserState {
+                profile: UserProfile::new(event.ts_ms),
+                factors: initial_vector(&event.user_id, config.seed, &config.factorization),
+            });
+        let weight = config.weights.of(event.kind);
+        let profile = &user.profile;
+        self.items.cooccurrence.observe(PairEvent {
+            item,
+            weight,
+            ts_ms: event.ts_ms,
+            history: &profile.recent,
+            new_to_user: profile.recent_position(item).is_none(),
+            first_purchase: event.kind == EventType::Purchase && !profile.has_purchased(item),
+        });
+        let strength = weight / config.weights.view.max(f32::MIN_POSITIVE);
+        learn(
+            &mut user.factors,
+            item,
+            strength.sqrt(),
+            &mut self.items.factors,
+            &self.items.pool,
+            &mut self.shard.rng,
+            &config.factorization,
+        );
+        self.items.pool.push(item);
+        self.items.popularity.observe(item, weight, event.ts_ms);
+        let observation = Observation {
+            item,
+            kind: event.kind,
+            ts_ms: event.ts_ms,
+            weight,
+            category,
+        };
+        user.profile.record(observation, &config.profile);
+        Applied::Learned { new_user, new_item }
+    }
+
+    fn intern_item(&mut self, event: &Event) -> (u32, bool) {
+        let before = self.items.ids.len();
+        let item = self.items.ids.intern(&event.item_id);
+        let new_item = self.items.ids.len() > before;
+        if new_item {
+            let vector = initial_vector(&event.item_id, self.config.seed, &self.config.factorization);
+            self.items.factors.push(&vector);
+            self.items.category_of.push(NO_CATEGORY);
+        }
+        (item, new_item)
+    }
+
+    /// Top-`n` items for `user_id` with the configured blend.
+    pub fn recommend(&self, user_id: &str, n: usize, filters: &Filters) -> Vec<Scored> {
+        self.recommend_with(user_id, n, filters, &self.config.ranking.blend)
+    }
+
+    /// Top-`n` items with an explicit blend (evaluation compares several).
+    pub fn recommend_with(&self, user_id: &str, n: usize, filters: &Filters, blend: &Blend) -> Vec<Scored> {
+        let user = self.shard.users.get(user_id);
+        ranking::recommend(&self.items, user, &self.config, blend, n, filters)
+    }
+
+    /// Approximate heap bytes of user-side and item-side state.
+    pub fn memory(&self) -> MemoryUse {
+        let users: usize = self
+            .shard
+            .users
+            .iter()
+            .map(|(id, u)| id.len() + 48 + u.profile.heap_bytes() + u.factors.len() * 4 + std::mem::size_of::<UserState>())
+            .sum();
+        let items = self.items.ids.heap_bytes()
+            + self.items.factors.heap_bytes()
+            + self.items.cooccurrence.heap_bytes()
+            + self.items.popularity.heap_bytes()
+            + self.items.category_of.capacity() * 4;
+        MemoryUse {
+            user_bytes: users,
+            item_bytes: items,
+            users: self.user_count(),
+            items: self.item_count(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryUse {
+    pub user_bytes: usize,
+    pub item_bytes: usize,
+    pub users: usize,
+    pub items: usize,
+}
+
+impl MemoryUse {
+    pub fn bytes_per_user(&self) -> f64 {
+        self.user_bytes as f64 / self.users.max(1) as f64
+    }
+
+    pub fn bytes_per_item(&self) -> f64 {
+        self.item_bytes as f64 / self.items.max(1) as f64
+    }
+}

@@ -1,0 +1,240 @@
+//! Prequential (test-then-learn) evaluation over a time-sorted event log.
+//!
+//! Every event is first a possible test case, then learned. `discovery`: the user has an earlier
+//! event and never touched the item; everything they touched is excluded from the list.
+//! `purchase`: a purchase by a user with an earlier event; only purchased items are excluded.
+//! All methods share one engine (learning is identical); they differ only in the ranking blend.
+
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use crate::config::{Blend, EngineConfig};
+use crate::engine::Engine;
+use crate::event::{Event, EventType};
+use crate::ranking::Filters;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Discovery,
+    Purchase,
+}
+
+/// A named ranking blend to score.
+#[derive(Clone, Debug)]
+pub struct Method {
+    pub name: String,
+    pub blend: Blend,
+}
+
+fn only(f: impl FnOnce(&mut Blend)) -> Blend {
+    let mut blend = Blend {
+        history: 0.0,
+        cooc: 0.0,
+        cross: 0.0,
+        mf: 0.0,
+        popular: 0.0,
+    };
+    f(&mut blend);
+    blend
+}
+
+/// Single-source baselines, the configured hybrid, and the hybrid without each source.
+pub fn standard_methods(hybrid: &Blend) -> Vec<Method> {
+    let method = |name: &str, blend: Blend| Method {
+        name: name.to_owned(),
+        blend,
+    };
+    let mut methods = vec![
+        method("popularity", only(|b| b.popular = 1.0)),
+        method("history", only(|b| b.history = 1.0)),
+        method("cooc", only(|b| b.cooc = 1.0)),
+        method("mf", only(|b| b.mf = 1.0)),
+        method("hybrid", hybrid.clone()),
+    ];
+    let ablations: [(&str, fn(&mut Blend)); 5] = [
+        ("hybrid-no-history", |b| b.history = 0.0),
+        ("hybrid-no-cooc", |b| b.cooc = 0.0),
+        ("hybrid-no-cross", |b| b.cross = 0.0),
+        ("hybrid-no-mf", |b| b.mf = 0.0),
+        ("hybrid-no-popular", |b| b.popular = 0.0),
+    ];
+    for (name, strip) in ablations {
+        let mut blend = hybrid.clone();
+        strip(&mut blend);
+        if blend != *hybrid {
+            methods.push(method(name, blend));
+        }
+    }
+    methods
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MethodReport {
+    pub method: String,
+    pub hr_at_n: f64,
+    pub mrr_at_n: f64,
+    pub tests: u64,
+    pub hits: u64,
+    /// Distinct items recommended over all test cases / distinct items in the log.
+    pub coverage: f64,
+    /// Events / (time learning + time ranking for this method).
+    pub events_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub mode: Mode,
+    pub top_n: usize,
+    pub events: usize,
+    pub users: usize,
+    pub items: usize,
+    pub tests: u64,
+    pub learn_events_per_s: f64,
+    pub bytes_per_user: f64,
+    pub bytes_per_item: f64,
+    pub methods: Vec<MethodReport>,
+}
+
+#[derive(Default)]
+struct Tally {
+    hits: u64,
+    reciprocal_rank: f64,
+    recommended: FxHashSet<u32>,
+    ranking_time: Duration,
+}
+
+#[derive(Default)]
+struct UserTrack {
+    touched: FxHashSet<u32>,
+    purchased: FxHashSet<u32>,
+}
+
+/// Sorts by time (stable: file order breaks ties), then tests and learns every event in order.
+pub fn evaluate(mut events: Vec<Event>, mode: Mode, top_n: usize, config: &EngineConfig, methods: &[Method]) -> EvalReport {
+    events.sort_by_key(|e| e.ts_ms);
+    let mut engine = Engine::new(config.clone());
+    let mut tracks: FxHashMap<String, UserTrack> = FxHashMap::default();
+    let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
+    let mut tests = 0u64;
+    let mut learning = Duration::ZERO;
+    for event in &events {
+        let target = engine.item_index(&event.item_id);
+        if let Some(track) = tracks.get(event.user_id.as_str()) {
+            if is_test_case(mode, event, target, track) {
+                tests += 1;
+                let excluded = match mode {
+                    Mode::Discovery => &track.touched,
+                    Mode::Purchase => &track.purchased,
+                };
+                let filters = Filters {
+                    exclude_seen: false,
+                    exclude_items: Some(excluded),
+                };
+                for (method, tally) in methods.iter().zip(tallies.iter_mut()) {
+                    score_case(&engine, event, target, top_n, &filters, method, tally);
+                }
+            }
+        }
+        let started = Instant::now();
+        engine.apply(event);
+        learning += started.elapsed();
+        let item = engine.item_index(&event.item_id).expect("applied items are interned");
+        let track = tracks.entry(event.user_id.clone()).or_default();
+        track.touched.insert(item);
+        if event.kind == EventType::Purchase {
+            track.purchased.insert(item);
+        }
+    }
+    let catalog = engine.item_count().max(1) as f64;
+    let memory = engine.memory();
+    let method_reports = methods
+        .iter()
+        .zip(tallies)
+        .map(|(method, tally)| MethodReport {
+            method: method.name.clone(),
+            hr_at_n: ratio(tally.hits as f64, tests as f64),
+            mrr_at_n: ratio(tally.reciprocal_rank, tests as f64),
+            tests,
+            hits: tally.hits,
+            coverage: tally.recommended.len() as f64 / catalog,
+            events_per_s: ratio(events.len() as f64, (learning + tally.ranking_time).as_secs_f64()),
+        })
+        .collect();
+    EvalReport {
+        mode,
+        top_n,
+        events: events.len(),
+        users: engine.user_count(),
+        items: engine.item_count(),
+        tests,
+        learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
+        bytes_per_user: memory.bytes_per_user(),
+        bytes_per_item: memory.bytes_per_item(),
+        methods: method_reports,
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+fn is_test_case(mode: Mode, event: &Event, target: Option<u32>, track: &UserTrack) -> bool {
+    match mode {
+        Mode::Discovery => target.is_none_or(|item| !track.touched.contains(&item)),
+        Mode::Purchase => event.kind == EventType::Purchase,
+    }
+}
+
+fn score_case(
+    engine: &Engine,
+    event: &Event,
+    target: Option<u32>,
+    top_n: usize,
+    filters: &Filters,
+    method: &Method,
+    tally: &mut Tally,
+) {
+    let started = Instant::now();
+    let list = engine.recommend_with(&event.user_id, top_n, filters, &method.blend);
+    tally.ranking_time += started.elapsed();
+    tally.recommended.extend(list.iter().map(|s| s.item));
+    if let Some(rank) = target.and_then(|t| list.iter().position(|s| s.item == t)) {
+        tally.hits += 1;
+        tally.reciprocal_rank += 1.0 / (rank as f64 + 1.0);
+    }
+}
+
+impl EvalReport {
+    /// A plain-text table for terminals.
+    pub fn table(&self) -> String {
+        let n = self.top_n;
+        let mut out = format!(
+            "mode {:?}: {} events, {} users, {} items, {} test cases; learning alone {:.0} events/s; \
+             ~{:.0} B/user, ~{:.0} B/item\n",
+            self.mode, self.events, self.users, self.items, self.tests, self.learn_events_per_s,
+            self.bytes_per_user, self.bytes_per_item
+        );
+        out += &format!(
+            "{:<20} {:>8} {:>8} {:>9} {:>12}\n",
+            "method",
+            format!("HR@{n}"),
+            format!("MRR@{n}"),
+            "coverage",
+            "events/s"
+        );
+        for m in &self.methods {
+            out += &format!(
+                "{:<20} {:>8.4} {:>8.4} {:>9.3} {:>12.0}\n",
+                m.method, m.hr_at_n, m.mrr_at_n, m.coverage, m.events_per_s
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,61 @@
+//! String ids to dense indices, so hot state lives in vectors rather than string-keyed maps.
+
+use rustc_hash::FxHashMap;
+
+#[derive(Clone, Debug, Default)]
+pub struct Interner {
+    index: FxHashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    /// The index of `name`, assigning the next one on first sight.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&idx) = self.index.get(name) {
+            return idx;
+        }
+        let idx = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct ids");
+        self.names.push(name.into());
+        self.index.insert(name.into(), idx);
+        idx
+    }
+
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    pub fn name(&self, idx: u32) -> &str {
+        &self.names[idx as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Approximate heap bytes: each name is stored twice (key and reverse lookup).
+    pub fn heap_bytes(&self) -> usize {
+        let text: usize = self.names.iter().map(|n| n.len()).sum();
+        2 * text + self.names.len() * (16 + 16 + 4 + 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_is_stable_and_dense() {
+        let mut interner = Interner::default();
+        assert_eq!(interner.intern("a"), 0);
+        assert_eq!(interner.intern("b"), 1);
+        assert_eq!(interner.intern("a"), 0);
+        assert_eq!(interner.get("b"), Some(1));
+        assert_eq!(interner.get("c"), None);
+        assert_eq!(interner.name(1), "b");
+        assert_eq!(interner.len(), 2);
+    }
+}

@@ -1,0 +1,44 @@
+//! streamrec: real-time recommendations from shop event streams.
+//!
+//! # Layout
+//! The core is sans-IO: a deterministic state machine that learns from events and ranks items,
+//! knowing nothing of Kafka, files or clocks (time arrives with each event). Edges feed it.
+//!
+//! - [`event`]: the event model v1 (types and aliases).
+//! - [`clean`]: bytes → valid event or a rejection with a stable reason code.
+//! - [`dedup`]: exact duplicate detection in a window bounded by count and event time.
+//! - [`profile`]: per-user history, purchases and category affinity, all bounded.
+//! - [`cooccurrence`] + [`similarity`]: item pair counts, cross-occurrence, bounded neighbour lists.
+//! - [`factorization`]: online SGD matrix factorisation with sampled negatives.
+//! - [`popularity`]: decayed popularity and the trending list.
+//! - [`ranking`]: candidates → blended score → filters → top-N.
+//! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)`, split into item-side
+//!   (shared) and user-side (per worker) state.
+//! - [`formats`] and [`eval`]: dataset readers and prequential evaluation (edges over the core).
+//! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
+//!
+//! Data flow: bytes → `clean` → `Engine::apply` (`dedup` → `profile`, `cooccurrence`,
+//! `factorization`, `popularity`) and `Engine::recommend` → `ranking`.
+
+#![forbid(unsafe_code)]
+
+pub mod clean;
+pub mod cli;
+pub mod config;
+pub mod cooccurrence;
+pub mod decay;
+pub mod dedup;
+pub mod engine;
+pub mod eval;
+pub mod event;
+pub mod factorization;
+pub mod formats;
+pub mod intern;
+pub mod popularity;
+pub mod profile;
+pub mod ranking;
+pub mod rng;
+pub mod similarity;
+
+pub use engine::{Applied, Engine};
+pub use event::{Event, EventType};

@@ -1,0 +1,155 @@
+//! Popularity and trending with exponential time decay.
+//!
+//! Uses forward decay: an event at time t adds `w · 2^((t − landmark)/half_life)`, so stored
+//! scores never need decaying and stay comparable across items. The landmark moves forward
+//! (rescaling every score) before the exponent could overflow.
+
+use crate::config::PopularityConfig;
+
+const MAX_EXPONENT: f64 = 64.0;
+
+#[derive(Clone, Debug)]
+pub struct Popularity {
+    config: PopularityConfig,
+    landmark_ms: Option<i64>,
+    scores: Vec<f64>,
+    /// Interactions ever seen per item (type-weighted).
+    totals: Vec<f32>,
+    /// Unordered list of the highest-scoring items, at most `trending_size`.
+    top: Vec<u32>,
+    in_top: Vec<bool>,
+}
+
+impl Popularity {
+    pub fn new(config: PopularityConfig) -> Popularity {
+        Popularity {
+            config,
+            landmark_ms: None,
+            scores: Vec::new(),
+            totals: Vec::new(),
+            top: Vec::new(),
+            in_top: Vec::new(),
+        }
+    }
+
+    pub fn observe(&mut self, item: u32, weight: f32, ts_ms: i64) {
+        let idx = item as usize;
+        if idx >= self.scores.len() {
+            self.scores.resize(idx + 1, 0.0);
+            self.totals.resize(idx + 1, 0.0);
+            self.in_top.resize(idx + 1, false);
+        }
+        let landmark = *self.landmark_ms.get_or_insert(ts_ms);
+        let mut exponent = (ts_ms - landmark) as f64 / self.config.half_life_ms as f64;
+        if exponent > MAX_EXPONENT {
+            self.rebase(ts_ms);
+            exponent = 0.0;
+        }
+        self.scores[idx] += weight as f64 * exponent.exp2();
+        self.totals[idx] += weight;
+        self.offer(item);
+    }
+
+    fn rebase(&mut self, new_landmark_ms: i64) {
+        let old = self.landmark_ms.expect("rebase after the first event");
+        let factor = (-((new_landmark_ms - old) as f64) / self.config.half_life_ms as f64).exp2();
+        self.scores.iter_mut().for_each(|s| *s *= factor);
+        self.landmark_ms = Some(new_landmark_ms);
+    }
+
+    fn offer(&mut self, item: u32) {
+        if self.in_top[item as usize] {
+            return;
+        }
+        if self.top.len() < self.config.trending_size {
+            self.top.push(item);
+            self.in_top[item as usize] = true;
+            return;
+        }
+        let (weakest, floor) = self
+            .top
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (i, self.scores[t as usize]))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .expect("trending_size > 0");
+        if self.scores[item as usize] > floor {
+            self.in_top[self.top[weakest] as usize] = false;
+            self.top[weakest] = item;
+            self.in_top[item as usize] = true;
+        }
+    }
+
+    /// The trending items, best first (ties by item index), with scores relative to the best.
+    pub fn trending(&self, limit: usize) -> Vec<(u32, f32)> {
+        let mut ranked: Vec<(u32, f64)> = self
+            .top
+            .iter()
+            .map(|&i| (i, self.scores[i as usize]))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(limit);
+        let best = ranked.first().map_or(1.0, |r| r.1.max(f64::MIN_POSITIVE));
+        ranked.into_iter().map(|(i, s)| (i, (s / best) as f32)).collect()
+    }
+
+    pub fn total(&self, item: u32) -> f32 {
+        self.totals.get(item as usize).copied().unwrap_or(0.0)
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.scores.capacity() * 8 + self.totals.capacity() * 4 + self.in_top.capacity() + self.top.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn popularity(size: usize) -> Popularity {
+        Popularity::new(PopularityConfig {
+            half_life_ms: 1000,
+            trending_size: size,
+        })
+    }
+
+    #[test]
+    fn recent_interest_beats_old_interest() {
+        let mut p = popularity(10);
+        for _ in 0..3 {
+            p.observe(1, 1.0, 0);
+        }
+        p.observe(2, 1.0, 2000);
+        p.observe(2, 1.0, 2000);
+        let trending = p.trending(10);
+        assert_eq!(trending[0].0, 2, "2 events now beat 3 events two half-lives ago");
+        assert!((trending[1].1 - 0.375).abs() < 1e-6);
+        assert_eq!(p.total(1), 3.0);
+    }
+
+    #[test]
+    fn the_list_is_bounded_and_keeps_the_best() {
+        let mut p = popularity(2);
+        for (item, times) in [(1, 1), (2, 5), (3, 3), (4, 1)] {
+            for _ in 0..times {
+                p.observe(item, 1.0, 0);
+            }
+        }
+        let items: Vec<u32> = p.trending(5).iter().map(|t| t.0).collect();
+        assert_eq!(items, vec![2, 3]);
+    }
+
+    #[test]
+    fn rebasing_keeps_the_order_over_long_spans() {
+        let mut p = popularity(5);
+        let year = 365 * 24 * 3600 * 1000i64;
+        p.observe(1, 1.0, 0);
+        for step in 1..=20 {
+            p.observe(2, 1.0, step * year / 10);
+            p.observe(3, 2.0, step * year / 10);
+        }
+        let trending = p.trending(5);
+        assert_eq!(trending[0].0, 3);
+        assert!(trending.iter().all(|t| t.1.is_finite()));
+    }
+}
