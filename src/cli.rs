@@ -40,6 +40,9 @@ pub struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Score only these methods (comma-separated names from the table); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -87,7 +90,14 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             eprintln!("  {example}");
         }
     }
-    let methods = standard_methods(&config.engine.ranking.blend);
+    let mut methods = standard_methods(&config.engine.ranking.blend);
+    if !args.methods.is_empty() {
+        let known: Vec<String> = methods.iter().map(|m| m.name.clone()).collect();
+        if let Some(unknown) = args.methods.iter().find(|m| !known.contains(m)) {
+            bail!("unknown method {unknown:?}; known: {}", known.join(", "));
+        }
+        methods.retain(|m| args.methods.contains(&m.name));
+    }
     let report = evaluate(loaded.events, mode, args.top_n, &config.engine, &methods);
     if args.json {
         let mut value = serde_json::to_value(&report)?;

@@ -202,6 +202,9 @@ pub struct CoocConfig {
     /// Pair counters kept per item; the weakest are pruned past twice this.
     pub counters_per_item: usize,
     pub similarity: Similarity,
+    /// Asymmetric cosine `c_ab / (n_a^alpha · n_b^(1−alpha))`: 0.5 is plain cosine; higher
+    /// favours neighbours that are popular in their own right.
+    pub alpha: f32,
 }
 
 impl Default for CoocConfig {
@@ -212,6 +215,7 @@ impl Default for CoocConfig {
             neighbors_per_item: 30,
             counters_per_item: 128,
             similarity: Similarity::Cosine,
+            alpha: 0.5,
         }
     }
 }
@@ -247,7 +251,7 @@ impl Default for MfConfig {
 pub struct PopularityConfig {
     /// Half-life of the trending score.
     pub half_life_ms: i64,
-    /// Items kept in the trending list.
+    /// Items kept in the trending list; all of them are candidates for every request.
     pub trending_size: usize,
 }
 
@@ -255,7 +259,7 @@ impl Default for PopularityConfig {
     fn default() -> Self {
         PopularityConfig {
             half_life_ms: 7 * 24 * 3600 * 1000,
-            trending_size: 100,
+            trending_size: 50,
         }
     }
 }
@@ -289,8 +293,10 @@ pub struct RankingConfig {
     pub blend: Blend,
     /// Recent items whose neighbours become candidates.
     pub seed_items: usize,
-    /// Trending items offered as candidates (and as the MF pool).
-    pub popular_candidates: usize,
+    /// Each older recent item counts this much less than the next newer one (1.0 = all equal).
+    pub seed_decay: f32,
+    /// Candidates with the best blended score that matrix factorisation re-scores.
+    pub mf_rescore: usize,
 }
 
 impl Default for RankingConfig {
@@ -298,7 +304,8 @@ impl Default for RankingConfig {
         RankingConfig {
             blend: Blend::default(),
             seed_items: 20,
-            popular_candidates: 50,
+            seed_decay: 0.9,
+            mf_rescore: 100,
         }
     }
 }
@@ -358,6 +365,9 @@ impl EngineConfig {
                 "must be >= engine.cooccurrence.neighbors_per_item",
             ));
         }
+        if !(0.0..=1.0).contains(&c.alpha) {
+            return Err(invalid("engine.cooccurrence.alpha", "must be in 0.0..=1.0"));
+        }
         let m = &self.factorization;
         if !(1..=512).contains(&m.rank) {
             return Err(invalid("engine.factorization.rank", "must be in 1..=512"));
@@ -379,6 +389,10 @@ impl EngineConfig {
             finite_non_negative(key, value)?;
         }
         positive("engine.ranking.seed_items", self.ranking.seed_items as i64)?;
+        positive("engine.ranking.mf_rescore", self.ranking.mf_rescore as i64)?;
+        if !(self.ranking.seed_decay > 0.0 && self.ranking.seed_decay <= 1.0) {
+            return Err(invalid("engine.ranking.seed_decay", "must be in (0.0, 1.0]"));
+        }
         Ok(())
     }
 }

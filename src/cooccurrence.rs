@@ -1,104 +1,67 @@
 //! Item co-occurrence and cross-occurrence (view → purchase), bounded per item.
 //!
-//! Each item keeps at most `2 × counters_per_item` pair counters (the weakest are pruned, as in
-//! lossy counting) and a top-K neighbour list maintained on every pair update, so memory grows with
-//! the catalog, not its square. Neighbour lists store the pair count; the similarity is recomputed
-//! from current marginals when read, so scores do not go stale as items get popular.
+//! Pair counts live in bounded [`PairTable`]s, so memory grows with the catalog, not its square.
+//! Neighbour lists store the pair count; the similarity is recomputed from current marginals when
+//! read, so scores do not go stale as items get popular.
 
-use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 
 use crate::config::{CoocConfig, Similarity};
 use crate::decay::decay_factor;
+use crate::neighbors::{Bounds, PairTable};
 use crate::profile::RecentItem;
-use crate::similarity::{cosine, llr};
+use crate::similarity::llr;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Neighbor {
-    pub item: u32,
-    pub count: f32,
-    /// Similarity when last updated; only used to decide list membership.
-    pub rank_score: f32,
-}
-
+/// Per-item occurrence counts with their powers cached, since scoring reads them far more
+/// often than events change them.
 #[derive(Clone, Debug, Default)]
-struct Row {
-    counts: FxHashMap<u32, f32>,
-    top: Vec<Neighbor>,
+struct Marginals {
+    counts: Vec<f32>,
+    /// `count^alpha`, the denominator share of the item the pair starts from.
+    pow_from: Vec<f32>,
+    /// `count^(1 - alpha)`, the share of the item the pair leads to.
+    pow_to: Vec<f32>,
+    total: f32,
 }
 
-/// A sparse table of pair counts `a → b` with bounded rows.
-#[derive(Clone, Debug, Default)]
-struct PairTable {
-    rows: Vec<Row>,
-}
-
-impl PairTable {
-    fn row_mut(&mut self, item: u32) -> &mut Row {
-        let idx = item as usize;
-        if idx >= self.rows.len() {
-            self.rows.resize_with(idx + 1, Row::default);
-        }
-        &mut self.rows[idx]
-    }
-
-    fn neighbors(&self, item: u32) -> &[Neighbor] {
-        self.rows.get(item as usize).map_or(&[], |r| &r.top)
-    }
-
-    /// Adds `weight` to the pair and returns its new count.
-    fn add(&mut self, a: u32, b: u32, weight: f32, counters: usize) -> f32 {
-        let row = self.row_mut(a);
-        let count = {
-            let slot = row.counts.entry(b).or_insert(0.0);
-            *slot += weight;
-            *slot
-        };
-        if row.counts.len() > 2 * counters {
-            prune(row, counters);
-        }
-        count
-    }
-
-    fn offer(&mut self, a: u32, candidate: Neighbor, capacity: usize) {
-        let top = &mut self.row_mut(a).top;
-        if let Some(existing) = top.iter_mut().find(|n| n.item == candidate.item) {
-            *existing = candidate;
-            return;
-        }
-        if top.len() < capacity {
-            top.push(candidate);
-            return;
-        }
-        let (weakest, floor) = top
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (i, n.rank_score))
-            .min_by(|x, y| x.1.total_cmp(&y.1))
-            .expect("capacity > 0");
-        if candidate.rank_score > floor {
-            top[weakest] = candidate;
+impl Marginals {
+    fn grow(&mut self, item: u32) {
+        let needed = item as usize + 1;
+        if self.counts.len() < needed {
+            self.counts.resize(needed, 0.0);
+            self.pow_from.resize(needed, 0.0);
+            self.pow_to.resize(needed, 0.0);
         }
     }
 
-    fn heap_bytes(&self) -> usize {
-        self.rows.capacity() * std::mem::size_of::<Row>()
-            + self
-                .rows
-                .iter()
-                .map(|r| r.counts.capacity() * 9 + r.top.capacity() * std::mem::size_of::<Neighbor>())
-                .sum::<usize>()
+    fn add(&mut self, item: u32, weight: f32, alpha: f32) {
+        self.grow(item);
+        let i = item as usize;
+        self.counts[i] += weight;
+        self.total += weight;
+        self.pow_from[i] = self.counts[i].powf(alpha);
+        self.pow_to[i] = self.counts[i].powf(1.0 - alpha);
+    }
+
+    fn count(&self, item: u32) -> f32 {
+        self.counts.get(item as usize).copied().unwrap_or(0.0)
     }
 }
 
-/// Keeps the `keep` heaviest counters plus every current neighbour.
-fn prune(row: &mut Row, keep: usize) {
-    let mut weights: Vec<f32> = row.counts.values().copied().collect();
-    let cut = weights.len() - keep;
-    let (_, threshold, _) = weights.select_nth_unstable_by(cut, |a, b| a.total_cmp(b));
-    let threshold = *threshold;
-    let top = &row.top;
-    row.counts
-        .retain(|item, count| *count >= threshold || top.iter().any(|n| n.item == *item));
+/// Similarity of the pair `a → b`: asymmetric cosine `c / (n_a^α · n_b^(1−α))` or LLR.
+fn pair_score(similarity: Similarity, count: f32, from: &Marginals, a: u32, to: &Marginals, b: u32) -> f32 {
+    match similarity {
+        Similarity::Cosine => {
+            let denominator = from.pow_from.get(a as usize).copied().unwrap_or(0.0)
+                * to.pow_to.get(b as usize).copied().unwrap_or(0.0);
+            if denominator > 0.0 {
+                count / denominator
+            } else {
+                0.0
+            }
+        }
+        Similarity::Llr => llr(count, from.count(a), to.count(b), from.total),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -107,11 +70,9 @@ pub struct Cooccurrence {
     cooc: PairTable,
     cross: PairTable,
     /// Weighted number of times each item entered a user's recent list.
-    entries: Vec<f32>,
+    entries: Marginals,
     /// Number of first purchases of each item (the cross-occurrence column marginal).
-    purchases: Vec<f32>,
-    total_entries: f32,
-    total_purchases: f32,
+    purchases: Marginals,
 }
 
 /// What the engine tells co-occurrence about one event.
@@ -120,7 +81,7 @@ pub struct PairEvent<'a> {
     pub weight: f32,
     pub ts_ms: i64,
     /// The user's recent items before this event, most recent last.
-    pub history: &'a [RecentItem],
+    pub history: &'a VecDeque<RecentItem>,
     /// The item was not in the user's recent list yet.
     pub new_to_user: bool,
     /// This is the user's first purchase of the item.
@@ -133,30 +94,19 @@ impl Cooccurrence {
             config,
             cooc: PairTable::default(),
             cross: PairTable::default(),
-            entries: Vec::new(),
-            purchases: Vec::new(),
-            total_entries: 0.0,
-            total_purchases: 0.0,
-        }
-    }
-
-    fn grow(&mut self, item: u32) {
-        let needed = item as usize + 1;
-        if self.entries.len() < needed {
-            self.entries.resize(needed, 0.0);
-            self.purchases.resize(needed, 0.0);
+            entries: Marginals::default(),
+            purchases: Marginals::default(),
         }
     }
 
     pub fn observe(&mut self, event: PairEvent<'_>) {
-        self.grow(event.item);
+        let alpha = self.config.alpha;
         let window = self.config.window_items;
         let start = event.history.len().saturating_sub(window);
-        let partners = &event.history[start..];
+        let partners = || event.history.range(start..);
         if event.new_to_user {
-            self.entries[event.item as usize] += event.weight;
-            self.total_entries += event.weight;
-            for partner in partners.iter().filter(|p| p.item != event.item) {
+            self.entries.add(event.item, event.weight, alpha);
+            for partner in partners().filter(|p| p.item != event.item) {
                 let age = event.ts_ms - partner.last_ts_ms;
                 let w = event.weight * decay_factor(age, self.config.pair_half_life_ms);
                 self.add_cooc(event.item, partner.item, w);
@@ -164,9 +114,8 @@ impl Cooccurrence {
             }
         }
         if event.first_purchase {
-            self.purchases[event.item as usize] += 1.0;
-            self.total_purchases += 1.0;
-            for partner in partners.iter().filter(|p| p.item != event.item) {
+            self.purchases.add(event.item, 1.0, alpha);
+            for partner in partners().filter(|p| p.item != event.item) {
                 let age = event.ts_ms - partner.last_ts_ms;
                 let w = decay_factor(age, self.config.pair_half_life_ms);
                 self.add_cross(partner.item, event.item, w);
@@ -174,50 +123,36 @@ impl Cooccurrence {
         }
     }
 
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            counters: self.config.counters_per_item,
+            capacity: self.config.neighbors_per_item,
+        }
+    }
+
     fn add_cooc(&mut self, a: u32, b: u32, weight: f32) {
-        let count = self.cooc.add(a, b, weight, self.config.counters_per_item);
-        let rank_score = self.cooc_score(a, b, count);
-        let candidate = Neighbor {
-            item: b,
-            count,
-            rank_score,
-        };
-        self.cooc.offer(a, candidate, self.config.neighbors_per_item);
+        let (entries, similarity, bounds) = (&self.entries, self.config.similarity, self.bounds());
+        self.cooc.add(a, b, weight, bounds, |b, count| {
+            pair_score(similarity, count, entries, a, entries, b)
+        });
     }
 
     fn add_cross(&mut self, viewed: u32, bought: u32, weight: f32) {
-        let count = self.cross.add(viewed, bought, weight, self.config.counters_per_item);
-        let rank_score = self.cross_score(viewed, bought, count);
-        let candidate = Neighbor {
-            item: bought,
-            count,
-            rank_score,
-        };
-        self.cross.offer(viewed, candidate, self.config.neighbors_per_item);
-    }
-
-    fn marginal(values: &[f32], item: u32) -> f32 {
-        values.get(item as usize).copied().unwrap_or(0.0)
+        let (entries, purchases) = (&self.entries, &self.purchases);
+        let (similarity, bounds) = (self.config.similarity, self.bounds());
+        self.cross.add(viewed, bought, weight, bounds, |b, count| {
+            pair_score(similarity, count, entries, viewed, purchases, b)
+        });
     }
 
     /// Similarity of `a → b` given their pair count, with current marginals.
     pub fn cooc_score(&self, a: u32, b: u32, count: f32) -> f32 {
-        let na = Self::marginal(&self.entries, a);
-        let nb = Self::marginal(&self.entries, b);
-        match self.config.similarity {
-            Similarity::Cosine => cosine(count, na, nb),
-            Similarity::Llr => llr(count, na, nb, self.total_entries),
-        }
+        pair_score(self.config.similarity, count, &self.entries, a, &self.entries, b)
     }
 
     /// Similarity of "viewers of `viewed` bought `bought`".
     pub fn cross_score(&self, viewed: u32, bought: u32, count: f32) -> f32 {
-        let na = Self::marginal(&self.entries, viewed);
-        let nb = Self::marginal(&self.purchases, bought);
-        match self.config.similarity {
-            Similarity::Cosine => cosine(count, na, nb),
-            Similarity::Llr => llr(count, na, nb, self.total_entries),
-        }
+        pair_score(self.config.similarity, count, &self.entries, viewed, &self.purchases, bought)
     }
 
     /// Neighbours of `item` with fresh similarity scores.
@@ -238,20 +173,15 @@ impl Cooccurrence {
 
     /// The stored pair count, for tests and inspection.
     pub fn pair_count(&self, a: u32, b: u32) -> f32 {
-        self.cooc
-            .rows
-            .get(a as usize)
-            .and_then(|r| r.counts.get(&b))
-            .copied()
-            .unwrap_or(0.0)
+        self.cooc.count(a, b)
     }
 
     pub fn counters(&self, item: u32) -> usize {
-        self.cooc.rows.get(item as usize).map_or(0, |r| r.counts.len())
+        self.cooc.counters(item)
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.cooc.heap_bytes() + self.cross.heap_bytes() + self.entries.capacity() * 8
+        self.cooc.heap_bytes() + self.cross.heap_bytes() + self.entries.counts.capacity() * 24
     }
 }
 
@@ -278,6 +208,7 @@ mod tests {
             neighbors_per_item: neighbors,
             counters_per_item: counters,
             similarity: Similarity::Cosine,
+            alpha: 0.5,
         }
     }
 
@@ -286,7 +217,7 @@ mod tests {
             item,
             weight: 1.0,
             ts_ms: ts,
-            history,
+            history: &history.iter().cloned().collect(),
             new_to_user: true,
             first_purchase: false,
         });
@@ -308,7 +239,7 @@ mod tests {
     #[test]
     fn cross_occurrence_is_kept_apart_and_directed() {
         let mut c = Cooccurrence::new(config(5, 10));
-        let history = [recent(1, 0)];
+        let history: VecDeque<RecentItem> = [recent(1, 0)].into_iter().collect();
         c.observe(PairEvent {
             item: 9,
             weight: 4.0,

@@ -8,12 +8,14 @@
 //! - [`clean`]: bytes → valid event or a rejection with a stable reason code.
 //! - [`dedup`]: exact duplicate detection in a window bounded by count and event time.
 //! - [`profile`]: per-user history, purchases and category affinity, all bounded.
-//! - [`cooccurrence`] + [`similarity`]: item pair counts, cross-occurrence, bounded neighbour lists.
+//! - [`cooccurrence`] on [`neighbors`] + [`similarity`]: item pair counts, cross-occurrence,
+//!   bounded top-K neighbour lists.
 //! - [`factorization`]: online SGD matrix factorisation with sampled negatives.
 //! - [`popularity`]: decayed popularity and the trending list.
 //! - [`ranking`]: candidates → blended score → filters → top-N.
 //! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)`, split into item-side
 //!   (shared) and user-side (per worker) state.
+//! - [`synthetic`]: a seeded shopper stream for benchmarks and the demo.
 //! - [`formats`] and [`eval`]: dataset readers and prequential evaluation (edges over the core).
 //! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
 //!
@@ -34,11 +36,13 @@ pub mod event;
 pub mod factorization;
 pub mod formats;
 pub mod intern;
+pub mod neighbors;
 pub mod popularity;
 pub mod profile;
 pub mod ranking;
 pub mod rng;
 pub mod similarity;
+pub mod synthetic;
 
 pub use engine::{Applied, Engine};
 pub use event::{Event, EventType};

@@ -18,6 +18,9 @@ pub struct Popularity {
     /// Unordered list of the highest-scoring items, at most `trending_size`.
     top: Vec<u32>,
     in_top: Vec<bool>,
+    /// A lower bound of the weakest score in `top`: scores only grow, so a stale floor is safe
+    /// and most events (items far from trending) are turned away without scanning the list.
+    floor: f64,
 }
 
 impl Popularity {
@@ -29,6 +32,7 @@ impl Popularity {
             totals: Vec::new(),
             top: Vec::new(),
             in_top: Vec::new(),
+            floor: 0.0,
         }
     }
 
@@ -54,6 +58,7 @@ impl Popularity {
         let old = self.landmark_ms.expect("rebase after the first event");
         let factor = (-((new_landmark_ms - old) as f64) / self.config.half_life_ms as f64).exp2();
         self.scores.iter_mut().for_each(|s| *s *= factor);
+        self.floor *= factor;
         self.landmark_ms = Some(new_landmark_ms);
     }
 
@@ -66,6 +71,9 @@ impl Popularity {
             self.in_top[item as usize] = true;
             return;
         }
+        if self.scores[item as usize] <= self.floor {
+            return;
+        }
         let (weakest, floor) = self
             .top
             .iter()
@@ -73,6 +81,7 @@ impl Popularity {
             .map(|(i, &t)| (i, self.scores[t as usize]))
             .min_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
             .expect("trending_size > 0");
+        self.floor = floor;
         if self.scores[item as usize] > floor {
             self.in_top[self.top[weakest] as usize] = false;
             self.top[weakest] = item;
@@ -91,6 +100,19 @@ impl Popularity {
         ranked.truncate(limit);
         let best = ranked.first().map_or(1.0, |r| r.1.max(f64::MIN_POSITIVE));
         ranked.into_iter().map(|(i, s)| (i, (s / best) as f32)).collect()
+    }
+
+    /// The trending items in no particular order, scored relative to the best (no sort: this is
+    /// on every request's path).
+    pub fn trending_unordered(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let best = self
+            .top
+            .iter()
+            .map(|&i| self.scores[i as usize])
+            .fold(f64::MIN_POSITIVE, f64::max);
+        self.top
+            .iter()
+            .map(move |&i| (i, (self.scores[i as usize] / best) as f32))
     }
 
     pub fn total(&self, item: u32) -> f32 {

@@ -24,8 +24,9 @@ pub struct UserProfile {
     pub counts: [u64; 4],
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
-    /// Distinct items, most recently touched last.
-    pub recent: Vec<RecentItem>,
+    /// Distinct items, most recently touched last. A deque: the oldest leaves from the front
+    /// and a re-touched item (usually a recent one) moves to the back cheaply.
+    pub recent: VecDeque<RecentItem>,
     purchased_order: VecDeque<u32>,
     purchased: FxHashSet<u32>,
     /// Category affinity, decayed; the weakest is dropped when full.
@@ -38,7 +39,7 @@ impl UserProfile {
             counts: [0; 4],
             first_seen_ms: ts_ms,
             last_seen_ms: ts_ms,
-            recent: Vec::new(),
+            recent: VecDeque::new(),
             purchased_order: VecDeque::new(),
             purchased: FxHashSet::default(),
             categories: Vec::new(),
@@ -88,7 +89,7 @@ impl UserProfile {
 
     fn touch_recent(&mut self, item: u32, kind: EventType, ts_ms: i64, weight: f32, config: &ProfileConfig) {
         let mut entry = match self.recent_position(item) {
-            Some(pos) => self.recent.remove(pos),
+            Some(pos) => self.recent.remove(pos).expect("position is in range"),
             None => RecentItem {
                 item,
                 strongest: kind,
@@ -101,9 +102,9 @@ impl UserProfile {
         entry.events += 1;
         entry.last_ts_ms = entry.last_ts_ms.max(ts_ms);
         entry.interest.add(weight, ts_ms, config.half_life_ms);
-        self.recent.push(entry);
+        self.recent.push_back(entry);
         if self.recent.len() > config.max_recent_items {
-            self.recent.remove(0);
+            self.recent.pop_front();
         }
     }
 

@@ -158,14 +158,19 @@ pub fn recommend(
         let mut candidates = scratch.borrow_mut();
         candidates.clear();
         gather(&mut candidates, items, user, config, blend);
-        if let Some(user) = user.filter(|_| blend.mf > 0.0) {
-            for slot in 0..candidates.items.len() {
-                let item = candidates.items[slot];
-                candidates.scores[slot][Source::Mf as usize] = dot(&user.factors, items.factors.get(item));
-            }
-        }
         apply_filters(&mut candidates, user, filters);
-        top_n(&candidates, blend, n)
+        let mut ranked = blend_without_mf(&candidates, blend);
+        if let Some(user) = user.filter(|_| blend.mf > 0.0) {
+            let only_mf = ranked.iter().all(|r| r.score == 0.0);
+            if !only_mf {
+                keep_best(&mut ranked, config.ranking.mf_rescore);
+            }
+            add_mf(&mut ranked, &user.factors, items, blend.mf);
+        }
+        ranked.retain(|r| r.score > 0.0);
+        keep_best(&mut ranked, n);
+        ranked.sort_by(best_first);
+        ranked
     })
 }
 
@@ -175,8 +180,10 @@ fn gather(candidates: &mut Candidates, items: &ItemModel, user: Option<&UserStat
         let profile = &user.profile;
         let half_life = config.profile.half_life_ms;
         let now = items.latest_ts_ms;
+        let mut position_weight = 1.0f32;
         for (rank, recent) in profile.recent.iter().rev().enumerate() {
-            let interest = recent.interest.value_at(now, half_life);
+            let interest = recent.interest.value_at(now, half_life) * position_weight;
+            position_weight *= config.ranking.seed_decay;
             if blend.history > 0.0 && !profile.has_purchased(recent.item) {
                 candidates.add(recent.item, Source::History, interest);
             }
@@ -196,7 +203,7 @@ fn gather(candidates: &mut Candidates, items: &ItemModel, user: Option<&UserStat
         }
     }
     if blend.popular > 0.0 || blend.mf > 0.0 {
-        for (item, score) in items.popularity.trending(config.ranking.popular_candidates) {
+        for (item, score) in items.popularity.trending_unordered() {
             candidates.add(item, Source::Popular, score);
         }
     }
@@ -213,7 +220,15 @@ fn apply_filters(candidates: &mut Candidates, user: Option<&UserState>, filters:
             }
         }
     }
-    if let Some(excluded) = filters.exclude_items {
+    let Some(excluded) = filters.exclude_items else {
+        return;
+    };
+    // Walk whichever side is smaller.
+    if excluded.len() < candidates.items.len() {
+        for &item in excluded {
+            candidates.exclude(item);
+        }
+    } else {
         for slot in 0..candidates.items.len() {
             if excluded.contains(&candidates.items[slot]) {
                 candidates.excluded[slot] = true;
@@ -222,14 +237,24 @@ fn apply_filters(candidates: &mut Candidates, user: Option<&UserState>, filters:
     }
 }
 
-fn top_n(candidates: &Candidates, blend: &Blend, n: usize) -> Vec<Scored> {
+/// Blends every source but MF, each scaled by its best remaining candidate.
+fn blend_without_mf(candidates: &Candidates, blend: &Blend) -> Vec<Scored> {
     let mut best = [0.0f32; 5];
-    for scores in &candidates.scores {
-        for (b, s) in best.iter_mut().zip(scores) {
-            *b = b.max(*s);
+    for (slot, scores) in candidates.scores.iter().enumerate() {
+        if !candidates.excluded[slot] {
+            for (b, s) in best.iter_mut().zip(scores) {
+                *b = b.max(*s);
+            }
         }
     }
-    let mut ranked: Vec<Scored> = Vec::with_capacity(candidates.items.len());
+    let mut factor = [0.0f32; 5];
+    for source in SOURCES {
+        let i = source as usize;
+        if best[i] > 0.0 && source != Source::Mf {
+            factor[i] = source.weight(blend) / best[i];
+        }
+    }
+    let mut ranked = Vec::with_capacity(candidates.items.len());
     for (slot, &item) in candidates.items.iter().enumerate() {
         if candidates.excluded[slot] {
             continue;
@@ -237,23 +262,45 @@ fn top_n(candidates: &Candidates, blend: &Blend, n: usize) -> Vec<Scored> {
         let mut score = 0.0;
         let mut sources = Sources::default();
         for source in SOURCES {
-            let raw = candidates.scores[slot][source as usize];
-            let weight = source.weight(blend);
-            if raw > 0.0 && best[source as usize] > 0.0 && weight > 0.0 {
-                score += weight * raw / best[source as usize];
+            let contribution = candidates.scores[slot][source as usize] * factor[source as usize];
+            if contribution > 0.0 {
+                score += contribution;
                 sources.insert(source);
             }
         }
-        if score > 0.0 {
-            ranked.push(Scored { item, score, sources });
+        ranked.push(Scored { item, score, sources });
+    }
+    ranked
+}
+
+/// Adds the MF score, scaled by the best positive one, to each candidate.
+fn add_mf(ranked: &mut [Scored], user_factors: &[f32], items: &ItemModel, weight: f32) {
+    let mf: Vec<f32> = ranked
+        .iter()
+        .map(|r| dot(user_factors, items.factors.get(r.item)))
+        .collect();
+    let best = mf.iter().copied().fold(0.0f32, f32::max);
+    if best <= 0.0 {
+        return;
+    }
+    for (r, m) in ranked.iter_mut().zip(mf) {
+        if m > 0.0 {
+            r.score += weight * m / best;
+            r.sources.insert(Source::Mf);
         }
     }
-    let order = |a: &Scored, b: &Scored| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item));
-    if ranked.len() > n && n > 0 {
-        ranked.select_nth_unstable_by(n - 1, order);
+}
+
+fn best_first(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+    b.score.total_cmp(&a.score).then(a.item.cmp(&b.item))
+}
+
+/// Keeps the `n` best (in no particular order).
+fn keep_best(ranked: &mut Vec<Scored>, n: usize) {
+    if n == 0 {
+        ranked.clear();
+    } else if ranked.len() > n {
+        ranked.select_nth_unstable_by(n - 1, best_first);
         ranked.truncate(n);
     }
-    ranked.truncate(n);
-    ranked.sort_by(order);
-    ranked
 }

@@ -1,0 +1,256 @@
+//! A sparse pair-count table `a → b` with bounded rows and an incrementally maintained top-K
+//! neighbour list per row.
+//!
+//! Each row keeps at most `2 × counters` pair counters (past that the lightest are pruned, as in
+//! lossy counting) and `capacity` neighbours ranked by a caller-given similarity. A counter
+//! remembers its neighbour slot, so an update is O(1) unless it displaces the weakest neighbour.
+//! Every `capacity` updates the list is rebuilt from all counters with fresh scores, so membership
+//! decided on stale scores does not stick.
+
+use rustc_hash::FxHashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Neighbor {
+    pub item: u32,
+    pub count: f32,
+    /// Similarity when last updated; only decides list membership.
+    pub rank_score: f32,
+}
+
+const NOT_LISTED: u16 = u16::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Counter {
+    count: f32,
+    /// Index in `top`, or `NOT_LISTED`.
+    slot: u16,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Row {
+    counts: FxHashMap<u32, Counter>,
+    top: Vec<Neighbor>,
+    /// A lower bound of the weakest listed score: candidates below it are turned away unscanned.
+    floor: f32,
+    stale_updates: u32,
+}
+
+/// The sizes a table keeps per row.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub counters: usize,
+    pub capacity: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PairTable {
+    rows: Vec<Row>,
+}
+
+impl PairTable {
+    fn row_mut(&mut self, item: u32) -> &mut Row {
+        let idx = item as usize;
+        if idx >= self.rows.len() {
+            self.rows.resize_with(idx + 1, Row::default);
+        }
+        &mut self.rows[idx]
+    }
+
+    pub fn neighbors(&self, item: u32) -> &[Neighbor] {
+        self.rows.get(item as usize).map_or(&[], |r| &r.top)
+    }
+
+    pub fn count(&self, a: u32, b: u32) -> f32 {
+        self.rows
+            .get(a as usize)
+            .and_then(|r| r.counts.get(&b))
+            .map_or(0.0, |c| c.count)
+    }
+
+    pub fn counters(&self, item: u32) -> usize {
+        self.rows.get(item as usize).map_or(0, |r| r.counts.len())
+    }
+
+    /// Adds `weight` to the pair `a → b` and updates `a`'s neighbour list; `score(b, count)` is
+    /// the similarity of `a → b` for a pair count.
+    pub fn add(&mut self, a: u32, b: u32, weight: f32, bounds: Bounds, score: impl Fn(u32, f32) -> f32) {
+        let row = self.row_mut(a);
+        let counter = row.counts.entry(b).or_insert(Counter {
+            count: 0.0,
+            slot: NOT_LISTED,
+        });
+        counter.count += weight;
+        let (count, slot) = (counter.count, counter.slot);
+        row.stale_updates += 1;
+        if row.counts.len() > 2 * bounds.counters {
+            prune(row, bounds.counters);
+        }
+        if row.stale_updates as usize >= bounds.capacity {
+            rebuild(row, bounds.capacity, score);
+            return;
+        }
+        let neighbor = Neighbor {
+            item: b,
+            count,
+            rank_score: score(b, count),
+        };
+        row.offer(neighbor, slot, bounds.capacity);
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        let per_row: usize = self
+            .rows
+            .iter()
+            .map(|r| {
+                r.counts.capacity() * (std::mem::size_of::<(u32, Counter)>() + 1)
+                    + r.top.capacity() * std::mem::size_of::<Neighbor>()
+            })
+            .sum();
+        self.rows.capacity() * std::mem::size_of::<Row>() + per_row
+    }
+}
+
+impl Row {
+    fn offer(&mut self, neighbor: Neighbor, slot: u16, capacity: usize) {
+        if slot != NOT_LISTED {
+            self.top[slot as usize] = neighbor;
+            self.floor = self.floor.min(neighbor.rank_score);
+        } else if self.top.len() < capacity {
+            self.set_slot(neighbor.item, self.top.len());
+            self.floor = if self.top.is_empty() {
+                neighbor.rank_score
+            } else {
+                self.floor.min(neighbor.rank_score)
+            };
+            self.top.push(neighbor);
+        } else if neighbor.rank_score > self.floor {
+            self.replace_weakest(neighbor);
+        }
+    }
+
+    fn replace_weakest(&mut self, neighbor: Neighbor) {
+        let (weakest, lowest) = weakest(&self.top);
+        if neighbor.rank_score > lowest {
+            let evicted = self.top[weakest].item;
+            self.set_slot(evicted, NOT_LISTED as usize);
+            self.set_slot(neighbor.item, weakest);
+            self.top[weakest] = neighbor;
+            self.floor = weakest_score(&self.top);
+        } else {
+            self.floor = lowest;
+        }
+    }
+
+    fn set_slot(&mut self, item: u32, slot: usize) {
+        if let Some(counter) = self.counts.get_mut(&item) {
+            counter.slot = slot as u16;
+        }
+    }
+}
+
+fn weakest(top: &[Neighbor]) -> (usize, f32) {
+    top.iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.rank_score))
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .expect("a full list is not empty")
+}
+
+fn weakest_score(top: &[Neighbor]) -> f32 {
+    top.iter().map(|n| n.rank_score).fold(f32::INFINITY, f32::min)
+}
+
+fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
+    row.stale_updates = 0;
+    row.top.clear();
+    for (&item, counter) in row.counts.iter_mut() {
+        counter.slot = NOT_LISTED;
+        row.top.push(Neighbor {
+            item,
+            count: counter.count,
+            rank_score: score(item, counter.count),
+        });
+    }
+    let order = |x: &Neighbor, y: &Neighbor| y.rank_score.total_cmp(&x.rank_score).then(x.item.cmp(&y.item));
+    if row.top.len() > capacity {
+        row.top.select_nth_unstable_by(capacity - 1, order);
+        row.top.truncate(capacity);
+    }
+    for slot in 0..row.top.len() {
+        let item = row.top[slot].item;
+        row.set_slot(item, slot);
+    }
+    row.floor = weakest_score(&row.top);
+}
+
+/// Keeps the `keep` heaviest counters plus every listed neighbour.
+fn prune(row: &mut Row, keep: usize) {
+    let mut weights: Vec<f32> = row.counts.values().map(|c| c.count).collect();
+    let cut = weights.len() - keep;
+    let (_, threshold, _) = weights.select_nth_unstable_by(cut, |a, b| a.total_cmp(b));
+    let threshold = *threshold;
+    row.counts
+        .retain(|_, c| c.count >= threshold || c.slot != NOT_LISTED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(table: &PairTable, item: u32) -> Vec<u32> {
+        let mut items: Vec<u32> = table.neighbors(item).iter().map(|n| n.item).collect();
+        items.sort();
+        items
+    }
+
+    #[test]
+    fn keeps_the_highest_scoring_neighbours() {
+        let mut table = PairTable::default();
+        let bounds = Bounds {
+            counters: 100,
+            capacity: 3,
+        };
+        for (b, weight) in [(1, 1.0), (2, 5.0), (3, 2.0), (4, 4.0), (5, 0.5)] {
+            table.add(0, b, weight, bounds, |_, count| count);
+        }
+        assert_eq!(listed(&table, 0), vec![2, 3, 4]);
+        table.add(0, 1, 10.0, bounds, |_, count| count);
+        assert_eq!(listed(&table, 0), vec![1, 2, 4]);
+        assert_eq!(table.count(0, 1), 11.0);
+    }
+
+    #[test]
+    fn slots_stay_consistent_through_evictions_rebuilds_and_prunes() {
+        let mut table = PairTable::default();
+        let bounds = Bounds {
+            counters: 8,
+            capacity: 4,
+        };
+        let mut rng = crate::rng::SplitMix64::new(5);
+        for _ in 0..5_000 {
+            let b = rng.below(40) as u32;
+            table.add(0, b, 1.0 + b as f32 / 40.0, bounds, |_, count| count);
+            let row = &table.rows[0];
+            assert!(row.counts.len() <= 16);
+            for (slot, neighbor) in row.top.iter().enumerate() {
+                assert_eq!(row.counts[&neighbor.item].slot as usize, slot);
+            }
+            let listed = row.counts.values().filter(|c| c.slot != NOT_LISTED).count();
+            assert_eq!(listed, row.top.len());
+        }
+    }
+
+    #[test]
+    fn a_rebuild_rescored_with_fresh_scores_replaces_stale_members() {
+        let mut table = PairTable::default();
+        let bounds = Bounds {
+            counters: 10,
+            capacity: 2,
+        };
+        table.add(0, 1, 1.0, bounds, |_, _| 9.0);
+        // The second update triggers a rebuild in which item 1 now scores low.
+        table.add(0, 2, 1.0, bounds, |b, _| if b == 1 { 0.1 } else { 1.0 });
+        table.add(0, 3, 1.0, bounds, |b, _| if b == 1 { 0.1 } else { 1.0 });
+        assert_eq!(listed(&table, 0), vec![2, 3]);
+    }
+}
