@@ -13,7 +13,8 @@ const BATCH: usize = 10_000;
 fn bench_config() -> EngineConfig {
     let mut config = EngineConfig::default();
     config.factorization.rank = 32;
-    config.cooccurrence.window_items = 20;
+    config.cooccurrence.window_items =
+        std::env::var("BENCH_WINDOW").map_or(20, |w| w.parse().unwrap());
     config
 }
 

@@ -127,7 +127,10 @@ impl Cleaner {
                 ));
             }
         }
-        self.latest_ts_ms = Some(self.latest_ts_ms.map_or(event.ts_ms, |t| t.max(event.ts_ms)));
+        self.latest_ts_ms = Some(
+            self.latest_ts_ms
+                .map_or(event.ts_ms, |t| t.max(event.ts_ms)),
+        );
         Ok(event)
     }
 
@@ -198,7 +201,10 @@ fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value>
 
 fn required_string(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
     match present(object, field) {
-        None => Err(reject(Reason::MissingField(field), format!("{field} is required"))),
+        None => Err(reject(
+            Reason::MissingField(field),
+            format!("{field} is required"),
+        )),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) => Err(wrong_type(field, "a string", other)),
     }
@@ -215,12 +221,18 @@ fn id_value(field: &'static str, value: &Value) -> Result<String, Rejection> {
 
 fn required_id(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
     match present(object, field) {
-        None => Err(reject(Reason::MissingField(field), format!("{field} is required"))),
+        None => Err(reject(
+            Reason::MissingField(field),
+            format!("{field} is required"),
+        )),
         Some(value) => id_value(field, value),
     }
 }
 
-fn optional_id(object: &Map<String, Value>, field: &'static str) -> Result<Option<String>, Rejection> {
+fn optional_id(
+    object: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, Rejection> {
     present(object, field)
         .map(|value| id_value(field, value))
         .transpose()
@@ -253,7 +265,10 @@ fn quantity(object: &Map<String, Value>) -> Result<Option<u32>, Rejection> {
         },
         Some(other) => Err(reject(
             Reason::BadQuantity,
-            format!("quantity must be a positive integer, got {}", kind_name(other)),
+            format!(
+                "quantity must be a positive integer, got {}",
+                kind_name(other)
+            ),
         )),
     }
 }
@@ -394,7 +409,10 @@ mod tests {
                 "id_too_long:user_id",
             ),
             (
-                format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ok_ts},"pad":"{}"}}"#, "x".repeat(20_000)),
+                format!(
+                    r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ok_ts},"pad":"{}"}}"#,
+                    "x".repeat(20_000)
+                ),
                 "payload_too_large",
             ),
         ];
@@ -410,7 +428,9 @@ mod tests {
         let day = 24 * 3600 * 1000;
         let event = |ts: i64| format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ts}}}"#);
         assert!(cleaner.clean_json(event(base).as_bytes()).is_ok());
-        let far = cleaner.clean_json(event(base + 2 * day).as_bytes()).unwrap_err();
+        let far = cleaner
+            .clean_json(event(base + 2 * day).as_bytes())
+            .unwrap_err();
         assert_eq!(far.reason, Reason::BadTimestamp);
         assert!(far.detail.contains("ahead of the latest event time"));
         assert!(cleaner.clean_json(event(base + day / 2).as_bytes()).is_ok());
@@ -423,5 +443,34 @@ mod tests {
             .clean_json(br#"{"type":"view","user_id":"u","item_id":"i"}"#)
             .unwrap_err();
         assert_eq!(rejection.to_string(), "missing_field:ts: ts is required");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cleaning_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Cleaner::new(CleanConfig::default()).clean_json(&bytes);
+        }
+
+        #[test]
+        fn cleaning_never_panics_on_event_shaped_json(
+            kind in "[a-z_]{0,12}",
+            user in any::<String>(),
+            item in prop_oneof![any::<String>().prop_map(serde_json::Value::from), any::<i64>().prop_map(serde_json::Value::from), any::<f64>().prop_map(serde_json::Value::from)],
+            ts in prop_oneof![any::<i64>().prop_map(serde_json::Value::from), any::<f64>().prop_map(serde_json::Value::from), any::<String>().prop_map(serde_json::Value::from)],
+            price in any::<f64>(),
+        ) {
+            let payload = serde_json::json!({"type": kind, "user_id": user, "item_id": item, "ts": ts, "price": price});
+            let mut cleaner = Cleaner::new(CleanConfig::default());
+            if let Ok(event) = cleaner.clean_json(payload.to_string().as_bytes()) {
+                prop_assert!(!event.user_id.is_empty() && event.user_id.len() <= 128);
+                prop_assert!(event.ts_ms >= CleanConfig::default().min_ts_ms);
+            }
+        }
     }
 }

@@ -10,7 +10,11 @@ use crate::eval::{evaluate, standard_methods, Mode};
 use crate::formats::{load, Format};
 
 #[derive(Debug, Parser)]
-#[command(name = "streamrec", version, about = "Real-time recommendations from shop event streams")]
+#[command(
+    name = "streamrec",
+    version,
+    about = "Real-time recommendations from shop event streams"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -178,7 +178,7 @@ impl Default for ProfileConfig {
             max_recent_items: 50,
             max_purchased_items: 200,
             max_categories: 16,
-            half_life_ms: 2 * 24 * 3600 * 1000,
+            half_life_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -210,12 +210,12 @@ pub struct CoocConfig {
 impl Default for CoocConfig {
     fn default() -> Self {
         CoocConfig {
-            window_items: 20,
+            window_items: 7,
             pair_half_life_ms: 24 * 3600 * 1000,
-            neighbors_per_item: 30,
-            counters_per_item: 128,
+            neighbors_per_item: 50,
+            counters_per_item: 256,
             similarity: Similarity::Cosine,
-            alpha: 0.5,
+            alpha: 0.8,
         }
     }
 }
@@ -278,7 +278,7 @@ pub struct Blend {
 impl Default for Blend {
     fn default() -> Self {
         Blend {
-            history: 1.0,
+            history: 10.0,
             cooc: 1.0,
             cross: 0.5,
             mf: 0.3,
@@ -293,8 +293,11 @@ pub struct RankingConfig {
     pub blend: Blend,
     /// Recent items whose neighbours become candidates.
     pub seed_items: usize,
-    /// Each older recent item counts this much less than the next newer one (1.0 = all equal).
+    /// Each older recent item counts this much less than the next newer one when its
+    /// neighbours are gathered (1.0 = all equal).
     pub seed_decay: f32,
+    /// The same, for ranking the user's own recent items (the history source).
+    pub history_decay: f32,
     /// Candidates with the best blended score that matrix factorisation re-scores.
     pub mf_rescore: usize,
 }
@@ -303,8 +306,9 @@ impl Default for RankingConfig {
     fn default() -> Self {
         RankingConfig {
             blend: Blend::default(),
-            seed_items: 20,
-            seed_decay: 0.9,
+            seed_items: 10,
+            seed_decay: 0.8,
+            history_decay: 0.95,
             mf_rescore: 100,
         }
     }
@@ -329,7 +333,10 @@ fn finite_non_negative(key: &'static str, value: f32) -> Result<(), ConfigError>
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(invalid(key, &format!("must be finite and >= 0, got {value}")))
+        Err(invalid(
+            key,
+            &format!("must be finite and >= 0, got {value}"),
+        ))
     }
 }
 
@@ -345,20 +352,32 @@ impl EngineConfig {
         ] {
             finite_non_negative(key, value)?;
         }
-        positive("engine.clean.max_payload_bytes", self.clean.max_payload_bytes as i64)?;
+        positive(
+            "engine.clean.max_payload_bytes",
+            self.clean.max_payload_bytes as i64,
+        )?;
         positive("engine.clean.max_id_len", self.clean.max_id_len as i64)?;
-        positive("engine.clean.max_future_skew_ms", self.clean.max_future_skew_ms)?;
+        positive(
+            "engine.clean.max_future_skew_ms",
+            self.clean.max_future_skew_ms,
+        )?;
         positive("engine.dedup.max_entries", self.dedup.max_entries as i64)?;
         positive("engine.dedup.window_ms", self.dedup.window_ms)?;
         let p = &self.profile;
         positive("engine.profile.max_recent_items", p.max_recent_items as i64)?;
-        positive("engine.profile.max_purchased_items", p.max_purchased_items as i64)?;
+        positive(
+            "engine.profile.max_purchased_items",
+            p.max_purchased_items as i64,
+        )?;
         positive("engine.profile.max_categories", p.max_categories as i64)?;
         positive("engine.profile.half_life_ms", p.half_life_ms)?;
         let c = &self.cooccurrence;
         positive("engine.cooccurrence.window_items", c.window_items as i64)?;
         positive("engine.cooccurrence.pair_half_life_ms", c.pair_half_life_ms)?;
-        positive("engine.cooccurrence.neighbors_per_item", c.neighbors_per_item as i64)?;
+        positive(
+            "engine.cooccurrence.neighbors_per_item",
+            c.neighbors_per_item as i64,
+        )?;
         if c.counters_per_item < c.neighbors_per_item {
             return Err(invalid(
                 "engine.cooccurrence.counters_per_item",
@@ -376,8 +395,14 @@ impl EngineConfig {
         finite_non_negative("engine.factorization.regularization", m.regularization)?;
         finite_non_negative("engine.factorization.init_scale", m.init_scale)?;
         positive("engine.factorization.sample_pool", m.sample_pool as i64)?;
-        positive("engine.popularity.half_life_ms", self.popularity.half_life_ms)?;
-        positive("engine.popularity.trending_size", self.popularity.trending_size as i64)?;
+        positive(
+            "engine.popularity.half_life_ms",
+            self.popularity.half_life_ms,
+        )?;
+        positive(
+            "engine.popularity.trending_size",
+            self.popularity.trending_size as i64,
+        )?;
         let b = &self.ranking.blend;
         for (key, value) in [
             ("engine.ranking.blend.history", b.history),
@@ -390,8 +415,13 @@ impl EngineConfig {
         }
         positive("engine.ranking.seed_items", self.ranking.seed_items as i64)?;
         positive("engine.ranking.mf_rescore", self.ranking.mf_rescore as i64)?;
-        if !(self.ranking.seed_decay > 0.0 && self.ranking.seed_decay <= 1.0) {
-            return Err(invalid("engine.ranking.seed_decay", "must be in (0.0, 1.0]"));
+        for (key, value) in [
+            ("engine.ranking.seed_decay", self.ranking.seed_decay),
+            ("engine.ranking.history_decay", self.ranking.history_decay),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(invalid(key, "must be in (0.0, 1.0]"));
+            }
         }
         Ok(())
     }
@@ -416,14 +446,20 @@ mod tests {
     fn bad_configs_name_the_key() {
         let cases = [
             ("[engine]\nbogus = 1", "unknown field `bogus`"),
-            ("[engine.factorization]\nrank = 0", "engine.factorization.rank"),
+            (
+                "[engine.factorization]\nrank = 0",
+                "engine.factorization.rank",
+            ),
             ("[engine.weights]\nview = -1.0", "engine.weights.view"),
             ("[engine.dedup]\nwindow_ms = 0", "engine.dedup.window_ms"),
             (
                 "[engine.cooccurrence]\ncounters_per_item = 4",
                 "engine.cooccurrence.counters_per_item",
             ),
-            ("[engine.ranking.blend]\nmf = nan", "engine.ranking.blend.mf"),
+            (
+                "[engine.ranking.blend]\nmf = nan",
+                "engine.ranking.blend.mf",
+            ),
         ];
         for (text, expected) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

@@ -49,7 +49,14 @@ impl Marginals {
 }
 
 /// Similarity of the pair `a → b`: asymmetric cosine `c / (n_a^α · n_b^(1−α))` or LLR.
-fn pair_score(similarity: Similarity, count: f32, from: &Marginals, a: u32, to: &Marginals, b: u32) -> f32 {
+fn pair_score(
+    similarity: Similarity,
+    count: f32,
+    from: &Marginals,
+    a: u32,
+    to: &Marginals,
+    b: u32,
+) -> f32 {
     match similarity {
         Similarity::Cosine => {
             let denominator = from.pow_from.get(a as usize).copied().unwrap_or(0.0)
@@ -147,12 +154,26 @@ impl Cooccurrence {
 
     /// Similarity of `a → b` given their pair count, with current marginals.
     pub fn cooc_score(&self, a: u32, b: u32, count: f32) -> f32 {
-        pair_score(self.config.similarity, count, &self.entries, a, &self.entries, b)
+        pair_score(
+            self.config.similarity,
+            count,
+            &self.entries,
+            a,
+            &self.entries,
+            b,
+        )
     }
 
     /// Similarity of "viewers of `viewed` bought `bought`".
     pub fn cross_score(&self, viewed: u32, bought: u32, count: f32) -> f32 {
-        pair_score(self.config.similarity, count, &self.entries, viewed, &self.purchases, bought)
+        pair_score(
+            self.config.similarity,
+            count,
+            &self.entries,
+            viewed,
+            &self.purchases,
+            bought,
+        )
     }
 
     /// Neighbours of `item` with fresh similarity scores.
@@ -248,9 +269,16 @@ mod tests {
             new_to_user: false,
             first_purchase: true,
         });
-        assert_eq!(c.bought_after(1).map(|(i, _)| i).collect::<Vec<_>>(), vec![9]);
+        assert_eq!(
+            c.bought_after(1).map(|(i, _)| i).collect::<Vec<_>>(),
+            vec![9]
+        );
         assert_eq!(c.bought_after(9).count(), 0);
-        assert_eq!(c.similar(1).count(), 0, "no plain co-occurrence without a new entry");
+        assert_eq!(
+            c.similar(1).count(),
+            0,
+            "no plain co-occurrence without a new entry"
+        );
     }
 
     #[test]
@@ -267,6 +295,9 @@ mod tests {
         assert!(c.counters(0) <= 8);
         let neighbors: Vec<u32> = c.similar(0).map(|(i, _)| i).collect();
         assert_eq!(neighbors.len(), 3);
-        assert!(neighbors.iter().all(|&n| n < 5), "strong pairs survive: {neighbors:?}");
+        assert!(
+            neighbors.iter().all(|&n| n < 5),
+            "strong pairs survive: {neighbors:?}"
+        );
     }
 }

@@ -16,6 +16,8 @@ use crate::intern::Interner;
 use crate::popularity::Popularity;
 use crate::profile::{Observation, UserProfile};
 use crate::ranking::{self, Filters, Scored};
+#[cfg(test)]
+use crate::ranking::{Source, Sources};
 use crate::rng::SplitMix64;
 
 /// Item-side state, shared by every worker.
@@ -178,7 +180,8 @@ impl Engine {
         let item = self.items.ids.intern(&event.item_id);
         let new_item = self.items.ids.len() > before;
         if new_item {
-            let vector = initial_vector(&event.item_id, self.config.seed, &self.config.factorization);
+            let vector =
+                initial_vector(&event.item_id, self.config.seed, &self.config.factorization);
             self.items.factors.push(&vector);
             self.items.category_of.push(NO_CATEGORY);
         }
@@ -191,7 +194,13 @@ impl Engine {
     }
 
     /// Top-`n` items with an explicit blend (evaluation compares several).
-    pub fn recommend_with(&self, user_id: &str, n: usize, filters: &Filters, blend: &Blend) -> Vec<Scored> {
+    pub fn recommend_with(
+        &self,
+        user_id: &str,
+        n: usize,
+        filters: &Filters,
+        blend: &Blend,
+    ) -> Vec<Scored> {
         let user = self.shard.users.get(user_id);
         ranking::recommend(&self.items, user, &self.config, blend, n, filters)
     }
@@ -202,7 +211,13 @@ impl Engine {
             .shard
             .users
             .iter()
-            .map(|(id, u)| id.len() + 48 + u.profile.heap_bytes() + u.factors.len() * 4 + std::mem::size_of::<UserState>())
+            .map(|(id, u)| {
+                id.len()
+                    + 48
+                    + u.profile.heap_bytes()
+                    + u.factors.len() * 4
+                    + std::mem::size_of::<UserState>()
+            })
             .sum();
         let items = self.items.ids.heap_bytes()
             + self.items.factors.heap_bytes()
@@ -233,5 +248,152 @@ impl MemoryUse {
 
     pub fn bytes_per_item(&self) -> f64 {
         self.item_bytes as f64 / self.items.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(kind: EventType, user: &str, item: &str, ts: i64) -> Event {
+        Event::new(kind, user, item, ts)
+    }
+
+    fn ids(engine: &Engine, list: &[Scored]) -> Vec<String> {
+        list.iter()
+            .map(|s| engine.item_id(s.item).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_change_nothing_and_news_are_flagged() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let first = event(EventType::View, "u", "a", 1000);
+        assert_eq!(
+            engine.apply(&first),
+            Applied::Learned {
+                new_user: true,
+                new_item: true
+            }
+        );
+        assert_eq!(engine.apply(&first), Applied::Duplicate);
+        assert_eq!(
+            engine.apply(&event(EventType::View, "u", "a", 2000)),
+            Applied::Learned {
+                new_user: false,
+                new_item: false
+            }
+        );
+        assert_eq!(engine.user("u").unwrap().profile.events(), 2);
+    }
+
+    #[test]
+    fn a_stranger_gets_trending_items() {
+        let mut engine = Engine::new(EngineConfig::default());
+        for (user, item) in [("a", "hit"), ("b", "hit"), ("c", "hit"), ("d", "other")] {
+            engine.apply(&event(EventType::View, user, item, 1000));
+        }
+        let list = engine.recommend("nobody", 2, &Filters::default());
+        assert_eq!(ids(&engine, &list), vec!["hit", "other"]);
+        assert!(list[0].sources.contains(Source::Popular));
+    }
+
+    #[test]
+    fn neighbours_of_recent_items_are_recommended_and_purchases_never_are() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut ts = 1_000_000;
+        for user in ["a", "b", "c"] {
+            for item in ["phone", "case", "charger"] {
+                ts += 1000;
+                engine.apply(&event(EventType::View, user, item, ts));
+            }
+        }
+        engine.apply(&event(EventType::View, "d", "phone", ts + 1000));
+        engine.apply(&event(EventType::Purchase, "d", "case", ts + 2000));
+        let filters = Filters {
+            exclude_seen: true,
+            exclude_items: None,
+        };
+        let list = engine.recommend("d", 5, &filters);
+        let names = ids(&engine, &list);
+        assert_eq!(names[0], "charger", "{names:?}");
+        assert!(list[0].sources.contains(Source::Cooc));
+        assert!(!names.contains(&"case".to_string()), "purchased");
+        assert!(!names.contains(&"phone".to_string()), "seen");
+        let with_history = engine.recommend("d", 5, &Filters::default());
+        assert!(ids(&engine, &with_history).contains(&"phone".to_string()));
+        assert!(!ids(&engine, &with_history).contains(&"case".to_string()));
+    }
+
+    #[test]
+    fn memory_is_reported_per_user_and_item() {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.apply(&event(EventType::View, "u", "a", 1000));
+        let memory = engine.memory();
+        assert_eq!((memory.users, memory.items), (1, 1));
+        assert!(
+            memory.bytes_per_user() > 128.0,
+            "at least the factor vector"
+        );
+        assert!(memory.bytes_per_item() > 128.0);
+    }
+
+    fn arbitrary_events() -> impl Strategy<Value = Vec<Event>> {
+        let kinds = prop_oneof![
+            Just(EventType::View),
+            Just(EventType::Favorite),
+            Just(EventType::AddToCart),
+            Just(EventType::Purchase)
+        ];
+        proptest::collection::vec((kinds, 0u8..8, 0u8..30, 0i64..5_000_000), 1..150).prop_map(
+            |raw| {
+                raw.into_iter()
+                    .map(|(kind, user, item, ts)| {
+                        event(kind, &format!("u{user}"), &format!("i{item}"), ts)
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn replay(events: &[Event]) -> Vec<Vec<(u32, u32, Sources)>> {
+        let mut engine = Engine::new(EngineConfig::default());
+        for e in events {
+            engine.apply(e);
+        }
+        (0..8)
+            .map(|u| {
+                engine
+                    .recommend(&format!("u{u}"), 10, &Filters::default())
+                    .iter()
+                    .map(|s| (s.item, s.score.to_bits(), s.sources))
+                    .collect()
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_same_events_give_the_same_recommendations(events in arbitrary_events()) {
+            prop_assert_eq!(replay(&events), replay(&events));
+        }
+
+        #[test]
+        fn purchased_items_are_never_recommended(events in arbitrary_events()) {
+            let mut engine = Engine::new(EngineConfig::default());
+            for e in &events {
+                engine.apply(e);
+            }
+            for u in 0..8 {
+                let user = format!("u{u}");
+                let Some(state) = engine.user(&user) else { continue };
+                let bought: Vec<u32> = state.profile.purchased().collect();
+                for scored in engine.recommend(&user, 20, &Filters::default()) {
+                    prop_assert!(!bought.contains(&scored.item));
+                    prop_assert!(scored.score.is_finite() && scored.score > 0.0);
+                }
+            }
+        }
     }
 }

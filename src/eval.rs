@@ -54,7 +54,8 @@ pub fn standard_methods(hybrid: &Blend) -> Vec<Method> {
         method("mf", only(|b| b.mf = 1.0)),
         method("hybrid", hybrid.clone()),
     ];
-    let ablations: [(&str, fn(&mut Blend)); 5] = [
+    type Strip = fn(&mut Blend);
+    let ablations: [(&str, Strip); 5] = [
         ("hybrid-no-history", |b| b.history = 0.0),
         ("hybrid-no-cooc", |b| b.cooc = 0.0),
         ("hybrid-no-cross", |b| b.cross = 0.0),
@@ -113,7 +114,13 @@ struct UserTrack {
 }
 
 /// Sorts by time (stable: file order breaks ties), then tests and learns every event in order.
-pub fn evaluate(mut events: Vec<Event>, mode: Mode, top_n: usize, config: &EngineConfig, methods: &[Method]) -> EvalReport {
+pub fn evaluate(
+    mut events: Vec<Event>,
+    mode: Mode,
+    top_n: usize,
+    config: &EngineConfig,
+    methods: &[Method],
+) -> EvalReport {
     events.sort_by_key(|e| e.ts_ms);
     let mut engine = Engine::new(config.clone());
     let mut tracks: FxHashMap<String, UserTrack> = FxHashMap::default();
@@ -141,7 +148,9 @@ pub fn evaluate(mut events: Vec<Event>, mode: Mode, top_n: usize, config: &Engin
         let started = Instant::now();
         engine.apply(event);
         learning += started.elapsed();
-        let item = engine.item_index(&event.item_id).expect("applied items are interned");
+        let item = engine
+            .item_index(&event.item_id)
+            .expect("applied items are interned");
         let track = tracks.entry(event.user_id.clone()).or_default();
         track.touched.insert(item);
         if event.kind == EventType::Purchase {
@@ -160,7 +169,10 @@ pub fn evaluate(mut events: Vec<Event>, mode: Mode, top_n: usize, config: &Engin
             tests,
             hits: tally.hits,
             coverage: tally.recommended.len() as f64 / catalog,
-            events_per_s: ratio(events.len() as f64, (learning + tally.ranking_time).as_secs_f64()),
+            events_per_s: ratio(
+                events.len() as f64,
+                (learning + tally.ranking_time).as_secs_f64(),
+            ),
         })
         .collect();
     EvalReport {
@@ -236,5 +248,84 @@ impl EvalReport {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(user: &str, item: &str, ts: i64) -> Event {
+        Event::new(EventType::View, user, item, ts)
+    }
+
+    fn report_for(events: Vec<Event>, mode: Mode, top_n: usize) -> EvalReport {
+        let config = EngineConfig::default();
+        evaluate(
+            events,
+            mode,
+            top_n,
+            &config,
+            &standard_methods(&config.ranking.blend),
+        )
+    }
+
+    fn method<'a>(report: &'a EvalReport, name: &str) -> &'a MethodReport {
+        report.methods.iter().find(|m| m.method == name).unwrap()
+    }
+
+    /// Three strangers make C the most popular item; then three users each watch A, then B.
+    /// Discovery test cases are the three B events; the first cannot hit (B is unseen), the next
+    /// two hit with co-occurrence (A → B) but not with popularity (C outranks B at top-1).
+    #[test]
+    fn discovery_hits_are_counted_exactly() {
+        let mut events = vec![
+            view("x1", "C", 100),
+            view("x2", "C", 200),
+            view("x3", "C", 300),
+        ];
+        for (n, user) in ["u1", "u2", "u3"].iter().enumerate() {
+            let t = 1000 * (n as i64 + 1);
+            events.push(view(user, "A", t));
+            events.push(view(user, "B", t + 10));
+        }
+        events.reverse(); // evaluate must sort by time itself
+        let report = report_for(events, Mode::Discovery, 1);
+        assert_eq!(report.tests, 3);
+        let cooc = method(&report, "cooc");
+        assert_eq!(cooc.hits, 2);
+        assert!((cooc.hr_at_n - 2.0 / 3.0).abs() < 1e-9);
+        assert!((cooc.mrr_at_n - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(method(&report, "popularity").hits, 0);
+    }
+
+    /// A purchase after a view, a cart and another view: history ranks the carted item first.
+    #[test]
+    fn purchase_mode_tests_only_purchases_and_keeps_viewed_items_eligible() {
+        let mut cart = Event::new(EventType::AddToCart, "u", "X", 2);
+        cart.category = Some("c".into());
+        let events = vec![
+            view("u", "X", 1),
+            cart,
+            view("u", "Y", 3),
+            Event::new(EventType::Purchase, "u", "X", 4),
+            Event::new(EventType::Purchase, "v", "X", 5),
+        ];
+        let report = report_for(events, Mode::Purchase, 1);
+        assert_eq!(report.tests, 1, "v's purchase is their first event");
+        let history = method(&report, "history");
+        assert_eq!(history.hits, 1);
+        assert_eq!(history.mrr_at_n, 1.0);
+    }
+
+    #[test]
+    fn ties_in_time_keep_file_order() {
+        // Same timestamp: the view comes first in the file, so the purchase has an earlier event
+        // and is a test case; in the other order it would not be.
+        let purchase = |user| Event::new(EventType::Purchase, user, "X", 5);
+        let in_order = report_for(vec![view("u", "X", 5), purchase("u")], Mode::Purchase, 10);
+        assert_eq!(in_order.tests, 1);
+        let reversed = report_for(vec![purchase("u"), view("u", "X", 5)], Mode::Purchase, 10);
+        assert_eq!(reversed.tests, 0);
     }
 }

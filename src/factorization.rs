@@ -13,7 +13,9 @@ use crate::rng::{hash64, SplitMix64};
 pub fn initial_vector(id: &str, seed: u64, config: &MfConfig) -> Box<[f32]> {
     let mut rng = SplitMix64::new(hash64(id, seed));
     let scale = config.init_scale / (config.rank as f32).sqrt();
-    (0..config.rank).map(|_| rng.centered_unit() * 2.0 * scale).collect()
+    (0..config.rank)
+        .map(|_| rng.centered_unit() * 2.0 * scale)
+        .collect()
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -25,12 +27,22 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[k] += x[k] * y[k];
         }
     }
-    let tail: f32 = a[chunks..].iter().zip(&b[chunks..]).map(|(x, y)| x * y).sum();
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| x * y)
+        .sum();
     acc[0] + acc[1] + acc[2] + acc[3] + tail
 }
 
 /// One SGD step on `(p·q − target)²` with L2; returns the error before the step.
-pub fn sgd_step(p: &mut [f32], q: &mut [f32], target: f32, learning_rate: f32, regularization: f32) -> f32 {
+pub fn sgd_step(
+    p: &mut [f32],
+    q: &mut [f32],
+    target: f32,
+    learning_rate: f32,
+    regularization: f32,
+) -> f32 {
     let err = target - dot(p, q);
     for (pk, qk) in p.iter_mut().zip(q.iter_mut()) {
         let p_old = *pk;
@@ -134,7 +146,13 @@ pub fn learn(
     for _ in 0..config.negatives {
         match pool.sample(rng) {
             Some(negative) if negative != item => {
-                sgd_step(user, factors.get_mut(negative), 0.0, lr, config.regularization);
+                sgd_step(
+                    user,
+                    factors.get_mut(negative),
+                    0.0,
+                    lr,
+                    config.regularization,
+                );
             }
             _ => {}
         }
@@ -156,9 +174,17 @@ mod tests {
     #[test]
     fn initial_vectors_are_deterministic_and_small() {
         let c = config();
-        assert_eq!(initial_vector("item-1", 1, &c), initial_vector("item-1", 1, &c));
-        assert_ne!(initial_vector("item-1", 1, &c), initial_vector("item-1", 2, &c));
-        assert!(initial_vector("x", 1, &c).iter().all(|v| v.abs() <= c.init_scale));
+        assert_eq!(
+            initial_vector("item-1", 1, &c),
+            initial_vector("item-1", 1, &c)
+        );
+        assert_ne!(
+            initial_vector("item-1", 1, &c),
+            initial_vector("item-1", 2, &c)
+        );
+        assert!(initial_vector("x", 1, &c)
+            .iter()
+            .all(|v| v.abs() <= c.init_scale));
     }
 
     #[test]

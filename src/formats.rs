@@ -84,9 +84,12 @@ pub fn parse(text: &str, format: Format, clean: &CleanConfig) -> Loaded {
             Err(err) => {
                 *loaded.skipped.entry(err.code.clone()).or_default() += 1;
                 if loaded.examples.len() < EXAMPLES_KEPT {
-                    loaded
-                        .examples
-                        .push(format!("line {}: {}: {}", number + 1, err.code, err.detail));
+                    loaded.examples.push(format!(
+                        "line {}: {}: {}",
+                        number + 1,
+                        err.code,
+                        err.detail
+                    ));
                 }
             }
         }
@@ -117,7 +120,11 @@ pub fn parse_line(format: Format, line: &str, cleaner: &mut Cleaner) -> Result<E
     })
 }
 
-fn split_exact<'a>(line: &'a str, separator: &str, fields: usize) -> Result<Vec<&'a str>, RowError> {
+fn split_exact<'a>(
+    line: &'a str,
+    separator: &str,
+    fields: usize,
+) -> Result<Vec<&'a str>, RowError> {
     let parts: Vec<&str> = line.split(separator).collect();
     check_count(parts, fields)
 }
@@ -191,7 +198,10 @@ mod tests {
 
     #[test]
     fn movielens_100k_tab_separated() {
-        let loaded = load_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n", Format::Movielens);
+        let loaded = load_text(
+            "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
+            Format::Movielens,
+        );
         assert_eq!(loaded.events.len(), 2);
         assert_eq!(loaded.events[0].user_id, "196");
         assert_eq!(loaded.events[0].ts_ms, 881_250_949_000);
@@ -215,7 +225,12 @@ mod tests {
         let kinds: Vec<EventType> = loaded.events.iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,
-            vec![EventType::View, EventType::Purchase, EventType::AddToCart, EventType::Favorite]
+            vec![
+                EventType::View,
+                EventType::Purchase,
+                EventType::AddToCart,
+                EventType::Favorite
+            ]
         );
         assert_eq!(loaded.events[0].category.as_deref(), Some("2520377"));
         assert_eq!(loaded.rows, 5);
@@ -224,7 +239,10 @@ mod tests {
 
     #[test]
     fn bad_values_are_counted_by_reason() {
-        let loaded = load_text("1,2,3,refund,1511544070\n1,2,3,pv,soon\n ,2,3,pv,1\n", Format::Taobao);
+        let loaded = load_text(
+            "1,2,3,refund,1511544070\n1,2,3,pv,soon\n ,2,3,pv,1\n",
+            Format::Taobao,
+        );
         assert!(loaded.events.is_empty());
         assert_eq!(loaded.skipped["bad_type"], 1);
         assert_eq!(loaded.skipped["bad_timestamp"], 1);

@@ -73,7 +73,14 @@ impl PairTable {
 
     /// Adds `weight` to the pair `a → b` and updates `a`'s neighbour list; `score(b, count)` is
     /// the similarity of `a → b` for a pair count.
-    pub fn add(&mut self, a: u32, b: u32, weight: f32, bounds: Bounds, score: impl Fn(u32, f32) -> f32) {
+    pub fn add(
+        &mut self,
+        a: u32,
+        b: u32,
+        weight: f32,
+        bounds: Bounds,
+        score: impl Fn(u32, f32) -> f32,
+    ) {
         let row = self.row_mut(a);
         let counter = row.counts.entry(b).or_insert(Counter {
             count: 0.0,
@@ -157,7 +164,9 @@ fn weakest(top: &[Neighbor]) -> (usize, f32) {
 }
 
 fn weakest_score(top: &[Neighbor]) -> f32 {
-    top.iter().map(|n| n.rank_score).fold(f32::INFINITY, f32::min)
+    top.iter()
+        .map(|n| n.rank_score)
+        .fold(f32::INFINITY, f32::min)
 }
 
 fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
@@ -171,7 +180,11 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
             rank_score: score(item, counter.count),
         });
     }
-    let order = |x: &Neighbor, y: &Neighbor| y.rank_score.total_cmp(&x.rank_score).then(x.item.cmp(&y.item));
+    let order = |x: &Neighbor, y: &Neighbor| {
+        y.rank_score
+            .total_cmp(&x.rank_score)
+            .then(x.item.cmp(&y.item))
+    };
     if row.top.len() > capacity {
         row.top.select_nth_unstable_by(capacity - 1, order);
         row.top.truncate(capacity);

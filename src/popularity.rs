@@ -99,7 +99,10 @@ impl Popularity {
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.truncate(limit);
         let best = ranked.first().map_or(1.0, |r| r.1.max(f64::MIN_POSITIVE));
-        ranked.into_iter().map(|(i, s)| (i, (s / best) as f32)).collect()
+        ranked
+            .into_iter()
+            .map(|(i, s)| (i, (s / best) as f32))
+            .collect()
     }
 
     /// The trending items in no particular order, scored relative to the best (no sort: this is
@@ -120,7 +123,10 @@ impl Popularity {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.scores.capacity() * 8 + self.totals.capacity() * 4 + self.in_top.capacity() + self.top.capacity() * 4
+        self.scores.capacity() * 8
+            + self.totals.capacity() * 4
+            + self.in_top.capacity()
+            + self.top.capacity() * 4
     }
 }
 
@@ -144,7 +150,10 @@ mod tests {
         p.observe(2, 1.0, 2000);
         p.observe(2, 1.0, 2000);
         let trending = p.trending(10);
-        assert_eq!(trending[0].0, 2, "2 events now beat 3 events two half-lives ago");
+        assert_eq!(
+            trending[0].0, 2,
+            "2 events now beat 3 events two half-lives ago"
+        );
         assert!((trending[1].1 - 0.375).abs() < 1e-6);
         assert_eq!(p.total(1), 3.0);
     }

@@ -63,11 +63,7 @@ impl UserProfile {
     }
 
     /// Folds one event into the profile.
-    pub fn record(
-        &mut self,
-        observation: Observation,
-        config: &ProfileConfig,
-    ) {
+    pub fn record(&mut self, observation: Observation, config: &ProfileConfig) {
         let Observation {
             item,
             kind,
@@ -87,7 +83,14 @@ impl UserProfile {
         }
     }
 
-    fn touch_recent(&mut self, item: u32, kind: EventType, ts_ms: i64, weight: f32, config: &ProfileConfig) {
+    fn touch_recent(
+        &mut self,
+        item: u32,
+        kind: EventType,
+        ts_ms: i64,
+        weight: f32,
+        config: &ProfileConfig,
+    ) {
         let mut entry = match self.recent_position(item) {
             Some(pos) => self.recent.remove(pos).expect("position is in range"),
             None => RecentItem {
@@ -190,7 +193,13 @@ mod tests {
         }
     }
 
-    fn see(profile: &mut UserProfile, item: u32, kind: EventType, ts_ms: i64, category: Option<u32>) {
+    fn see(
+        profile: &mut UserProfile,
+        item: u32,
+        kind: EventType,
+        ts_ms: i64,
+        category: Option<u32>,
+    ) {
         let observation = Observation {
             item,
             kind,
@@ -237,7 +246,11 @@ mod tests {
             see(&mut p, item, EventType::View, 0, Some(10));
         }
         see(&mut p, 5, EventType::View, 2000, Some(20));
-        assert_eq!(p.top_category(2000, 1000), Some(10), "5 decayed by 4 = 1.25 > 1");
+        assert_eq!(
+            p.top_category(2000, 1000),
+            Some(10),
+            "5 decayed by 4 = 1.25 > 1"
+        );
         see(&mut p, 6, EventType::View, 2000, Some(20));
         assert_eq!(p.top_category(2000, 1000), Some(20));
         see(&mut p, 7, EventType::View, 3000, Some(30));

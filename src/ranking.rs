@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use crate::config::{Blend, EngineConfig};
 use crate::engine::{ItemModel, UserState};
@@ -93,9 +93,14 @@ pub struct Filters<'a> {
     pub exclude_items: Option<&'a FxHashSet<u32>>,
 }
 
+const NO_SLOT: u32 = u32::MAX;
+
+/// The candidates of one request. `slot_of` is a dense item → slot index (4 bytes per catalog item
+/// per thread, small next to the item's own state) because hashing was the hot spot of ranking;
+/// `clear` resets only the entries it set.
 #[derive(Default)]
 struct Candidates {
-    index: FxHashMap<u32, u32>,
+    slot_of: Vec<u32>,
     items: Vec<u32>,
     scores: Vec<[f32; 5]>,
     excluded: Vec<bool>,
@@ -103,21 +108,26 @@ struct Candidates {
 
 impl Candidates {
     fn clear(&mut self) {
-        self.index.clear();
+        for &item in &self.items {
+            self.slot_of[item as usize] = NO_SLOT;
+        }
         self.items.clear();
         self.scores.clear();
         self.excluded.clear();
     }
 
     fn slot(&mut self, item: u32) -> usize {
-        let next = self.items.len() as u32;
-        let slot = *self.index.entry(item).or_insert(next);
-        if slot == next {
+        let idx = item as usize;
+        if idx >= self.slot_of.len() {
+            self.slot_of.resize(idx + 1, NO_SLOT);
+        }
+        if self.slot_of[idx] == NO_SLOT {
+            self.slot_of[idx] = self.items.len() as u32;
             self.items.push(item);
             self.scores.push([0.0; 5]);
             self.excluded.push(false);
         }
-        slot as usize
+        self.slot_of[idx] as usize
     }
 
     fn add(&mut self, item: u32, source: Source, score: f32) {
@@ -126,8 +136,10 @@ impl Candidates {
     }
 
     fn exclude(&mut self, item: u32) {
-        if let Some(&slot) = self.index.get(&item) {
-            self.excluded[slot as usize] = true;
+        if let Some(&slot) = self.slot_of.get(item as usize) {
+            if slot != NO_SLOT {
+                self.excluded[slot as usize] = true;
+            }
         }
     }
 }
@@ -153,7 +165,11 @@ pub fn recommend(
         mf: 0.0,
         popular: 1.0,
     };
-    let blend = if user.is_some() { blend } else { &trending_only };
+    let blend = if user.is_some() {
+        blend
+    } else {
+        &trending_only
+    };
     SCRATCH.with(|scratch| {
         let mut candidates = scratch.borrow_mut();
         candidates.clear();
@@ -174,19 +190,27 @@ pub fn recommend(
     })
 }
 
-fn gather(candidates: &mut Candidates, items: &ItemModel, user: Option<&UserState>, config: &EngineConfig, blend: &Blend) {
+fn gather(
+    candidates: &mut Candidates,
+    items: &ItemModel,
+    user: Option<&UserState>,
+    config: &EngineConfig,
+    blend: &Blend,
+) {
     let retrieve_neighbors = blend.cooc > 0.0 || blend.mf > 0.0;
     if let Some(user) = user {
         let profile = &user.profile;
         let half_life = config.profile.half_life_ms;
         let now = items.latest_ts_ms;
-        let mut position_weight = 1.0f32;
+        let (mut seed_weight, mut history_weight) = (1.0f32, 1.0f32);
         for (rank, recent) in profile.recent.iter().rev().enumerate() {
-            let interest = recent.interest.value_at(now, half_life) * position_weight;
-            position_weight *= config.ranking.seed_decay;
+            let decayed = recent.interest.value_at(now, half_life);
+            let interest = decayed * seed_weight;
+            seed_weight *= config.ranking.seed_decay;
             if blend.history > 0.0 && !profile.has_purchased(recent.item) {
-                candidates.add(recent.item, Source::History, interest);
+                candidates.add(recent.item, Source::History, decayed * history_weight);
             }
+            history_weight *= config.ranking.history_decay;
             if rank >= config.ranking.seed_items {
                 continue;
             }
@@ -268,7 +292,11 @@ fn blend_without_mf(candidates: &Candidates, blend: &Blend) -> Vec<Scored> {
                 sources.insert(source);
             }
         }
-        ranked.push(Scored { item, score, sources });
+        ranked.push(Scored {
+            item,
+            score,
+            sources,
+        });
     }
     ranked
 }

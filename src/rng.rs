@@ -24,7 +24,7 @@ impl SplitMix64 {
 
     /// Uniform in `0..bound` (bound > 0), by multiply-shift.
     pub fn below(&mut self, bound: usize) -> usize {
-        ((self.next_u64() >> 32) * bound as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * bound as u64) >> 32) as usize
     }
 
     /// Uniform in `[-0.5, 0.5)`.

@@ -91,8 +91,14 @@ impl Shoppers {
         self.clock_ms += 1 + self.rng.below(20) as i64;
         self.next_event += 1;
         let cluster = item % self.config.clusters;
-        let category = cluster * self.config.categories_per_cluster + item % self.config.categories_per_cluster;
-        let mut event = Event::new(kind, &format!("u{user}"), &format!("i{item}"), self.clock_ms);
+        let category = cluster * self.config.categories_per_cluster
+            + item % self.config.categories_per_cluster;
+        let mut event = Event::new(
+            kind,
+            &format!("u{user}"),
+            &format!("i{item}"),
+            self.clock_ms,
+        );
         event.event_id = Some(format!("e{}", self.next_event));
         event.category = Some(format!("c{category}"));
         event.price = Some(5.0 + (item % 200) as f64);
@@ -158,7 +164,14 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
         let count = |kind| a.iter().filter(|e| e.kind == kind).count();
-        let (views, carts, buys) = (count(EventType::View), count(EventType::AddToCart), count(EventType::Purchase));
-        assert!(views > carts && carts > buys && buys > 0, "{views} {carts} {buys}");
+        let (views, carts, buys) = (
+            count(EventType::View),
+            count(EventType::AddToCart),
+            count(EventType::Purchase),
+        );
+        assert!(
+            views > carts && carts > buys && buys > 0,
+            "{views} {carts} {buys}"
+        );
     }
 }

@@ -1,0 +1,134 @@
+//! The `streamrec` binary as a user runs it: real files, real process, exit codes and output.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn streamrec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_streamrec"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn fixture(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+/// Two users watch A then B, a third watches A then B later: co-occurrence must find B.
+const RATINGS: &str = "userId,movieId,rating,timestamp\r\n1,10,4.0,1000\r\n1,20,4.0,1001\r\n2,10,3.0,2000\r\n2,20,5.0,2001\r\n3,10,4.0,3000\r\n3,20,4.0,3001\r\nbroken-row\r\n";
+
+#[test]
+fn eval_prints_a_table_and_reports_skipped_rows() {
+    let file = fixture(RATINGS);
+    let out = streamrec(&[
+        "eval",
+        "--input",
+        file.path().to_str().unwrap(),
+        "--format",
+        "movielens-csv",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    for method in ["popularity", "cooc", "mf", "hybrid"] {
+        assert!(table.contains(method), "{table}");
+    }
+    assert!(table.contains("3 test cases"), "{table}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("wrong_field_count"), "{stderr}");
+    assert!(stderr.contains("line 8"), "{stderr}");
+}
+
+#[test]
+fn eval_json_has_the_figures_per_method() {
+    let file = fixture(RATINGS);
+    let out = streamrec(&[
+        "eval",
+        "--input",
+        file.path().to_str().unwrap(),
+        "--format",
+        "movielens-csv",
+        "--json",
+        "--methods",
+        "cooc,popularity",
+    ]);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "discovery");
+    assert_eq!(report["tests"], 3);
+    assert_eq!(report["skipped_rows"]["wrong_field_count"], 1);
+    let methods = report["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), 2);
+    let cooc = methods.iter().find(|m| m["method"] == "cooc").unwrap();
+    // Test cases: 1→20 (20 unseen), 2→20 and 3→20 (both found through 10 → 20).
+    assert_eq!(cooc["hits"], 2);
+}
+
+#[test]
+fn bad_invocations_fail_with_a_clear_message() {
+    let file = fixture(RATINGS);
+    let path = file.path().to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["eval", "--input", "/no/such/file", "--format", "taobao"],
+            "cannot read /no/such/file",
+        ),
+        (
+            &["eval", "--input", path, "--format", "taobao"],
+            "holds no valid Taobao rows",
+        ),
+        (
+            &[
+                "eval",
+                "--input",
+                path,
+                "--format",
+                "movielens-csv",
+                "--methods",
+                "magic",
+            ],
+            "unknown method \"magic\"",
+        ),
+        (
+            &[
+                "eval",
+                "--input",
+                path,
+                "--format",
+                "movielens-csv",
+                "--top-n",
+                "0",
+            ],
+            "--top-n must be at least 1",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = streamrec(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_bad_config_names_the_key() {
+    let file = fixture(RATINGS);
+    let config = fixture("[engine.factorization]\nrank = 0\n");
+    let out = streamrec(&[
+        "eval",
+        "--input",
+        file.path().to_str().unwrap(),
+        "--format",
+        "movielens-csv",
+        "--config",
+        config.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("engine.factorization.rank"), "{stderr}");
+}
