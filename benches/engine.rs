@@ -39,7 +39,8 @@ fn apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
-    group.bench_function("rank32_window20", |b| {
+    let name = format!("rank32_window{}", engine.config().cooccurrence.window_items);
+    group.bench_function(name, |b| {
         b.iter_batched(
             || engine.clone(),
             |mut engine| {
