@@ -175,19 +175,36 @@ pub fn recommend(
         candidates.clear();
         gather(&mut candidates, items, user, config, blend);
         apply_filters(&mut candidates, user, filters);
-        let mut ranked = blend_without_mf(&candidates, blend);
+        let mut factors = source_factors(&candidates, blend);
+        let mut ranked = blend_without_mf(&candidates, &factors);
         if let Some(user) = user.filter(|_| blend.mf > 0.0) {
             let only_mf = ranked.iter().all(|r| r.score == 0.0);
             if !only_mf {
                 keep_best(&mut ranked, config.ranking.mf_rescore);
             }
-            add_mf(&mut ranked, &user.factors, items, blend.mf);
+            factors[Source::Mf as usize] =
+                add_mf(&mut ranked, &mut candidates, &user.factors, items, blend.mf);
         }
         ranked.retain(|r| r.score > 0.0);
         keep_best(&mut ranked, n);
         ranked.sort_by(best_first);
         ranked
+            .iter()
+            .map(|r| Scored {
+                item: candidates.items[r.slot as usize],
+                score: r.score,
+                sources: sources_of(&candidates.scores[r.slot as usize], &factors),
+            })
+            .collect()
     })
+}
+
+/// A candidate during ranking: its slot in `Candidates` and its blended score so far.
+#[derive(Clone, Copy)]
+struct Ranked {
+    slot: u32,
+    item: u32,
+    score: f32,
 }
 
 fn gather(
@@ -261,8 +278,9 @@ fn apply_filters(candidates: &mut Candidates, user: Option<&UserState>, filters:
     }
 }
 
-/// Blends every source but MF, each scaled by its best remaining candidate.
-fn blend_without_mf(candidates: &Candidates, blend: &Blend) -> Vec<Scored> {
+/// Per source, the weight divided by the best remaining candidate's score: multiplying a raw
+/// score by it scales the source to [0, weight]. MF's factor is set once MF has run.
+fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; 5] {
     let mut best = [0.0f32; 5];
     for (slot, scores) in candidates.scores.iter().enumerate() {
         if !candidates.excluded[slot] {
@@ -271,60 +289,71 @@ fn blend_without_mf(candidates: &Candidates, blend: &Blend) -> Vec<Scored> {
             }
         }
     }
-    let mut factor = [0.0f32; 5];
+    let mut factors = [0.0f32; 5];
     for source in SOURCES {
         let i = source as usize;
         if best[i] > 0.0 && source != Source::Mf {
-            factor[i] = source.weight(blend) / best[i];
+            factors[i] = source.weight(blend) / best[i];
         }
     }
+    factors
+}
+
+fn blend_without_mf(candidates: &Candidates, factors: &[f32; 5]) -> Vec<Ranked> {
     let mut ranked = Vec::with_capacity(candidates.items.len());
-    for (slot, &item) in candidates.items.iter().enumerate() {
-        if candidates.excluded[slot] {
-            continue;
+    for (slot, scores) in candidates.scores.iter().enumerate() {
+        if !candidates.excluded[slot] {
+            let score = scores.iter().zip(factors).map(|(s, f)| s * f).sum();
+            let item = candidates.items[slot];
+            let slot = slot as u32;
+            ranked.push(Ranked { slot, item, score });
         }
-        let mut score = 0.0;
-        let mut sources = Sources::default();
-        for source in SOURCES {
-            let contribution = candidates.scores[slot][source as usize] * factor[source as usize];
-            if contribution > 0.0 {
-                score += contribution;
-                sources.insert(source);
-            }
-        }
-        ranked.push(Scored {
-            item,
-            score,
-            sources,
-        });
     }
     ranked
 }
 
-/// Adds the MF score, scaled by the best positive one, to each candidate.
-fn add_mf(ranked: &mut [Scored], user_factors: &[f32], items: &ItemModel, weight: f32) {
-    let mf: Vec<f32> = ranked
-        .iter()
-        .map(|r| dot(user_factors, items.factors.get(r.item)))
-        .collect();
-    let best = mf.iter().copied().fold(0.0f32, f32::max);
+/// Adds the MF score, scaled by the best positive one, to each ranked candidate; records raw
+/// MF scores in `candidates` and returns MF's factor.
+fn add_mf(
+    ranked: &mut [Ranked],
+    candidates: &mut Candidates,
+    user_factors: &[f32],
+    items: &ItemModel,
+    weight: f32,
+) -> f32 {
+    let mf = Source::Mf as usize;
+    let mut best = 0.0f32;
+    for r in ranked.iter() {
+        let score = dot(user_factors, items.factors.get(r.item));
+        candidates.scores[r.slot as usize][mf] = score;
+        best = best.max(score);
+    }
     if best <= 0.0 {
-        return;
+        return 0.0;
     }
-    for (r, m) in ranked.iter_mut().zip(mf) {
-        if m > 0.0 {
-            r.score += weight * m / best;
-            r.sources.insert(Source::Mf);
-        }
+    let factor = weight / best;
+    for r in ranked.iter_mut() {
+        r.score += factor * candidates.scores[r.slot as usize][mf].max(0.0);
     }
+    factor
 }
 
-fn best_first(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+fn sources_of(scores: &[f32; 5], factors: &[f32; 5]) -> Sources {
+    let mut sources = Sources::default();
+    for source in SOURCES {
+        if scores[source as usize] * factors[source as usize] > 0.0 {
+            sources.insert(source);
+        }
+    }
+    sources
+}
+
+fn best_first(a: &Ranked, b: &Ranked) -> std::cmp::Ordering {
     b.score.total_cmp(&a.score).then(a.item.cmp(&b.item))
 }
 
 /// Keeps the `n` best (in no particular order).
-fn keep_best(ranked: &mut Vec<Scored>, n: usize) {
+fn keep_best(ranked: &mut Vec<Ranked>, n: usize) {
     if n == 0 {
         ranked.clear();
     } else if ranked.len() > n {
