@@ -1,13 +1,16 @@
 //! Command-line interface: argument parsing and the glue from files to the engine.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::demo::{demo, DemoOptions};
 use crate::eval::{evaluate, standard_methods, Mode};
 use crate::formats::{load, Format};
+use crate::kafka;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,8 +25,55 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole pipeline on an in-process mock Kafka cluster with a synthetic shop.
+    Demo(DemoArgs),
+    /// Consume events from Kafka and publish refreshed recommendations until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Load an interaction log into a topic as v1 JSON events keyed by user, in time order.
+    Produce(ProduceArgs),
     /// Prequential (test-then-learn) evaluation of every method on an interaction log.
     Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Events the synthetic shop sends (about 1% duplicates and 0.5% malformed among them).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Events per second the shop sends.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Stop after this many seconds even if not every event was consumed.
+    #[arg(long, default_value_t = 50)]
+    pub duration: u64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Settings (TOML); see config/streamrec.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// bootstrap.servers; overrides the config file's kafka.brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    #[arg(long)]
+    pub topic: String,
+    /// Settings (TOML) for cleaning limits and librdkafka properties.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -50,9 +100,92 @@ pub struct EvalArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging();
     match cli.command {
+        Command::Demo(args) => runtime()?.block_on(demo(DemoOptions {
+            events: args.events,
+            rate: args.rate,
+            duration: Duration::from_secs(args.duration),
+            seed: args.seed,
+        })),
+        Command::Run(args) => run_pipeline(args),
+        Command::Produce(args) => produce_file(args),
         Command::Eval(args) => eval(args),
     }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested: draining");
+}
+
+fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, "starting");
+    let report = runtime()?.block_on(kafka::run(&config, shutdown_signal(), Default::default()))?;
+    let stats = report.processor.stats();
+    tracing::info!(
+        consumed = stats.consumed,
+        applied = stats.applied,
+        duplicates = stats.duplicates,
+        rejected = stats.rejected_total(),
+        recommendations = stats.recommendations,
+        similar_items = stats.similar_items,
+        "stopped cleanly"
+    );
+    println!("{}", serde_json::to_string(stats)?);
+    Ok(())
+}
+
+fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(brokers) = args.brokers {
+        config.kafka.brokers = brokers;
+    }
+    let mut loaded = load(&args.input, args.format, &config.engine.clean)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    loaded.events.sort_by_key(|e| e.ts_ms);
+    let report = runtime()?.block_on(kafka::produce(
+        &config.kafka,
+        &args.topic,
+        &loaded.events,
+        !args.quiet,
+    ))?;
+    println!(
+        "produced {} events to {} in {:.1} s ({:.0} events/s); {} of {} rows skipped: {:?}",
+        report.produced,
+        args.topic,
+        report.elapsed.as_secs_f64(),
+        report.produced as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        loaded.skipped_total(),
+        loaded.rows,
+        loaded.skipped
+    );
+    for example in &loaded.examples {
+        eprintln!("  {example}");
+    }
+    Ok(())
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {

@@ -7,11 +7,128 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventType;
 
-/// The whole configuration file. Sections other than `engine` arrive with the pipeline.
+/// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub engine: EngineConfig,
+    pub kafka: KafkaConfig,
+    pub pipeline: PipelineConfig,
+}
+
+/// Where events come from and outputs go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topics: Vec<String>,
+    pub recommendations_topic: String,
+    pub similar_items_topic: String,
+    pub dead_letter_topic: String,
+    pub session_timeout_ms: u64,
+    /// Any librdkafka property (TLS, SASL, timeouts); these win over the settings above.
+    pub librdkafka: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "streamrec".into(),
+            input_topics: vec!["events".into()],
+            recommendations_topic: "recommendations".into(),
+            similar_items_topic: "similar-items".into(),
+            dead_letter_topic: "dead-letter".into(),
+            session_timeout_ms: 10_000,
+            librdkafka: Default::default(),
+        }
+    }
+}
+
+/// How the pipeline turns engine state into outputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Items per recommendation update.
+    pub top_n: usize,
+    /// Leave items the user recently touched out of recommendations.
+    pub exclude_seen: bool,
+    /// At most one update per user (and per item for similar-items) per interval; 0 = every event.
+    pub min_update_interval_ms: u64,
+    /// Neighbours per similar-items update.
+    pub similar_items_n: usize,
+    /// An item's neighbours are re-published when at least this share of them changed.
+    pub similar_change_threshold: f32,
+    /// Input messages processed but not yet fully acknowledged before consuming pauses.
+    pub max_in_flight: usize,
+    /// On SIGINT/SIGTERM, how long to wait for outputs to be acknowledged before giving up.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            top_n: 10,
+            exclude_seen: false,
+            min_update_interval_ms: 1000,
+            similar_items_n: 10,
+            similar_change_threshold: 0.2,
+            max_in_flight: 50_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let non_empty = |key: &'static str, value: &str| {
+            if value.trim().is_empty() {
+                Err(invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        non_empty("kafka.brokers", &self.brokers)?;
+        non_empty("kafka.group_id", &self.group_id)?;
+        if self.input_topics.is_empty() || self.input_topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                "kafka.input_topics",
+                "must name at least one topic, none empty",
+            ));
+        }
+        non_empty("kafka.recommendations_topic", &self.recommendations_topic)?;
+        non_empty("kafka.similar_items_topic", &self.similar_items_topic)?;
+        non_empty("kafka.dead_letter_topic", &self.dead_letter_topic)?;
+        let outputs = [
+            &self.recommendations_topic,
+            &self.similar_items_topic,
+            &self.dead_letter_topic,
+        ];
+        if self.input_topics.iter().any(|t| outputs.contains(&t)) {
+            return Err(invalid(
+                "kafka.input_topics",
+                "must not include an output topic",
+            ));
+        }
+        positive("kafka.session_timeout_ms", self.session_timeout_ms as i64)
+    }
+}
+
+impl PipelineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("pipeline.top_n", self.top_n as i64)?;
+        positive("pipeline.similar_items_n", self.similar_items_n as i64)?;
+        if !(0.0..=1.0).contains(&self.similar_change_threshold) {
+            return Err(invalid(
+                "pipeline.similar_change_threshold",
+                "must be in 0.0..=1.0",
+            ));
+        }
+        positive("pipeline.max_in_flight", self.max_in_flight as i64)?;
+        positive("pipeline.drain_timeout_ms", self.drain_timeout_ms as i64)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +166,8 @@ impl Config {
             message: err.message().to_owned(),
         })?;
         config.engine.validate()?;
+        config.kafka.validate()?;
+        config.pipeline.validate()?;
         Ok(config)
     }
 }
@@ -460,6 +579,18 @@ mod tests {
                 "[engine.ranking.blend]\nmf = nan",
                 "engine.ranking.blend.mf",
             ),
+            ("[kafka]\ninput_topics = []", "kafka.input_topics"),
+            (
+                "[kafka]\ninput_topics = [\"dead-letter\"]",
+                "must not include an output topic",
+            ),
+            ("[kafka]\nbrokers = \" \"", "kafka.brokers"),
+            ("[pipeline]\ntop_n = 0", "pipeline.top_n"),
+            (
+                "[pipeline]\nsimilar_change_threshold = 2.0",
+                "pipeline.similar_change_threshold",
+            ),
+            ("[pipeline]\nbogus = 1", "unknown field `bogus`"),
         ];
         for (text, expected) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

@@ -205,6 +205,14 @@ impl Engine {
         ranking::recommend(&self.items, user, &self.config, blend, n, filters)
     }
 
+    /// The `n` nearest neighbours of an item by co-occurrence, best first (ties by index).
+    pub fn similar_items(&self, item: u32, n: usize) -> Vec<(u32, f32)> {
+        let mut neighbors: Vec<(u32, f32)> = self.items.cooccurrence.similar(item).collect();
+        neighbors.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        neighbors.truncate(n);
+        neighbors
+    }
+
     /// Approximate heap bytes of user-side and item-side state.
     pub fn memory(&self) -> MemoryUse {
         let users: usize = self

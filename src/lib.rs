@@ -17,26 +17,36 @@
 //!   (shared) and user-side (per worker) state.
 //! - [`synthetic`]: a seeded shopper stream for benchmarks and the demo.
 //! - [`formats`] and [`eval`]: dataset readers and prequential evaluation (edges over the core).
+//! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
+//!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed.
+//! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop and the `produce` loader.
 //! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
 //!
-//! Data flow: bytes → `clean` → `Engine::apply` (`dedup` → `profile`, `cooccurrence`,
-//! `factorization`, `popularity`) and `Engine::recommend` → `ranking`.
+//! Data flow: Kafka → `kafka::run` → `pipeline::Processor` (`clean` → `Engine::apply`: `dedup` →
+//! `profile`, `cooccurrence`, `factorization`, `popularity`; then `Engine::recommend` → `ranking`)
+//! → outputs → Kafka, with offsets stored once outputs are acknowledged.
 
 #![forbid(unsafe_code)]
 
 pub mod clean;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod cooccurrence;
 pub mod decay;
 pub mod dedup;
+pub mod demo;
 pub mod engine;
 pub mod eval;
 pub mod event;
 pub mod factorization;
 pub mod formats;
 pub mod intern;
+pub mod kafka;
 pub mod neighbors;
+pub mod offsets;
+pub mod outputs;
+pub mod pipeline;
 pub mod popularity;
 pub mod profile;
 pub mod ranking;

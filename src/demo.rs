@@ -1,0 +1,224 @@
+//! `streamrec demo`: the whole pipeline on librdkafka's in-process mock cluster — a synthetic
+//! shop (with duplicates and malformed events on purpose) streams into the real `run` loop, and
+//! the summary shows what happened and why three shoppers got what they got.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::kafka::{produce_messages, run, Health, Observers, RunReport};
+use crate::pipeline::Stats;
+use crate::rng::SplitMix64;
+use crate::synthetic::{ShopperConfig, Shoppers};
+
+pub struct DemoOptions {
+    pub events: usize,
+    /// Events per second the shop sends.
+    pub rate: u64,
+    pub duration: Duration,
+    pub seed: u64,
+}
+
+const DEMO_USERS: usize = 2_000;
+const DUPLICATE_RATE: f64 = 0.01;
+const MALFORMED_RATE: f64 = 0.005;
+
+/// The demo's input: a synthetic stream with ~1% exact duplicates and ~0.5% broken payloads.
+pub fn demo_payloads(events: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    let shop = ShopperConfig {
+        users: DEMO_USERS,
+        items: 5_000,
+        seed,
+        ..ShopperConfig::default()
+    };
+    let mut rng = SplitMix64::new(seed ^ 0x5eed);
+    let mut previous: Option<(String, Vec<u8>)> = None;
+    let mut payloads = Vec::with_capacity(events);
+    let mut stream = Shoppers::new(shop);
+    while payloads.len() < events {
+        let roll = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        if roll < DUPLICATE_RATE {
+            if let Some(dup) = previous.clone() {
+                payloads.push(dup);
+                continue;
+            }
+        }
+        let event: Event = stream.next().expect("the stream is endless");
+        let message = if roll < DUPLICATE_RATE + MALFORMED_RATE {
+            (event.user_id.clone(), malformed(&event, rng.below(4)))
+        } else {
+            (event.user_id.clone(), event.to_json().into_bytes())
+        };
+        previous = Some(message.clone());
+        payloads.push(message);
+    }
+    payloads
+}
+
+fn malformed(event: &Event, kind: usize) -> Vec<u8> {
+    match kind {
+        0 => b"{\"type\":\"view\",\"user_id\":".to_vec(),
+        1 => format!(
+            r#"{{"type":"view","item_id":"{}","ts":{}}}"#,
+            event.item_id, event.ts_ms
+        )
+        .into_bytes(),
+        2 => format!(
+            r#"{{"type":"refund","user_id":"{}","item_id":"{}","ts":{}}}"#,
+            event.user_id, event.item_id, event.ts_ms
+        )
+        .into_bytes(),
+        _ => format!(
+            r#"{{"type":"purchase","user_id":"{}","item_id":"{}","ts":{},"price":-5}}"#,
+            event.user_id, event.item_id, event.ts_ms
+        )
+        .into_bytes(),
+    }
+}
+
+pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
+    let cluster = MockCluster::new(1).context("cannot start the mock cluster")?;
+    let mut config = Config::default();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.group_id = "streamrec-demo".into();
+    config.kafka.session_timeout_ms = 6_000;
+    for (topic, partitions) in [
+        ("events", 3),
+        ("recommendations", 3),
+        ("similar-items", 3),
+        ("dead-letter", 1),
+    ] {
+        cluster.create_topic(topic, partitions, 1)?;
+    }
+    println!(
+        "mock cluster at {}; generating {} events",
+        config.kafka.brokers, options.events
+    );
+    let payloads = demo_payloads(options.events, options.seed);
+    let total = payloads.len() as u64;
+    let (progress_tx, progress_rx) = watch::channel(Stats::default());
+    let observers = Observers {
+        progress: Some(progress_tx),
+        health: Arc::new(Health::default()),
+    };
+    let producer_config = config.kafka.clone();
+    let health = observers.health.clone();
+    let rate = options.rate;
+    let loader = tokio::spawn(async move {
+        // Producing before the group has formed would measure the join, not the pipeline.
+        while health.assigned_partitions() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        produce_messages(&producer_config, "events", &payloads, false, Some(rate)).await
+    });
+    let deadline = Instant::now() + options.duration;
+    let watcher = show_progress(progress_rx, total, deadline);
+    let report = run(&config, watcher, observers).await?;
+    loader.await??;
+    print_summary(&report, total);
+    drop(cluster);
+    Ok(())
+}
+
+/// Prints a line a second; resolves when every event was consumed or the deadline passed.
+async fn show_progress(mut progress: watch::Receiver<Stats>, total: u64, deadline: Instant) {
+    let mut last = (Instant::now(), 0u64);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let stats = progress.borrow_and_update().clone();
+        let rate = (stats.consumed - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+        last = (Instant::now(), stats.consumed);
+        println!(
+            "  {:>8}/{total} consumed  {:>8.0} events/s  {:>5} rejected  {:>5} duplicates  {:>7} recommendation updates",
+            stats.consumed,
+            rate,
+            stats.rejected_total(),
+            stats.duplicates,
+            stats.recommendations
+        );
+        if stats.consumed >= total {
+            return;
+        }
+        if Instant::now() >= deadline {
+            println!("  --duration reached; stopping");
+            return;
+        }
+    }
+}
+
+fn print_summary(report: &RunReport, total: u64) {
+    let stats = report.processor.stats();
+    let seconds = report.elapsed.as_secs_f64();
+    println!("\nsummary after {seconds:.1} s (including ~3 s of consumer-group join):");
+    println!(
+        "  consumed {} of {total}; applied {}; duplicates {}; rejected {}",
+        stats.consumed,
+        stats.applied,
+        stats.duplicates,
+        stats.rejected_total()
+    );
+    for (reason, count) in &stats.rejected {
+        println!("    rejected {count:>5} × {reason}");
+    }
+    println!(
+        "  published {} recommendation updates, {} similar-items updates",
+        stats.recommendations, stats.similar_items
+    );
+    let l = &report.latency_us;
+    if !l.is_empty() {
+        let ms = |q: f64| l.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  event → acknowledged recommendation: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            l.max() as f64 / 1000.0
+        );
+    }
+    print_examples(report);
+}
+
+fn print_examples(report: &RunReport) {
+    let engine = report.processor.engine();
+    let mut users: Vec<(String, u64)> = (0..DEMO_USERS)
+        .map(|u| format!("u{u}"))
+        .filter_map(|id| {
+            engine
+                .user(&id)
+                .map(|s| s.profile.events())
+                .map(|n| (id, n))
+        })
+        .collect();
+    users.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (user, _) in users.into_iter().take(3) {
+        let user = user.as_str();
+        let state = engine.user(user).expect("listed users exist");
+        let recent: Vec<String> = state
+            .profile
+            .recent
+            .iter()
+            .rev()
+            .take(5)
+            .map(|r| format!("{} ({})", engine.item_id(r.item), r.strongest.as_str()))
+            .collect();
+        println!(
+            "\n  {user}: {} events; recent: {}",
+            state.profile.events(),
+            recent.join(", ")
+        );
+        for scored in engine.recommend(user, 5, &Default::default()) {
+            println!(
+                "    {:<8} score {:.3}  from {}",
+                engine.item_id(scored.item),
+                scored.score,
+                scored.sources.names().join("+")
+            );
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The consumer's view of its group: how many partitions it holds, for readiness and for
+//! callers (the demo, tests) that must not produce before the group has formed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+
+/// Shared, lock-free state of a running pipeline.
+#[derive(Debug, Default)]
+pub struct Health {
+    assigned_partitions: AtomicUsize,
+}
+
+impl Health {
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned_partitions.load(Ordering::Relaxed)
+    }
+}
+
+pub struct GroupContext {
+    pub health: Arc<Health>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        use rdkafka::consumer::Consumer;
+        match rebalance {
+            Rebalance::Assign(_) | Rebalance::Revoke(_) => {
+                let held = consumer.assignment().map_or(0, |tpl| tpl.count());
+                self.health
+                    .assigned_partitions
+                    .store(held, Ordering::Relaxed);
+                tracing::info!(partitions = held, "partition assignment changed");
+            }
+            Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance failed"),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The Kafka edge: client settings, the live consume → process → publish loop, and the loader
+//! that puts datasets into a topic. All decisions about messages live in `pipeline`.
+
+mod client;
+mod context;
+mod produce;
+mod run;
+mod sink;
+
+pub use client::{consumer_config, producer_config};
+pub use context::Health;
+pub use produce::{produce, produce_messages, ProduceReport};
+pub use run::{run, wall_clock_ms, Observers, RunError, RunReport};

@@ -1,0 +1,106 @@
+//! `streamrec produce`: puts events into a topic as v1 JSON keyed by user, in the order given,
+//! waiting for every acknowledgement so a successful return means everything landed.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::producer::{FutureProducer, Producer};
+
+use super::client::producer_config;
+use super::run::RunError;
+use super::sink::{send, Acked, InFlight, Topics};
+use crate::config::KafkaConfig;
+use crate::event::Event;
+use crate::pipeline::{Destination, Output};
+
+/// At most this many messages await acknowledgement; the producer queue adds its own bound.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+pub struct ProduceReport {
+    pub produced: u64,
+    pub elapsed: Duration,
+}
+
+/// Produces events as v1 JSON keyed by `user_id`, in the order given.
+pub async fn produce(
+    kafka: &KafkaConfig,
+    topic: &str,
+    events: &[Event],
+    show_progress: bool,
+) -> Result<ProduceReport, RunError> {
+    let messages: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.user_id.clone(), e.to_json().into_bytes()))
+        .collect();
+    produce_messages(kafka, topic, &messages, show_progress, None).await
+}
+
+/// Produces (key, payload) messages in order, at most `rate` per second if given, and waits for
+/// every acknowledgement.
+pub async fn produce_messages(
+    kafka: &KafkaConfig,
+    topic: &str,
+    messages: &[(String, Vec<u8>)],
+    show_progress: bool,
+    rate: Option<u64>,
+) -> Result<ProduceReport, RunError> {
+    let started = Instant::now();
+    let producer: FutureProducer = producer_config(kafka).create()?;
+    let topics = Topics {
+        recommendations: topic.to_owned(),
+        similar_items: topic.to_owned(),
+        dead_letter: topic.to_owned(),
+    };
+    let bar = progress_bar(messages.len() as u64, show_progress);
+    let mut in_flight = InFlight::new();
+    let mut acked = 0u64;
+    let mut on_acked = |done: Acked| -> Result<(), String> {
+        done.result?;
+        acked += 1;
+        Ok(())
+    };
+    for (sent, (key, payload)) in messages.iter().enumerate() {
+        if let Some(rate) = rate.filter(|_| sent % 100 == 0) {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let output = Output {
+            destination: Destination::Recommendations,
+            key: key.clone(),
+            payload: payload.clone(),
+            headers: Vec::new(),
+            waiters: Vec::new(),
+            cause_ts_ms: None,
+        };
+        send(&producer, &topics, output, &mut in_flight, &mut on_acked)
+            .await
+            .map_err(RunError::Delivery)?;
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            let done = in_flight.next().await.expect("not empty");
+            on_acked(done).map_err(RunError::Delivery)?;
+        }
+        bar.inc(1);
+    }
+    while let Some(done) = in_flight.next().await {
+        on_acked(done).map_err(RunError::Delivery)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    bar.finish_and_clear();
+    Ok(ProduceReport {
+        produced: acked,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn progress_bar(total: u64, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, eta {eta}")
+            .expect("a valid template"),
+    );
+    bar
+}

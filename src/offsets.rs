@@ -1,0 +1,140 @@
+//! Which input offsets may be committed: an event's offset is done once every output it caused
+//! is acknowledged, and a partition's committable offset only moves over a contiguous run of done
+//! offsets, so a commit never skips an event whose outputs are still in flight.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+/// One input message: the index of its topic in the input topic list, partition and offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Waiter {
+    pub topic: u16,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Default, Debug)]
+struct Partition {
+    /// Offset → outputs not yet acknowledged.
+    open: BTreeMap<i64, u32>,
+    /// The last offset whose outputs, and all earlier ones', are acknowledged.
+    done_through: Option<i64>,
+    reported: Option<i64>,
+}
+
+#[derive(Default, Debug)]
+pub struct OffsetTracker {
+    partitions: FxHashMap<(u16, i32), Partition>,
+    open_events: usize,
+}
+
+impl OffsetTracker {
+    /// Registers a processed message waiting on `outputs` acknowledgements (0: done already).
+    pub fn add(&mut self, waiter: Waiter, outputs: u32) {
+        let partition = self
+            .partitions
+            .entry((waiter.topic, waiter.partition))
+            .or_default();
+        partition.open.insert(waiter.offset, outputs);
+        self.open_events += 1;
+        self.advance(waiter.topic, waiter.partition);
+    }
+
+    /// One output of `waiter` was acknowledged.
+    pub fn resolve(&mut self, waiter: Waiter) {
+        if let Some(partition) = self.partitions.get_mut(&(waiter.topic, waiter.partition)) {
+            if let Some(count) = partition.open.get_mut(&waiter.offset) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        self.advance(waiter.topic, waiter.partition);
+    }
+
+    fn advance(&mut self, topic: u16, partition_id: i32) {
+        let Some(partition) = self.partitions.get_mut(&(topic, partition_id)) else {
+            return;
+        };
+        while let Some((&offset, &count)) = partition.open.first_key_value() {
+            if count > 0 {
+                break;
+            }
+            partition.open.pop_first();
+            partition.done_through = Some(offset);
+            self.open_events -= 1;
+        }
+    }
+
+    /// Partitions whose committable offset moved since the last call: (topic, partition, last
+    /// done offset). Kafka's committed offset is that plus one.
+    pub fn take_advanced(&mut self) -> Vec<(u16, i32, i64)> {
+        let mut advanced = Vec::new();
+        for (&(topic, partition_id), partition) in self.partitions.iter_mut() {
+            if partition.done_through != partition.reported {
+                if let Some(offset) = partition.done_through {
+                    advanced.push((topic, partition_id, offset));
+                }
+                partition.reported = partition.done_through;
+            }
+        }
+        advanced.sort_unstable();
+        advanced
+    }
+
+    /// Messages processed whose outputs are not all acknowledged.
+    pub fn open_events(&self) -> usize {
+        self.open_events
+    }
+
+    /// Forgets a partition (after it is revoked); its open events will be redelivered elsewhere.
+    pub fn forget(&mut self, topic: u16, partition: i32) {
+        if let Some(p) = self.partitions.remove(&(topic, partition)) {
+            self.open_events -= p.open.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: i64) -> Waiter {
+        Waiter {
+            topic: 0,
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn commits_only_over_a_contiguous_run_of_done_offsets() {
+        let mut tracker = OffsetTracker::default();
+        tracker.add(at(10), 1);
+        tracker.add(at(11), 0);
+        tracker.add(at(12), 2);
+        assert!(tracker.take_advanced().is_empty(), "10 is still in flight");
+        tracker.resolve(at(12));
+        tracker.resolve(at(10));
+        assert_eq!(tracker.take_advanced(), vec![(0, 0, 11)]);
+        assert_eq!(tracker.open_events(), 1);
+        tracker.resolve(at(12));
+        assert_eq!(tracker.take_advanced(), vec![(0, 0, 12)]);
+        assert!(tracker.take_advanced().is_empty(), "reported once");
+        assert_eq!(tracker.open_events(), 0);
+    }
+
+    #[test]
+    fn partitions_advance_independently() {
+        let mut tracker = OffsetTracker::default();
+        let other = Waiter {
+            topic: 0,
+            partition: 1,
+            offset: 5,
+        };
+        tracker.add(at(0), 1);
+        tracker.add(other, 0);
+        assert_eq!(tracker.take_advanced(), vec![(0, 1, 5)]);
+        tracker.forget(0, 0);
+        assert_eq!(tracker.open_events(), 0);
+    }
+}

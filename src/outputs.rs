@@ -1,0 +1,104 @@
+//! Output payloads, as documented in `docs/schemas/`: recommendations and similar items as JSON.
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::engine::Engine;
+use crate::ranking::Scored;
+
+pub const RECOMMENDATIONS_SCHEMA: &str = "streamrec.recommendations.v1";
+pub const SIMILAR_ITEMS_SCHEMA: &str = "streamrec.similar-items.v1";
+
+#[derive(Serialize)]
+struct RecommendedItem<'a> {
+    item_id: &'a str,
+    score: f32,
+    sources: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Recommendations<'a> {
+    schema: &'static str,
+    user_id: &'a str,
+    items: Vec<RecommendedItem<'a>>,
+    generated_at: String,
+    cause_event_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Neighbor<'a> {
+    item_id: &'a str,
+    score: f32,
+}
+
+#[derive(Serialize)]
+struct SimilarItems<'a> {
+    schema: &'static str,
+    item_id: &'a str,
+    neighbors: Vec<Neighbor<'a>>,
+    generated_at: String,
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(epoch_ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(epoch_ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| epoch_ms.to_string())
+}
+
+pub fn recommendations_json(
+    engine: &Engine,
+    user_id: &str,
+    list: &[Scored],
+    now_ms: i64,
+    cause: Option<&str>,
+) -> Vec<u8> {
+    let payload = Recommendations {
+        schema: RECOMMENDATIONS_SCHEMA,
+        user_id,
+        items: list
+            .iter()
+            .map(|s| RecommendedItem {
+                item_id: engine.item_id(s.item),
+                score: s.score,
+                sources: s.sources.names(),
+            })
+            .collect(),
+        generated_at: rfc3339(now_ms),
+        cause_event_id: cause,
+    };
+    serde_json::to_vec(&payload).expect("plain structs serialise")
+}
+
+pub fn similar_items_json(
+    engine: &Engine,
+    item_id: &str,
+    neighbors: &[(u32, f32)],
+    now_ms: i64,
+) -> Vec<u8> {
+    let payload = SimilarItems {
+        schema: SIMILAR_ITEMS_SCHEMA,
+        item_id,
+        neighbors: neighbors
+            .iter()
+            .map(|&(item, score)| Neighbor {
+                item_id: engine.item_id(item),
+                score,
+            })
+            .collect(),
+        generated_at: rfc3339(now_ms),
+    };
+    serde_json::to_vec(&payload).expect("plain structs serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
+    }
+}

@@ -1,0 +1,423 @@
+//! The pipeline's logic without its I/O: one input message in → clean → dedup → engine → the
+//! outputs it causes, with per-key coalescing. The Kafka edge (`kafka::run`) moves bytes and
+//! offsets; everything decided about them is decided here, so it is tested without a broker.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::clean::Cleaner;
+use crate::coalesce::{Coalescer, Offer, Pending};
+use crate::config::{Config, PipelineConfig};
+use crate::engine::{Applied, Engine};
+use crate::offsets::Waiter;
+use crate::outputs::{recommendations_json, similar_items_json};
+use crate::ranking::Filters;
+
+/// One input message as the edge hands it over.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    pub source: Waiter,
+    pub topic: &'a str,
+    pub payload: Option<&'a [u8]>,
+    /// The message's Kafka timestamp (create time), for latency.
+    pub timestamp_ms: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Recommendations,
+    SimilarItems,
+    DeadLetter,
+}
+
+/// A message to publish, and the input messages that wait for its acknowledgement.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub destination: Destination,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+    pub waiters: Vec<Waiter>,
+    pub cause_ts_ms: Option<i64>,
+}
+
+/// What processing one message produced: outputs to send now, and how many coalesced outputs
+/// the message additionally waits for (they name it among their waiters when emitted).
+#[derive(Debug, Default)]
+pub struct Processed {
+    pub outputs: Vec<Output>,
+    pub deferred: u32,
+}
+
+impl Processed {
+    /// Acknowledgements the message waits for before its offset may be committed.
+    pub fn holds(&self) -> u32 {
+        self.outputs.len() as u32 + self.deferred
+    }
+}
+
+/// Coalesced outputs that came due, and waiters whose deferred output turned out unnecessary.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    pub outputs: Vec<Output>,
+    pub released: Vec<Waiter>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub consumed: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub recommendations: u64,
+    pub similar_items: u64,
+}
+
+impl Stats {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+pub struct Processor {
+    config: PipelineConfig,
+    cleaner: Cleaner,
+    engine: Engine,
+    users: Coalescer,
+    items: Coalescer,
+    /// The neighbour list each item was last published with.
+    published: FxHashMap<u32, Vec<u32>>,
+    stats: Stats,
+}
+
+impl Processor {
+    pub fn new(config: &Config) -> Processor {
+        let interval = config.pipeline.min_update_interval_ms as i64;
+        Processor {
+            config: config.pipeline.clone(),
+            cleaner: Cleaner::new(config.engine.clean.clone()),
+            engine: Engine::new(config.engine.clone()),
+            users: Coalescer::new(interval),
+            items: Coalescer::new(interval),
+            published: FxHashMap::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Coalesced outputs still owed.
+    pub fn pending(&self) -> usize {
+        self.users.pending_len() + self.items.pending_len()
+    }
+
+    pub fn process(&mut self, record: &Record, now_ms: i64) -> Processed {
+        self.stats.consumed += 1;
+        let Some(payload) = record.payload else {
+            return self.dead_letter(record, &[], "empty_payload");
+        };
+        let event = match self.cleaner.clean_json(payload) {
+            Ok(event) => event,
+            Err(rejection) => return self.dead_letter(record, payload, &rejection.reason.code()),
+        };
+        if self.engine.apply(&event) == Applied::Duplicate {
+            self.stats.duplicates += 1;
+            return Processed::default();
+        }
+        self.stats.applied += 1;
+        let cause = event.event_id.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}/{}",
+                record.topic, record.source.partition, record.source.offset
+            )
+        });
+        let mut processed = Processed::default();
+        let source = record.source;
+        match self.users.offer(
+            &event.user_id,
+            source,
+            Some(cause.clone()),
+            record.timestamp_ms,
+            now_ms,
+        ) {
+            Offer::Now(pending) => {
+                processed
+                    .outputs
+                    .push(self.recommendation(&event.user_id, pending, now_ms))
+            }
+            Offer::Deferred => processed.deferred += 1,
+        }
+        match self.items.offer(
+            &event.item_id,
+            source,
+            Some(cause),
+            record.timestamp_ms,
+            now_ms,
+        ) {
+            Offer::Now(pending) => match self.similar_items(&event.item_id, pending, now_ms) {
+                Ok(output) => processed.outputs.push(output),
+                Err(_released) => {}
+            },
+            Offer::Deferred => processed.deferred += 1,
+        }
+        processed
+    }
+
+    /// Emits the coalesced outputs that are due (`all`: every one, for shutdown).
+    pub fn flush(&mut self, now_ms: i64, all: bool) -> Flushed {
+        let (users, items) = if all {
+            (self.users.drain(), self.items.drain())
+        } else {
+            (self.users.due(now_ms), self.items.due(now_ms))
+        };
+        let mut flushed = Flushed::default();
+        for (user, pending) in users {
+            flushed
+                .outputs
+                .push(self.recommendation(&user, pending, now_ms));
+        }
+        for (item, pending) in items {
+            match self.similar_items(&item, pending, now_ms) {
+                Ok(output) => flushed.outputs.push(output),
+                Err(released) => flushed.released.extend(released),
+            }
+        }
+        flushed
+    }
+
+    fn dead_letter(&mut self, record: &Record, payload: &[u8], reason: &str) -> Processed {
+        *self.stats.rejected.entry(reason.to_owned()).or_default() += 1;
+        let source = record.source;
+        let output = Output {
+            destination: Destination::DeadLetter,
+            key: format!("{}/{}/{}", record.topic, source.partition, source.offset),
+            payload: payload.to_vec(),
+            headers: vec![
+                ("streamrec-reason", reason.to_owned()),
+                ("source-topic", record.topic.to_owned()),
+                ("source-partition", source.partition.to_string()),
+                ("source-offset", source.offset.to_string()),
+            ],
+            waiters: vec![source],
+            cause_ts_ms: None,
+        };
+        Processed {
+            outputs: vec![output],
+            deferred: 0,
+        }
+    }
+
+    fn recommendation(&mut self, user: &str, pending: Pending, now_ms: i64) -> Output {
+        self.stats.recommendations += 1;
+        let filters = Filters {
+            exclude_seen: self.config.exclude_seen,
+            exclude_items: None,
+        };
+        let list = self.engine.recommend(user, self.config.top_n, &filters);
+        let payload = recommendations_json(
+            &self.engine,
+            user,
+            &list,
+            now_ms,
+            pending.cause_event_id.as_deref(),
+        );
+        Output {
+            destination: Destination::Recommendations,
+            key: user.to_owned(),
+            payload,
+            headers: Vec::new(),
+            waiters: pending.waiters,
+            cause_ts_ms: pending.cause_ts_ms,
+        }
+    }
+
+    /// The item's neighbours as an output if they changed materially since last published;
+    /// otherwise the waiters, released.
+    fn similar_items(
+        &mut self,
+        item_id: &str,
+        pending: Pending,
+        now_ms: i64,
+    ) -> Result<Output, Vec<Waiter>> {
+        let Some(item) = self.engine.item_index(item_id) else {
+            return Err(pending.waiters);
+        };
+        let neighbors = self.engine.similar_items(item, self.config.similar_items_n);
+        let current: Vec<u32> = neighbors.iter().map(|n| n.0).collect();
+        let previous = self.published.get(&item).map(Vec::as_slice).unwrap_or(&[]);
+        if !changed_materially(previous, &current, self.config.similar_change_threshold) {
+            return Err(pending.waiters);
+        }
+        self.published.insert(item, current);
+        self.stats.similar_items += 1;
+        Ok(Output {
+            destination: Destination::SimilarItems,
+            key: item_id.to_owned(),
+            payload: similar_items_json(&self.engine, item_id, &neighbors, now_ms),
+            headers: Vec::new(),
+            waiters: pending.waiters,
+            cause_ts_ms: pending.cause_ts_ms,
+        })
+    }
+}
+
+/// True when at least `threshold` of the larger list is not in the other (and something is new).
+fn changed_materially(previous: &[u32], current: &[u32], threshold: f32) -> bool {
+    if current.is_empty() {
+        return false;
+    }
+    let before: FxHashSet<u32> = previous.iter().copied().collect();
+    let new = current.iter().filter(|item| !before.contains(item)).count();
+    let size = previous.len().max(current.len());
+    new > 0 && new as f32 >= threshold * size as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interval_ms: u64) -> Config {
+        let mut config = Config::default();
+        config.pipeline.min_update_interval_ms = interval_ms;
+        config.engine.clean.min_ts_ms = 0;
+        config
+    }
+
+    fn record(offset: i64, payload: &str) -> (Waiter, String) {
+        let waiter = Waiter {
+            topic: 0,
+            partition: 0,
+            offset,
+        };
+        (waiter, payload.to_owned())
+    }
+
+    fn run(processor: &mut Processor, inputs: &[(Waiter, String)], now_ms: i64) -> Vec<Processed> {
+        inputs
+            .iter()
+            .map(|(source, payload)| {
+                let record = Record {
+                    source: *source,
+                    topic: "events",
+                    payload: Some(payload.as_bytes()),
+                    timestamp_ms: Some(now_ms),
+                };
+                processor.process(&record, now_ms)
+            })
+            .collect()
+    }
+
+    fn view(user: &str, item: &str, ts: i64) -> String {
+        format!(r#"{{"type":"view","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#)
+    }
+
+    #[test]
+    fn bad_input_goes_to_the_dead_letter_with_its_reason_and_bytes() {
+        let mut p = Processor::new(&config(0));
+        let out = run(&mut p, &[record(7, "{oops")], 0);
+        let dead = &out[0].outputs[0];
+        assert_eq!(dead.destination, Destination::DeadLetter);
+        assert_eq!(dead.payload, b"{oops");
+        assert!(dead
+            .headers
+            .contains(&("streamrec-reason", "not_json".into())));
+        assert!(dead.headers.contains(&("source-offset", "7".into())));
+        assert_eq!(p.stats().rejected["not_json"], 1);
+        let empty = p.process(
+            &Record {
+                source: record(8, "").0,
+                topic: "events",
+                payload: None,
+                timestamp_ms: None,
+            },
+            0,
+        );
+        assert_eq!(empty.outputs[0].headers[0].1, "empty_payload");
+    }
+
+    #[test]
+    fn every_event_updates_its_user_when_not_coalescing() {
+        let mut p = Processor::new(&config(0));
+        let out = run(
+            &mut p,
+            &[
+                record(0, &view("u", "a", 1000)),
+                record(1, &view("u", "b", 2000)),
+            ],
+            0,
+        );
+        for processed in &out {
+            assert_eq!(processed.deferred, 0);
+            let rec = processed
+                .outputs
+                .iter()
+                .find(|o| o.destination == Destination::Recommendations)
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
+            assert_eq!(json["schema"], "streamrec.recommendations.v1");
+            assert_eq!(json["user_id"], "u");
+            assert_eq!(rec.key, "u");
+        }
+        assert_eq!(p.stats().recommendations, 2);
+    }
+
+    #[test]
+    fn coalesced_updates_carry_every_waiting_message() {
+        let mut p = Processor::new(&config(1000));
+        let inputs = [
+            record(0, &view("u", "a", 1000)),
+            record(1, &view("u", "b", 2000)),
+            record(2, &view("u", "c", 3000)),
+        ];
+        let out = run(&mut p, &inputs, 0);
+        assert_eq!(out[0].deferred, 0);
+        assert_eq!(
+            out[1].deferred + out[2].deferred,
+            4,
+            "user and item updates deferred"
+        );
+        assert!(p.flush(500, false).outputs.is_empty());
+        let flushed = p.flush(1000, false);
+        let rec = flushed
+            .outputs
+            .iter()
+            .find(|o| o.destination == Destination::Recommendations)
+            .unwrap();
+        assert_eq!(
+            rec.waiters.iter().map(|w| w.offset).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let json: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
+        assert_eq!(json["cause_event_id"], "events/0/2", "the last cause wins");
+        assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn duplicates_cause_nothing() {
+        let mut p = Processor::new(&config(0));
+        let event = view("u", "a", 1000);
+        let out = run(&mut p, &[record(0, &event), record(1, &event)], 0);
+        assert_eq!(out[1].holds(), 0);
+        assert_eq!(p.stats().duplicates, 1);
+    }
+
+    #[test]
+    fn similar_items_are_published_only_on_material_change() {
+        assert!(changed_materially(&[], &[1, 2], 0.2));
+        assert!(!changed_materially(&[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5], 0.2));
+        assert!(!changed_materially(
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 11],
+            0.2
+        ));
+        assert!(changed_materially(&[1, 2, 3, 4, 5], &[1, 2, 3, 4, 9], 0.2));
+        assert!(!changed_materially(&[1], &[], 0.0));
+    }
+}
