@@ -380,8 +380,8 @@ mod tests {
         assert_eq!(out[0].deferred, 0);
         assert_eq!(
             out[1].deferred + out[2].deferred,
-            4,
-            "user and item updates deferred"
+            2,
+            "the user waits; each item is new"
         );
         assert!(p.flush(500, false).outputs.is_empty());
         let flushed = p.flush(1000, false);
