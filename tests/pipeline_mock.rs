@@ -1,0 +1,182 @@
+//! The real `run` loop against librdkafka's in-process mock cluster (a Kafka-protocol broker on
+//! 127.0.0.1): what goes in, what comes out, and what is committed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use streamrec::config::Config;
+use streamrec::kafka::{produce_messages, run, Health, Observers};
+use streamrec::pipeline::Stats;
+use tokio::sync::watch;
+
+use common::{committed, ends_by_reading, read_topic, unique};
+
+const PARTITIONS: i32 = 3;
+
+fn view(user: &str, item: &str, ts: i64, kind: &str) -> (String, Vec<u8>) {
+    let json = format!(r#"{{"type":"{kind}","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#);
+    (user.to_owned(), json.into_bytes())
+}
+
+/// Good events for 20 users, three kinds of bad input, and exact duplicates.
+/// Messages as (key, payload).
+type Messages = Vec<(String, Vec<u8>)>;
+/// Bad payloads and the reason each must be rejected for.
+type Expected = BTreeMap<Vec<u8>, &'static str>;
+
+fn inputs() -> (Messages, Expected) {
+    let mut messages = Vec::new();
+    let base = 1_700_000_000_000i64;
+    for step in 0..10i64 {
+        for u in 0..20 {
+            let item = format!("i{}", (u * 7 + step * 3) % 40);
+            let kind = if step == 9 && u % 2 == 0 {
+                "purchase"
+            } else {
+                "view"
+            };
+            messages.push(view(
+                &format!("u{u}"),
+                &item,
+                base + step * 60_000 + u,
+                kind,
+            ));
+        }
+    }
+    let duplicates: Vec<_> = messages.iter().step_by(25).cloned().collect();
+    messages.extend(duplicates);
+    let bad: Expected = [
+        (b"not json at all".to_vec(), "not_json"),
+        (
+            br#"{"type":"view","item_id":"i1","ts":1700000000000}"#.to_vec(),
+            "missing_field:user_id",
+        ),
+        (
+            br#"{"type":"teleport","user_id":"u1","item_id":"i1","ts":1700000000000}"#.to_vec(),
+            "bad_type",
+        ),
+        (
+            br#"{"type":"view","user_id":"u1","item_id":"i1","ts":1700000000000,"price":-3}"#
+                .to_vec(),
+            "bad_price",
+        ),
+    ]
+    .into_iter()
+    .collect();
+    for payload in bad.keys() {
+        messages.insert(messages.len() / 2, ("u1".to_owned(), payload.clone()));
+    }
+    (messages, bad)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_in_recommendations_and_dead_letters_out_offsets_committed() {
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = Config::default();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.group_id = unique("group");
+    config.kafka.session_timeout_ms = 6_000;
+    config.kafka.input_topics = vec![unique("events")];
+    config.kafka.recommendations_topic = unique("recs");
+    config.kafka.similar_items_topic = unique("similar");
+    config.kafka.dead_letter_topic = unique("dead");
+    config.pipeline.min_update_interval_ms = 200;
+    let input = config.kafka.input_topics[0].clone();
+    for topic in [
+        &input,
+        &config.kafka.recommendations_topic,
+        &config.kafka.similar_items_topic,
+        &config.kafka.dead_letter_topic,
+    ] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    let (messages, bad) = inputs();
+    produce_messages(&config.kafka, &input, &messages, false, None)
+        .await
+        .unwrap();
+
+    let (progress_tx, mut progress) = watch::channel(Stats::default());
+    let total = messages.len() as u64;
+    let until_consumed = async move {
+        while progress.borrow_and_update().consumed < total {
+            progress.changed().await.unwrap();
+        }
+    };
+    let observers = Observers {
+        progress: Some(progress_tx),
+        health: Arc::new(Health::default()),
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(&config, until_consumed, observers),
+    )
+    .await
+    .expect("the pipeline finishes")
+    .expect("the pipeline succeeds");
+    let stats = report.processor.stats().clone();
+    assert_eq!(stats.consumed, total);
+    assert_eq!(stats.duplicates, 8);
+    assert_eq!(stats.applied, 200);
+    assert_eq!(stats.rejected_total(), 4);
+
+    let brokers = config.kafka.brokers.clone();
+    let quiet = Duration::from_secs(3);
+    let dead = read_topic(
+        &brokers,
+        &config.kafka.dead_letter_topic,
+        PARTITIONS,
+        bad.len(),
+        quiet,
+    );
+    assert_eq!(dead.len(), bad.len(), "exactly the injected bad inputs");
+    for letter in &dead {
+        let expected = bad.get(&letter.payload).expect("original bytes unchanged");
+        assert_eq!(letter.headers["streamrec-reason"], *expected);
+        assert_eq!(letter.headers["source-topic"], input);
+        assert!(letter.headers["source-offset"].parse::<i64>().is_ok());
+    }
+
+    let recs = read_topic(
+        &brokers,
+        &config.kafka.recommendations_topic,
+        PARTITIONS,
+        usize::MAX,
+        quiet,
+    );
+    let users: BTreeSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(users.len(), 20, "every user got an update");
+    let purchases: BTreeSet<(String, String)> = (0..20)
+        .filter(|u| u % 2 == 0)
+        .map(|u| (format!("u{u}"), format!("i{}", (u * 7 + 27) % 40)))
+        .collect();
+    let last_update: BTreeMap<&str, serde_json::Value> =
+        recs.iter().map(|r| (r.key.as_str(), r.json())).collect();
+    for (user, update) in &last_update {
+        assert_eq!(update["schema"], "streamrec.recommendations.v1");
+        assert_eq!(update["user_id"], *user);
+        for item in update["items"].as_array().unwrap() {
+            let pair = (
+                user.to_string(),
+                item["item_id"].as_str().unwrap().to_owned(),
+            );
+            assert!(
+                !purchases.contains(&pair),
+                "{user} already bought {}",
+                pair.1
+            );
+            assert!(!item["sources"].as_array().unwrap().is_empty());
+        }
+    }
+
+    let ends = ends_by_reading(&brokers, &input, PARTITIONS, messages.len());
+    let commits = committed(&brokers, &config.kafka.group_id, &input, PARTITIONS);
+    assert_eq!(
+        commits, ends,
+        "committed offsets reach the end of the input"
+    );
+    drop(cluster);
+}
