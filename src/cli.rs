@@ -33,6 +33,20 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Prequential (test-then-learn) evaluation of every method on an interaction log.
     Eval(EvalArgs),
+    /// End-to-end throughput and latency on the mock cluster, next to raw consume speed.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Events per phase (the mock cluster keeps about 40k per partition; there are 3).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_pipeline(args),
         Command::Produce(args) => produce_file(args),
         Command::Eval(args) => eval(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -138,6 +153,39 @@ async fn shutdown_signal() {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutdown requested: draining");
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let report = runtime()?.block_on(crate::bench::bench(args.events, args.seed))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} events per phase, mock cluster, 3 partitions",
+        report.events
+    );
+    println!(
+        "  raw librdkafka consume     {:>9.0} messages/s",
+        report.raw_consume_per_s
+    );
+    println!(
+        "  pipeline (1 s coalescing)  {:>9.0} events/s  ({:.2}x raw)",
+        report.pipeline_per_s, report.pipeline_over_raw
+    );
+    println!(
+        "  pipeline (no coalescing)   {:>9.0} events/s  ({:.2}x raw)",
+        report.uncoalesced_per_s,
+        report.uncoalesced_per_s / report.raw_consume_per_s
+    );
+    println!(
+        "  latency at {:.0} events/s, no coalescing: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        report.latency_rate_per_s,
+        report.latency_p50_ms,
+        report.latency_p99_ms,
+        report.latency_max_ms
+    );
+    Ok(())
 }
 
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {

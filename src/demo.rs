@@ -105,6 +105,7 @@ pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
     let observers = Observers {
         progress: Some(progress_tx),
         health: Arc::new(Health::default()),
+        ..Observers::default()
     };
     let producer_config = config.kafka.clone();
     let health = observers.health.clone();

@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod clean;
 pub mod cli;
 pub mod coalesce;

@@ -109,6 +109,7 @@ async fn events_in_recommendations_and_dead_letters_out_offsets_committed() {
     let observers = Observers {
         progress: Some(progress_tx),
         health: Arc::new(Health::default()),
+        ..Observers::default()
     };
     let report = tokio::time::timeout(
         Duration::from_secs(60),

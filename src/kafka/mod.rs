@@ -9,5 +9,5 @@ mod sink;
 
 pub use client::{consumer_config, producer_config};
 pub use context::Health;
-pub use produce::{produce, produce_messages, ProduceReport};
-pub use run::{run, wall_clock_ms, Observers, RunError, RunReport};
+pub use produce::{produce, produce_messages, Loader, ProduceReport};
+pub use run::{new_latency, run, wall_clock_ms, Latency, Observers, RunError, RunReport};

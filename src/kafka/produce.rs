@@ -45,54 +45,83 @@ pub async fn produce_messages(
     show_progress: bool,
     rate: Option<u64>,
 ) -> Result<ProduceReport, RunError> {
-    let started = Instant::now();
-    let producer: FutureProducer = producer_config(kafka).create()?;
-    let topics = Topics {
-        recommendations: topic.to_owned(),
-        similar_items: topic.to_owned(),
-        dead_letter: topic.to_owned(),
-    };
-    let bar = progress_bar(messages.len() as u64, show_progress);
-    let mut in_flight = InFlight::new();
-    let mut acked = 0u64;
-    let mut on_acked = |done: Acked| -> Result<(), String> {
-        done.result?;
-        acked += 1;
-        Ok(())
-    };
-    for (sent, (key, payload)) in messages.iter().enumerate() {
-        if let Some(rate) = rate.filter(|_| sent % 100 == 0) {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let output = Output {
-            destination: Destination::Recommendations,
-            key: key.clone(),
-            payload: payload.clone(),
-            headers: Vec::new(),
-            waiters: Vec::new(),
-            cause_ts_ms: None,
-        };
-        send(&producer, &topics, output, &mut in_flight, &mut on_acked)
-            .await
-            .map_err(RunError::Delivery)?;
-        while in_flight.len() >= MAX_IN_FLIGHT {
-            let done = in_flight.next().await.expect("not empty");
-            on_acked(done).map_err(RunError::Delivery)?;
-        }
-        bar.inc(1);
-    }
-    while let Some(done) = in_flight.next().await {
-        on_acked(done).map_err(RunError::Delivery)?;
-    }
-    producer.flush(Duration::from_secs(30))?;
-    bar.finish_and_clear();
-    Ok(ProduceReport {
-        produced: acked,
-        elapsed: started.elapsed(),
-    })
+    Loader::new(kafka)?
+        .send(topic, messages, show_progress, rate)
+        .await
 }
 
+/// One producer for several batches (a new idempotent producer stalls while it initialises).
+pub struct Loader {
+    producer: FutureProducer,
+}
+
+impl Loader {
+    pub fn new(kafka: &KafkaConfig) -> Result<Loader, RunError> {
+        Ok(Loader {
+            producer: producer_config(kafka).create()?,
+        })
+    }
+
+    pub async fn send(
+        &self,
+        topic: &str,
+        messages: &[(String, Vec<u8>)],
+        show_progress: bool,
+        rate: Option<u64>,
+    ) -> Result<ProduceReport, RunError> {
+        let started = Instant::now();
+        let topics = Topics {
+            recommendations: topic.to_owned(),
+            similar_items: topic.to_owned(),
+            dead_letter: topic.to_owned(),
+        };
+        let bar = progress_bar(messages.len() as u64, show_progress);
+        let mut in_flight = InFlight::new();
+        let mut acked = 0u64;
+        let mut on_acked = |done: Acked| -> Result<(), String> {
+            done.result?;
+            acked += 1;
+            Ok(())
+        };
+        for (sent, (key, payload)) in messages.iter().enumerate() {
+            if let Some(rate) = rate.filter(|_| sent % 100 == 0) {
+                let due = started + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let output = Output {
+                destination: Destination::Recommendations,
+                key: key.clone(),
+                payload: payload.clone(),
+                headers: Vec::new(),
+                waiters: Vec::new(),
+                cause_ts_ms: None,
+            };
+            send(
+                &self.producer,
+                &topics,
+                output,
+                &mut in_flight,
+                &mut on_acked,
+            )
+            .await
+            .map_err(RunError::Delivery)?;
+            while in_flight.len() >= MAX_IN_FLIGHT {
+                let done = in_flight.next().await.expect("not empty");
+                on_acked(done).map_err(RunError::Delivery)?;
+            }
+            bar.inc(1);
+        }
+        while let Some(done) = in_flight.next().await {
+            on_acked(done).map_err(RunError::Delivery)?;
+        }
+        self.producer.flush(Duration::from_secs(30))?;
+        bar.finish_and_clear();
+        Ok(ProduceReport {
+            produced: acked,
+            elapsed: started.elapsed(),
+        })
+    }
+}
 fn progress_bar(total: u64, visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();

@@ -7,7 +7,7 @@
 //! wait for acknowledgement (backpressure).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -57,15 +57,36 @@ struct Loop {
     processor: Processor,
     tracker: OffsetTracker,
     in_flight: InFlight,
-    latency_us: Histogram<u64>,
+    latency_us: Latency,
+}
+
+/// Microseconds from an event's Kafka timestamp to its recommendation's acknowledgement,
+/// 1 µs to 1 h at 3 significant figures (longer waits saturate at an hour).
+pub type Latency = Arc<Mutex<Histogram<u64>>>;
+
+pub fn new_latency() -> Latency {
+    Arc::new(Mutex::new(
+        Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+    ))
 }
 
 /// What the caller can watch while `run` runs.
-#[derive(Default)]
 pub struct Observers {
     /// Receives the counters at every tick and at the end.
     pub progress: Option<watch::Sender<Stats>>,
     pub health: Arc<Health>,
+    /// Shared so a watcher can read (or reset) it while the pipeline runs.
+    pub latency: Latency,
+}
+
+impl Default for Observers {
+    fn default() -> Self {
+        Observers {
+            progress: None,
+            health: Arc::default(),
+            latency: new_latency(),
+        }
+    }
 }
 
 /// Runs until `shutdown` resolves, then drains and commits.
@@ -81,7 +102,7 @@ pub async fn run(
     };
     let consumer: StreamConsumer<GroupContext> =
         consumer_config(kafka, &kafka.group_id).create_with_context(context)?;
-    let progress = observers.progress;
+    let progress = observers.progress.clone();
     let inputs: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let mut state = Loop {
@@ -95,8 +116,7 @@ pub async fn run(
         processor: Processor::new(config),
         tracker: OffsetTracker::default(),
         in_flight: InFlight::new(),
-        // 1 µs to 1 h at 3 significant figures; longer waits saturate at an hour.
-        latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        latency_us: observers.latency.clone(),
     };
     let pipeline = &config.pipeline;
     let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
@@ -126,9 +146,10 @@ pub async fn run(
     if let Some(progress) = &progress {
         progress.send_replace(state.processor.stats().clone());
     }
+    let latency_us = state.latency_us.lock().expect("not poisoned").clone();
     Ok(RunReport {
         processor: state.processor,
-        latency_us: state.latency_us,
+        latency_us,
         elapsed: started.elapsed(),
     })
 }
@@ -157,7 +178,7 @@ impl Loop {
 
     async fn send_all(&mut self, outputs: Vec<Output>) -> Result<(), RunError> {
         for output in outputs {
-            let (tracker, latency) = (&mut self.tracker, &mut self.latency_us);
+            let (tracker, latency) = (&mut self.tracker, &self.latency_us);
             send(
                 &self.producer,
                 &self.topics,
@@ -172,7 +193,7 @@ impl Loop {
     }
 
     fn on_acked(&mut self, acked: Acked) -> Result<(), String> {
-        record_ack(&mut self.tracker, &mut self.latency_us, acked)
+        record_ack(&mut self.tracker, &self.latency_us, acked)
     }
 
     async fn flush(&mut self, all: bool) -> Result<(), RunError> {
@@ -226,7 +247,7 @@ impl Loop {
 
 fn record_ack(
     tracker: &mut OffsetTracker,
-    latency_us: &mut Histogram<u64>,
+    latency_us: &Latency,
     acked: Acked,
 ) -> Result<(), String> {
     acked.result?;
@@ -235,7 +256,11 @@ fn record_ack(
     }
     if let (Destination::Recommendations, Some(cause_ms)) = (acked.destination, acked.cause_ts_ms) {
         let micros = (wall_clock_ms() - cause_ms).max(0) as u64 * 1000;
-        latency_us.saturating_record(micros);
+        // Uncontended: only this task records; watchers lock briefly to read.
+        latency_us
+            .lock()
+            .expect("not poisoned")
+            .saturating_record(micros);
     }
     Ok(())
 }

@@ -1,0 +1,181 @@
+//! `streamrec bench`: end-to-end figures on the in-process mock cluster, next to librdkafka's
+//! raw consume rate on the same broker in the same run, so the ratio means something.
+//!
+//! 1. raw: a plain consumer reads N messages (no processing);
+//! 2. pipeline: `run` consumes the same N messages with the default config (1 s coalescing),
+//!    then again with coalescing off (`min_update_interval_ms = 0`: an update per event);
+//! 3. latency: with coalescing off, events are produced at half the rate measured in 2; after a
+//!    warm-up of a tenth of them, every recommendation's delay from the event's produce time to
+//!    its acknowledgement is recorded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::mocking::MockCluster;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::demo::demo_payloads;
+use crate::kafka::{new_latency, produce_messages, run, Health, Loader, Observers};
+use crate::pipeline::Stats;
+
+const PARTITIONS: i32 = 3;
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub events: usize,
+    pub raw_consume_per_s: f64,
+    pub pipeline_per_s: f64,
+    pub pipeline_over_raw: f64,
+    pub uncoalesced_per_s: f64,
+    pub latency_rate_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+}
+
+pub async fn bench(events: usize, seed: u64) -> anyhow::Result<BenchReport> {
+    let cluster = MockCluster::new(1).context("cannot start the mock cluster")?;
+    let mut config = Config::default();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.session_timeout_ms = 6_000;
+    // The mock broker holds every fetch for fetch.wait.max.ms (default 500) even when data is
+    // there, which a real broker does not; without this the latency phase measures that wait.
+    config
+        .kafka
+        .librdkafka
+        .insert("fetch.wait.max.ms".into(), "5".into());
+    for topic in [
+        "bench-events",
+        "bench-paced",
+        "recommendations",
+        "similar-items",
+        "dead-letter",
+    ] {
+        cluster.create_topic(topic, PARTITIONS, 1)?;
+    }
+    let payloads = demo_payloads(events, seed);
+    produce_messages(&config.kafka, "bench-events", &payloads, false, None).await?;
+
+    let raw = raw_consume_rate(&config, "bench-events", events).await?;
+    eprintln!("raw consume: {raw:.0} messages/s");
+
+    config.kafka.input_topics = vec!["bench-events".into()];
+    config.kafka.group_id = "bench-pipeline".into();
+    let (pipeline, _) = timed_run(&config, events as u64, None).await?;
+    eprintln!("pipeline: {pipeline:.0} events/s");
+    config.kafka.group_id = "bench-uncoalesced".into();
+    config.pipeline.min_update_interval_ms = 0;
+    let (uncoalesced, _) = timed_run(&config, events as u64, None).await?;
+    eprintln!("pipeline without coalescing: {uncoalesced:.0} events/s");
+
+    let rate = (uncoalesced / 2.0).max(1.0);
+    config.kafka.input_topics = vec!["bench-paced".into()];
+    config.kafka.group_id = "bench-latency".into();
+    let paced = Paced {
+        payloads,
+        rate: rate as u64,
+    };
+    let (_, latency) = timed_run(&config, events as u64, Some(paced)).await?;
+    drop(cluster);
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(BenchReport {
+        events,
+        raw_consume_per_s: raw,
+        pipeline_per_s: pipeline,
+        pipeline_over_raw: pipeline / raw,
+        uncoalesced_per_s: uncoalesced,
+        latency_rate_per_s: rate,
+        latency_p50_ms: ms(0.5),
+        latency_p99_ms: ms(0.99),
+        latency_max_ms: latency.max() as f64 / 1000.0,
+    })
+}
+
+async fn raw_consume_rate(config: &Config, topic: &str, expected: usize) -> anyhow::Result<f64> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", "bench-raw")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let first = consumer.recv().await?;
+    drop(first);
+    let started = Instant::now();
+    for _ in 1..expected {
+        let message = consumer.recv().await?;
+        drop(message);
+    }
+    Ok((expected - 1) as f64 / started.elapsed().as_secs_f64())
+}
+
+struct Paced {
+    payloads: Vec<(String, Vec<u8>)>,
+    rate: u64,
+}
+
+/// Runs the pipeline until `expected` events were consumed; the clock starts at the first
+/// consumed event (the group join is not the pipeline's cost).
+async fn timed_run(
+    config: &Config,
+    expected: u64,
+    paced: Option<Paced>,
+) -> anyhow::Result<(f64, hdrhistogram::Histogram<u64>)> {
+    let (progress_tx, mut progress) = watch::channel(Stats::default());
+    let health = Arc::new(Health::default());
+    let latency = new_latency();
+    let observers = Observers {
+        progress: Some(progress_tx),
+        health: health.clone(),
+        latency: latency.clone(),
+    };
+    let loader = paced.map(|paced| {
+        let (kafka, topic) = (config.kafka.clone(), config.kafka.input_topics[0].clone());
+        let mut warming = progress.clone();
+        tokio::spawn(async move {
+            while health.assigned_partitions() == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The first fetches after a join lag; measure the steady state after a warm-up.
+            let (warm_up, measured) = paced.payloads.split_at(paced.payloads.len() / 10);
+            let loader = Loader::new(&kafka)?;
+            loader
+                .send(&topic, warm_up, false, Some(paced.rate))
+                .await?;
+            while warming.borrow_and_update().consumed < warm_up.len() as u64 {
+                let _ = warming.changed().await;
+            }
+            latency.lock().expect("not poisoned").reset();
+            loader.send(&topic, measured, false, Some(paced.rate)).await
+        })
+    });
+    let (times_tx, times_rx) = tokio::sync::oneshot::channel();
+    let until_done = async move {
+        let mut first = None;
+        loop {
+            let consumed = progress.borrow_and_update().consumed;
+            if consumed > 0 && first.is_none() {
+                first = Some(Instant::now());
+            }
+            if consumed >= expected || progress.changed().await.is_err() {
+                let _ = times_tx.send((first, Instant::now()));
+                return;
+            }
+        }
+    };
+    let report = run(config, until_done, observers).await?;
+    if let Some(loader) = loader {
+        loader.await??;
+    }
+    let (first, last) = times_rx.await.context("the run ended early")?;
+    let first = first.context("nothing was consumed")?;
+    // Progress arrives at ticks (every 100 ms at most), so the span is known to about ±0.1 s.
+    let consumed = report.processor.stats().consumed as f64;
+    let rate = consumed / last.duration_since(first).as_secs_f64().max(1e-9);
+    Ok((rate, report.latency_us))
+}
