@@ -121,7 +121,7 @@ pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
     let watcher = show_progress(progress_rx, total, deadline);
     let report = run(&config, watcher, observers).await?;
     loader.await??;
-    print_summary(&report, total);
+    print_summary(&report, total, config.pipeline.min_update_interval_ms);
     drop(cluster);
     Ok(())
 }
@@ -153,7 +153,7 @@ async fn show_progress(mut progress: watch::Receiver<Stats>, total: u64, deadlin
     }
 }
 
-fn print_summary(report: &RunReport, total: u64) {
+fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
     let stats = report.processor.stats();
     let seconds = report.elapsed.as_secs_f64();
     println!("\nsummary after {seconds:.1} s (including ~3 s of consumer-group join):");
@@ -175,7 +175,8 @@ fn print_summary(report: &RunReport, total: u64) {
     if !l.is_empty() {
         let ms = |q: f64| l.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "  event → acknowledged recommendation: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "  event → acknowledged recommendation (coalesced per user over {coalescing_ms} ms): \
+             p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             ms(0.5),
             ms(0.9),
             ms(0.99),
