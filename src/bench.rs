@@ -28,6 +28,9 @@ const PARTITIONS: i32 = 3;
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub events: usize,
+    pub workers: usize,
+    /// Share of learning steps that waited for another worker's hold on the item model.
+    pub contended_share: f64,
     pub raw_consume_per_s: f64,
     pub pipeline_per_s: f64,
     pub pipeline_over_raw: f64,
@@ -38,9 +41,10 @@ pub struct BenchReport {
     pub latency_max_ms: f64,
 }
 
-pub async fn bench(events: usize, seed: u64) -> anyhow::Result<BenchReport> {
+pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<BenchReport> {
     let cluster = MockCluster::new(1).context("cannot start the mock cluster")?;
     let mut config = Config::default();
+    config.pipeline.workers = workers;
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.session_timeout_ms = 6_000;
     // The mock broker holds every fetch for fetch.wait.max.ms (default 500) even when data is
@@ -66,11 +70,11 @@ pub async fn bench(events: usize, seed: u64) -> anyhow::Result<BenchReport> {
 
     config.kafka.input_topics = vec!["bench-events".into()];
     config.kafka.group_id = "bench-pipeline".into();
-    let (pipeline, _) = timed_run(&config, events as u64, None).await?;
+    let (pipeline, _, contended) = timed_run(&config, events as u64, None).await?;
     eprintln!("pipeline: {pipeline:.0} events/s");
     config.kafka.group_id = "bench-uncoalesced".into();
     config.pipeline.min_update_interval_ms = 0;
-    let (uncoalesced, _) = timed_run(&config, events as u64, None).await?;
+    let (uncoalesced, _, _) = timed_run(&config, events as u64, None).await?;
     eprintln!("pipeline without coalescing: {uncoalesced:.0} events/s");
 
     let rate = (uncoalesced / 2.0).max(1.0);
@@ -80,11 +84,13 @@ pub async fn bench(events: usize, seed: u64) -> anyhow::Result<BenchReport> {
         payloads,
         rate: rate as u64,
     };
-    let (_, latency) = timed_run(&config, events as u64, Some(paced)).await?;
+    let (_, latency, _) = timed_run(&config, events as u64, Some(paced)).await?;
     drop(cluster);
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     Ok(BenchReport {
         events,
+        workers,
+        contended_share: contended,
         raw_consume_per_s: raw,
         pipeline_per_s: pipeline,
         pipeline_over_raw: pipeline / raw,
@@ -120,12 +126,13 @@ struct Paced {
 }
 
 /// Runs the pipeline until `expected` events were consumed; the clock starts at the first
-/// consumed event (the group join is not the pipeline's cost).
+/// consumed event (the group join is not the pipeline's cost). Returns events/s, the latency
+/// histogram and the share of learning steps that waited for the item lock.
 async fn timed_run(
     config: &Config,
     expected: u64,
     paced: Option<Paced>,
-) -> anyhow::Result<(f64, hdrhistogram::Histogram<u64>)> {
+) -> anyhow::Result<(f64, hdrhistogram::Histogram<u64>, f64)> {
     let (progress_tx, mut progress) = watch::channel(Stats::default());
     let health = Arc::new(Health::default());
     let latency = new_latency();
@@ -175,7 +182,14 @@ async fn timed_run(
     let (first, last) = times_rx.await.context("the run ended early")?;
     let first = first.context("nothing was consumed")?;
     // Progress arrives at ticks (every 100 ms at most), so the span is known to about ±0.1 s.
-    let consumed = report.processor.stats().consumed as f64;
+    let stats = report.stats();
+    let consumed = stats.consumed as f64;
     let rate = consumed / last.duration_since(first).as_secs_f64().max(1e-9);
-    Ok((rate, report.latency_us))
+    let contended: u64 = report
+        .processors
+        .iter()
+        .map(|p| p.engine().contended_writes())
+        .sum();
+    let share = contended as f64 / stats.applied.max(1) as f64;
+    Ok((rate, report.latency_us, share))
 }

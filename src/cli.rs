@@ -44,6 +44,9 @@ pub struct BenchArgs {
     pub events: usize,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Pipeline workers (`pipeline.workers`).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -156,14 +159,20 @@ async fn shutdown_signal() {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let report = runtime()?.block_on(crate::bench::bench(args.events, args.seed))?;
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let report = runtime()?.block_on(crate::bench::bench(args.events, args.seed, args.workers))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     println!(
-        "{} events per phase, mock cluster, 3 partitions",
-        report.events
+        "{} events per phase, mock cluster, 3 partitions, {} worker(s); \
+         {:.1}% of learning steps waited for the item lock",
+        report.events,
+        report.workers,
+        100.0 * report.contended_share
     );
     println!(
         "  raw librdkafka consume     {:>9.0} messages/s",
@@ -192,7 +201,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, "starting");
     let report = runtime()?.block_on(kafka::run(&config, shutdown_signal(), Default::default()))?;
-    let stats = report.processor.stats();
+    let stats = &report.stats();
     tracing::info!(
         consumed = stats.consumed,
         applied = stats.applied,

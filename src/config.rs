@@ -65,6 +65,9 @@ pub struct PipelineConfig {
     pub max_in_flight: usize,
     /// On SIGINT/SIGTERM, how long to wait for outputs to be acknowledged before giving up.
     pub drain_timeout_ms: u64,
+    /// Worker tasks; partition p goes to worker p % workers. Users stay with their partition's
+    /// worker; the item model is shared. 1 keeps the engine exactly deterministic.
+    pub workers: usize,
 }
 
 impl Default for PipelineConfig {
@@ -77,6 +80,7 @@ impl Default for PipelineConfig {
             similar_change_threshold: 0.2,
             max_in_flight: 50_000,
             drain_timeout_ms: 10_000,
+            workers: 1,
         }
     }
 }
@@ -127,7 +131,11 @@ impl PipelineConfig {
             ));
         }
         positive("pipeline.max_in_flight", self.max_in_flight as i64)?;
-        positive("pipeline.drain_timeout_ms", self.drain_timeout_ms as i64)
+        positive("pipeline.drain_timeout_ms", self.drain_timeout_ms as i64)?;
+        if !(1..=256).contains(&self.workers) {
+            return Err(invalid("pipeline.workers", "must be in 1..=256"));
+        }
+        Ok(())
     }
 }
 

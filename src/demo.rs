@@ -10,6 +10,7 @@ use rdkafka::mocking::MockCluster;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::event::Event;
 use crate::kafka::{produce_messages, run, Health, Observers, RunReport};
 use crate::pipeline::Stats;
@@ -154,7 +155,7 @@ async fn show_progress(mut progress: watch::Receiver<Stats>, total: u64, deadlin
 }
 
 fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
-    let stats = report.processor.stats();
+    let stats = &report.stats();
     let seconds = report.elapsed.as_secs_f64();
     println!("\nsummary after {seconds:.1} s (including ~3 s of consumer-group join):");
     println!(
@@ -187,18 +188,16 @@ fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
 }
 
 fn print_examples(report: &RunReport) {
-    let engine = report.processor.engine();
-    let mut users: Vec<(String, u64)> = (0..DEMO_USERS)
-        .map(|u| format!("u{u}"))
-        .filter_map(|id| {
-            engine
-                .user(&id)
-                .map(|s| s.profile.events())
-                .map(|n| (id, n))
-        })
-        .collect();
+    let mut users: Vec<(String, u64, &Engine)> = Vec::new();
+    for engine in report.processors.iter().map(|p| p.engine()) {
+        for id in (0..DEMO_USERS).map(|u| format!("u{u}")) {
+            if let Some(state) = engine.user(&id) {
+                users.push((id, state.profile.events(), engine));
+            }
+        }
+    }
     users.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    for (user, _) in users.into_iter().take(3) {
+    for (user, _, engine) in users.into_iter().take(3) {
         let user = user.as_str();
         let state = engine.user(user).expect("listed users exist");
         let recent: Vec<String> = state

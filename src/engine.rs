@@ -5,6 +5,8 @@
 //! [`ItemModel`] (item ids, item factors, co-occurrence, popularity) is shared by all workers.
 //! With one worker, the same events in the same order with the same config give the same state.
 
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
 use rustc_hash::FxHashMap;
 
 use crate::config::{Blend, EngineConfig};
@@ -50,6 +52,8 @@ pub struct UserShard {
     pub users: FxHashMap<Box<str>, UserState>,
     pub dedup: DedupWindow,
     pub rng: SplitMix64,
+    /// Times `apply` found the shared item model locked by another worker.
+    pub contended: u64,
 }
 
 /// The outcome of `apply`.
@@ -59,16 +63,9 @@ pub enum Applied {
     Duplicate,
 }
 
-#[derive(Clone, Debug)]
-pub struct Engine {
-    config: EngineConfig,
-    items: ItemModel,
-    shard: UserShard,
-}
-
-impl Engine {
-    pub fn new(config: EngineConfig) -> Engine {
-        let items = ItemModel {
+impl ItemModel {
+    pub fn new(config: &EngineConfig) -> ItemModel {
+        ItemModel {
             ids: Interner::default(),
             categories: Interner::default(),
             category_of: Vec::new(),
@@ -77,11 +74,47 @@ impl Engine {
             popularity: Popularity::new(config.popularity.clone()),
             pool: SamplePool::new(config.factorization.sample_pool),
             latest_ts_ms: i64::MIN,
-        };
+        }
+    }
+}
+
+/// The item model as several workers share it. Learning takes the write lock for the item-side
+/// part of one event; ranking takes the read lock.
+pub type SharedItems = Arc<RwLock<ItemModel>>;
+
+/// One worker's engine: its own users, an item model that may be shared with other workers.
+/// With one worker (`Engine::new`) the lock is never contended and the engine is deterministic.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    items: SharedItems,
+    shard: UserShard,
+}
+
+impl Clone for Engine {
+    /// A deep copy: the clone gets its own item model.
+    fn clone(&self) -> Engine {
+        Engine {
+            config: self.config.clone(),
+            items: Arc::new(RwLock::new(self.read().clone())),
+            shard: self.shard.clone(),
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        let items = Arc::new(RwLock::new(ItemModel::new(&config)));
+        Engine::with_items(config, items, 0)
+    }
+
+    /// A worker's engine on a shared item model; `worker` varies the sampling seed.
+    pub fn with_items(config: EngineConfig, items: SharedItems, worker: u64) -> Engine {
         let shard = UserShard {
             users: FxHashMap::default(),
             dedup: DedupWindow::new(config.dedup.clone()),
-            rng: SplitMix64::new(config.seed),
+            rng: SplitMix64::new(config.seed.wrapping_add(worker)),
+            contended: 0,
         };
         Engine {
             config,
@@ -94,12 +127,23 @@ impl Engine {
         &self.config
     }
 
-    pub fn items(&self) -> &ItemModel {
-        &self.items
+    pub fn shared_items(&self) -> SharedItems {
+        self.items.clone()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, ItemModel> {
+        self.items
+            .read()
+            .expect("a worker panicked while updating the item model")
     }
 
     pub fn user(&self, user_id: &str) -> Option<&UserState> {
         self.shard.users.get(user_id)
+    }
+
+    /// How often learning waited for another worker's hold on the item model.
+    pub fn contended_writes(&self) -> u64 {
+        self.shard.contended
     }
 
     pub fn user_count(&self) -> usize {
@@ -107,15 +151,24 @@ impl Engine {
     }
 
     pub fn item_count(&self) -> usize {
-        self.items.ids.len()
+        self.read().ids.len()
     }
 
     pub fn item_index(&self, item_id: &str) -> Option<u32> {
-        self.items.ids.get(item_id)
+        self.read().ids.get(item_id)
     }
 
-    pub fn item_id(&self, item: u32) -> &str {
-        self.items.ids.name(item)
+    pub fn item_id(&self, item: u32) -> String {
+        self.read().ids.name(item).to_owned()
+    }
+
+    /// Item ids of several indices under one lock.
+    pub fn item_ids(&self, items: impl IntoIterator<Item = u32>) -> Vec<String> {
+        let model = self.read();
+        items
+            .into_iter()
+            .map(|i| model.ids.name(i).to_owned())
+            .collect()
     }
 
     /// Learns from one cleaned event. Duplicates (within the dedup window) change nothing else.
@@ -123,15 +176,26 @@ impl Engine {
         if !self.shard.dedup.first_sighting(event) {
             return Applied::Duplicate;
         }
-        let (item, new_item) = self.intern_item(event);
+        let items = self.items.clone();
+        let mut guard = match items.try_write() {
+            Ok(guard) => guard,
+            Err(_) => {
+                self.shard.contended += 1;
+                items
+                    .write()
+                    .expect("a worker panicked while updating the item model")
+            }
+        };
+        let items = &mut *guard;
+        let (item, new_item) = intern_item(items, event, &self.config);
         let category = event
             .category
             .as_deref()
-            .map(|c| self.items.categories.intern(c));
+            .map(|c| items.categories.intern(c));
         if let Some(c) = category {
-            self.items.category_of[item as usize] = c;
+            items.category_of[item as usize] = c;
         }
-        self.items.latest_ts_ms = self.items.latest_ts_ms.max(event.ts_ms);
+        items.latest_ts_ms = items.latest_ts_ms.max(event.ts_ms);
         let new_user = !self.shard.users.contains_key(event.user_id.as_str());
         let config = &self.config;
         let user = self
@@ -144,7 +208,7 @@ impl Engine {
             });
         let weight = config.weights.of(event.kind);
         let profile = &user.profile;
-        self.items.cooccurrence.observe(PairEvent {
+        items.cooccurrence.observe(PairEvent {
             item,
             weight,
             ts_ms: event.ts_ms,
@@ -157,13 +221,14 @@ impl Engine {
             &mut user.factors,
             item,
             strength.sqrt(),
-            &mut self.items.factors,
-            &self.items.pool,
+            &mut items.factors,
+            &items.pool,
             &mut self.shard.rng,
             &config.factorization,
         );
-        self.items.pool.push(item);
-        self.items.popularity.observe(item, weight, event.ts_ms);
+        items.pool.push(item);
+        items.popularity.observe(item, weight, event.ts_ms);
+        drop(guard);
         let observation = Observation {
             item,
             kind: event.kind,
@@ -173,19 +238,6 @@ impl Engine {
         };
         user.profile.record(observation, &config.profile);
         Applied::Learned { new_user, new_item }
-    }
-
-    fn intern_item(&mut self, event: &Event) -> (u32, bool) {
-        let before = self.items.ids.len();
-        let item = self.items.ids.intern(&event.item_id);
-        let new_item = self.items.ids.len() > before;
-        if new_item {
-            let vector =
-                initial_vector(&event.item_id, self.config.seed, &self.config.factorization);
-            self.items.factors.push(&vector);
-            self.items.category_of.push(NO_CATEGORY);
-        }
-        (item, new_item)
     }
 
     /// Top-`n` items for `user_id` with the configured blend.
@@ -202,12 +254,12 @@ impl Engine {
         blend: &Blend,
     ) -> Vec<Scored> {
         let user = self.shard.users.get(user_id);
-        ranking::recommend(&self.items, user, &self.config, blend, n, filters)
+        ranking::recommend(&self.read(), user, &self.config, blend, n, filters)
     }
 
     /// The `n` nearest neighbours of an item by co-occurrence, best first (ties by index).
     pub fn similar_items(&self, item: u32, n: usize) -> Vec<(u32, f32)> {
-        let mut neighbors: Vec<(u32, f32)> = self.items.cooccurrence.similar(item).collect();
+        let mut neighbors: Vec<(u32, f32)> = self.read().cooccurrence.similar(item).collect();
         neighbors.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         neighbors.truncate(n);
         neighbors
@@ -227,11 +279,12 @@ impl Engine {
                     + std::mem::size_of::<UserState>()
             })
             .sum();
-        let items = self.items.ids.heap_bytes()
-            + self.items.factors.heap_bytes()
-            + self.items.cooccurrence.heap_bytes()
-            + self.items.popularity.heap_bytes()
-            + self.items.category_of.capacity() * 4;
+        let model = self.read();
+        let items = model.ids.heap_bytes()
+            + model.factors.heap_bytes()
+            + model.cooccurrence.heap_bytes()
+            + model.popularity.heap_bytes()
+            + model.category_of.capacity() * 4;
         MemoryUse {
             user_bytes: users,
             item_bytes: items,
@@ -239,6 +292,18 @@ impl Engine {
             items: self.item_count(),
         }
     }
+}
+
+fn intern_item(items: &mut ItemModel, event: &Event, config: &EngineConfig) -> (u32, bool) {
+    let before = items.ids.len();
+    let item = items.ids.intern(&event.item_id);
+    let new_item = items.ids.len() > before;
+    if new_item {
+        let vector = initial_vector(&event.item_id, config.seed, &config.factorization);
+        items.factors.push(&vector);
+        items.category_of.push(NO_CATEGORY);
+    }
+    (item, new_item)
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -11,8 +11,8 @@ pub const RECOMMENDATIONS_SCHEMA: &str = "streamrec.recommendations.v1";
 pub const SIMILAR_ITEMS_SCHEMA: &str = "streamrec.similar-items.v1";
 
 #[derive(Serialize)]
-struct RecommendedItem<'a> {
-    item_id: &'a str,
+struct RecommendedItem {
+    item_id: String,
     score: f32,
     sources: Vec<&'static str>,
 }
@@ -21,14 +21,14 @@ struct RecommendedItem<'a> {
 struct Recommendations<'a> {
     schema: &'static str,
     user_id: &'a str,
-    items: Vec<RecommendedItem<'a>>,
+    items: Vec<RecommendedItem>,
     generated_at: String,
     cause_event_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
-struct Neighbor<'a> {
-    item_id: &'a str,
+struct Neighbor {
+    item_id: String,
     score: f32,
 }
 
@@ -36,7 +36,7 @@ struct Neighbor<'a> {
 struct SimilarItems<'a> {
     schema: &'static str,
     item_id: &'a str,
-    neighbors: Vec<Neighbor<'a>>,
+    neighbors: Vec<Neighbor>,
     generated_at: String,
 }
 
@@ -55,13 +55,15 @@ pub fn recommendations_json(
     now_ms: i64,
     cause: Option<&str>,
 ) -> Vec<u8> {
+    let ids = engine.item_ids(list.iter().map(|s| s.item));
     let payload = Recommendations {
         schema: RECOMMENDATIONS_SCHEMA,
         user_id,
         items: list
             .iter()
-            .map(|s| RecommendedItem {
-                item_id: engine.item_id(s.item),
+            .zip(ids)
+            .map(|(s, item_id)| RecommendedItem {
+                item_id,
                 score: s.score,
                 sources: s.sources.names(),
             })
@@ -78,15 +80,14 @@ pub fn similar_items_json(
     neighbors: &[(u32, f32)],
     now_ms: i64,
 ) -> Vec<u8> {
+    let ids = engine.item_ids(neighbors.iter().map(|n| n.0));
     let payload = SimilarItems {
         schema: SIMILAR_ITEMS_SCHEMA,
         item_id,
         neighbors: neighbors
             .iter()
-            .map(|&(item, score)| Neighbor {
-                item_id: engine.item_id(item),
-                score,
-            })
+            .zip(ids)
+            .map(|(&(_, score), item_id)| Neighbor { item_id, score })
             .collect(),
         generated_at: rfc3339(now_ms),
     };

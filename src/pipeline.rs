@@ -78,6 +78,18 @@ impl Stats {
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
+
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, other: &Stats) {
+        self.consumed += other.consumed;
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        for (reason, count) in &other.rejected {
+            *self.rejected.entry(reason.clone()).or_default() += count;
+        }
+        self.recommendations += other.recommendations;
+        self.similar_items += other.similar_items;
+    }
 }
 
 pub struct Processor {
@@ -93,11 +105,16 @@ pub struct Processor {
 
 impl Processor {
     pub fn new(config: &Config) -> Processor {
+        Processor::with_engine(config, Engine::new(config.engine.clone()))
+    }
+
+    /// A processor for one of several workers that share the item model.
+    pub fn with_engine(config: &Config, engine: Engine) -> Processor {
         let interval = config.pipeline.min_update_interval_ms as i64;
         Processor {
             config: config.pipeline.clone(),
             cleaner: Cleaner::new(config.engine.clean.clone()),
-            engine: Engine::new(config.engine.clone()),
+            engine,
             users: Coalescer::new(interval),
             items: Coalescer::new(interval),
             published: FxHashMap::default(),

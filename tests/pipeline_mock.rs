@@ -75,8 +75,19 @@ fn inputs() -> (Messages, Expected) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_in_recommendations_and_dead_letters_out_offsets_committed() {
+    scenario(1).await;
+}
+
+/// The same promises with a worker per partition sharing the item model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_holds_with_several_workers() {
+    scenario(3).await;
+}
+
+async fn scenario(workers: usize) {
     let cluster = MockCluster::new(1).unwrap();
     let mut config = Config::default();
+    config.pipeline.workers = workers;
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.group_id = unique("group");
     config.kafka.session_timeout_ms = 6_000;
@@ -118,7 +129,7 @@ async fn events_in_recommendations_and_dead_letters_out_offsets_committed() {
     .await
     .expect("the pipeline finishes")
     .expect("the pipeline succeeds");
-    let stats = report.processor.stats().clone();
+    let stats = report.stats();
     assert_eq!(stats.consumed, total);
     assert_eq!(stats.duplicates, 8);
     assert_eq!(stats.applied, 200);

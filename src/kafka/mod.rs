@@ -6,6 +6,7 @@ mod context;
 mod produce;
 mod run;
 mod sink;
+mod worker;
 
 pub use client::{consumer_config, producer_config};
 pub use context::Health;

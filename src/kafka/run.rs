@@ -1,28 +1,33 @@
 //! `streamrec run`: consume events, process them in partition order, publish what they cause,
 //! and store each input offset once every output it caused is acknowledged (at-least-once).
 //!
-//! One task owns the consumer, the processor and the in-flight deliveries, so nothing is locked.
-//! `select!` is biased: acknowledgements first (they free room and move offsets), then shutdown,
-//! then coalescing ticks, then new messages — only while fewer than `max_in_flight` messages
-//! wait for acknowledgement (backpressure).
+//! The consumer task hands each message to worker `partition % workers` through a bounded
+//! channel (a slow worker stops the consumer: backpressure). Workers own their users; the item
+//! model is shared behind a read-write lock. With one worker the engine is deterministic.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::client::{consumer_config, producer_config};
 use super::context::{GroupContext, Health};
-use super::sink::{send, Acked, InFlight, Topics};
+use super::sink::Topics;
+use super::worker::Worker;
 use crate::config::Config;
-use crate::offsets::{OffsetTracker, Waiter};
-use crate::pipeline::{Destination, Output, Processor, Record, Stats};
+use crate::engine::{Engine, ItemModel};
+use crate::pipeline::{Processor, Stats};
+
+/// Messages buffered per worker before the consumer waits.
+const WORKER_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -34,30 +39,38 @@ pub enum RunError {
         "outputs of {open} messages were not acknowledged within the drain time of {drain_ms} ms"
     )]
     DrainTimeout { open: usize, drain_ms: u64 },
+    #[error("a pipeline worker stopped unexpectedly: {0}")]
+    Worker(String),
 }
 
 /// What a run did, for the caller to report.
 pub struct RunReport {
-    pub processor: Processor,
+    /// One per worker; each engine holds that worker's users (the item model is shared).
+    pub processors: Vec<Processor>,
     /// Microseconds from an event's Kafka timestamp to its recommendation's acknowledgement.
     pub latency_us: Histogram<u64>,
     pub elapsed: Duration,
+}
+
+impl RunReport {
+    /// Counters summed over workers.
+    pub fn stats(&self) -> Stats {
+        sum(self.processors.iter().map(|p| p.stats()))
+    }
+}
+
+fn sum<'a>(all: impl Iterator<Item = &'a Stats>) -> Stats {
+    let mut total = Stats::default();
+    for stats in all {
+        total.merge(stats);
+    }
+    total
 }
 
 pub fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-struct Loop {
-    producer: FutureProducer,
-    topics: Topics,
-    inputs: Vec<String>,
-    processor: Processor,
-    tracker: OffsetTracker,
-    in_flight: InFlight,
-    latency_us: Latency,
 }
 
 /// Microseconds from an event's Kafka timestamp to its recommendation's acknowledgement,
@@ -72,7 +85,7 @@ pub fn new_latency() -> Latency {
 
 /// What the caller can watch while `run` runs.
 pub struct Observers {
-    /// Receives the counters at every tick and at the end.
+    /// Receives the counters (summed over workers) every 100 ms and at the end.
     pub progress: Option<watch::Sender<Stats>>,
     pub health: Arc<Health>,
     /// Shared so a watcher can read (or reset) it while the pipeline runs.
@@ -89,6 +102,8 @@ impl Default for Observers {
     }
 }
 
+type Workers = FuturesUnordered<JoinHandle<Result<Processor, RunError>>>;
+
 /// Runs until `shutdown` resolves, then drains and commits.
 pub async fn run(
     config: &Config,
@@ -100,167 +115,124 @@ pub async fn run(
     let context = GroupContext {
         health: observers.health.clone(),
     };
-    let consumer: StreamConsumer<GroupContext> =
-        consumer_config(kafka, &kafka.group_id).create_with_context(context)?;
-    let progress = observers.progress.clone();
+    let consumer: Arc<StreamConsumer<GroupContext>> =
+        Arc::new(consumer_config(kafka, &kafka.group_id).create_with_context(context)?);
     let inputs: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
-    let mut state = Loop {
-        producer: producer_config(kafka).create()?,
-        topics: Topics {
-            recommendations: kafka.recommendations_topic.clone(),
-            similar_items: kafka.similar_items_topic.clone(),
-            dead_letter: kafka.dead_letter_topic.clone(),
-        },
-        inputs: kafka.input_topics.clone(),
-        processor: Processor::new(config),
-        tracker: OffsetTracker::default(),
-        in_flight: InFlight::new(),
-        latency_us: observers.latency.clone(),
-    };
-    let pipeline = &config.pipeline;
-    let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
-    let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let producer: FutureProducer = producer_config(kafka).create()?;
+    let count = config.pipeline.workers;
+    let stats = Arc::new(Mutex::new(vec![Stats::default(); count]));
+    let (senders, mut workers) = start_workers(config, &consumer, &producer, &observers, &stats);
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tokio::pin!(shutdown);
+    let mut failure = None;
     loop {
-        let room = state.tracker.open_events() < pipeline.max_in_flight;
         tokio::select! {
             biased;
-            Some(acked) = state.in_flight.next() => state.on_acked(acked).map_err(RunError::Delivery)?,
             _ = &mut shutdown => break,
-            _ = tick.tick() => {
-                state.flush(false).await?;
-                if let Some(progress) = &progress {
-                    progress.send_replace(state.processor.stats().clone());
-                }
+            Some(stopped) = workers.next() => {
+                failure = Some(worker_failure(stopped));
+                break;
             }
-            message = consumer.recv(), if room => match message {
-                Ok(message) => state.on_message(&message).await?,
+            _ = tick.tick() => report_progress(&observers, &stats),
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    let worker = message.partition().unsigned_abs() as usize % count;
+                    if senders[worker].send(message.detach()).await.is_err() {
+                        continue; // that worker ended; `workers.next()` reports why
+                    }
+                }
                 Err(err) => tracing::warn!(error = %err, "consumer error; librdkafka retries"),
             },
         }
-        state.store_offsets(&consumer);
     }
-    state.drain(&consumer, pipeline.drain_timeout_ms).await?;
-    if let Some(progress) = &progress {
-        progress.send_replace(state.processor.stats().clone());
+    drop(senders);
+    let mut processors = Vec::with_capacity(count);
+    while let Some(stopped) = workers.next().await {
+        match stopped {
+            Ok(Ok(processor)) => processors.push(processor),
+            other => failure = failure.or(Some(worker_failure(other))),
+        }
     }
-    let latency_us = state.latency_us.lock().expect("not poisoned").clone();
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    finish(&consumer, &producer, config.pipeline.drain_timeout_ms)?;
+    report_progress(&observers, &stats);
+    let latency_us = observers.latency.lock().expect("not poisoned").clone();
     Ok(RunReport {
-        processor: state.processor,
+        processors,
         latency_us,
         elapsed: started.elapsed(),
     })
 }
 
-impl Loop {
-    async fn on_message(
-        &mut self,
-        message: &rdkafka::message::BorrowedMessage<'_>,
-    ) -> Result<(), RunError> {
-        let topic = message.topic();
-        let topic_index = self.inputs.iter().position(|t| t == topic).unwrap_or(0) as u16;
-        let record = Record {
-            source: Waiter {
-                topic: topic_index,
-                partition: message.partition(),
-                offset: message.offset(),
-            },
-            topic,
-            payload: message.payload(),
-            timestamp_ms: message.timestamp().to_millis(),
+fn start_workers(
+    config: &Config,
+    consumer: &Arc<StreamConsumer<GroupContext>>,
+    producer: &FutureProducer,
+    observers: &Observers,
+    stats: &Arc<Mutex<Vec<Stats>>>,
+) -> (Vec<mpsc::Sender<OwnedMessage>>, Workers) {
+    let items = Arc::new(RwLock::new(ItemModel::new(&config.engine)));
+    let topics = Arc::new(Topics {
+        recommendations: config.kafka.recommendations_topic.clone(),
+        similar_items: config.kafka.similar_items_topic.clone(),
+        dead_letter: config.kafka.dead_letter_topic.clone(),
+    });
+    let inputs = Arc::new(config.kafka.input_topics.clone());
+    let workers = Workers::new();
+    let mut senders = Vec::new();
+    for index in 0..config.pipeline.workers {
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        senders.push(tx);
+        let engine = Engine::with_items(config.engine.clone(), items.clone(), index as u64);
+        let worker = Worker {
+            index,
+            consumer: consumer.clone(),
+            producer: producer.clone(),
+            topics: topics.clone(),
+            inputs: inputs.clone(),
+            processor: Processor::with_engine(config, engine),
+            latency_us: observers.latency.clone(),
+            stats: stats.clone(),
         };
-        let processed = self.processor.process(&record, wall_clock_ms());
-        self.tracker.add(record.source, processed.holds());
-        self.send_all(processed.outputs).await
+        workers.push(tokio::spawn(worker.run(rx, config.pipeline.clone())));
     }
+    (senders, workers)
+}
 
-    async fn send_all(&mut self, outputs: Vec<Output>) -> Result<(), RunError> {
-        for output in outputs {
-            let (tracker, latency) = (&mut self.tracker, &self.latency_us);
-            send(
-                &self.producer,
-                &self.topics,
-                output,
-                &mut self.in_flight,
-                |acked| record_ack(tracker, latency, acked),
-            )
-            .await
-            .map_err(RunError::Delivery)?;
-        }
-        Ok(())
-    }
-
-    fn on_acked(&mut self, acked: Acked) -> Result<(), String> {
-        record_ack(&mut self.tracker, &self.latency_us, acked)
-    }
-
-    async fn flush(&mut self, all: bool) -> Result<(), RunError> {
-        let flushed = self.processor.flush(wall_clock_ms(), all);
-        for waiter in flushed.released {
-            self.tracker.resolve(waiter);
-        }
-        self.send_all(flushed.outputs).await
-    }
-
-    fn store_offsets(&mut self, consumer: &StreamConsumer<GroupContext>) {
-        for (topic, partition, offset) in self.tracker.take_advanced() {
-            let name = &self.inputs[topic as usize];
-            // A partition revoked meanwhile refuses the store; its new owner re-reads from the
-            // last commit, which is the at-least-once promise.
-            if let Err(err) = consumer.store_offset(name, partition, offset) {
-                tracing::debug!(topic = %name, partition, offset, error = %err, "offset not stored");
-            }
-        }
-    }
-
-    /// Stops consuming, publishes everything owed, waits for acknowledgements, commits.
-    async fn drain(
-        &mut self,
-        consumer: &StreamConsumer<GroupContext>,
-        drain_ms: u64,
-    ) -> Result<(), RunError> {
-        self.flush(true).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(drain_ms);
-        while let Ok(Some(acked)) = tokio::time::timeout_at(deadline, self.in_flight.next()).await {
-            self.on_acked(acked).map_err(RunError::Delivery)?;
-        }
-        self.store_offsets(consumer);
-        if !self.in_flight.is_empty() {
-            return Err(RunError::DrainTimeout {
-                open: self.tracker.open_events(),
-                drain_ms,
-            });
-        }
-        self.producer.flush(Duration::from_millis(drain_ms))?;
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => Ok(()),
-            // Nothing stored since the last auto-commit: nothing to do.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => Ok(()),
-            Err(err) => Err(err.into()),
-        }
+fn worker_failure(
+    stopped: Result<Result<Processor, RunError>, tokio::task::JoinError>,
+) -> RunError {
+    match stopped {
+        Ok(Err(err)) => err,
+        Ok(Ok(_)) => RunError::Worker("it ended while messages were still coming".into()),
+        Err(join) => RunError::Worker(join.to_string()),
     }
 }
 
-fn record_ack(
-    tracker: &mut OffsetTracker,
-    latency_us: &Latency,
-    acked: Acked,
-) -> Result<(), String> {
-    acked.result?;
-    for waiter in acked.waiters {
-        tracker.resolve(waiter);
+fn report_progress(observers: &Observers, stats: &Mutex<Vec<Stats>>) {
+    if let Some(progress) = &observers.progress {
+        let total = sum(stats.lock().expect("not poisoned").iter());
+        progress.send_replace(total);
     }
-    if let (Destination::Recommendations, Some(cause_ms)) = (acked.destination, acked.cause_ts_ms) {
-        let micros = (wall_clock_ms() - cause_ms).max(0) as u64 * 1000;
-        // Uncontended: only this task records; watchers lock briefly to read.
-        latency_us
-            .lock()
-            .expect("not poisoned")
-            .saturating_record(micros);
+}
+
+/// Workers have stored every acknowledged offset: flush the producer, commit synchronously.
+fn finish(
+    consumer: &StreamConsumer<GroupContext>,
+    producer: &FutureProducer,
+    drain_ms: u64,
+) -> Result<(), RunError> {
+    producer.flush(Duration::from_millis(drain_ms))?;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        // Nothing stored since the last auto-commit: nothing to do.
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => Ok(()),
+        Err(err) => Err(err.into()),
     }
-    Ok(())
 }

@@ -1,0 +1,176 @@
+//! One pipeline worker: owns the partitions `partition % workers == index`, their users and
+//! their in-flight outputs, and stores their offsets once outputs are acknowledged.
+//!
+//! `select!` is biased: acknowledgements first (they free room and move offsets), then
+//! coalescing ticks, then new messages — only while fewer than `max_in_flight` messages wait for
+//! acknowledgement (backpressure that reaches the consumer through the bounded channel).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::mpsc;
+
+use super::context::GroupContext;
+use super::run::{wall_clock_ms, Latency, RunError};
+use super::sink::{send, Acked, InFlight, Topics};
+use crate::config::PipelineConfig;
+use crate::offsets::{OffsetTracker, Waiter};
+use crate::pipeline::{Destination, Output, Processor, Record, Stats};
+
+pub(super) struct Worker {
+    pub index: usize,
+    pub consumer: Arc<StreamConsumer<GroupContext>>,
+    pub producer: FutureProducer,
+    pub topics: Arc<Topics>,
+    pub inputs: Arc<Vec<String>>,
+    pub processor: Processor,
+    pub latency_us: Latency,
+    /// One slot per worker, summed for progress reports.
+    pub stats: Arc<Mutex<Vec<Stats>>>,
+}
+
+struct State {
+    tracker: OffsetTracker,
+    in_flight: InFlight,
+}
+
+impl Worker {
+    /// Processes messages until the channel closes, then publishes what is owed and waits for
+    /// acknowledgements. Returns the processor (its engine holds this worker's users).
+    pub async fn run(
+        mut self,
+        mut messages: mpsc::Receiver<OwnedMessage>,
+        pipeline: PipelineConfig,
+    ) -> Result<Processor, RunError> {
+        let mut state = State {
+            tracker: OffsetTracker::default(),
+            in_flight: InFlight::new(),
+        };
+        let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
+        let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let room = state.tracker.open_events() < pipeline.max_in_flight;
+            tokio::select! {
+                biased;
+                Some(acked) = state.in_flight.next() => self.on_acked(&mut state, acked)?,
+                _ = tick.tick() => {
+                    self.flush(&mut state, false).await?;
+                    self.publish_stats();
+                }
+                message = messages.recv(), if room => match message {
+                    Some(message) => self.on_message(&mut state, &message).await?,
+                    None => break,
+                },
+            }
+            self.store_offsets(&mut state);
+        }
+        self.drain(&mut state, pipeline.drain_timeout_ms).await?;
+        self.publish_stats();
+        Ok(self.processor)
+    }
+
+    async fn on_message(
+        &mut self,
+        state: &mut State,
+        message: &OwnedMessage,
+    ) -> Result<(), RunError> {
+        let topic = message.topic();
+        let topic_index = self.inputs.iter().position(|t| t == topic).unwrap_or(0) as u16;
+        let record = Record {
+            source: Waiter {
+                topic: topic_index,
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+            topic,
+            payload: message.payload(),
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        let processed = self.processor.process(&record, wall_clock_ms());
+        state.tracker.add(record.source, processed.holds());
+        self.send_all(state, processed.outputs).await
+    }
+
+    async fn send_all(&self, state: &mut State, outputs: Vec<Output>) -> Result<(), RunError> {
+        for output in outputs {
+            let State { tracker, in_flight } = state;
+            send(&self.producer, &self.topics, output, in_flight, |acked| {
+                record_ack(tracker, &self.latency_us, acked)
+            })
+            .await
+            .map_err(RunError::Delivery)?;
+        }
+        Ok(())
+    }
+
+    fn on_acked(&self, state: &mut State, acked: Acked) -> Result<(), RunError> {
+        record_ack(&mut state.tracker, &self.latency_us, acked).map_err(RunError::Delivery)
+    }
+
+    async fn flush(&mut self, state: &mut State, all: bool) -> Result<(), RunError> {
+        let flushed = self.processor.flush(wall_clock_ms(), all);
+        for waiter in flushed.released {
+            state.tracker.resolve(waiter);
+        }
+        self.send_all(state, flushed.outputs).await
+    }
+
+    fn store_offsets(&self, state: &mut State) {
+        for (topic, partition, offset) in state.tracker.take_advanced() {
+            let name = &self.inputs[topic as usize];
+            // A partition revoked meanwhile refuses the store; its new owner re-reads from the
+            // last commit, which is the at-least-once promise.
+            if let Err(err) = self.consumer.store_offset(name, partition, offset) {
+                tracing::debug!(topic = %name, partition, offset, error = %err, "offset not stored");
+            }
+        }
+    }
+
+    /// Publishes everything owed and waits for acknowledgements (the caller commits).
+    async fn drain(&mut self, state: &mut State, drain_ms: u64) -> Result<(), RunError> {
+        self.flush(state, true).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(drain_ms);
+        while let Ok(Some(acked)) = tokio::time::timeout_at(deadline, state.in_flight.next()).await
+        {
+            self.on_acked(state, acked)?;
+        }
+        self.store_offsets(state);
+        if state.in_flight.is_empty() {
+            Ok(())
+        } else {
+            Err(RunError::DrainTimeout {
+                open: state.tracker.open_events(),
+                drain_ms,
+            })
+        }
+    }
+
+    fn publish_stats(&self) {
+        let mut slots = self.stats.lock().expect("not poisoned");
+        slots[self.index] = self.processor.stats().clone();
+    }
+}
+
+fn record_ack(
+    tracker: &mut OffsetTracker,
+    latency_us: &Latency,
+    acked: Acked,
+) -> Result<(), String> {
+    acked.result?;
+    for waiter in acked.waiters {
+        tracker.resolve(waiter);
+    }
+    if let (Destination::Recommendations, Some(cause_ms)) = (acked.destination, acked.cause_ts_ms) {
+        let micros = (wall_clock_ms() - cause_ms).max(0) as u64 * 1000;
+        latency_us
+            .lock()
+            .expect("not poisoned")
+            .saturating_record(micros);
+    }
+    Ok(())
+}
