@@ -132,3 +132,28 @@ fn a_bad_config_names_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("engine.factorization.rank"), "{stderr}");
 }
+
+#[test]
+fn run_and_produce_refuse_bad_settings_before_touching_kafka() {
+    let config = fixture("[pipeline]\nworkers = 0\n");
+    let out = streamrec(&["run", "--config", config.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline.workers"));
+
+    let out = streamrec(&["run", "--config", "/no/such/streamrec.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read config file /no/such/streamrec.toml"));
+
+    let out = streamrec(&[
+        "produce",
+        "--input",
+        "/no/such/ratings.csv",
+        "--format",
+        "movielens-csv",
+        "--topic",
+        "events",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /no/such/ratings.csv"));
+}

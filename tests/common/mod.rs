@@ -28,6 +28,7 @@ pub fn unique(prefix: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Read {
     pub partition: i32,
+    pub offset: i64,
     pub key: String,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, String>,
@@ -83,6 +84,7 @@ pub fn read_topic(
                 }
                 read.push(Read {
                     partition: message.partition(),
+                    offset: message.offset(),
                     key: message
                         .key()
                         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -128,7 +130,7 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
 /// The offset after the last message of each partition, found by reading the topic: Tansu's
 /// ListOffsets answer lags behind what it serves, so watermarks cannot be trusted there.
 pub fn ends_by_reading(brokers: &str, topic: &str, partitions: i32, expected: usize) -> Vec<i64> {
-    let read = read_topic_offsets(
+    let read = read_topic(
         brokers,
         topic,
         partitions,
@@ -139,33 +141,10 @@ pub fn ends_by_reading(brokers: &str, topic: &str, partitions: i32, expected: us
     (0..partitions)
         .map(|p| {
             read.iter()
-                .filter(|(partition, _)| *partition == p)
-                .map(|(_, offset)| offset + 1)
+                .filter(|r| r.partition == p)
+                .map(|r| r.offset + 1)
                 .max()
                 .unwrap_or(0)
         })
         .collect()
-}
-
-fn read_topic_offsets(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    expected: usize,
-    quiet: Duration,
-) -> Vec<(i32, i64)> {
-    let consumer = reader(brokers, topic, partitions);
-    let mut read = Vec::new();
-    let mut last = Instant::now();
-    while read.len() < expected && last.elapsed() < quiet {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                last = Instant::now();
-                read.push((message.partition(), message.offset()));
-            }
-            Some(Err(err)) => panic!("reading {topic}: {err}"),
-            None => {}
-        }
-    }
-    read
 }
