@@ -192,3 +192,62 @@ async fn scenario(workers: usize) {
     );
     drop(cluster);
 }
+
+/// A delivery the broker refuses for good stops the run with the error, and no offset is
+/// committed past the message whose output was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delivery_stops_the_run_without_committing_past_it() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = Config::default();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.group_id = unique("group");
+    config.kafka.session_timeout_ms = 6_000;
+    config.kafka.input_topics = vec![unique("events")];
+    config.kafka.recommendations_topic = unique("recs");
+    config.kafka.similar_items_topic = unique("similar");
+    config.kafka.dead_letter_topic = unique("dead");
+    let input = config.kafka.input_topics[0].clone();
+    for topic in [
+        &input,
+        &config.kafka.recommendations_topic,
+        &config.kafka.similar_items_topic,
+        &config.kafka.dead_letter_topic,
+    ] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    let (messages, _) = inputs();
+    produce_messages(&config.kafka, &input, &messages, false, None)
+        .await
+        .unwrap();
+    // From now on every produce request is refused as not authorised: not retriable.
+    let refusals = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000];
+    cluster.request_errors(RDKafkaApiKey::Produce, &refusals);
+
+    let never = std::future::pending::<()>();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(&config, never, Observers::default()),
+    )
+    .await
+    .expect("the run stops by itself");
+    let err = outcome.err().expect("the run fails");
+    eprintln!("run failed as expected: {err}");
+    assert!(err.to_string().contains("delivery to"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("stopping without committing past it"),
+        "{err}"
+    );
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let commits = committed(
+        &config.kafka.brokers,
+        &config.kafka.group_id,
+        &input,
+        PARTITIONS,
+    );
+    assert!(
+        commits.iter().all(|&c| c < 0),
+        "nothing committed: {commits:?}"
+    );
+}
