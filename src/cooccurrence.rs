@@ -14,7 +14,7 @@ use crate::similarity::llr;
 
 /// Per-item occurrence counts with their powers cached, since scoring reads them far more
 /// often than events change them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Marginals {
     counts: Vec<f32>,
     /// `count^alpha`, the denominator share of the item the pair starts from.
@@ -71,7 +71,7 @@ fn pair_score(
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Cooccurrence {
     config: CoocConfig,
     cooc: PairTable,

@@ -7,7 +7,7 @@ pub fn decay_factor(age_ms: i64, half_life_ms: i64) -> f32 {
 }
 
 /// A value that halves every half-life: stored with the event time it is valid at.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Decayed {
     pub value: f32,
     pub at_ms: i64,

@@ -7,18 +7,41 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
 
 use crate::config::DedupConfig;
 use crate::event::Event;
 use crate::rng::hash128;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "WindowRecord")]
 pub struct DedupWindow {
     config: DedupConfig,
+    /// An index over `order`, rebuilt on load rather than stored.
+    #[serde(skip)]
     seen: FxHashSet<u128>,
     /// Keys in arrival order with their event time, for eviction.
     order: VecDeque<(u128, i64)>,
     latest_ts_ms: i64,
+}
+
+/// A window as stored: everything but the derived index.
+#[derive(Deserialize)]
+struct WindowRecord {
+    config: DedupConfig,
+    order: VecDeque<(u128, i64)>,
+    latest_ts_ms: i64,
+}
+
+impl From<WindowRecord> for DedupWindow {
+    fn from(r: WindowRecord) -> DedupWindow {
+        DedupWindow {
+            seen: r.order.iter().map(|(key, _)| *key).collect(),
+            config: r.config,
+            order: r.order,
+            latest_ts_ms: r.latest_ts_ms,
+        }
+    }
 }
 
 /// The dedup key of an event.

@@ -8,6 +8,7 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Blend, EngineConfig};
 use crate::cooccurrence::{Cooccurrence, PairEvent};
@@ -23,7 +24,7 @@ use crate::ranking::{Source, Sources};
 use crate::rng::SplitMix64;
 
 /// Item-side state, shared by every worker.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ItemModel {
     pub ids: Interner,
     pub categories: Interner,
@@ -40,15 +41,16 @@ pub struct ItemModel {
 pub const NO_CATEGORY: u32 = u32::MAX;
 
 /// One user's state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserState {
     pub profile: UserProfile,
     pub factors: Box<[f32]>,
 }
 
 /// User-side state for the users one worker owns.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserShard {
+    #[serde(serialize_with = "crate::canonical::sorted_map")]
     pub users: FxHashMap<Box<str>, UserState>,
     pub dedup: DedupWindow,
     pub rng: SplitMix64,
@@ -294,6 +296,123 @@ impl Engine {
     }
 }
 
+/// Engine state as records: the shared item model, one record per user, and the worker's own
+/// dedup window and sampling RNG. Encoded canonically (maps in key order) with bincode, so the
+/// same logical state always gives the same bytes.
+pub struct EngineRecords {
+    pub items: Vec<u8>,
+    /// (user id, record), in id order.
+    pub users: Vec<(String, Vec<u8>)>,
+    pub shard: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {what}: {detail}")]
+pub struct DecodeError {
+    pub what: String,
+    pub detail: String,
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("engine state always encodes")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, DecodeError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| DecodeError {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })?;
+    if read != bytes.len() {
+        return Err(DecodeError {
+            what: what.to_owned(),
+            detail: format!("{} trailing bytes", bytes.len() - read),
+        });
+    }
+    Ok(value)
+}
+
+/// The worker-local part of a shard besides its users.
+#[derive(Serialize, Deserialize)]
+struct ShardRest {
+    dedup: DedupWindow,
+    rng: SplitMix64,
+}
+
+impl Engine {
+    /// The state as records (see [`EngineRecords`]).
+    pub fn to_records(&self) -> EngineRecords {
+        let mut users: Vec<(String, Vec<u8>)> = self
+            .shard
+            .users
+            .iter()
+            .map(|(id, state)| (id.to_string(), encode(state)))
+            .collect();
+        users.sort_by(|a, b| a.0.cmp(&b.0));
+        let rest = ShardRest {
+            dedup: self.shard.dedup.clone(),
+            rng: self.shard.rng.clone(),
+        };
+        EngineRecords {
+            items: encode(&*self.read()),
+            users,
+            shard: encode(&rest),
+        }
+    }
+
+    /// Rebuilds an engine from records written by `to_records`.
+    pub fn from_records(
+        config: EngineConfig,
+        records: &EngineRecords,
+    ) -> Result<Engine, DecodeError> {
+        let items: ItemModel = decode(&records.items, "the item model")?;
+        if items.factors.rank() != config.factorization.rank {
+            return Err(DecodeError {
+                what: "the item model".into(),
+                detail: format!(
+                    "it has rank {}, the config says engine.factorization.rank = {}",
+                    items.factors.rank(),
+                    config.factorization.rank
+                ),
+            });
+        }
+        let rest: ShardRest = decode(&records.shard, "the dedup window and RNG")?;
+        let mut users = FxHashMap::default();
+        for (id, bytes) in &records.users {
+            let state: UserState = decode(bytes, &format!("user {id:?}"))?;
+            users.insert(id.as_str().into(), state);
+        }
+        let shard = UserShard {
+            users,
+            dedup: rest.dedup,
+            rng: rest.rng,
+            contended: 0,
+        };
+        Ok(Engine {
+            config,
+            items: Arc::new(RwLock::new(items)),
+            shard,
+        })
+    }
+
+    /// A hash of the logical state, independent of how it is stored: equal digests mean the
+    /// same profiles, factors, counts, lists, dedup window and RNG position.
+    pub fn digest(&self) -> String {
+        records_digest(&self.to_records())
+    }
+}
+
+/// The digest of records, as `Engine::digest` computes it.
+pub fn records_digest(records: &EngineRecords) -> String {
+    let mut parts: Vec<&[u8]> = vec![b"items", &records.items, b"shard", &records.shard];
+    for (id, bytes) in &records.users {
+        parts.push(id.as_bytes());
+        parts.push(bytes);
+    }
+    format!("{:032x}", crate::rng::hash128(&parts))
+}
+
 fn intern_item(items: &mut ItemModel, event: &Event, config: &EngineConfig) -> (u32, bool) {
     let before = items.ids.len();
     let item = items.ids.intern(&event.item_id);
@@ -410,6 +529,73 @@ mod tests {
             "at least the factor vector"
         );
         assert!(memory.bytes_per_item() > 128.0);
+    }
+
+    fn shop_events(n: usize) -> Vec<Event> {
+        let shop = crate::synthetic::ShopperConfig {
+            users: 40,
+            items: 200,
+            ..Default::default()
+        };
+        crate::synthetic::Shoppers::new(shop).take(n).collect()
+    }
+
+    #[test]
+    fn records_round_trip_to_an_engine_that_continues_identically() {
+        let events = shop_events(3000);
+        let (before, after) = events.split_at(2000);
+        let mut original = Engine::new(EngineConfig::default());
+        for e in before {
+            original.apply(e);
+        }
+        let mut restored =
+            Engine::from_records(EngineConfig::default(), &original.to_records()).unwrap();
+        assert_eq!(restored.digest(), original.digest());
+        assert_eq!(
+            restored.apply(&before[10]),
+            Applied::Duplicate,
+            "dedup window restored"
+        );
+        for e in after {
+            assert_eq!(original.apply(e), restored.apply(e));
+        }
+        assert_eq!(restored.digest(), original.digest());
+        for user in (0..40).map(|u| format!("u{u}")) {
+            let a = original.recommend(&user, 10, &Filters::default());
+            let b = restored.recommend(&user, 10, &Filters::default());
+            assert_eq!(a, b, "{user}");
+        }
+    }
+
+    #[test]
+    fn the_digest_tells_states_apart() {
+        let events = shop_events(500);
+        let mut a = Engine::new(EngineConfig::default());
+        let mut b = Engine::new(EngineConfig::default());
+        for e in &events {
+            a.apply(e);
+            b.apply(e);
+        }
+        assert_eq!(a.digest(), b.digest());
+        b.apply(&event(EventType::View, "u1", "i1", events[499].ts_ms + 1));
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn records_of_another_rank_are_refused_with_the_reason() {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.apply(&event(EventType::View, "u", "a", 1000));
+        let mut config = EngineConfig::default();
+        config.factorization.rank = 8;
+        let err = Engine::from_records(config, &engine.to_records()).unwrap_err();
+        assert!(err.to_string().contains("rank 32"), "{err}");
+        let mut records = engine.to_records();
+        records.items.truncate(10);
+        let err = Engine::from_records(EngineConfig::default(), &records).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot decode the item model"),
+            "{err}"
+        );
     }
 
     fn arbitrary_events() -> impl Strategy<Value = Vec<Event>> {

@@ -53,7 +53,7 @@ pub fn sgd_step(
 }
 
 /// Item factors in one flat array, `rank` floats per item index.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ItemFactors {
     rank: usize,
     data: Vec<f32>,
@@ -69,6 +69,10 @@ impl ItemFactors {
 
     pub fn len(&self) -> usize {
         self.data.len() / self.rank
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,7 +101,7 @@ impl ItemFactors {
 }
 
 /// A ring of recent item occurrences: a uniform draw from it is a popularity-weighted draw.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SamplePool {
     items: Vec<u32>,
     next: usize,

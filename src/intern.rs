@@ -2,10 +2,29 @@
 
 use rustc_hash::FxHashMap;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<Box<str>>", into = "Vec<Box<str>>")]
 pub struct Interner {
     index: FxHashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
+}
+
+/// Stored as the names in index order; the lookup map is rebuilt.
+impl From<Vec<Box<str>>> for Interner {
+    fn from(names: Vec<Box<str>>) -> Interner {
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i as u32))
+            .collect();
+        Interner { index, names }
+    }
+}
+
+impl From<Interner> for Vec<Box<str>> {
+    fn from(interner: Interner) -> Vec<Box<str>> {
+        interner.names
+    }
 }
 
 impl Interner {

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod canonical;
 pub mod clean;
 pub mod cli;
 pub mod coalesce;

@@ -8,8 +8,9 @@
 //! decided on stale scores does not stick.
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Neighbor {
     pub item: u32,
     pub count: f32,
@@ -19,15 +20,16 @@ pub struct Neighbor {
 
 const NOT_LISTED: u16 = u16::MAX;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Counter {
     count: f32,
     /// Index in `top`, or `NOT_LISTED`.
     slot: u16,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Row {
+    #[serde(serialize_with = "crate::canonical::sorted_map")]
     counts: FxHashMap<u32, Counter>,
     top: Vec<Neighbor>,
     /// A lower bound of the weakest listed score: candidates below it are turned away unscanned.
@@ -42,7 +44,7 @@ pub struct Bounds {
     pub capacity: usize,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PairTable {
     rows: Vec<Row>,
 }
@@ -155,11 +157,16 @@ impl Row {
     }
 }
 
+/// The lowest-scoring neighbour; among equals the highest item index, whatever the list order.
 fn weakest(top: &[Neighbor]) -> (usize, f32) {
     top.iter()
         .enumerate()
+        .min_by(|(_, x), (_, y)| {
+            x.rank_score
+                .total_cmp(&y.rank_score)
+                .then(y.item.cmp(&x.item))
+        })
         .map(|(i, n)| (i, n.rank_score))
-        .min_by(|x, y| x.1.total_cmp(&y.1))
         .expect("a full list is not empty")
 }
 
@@ -189,6 +196,9 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
         row.top.select_nth_unstable_by(capacity - 1, order);
         row.top.truncate(capacity);
     }
+    // A canonical order: the counters were visited in hash-map order, which differs between
+    // an engine and its restored copy; slots and the weakest pick must not.
+    row.top.sort_unstable_by(order);
     for slot in 0..row.top.len() {
         let item = row.top[slot].item;
         row.set_slot(item, slot);

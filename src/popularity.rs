@@ -8,7 +8,7 @@ use crate::config::PopularityConfig;
 
 const MAX_EXPONENT: f64 = 64.0;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Popularity {
     config: PopularityConfig,
     landmark_ms: Option<i64>,

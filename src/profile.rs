@@ -3,13 +3,14 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ProfileConfig;
 use crate::decay::Decayed;
 use crate::event::EventType;
 
 /// One distinct item in the user's recent history.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecentItem {
     pub item: u32,
     pub strongest: EventType,
@@ -19,7 +20,8 @@ pub struct RecentItem {
     pub interest: Decayed,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ProfileRecord")]
 pub struct UserProfile {
     pub counts: [u64; 4],
     pub first_seen_ms: i64,
@@ -28,9 +30,36 @@ pub struct UserProfile {
     /// and a re-touched item (usually a recent one) moves to the back cheaply.
     pub recent: VecDeque<RecentItem>,
     purchased_order: VecDeque<u32>,
+    /// An index over `purchased_order`, rebuilt on load rather than stored.
+    #[serde(skip)]
     purchased: FxHashSet<u32>,
     /// Category affinity, decayed; the weakest is dropped when full.
     pub categories: Vec<(u32, Decayed)>,
+}
+
+/// A profile as stored: everything but the derived purchase index.
+#[derive(Deserialize)]
+struct ProfileRecord {
+    counts: [u64; 4],
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    recent: VecDeque<RecentItem>,
+    purchased_order: VecDeque<u32>,
+    categories: Vec<(u32, Decayed)>,
+}
+
+impl From<ProfileRecord> for UserProfile {
+    fn from(r: ProfileRecord) -> UserProfile {
+        UserProfile {
+            purchased: r.purchased_order.iter().copied().collect(),
+            counts: r.counts,
+            first_seen_ms: r.first_seen_ms,
+            last_seen_ms: r.last_seen_ms,
+            recent: r.recent,
+            purchased_order: r.purchased_order,
+            categories: r.categories,
+        }
+    }
 }
 
 impl UserProfile {

@@ -4,7 +4,7 @@
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
 /// SplitMix64: tiny, fast, and good enough for negative sampling and initialisation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SplitMix64 {
     state: u64,
 }
