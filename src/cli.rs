@@ -8,9 +8,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::demo::{demo, DemoOptions};
+use crate::engine::Engine;
 use crate::eval::{evaluate, standard_methods, Mode};
 use crate::formats::{load, Format};
+use crate::inspect;
 use crate::kafka;
+use crate::store::StateStore;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +38,49 @@ pub enum Command {
     Eval(EvalArgs),
     /// End-to-end throughput and latency on the mock cluster, next to raw consume speed.
     Bench(BenchArgs),
+    /// Build a fresh state dir from interaction files (history that never was in Kafka).
+    Backfill(BackfillArgs),
+    /// Look into a state dir.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// A state dir that does not exist yet or is empty.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: Format,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Counts, sizes, stored offsets and the digest.
+    Stats {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// A hash of the logical state, independent of how sled lays it out.
+    Digest {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// One user's profile and recommendations, or one item's neighbours.
+    Inspect {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long, conflicts_with = "item", required_unless_present = "item")]
+        user: Option<String>,
+        #[arg(long)]
+        item: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +175,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce_file(args),
         Command::Eval(args) => eval(args),
         Command::Bench(args) => bench(args),
+        Command::Backfill(args) => backfill(args),
+        Command::State(command) => state(command),
     }
 }
 
@@ -156,6 +204,94 @@ async fn shutdown_signal() {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutdown requested: draining");
+}
+
+fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_ref())?;
+    let store = StateStore::open(&args.state_dir, true)?;
+    if store.read()?.is_some() {
+        bail!(
+            "state dir {} already holds state; backfill builds a fresh one",
+            args.state_dir.display()
+        );
+    }
+    let mut loaded = load(&args.input, args.format, &config.engine.clean)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    loaded.events.sort_by_key(|e| e.ts_ms);
+    let started = std::time::Instant::now();
+    let mut engine = Engine::new(config.engine.clone());
+    let mut duplicates = 0u64;
+    for event in &loaded.events {
+        if engine.apply(event) == crate::engine::Applied::Duplicate {
+            duplicates += 1;
+        }
+    }
+    let size = store.checkpoint(&engine, &Default::default())?;
+    println!(
+        "backfilled {} events ({} duplicates) into {} in {:.1} s: {} users, {} items, {} records, {} bytes; {} of {} rows skipped: {:?}",
+        loaded.events.len(),
+        duplicates,
+        args.state_dir.display(),
+        started.elapsed().as_secs_f64(),
+        engine.user_count(),
+        engine.item_count(),
+        size.records,
+        size.bytes,
+        loaded.skipped_total(),
+        loaded.rows,
+        loaded.skipped
+    );
+    println!("digest: {}", engine.digest());
+    Ok(())
+}
+
+fn state(command: StateCommand) -> anyhow::Result<()> {
+    match command {
+        StateCommand::Digest { state_dir } => {
+            let stored = read_state(&state_dir)?;
+            println!("{}", stored.digest());
+        }
+        StateCommand::Stats { state_dir } => {
+            let store = StateStore::open(&state_dir, false)?;
+            let stored = store.read()?.ok_or_else(|| empty_state(&state_dir))?;
+            let (engine, _) = store
+                .load(Config::default().engine)?
+                .ok_or_else(|| empty_state(&state_dir))?;
+            print!("{}", inspect::stats(&stored, &engine));
+        }
+        StateCommand::Inspect {
+            state_dir,
+            user,
+            item,
+            config,
+        } => {
+            let config = load_config(config.as_ref())?;
+            let store = StateStore::open(&state_dir, false)?;
+            let (engine, _) = store
+                .load(config.engine)?
+                .ok_or_else(|| empty_state(&state_dir))?;
+            let text = match (user, item) {
+                (Some(user), _) => inspect::user(&engine, &user).ok_or_else(|| {
+                    anyhow::anyhow!("no user {user:?} in {}", state_dir.display())
+                })?,
+                (None, Some(item)) => inspect::item(&engine, &item).ok_or_else(|| {
+                    anyhow::anyhow!("no item {item:?} in {}", state_dir.display())
+                })?,
+                (None, None) => unreachable!("clap requires --user or --item"),
+            };
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+fn read_state(state_dir: &std::path::Path) -> anyhow::Result<crate::store::Stored> {
+    let store = StateStore::open(state_dir, false)?;
+    store.read()?.ok_or_else(|| empty_state(state_dir))
+}
+
+fn empty_state(state_dir: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!("state dir {} holds no state yet", state_dir.display())
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@
 //! - [`formats`] and [`eval`]: dataset readers and prequential evaluation (edges over the core).
 //! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
 //!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed.
+//! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop and the `produce` loader.
 //! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
 //!
@@ -43,6 +44,7 @@ pub mod eval;
 pub mod event;
 pub mod factorization;
 pub mod formats;
+pub mod inspect;
 pub mod intern;
 pub mod kafka;
 pub mod neighbors;
@@ -54,6 +56,7 @@ pub mod profile;
 pub mod ranking;
 pub mod rng;
 pub mod similarity;
+pub mod store;
 pub mod synthetic;
 
 pub use engine::{Applied, Engine};

@@ -1,0 +1,378 @@
+//! The state store: engine records and the input offsets they reflect, in sled, written in one
+//! atomic batch and flushed, so a reader sees either the previous checkpoint or the new one.
+//!
+//! Every value starts with a format-version byte. Keys: `meta/format`; `items` (the shared
+//! item model); `shard` (dedup window and RNG); `user/<id>` per user; `offset/<topic>/<partition>`
+//! holding the next offset to read (8 bytes, big-endian).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::EngineConfig;
+use crate::engine::{records_digest, Engine, EngineRecords};
+
+/// The format this build writes; it reads this one and older ones.
+pub const FORMAT_VERSION: u8 = 1;
+
+const FORMAT_KEY: &[u8] = b"meta/format";
+const ITEMS_KEY: &[u8] = b"items";
+const SHARD_KEY: &[u8] = b"shard";
+const USER_PREFIX: &[u8] = b"user/";
+const OFFSET_PREFIX: &[u8] = b"offset/";
+
+/// Next offset to read, per (topic, partition).
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state dir {path} does not exist")]
+    Missing { path: String },
+    #[error("state dir {path} is locked: another process has it open (is streamrec already running on it?)")]
+    Locked { path: String },
+    #[error("state dir {path} is corrupt: {detail}; nothing was changed")]
+    Corrupt { path: String, detail: String },
+    #[error("state dir {path} was written in format {found}, newer than this build reads ({FORMAT_VERSION}); upgrade streamrec")]
+    NewerFormat { path: String, found: u8 },
+    #[error("state dir {path}: {detail}")]
+    Io { path: String, detail: String },
+}
+
+/// What a checkpoint wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointSize {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+/// A state store's content, as raw records.
+pub struct Stored {
+    pub records: EngineRecords,
+    pub offsets: Offsets,
+}
+
+impl Stored {
+    pub fn digest(&self) -> String {
+        records_digest(&self.records)
+    }
+}
+
+pub struct StateStore {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// Opens a state dir; with `create`, makes a fresh one where none exists.
+    pub fn open(path: &Path, create: bool) -> Result<StateStore, StoreError> {
+        let shown = path.display().to_string();
+        if !create && !path.exists() {
+            return Err(StoreError::Missing { path: shown });
+        }
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|err| open_error(&shown, err))?;
+        let store = StateStore {
+            db,
+            path: path.to_owned(),
+        };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            path: self.shown(),
+            detail: detail.into(),
+        }
+    }
+
+    fn io(&self, err: sled::Error) -> StoreError {
+        StoreError::Io {
+            path: self.shown(),
+            detail: err.to_string(),
+        }
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.db.get(FORMAT_KEY).map_err(|e| self.io(e))? {
+            None if self.db.is_empty() => Ok(()),
+            None => Err(self.corrupt("records without a meta/format record")),
+            Some(value) => match value.as_ref() {
+                [found] if *found > FORMAT_VERSION => Err(StoreError::NewerFormat {
+                    path: self.shown(),
+                    found: *found,
+                }),
+                [_] => Ok(()),
+                other => Err(self.corrupt(format!(
+                    "meta/format holds {} bytes, expected 1",
+                    other.len()
+                ))),
+            },
+        }
+    }
+
+    /// Writes the engine's state and the offsets it reflects as one atomic batch, then flushes.
+    pub fn checkpoint(
+        &self,
+        engine: &Engine,
+        offsets: &Offsets,
+    ) -> Result<CheckpointSize, StoreError> {
+        let records = engine.to_records();
+        let mut batch = sled::Batch::default();
+        let mut size = CheckpointSize::default();
+        let mut put = |key: Vec<u8>, body: &[u8]| {
+            let value = versioned(body);
+            size.records += 1;
+            size.bytes += key.len() + value.len();
+            batch.insert(key, value);
+        };
+        put(ITEMS_KEY.to_vec(), &records.items);
+        put(SHARD_KEY.to_vec(), &records.shard);
+        for (id, bytes) in &records.users {
+            put([USER_PREFIX, id.as_bytes()].concat(), bytes);
+        }
+        for ((topic, partition), next) in offsets {
+            put(offset_key(topic, *partition), &next.to_be_bytes());
+        }
+        // The format record is the bare version byte.
+        batch.insert(FORMAT_KEY, &[FORMAT_VERSION][..]);
+        size.records += 1;
+        self.db.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.db.flush().map_err(|e| self.io(e))?;
+        Ok(size)
+    }
+
+    /// The stored records, or None for a fresh state dir.
+    pub fn read(&self) -> Result<Option<Stored>, StoreError> {
+        if self.db.get(FORMAT_KEY).map_err(|e| self.io(e))?.is_none() {
+            return Ok(None);
+        }
+        let items = self.required(ITEMS_KEY)?;
+        let shard = self.required(SHARD_KEY)?;
+        let mut users = Vec::new();
+        for entry in self.db.scan_prefix(USER_PREFIX) {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
+            let id = String::from_utf8(key[USER_PREFIX.len()..].to_vec())
+                .map_err(|_| self.corrupt("a user key is not UTF-8"))?;
+            users.push((id, self.body(&key, &value)?));
+        }
+        let mut offsets = Offsets::new();
+        for entry in self.db.scan_prefix(OFFSET_PREFIX) {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
+            let (topic, partition) = self.parse_offset_key(&key)?;
+            let body = self.body(&key, &value)?;
+            let next = <[u8; 8]>::try_from(body.as_slice())
+                .map(i64::from_be_bytes)
+                .map_err(|_| {
+                    self.corrupt(format!(
+                        "offset record for {topic}/{partition} is not 8 bytes"
+                    ))
+                })?;
+            offsets.insert((topic, partition), next);
+        }
+        Ok(Some(Stored {
+            records: EngineRecords {
+                items,
+                users,
+                shard,
+            },
+            offsets,
+        }))
+    }
+
+    /// Rebuilds the engine from the store, or None for a fresh state dir.
+    pub fn load(&self, config: EngineConfig) -> Result<Option<(Engine, Offsets)>, StoreError> {
+        let Some(stored) = self.read()? else {
+            return Ok(None);
+        };
+        let engine = Engine::from_records(config, &stored.records)
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        Ok(Some((engine, stored.offsets)))
+    }
+
+    fn required(&self, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let value = self.db.get(key).map_err(|e| self.io(e))?.ok_or_else(|| {
+            self.corrupt(format!(
+                "record {} is missing",
+                String::from_utf8_lossy(key)
+            ))
+        })?;
+        self.body(key, &value)
+    }
+
+    /// Strips and checks the version byte.
+    fn body(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let name = String::from_utf8_lossy(key);
+        match value.split_first() {
+            None => Err(self.corrupt(format!("record {name} is empty"))),
+            Some((&version, _)) if version > FORMAT_VERSION => Err(StoreError::NewerFormat {
+                path: self.shown(),
+                found: version,
+            }),
+            Some((0, _)) => Err(self.corrupt(format!("record {name} has version 0"))),
+            Some((_, body)) => Ok(body.to_vec()),
+        }
+    }
+
+    fn parse_offset_key(&self, key: &[u8]) -> Result<(String, i32), StoreError> {
+        let rest = String::from_utf8(key[OFFSET_PREFIX.len()..].to_vec())
+            .map_err(|_| self.corrupt("an offset key is not UTF-8"))?;
+        let (topic, partition) = rest
+            .rsplit_once('/')
+            .ok_or_else(|| self.corrupt(format!("offset key {rest:?} has no partition")))?;
+        let partition = partition
+            .parse()
+            .map_err(|_| self.corrupt(format!("offset key {rest:?} has a bad partition")))?;
+        Ok((topic.to_owned(), partition))
+    }
+}
+
+fn versioned(body: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(body.len() + 1);
+    value.push(FORMAT_VERSION);
+    value.extend_from_slice(body);
+    value
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    [OFFSET_PREFIX, format!("{topic}/{partition}").as_bytes()].concat()
+}
+
+fn open_error(path: &str, err: sled::Error) -> StoreError {
+    let detail = err.to_string();
+    match err {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || detail.contains("lock") =>
+        {
+            StoreError::Locked {
+                path: path.to_owned(),
+            }
+        }
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        },
+        _ => StoreError::Io {
+            path: path.to_owned(),
+            detail,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventType};
+
+    fn engine_with_events() -> Engine {
+        let mut engine = Engine::new(EngineConfig::default());
+        for (n, (user, item)) in [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "c")]
+            .iter()
+            .enumerate()
+        {
+            engine.apply(&Event::new(
+                EventType::View,
+                user,
+                item,
+                1_700_000_000_000 + n as i64,
+            ));
+        }
+        engine
+    }
+
+    fn offsets() -> Offsets {
+        [
+            (("events".to_string(), 0), 42),
+            (("events".to_string(), 2), 7),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_loads_back_to_the_same_state_and_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let engine = engine_with_events();
+        {
+            let store = StateStore::open(&path, true).unwrap();
+            assert!(store.read().unwrap().is_none(), "fresh");
+            let size = store.checkpoint(&engine, &offsets()).unwrap();
+            assert_eq!(
+                size.records,
+                1 + 2 + 2 + 2,
+                "format, items, shard, 2 users, 2 offsets"
+            );
+        }
+        let store = StateStore::open(&path, false).unwrap();
+        let stored = store.read().unwrap().unwrap();
+        assert_eq!(stored.digest(), engine.digest());
+        let (loaded, offsets_back) = store.load(EngineConfig::default()).unwrap().unwrap();
+        assert_eq!(loaded.digest(), engine.digest());
+        assert_eq!(offsets_back, offsets());
+    }
+
+    #[test]
+    fn a_missing_or_locked_dir_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = StateStore::open(&missing, false).err().unwrap();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+        let path = dir.path().join("state");
+        let _held = StateStore::open(&path, true).unwrap();
+        let err = StateStore::open(&path, true).err().unwrap();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let db = sled::open(&path).unwrap();
+            db.insert(FORMAT_KEY, &[FORMAT_VERSION + 1][..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = StateStore::open(&path, true).err().unwrap();
+        assert!(
+            err.to_string().contains("newer than this build reads"),
+            "{err}"
+        );
+        let db = sled::open(&path).unwrap();
+        assert_eq!(
+            db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+            &[FORMAT_VERSION + 1]
+        );
+    }
+
+    #[test]
+    fn corrupt_records_are_reported_with_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let store = StateStore::open(&path, true).unwrap();
+            store.checkpoint(&engine_with_events(), &offsets()).unwrap();
+            store
+                .db
+                .insert(ITEMS_KEY, &[FORMAT_VERSION, 0xff, 0xff][..])
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = StateStore::open(&path, false).unwrap();
+        let err = store.load(EngineConfig::default()).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("is corrupt: cannot decode the item model"),
+            "{err}"
+        );
+        store.db.remove(ITEMS_KEY).unwrap();
+        let err = store.read().err().unwrap();
+        assert!(err.to_string().contains("record items is missing"), "{err}");
+    }
+}
