@@ -14,6 +14,30 @@ pub struct Config {
     pub engine: EngineConfig,
     pub kafka: KafkaConfig,
     pub pipeline: PipelineConfig,
+    pub state: StateConfig,
+}
+
+/// Where and how often `run` checkpoints its state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// The sled state dir; empty keeps state in memory only (a restart starts from scratch at
+    /// the group's committed offsets).
+    pub dir: String,
+    /// Checkpoint at least this often (ms of wall time)...
+    pub checkpoint_interval_ms: u64,
+    /// ...or after this many input messages, whichever comes first.
+    pub checkpoint_max_events: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: String::new(),
+            checkpoint_interval_ms: 5_000,
+            checkpoint_max_events: 100_000,
+        }
+    }
 }
 
 /// Where events come from and outputs go.
@@ -82,6 +106,26 @@ impl Default for PipelineConfig {
             drain_timeout_ms: 10_000,
             workers: 1,
         }
+    }
+}
+
+impl Config {
+    fn validate_state(&self) -> Result<(), ConfigError> {
+        positive(
+            "state.checkpoint_interval_ms",
+            self.state.checkpoint_interval_ms as i64,
+        )?;
+        positive(
+            "state.checkpoint_max_events",
+            self.state.checkpoint_max_events as i64,
+        )?;
+        if !self.state.dir.is_empty() && self.pipeline.workers != 1 {
+            return Err(invalid(
+                "state.dir",
+                "needs pipeline.workers = 1 (checkpoints of several workers are not built yet)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -176,6 +220,7 @@ impl Config {
         config.engine.validate()?;
         config.kafka.validate()?;
         config.pipeline.validate()?;
+        config.validate_state()?;
         Ok(config)
     }
 }
@@ -599,6 +644,14 @@ mod tests {
                 "pipeline.similar_change_threshold",
             ),
             ("[pipeline]\nbogus = 1", "unknown field `bogus`"),
+            (
+                "[state]\ndir = \"/tmp/s\"\n[pipeline]\nworkers = 2",
+                "state.dir",
+            ),
+            (
+                "[state]\ncheckpoint_interval_ms = 0",
+                "state.checkpoint_interval_ms",
+            ),
         ];
         for (text, expected) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

@@ -62,6 +62,10 @@ impl Broker {
     }
 
     fn create_topic(&self, name: &str) {
+        self.create_topic_with(name, PARTITIONS);
+    }
+
+    fn create_topic_with(&self, name: &str, partitions: i32) {
         let tansu = std::env::var("STREAMREC_TANSU").unwrap();
         let status = Command::new(tansu)
             .args([
@@ -70,7 +74,7 @@ impl Broker {
                 "--broker",
                 &format!("tcp://{}", self.address),
             ])
-            .args(["--partitions", &PARTITIONS.to_string(), name])
+            .args(["--partitions", &partitions.to_string(), name])
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -339,4 +343,190 @@ fn movielens_through_a_real_broker() {
             "user {user} bought {bought}: {items:?}"
         );
     }
+}
+
+/// Writes a run config for one input topic with a state dir; returns its path.
+fn crash_config(dir: &Path, broker: &Broker, name: &str, input: &str, group: &str) -> PathBuf {
+    let state = dir.join(format!("{name}-state"));
+    let config = format!(
+        r#"
+[engine.clean]
+max_future_skew_ms = 315360000000  # the sample has stray September rows weeks before the rest
+[engine.dedup]
+max_entries = 1  # so that only the stored offsets, not dedup, can prevent applying twice
+[kafka]
+brokers = "{}"
+group_id = "{group}"
+input_topics = ["{input}"]
+recommendations_topic = "{name}-recs"
+similar_items_topic = "{name}-similar"
+dead_letter_topic = "{name}-dead"
+session_timeout_ms = 6000
+[pipeline]
+min_update_interval_ms = 300
+[state]
+dir = "{}"
+checkpoint_interval_ms = 200
+checkpoint_max_events = 4000
+"#,
+        broker.address,
+        state.display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn stored_offsets(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = "))
+        .unwrap()
+        .trim_matches('"');
+    let out = streamrec()
+        .args(["state", "stats", "--state-dir", dir])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
+        + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn state_digest(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dir = "))
+        .unwrap()
+        .trim_matches('"');
+    let out = streamrec()
+        .args(["state", "digest", "--state-dir", dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn start_run(config: &Path) -> Child {
+    streamrec()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs until the group's commits (which follow checkpoints) reach the end, then SIGTERM.
+fn run_to_end(broker: &Broker, config: &Path, group: &str, input: &str, end: i64) {
+    let child = start_run(config);
+    let started = Instant::now();
+    while committed(&broker.address, group, input, 1) != [end] {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no commit reached {end}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    terminate(child);
+}
+
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/taobao-sample/UserBehavior.csv");
+    if !path.exists() {
+        eprintln!("SKIPPED: {} is absent", path.display());
+        return;
+    }
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // One partition: the processing order is then the same in every run, so states compare bit for bit.
+    let input = unique("taobao");
+    broker.create_topic_with(&input, 1);
+    let out = streamrec()
+        .args([
+            "produce",
+            "--input",
+            path.to_str().unwrap(),
+            "--format",
+            "taobao",
+        ])
+        .args(["--brokers", &broker.address, "--topic", &input, "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = ends_by_reading(&broker.address, &input, 1, 84_475)[0];
+
+    let (crashy_group, calm_group) = (unique("crashy"), unique("calm"));
+    let crashy = crash_config(dir.path(), &broker, "crashy", &input, &crashy_group);
+    for topic in [
+        "crashy-recs",
+        "crashy-similar",
+        "crashy-dead",
+        "calm-recs",
+        "calm-similar",
+        "calm-dead",
+    ] {
+        broker.create_topic_with(topic, 1);
+    }
+    // Early (before the group even formed), mid-stream at several points (checkpoints run every
+    // 200 ms, so the extra delays land kills in or next to one), and during shutdown (SIGTERM,
+    // then SIGKILL before the drain ends). Progress is read from the group's commits, which
+    // follow checkpoints; a killed member holds its partition until its session times out.
+    let mut kills = 0;
+    for (fraction, extra_ms) in [
+        (0.0, 300u64),
+        (0.1, 0),
+        (0.3, 70),
+        (0.5, 140),
+        (0.7, 30),
+        (0.85, 0),
+    ] {
+        let mut child = start_run(&crashy);
+        let target = (end as f64 * fraction) as i64;
+        let started = Instant::now();
+        while target > 0 && committed(&broker.address, &crashy_group, &input, 1)[0] < target {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no progress to {target}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(extra_ms));
+        if fraction >= 0.85 {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        eprintln!("after kill {kills}: {}", stored_offsets(&crashy));
+    }
+    assert_eq!(kills, 6);
+    run_to_end(&broker, &crashy, &crashy_group, &input, end);
+
+    let calm = crash_config(dir.path(), &broker, "calm", &input, &calm_group);
+    run_to_end(&broker, &calm, &calm_group, &input, end);
+
+    assert_eq!(
+        state_digest(&crashy),
+        state_digest(&calm),
+        "crashes changed the state"
+    );
 }

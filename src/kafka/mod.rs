@@ -3,6 +3,7 @@
 
 mod client;
 mod context;
+mod position;
 mod produce;
 mod run;
 mod sink;

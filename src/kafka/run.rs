@@ -15,16 +15,19 @@ use hdrhistogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::Offset;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::client::{consumer_config, producer_config};
 use super::context::{GroupContext, Health};
+use super::position::{Positions, Verdict};
 use super::sink::Topics;
-use super::worker::Worker;
+use super::worker::{Checkpoints, Worker};
 use crate::config::Config;
 use crate::engine::{Engine, ItemModel};
 use crate::pipeline::{Processor, Stats};
+use crate::store::{Offsets, StateStore, StoreError};
 
 /// Messages buffered per worker before the consumer waits.
 const WORKER_QUEUE: usize = 1024;
@@ -41,6 +44,8 @@ pub enum RunError {
     DrainTimeout { open: usize, drain_ms: u64 },
     #[error("a pipeline worker stopped unexpectedly: {0}")]
     Worker(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// What a run did, for the caller to report.
@@ -117,12 +122,18 @@ pub async fn run(
     };
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(consumer_config(kafka, &kafka.group_id).create_with_context(context)?);
+    let restored = restore(config)?;
+    let mut positions = match &restored {
+        Some((_, checkpoints)) => Positions::from_state(&checkpoints.checkpointed),
+        None => Positions::default(),
+    };
     let inputs: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
     let count = config.pipeline.workers;
     let stats = Arc::new(Mutex::new(vec![Stats::default(); count]));
-    let (senders, mut workers) = start_workers(config, &consumer, &producer, &observers, &stats);
+    let (senders, mut workers) =
+        start_workers(config, &consumer, &producer, &observers, &stats, restored);
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tokio::pin!(shutdown);
@@ -138,7 +149,15 @@ pub async fn run(
             _ = tick.tick() => report_progress(&observers, &stats),
             message = consumer.recv() => match message {
                 Ok(message) => {
-                    let worker = message.partition().unsigned_abs() as usize % count;
+                    let (topic, partition) = (message.topic(), message.partition());
+                    if let Verdict::Skip { seek_to } = positions.check(topic, partition, message.offset()) {
+                        if let Some(next) = seek_to {
+                            tracing::info!(topic, partition, next, "seeking to where the state ends");
+                            consumer.seek(topic, partition, Offset::Offset(next), Duration::from_secs(10))?;
+                        }
+                        continue;
+                    }
+                    let worker = partition.unsigned_abs() as usize % count;
                     if senders[worker].send(message.detach()).await.is_err() {
                         continue; // that worker ended; `workers.next()` reports why
                     }
@@ -168,12 +187,37 @@ pub async fn run(
     })
 }
 
+/// With a state dir: the stored engine (or a fresh one) and checkpointing for the one worker.
+/// Consumption then resumes exactly where the state ends (see `position`), whatever Kafka's
+/// committed offsets say.
+fn restore(config: &Config) -> Result<Option<(Engine, Checkpoints)>, RunError> {
+    if config.state.dir.is_empty() {
+        return Ok(None);
+    }
+    let store = StateStore::open(std::path::Path::new(&config.state.dir), true)?;
+    let (engine, offsets) = store
+        .load(config.engine.clone())?
+        .unwrap_or_else(|| (Engine::new(config.engine.clone()), Offsets::new()));
+    tracing::info!(dir = %config.state.dir, users = engine.user_count(), items = engine.item_count(), partitions = offsets.len(), "state loaded");
+    let checkpoints = Checkpoints {
+        store,
+        interval: Duration::from_millis(config.state.checkpoint_interval_ms),
+        max_events: config.state.checkpoint_max_events,
+        last: Instant::now(),
+        since: 0,
+        processed: offsets.clone(),
+        checkpointed: offsets,
+    };
+    Ok(Some((engine, checkpoints)))
+}
+
 fn start_workers(
     config: &Config,
     consumer: &Arc<StreamConsumer<GroupContext>>,
     producer: &FutureProducer,
     observers: &Observers,
     stats: &Arc<Mutex<Vec<Stats>>>,
+    mut restored: Option<(Engine, Checkpoints)>,
 ) -> (Vec<mpsc::Sender<OwnedMessage>>, Workers) {
     let items = Arc::new(RwLock::new(ItemModel::new(&config.engine)));
     let topics = Arc::new(Topics {
@@ -187,9 +231,16 @@ fn start_workers(
     for index in 0..config.pipeline.workers {
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         senders.push(tx);
-        let engine = Engine::with_items(config.engine.clone(), items.clone(), index as u64);
+        let (engine, checkpoints) = match restored.take() {
+            Some((engine, checkpoints)) => (engine, Some(checkpoints)),
+            None => (
+                Engine::with_items(config.engine.clone(), items.clone(), index as u64),
+                None,
+            ),
+        };
         let worker = Worker {
             index,
+            checkpoints,
             consumer: consumer.clone(),
             producer: producer.clone(),
             topics: topics.clone(),

@@ -5,8 +5,9 @@
 //! coalescing ticks, then new messages — only while fewer than `max_in_flight` messages wait for
 //! acknowledgement (backpressure that reaches the consumer through the bounded channel).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -20,9 +21,30 @@ use super::sink::{send, Acked, InFlight, Topics};
 use crate::config::PipelineConfig;
 use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
+use crate::store::{Offsets, StateStore};
+
+/// Periodic checkpoints of a worker's state and the offsets it reflects.
+pub(super) struct Checkpoints {
+    pub store: StateStore,
+    pub interval: Duration,
+    pub max_events: u64,
+    pub last: Instant,
+    pub since: u64,
+    /// Next offset per partition, as processed by the engine.
+    pub processed: Offsets,
+    /// Next offset per partition, as in the last checkpoint.
+    pub checkpointed: Offsets,
+}
+
+impl Checkpoints {
+    fn due(&self) -> bool {
+        self.since >= self.max_events || (self.since > 0 && self.last.elapsed() >= self.interval)
+    }
+}
 
 pub(super) struct Worker {
     pub index: usize,
+    pub checkpoints: Option<Checkpoints>,
     pub consumer: Arc<StreamConsumer<GroupContext>>,
     pub producer: FutureProducer,
     pub topics: Arc<Topics>,
@@ -36,6 +58,9 @@ pub(super) struct Worker {
 struct State {
     tracker: OffsetTracker,
     in_flight: InFlight,
+    /// Last offset per (topic index, partition) whose outputs are all acknowledged.
+    acked_through: BTreeMap<(u16, i32), i64>,
+    stored: BTreeMap<(u16, i32), i64>,
 }
 
 impl Worker {
@@ -49,6 +74,8 @@ impl Worker {
         let mut state = State {
             tracker: OffsetTracker::default(),
             in_flight: InFlight::new(),
+            acked_through: BTreeMap::new(),
+            stored: BTreeMap::new(),
         };
         let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
@@ -60,6 +87,7 @@ impl Worker {
                 Some(acked) = state.in_flight.next() => self.on_acked(&mut state, acked)?,
                 _ = tick.tick() => {
                     self.flush(&mut state, false).await?;
+                    self.checkpoint_if_due()?;
                     self.publish_stats();
                 }
                 message = messages.recv(), if room => match message {
@@ -70,6 +98,10 @@ impl Worker {
             self.store_offsets(&mut state);
         }
         self.drain(&mut state, pipeline.drain_timeout_ms).await?;
+        if self.checkpoints.as_ref().is_some_and(|c| c.since > 0) {
+            self.checkpoint()?;
+        }
+        self.store_offsets(&mut state);
         self.publish_stats();
         Ok(self.processor)
     }
@@ -93,12 +125,27 @@ impl Worker {
         };
         let processed = self.processor.process(&record, wall_clock_ms());
         state.tracker.add(record.source, processed.holds());
-        self.send_all(state, processed.outputs).await
+        if let Some(checkpoints) = &mut self.checkpoints {
+            let key = (topic.to_owned(), record.source.partition);
+            checkpoints.processed.insert(key, record.source.offset + 1);
+            checkpoints.since += 1;
+        }
+        self.send_all(state, processed.outputs).await?;
+        if self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.since >= c.max_events)
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     async fn send_all(&self, state: &mut State, outputs: Vec<Output>) -> Result<(), RunError> {
         for output in outputs {
-            let State { tracker, in_flight } = state;
+            let State {
+                tracker, in_flight, ..
+            } = state;
             send(&self.producer, &self.topics, output, in_flight, |acked| {
                 record_ack(tracker, &self.latency_us, acked)
             })
@@ -120,13 +167,65 @@ impl Worker {
         self.send_all(state, flushed.outputs).await
     }
 
+    fn checkpoint_if_due(&mut self) -> Result<(), RunError> {
+        if self.checkpoints.as_ref().is_some_and(Checkpoints::due) {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the engine and the offsets it reflects in one atomic batch.
+    fn checkpoint(&mut self) -> Result<(), RunError> {
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let size = checkpoints
+            .store
+            .checkpoint(self.processor.engine(), &checkpoints.processed)?;
+        checkpoints.checkpointed = checkpoints.processed.clone();
+        checkpoints.since = 0;
+        checkpoints.last = Instant::now();
+        tracing::debug!(
+            records = size.records,
+            bytes = size.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint"
+        );
+        Ok(())
+    }
+
+    /// Stores for commit the offsets whose outputs are acknowledged — and, with a state dir,
+    /// that the last checkpoint covers (the state's offsets are the truth; Kafka's are for lag).
     fn store_offsets(&self, state: &mut State) {
         for (topic, partition, offset) in state.tracker.take_advanced() {
+            state.acked_through.insert((topic, partition), offset);
+        }
+        for (&(topic, partition), &acked) in &state.acked_through {
             let name = &self.inputs[topic as usize];
+            let limit = match &self.checkpoints {
+                None => acked,
+                Some(c) => match c.checkpointed.get(&(name.clone(), partition)) {
+                    Some(&next) => acked.min(next - 1),
+                    None => continue,
+                },
+            };
+            if state
+                .stored
+                .get(&(topic, partition))
+                .is_some_and(|&s| s >= limit)
+            {
+                continue;
+            }
             // A partition revoked meanwhile refuses the store; its new owner re-reads from the
             // last commit, which is the at-least-once promise.
-            if let Err(err) = self.consumer.store_offset(name, partition, offset) {
-                tracing::debug!(topic = %name, partition, offset, error = %err, "offset not stored");
+            match self.consumer.store_offset(name, partition, limit) {
+                Ok(()) => {
+                    state.stored.insert((topic, partition), limit);
+                }
+                Err(err) => {
+                    tracing::debug!(topic = %name, partition, offset = limit, error = %err, "offset not stored")
+                }
             }
         }
     }
