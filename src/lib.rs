@@ -19,7 +19,8 @@
 //! - [`formats`] and [`eval`]: dataset readers and prequential evaluation (edges over the core).
 //! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
 //!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed.
-//! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint.
+//! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint;
+//!   [`canonical`] keeps encodings stable, [`inspect`] renders stored state for operators.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop and the `produce` loader.
 //! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
 //!
