@@ -196,14 +196,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutdown requested: draining");
+/// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up, while state loads, is
+/// not fatal) and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutdown requested: draining");
+    })
 }
 
 fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
@@ -336,7 +341,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, "starting");
-    let report = runtime()?.block_on(kafka::run(&config, shutdown_signal(), Default::default()))?;
+    let runtime = runtime()?;
+    let report = runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        anyhow::Ok(kafka::run(&config, shutdown, Default::default()).await?)
+    })?;
     let stats = &report.stats();
     tracing::info!(
         consumed = stats.consumed,

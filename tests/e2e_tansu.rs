@@ -427,6 +427,8 @@ fn start_run(config: &Path) -> Child {
 /// Runs until the group's commits (which follow checkpoints) reach the end, then SIGTERM.
 fn run_to_end(broker: &Broker, config: &Path, group: &str, input: &str, end: i64) {
     let child = start_run(config);
+    // Commits may already be at the end (state restored); give it time to start regardless.
+    std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     while committed(&broker.address, group, input, 1) != [end] {
         assert!(
