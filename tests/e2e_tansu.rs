@@ -377,36 +377,29 @@ checkpoint_max_events = 4000
     path
 }
 
-fn stored_offsets(config: &Path) -> String {
+/// Runs `streamrec state <command>` on the state dir a crash config names.
+fn state_command(config: &Path, command: &str) -> std::process::Output {
     let text = std::fs::read_to_string(config).unwrap();
     let dir = text
         .lines()
         .find_map(|l| l.strip_prefix("dir = "))
         .unwrap()
         .trim_matches('"');
-    let out = streamrec()
-        .args(["state", "stats", "--state-dir", dir])
+    streamrec()
+        .args(["state", command, "--state-dir", dir])
         .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_owned()
-        + &String::from_utf8_lossy(&out.stderr)
+        .unwrap()
+}
+
+/// The stored offsets line of `state stats`, or why there is none.
+fn stored_offsets(config: &Path) -> String {
+    let out = state_command(config, "stats");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().last().unwrap_or("").to_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 fn state_digest(config: &Path) -> String {
-    let text = std::fs::read_to_string(config).unwrap();
-    let dir = text
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = "))
-        .unwrap()
-        .trim_matches('"');
-    let out = streamrec()
-        .args(["state", "digest", "--state-dir", dir])
-        .output()
-        .unwrap();
+    let out = state_command(config, "digest");
     assert!(
         out.status.success(),
         "{}",

@@ -84,10 +84,11 @@ async fn the_same_holds_with_several_workers() {
     scenario(3).await;
 }
 
-async fn scenario(workers: usize) {
-    let cluster = MockCluster::new(1).unwrap();
+/// A config on the cluster with fresh topics (3 partitions each); returns it and the input topic.
+fn fresh_setup(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> (Config, String) {
     let mut config = Config::default();
-    config.pipeline.workers = workers;
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.group_id = unique("group");
     config.kafka.session_timeout_ms = 6_000;
@@ -95,7 +96,6 @@ async fn scenario(workers: usize) {
     config.kafka.recommendations_topic = unique("recs");
     config.kafka.similar_items_topic = unique("similar");
     config.kafka.dead_letter_topic = unique("dead");
-    config.pipeline.min_update_interval_ms = 200;
     let input = config.kafka.input_topics[0].clone();
     for topic in [
         &input,
@@ -105,6 +105,14 @@ async fn scenario(workers: usize) {
     ] {
         cluster.create_topic(topic, PARTITIONS, 1).unwrap();
     }
+    (config, input)
+}
+
+async fn scenario(workers: usize) {
+    let cluster = MockCluster::new(1).unwrap();
+    let (mut config, input) = fresh_setup(&cluster);
+    config.pipeline.workers = workers;
+    config.pipeline.min_update_interval_ms = 200;
     let (messages, bad) = inputs();
     produce_messages(&config.kafka, &input, &messages, false, None)
         .await
@@ -199,23 +207,7 @@ async fn scenario(workers: usize) {
 async fn a_refused_delivery_stops_the_run_without_committing_past_it() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let cluster = MockCluster::new(1).unwrap();
-    let mut config = Config::default();
-    config.kafka.brokers = cluster.bootstrap_servers();
-    config.kafka.group_id = unique("group");
-    config.kafka.session_timeout_ms = 6_000;
-    config.kafka.input_topics = vec![unique("events")];
-    config.kafka.recommendations_topic = unique("recs");
-    config.kafka.similar_items_topic = unique("similar");
-    config.kafka.dead_letter_topic = unique("dead");
-    let input = config.kafka.input_topics[0].clone();
-    for topic in [
-        &input,
-        &config.kafka.recommendations_topic,
-        &config.kafka.similar_items_topic,
-        &config.kafka.dead_letter_topic,
-    ] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
+    let (config, input) = fresh_setup(&cluster);
     let (messages, _) = inputs();
     produce_messages(&config.kafka, &input, &messages, false, None)
         .await
