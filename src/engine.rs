@@ -129,10 +129,6 @@ impl Engine {
         &self.config
     }
 
-    pub fn shared_items(&self) -> SharedItems {
-        self.items.clone()
-    }
-
     fn read(&self) -> RwLockReadGuard<'_, ItemModel> {
         self.items
             .read()

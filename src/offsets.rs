@@ -85,13 +85,6 @@ impl OffsetTracker {
     pub fn open_events(&self) -> usize {
         self.open_events
     }
-
-    /// Forgets a partition (after it is revoked); its open events will be redelivered elsewhere.
-    pub fn forget(&mut self, topic: u16, partition: i32) {
-        if let Some(p) = self.partitions.remove(&(topic, partition)) {
-            self.open_events -= p.open.len();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -134,7 +127,5 @@ mod tests {
         tracker.add(at(0), 1);
         tracker.add(other, 0);
         assert_eq!(tracker.take_advanced(), vec![(0, 1, 5)]);
-        tracker.forget(0, 0);
-        assert_eq!(tracker.open_events(), 0);
     }
 }

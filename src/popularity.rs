@@ -13,8 +13,6 @@ pub struct Popularity {
     config: PopularityConfig,
     landmark_ms: Option<i64>,
     scores: Vec<f64>,
-    /// Interactions ever seen per item (type-weighted).
-    totals: Vec<f32>,
     /// Unordered list of the highest-scoring items, at most `trending_size`.
     top: Vec<u32>,
     in_top: Vec<bool>,
@@ -29,7 +27,6 @@ impl Popularity {
             config,
             landmark_ms: None,
             scores: Vec::new(),
-            totals: Vec::new(),
             top: Vec::new(),
             in_top: Vec::new(),
             floor: 0.0,
@@ -40,7 +37,6 @@ impl Popularity {
         let idx = item as usize;
         if idx >= self.scores.len() {
             self.scores.resize(idx + 1, 0.0);
-            self.totals.resize(idx + 1, 0.0);
             self.in_top.resize(idx + 1, false);
         }
         let landmark = *self.landmark_ms.get_or_insert(ts_ms);
@@ -50,7 +46,6 @@ impl Popularity {
             exponent = 0.0;
         }
         self.scores[idx] += weight as f64 * exponent.exp2();
-        self.totals[idx] += weight;
         self.offer(item);
     }
 
@@ -118,15 +113,8 @@ impl Popularity {
             .map(move |&i| (i, (self.scores[i as usize] / best) as f32))
     }
 
-    pub fn total(&self, item: u32) -> f32 {
-        self.totals.get(item as usize).copied().unwrap_or(0.0)
-    }
-
     pub fn heap_bytes(&self) -> usize {
-        self.scores.capacity() * 8
-            + self.totals.capacity() * 4
-            + self.in_top.capacity()
-            + self.top.capacity() * 4
+        self.scores.capacity() * 8 + self.in_top.capacity() + self.top.capacity() * 4
     }
 }
 
@@ -155,7 +143,6 @@ mod tests {
             "2 events now beat 3 events two half-lives ago"
         );
         assert!((trending[1].1 - 0.375).abs() < 1e-6);
-        assert_eq!(p.total(1), 3.0);
     }
 
     #[test]
