@@ -9,7 +9,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 
 use super::client::producer_config;
 use super::run::RunError;
-use super::sink::{send, Acked, InFlight, Topics};
+use super::sink::{send, Acked, InFlight};
 use crate::config::KafkaConfig;
 use crate::event::Event;
 use crate::pipeline::{Destination, Output};
@@ -70,11 +70,6 @@ impl Loader {
         rate: Option<u64>,
     ) -> Result<ProduceReport, RunError> {
         let started = Instant::now();
-        let topics = Topics {
-            recommendations: topic.to_owned(),
-            similar_items: topic.to_owned(),
-            dead_letter: topic.to_owned(),
-        };
         let bar = progress_bar(messages.len() as u64, show_progress);
         let mut in_flight = InFlight::new();
         let mut acked = 0u64;
@@ -88,6 +83,7 @@ impl Loader {
                 let due = started + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
                 tokio::time::sleep_until(due.into()).await;
             }
+            // The destination only labels acknowledgements (for latency); the topic is `topic`.
             let output = Output {
                 destination: Destination::Recommendations,
                 key: key.clone(),
@@ -96,15 +92,9 @@ impl Loader {
                 waiters: Vec::new(),
                 cause_ts_ms: None,
             };
-            send(
-                &self.producer,
-                &topics,
-                output,
-                &mut in_flight,
-                &mut on_acked,
-            )
-            .await
-            .map_err(RunError::Delivery)?;
+            send(&self.producer, topic, output, &mut in_flight, &mut on_acked)
+                .await
+                .map_err(RunError::Delivery)?;
             while in_flight.len() >= MAX_IN_FLIGHT {
                 let done = in_flight.next().await.expect("not empty");
                 on_acked(done).map_err(RunError::Delivery)?;

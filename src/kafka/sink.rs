@@ -31,7 +31,7 @@ pub struct Topics {
 }
 
 impl Topics {
-    fn of(&self, destination: Destination) -> &str {
+    pub fn of(&self, destination: Destination) -> &str {
         match destination {
             Destination::Recommendations => &self.recommendations,
             Destination::SimilarItems => &self.similar_items,
@@ -40,16 +40,16 @@ impl Topics {
     }
 }
 
-/// Queues `output`; while the producer queue is full, handles acknowledgements through
-/// `on_acked` until there is room.
+/// Queues `output` for `topic`; while the producer queue is full, handles acknowledgements
+/// through `on_acked` until there is room.
 pub async fn send(
     producer: &FutureProducer,
-    topics: &Topics,
+    topic: &str,
     output: Output,
     in_flight: &mut InFlight,
     mut on_acked: impl FnMut(Acked) -> Result<(), String>,
 ) -> Result<(), String> {
-    let topic = topics.of(output.destination).to_owned();
+    let topic = topic.to_owned();
     let mut headers = OwnedHeaders::new();
     for (key, value) in &output.headers {
         headers = headers.insert(Header {

@@ -146,7 +146,8 @@ impl Worker {
             let State {
                 tracker, in_flight, ..
             } = state;
-            send(&self.producer, &self.topics, output, in_flight, |acked| {
+            let topic = self.topics.of(output.destination);
+            send(&self.producer, topic, output, in_flight, |acked| {
                 record_ack(tracker, &self.latency_us, acked)
             })
             .await
