@@ -2,9 +2,31 @@
 //! committed offsets may lag it (they follow checkpoints) or, after a rebalance, restart behind
 //! it; messages the engine already applied are dropped and the partition is sought back in line.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::store::Offsets;
+
+/// Next offset per (index in the input topic list, partition): the hot path's form of
+/// [`Offsets`], with no topic name to allocate per message.
+pub type NextOffsets = BTreeMap<(u16, i32), i64>;
+
+/// Stored offsets for the topics in `inputs` (others are no longer consumed and are ignored).
+pub fn by_index(offsets: &Offsets, inputs: &[String]) -> NextOffsets {
+    offsets
+        .iter()
+        .filter_map(|((topic, partition), next)| {
+            let index = inputs.iter().position(|t| t == topic)?;
+            Some(((index as u16, *partition), *next))
+        })
+        .collect()
+}
+
+/// The stored form of `next`.
+pub fn by_name(next: &NextOffsets, inputs: &[String]) -> Offsets {
+    next.iter()
+        .map(|(&(topic, partition), &offset)| ((inputs[topic as usize].clone(), partition), offset))
+        .collect()
+}
 
 /// What to do with a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,21 +40,21 @@ pub enum Verdict {
 
 #[derive(Debug, Default)]
 pub struct Positions {
-    next: HashMap<(String, i32), i64>,
-    seeking: HashSet<(String, i32)>,
+    next: HashMap<(u16, i32), i64>,
+    seeking: HashSet<(u16, i32)>,
 }
 
 impl Positions {
     /// Starts from the offsets a restored state reflects.
-    pub fn from_state(offsets: &Offsets) -> Positions {
+    pub fn from_state(next: &NextOffsets) -> Positions {
         Positions {
-            next: offsets.clone().into_iter().collect(),
+            next: next.iter().map(|(k, v)| (*k, *v)).collect(),
             seeking: HashSet::new(),
         }
     }
 
-    pub fn check(&mut self, topic: &str, partition: i32, offset: i64) -> Verdict {
-        let key = (topic.to_owned(), partition);
+    pub fn check(&mut self, topic: u16, partition: i32, offset: i64) -> Verdict {
+        let key = (topic, partition);
         let Some(&next) = self.next.get(&key) else {
             self.next.insert(key, offset + 1);
             return Verdict::Process;
@@ -67,15 +89,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn offsets_convert_between_names_and_indices() {
+        let inputs = ["a".to_string(), "b".to_string()];
+        let stored: Offsets = [(("b".to_string(), 3), 9), (("gone".to_string(), 0), 1)]
+            .into_iter()
+            .collect();
+        let next = by_index(&stored, &inputs);
+        assert_eq!(next, [((1, 3), 9)].into_iter().collect());
+        assert_eq!(
+            by_name(&next, &inputs),
+            [(("b".to_string(), 3), 9)].into_iter().collect()
+        );
+    }
+
+    #[test]
     fn already_applied_messages_are_dropped_with_one_seek() {
         let state: Offsets = [(("t".to_string(), 0), 10)].into_iter().collect();
-        let mut p = Positions::from_state(&state);
-        assert_eq!(p.check("t", 0, 7), Verdict::Skip { seek_to: Some(10) });
-        assert_eq!(p.check("t", 0, 8), Verdict::Skip { seek_to: None });
-        assert_eq!(p.check("t", 0, 10), Verdict::Process);
-        assert_eq!(p.check("t", 0, 11), Verdict::Process);
+        let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
+        assert_eq!(p.check(0, 0, 7), Verdict::Skip { seek_to: Some(10) });
+        assert_eq!(p.check(0, 0, 8), Verdict::Skip { seek_to: None });
+        assert_eq!(p.check(0, 0, 10), Verdict::Process);
+        assert_eq!(p.check(0, 0, 11), Verdict::Process);
         assert_eq!(
-            p.check("t", 0, 5),
+            p.check(0, 0, 5),
             Verdict::Skip { seek_to: Some(12) },
             "a rebalance rewound it"
         );
@@ -83,16 +119,17 @@ mod tests {
 
     #[test]
     fn a_gap_is_sought_back_once_then_accepted() {
+        let inputs = ["t".to_string(), "other".to_string()];
         let state: Offsets = [(("t".to_string(), 1), 10)].into_iter().collect();
-        let mut p = Positions::from_state(&state);
-        assert_eq!(p.check("t", 1, 20), Verdict::Skip { seek_to: Some(10) });
+        let mut p = Positions::from_state(&by_index(&state, &inputs));
+        assert_eq!(p.check(0, 1, 20), Verdict::Skip { seek_to: Some(10) });
         assert_eq!(
-            p.check("t", 1, 20),
+            p.check(0, 1, 20),
             Verdict::Process,
             "retention removed 10..20"
         );
         assert_eq!(
-            p.check("other", 0, 3),
+            p.check(1, 0, 3),
             Verdict::Process,
             "no state: start anywhere"
         );

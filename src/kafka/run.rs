@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{consumer_config, producer_config};
 use super::context::{GroupContext, Health};
-use super::position::{Positions, Verdict};
+use super::position::{by_index, Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
 use crate::config::Config;
@@ -150,7 +150,8 @@ pub async fn run(
             message = consumer.recv() => match message {
                 Ok(message) => {
                     let (topic, partition) = (message.topic(), message.partition());
-                    if let Verdict::Skip { seek_to } = positions.check(topic, partition, message.offset()) {
+                    let index = kafka.input_topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
+                    if let Verdict::Skip { seek_to } = positions.check(index, partition, message.offset()) {
                         if let Some(next) = seek_to {
                             tracing::info!(topic, partition, next, "seeking to where the state ends");
                             consumer.seek(topic, partition, Offset::Offset(next), Duration::from_secs(10))?;
@@ -199,14 +200,15 @@ fn restore(config: &Config) -> Result<Option<(Engine, Checkpoints)>, RunError> {
         .load(config.engine.clone())?
         .unwrap_or_else(|| (Engine::new(config.engine.clone()), Offsets::new()));
     tracing::info!(dir = %config.state.dir, users = engine.user_count(), items = engine.item_count(), partitions = offsets.len(), "state loaded");
+    let next = by_index(&offsets, &config.kafka.input_topics);
     let checkpoints = Checkpoints {
         store,
         interval: Duration::from_millis(config.state.checkpoint_interval_ms),
         max_events: config.state.checkpoint_max_events,
         last: Instant::now(),
         since: 0,
-        processed: offsets.clone(),
-        checkpointed: offsets,
+        processed: next.clone(),
+        checkpointed: next,
     };
     Ok(Some((engine, checkpoints)))
 }

@@ -16,12 +16,13 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 
 use super::context::GroupContext;
+use super::position::{by_name, NextOffsets};
 use super::run::{wall_clock_ms, Latency, RunError};
 use super::sink::{send, Acked, InFlight, Topics};
 use crate::config::PipelineConfig;
 use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
-use crate::store::{Offsets, StateStore};
+use crate::store::StateStore;
 
 /// Periodic checkpoints of a worker's state and the offsets it reflects.
 pub(super) struct Checkpoints {
@@ -31,9 +32,9 @@ pub(super) struct Checkpoints {
     pub last: Instant,
     pub since: u64,
     /// Next offset per partition, as processed by the engine.
-    pub processed: Offsets,
+    pub processed: NextOffsets,
     /// Next offset per partition, as in the last checkpoint.
-    pub checkpointed: Offsets,
+    pub checkpointed: NextOffsets,
 }
 
 impl Checkpoints {
@@ -126,7 +127,7 @@ impl Worker {
         let processed = self.processor.process(&record, wall_clock_ms());
         state.tracker.add(record.source, processed.holds());
         if let Some(checkpoints) = &mut self.checkpoints {
-            let key = (topic.to_owned(), record.source.partition);
+            let key = (topic_index, record.source.partition);
             checkpoints.processed.insert(key, record.source.offset + 1);
             checkpoints.since += 1;
         }
@@ -181,9 +182,10 @@ impl Worker {
             return Ok(());
         };
         let started = Instant::now();
-        let size = checkpoints
-            .store
-            .checkpoint(self.processor.engine(), &checkpoints.processed)?;
+        let size = checkpoints.store.checkpoint(
+            self.processor.engine(),
+            &by_name(&checkpoints.processed, &self.inputs),
+        )?;
         checkpoints.checkpointed = checkpoints.processed.clone();
         checkpoints.since = 0;
         checkpoints.last = Instant::now();
@@ -206,7 +208,7 @@ impl Worker {
             let name = &self.inputs[topic as usize];
             let limit = match &self.checkpoints {
                 None => acked,
-                Some(c) => match c.checkpointed.get(&(name.clone(), partition)) {
+                Some(c) => match c.checkpointed.get(&(topic, partition)) {
                     Some(&next) => acked.min(next - 1),
                     None => continue,
                 },
