@@ -142,20 +142,12 @@ impl Coalescer {
 mod tests {
     use super::*;
 
-    fn at(offset: i64) -> Waiter {
-        Waiter {
-            topic: 0,
-            partition: 0,
-            offset,
-        }
-    }
-
     #[test]
     fn zero_interval_emits_every_time() {
         let mut c = Coalescer::new(0);
         for offset in 0..3 {
             assert!(matches!(
-                c.offer("u", at(offset), None, None, 5),
+                c.offer("u", Waiter::at(offset), None, None, 5),
                 Offer::Now(_)
             ));
         }
@@ -166,24 +158,24 @@ mod tests {
     fn at_most_one_update_per_interval_and_the_last_cause_wins() {
         let mut c = Coalescer::new(100);
         assert!(matches!(
-            c.offer("u", at(1), Some("e1".into()), None, 0),
+            c.offer("u", Waiter::at(1), Some("e1".into()), None, 0),
             Offer::Now(_)
         ));
         assert_eq!(
-            c.offer("u", at(2), Some("e2".into()), None, 10),
+            c.offer("u", Waiter::at(2), Some("e2".into()), None, 10),
             Offer::Deferred
         );
         assert_eq!(
-            c.offer("u", at(3), Some("e3".into()), Some(7), 20),
+            c.offer("u", Waiter::at(3), Some("e3".into()), Some(7), 20),
             Offer::Deferred
         );
         assert!(c.due(99).is_empty());
         let ready = c.due(100);
         assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].1.waiters, vec![at(2), at(3)]);
+        assert_eq!(ready[0].1.waiters, vec![Waiter::at(2), Waiter::at(3)]);
         assert_eq!(ready[0].1.cause_event_id.as_deref(), Some("e3"));
         assert_eq!(
-            c.offer("u", at(4), None, None, 150),
+            c.offer("u", Waiter::at(4), None, None, 150),
             Offer::Deferred,
             "sent at 100"
         );
@@ -194,10 +186,10 @@ mod tests {
     #[test]
     fn due_order_follows_due_time_not_arrival() {
         let mut c = Coalescer::new(1000);
-        c.offer("a", at(1), None, None, 0);
-        c.offer("b", at(2), None, None, 500);
-        c.offer("b", at(3), None, None, 600);
-        c.offer("a", at(4), None, None, 700);
+        c.offer("a", Waiter::at(1), None, None, 0);
+        c.offer("b", Waiter::at(2), None, None, 500);
+        c.offer("b", Waiter::at(3), None, None, 600);
+        c.offer("a", Waiter::at(4), None, None, 700);
         let keys: Vec<String> = c.due(1000).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["a"]);
         let keys: Vec<String> = c.due(1500).into_iter().map(|(k, _)| k).collect();
@@ -208,7 +200,7 @@ mod tests {
     fn quiet_keys_are_forgotten_so_memory_stays_bounded() {
         let mut c = Coalescer::new(10);
         for user in 0..100 {
-            c.offer(&format!("u{user}"), at(user), None, None, user);
+            c.offer(&format!("u{user}"), Waiter::at(user), None, None, user);
         }
         c.due(200);
         assert_eq!(c.remembered_len(), 0);

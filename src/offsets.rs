@@ -14,6 +14,18 @@ pub struct Waiter {
     pub offset: i64,
 }
 
+#[cfg(test)]
+impl Waiter {
+    /// Offset `offset` of partition 0 of the first input topic.
+    pub(crate) fn at(offset: i64) -> Waiter {
+        Waiter {
+            topic: 0,
+            partition: 0,
+            offset,
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 struct Partition {
     /// Offset → outputs not yet acknowledged.
@@ -91,26 +103,18 @@ impl OffsetTracker {
 mod tests {
     use super::*;
 
-    fn at(offset: i64) -> Waiter {
-        Waiter {
-            topic: 0,
-            partition: 0,
-            offset,
-        }
-    }
-
     #[test]
     fn commits_only_over_a_contiguous_run_of_done_offsets() {
         let mut tracker = OffsetTracker::default();
-        tracker.add(at(10), 1);
-        tracker.add(at(11), 0);
-        tracker.add(at(12), 2);
+        tracker.add(Waiter::at(10), 1);
+        tracker.add(Waiter::at(11), 0);
+        tracker.add(Waiter::at(12), 2);
         assert!(tracker.take_advanced().is_empty(), "10 is still in flight");
-        tracker.resolve(at(12));
-        tracker.resolve(at(10));
+        tracker.resolve(Waiter::at(12));
+        tracker.resolve(Waiter::at(10));
         assert_eq!(tracker.take_advanced(), vec![(0, 0, 11)]);
         assert_eq!(tracker.open_events(), 1);
-        tracker.resolve(at(12));
+        tracker.resolve(Waiter::at(12));
         assert_eq!(tracker.take_advanced(), vec![(0, 0, 12)]);
         assert!(tracker.take_advanced().is_empty(), "reported once");
         assert_eq!(tracker.open_events(), 0);
@@ -124,7 +128,7 @@ mod tests {
             partition: 1,
             offset: 5,
         };
-        tracker.add(at(0), 1);
+        tracker.add(Waiter::at(0), 1);
         tracker.add(other, 0);
         assert_eq!(tracker.take_advanced(), vec![(0, 1, 5)]);
     }

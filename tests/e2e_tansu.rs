@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use common::{committed, ends_by_reading, read_topic, unique};
+use common::{committed, dataset, ends_by_reading, read_topic, unique};
 
 const PARTITIONS: i32 = 3;
 
@@ -94,17 +94,6 @@ fn streamrec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_streamrec"))
 }
 
-fn ratings() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/ml-latest-small/ratings.csv");
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("SKIPPED: {} is absent", path.display());
-        None
-    }
-}
-
 struct Setup {
     broker: Broker,
     config_path: PathBuf,
@@ -159,22 +148,17 @@ min_update_interval_ms = 500
     }
 }
 
-fn produce_file(setup: &Setup, path: &Path) {
+/// Loads a dataset file into `topic` with `streamrec produce`; returns its report line.
+fn produce_file(brokers: &str, topic: &str, path: &Path, format: &str) -> String {
     let out = streamrec()
         .args([
             "produce",
             "--input",
             path.to_str().unwrap(),
             "--format",
-            "movielens-csv",
+            format,
         ])
-        .args([
-            "--brokers",
-            &setup.broker.address,
-            "--topic",
-            &setup.input,
-            "--quiet",
-        ])
+        .args(["--brokers", brokers, "--topic", topic, "--quiet"])
         .output()
         .unwrap();
     assert!(
@@ -182,7 +166,7 @@ fn produce_file(setup: &Setup, path: &Path) {
         "produce: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("produced 100836 events"));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Sends raw payloads keyed by user, as a shop's producer would.
@@ -240,9 +224,17 @@ fn terminate(mut child: Child) {
 #[test]
 #[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
 fn movielens_through_a_real_broker() {
-    let Some(ratings) = ratings() else { return };
+    let Some(ratings) = dataset("ml-latest-small/ratings.csv") else {
+        return;
+    };
     let setup = setup();
-    produce_file(&setup, &ratings);
+    let report = produce_file(
+        &setup.broker.address,
+        &setup.input,
+        &ratings,
+        "movielens-csv",
+    );
+    assert!(report.starts_with("produced 100836 events"));
     // After the history: purchases by two users, then bad inputs of four kinds.
     let late = 1_537_799_250_000i64; // MovieLens's last rating
     let purchase = |user: &str, item: &str, ts: i64| {
@@ -437,33 +429,15 @@ fn run_to_end(broker: &Broker, config: &Path, group: &str, input: &str, end: i64
 #[test]
 #[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
 fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/taobao-sample/UserBehavior.csv");
-    if !path.exists() {
-        eprintln!("SKIPPED: {} is absent", path.display());
+    let Some(path) = dataset("taobao-sample/UserBehavior.csv") else {
         return;
-    }
+    };
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     // One partition: the processing order is then the same in every run, so states compare bit for bit.
     let input = unique("taobao");
     broker.create_topic_with(&input, 1);
-    let out = streamrec()
-        .args([
-            "produce",
-            "--input",
-            path.to_str().unwrap(),
-            "--format",
-            "taobao",
-        ])
-        .args(["--brokers", &broker.address, "--topic", &input, "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_file(&broker.address, &input, &path, "taobao");
     let end = ends_by_reading(&broker.address, &input, 1, 84_475)[0];
 
     let (crashy_group, calm_group) = (unique("crashy"), unique("calm"));

@@ -1,23 +1,12 @@
 //! Evaluation on the real datasets in `../shared/data`: guards the quality the README reports.
 //! The data is not in the repository (licences); each test says clearly when it skips.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-fn dataset(relative: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent (see ../shared/README.md)",
-            path.display()
-        );
-        None
-    }
-}
+use common::dataset;
 
 fn eval_json(path: &Path, format: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_streamrec"))

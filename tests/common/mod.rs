@@ -4,12 +4,30 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+
+/// A file under `../shared/data`, or None after saying the test skips (the data is not in the
+/// repository: licences).
+pub fn dataset(relative: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent (see ../shared/README.md)",
+            path.display()
+        );
+        None
+    }
+}
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
