@@ -12,6 +12,7 @@ use crate::engine::Engine;
 use crate::eval::{evaluate, standard_methods, Mode};
 use crate::formats::{load, Format};
 use crate::inspect;
+use crate::replay::{OutputMode, StartAt, StopAt};
 use crate::kafka;
 use crate::store::StateStore;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// End-to-end throughput and latency on the mock cluster, next to raw consume speed.
     Bench(BenchArgs),
+    /// Build a fresh state dir from the input topics, without touching the live service.
+    Replay(ReplayArgs),
     /// Build a fresh state dir from interaction files (history that never was in Kafka).
     Backfill(BackfillArgs),
     /// Look into a state dir.
@@ -56,6 +59,38 @@ pub struct BackfillArgs {
     pub format: Format,
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The live service's settings: input topics, engine, output topic names.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// A new state dir (not the config's state.dir, not one that holds state).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// `earliest`, an RFC 3339 time (Kafka timestamps), or offsets: 0:1200,1:980 (topic/0:1200
+    /// with several input topics).
+    #[arg(long, default_value = "earliest")]
+    pub from: StartAt,
+    /// `latest` (each partition's end when reached) or an RFC 3339 time (Kafka timestamps).
+    #[arg(long, default_value = "latest")]
+    pub to: StopAt,
+    /// Where recommendations, similar items and dead letters go.
+    #[arg(long, value_enum, default_value_t = OutputMode::None)]
+    pub output: OutputMode,
+    /// Appended to the live topic names with --output shadow.
+    #[arg(long, default_value = ".shadow")]
+    pub shadow_suffix: String,
+    /// At most this many events per second (spares the brokers during business hours).
+    #[arg(long)]
+    pub max_rate: Option<u64>,
+    /// Confirms --output live: consumers of the live topics will see the replay's outputs.
+    #[arg(long)]
+    pub yes: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce_file(args),
         Command::Eval(args) => eval(args),
         Command::Bench(args) => bench(args),
+        Command::Replay(args) => replay(args),
         Command::Backfill(args) => backfill(args),
         Command::State(command) => state(command),
     }
@@ -209,6 +245,91 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         }
         tracing::info!("shutdown requested: draining");
     })
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    if args.output == OutputMode::Live && !args.yes {
+        bail!("--output live publishes to the live topics, where consumers will see it; add --yes to confirm");
+    }
+    if args.max_rate == Some(0) {
+        bail!("--max-rate must be at least 1 event/s");
+    }
+    let config = Config::load(&args.config)?;
+    let stop = stop_on_signal()?;
+    let options = kafka::ReplayOptions {
+        state_dir: args.state_dir.clone(),
+        from: args.from,
+        to: args.to,
+        output: args.output,
+        shadow_suffix: args.shadow_suffix,
+        max_rate: args.max_rate,
+        progress: !args.quiet,
+    };
+    let report = kafka::replay(&config, &options, &stop)?;
+    print!(
+        "{}",
+        replay_summary(&report, &args.state_dir, &args.config, args.output)
+    );
+    Ok(())
+}
+
+/// A flag that SIGINT or SIGTERM sets (handlers installed before returning).
+fn stop_on_signal() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signal = runtime.block_on(async { shutdown_signal() })?;
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        runtime.block_on(signal);
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    Ok(stop)
+}
+
+fn replay_summary(
+    report: &kafka::ReplayReport,
+    state_dir: &std::path::Path,
+    config: &std::path::Path,
+    output: OutputMode,
+) -> String {
+    let stats = &report.stats;
+    let seconds = report.elapsed.as_secs_f64();
+    let positions = |offsets: &crate::store::Offsets| {
+        offsets
+            .iter()
+            .map(|((topic, partition), offset)| format!("{topic}/{partition}@{offset}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut text = format!(
+        "{} {} messages in {seconds:.1} s ({:.0} events/s): {} applied, {} duplicates, {} rejected {:?}; \
+         outputs {output}: {} recommendations, {} similar items\n",
+        if report.interrupted { "interrupted after" } else { "replayed" },
+        stats.consumed,
+        stats.consumed as f64 / seconds.max(1e-9),
+        stats.applied,
+        stats.duplicates,
+        stats.rejected_total(),
+        stats.rejected,
+        stats.recommendations,
+        stats.similar_items,
+    );
+    text += &format!("started at: {}\n", positions(&report.started));
+    text += &format!("state ends at: {}\n", positions(&report.stopped));
+    text += &format!(
+        "state: {} ({} checkpoints), digest {}\n",
+        state_dir.display(),
+        report.checkpoints,
+        report.digest
+    );
+    text += &format!(
+        "to continue live from exactly there: set state.dir = \"{}\" in {} and run `streamrec run`\n",
+        state_dir.display(),
+        config.display()
+    );
+    text
 }
 
 fn backfill(args: BackfillArgs) -> anyhow::Result<()> {

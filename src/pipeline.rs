@@ -100,6 +100,8 @@ pub struct Processor {
     items: Coalescer,
     /// The neighbour list each item was last published with.
     published: FxHashMap<u32, Vec<u32>>,
+    /// False for replays that only build state: no output is computed or owed.
+    publishes: bool,
     stats: Stats,
 }
 
@@ -118,8 +120,15 @@ impl Processor {
             users: Coalescer::new(interval),
             items: Coalescer::new(interval),
             published: FxHashMap::default(),
+            publishes: true,
             stats: Stats::default(),
         }
+    }
+
+    /// Counts and learns, publishes nothing (rejections are still counted by reason).
+    pub fn learn_only(mut self) -> Processor {
+        self.publishes = false;
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -149,6 +158,9 @@ impl Processor {
             return Processed::default();
         }
         self.stats.applied += 1;
+        if !self.publishes {
+            return Processed::default();
+        }
         let cause = event.event_id.clone().unwrap_or_else(|| {
             format!(
                 "{}/{}/{}",
@@ -211,6 +223,9 @@ impl Processor {
 
     fn dead_letter(&mut self, record: &Record, payload: &[u8], reason: &str) -> Processed {
         *self.stats.rejected.entry(reason.to_owned()).or_default() += 1;
+        if !self.publishes {
+            return Processed::default();
+        }
         let source = record.source;
         let output = Output {
             destination: Destination::DeadLetter,
@@ -414,6 +429,24 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
         assert_eq!(json["cause_event_id"], "events/0/2", "the last cause wins");
         assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn learning_only_builds_the_same_state_and_owes_nothing() {
+        let inputs = [
+            record(0, &view("u", "a", 1000)),
+            record(1, "{oops"),
+            record(2, &view("v", "a", 2000)),
+        ];
+        let mut publishing = Processor::new(&config(1000));
+        run(&mut publishing, &inputs, 0);
+        let mut learning = Processor::new(&config(1000)).learn_only();
+        let out = run(&mut learning, &inputs, 0);
+        assert!(out.iter().all(|p| p.holds() == 0));
+        assert_eq!(learning.pending(), 0);
+        assert_eq!(learning.stats().rejected["not_json"], 1);
+        assert_eq!(learning.stats().applied, 2);
+        assert_eq!(learning.engine().digest(), publishing.engine().digest());
     }
 
     #[test]

@@ -29,6 +29,22 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
     with_overrides(client, kafka)
 }
 
+/// A consumer for replays: partitions assigned by hand, ends reported, a start offset outside
+/// the log an error (not a silent jump), and never a commit — set after the operator's table,
+/// so no override can make a replay move a group's offsets.
+pub fn replay_consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &kafka.brokers);
+    let mut client = with_overrides(client, kafka);
+    client
+        .set("group.id", group_id)
+        .set("auto.offset.reset", "error")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true");
+    client
+}
+
 /// An idempotent producer: librdkafka retries retriable errors itself without duplicates, so a
 /// delivery error that reaches us is final.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {

@@ -44,7 +44,7 @@ pub enum RunError {
     DrainTimeout { open: usize, drain_ms: u64 },
     #[error("a pipeline worker stopped unexpectedly: {0}")]
     Worker(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
