@@ -4,7 +4,9 @@
 //! 1. raw: a plain consumer reads N messages (no processing);
 //! 2. pipeline: `run` consumes the same N messages with the default config (1 s coalescing),
 //!    then again with coalescing off (`min_update_interval_ms = 0`: an update per event);
-//! 3. latency: with coalescing off, events are produced at half the rate measured in 2; after a
+//! 3. replay: `replay` reads the same N messages into a fresh state dir, without outputs and
+//!    with shadow outputs (1 s coalescing);
+//! 4. latency: with coalescing off, events are produced at half the rate measured in 2; after a
 //!    warm-up of a tenth of them, every recommendation's delay from the event's produce time to
 //!    its acknowledgement is recorded.
 
@@ -20,8 +22,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::demo::demo_payloads;
-use crate::kafka::{new_latency, produce_messages, run, Health, Loader, Observers};
+use crate::kafka::{
+    new_latency, produce_messages, replay, run, Health, Loader, Observers, ReplayOptions,
+};
 use crate::pipeline::Stats;
+use crate::replay::{OutputMode, StartAt, StopAt};
 
 const PARTITIONS: i32 = 3;
 
@@ -35,6 +40,9 @@ pub struct BenchReport {
     pub pipeline_per_s: f64,
     pub pipeline_over_raw: f64,
     pub uncoalesced_per_s: f64,
+    pub replay_per_s: f64,
+    pub replay_over_pipeline: f64,
+    pub replay_shadow_per_s: f64,
     pub latency_rate_per_s: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -59,6 +67,9 @@ pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<B
         "recommendations",
         "similar-items",
         "dead-letter",
+        "recommendations.shadow",
+        "similar-items.shadow",
+        "dead-letter.shadow",
     ] {
         cluster.create_topic(topic, PARTITIONS, 1)?;
     }
@@ -76,6 +87,12 @@ pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<B
     config.pipeline.min_update_interval_ms = 0;
     let (uncoalesced, _, _) = timed_run(&config, events as u64, None).await?;
     eprintln!("pipeline without coalescing: {uncoalesced:.0} events/s");
+    config.pipeline.min_update_interval_ms = Config::default().pipeline.min_update_interval_ms;
+    let replay = replay_rate(&config, OutputMode::None).await?;
+    eprintln!("replay: {replay:.0} events/s");
+    let replay_shadow = replay_rate(&config, OutputMode::Shadow).await?;
+    eprintln!("replay with shadow outputs: {replay_shadow:.0} events/s");
+    config.pipeline.min_update_interval_ms = 0;
 
     let rate = (uncoalesced / 2.0).max(1.0);
     config.kafka.input_topics = vec!["bench-paced".into()];
@@ -95,6 +112,9 @@ pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<B
         pipeline_per_s: pipeline,
         pipeline_over_raw: pipeline / raw,
         uncoalesced_per_s: uncoalesced,
+        replay_per_s: replay,
+        replay_over_pipeline: replay / pipeline,
+        replay_shadow_per_s: replay_shadow,
         latency_rate_per_s: rate,
         latency_p50_ms: ms(0.5),
         latency_p99_ms: ms(0.99),
@@ -118,6 +138,36 @@ async fn raw_consume_rate(config: &Config, topic: &str, expected: usize) -> anyh
         drop(message);
     }
     Ok((expected - 1) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Replays the input topic from earliest into a fresh state dir (removed afterwards); events/s.
+async fn replay_rate(config: &Config, output: OutputMode) -> anyhow::Result<f64> {
+    let dir = std::env::temp_dir().join(format!(
+        "streamrec-bench-replay-{}-{output}",
+        std::process::id()
+    ));
+    let options = ReplayOptions {
+        state_dir: dir.clone(),
+        from: StartAt::Earliest,
+        to: StopAt::Latest,
+        output,
+        shadow_suffix: ".shadow".into(),
+        max_rate: None,
+        progress: false,
+    };
+    let config = config.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        replay(
+            &config,
+            &options,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+    })
+    .await??;
+    let _ = std::fs::remove_dir_all(&dir);
+    // Like the pipeline phases: from the first event to the last, without start-up (and
+    // without the final checkpoint, which the pipeline phases, stateless, do not have).
+    Ok(report.stats.consumed as f64 / report.applying.as_secs_f64().max(1e-9))
 }
 
 struct Paced {

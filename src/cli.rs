@@ -12,8 +12,8 @@ use crate::engine::Engine;
 use crate::eval::{evaluate, standard_methods, Mode};
 use crate::formats::{load, Format};
 use crate::inspect;
-use crate::replay::{OutputMode, StartAt, StopAt};
 use crate::kafka;
+use crate::replay::{OutputMode, StartAt, StopAt};
 use crate::store::StateStore;
 
 #[derive(Debug, Parser)]
@@ -304,11 +304,13 @@ fn replay_summary(
             .join(" ")
     };
     let mut text = format!(
-        "{} {} messages in {seconds:.1} s ({:.0} events/s): {} applied, {} duplicates, {} rejected {:?}; \
-         outputs {output}: {} recommendations, {} similar items\n",
+        "{} {} messages in {seconds:.1} s ({:.0} events/s; {:.0}/s while applying, final checkpoint {:.2} s): \
+         {} applied, {} duplicates, {} rejected {:?}; outputs {output}: {} recommendations, {} similar items\n",
         if report.interrupted { "interrupted after" } else { "replayed" },
         stats.consumed,
         stats.consumed as f64 / seconds.max(1e-9),
+        stats.consumed as f64 / report.applying.as_secs_f64().max(1e-9),
+        report.final_checkpoint.as_secs_f64(),
         stats.applied,
         stats.duplicates,
         stats.rejected_total(),
@@ -448,6 +450,14 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "  pipeline (no coalescing)   {:>9.0} events/s  ({:.2}x raw)",
         report.uncoalesced_per_s,
         report.uncoalesced_per_s / report.raw_consume_per_s
+    );
+    println!(
+        "  replay, no outputs         {:>9.0} events/s  ({:.2}x the pipeline)",
+        report.replay_per_s, report.replay_over_pipeline
+    );
+    println!(
+        "  replay, shadow outputs     {:>9.0} events/s",
+        report.replay_shadow_per_s
     );
     println!(
         "  latency at {:.0} events/s, no coalescing: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

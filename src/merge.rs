@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn each_partition_keeps_its_own_order_even_when_time_goes_back() {
-        let out = merged(&[((0, 0), vec![(50, "late"), (5, "early")]), ((0, 1), vec![(10, "x")])]);
+        let out = merged(&[
+            ((0, 0), vec![(50, "late"), (5, "early")]),
+            ((0, 1), vec![(10, "x")]),
+        ]);
         assert_eq!(out, ["x", "late", "early"]);
     }
 

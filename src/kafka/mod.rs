@@ -13,6 +13,6 @@ mod worker;
 
 pub use client::{consumer_config, producer_config, replay_consumer_config};
 pub use context::Health;
-pub use replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 pub use produce::{produce, produce_messages, Loader, ProduceReport};
+pub use replay::{replay, ReplayError, ReplayOptions, ReplayReport};
 pub use run::{new_latency, run, wall_clock_ms, Latency, Observers, RunError, RunReport};
