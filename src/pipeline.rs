@@ -10,6 +10,7 @@ use crate::clean::Cleaner;
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
 use crate::engine::{Applied, Engine};
+use crate::event::Event;
 use crate::offsets::Waiter;
 use crate::outputs::{recommendations_json, similar_items_json};
 use crate::ranking::Filters;
@@ -145,13 +146,24 @@ impl Processor {
     }
 
     pub fn process(&mut self, record: &Record, now_ms: i64) -> Processed {
+        let cleaned = clean_payload(&mut self.cleaner, record.payload);
+        self.process_cleaned(record, cleaned, now_ms)
+    }
+
+    /// `process` for a message cleaned elsewhere (a replay cleans on its reading thread);
+    /// a rejection's code sends `record.payload` to the dead letters.
+    pub fn process_cleaned(
+        &mut self,
+        record: &Record,
+        cleaned: Result<Event, String>,
+        now_ms: i64,
+    ) -> Processed {
         self.stats.consumed += 1;
-        let Some(payload) = record.payload else {
-            return self.dead_letter(record, &[], "empty_payload");
-        };
-        let event = match self.cleaner.clean_json(payload) {
+        let event = match cleaned {
             Ok(event) => event,
-            Err(rejection) => return self.dead_letter(record, payload, &rejection.reason.code()),
+            Err(reason) => {
+                return self.dead_letter(record, record.payload.unwrap_or_default(), &reason)
+            }
         };
         if self.engine.apply(&event) == Applied::Duplicate {
             self.stats.duplicates += 1;
@@ -298,6 +310,14 @@ impl Processor {
             cause_ts_ms: pending.cause_ts_ms,
         })
     }
+}
+
+/// A message's payload as a valid event, or the reason code it is rejected with.
+pub fn clean_payload(cleaner: &mut Cleaner, payload: Option<&[u8]>) -> Result<Event, String> {
+    let payload = payload.ok_or_else(|| "empty_payload".to_owned())?;
+    cleaner
+        .clean_json(payload)
+        .map_err(|rejection| rejection.reason.code())
 }
 
 /// True when at least `threshold` of the larger list is not in the other (and something is new).

@@ -64,6 +64,11 @@ impl FromStr for StartAt {
         if let Some(ms) = parse_time(text) {
             return Ok(StartAt::Time(ms));
         }
+        if looks_like_a_date(text) {
+            return Err(PlanError(format!(
+                "--from {text:?} is not a valid RFC 3339 time (2026-11-20T08:00:00Z)"
+            )));
+        }
         text.split(',')
             .map(parse_start_offset)
             .collect::<Result<Vec<_>, _>>()
@@ -75,6 +80,12 @@ impl FromStr for StartAt {
                 ))
             })
     }
+}
+
+/// `YYYY-…`: meant as a time, so an error should not talk about partitions.
+fn looks_like_a_date(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() >= 10 && bytes[..4].iter().all(u8::is_ascii_digit) && bytes[4] == b'-'
 }
 
 fn parse_start_offset(item: &str) -> Result<StartOffset, String> {
@@ -211,12 +222,13 @@ mod tests {
             ("yesterday", "is not partition:offset"),
             ("0:-5", "offset \"-5\""),
             ("x:5", "partition \"x\""),
-            ("2026-13-01T00:00:00Z", "is not partition:offset"),
         ] {
             let err = text.parse::<StartAt>().unwrap_err().0;
             assert!(err.contains(says), "{text}: {err}");
             assert!(err.contains("expected `earliest`"), "{err}");
         }
+        let err = "2026-13-01T00:00:00Z".parse::<StartAt>().unwrap_err().0;
+        assert!(err.contains("not a valid RFC 3339 time"), "{err}");
         let err = "soon".parse::<StopAt>().unwrap_err().0;
         assert!(err.contains("expected `latest`"), "{err}");
     }

@@ -7,6 +7,7 @@ mod position;
 mod produce;
 mod publisher;
 mod replay;
+mod replay_source;
 mod run;
 mod sink;
 mod worker;
