@@ -354,7 +354,7 @@ fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
             duplicates += 1;
         }
     }
-    let size = store.checkpoint(&engine, &Default::default())?;
+    let size = store.checkpoint(&mut engine, &Default::default())?;
     println!(
         "backfilled {} events ({} duplicates) into {} in {:.1} s: {} users, {} items, {} records, {} bytes; {} of {} rows skipped: {:?}",
         loaded.events.len(),

@@ -128,6 +128,11 @@ impl Coalescer {
         }
     }
 
+    /// Whether an output for `key` is owed.
+    pub fn is_pending(&self, key: &str) -> bool {
+        self.pending.contains_key(key)
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }

@@ -28,6 +28,9 @@ pub struct StateConfig {
     pub checkpoint_interval_ms: u64,
     /// ...or after this many input messages, whichever comes first.
     pub checkpoint_max_events: u64,
+    /// Users kept in memory with a state dir; colder ones stay in the store until their next
+    /// event. 0: no cap. A soft cap: users changed since the last checkpoint stay until it.
+    pub max_users_in_memory: u64,
 }
 
 impl Default for StateConfig {
@@ -36,6 +39,7 @@ impl Default for StateConfig {
             dir: String::new(),
             checkpoint_interval_ms: 5_000,
             checkpoint_max_events: 100_000,
+            max_users_in_memory: 0,
         }
     }
 }

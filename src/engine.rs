@@ -45,6 +45,10 @@ pub const NO_CATEGORY: u32 = u32::MAX;
 pub struct UserState {
     pub profile: UserProfile,
     pub factors: Box<[f32]>,
+    /// The shard's step count at this user's latest event (0: unchanged since loaded). Not
+    /// state: it tells checkpoints what changed and eviction who is cold.
+    #[serde(skip)]
+    touched: u64,
 }
 
 /// User-side state for the users one worker owns.
@@ -56,6 +60,12 @@ pub struct UserShard {
     pub rng: SplitMix64,
     /// Times `apply` found the shared item model locked by another worker.
     pub contended: u64,
+    /// Events applied by this shard (the clock of `UserState::touched`).
+    #[serde(skip)]
+    steps: u64,
+    /// `steps` at the last checkpoint: users touched later are dirty.
+    #[serde(skip)]
+    checkpointed: u64,
 }
 
 /// The outcome of `apply`.
@@ -117,6 +127,8 @@ impl Engine {
             dedup: DedupWindow::new(config.dedup.clone()),
             rng: SplitMix64::new(config.seed.wrapping_add(worker)),
             contended: 0,
+            steps: 0,
+            checkpointed: 0,
         };
         Engine {
             config,
@@ -196,6 +208,7 @@ impl Engine {
         items.latest_ts_ms = items.latest_ts_ms.max(event.ts_ms);
         let new_user = !self.shard.users.contains_key(event.user_id.as_str());
         let config = &self.config;
+        self.shard.steps += 1;
         let user = self
             .shard
             .users
@@ -203,7 +216,9 @@ impl Engine {
             .or_insert_with(|| UserState {
                 profile: UserProfile::new(event.ts_ms),
                 factors: initial_vector(&event.user_id, config.seed, &config.factorization),
+                touched: 0,
             });
+        user.touched = self.shard.steps;
         let weight = config.weights.of(event.kind);
         let profile = &user.profile;
         items.cooccurrence.observe(PairEvent {
@@ -339,10 +354,27 @@ struct ShardRest {
 impl Engine {
     /// The state as records (see [`EngineRecords`]).
     pub fn to_records(&self) -> EngineRecords {
+        self.records_of_users(|_| true)
+    }
+
+    /// The records a checkpoint writes: the item model, the shard, and only the users changed
+    /// since the last `mark_checkpointed` (the store holds the others already).
+    pub fn to_changed_records(&self) -> EngineRecords {
+        let since = self.shard.checkpointed;
+        self.records_of_users(|user| user.touched > since)
+    }
+
+    /// Everything applied so far is in the store.
+    pub fn mark_checkpointed(&mut self) {
+        self.shard.checkpointed = self.shard.steps;
+    }
+
+    fn records_of_users(&self, wanted: impl Fn(&UserState) -> bool) -> EngineRecords {
         let mut users: Vec<(String, Vec<u8>)> = self
             .shard
             .users
             .iter()
+            .filter(|(_, state)| wanted(state))
             .map(|(id, state)| (id.to_string(), encode(state)))
             .collect();
         users.sort_by(|a, b| a.0.cmp(&b.0));
@@ -374,22 +406,59 @@ impl Engine {
             });
         }
         let rest: ShardRest = decode(&records.shard, "the dedup window and RNG")?;
-        let mut users = FxHashMap::default();
-        for (id, bytes) in &records.users {
-            let state: UserState = decode(bytes, &format!("user {id:?}"))?;
-            users.insert(id.as_str().into(), state);
-        }
         let shard = UserShard {
-            users,
+            users: FxHashMap::default(),
             dedup: rest.dedup,
             rng: rest.rng,
             contended: 0,
+            steps: 0,
+            checkpointed: 0,
         };
-        Ok(Engine {
+        let mut engine = Engine {
             config,
             items: Arc::new(RwLock::new(items)),
             shard,
-        })
+        };
+        for (id, bytes) in &records.users {
+            engine.insert_user(id, bytes)?;
+        }
+        Ok(engine)
+    }
+
+    /// Whether the user's state is in memory (with a cap on users, cold ones live only in the
+    /// store until their next event).
+    pub fn has_user(&self, user_id: &str) -> bool {
+        self.shard.users.contains_key(user_id)
+    }
+
+    /// Puts a stored user back in memory, unchanged (so the next checkpoint skips it).
+    pub fn insert_user(&mut self, user_id: &str, record: &[u8]) -> Result<(), DecodeError> {
+        let state: UserState = decode(record, &format!("user {user_id:?}"))?;
+        self.shard.users.insert(user_id.into(), state);
+        Ok(())
+    }
+
+    /// Drops the least recently active users already in the store until at most `cap` remain
+    /// (never one changed since the last checkpoint, nor one `keep` names). Returns how many.
+    pub fn evict_cold_users(&mut self, cap: usize, keep: impl Fn(&str) -> bool) -> usize {
+        let users = &mut self.shard.users;
+        if users.len() <= cap {
+            return 0;
+        }
+        let since = self.shard.checkpointed;
+        let mut cold: Vec<(u64, Box<str>)> = users
+            .iter()
+            .filter(|(id, state)| state.touched <= since && !keep(id))
+            .map(|(id, state)| (state.touched, id.clone()))
+            .collect();
+        let excess = (users.len() - cap).min(cold.len());
+        if excess < cold.len() {
+            cold.select_nth_unstable(excess);
+        }
+        for (_, id) in &cold[..excess] {
+            users.remove(id);
+        }
+        excess
     }
 
     /// A hash of the logical state, independent of how it is stored: equal digests mean the
@@ -474,6 +543,58 @@ mod tests {
             }
         );
         assert_eq!(engine.user("u").unwrap().profile.events(), 2);
+    }
+
+    fn user_ids(records: &EngineRecords) -> Vec<&str> {
+        records.users.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn checkpoints_carry_only_users_changed_since_the_last() {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.apply(&event(EventType::View, "u1", "a", 1000));
+        engine.apply(&event(EventType::View, "u2", "a", 2000));
+        assert_eq!(user_ids(&engine.to_changed_records()), ["u1", "u2"]);
+        engine.mark_checkpointed();
+        assert!(engine.to_changed_records().users.is_empty());
+        engine.apply(&event(EventType::View, "u2", "b", 3000));
+        assert_eq!(user_ids(&engine.to_changed_records()), ["u2"]);
+        assert_eq!(user_ids(&engine.to_records()), ["u1", "u2"]);
+    }
+
+    #[test]
+    fn evicted_users_come_back_unchanged_and_changed_ones_are_kept() {
+        let mut engine = Engine::new(EngineConfig::default());
+        for (i, user) in ["u1", "u2", "u3", "u4", "u5"].iter().enumerate() {
+            engine.apply(&event(EventType::View, user, "a", 1000 + i as i64));
+        }
+        engine.mark_checkpointed();
+        engine.apply(&event(EventType::View, "u1", "b", 2000));
+        let before = engine.digest();
+        let stored = engine.to_records();
+
+        let evicted = engine.evict_cold_users(2, |user| user == "u2");
+        assert_eq!(evicted, 3, "down to the cap");
+        let mut resident: Vec<&str> = engine.shard.users.keys().map(|k| &**k).collect();
+        resident.sort();
+        assert_eq!(
+            resident,
+            ["u1", "u2"],
+            "u1 changed since the checkpoint, u2 kept"
+        );
+        assert_eq!(
+            engine.evict_cold_users(0, |_| false),
+            1,
+            "only the clean one"
+        );
+
+        for (id, record) in &stored.users {
+            if !engine.has_user(id) {
+                engine.insert_user(id, record).unwrap();
+            }
+        }
+        assert_eq!(engine.digest(), before);
+        assert_eq!(user_ids(&engine.to_changed_records()), ["u1"]);
     }
 
     #[test]

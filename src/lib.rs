@@ -21,7 +21,8 @@
 //!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed.
 //! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint;
 //!   [`canonical`] keeps encodings stable, [`inspect`] renders stored state for operators.
-//! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop and the `produce` loader.
+//! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay` and the `produce`
+//!   loader; [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
 //! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
 //!
 //! Data flow: Kafka → `kafka::run` → `pipeline::Processor` (`clean` → `Engine::apply`: `dedup` →

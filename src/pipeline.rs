@@ -136,6 +136,24 @@ impl Processor {
         &self.engine
     }
 
+    /// For checkpoints (which mark what they wrote) and for loading stored users back.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// The cleaning step of `process`, for an edge that must see the event before it is
+    /// processed (to load its user from the store); then `process_cleaned`.
+    pub fn clean(&mut self, payload: Option<&[u8]>) -> Result<Event, String> {
+        clean_payload(&mut self.cleaner, payload)
+    }
+
+    /// Drops cold users (already checkpointed, no output owed) down to `cap`; returns how many.
+    pub fn evict_users(&mut self, cap: usize) -> usize {
+        let owed = &self.users;
+        self.engine
+            .evict_cold_users(cap, |user| owed.is_pending(user))
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

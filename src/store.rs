@@ -80,6 +80,10 @@ impl StateStore {
         Ok(store)
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn shown(&self) -> String {
         self.path.display().to_string()
     }
@@ -116,13 +120,24 @@ impl StateStore {
         }
     }
 
-    /// Writes the engine's state and the offsets it reflects as one atomic batch, then flushes.
+    /// Writes what changed in the engine since its last checkpoint (the item model, the shard,
+    /// changed users) and the offsets it reflects as one atomic batch, then flushes. The store
+    /// then holds the engine's whole state; a failed write leaves the previous checkpoint.
     pub fn checkpoint(
         &self,
-        engine: &Engine,
+        engine: &mut Engine,
         offsets: &Offsets,
     ) -> Result<CheckpointSize, StoreError> {
-        let records = engine.to_records();
+        let size = self.write(&engine.to_changed_records(), offsets)?;
+        engine.mark_checkpointed();
+        Ok(size)
+    }
+
+    fn write(
+        &self,
+        records: &EngineRecords,
+        offsets: &Offsets,
+    ) -> Result<CheckpointSize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut size = CheckpointSize::default();
         let mut put = |key: Vec<u8>, body: &[u8]| {
@@ -161,6 +176,17 @@ impl StateStore {
                 .map_err(|_| self.corrupt("a user key is not UTF-8"))?;
             users.push((id, self.body(&key, &value)?));
         }
+        Ok(Some(Stored {
+            records: EngineRecords {
+                items,
+                users,
+                shard,
+            },
+            offsets: self.offsets()?,
+        }))
+    }
+
+    fn offsets(&self) -> Result<Offsets, StoreError> {
         let mut offsets = Offsets::new();
         for entry in self.db.scan_prefix(OFFSET_PREFIX) {
             let (key, value) = entry.map_err(|e| self.io(e))?;
@@ -175,14 +201,35 @@ impl StateStore {
                 })?;
             offsets.insert((topic, partition), next);
         }
-        Ok(Some(Stored {
-            records: EngineRecords {
-                items,
-                users,
-                shard,
-            },
-            offsets,
-        }))
+        Ok(offsets)
+    }
+
+    /// The engine without its users (they load on demand with [`StateStore::user`]): what
+    /// a restart needs before it can process, in a time that does not grow with the users.
+    pub fn open_engine(
+        &self,
+        config: EngineConfig,
+    ) -> Result<Option<(Engine, Offsets)>, StoreError> {
+        if self.db.get(FORMAT_KEY).map_err(|e| self.io(e))?.is_none() {
+            return Ok(None);
+        }
+        let records = EngineRecords {
+            items: self.required(ITEMS_KEY)?,
+            users: Vec::new(),
+            shard: self.required(SHARD_KEY)?,
+        };
+        let engine =
+            Engine::from_records(config, &records).map_err(|e| self.corrupt(e.to_string()))?;
+        Ok(Some((engine, self.offsets()?)))
+    }
+
+    /// One user's stored record, if any.
+    pub fn user(&self, user_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = [USER_PREFIX, user_id.as_bytes()].concat();
+        match self.db.get(&key).map_err(|e| self.io(e))? {
+            Some(value) => Ok(Some(self.body(&key, &value)?)),
+            None => Ok(None),
+        }
     }
 
     /// Rebuilds the engine from the store, or None for a fresh state dir.
@@ -298,11 +345,11 @@ mod tests {
     fn a_checkpoint_loads_back_to_the_same_state_and_offsets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        let engine = engine_with_events();
+        let mut engine = engine_with_events();
         {
             let store = StateStore::open(&path, true).unwrap();
             assert!(store.read().unwrap().is_none(), "fresh");
-            let size = store.checkpoint(&engine, &offsets()).unwrap();
+            let size = store.checkpoint(&mut engine, &offsets()).unwrap();
             assert_eq!(
                 size.records,
                 1 + 2 + 2 + 2,
@@ -315,6 +362,37 @@ mod tests {
         let (loaded, offsets_back) = store.load(EngineConfig::default()).unwrap().unwrap();
         assert_eq!(loaded.digest(), engine.digest());
         assert_eq!(offsets_back, offsets());
+    }
+
+    #[test]
+    fn later_checkpoints_write_changed_users_and_users_load_on_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state"), true).unwrap();
+        let mut engine = engine_with_events();
+        store.checkpoint(&mut engine, &offsets()).unwrap();
+        engine.apply(&Event::new(
+            EventType::Purchase,
+            "u1",
+            "b",
+            1_700_000_009_000,
+        ));
+        let size = store.checkpoint(&mut engine, &offsets()).unwrap();
+        assert_eq!(
+            size.records,
+            1 + 2 + 1 + 2,
+            "format, items, shard, u1, offsets"
+        );
+        assert_eq!(store.read().unwrap().unwrap().digest(), engine.digest());
+
+        let (mut lazy, offsets_back) = store.open_engine(EngineConfig::default()).unwrap().unwrap();
+        assert_eq!(offsets_back, offsets());
+        assert!(!lazy.has_user("u1"), "users wait in the store");
+        for user in ["u1", "u2"] {
+            let record = store.user(user).unwrap().unwrap();
+            lazy.insert_user(user, &record).unwrap();
+        }
+        assert_eq!(lazy.digest(), engine.digest());
+        assert!(store.user("nobody").unwrap().is_none());
     }
 
     #[test]
@@ -357,7 +435,9 @@ mod tests {
         let path = dir.path().join("state");
         {
             let store = StateStore::open(&path, true).unwrap();
-            store.checkpoint(&engine_with_events(), &offsets()).unwrap();
+            store
+                .checkpoint(&mut engine_with_events(), &offsets())
+                .unwrap();
             store
                 .db
                 .insert(ITEMS_KEY, &[FORMAT_VERSION, 0xff, 0xff][..])

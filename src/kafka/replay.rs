@@ -286,7 +286,8 @@ impl Replay<'_> {
 
     fn checkpoint(&mut self) -> Result<(), ReplayError> {
         let offsets = by_name(&self.next, &self.config.kafka.input_topics);
-        self.store.checkpoint(self.processor.engine(), &offsets)?;
+        self.store
+            .checkpoint(self.processor.engine_mut(), &offsets)?;
         self.checkpoints += 1;
         self.last_checkpoint = Instant::now();
         Ok(())

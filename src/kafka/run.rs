@@ -196,15 +196,24 @@ fn restore(config: &Config) -> Result<Option<(Engine, Checkpoints)>, RunError> {
         return Ok(None);
     }
     let store = StateStore::open(std::path::Path::new(&config.state.dir), true)?;
+    let started = Instant::now();
+    // Users stay in the store until their next event: start-up time does not grow with them.
     let (engine, offsets) = store
-        .load(config.engine.clone())?
+        .open_engine(config.engine.clone())?
         .unwrap_or_else(|| (Engine::new(config.engine.clone()), Offsets::new()));
-    tracing::info!(dir = %config.state.dir, users = engine.user_count(), items = engine.item_count(), partitions = offsets.len(), "state loaded");
+    tracing::info!(
+        dir = %config.state.dir,
+        items = engine.item_count(),
+        partitions = offsets.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "state loaded (users load on their next event)"
+    );
     let next = by_index(&offsets, &config.kafka.input_topics);
     let checkpoints = Checkpoints {
         store,
         interval: Duration::from_millis(config.state.checkpoint_interval_ms),
         max_events: config.state.checkpoint_max_events,
+        max_users: config.state.max_users_in_memory as usize,
         last: Instant::now(),
         since: 0,
         processed: next.clone(),

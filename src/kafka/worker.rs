@@ -22,13 +22,15 @@ use super::sink::{send, Acked, InFlight, Topics};
 use crate::config::PipelineConfig;
 use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
-use crate::store::StateStore;
+use crate::store::{StateStore, StoreError};
 
 /// Periodic checkpoints of a worker's state and the offsets it reflects.
 pub(super) struct Checkpoints {
     pub store: StateStore,
     pub interval: Duration,
     pub max_events: u64,
+    /// Users kept in memory after a checkpoint (0: all).
+    pub max_users: usize,
     pub last: Instant,
     pub since: u64,
     /// Next offset per partition, as processed by the engine.
@@ -124,7 +126,17 @@ impl Worker {
             payload: message.payload(),
             timestamp_ms: message.timestamp().to_millis(),
         };
-        let processed = self.processor.process(&record, wall_clock_ms());
+        let processed = match &self.checkpoints {
+            None => self.processor.process(&record, wall_clock_ms()),
+            Some(checkpoints) => {
+                let cleaned = self.processor.clean(record.payload);
+                if let Ok(event) = &cleaned {
+                    load_user(&mut self.processor, &checkpoints.store, &event.user_id)?;
+                }
+                self.processor
+                    .process_cleaned(&record, cleaned, wall_clock_ms())
+            }
+        };
         state.tracker.add(record.source, processed.holds());
         if let Some(checkpoints) = &mut self.checkpoints {
             let key = (topic_index, record.source.partition);
@@ -183,15 +195,20 @@ impl Worker {
         };
         let started = Instant::now();
         let size = checkpoints.store.checkpoint(
-            self.processor.engine(),
+            self.processor.engine_mut(),
             &by_name(&checkpoints.processed, &self.inputs),
         )?;
         checkpoints.checkpointed = checkpoints.processed.clone();
         checkpoints.since = 0;
         checkpoints.last = Instant::now();
+        let evicted = match checkpoints.max_users {
+            0 => 0,
+            cap => self.processor.evict_users(cap),
+        };
         tracing::debug!(
             records = size.records,
             bytes = size.bytes,
+            evicted,
             ms = started.elapsed().as_millis() as u64,
             "checkpoint"
         );
@@ -256,6 +273,23 @@ impl Worker {
         let mut slots = self.stats.lock().expect("not poisoned");
         slots[self.index] = self.processor.stats().clone();
     }
+}
+
+/// Puts a user the store holds back in memory before their event is applied.
+fn load_user(processor: &mut Processor, store: &StateStore, user_id: &str) -> Result<(), RunError> {
+    if processor.engine().has_user(user_id) {
+        return Ok(());
+    }
+    if let Some(record) = store.user(user_id)? {
+        processor
+            .engine_mut()
+            .insert_user(user_id, &record)
+            .map_err(|e| StoreError::Corrupt {
+                path: store.path().display().to_string(),
+                detail: e.to_string(),
+            })?;
+    }
+    Ok(())
 }
 
 fn record_ack(

@@ -166,6 +166,7 @@ min_update_interval_ms = 300
 dir = "{}"
 checkpoint_interval_ms = 200
 checkpoint_max_events = 4000
+max_users_in_memory = 100  # of 815: most users go back and forth between memory and the store
 "#,
         broker.address,
         state.display()
