@@ -60,6 +60,7 @@ pub mod ranking;
 pub mod replay;
 pub mod rng;
 pub mod similarity;
+pub mod state_bench;
 pub mod store;
 pub mod synthetic;
 

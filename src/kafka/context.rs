@@ -11,11 +11,17 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 #[derive(Debug, Default)]
 pub struct Health {
     assigned_partitions: AtomicUsize,
+    assignments: AtomicUsize,
 }
 
 impl Health {
     pub fn assigned_partitions(&self) -> usize {
         self.assigned_partitions.load(Ordering::Relaxed)
+    }
+
+    /// How many assignments this member has received (0 before the group formed).
+    pub fn assignments(&self) -> usize {
+        self.assignments.load(Ordering::Relaxed)
     }
 }
 
@@ -30,6 +36,9 @@ impl ConsumerContext for GroupContext {
         use rdkafka::consumer::Consumer;
         match rebalance {
             Rebalance::Assign(_) | Rebalance::Revoke(_) => {
+                if matches!(rebalance, Rebalance::Assign(_)) {
+                    self.health.assignments.fetch_add(1, Ordering::Relaxed);
+                }
                 let held = consumer.assignment().map_or(0, |tpl| tpl.count());
                 self.health
                     .assigned_partitions

@@ -1,6 +1,12 @@
 //! Where each partition must continue: the next offset the engine has not applied yet. Kafka's
 //! committed offsets may lag it (they follow checkpoints) or, after a rebalance, restart behind
 //! it; messages the engine already applied are dropped and the partition is sought back in line.
+//!
+//! At start-up the state's offsets are the truth (they may lag the group's commits on purpose:
+//! a state built by a replay up to a time). After a later assignment, a partition that starts
+//! *ahead* of the state was advanced by another member of the group since this one held it: those
+//! events are in that member's state, so this one continues from there rather than applying them
+//! a second time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -42,6 +48,8 @@ pub enum Verdict {
 pub struct Positions {
     next: HashMap<(u16, i32), i64>,
     seeking: HashSet<(u16, i32)>,
+    /// Partitions whose first message since the latest assignment has not arrived yet.
+    fresh: HashSet<(u16, i32)>,
 }
 
 impl Positions {
@@ -50,7 +58,15 @@ impl Positions {
         Positions {
             next: next.iter().map(|(k, v)| (*k, *v)).collect(),
             seeking: HashSet::new(),
+            fresh: HashSet::new(),
         }
+    }
+
+    /// The group assigned partitions again (not the first time): each one's next first message
+    /// says where the group stands.
+    pub fn reassigned(&mut self) {
+        self.fresh = self.next.keys().copied().collect();
+        self.seeking.clear();
     }
 
     pub fn check(&mut self, topic: u16, partition: i32, offset: i64) -> Verdict {
@@ -59,6 +75,17 @@ impl Positions {
             self.next.insert(key, offset + 1);
             return Verdict::Process;
         };
+        if self.fresh.remove(&key) && offset > next {
+            tracing::info!(
+                topic,
+                partition,
+                state = next,
+                group = offset,
+                "another member advanced this partition; continuing where it stopped"
+            );
+            self.next.insert(key, offset + 1);
+            return Verdict::Process;
+        }
         if offset == next {
             self.seeking.remove(&key);
             self.next.insert(key, offset + 1);
@@ -118,20 +145,46 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_sought_back_once_then_accepted() {
+    fn a_partition_another_member_advanced_continues_from_there() {
         let inputs = ["t".to_string(), "other".to_string()];
         let state: Offsets = [(("t".to_string(), 1), 10)].into_iter().collect();
         let mut p = Positions::from_state(&by_index(&state, &inputs));
-        assert_eq!(p.check(0, 1, 20), Verdict::Skip { seek_to: Some(10) });
         assert_eq!(
             p.check(0, 1, 20),
-            Verdict::Process,
-            "retention removed 10..20"
+            Verdict::Skip { seek_to: Some(10) },
+            "at start-up the state is the truth"
         );
+        assert_eq!(p.check(0, 1, 10), Verdict::Process);
         assert_eq!(
             p.check(1, 0, 3),
             Verdict::Process,
             "no state: start anywhere"
+        );
+        p.reassigned();
+        assert_eq!(
+            p.check(0, 1, 30),
+            Verdict::Process,
+            "another member got to 30"
+        );
+        assert_eq!(p.check(0, 1, 5), Verdict::Skip { seek_to: Some(31) });
+        p.reassigned();
+        assert_eq!(
+            p.check(0, 1, 12),
+            Verdict::Skip { seek_to: Some(31) },
+            "behind the state: already applied here"
+        );
+    }
+
+    #[test]
+    fn a_gap_within_an_assignment_is_sought_back_once_then_accepted() {
+        let state: Offsets = [(("t".to_string(), 1), 10)].into_iter().collect();
+        let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
+        assert_eq!(p.check(0, 1, 10), Verdict::Process);
+        assert_eq!(p.check(0, 1, 20), Verdict::Skip { seek_to: Some(11) });
+        assert_eq!(
+            p.check(0, 1, 20),
+            Verdict::Process,
+            "retention removed 11..20"
         );
     }
 }

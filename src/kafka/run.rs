@@ -138,6 +138,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tokio::pin!(shutdown);
     let mut failure = None;
+    let mut seen_assignments = 0;
     loop {
         tokio::select! {
             biased;
@@ -149,6 +150,13 @@ pub async fn run(
             _ = tick.tick() => report_progress(&observers, &stats),
             message = consumer.recv() => match message {
                 Ok(message) => {
+                    let assignments = observers.health.assignments();
+                    if assignments != seen_assignments {
+                        if seen_assignments > 0 {
+                            positions.reassigned();
+                        }
+                        seen_assignments = assignments;
+                    }
                     let (topic, partition) = (message.topic(), message.partition());
                     let index = kafka.input_topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
                     if let Verdict::Skip { seek_to } = positions.check(index, partition, message.offset()) {
