@@ -36,8 +36,7 @@ fn wait_for_assignment(log: &Path, partitions: usize) {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let last = text
             .lines()
-            .filter(|l| l.contains("partition assignment changed"))
-            .next_back()
+            .rfind(|l| l.contains("partition assignment changed"))
             .unwrap_or("");
         if strip_ansi(last).contains(&wanted) {
             return;
