@@ -74,6 +74,15 @@ impl Cleaner {
         }
     }
 
+    /// A cleaner that continues after events up to `latest_ts_ms` (a restored state's latest
+    /// event time), so the skew rule judges the next event as it would have without a restart.
+    pub fn resuming(config: CleanConfig, latest_ts_ms: Option<i64>) -> Cleaner {
+        Cleaner {
+            config,
+            latest_ts_ms,
+        }
+    }
+
     /// A cleaner for files replayed out of time order: no floor and no skew rule on time, since a
     /// history file legitimately spans decades and is sorted later.
     pub fn for_files(config: &CleanConfig) -> Cleaner {

@@ -111,12 +111,13 @@ impl Processor {
         Processor::with_engine(config, Engine::new(config.engine.clone()))
     }
 
-    /// A processor for one of several workers that share the item model.
+    /// A processor around an engine: a fresh one, a worker's (sharing the item model), or one
+    /// restored from a checkpoint (cleaning then continues after its latest event time).
     pub fn with_engine(config: &Config, engine: Engine) -> Processor {
         let interval = config.pipeline.min_update_interval_ms as i64;
         Processor {
             config: config.pipeline.clone(),
-            cleaner: Cleaner::new(config.engine.clean.clone()),
+            cleaner: Cleaner::resuming(config.engine.clean.clone(), engine.latest_ts_ms()),
             engine,
             users: Coalescer::new(interval),
             items: Coalescer::new(interval),
@@ -485,6 +486,20 @@ mod tests {
         assert_eq!(learning.stats().rejected["not_json"], 1);
         assert_eq!(learning.stats().applied, 2);
         assert_eq!(learning.engine().digest(), publishing.engine().digest());
+    }
+
+    #[test]
+    fn a_restored_engine_judges_future_skew_as_before_the_restart() {
+        let mut config = config(0);
+        config.engine.clean.max_future_skew_ms = 1_000;
+        let mut before = Processor::new(&config);
+        run(&mut before, &[record(0, &view("u", "a", 10_000))], 0);
+        let mut after = Processor::with_engine(&config, before.engine().clone());
+        let too_far = [record(1, &view("u", "b", 20_000))];
+        for processor in [&mut before, &mut after] {
+            run(processor, &too_far, 0);
+            assert_eq!(processor.stats().rejected.get("bad_timestamp"), Some(&1));
+        }
     }
 
     #[test]
