@@ -469,10 +469,12 @@ fn bench_state(args: BenchStateArgs) -> anyhow::Result<()> {
         mb(r.first_checkpoint_bytes as f64)
     );
     println!(
-        "  later checkpoint ({} events, {} users) {:>7.2} s  {:>8.1} MB",
+        "  later checkpoint ({} events, {} users): encoding {:.2} s (events wait), \
+         writing {:.2} s (in the background), {:.1} MB",
         r.batch,
         r.users_in_batch,
-        r.later_checkpoint_s,
+        r.later_checkpoint_encode_s,
+        r.later_checkpoint_write_s,
         mb(r.later_checkpoint_bytes as f64)
     );
     println!(

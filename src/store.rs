@@ -56,6 +56,8 @@ impl Stored {
     }
 }
 
+/// A handle on a state dir; clones share it (sled's handle is shared).
+#[derive(Clone)]
 pub struct StateStore {
     db: sled::Db,
     path: PathBuf,
@@ -133,7 +135,9 @@ impl StateStore {
         Ok(size)
     }
 
-    fn write(
+    /// The write half of `checkpoint`, for a caller that encodes on its own thread and writes
+    /// on another (one write at a time, in order): records from `Engine::to_changed_records`.
+    pub fn write(
         &self,
         records: &EngineRecords,
         offsets: &Offsets,

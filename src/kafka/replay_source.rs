@@ -119,10 +119,9 @@ impl Source {
             match merge.next_step() {
                 Step::Done => break,
                 Step::Fill(key) => {
-                    let before = batch.len();
-                    reader.fill(key, &mut merge, &mut next, &mut batch)?;
+                    let waited = reader.fill(key, &mut merge, &mut next, &mut batch)?;
                     // Waiting on the broker: let the engine work on what is read so far.
-                    if batch.len() == before && !batch.is_empty() && !send(&items, &mut batch) {
+                    if waited && !batch.is_empty() && !send(&items, &mut batch) {
                         return Ok(());
                     }
                 }
@@ -295,14 +294,15 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Reads the next message of `key` into the merge, or ends the partition at its end or at
-    /// the first message past `to` (which stays unapplied: the state's next offset).
+    /// the first message past `to` (which stays unapplied: the state's next offset). True when
+    /// nothing arrived within the wait.
     fn fill(
         &mut self,
         key: PartitionKey,
         merge: &mut Merge<OwnedMessage>,
         next: &mut NextOffsets,
         batch: &mut Vec<Item>,
-    ) -> Result<(), ReplayError> {
+    ) -> Result<bool, ReplayError> {
         match self.queues[&key].poll(FILL_WAIT) {
             Some(Ok(message)) => {
                 self.waiting = None;
@@ -314,7 +314,7 @@ impl Reader<'_> {
                             key,
                             offset: message.offset() + 1,
                         });
-                        return Ok(());
+                        return Ok(false);
                     }
                     self.before.remove(&key);
                 }
@@ -342,9 +342,10 @@ impl Reader<'_> {
             None => {
                 self.warn_if_stalled(key, next);
                 serve_events(self.consumer)?;
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn warn_if_stalled(&mut self, key: PartitionKey, next: &NextOffsets) {

@@ -14,6 +14,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::context::GroupContext;
 use super::position::{by_name, NextOffsets};
@@ -22,7 +23,7 @@ use super::sink::{send, Acked, InFlight, Topics};
 use crate::config::PipelineConfig;
 use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
-use crate::store::{StateStore, StoreError};
+use crate::store::{CheckpointSize, StateStore, StoreError};
 
 /// Periodic checkpoints of a worker's state and the offsets it reflects.
 pub(super) struct Checkpoints {
@@ -64,6 +65,29 @@ struct State {
     /// Last offset per (topic index, partition) whose outputs are all acknowledged.
     acked_through: BTreeMap<(u16, i32), i64>,
     stored: BTreeMap<(u16, i32), i64>,
+    /// A checkpoint being written on a blocking thread, and the offsets it covers.
+    writing: Option<Writing>,
+}
+
+/// A checkpoint's records are encoded on the worker (a consistent cut) and written by sled on a
+/// blocking thread, so the worker only stops for the encoding.
+struct Writing {
+    done: JoinHandle<Result<CheckpointSize, StoreError>>,
+    covers: NextOffsets,
+    started: Instant,
+}
+
+/// Resolves when the pending write finishes (never when there is none).
+async fn written(writing: &mut Option<Writing>) -> Result<CheckpointSize, StoreError> {
+    match writing {
+        Some(w) => (&mut w.done).await.unwrap_or_else(|join| {
+            Err(StoreError::Io {
+                path: String::new(),
+                detail: format!("the checkpoint writer stopped: {join}"),
+            })
+        }),
+        None => std::future::pending().await,
+    }
 }
 
 impl Worker {
@@ -79,6 +103,7 @@ impl Worker {
             in_flight: InFlight::new(),
             acked_through: BTreeMap::new(),
             stored: BTreeMap::new(),
+            writing: None,
         };
         let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
@@ -88,9 +113,10 @@ impl Worker {
             tokio::select! {
                 biased;
                 Some(acked) = state.in_flight.next() => self.on_acked(&mut state, acked)?,
+                done = written(&mut state.writing) => self.on_written(&mut state, done)?,
                 _ = tick.tick() => {
                     self.flush(&mut state, false).await?;
-                    self.checkpoint_if_due()?;
+                    self.checkpoint_if_due(&mut state);
                     self.publish_stats();
                 }
                 message = messages.recv(), if room => match message {
@@ -101,8 +127,14 @@ impl Worker {
             self.store_offsets(&mut state);
         }
         self.drain(&mut state, pipeline.drain_timeout_ms).await?;
+        if state.writing.is_some() {
+            let done = written(&mut state.writing).await;
+            self.on_written(&mut state, done)?;
+        }
         if self.checkpoints.as_ref().is_some_and(|c| c.since > 0) {
-            self.checkpoint()?;
+            self.checkpoint(&mut state);
+            let done = written(&mut state.writing).await;
+            self.on_written(&mut state, done)?;
         }
         self.store_offsets(&mut state);
         self.publish_stats();
@@ -149,7 +181,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|c| c.since >= c.max_events)
         {
-            self.checkpoint()?;
+            self.checkpoint(state);
         }
         Ok(())
     }
@@ -181,26 +213,53 @@ impl Worker {
         self.send_all(state, flushed.outputs).await
     }
 
-    fn checkpoint_if_due(&mut self) -> Result<(), RunError> {
+    fn checkpoint_if_due(&mut self, state: &mut State) {
         if self.checkpoints.as_ref().is_some_and(Checkpoints::due) {
-            self.checkpoint()?;
+            self.checkpoint(state);
         }
-        Ok(())
     }
 
-    /// Writes the engine and the offsets it reflects in one atomic batch.
-    fn checkpoint(&mut self) -> Result<(), RunError> {
+    /// Encodes what changed with the offsets it reflects and hands them to a blocking thread
+    /// that writes them in one atomic batch. One write at a time: while one is pending, the
+    /// next waits (`due` stays true).
+    fn checkpoint(&mut self, state: &mut State) {
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return;
+        };
+        if state.writing.is_some() {
+            return;
+        }
+        let started = Instant::now();
+        let engine = self.processor.engine_mut();
+        let records = engine.to_changed_records();
+        engine.mark_checkpointed();
+        let offsets = by_name(&checkpoints.processed, &self.inputs);
+        let store = checkpoints.store.clone();
+        state.writing = Some(Writing {
+            done: tokio::task::spawn_blocking(move || store.write(&records, &offsets)),
+            covers: checkpoints.processed.clone(),
+            started,
+        });
+        checkpoints.since = 0;
+        checkpoints.last = Instant::now();
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint encoded"
+        );
+    }
+
+    /// A checkpoint is durable: its offsets may be committed, and users it wrote may leave memory.
+    fn on_written(
+        &mut self,
+        state: &mut State,
+        done: Result<CheckpointSize, StoreError>,
+    ) -> Result<(), RunError> {
+        let writing = state.writing.take().expect("a write was pending");
+        let size = done?;
         let Some(checkpoints) = &mut self.checkpoints else {
             return Ok(());
         };
-        let started = Instant::now();
-        let size = checkpoints.store.checkpoint(
-            self.processor.engine_mut(),
-            &by_name(&checkpoints.processed, &self.inputs),
-        )?;
-        checkpoints.checkpointed = checkpoints.processed.clone();
-        checkpoints.since = 0;
-        checkpoints.last = Instant::now();
+        checkpoints.checkpointed = writing.covers;
         let evicted = match checkpoints.max_users {
             0 => 0,
             cap => self.processor.evict_users(cap),
@@ -209,8 +268,8 @@ impl Worker {
             records = size.records,
             bytes = size.bytes,
             evicted,
-            ms = started.elapsed().as_millis() as u64,
-            "checkpoint"
+            ms = writing.started.elapsed().as_millis() as u64,
+            "checkpoint written"
         );
         Ok(())
     }
