@@ -189,6 +189,9 @@ pub struct ProduceArgs {
     /// Settings (TOML) for cleaning limits and librdkafka properties.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// At most this many events per second (a steady stream instead of a burst).
+    #[arg(long)]
+    pub rate: Option<u64>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -562,6 +565,9 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
+    if args.rate == Some(0) {
+        bail!("--rate must be at least 1 event/s");
+    }
     let mut config = load_config(args.config.as_ref())?;
     if let Some(brokers) = args.brokers {
         config.kafka.brokers = brokers;
@@ -574,6 +580,7 @@ fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
         &args.topic,
         &loaded.events,
         !args.quiet,
+        args.rate,
     ))?;
     println!(
         "produced {} events to {} in {:.1} s ({:.0} events/s); {} of {} rows skipped: {:?}",

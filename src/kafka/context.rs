@@ -1,8 +1,15 @@
 //! The consumer's view of its group: how many partitions it holds, for readiness and for
-//! callers (the demo, tests) that must not produce before the group has formed.
+//! callers (the demo, tests) that must not produce before the group has formed; and the revoke
+//! hand-off: before partitions go to another member, every worker publishes what it owes,
+//! checkpoints, and the consumer commits — so the next owner starts exactly where this one ends.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::CommitMode;
+use rdkafka::message::OwnedMessage;
+use tokio::sync::mpsc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -25,13 +32,88 @@ impl Health {
     }
 }
 
+/// What a worker receives, in partition order.
+pub enum WorkerInput {
+    Message(OwnedMessage),
+    /// Partitions are being revoked: publish everything owed, wait for acknowledgements,
+    /// checkpoint, store offsets, then answer (with the error if one of those failed).
+    Settle(std::sync::mpsc::Sender<Result<(), String>>),
+}
+
 pub struct GroupContext {
     pub health: Arc<Health>,
+    /// The workers' inputs, once they run (none before, and none for a plain consumer).
+    pub workers: Arc<Mutex<Vec<mpsc::Sender<WorkerInput>>>>,
+    /// How long a revoke waits for the workers to settle.
+    pub settle_timeout: Duration,
+}
+
+impl GroupContext {
+    pub fn new(health: Arc<Health>, settle_timeout: Duration) -> GroupContext {
+        GroupContext {
+            health,
+            workers: Arc::default(),
+            settle_timeout,
+        }
+    }
+
+    /// Every worker settles; then what they stored is committed. Runs inside librdkafka's
+    /// rebalance callback on the polling task's thread, so it blocks in place (the workers run
+    /// on the runtime's other threads).
+    fn settle_before_revoke(&self, consumer: &BaseConsumer<Self>) {
+        use rdkafka::consumer::Consumer;
+        let workers = self.workers.lock().expect("not poisoned").clone();
+        if workers.is_empty() {
+            return;
+        }
+        let settle = || {
+            let (reply, replies) = std::sync::mpsc::channel();
+            let asked = workers
+                .iter()
+                .filter(|w| {
+                    futures::executor::block_on(w.send(WorkerInput::Settle(reply.clone()))).is_ok()
+                })
+                .count();
+            for _ in 0..asked {
+                match replies.recv_timeout(self.settle_timeout) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "a worker could not settle before the revoke")
+                    }
+                    Err(_) => {
+                        tracing::warn!("workers did not settle within the drain time; the next owner re-reads from the last commit");
+                        return;
+                    }
+                }
+            }
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(())
+                | Err(rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                )) => {}
+                Err(err) => tracing::warn!(error = %err, "commit before the revoke failed"),
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(settle),
+            _ => tracing::warn!(
+                "not on a multi-threaded runtime: partitions are revoked without settling"
+            ),
+        }
+    }
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if partitions.count() > 0 {
+                self.settle_before_revoke(consumer);
+            }
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         use rdkafka::consumer::Consumer;
         match rebalance {

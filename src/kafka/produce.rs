@@ -22,18 +22,20 @@ pub struct ProduceReport {
     pub elapsed: Duration,
 }
 
-/// Produces events as v1 JSON keyed by `user_id`, in the order given.
+/// Produces events as v1 JSON keyed by `user_id`, in the order given, at most `rate` per second
+/// if given.
 pub async fn produce(
     kafka: &KafkaConfig,
     topic: &str,
     events: &[Event],
     show_progress: bool,
+    rate: Option<u64>,
 ) -> Result<ProduceReport, RunError> {
     let messages: Vec<(String, Vec<u8>)> = events
         .iter()
         .map(|e| (e.user_id.clone(), e.to_json().into_bytes()))
         .collect();
-    produce_messages(kafka, topic, &messages, show_progress, None).await
+    produce_messages(kafka, topic, &messages, show_progress, rate).await
 }
 
 /// Produces (key, payload) messages in order, at most `rate` per second if given, and waits for

@@ -13,14 +13,14 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::Offset;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::client::{consumer_config, producer_config};
-use super::context::{GroupContext, Health};
+use super::context::{GroupContext, Health, WorkerInput};
 use super::position::{by_index, Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
@@ -117,9 +117,11 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let kafka = &config.kafka;
-    let context = GroupContext {
-        health: observers.health.clone(),
-    };
+    let context = GroupContext::new(
+        observers.health.clone(),
+        Duration::from_millis(config.pipeline.drain_timeout_ms),
+    );
+    let worker_inputs = context.workers.clone();
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(consumer_config(kafka, &kafka.group_id).create_with_context(context)?);
     let restored = restore(config)?;
@@ -134,6 +136,7 @@ pub async fn run(
     let stats = Arc::new(Mutex::new(vec![Stats::default(); count]));
     let (senders, mut workers) =
         start_workers(config, &consumer, &producer, &observers, &stats, restored);
+    *worker_inputs.lock().expect("not poisoned") = senders.clone();
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tokio::pin!(shutdown);
@@ -167,7 +170,8 @@ pub async fn run(
                         continue;
                     }
                     let worker = partition.unsigned_abs() as usize % count;
-                    if senders[worker].send(message.detach()).await.is_err() {
+                    let input = WorkerInput::Message(message.detach());
+                    if senders[worker].send(input).await.is_err() {
                         continue; // that worker ended; `workers.next()` reports why
                     }
                 }
@@ -176,6 +180,7 @@ pub async fn run(
         }
     }
     drop(senders);
+    worker_inputs.lock().expect("not poisoned").clear();
     let mut processors = Vec::with_capacity(count);
     while let Some(stopped) = workers.next().await {
         match stopped {
@@ -237,7 +242,7 @@ fn start_workers(
     observers: &Observers,
     stats: &Arc<Mutex<Vec<Stats>>>,
     mut restored: Option<(Engine, Checkpoints)>,
-) -> (Vec<mpsc::Sender<OwnedMessage>>, Workers) {
+) -> (Vec<mpsc::Sender<WorkerInput>>, Workers) {
     let items = Arc::new(RwLock::new(ItemModel::new(&config.engine)));
     let topics = Arc::new(Topics {
         recommendations: config.kafka.recommendations_topic.clone(),

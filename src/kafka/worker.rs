@@ -16,7 +16,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::context::GroupContext;
+use super::context::{GroupContext, WorkerInput};
 use super::position::{by_name, NextOffsets};
 use super::run::{wall_clock_ms, Latency, RunError};
 use super::sink::{send, Acked, InFlight, Topics};
@@ -95,7 +95,7 @@ impl Worker {
     /// acknowledgements. Returns the processor (its engine holds this worker's users).
     pub async fn run(
         mut self,
-        mut messages: mpsc::Receiver<OwnedMessage>,
+        mut messages: mpsc::Receiver<WorkerInput>,
         pipeline: PipelineConfig,
     ) -> Result<Processor, RunError> {
         let mut state = State {
@@ -119,26 +119,38 @@ impl Worker {
                     self.checkpoint_if_due(&mut state);
                     self.publish_stats();
                 }
-                message = messages.recv(), if room => match message {
-                    Some(message) => self.on_message(&mut state, &message).await?,
+                input = messages.recv(), if room => match input {
+                    Some(WorkerInput::Message(message)) => self.on_message(&mut state, &message).await?,
+                    Some(WorkerInput::Settle(reply)) => {
+                        let settled = self.settle(&mut state, pipeline.drain_timeout_ms).await;
+                        let _ = reply.send(settled.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                        settled?;
+                    }
                     None => break,
                 },
             }
             self.store_offsets(&mut state);
         }
-        self.drain(&mut state, pipeline.drain_timeout_ms).await?;
-        if state.writing.is_some() {
-            let done = written(&mut state.writing).await;
-            self.on_written(&mut state, done)?;
-        }
-        if self.checkpoints.as_ref().is_some_and(|c| c.since > 0) {
-            self.checkpoint(&mut state);
-            let done = written(&mut state.writing).await;
-            self.on_written(&mut state, done)?;
-        }
-        self.store_offsets(&mut state);
+        self.settle(&mut state, pipeline.drain_timeout_ms).await?;
         self.publish_stats();
         Ok(self.processor)
+    }
+
+    /// Publishes everything owed, waits for its acknowledgements, writes a checkpoint of all
+    /// applied so far and stores the offsets it covers: at shutdown, and before a revoke.
+    async fn settle(&mut self, state: &mut State, drain_ms: u64) -> Result<(), RunError> {
+        self.drain(state, drain_ms).await?;
+        if state.writing.is_some() {
+            let done = written(&mut state.writing).await;
+            self.on_written(state, done)?;
+        }
+        if self.checkpoints.as_ref().is_some_and(|c| c.since > 0) {
+            self.checkpoint(state);
+            let done = written(&mut state.writing).await;
+            self.on_written(state, done)?;
+        }
+        self.store_offsets(state);
+        Ok(())
     }
 
     async fn on_message(
