@@ -19,8 +19,10 @@
 //! - [`formats`] and [`eval`]: dataset readers and prequential evaluation (edges over the core).
 //! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
 //!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed.
-//! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint;
-//!   [`canonical`] keeps encodings stable, [`inspect`] renders stored state for operators.
+//! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint
+//!   (changed users only; users load on demand); [`canonical`] keeps encodings stable,
+//!   [`inspect`] renders stored state for operators, [`state_bench`] measures checkpoints and
+//!   restarts.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay` and the `produce`
 //!   loader; [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
 //! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].

@@ -75,6 +75,7 @@ struct Writing {
     done: JoinHandle<Result<CheckpointSize, StoreError>>,
     covers: NextOffsets,
     started: Instant,
+    path: String,
 }
 
 /// Resolves when the pending write finishes (never when there is none).
@@ -82,7 +83,7 @@ async fn written(writing: &mut Option<Writing>) -> Result<CheckpointSize, StoreE
     match writing {
         Some(w) => (&mut w.done).await.unwrap_or_else(|join| {
             Err(StoreError::Io {
-                path: String::new(),
+                path: w.path.clone(),
                 detail: format!("the checkpoint writer stopped: {join}"),
             })
         }),
@@ -251,6 +252,7 @@ impl Worker {
             done: tokio::task::spawn_blocking(move || store.write(&records, &offsets)),
             covers: checkpoints.processed.clone(),
             started,
+            path: checkpoints.store.path().display().to_string(),
         });
         checkpoints.since = 0;
         checkpoints.last = Instant::now();
