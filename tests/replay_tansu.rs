@@ -264,6 +264,21 @@ fn backfill_from_a_file_and_replay_of_it_from_a_topic_agree() {
     ));
     let replayed = replay(&config, &dir.path().join("replayed"), &[]);
     assert_eq!(replayed.applied as usize, count, "every rating of the file");
+    // --max-rate holds a replay down (an upper bound on speed, so a lower bound on time).
+    let rate = 40_000;
+    let started = std::time::Instant::now();
+    let paced = replay(
+        &config,
+        &dir.path().join("paced"),
+        &["--max-rate", &rate.to_string()],
+    );
+    let floor = Duration::from_secs_f64(0.9 * count as f64 / rate as f64);
+    assert!(
+        started.elapsed() >= floor,
+        "{:?} < {floor:?}",
+        started.elapsed()
+    );
+    assert_eq!(paced.digest, replayed.digest);
 
     let backfilled = dir.path().join("backfilled");
     let out = streamrec()
