@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tansu::{state_config, streamrec, terminate, Broker};
+use common::tansu::{applied, produced, state_config, streamrec, terminate, Broker};
 use common::{committed, dataset, ends_by_reading, unique};
 
 const PARTITIONS: i32 = 6;
@@ -126,12 +126,12 @@ impl Pair {
             String::from_utf8_lossy(&out.stderr)
         );
         let report = String::from_utf8(out.stdout).unwrap();
-        let produced: usize = report
-            .split(' ')
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no count in {report}"));
-        ends_by_reading(&self.broker.address, &self.input, PARTITIONS, produced)
+        ends_by_reading(
+            &self.broker.address,
+            &self.input,
+            PARTITIONS,
+            produced(&report),
+        )
     }
 
     fn committed(&self) -> Vec<i64> {
@@ -160,12 +160,6 @@ impl Pair {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
-}
-
-fn applied(printed: &str) -> u64 {
-    let stats: serde_json::Value = serde_json::from_str(printed.trim())
-        .unwrap_or_else(|e| panic!("run printed {printed:?}: {e}"));
-    stats["applied"].as_u64().unwrap()
 }
 
 #[test]

@@ -11,7 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::tansu::{produce_file_with, run_to_end, state_config, state_digest, streamrec, Broker};
+use common::tansu::{
+    applied, produce_file_with, produced, run_to_end, state_config, state_digest, streamrec, Broker,
+};
 use common::{committed, dataset, ends_by_reading, read_topic, unique};
 
 /// What `streamrec replay` printed.
@@ -57,22 +59,6 @@ fn replay(config: &Path, state_dir: &Path, args: &[&str]) -> Replayed {
         ended: line("state ends at:"),
         digest: line("state:").rsplit(' ').next().unwrap().to_owned(),
     }
-}
-
-/// The `applied` counter of the stats line `streamrec run` prints when it stops.
-fn applied(printed: &str) -> u64 {
-    let stats: serde_json::Value = serde_json::from_str(printed.trim())
-        .unwrap_or_else(|e| panic!("run printed {printed:?}: {e}"));
-    stats["applied"].as_u64().unwrap()
-}
-
-/// Messages `streamrec produce` reported.
-fn produced(report: &str) -> usize {
-    report
-        .strip_prefix("produced ")
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {report}"))
 }
 
 /// The Taobao rows in time order, split at `share`: two files to load one after the other.

@@ -231,3 +231,19 @@ pub fn run_to_end(broker: &Broker, config: &Path, group: &str, input: &str, end:
     }
     terminate(child)
 }
+
+/// The `applied` counter of the stats line `streamrec run` prints when it stops.
+pub fn applied(printed: &str) -> u64 {
+    let stats: serde_json::Value = serde_json::from_str(printed.trim())
+        .unwrap_or_else(|e| panic!("run printed {printed:?}: {e}"));
+    stats["applied"].as_u64().unwrap()
+}
+
+/// Messages `streamrec produce` reported.
+pub fn produced(report: &str) -> usize {
+    report
+        .strip_prefix("produced ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {report}"))
+}
