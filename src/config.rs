@@ -15,6 +15,35 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub pipeline: PipelineConfig,
     pub state: StateConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP listener of `run` (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port` to listen on, e.g. `127.0.0.1:9464`; empty: no listener.
+    pub listen: String,
+}
+
+impl AdminConfig {
+    /// The address to bind, if any.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.is_empty() && self.address().is_none() {
+            return Err(invalid(
+                "admin.listen",
+                &format!(
+                    "must be host:port with an IP address (127.0.0.1:9464), got {:?}",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where and how often `run` checkpoints its state.
@@ -225,6 +254,7 @@ impl Config {
         config.kafka.validate()?;
         config.pipeline.validate()?;
         config.validate_state()?;
+        config.admin.validate()?;
         Ok(config)
     }
 }
@@ -656,6 +686,7 @@ mod tests {
                 "[state]\ncheckpoint_interval_ms = 0",
                 "state.checkpoint_interval_ms",
             ),
+            ("[admin]\nlisten = \"localhost\"", "admin.listen"),
         ];
         for (text, expected) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

@@ -25,6 +25,7 @@
 //!   restarts.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay` and the `produce`
 //!   loader; [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
+//! - [`admin`]: `run`'s HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
 //!
 //! Data flow: Kafka → `kafka::run` → `pipeline::Processor` (`clean` → `Engine::apply`: `dedup` →
@@ -33,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bench;
 pub mod canonical;
 pub mod clean;

@@ -243,3 +243,99 @@ async fn a_refused_delivery_stops_the_run_without_committing_past_it() {
         "nothing committed: {commits:?}"
     );
 }
+
+/// `GET path` on the admin listener: (status code, body), or None while nothing listens.
+async fn get(address: &str, path: &str) -> Option<(u16, String)> {
+    let (address, path) = (address.to_owned(), path.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split(' ').nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_owned();
+        Some((status, body))
+    })
+    .await
+    .unwrap()
+}
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
+    let cluster = MockCluster::new(1).unwrap();
+    let (mut config, input) = fresh_setup(&cluster);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    config.admin.listen = address.clone();
+    let (messages, bad) = inputs();
+    produce_messages(&config.kafka, &input, &messages, false, None)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let config = config.clone();
+        tokio::spawn(async move {
+            run(
+                &config,
+                async { stopped.await.unwrap_or(()) },
+                Observers::default(),
+            )
+            .await
+        })
+    };
+
+    // Not ready until the group assigns partitions (the mock cluster waits ~3 s), then ready.
+    let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
+    while statuses.last() != Some(&200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "{statuses:?}");
+        if let Some((status, _)) = get(&address, "/readyz").await {
+            if statuses.last() != Some(&status) {
+                statuses.push(status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(statuses, [503, 200], "not ready, then ready");
+    assert_eq!(get(&address, "/healthz").await.unwrap().0, 200);
+
+    // The counters reach exactly what was produced.
+    let total = messages.len() as f64;
+    let text = loop {
+        let (_, text) = get(&address, "/metrics").await.unwrap();
+        if sample(&text, "streamrec_events_consumed_total") == Some(total) {
+            break text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sample(&text, "streamrec_events_applied_total"), Some(200.0));
+    assert_eq!(sample(&text, "streamrec_events_duplicate_total"), Some(8.0));
+    for reason in bad.values() {
+        let series = format!("streamrec_events_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
+    }
+    let dead = format!(
+        "streamrec_outputs_published_total{{topic=\"{}\"}}",
+        config.kafka.dead_letter_topic
+    );
+    assert_eq!(sample(&text, &dead), Some(bad.len() as f64));
+    assert_eq!(sample(&text, "streamrec_assigned_partitions"), Some(3.0));
+    assert!(text.contains("# TYPE streamrec_event_to_output_seconds histogram"));
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    drop(cluster);
+}

@@ -6,6 +6,7 @@
 //! model is shared behind a read-write lock. With one worker the engine is deterministic.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,7 @@ use super::context::{GroupContext, Health, WorkerInput};
 use super::position::{by_index, Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
+use crate::admin::{serve, Metrics};
 use crate::config::Config;
 use crate::engine::{Engine, ItemModel};
 use crate::pipeline::{Processor, Stats};
@@ -44,6 +46,8 @@ pub enum RunError {
     DrainTimeout { open: usize, drain_ms: u64 },
     #[error("a pipeline worker stopped unexpectedly: {0}")]
     Worker(String),
+    #[error("cannot start the admin listener: {0}")]
+    Admin(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -124,7 +128,24 @@ pub async fn run(
     let worker_inputs = context.workers.clone();
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(consumer_config(kafka, &kafka.group_id).create_with_context(context)?);
+    let metrics = Arc::new(Metrics::new([
+        kafka.recommendations_topic.clone(),
+        kafka.similar_items_topic.clone(),
+        kafka.dead_letter_topic.clone(),
+    ]));
+    let state_loaded = Arc::new(AtomicBool::new(false));
+    if let Some(listen) = config.admin.address() {
+        serve(
+            listen,
+            metrics.clone(),
+            observers.health.clone(),
+            state_loaded.clone(),
+        )
+        .await
+        .map_err(RunError::Admin)?;
+    }
     let restored = restore(config)?;
+    state_loaded.store(true, Ordering::Relaxed);
     let mut positions = match &restored {
         Some((_, checkpoints)) => Positions::from_state(&checkpoints.checkpointed),
         None => Positions::default(),
@@ -134,8 +155,9 @@ pub async fn run(
     let producer: FutureProducer = producer_config(kafka).create()?;
     let count = config.pipeline.workers;
     let stats = Arc::new(Mutex::new(vec![Stats::default(); count]));
-    let (senders, mut workers) =
-        start_workers(config, &consumer, &producer, &observers, &stats, restored);
+    let (senders, mut workers) = start_workers(
+        config, &consumer, &producer, &observers, &stats, &metrics, restored,
+    );
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -150,7 +172,7 @@ pub async fn run(
                 failure = Some(worker_failure(stopped));
                 break;
             }
-            _ = tick.tick() => report_progress(&observers, &stats),
+            _ = tick.tick() => report_progress(&observers, &stats, &metrics),
             message = consumer.recv() => match message {
                 Ok(message) => {
                     let assignments = observers.health.assignments();
@@ -192,7 +214,7 @@ pub async fn run(
         return Err(err);
     }
     finish(&consumer, &producer, config.pipeline.drain_timeout_ms)?;
-    report_progress(&observers, &stats);
+    report_progress(&observers, &stats, &metrics);
     let latency_us = observers.latency.lock().expect("not poisoned").clone();
     Ok(RunReport {
         processors,
@@ -241,6 +263,7 @@ fn start_workers(
     producer: &FutureProducer,
     observers: &Observers,
     stats: &Arc<Mutex<Vec<Stats>>>,
+    metrics: &Arc<Metrics>,
     mut restored: Option<(Engine, Checkpoints)>,
 ) -> (Vec<mpsc::Sender<WorkerInput>>, Workers) {
     let items = Arc::new(RwLock::new(ItemModel::new(&config.engine)));
@@ -271,6 +294,8 @@ fn start_workers(
             inputs: inputs.clone(),
             processor: Processor::with_engine(config, engine),
             latency_us: observers.latency.clone(),
+            metrics: metrics.clone(),
+            users_reported: 0,
             stats: stats.clone(),
         };
         workers.push(tokio::spawn(worker.run(rx, config.pipeline.clone())));
@@ -288,9 +313,12 @@ fn worker_failure(
     }
 }
 
-fn report_progress(observers: &Observers, stats: &Mutex<Vec<Stats>>) {
+/// Counters summed over workers, to the metrics first, then to the progress watcher (so a
+/// watcher that sees a count finds it in the metrics too).
+fn report_progress(observers: &Observers, stats: &Mutex<Vec<Stats>>, metrics: &Metrics) {
+    let total = sum(stats.lock().expect("not poisoned").iter());
+    metrics.record(&total, &observers.health);
     if let Some(progress) = &observers.progress {
-        let total = sum(stats.lock().expect("not poisoned").iter());
         progress.send_replace(total);
     }
 }

@@ -20,6 +20,7 @@ use super::context::{GroupContext, WorkerInput};
 use super::position::{by_name, NextOffsets};
 use super::run::{wall_clock_ms, Latency, RunError};
 use super::sink::{send, Acked, InFlight, Topics};
+use crate::admin::Metrics;
 use crate::config::PipelineConfig;
 use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
@@ -55,6 +56,9 @@ pub(super) struct Worker {
     pub inputs: Arc<Vec<String>>,
     pub processor: Processor,
     pub latency_us: Latency,
+    pub metrics: Arc<Metrics>,
+    /// Users this worker last added to the `users_in_memory` gauge.
+    pub users_reported: i64,
     /// One slot per worker, summed for progress reports.
     pub stats: Arc<Mutex<Vec<Stats>>>,
 }
@@ -206,7 +210,7 @@ impl Worker {
             } = state;
             let topic = self.topics.of(output.destination);
             send(&self.producer, topic, output, in_flight, |acked| {
-                record_ack(tracker, &self.latency_us, acked)
+                record_ack(tracker, (&self.latency_us, &self.metrics), acked)
             })
             .await
             .map_err(RunError::Delivery)?;
@@ -215,7 +219,8 @@ impl Worker {
     }
 
     fn on_acked(&self, state: &mut State, acked: Acked) -> Result<(), RunError> {
-        record_ack(&mut state.tracker, &self.latency_us, acked).map_err(RunError::Delivery)
+        record_ack(&mut state.tracker, (&self.latency_us, &self.metrics), acked)
+            .map_err(RunError::Delivery)
     }
 
     async fn flush(&mut self, state: &mut State, all: bool) -> Result<(), RunError> {
@@ -274,6 +279,10 @@ impl Worker {
             return Ok(());
         };
         checkpoints.checkpointed = writing.covers;
+        self.metrics
+            .checkpoint_seconds
+            .observe(writing.started.elapsed().as_secs_f64());
+        self.metrics.checkpoint_bytes.set(size.bytes as i64);
         let evicted = match checkpoints.max_users {
             0 => 0,
             cap => self.processor.evict_users(cap),
@@ -342,9 +351,18 @@ impl Worker {
         }
     }
 
-    fn publish_stats(&self) {
+    fn publish_stats(&mut self) {
         let mut slots = self.stats.lock().expect("not poisoned");
         slots[self.index] = self.processor.stats().clone();
+        // Workers add their own users; the item model is shared.
+        let users = self.processor.engine().user_count() as i64;
+        self.metrics
+            .users_in_memory
+            .inc_by(users - self.users_reported);
+        self.users_reported = users;
+        self.metrics
+            .items
+            .set(self.processor.engine().item_count() as i64);
     }
 }
 
@@ -367,7 +385,7 @@ fn load_user(processor: &mut Processor, store: &StateStore, user_id: &str) -> Re
 
 fn record_ack(
     tracker: &mut OffsetTracker,
-    latency_us: &Latency,
+    latency: (&Latency, &Metrics),
     acked: Acked,
 ) -> Result<(), String> {
     acked.result?;
@@ -376,10 +394,12 @@ fn record_ack(
     }
     if let (Destination::Recommendations, Some(cause_ms)) = (acked.destination, acked.cause_ts_ms) {
         let micros = (wall_clock_ms() - cause_ms).max(0) as u64 * 1000;
-        latency_us
+        latency
+            .0
             .lock()
             .expect("not poisoned")
             .saturating_record(micros);
+        latency.1.event_to_output.observe(micros as f64 / 1e6);
     }
     Ok(())
 }

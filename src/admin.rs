@@ -1,0 +1,224 @@
+//! The admin listener of `run`: `/metrics` (Prometheus text format, encoded by
+//! `prometheus-client`), `/healthz` (the process answers) and `/readyz` (state loaded and
+//! partitions assigned). It exposes counters and gauges only — never state, config or secrets.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::kafka::Health;
+use crate::pipeline::Stats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+/// Every metric `run` reports. Counters follow the pipeline's `Stats` (summed over workers);
+/// the rest are recorded where they happen.
+pub struct Metrics {
+    registry: Registry,
+    consumed: Counter,
+    applied: Counter,
+    duplicates: Counter,
+    rejected: Family<ReasonLabel, Counter>,
+    published: Family<TopicLabel, Counter>,
+    /// Seconds from an event's Kafka timestamp to its recommendation's acknowledgement.
+    pub event_to_output: Histogram,
+    pub checkpoint_seconds: Histogram,
+    pub checkpoint_bytes: Gauge,
+    pub users_in_memory: Gauge,
+    pub items: Gauge,
+    assigned_partitions: Gauge,
+    /// The totals last added to the counters.
+    seen: Mutex<Stats>,
+    /// Output topic names for `published`: recommendations, similar items, dead letters.
+    topics: [String; 3],
+}
+
+impl Metrics {
+    pub fn new(topics: [String; 3]) -> Metrics {
+        let mut registry = Registry::with_prefix("streamrec");
+        let metrics = Metrics {
+            consumed: Counter::default(),
+            applied: Counter::default(),
+            duplicates: Counter::default(),
+            rejected: Family::default(),
+            published: Family::default(),
+            event_to_output: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            checkpoint_bytes: Gauge::default(),
+            users_in_memory: Gauge::default(),
+            items: Gauge::default(),
+            assigned_partitions: Gauge::default(),
+            seen: Mutex::default(),
+            topics,
+            registry: Registry::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "events_consumed",
+            "Input messages consumed",
+            m.consumed.clone(),
+        );
+        registry.register("events_applied", "Events learned from", m.applied.clone());
+        registry.register(
+            "events_duplicate",
+            "Events dropped as duplicates",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Input messages sent to the dead letters, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "outputs_published",
+            "Output messages queued for publishing, by topic",
+            m.published.clone(),
+        );
+        registry.register(
+            "event_to_output_seconds",
+            "From an event's Kafka timestamp to its recommendation's acknowledgement",
+            m.event_to_output.clone(),
+        );
+        registry.register(
+            "checkpoint_seconds",
+            "Checkpoint duration, encoding and writing",
+            m.checkpoint_seconds.clone(),
+        );
+        registry.register(
+            "checkpoint_bytes",
+            "Bytes the latest checkpoint wrote",
+            m.checkpoint_bytes.clone(),
+        );
+        registry.register(
+            "users_in_memory",
+            "Users held in memory",
+            m.users_in_memory.clone(),
+        );
+        registry.register("items", "Items known", m.items.clone());
+        registry.register(
+            "assigned_partitions",
+            "Input partitions this member holds",
+            m.assigned_partitions.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Adds what the totals grew by since the last call.
+    pub fn record(&self, total: &Stats, health: &Health) {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        self.consumed.inc_by(total.consumed - seen.consumed);
+        self.applied.inc_by(total.applied - seen.applied);
+        self.duplicates.inc_by(total.duplicates - seen.duplicates);
+        for (reason, &count) in &total.rejected {
+            let before = seen.rejected.get(reason).copied().unwrap_or(0);
+            self.rejected
+                .get_or_create(&ReasonLabel {
+                    reason: reason.clone(),
+                })
+                .inc_by(count - before);
+        }
+        let published = [
+            (total.recommendations, seen.recommendations),
+            (total.similar_items, seen.similar_items),
+            (total.rejected_total(), seen.rejected_total()),
+        ];
+        for (topic, (now, before)) in self.topics.iter().zip(published) {
+            self.published
+                .get_or_create(&TopicLabel {
+                    topic: topic.clone(),
+                })
+                .inc_by(now - before);
+        }
+        self.assigned_partitions
+            .set(health.assigned_partitions() as i64);
+        *seen = total.clone();
+    }
+
+    fn text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+struct Admin {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    state_loaded: Arc<AtomicBool>,
+}
+
+/// Binds `listen` and serves until the runtime stops; an error names the address.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    state_loaded: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let admin = Arc::new(Admin {
+        metrics,
+        health,
+        state_loaded,
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(admin);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("admin.listen {listen}: {e}")))?;
+    tracing::info!(%listen, "admin listener: /metrics /healthz /readyz");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::warn!(error = %err, "admin listener stopped");
+        }
+    });
+    Ok(())
+}
+
+async fn metrics_text(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        admin.metrics.text(),
+    )
+}
+
+async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    if !admin.state_loaded.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "state not loaded yet\n");
+    }
+    if admin.health.assigned_partitions() == 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no partitions assigned (group forming, or the brokers unreachable)\n",
+        );
+    }
+    (StatusCode::OK, "ready\n")
+}
