@@ -48,6 +48,22 @@ pub enum Command {
     /// Look into a state dir.
     #[command(subcommand)]
     State(StateCommand),
+    /// Check settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the layered settings (defaults, file, STREAMREC__* environment, --set) and print
+    /// the effective config with secrets masked.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// section.key=value, applied last (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +109,9 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// section.key=value, applied after the file and the environment (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,9 +189,13 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Settings (TOML); see config/streamrec.toml.
+    /// Settings (TOML); see config/streamrec.toml. STREAMREC__SECTION__KEY variables and --set
+    /// override it.
     #[arg(long)]
     pub config: PathBuf,
+    /// section.key=value, applied after the file and the environment (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +260,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(args),
         Command::Backfill(args) => backfill(args),
         Command::State(command) => state(command),
+        Command::Config(ConfigCommand::Check { config, set }) => {
+            let effective = load_config(config.as_ref(), &set)?;
+            println!(
+                "# config OK: defaults, then {}, then STREAMREC__* environment, then --set",
+                config
+                    .as_ref()
+                    .map_or("no file".into(), |p| p.display().to_string())
+            );
+            print!("{}", crate::config_layers::render_masked(&effective));
+            Ok(())
+        }
     }
 }
 
@@ -278,7 +312,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if args.max_rate == Some(0) {
         bail!("--max-rate must be at least 1 event/s");
     }
-    let config = Config::load(&args.config)?;
+    let config = load_config(Some(&args.config), &args.set)?;
     let stop = stop_on_signal()?;
     let options = kafka::ReplayOptions {
         state_dir: args.state_dir.clone(),
@@ -359,7 +393,7 @@ fn replay_summary(
 }
 
 fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
-    let config = load_config(args.config.as_ref())?;
+    let config = load_config(args.config.as_ref(), &[])?;
     let store = StateStore::open(&args.state_dir, true)?;
     if store.read()?.is_some() {
         bail!(
@@ -417,7 +451,7 @@ fn state(command: StateCommand) -> anyhow::Result<()> {
             item,
             config,
         } => {
-            let config = load_config(config.as_ref())?;
+            let config = load_config(config.as_ref(), &[])?;
             let store = StateStore::open(&state_dir, false)?;
             let (engine, _) = store
                 .load(config.engine)?
@@ -543,7 +577,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let config = load_config(Some(&args.config), &args.set)?;
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, "starting");
     let runtime = runtime()?;
     let report = runtime.block_on(async {
@@ -568,7 +602,7 @@ fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
     if args.rate == Some(0) {
         bail!("--rate must be at least 1 event/s");
     }
-    let mut config = load_config(args.config.as_ref())?;
+    let mut config = load_config(args.config.as_ref(), &[])?;
     if let Some(brokers) = args.brokers {
         config.kafka.brokers = brokers;
     }
@@ -598,18 +632,20 @@ fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    match path {
-        Some(path) => Ok(Config::load(path)?),
-        None => Ok(Config::default()),
-    }
+/// Defaults, then the file, then `STREAMREC__*` variables, then `--set` flags.
+fn load_config(path: Option<&PathBuf>, sets: &[String]) -> anyhow::Result<Config> {
+    Ok(crate::config_layers::load(
+        path.map(PathBuf::as_path),
+        std::env::vars(),
+        sets,
+    )?)
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if args.top_n == 0 {
         bail!("--top-n must be at least 1");
     }
-    let config = load_config(args.config.as_ref())?;
+    let config = load_config(args.config.as_ref(), &[])?;
     let loaded = load(&args.input, args.format, &config.engine.clean)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     if loaded.events.is_empty() {

@@ -227,6 +227,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("invalid value for `{key}`: {rule}")]
     Invalid { key: &'static str, rule: String },
+    #[error("{origin}: {rule}")]
+    Override { origin: String, rule: String },
 }
 
 impl Config {
@@ -250,6 +252,12 @@ impl Config {
             path: "<text>".into(),
             message: err.message().to_owned(),
         })?;
+        config.validated()
+    }
+
+    /// The config if every section's rules hold; else the first broken rule, naming its key.
+    pub fn validated(self) -> Result<Config, ConfigError> {
+        let config = self;
         config.engine.validate()?;
         config.kafka.validate()?;
         config.pipeline.validate()?;

@@ -26,7 +26,8 @@
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay` and the `produce`
 //!   loader; [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
 //! - [`admin`]: `run`'s HTTP listener for `/metrics`, `/healthz` and `/readyz`.
-//! - [`config`] and [`cli`]: settings and the command line; `main.rs` only calls [`cli::run`].
+//! - [`config`] and [`cli`]: settings and the command line; [`config_layers`] merges defaults,
+//!   file, environment and flags; `main.rs` only calls [`cli::run`].
 //!
 //! Data flow: Kafka → `kafka::run` → `pipeline::Processor` (`clean` → `Engine::apply`: `dedup` →
 //! `profile`, `cooccurrence`, `factorization`, `popularity`; then `Engine::recommend` → `ranking`)
@@ -41,6 +42,7 @@ pub mod clean;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod config_layers;
 pub mod cooccurrence;
 pub mod decay;
 pub mod dedup;

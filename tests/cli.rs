@@ -157,3 +157,42 @@ fn run_and_produce_refuse_bad_settings_before_touching_kafka() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /no/such/ratings.csv"));
 }
+
+#[test]
+fn config_check_shows_the_layered_settings_with_secrets_masked() {
+    let file = fixture("[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n");
+    let check = |env: &[(&str, &str)], sets: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streamrec"));
+        command.args(["config", "check", "--config", file.path().to_str().unwrap()]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        command.envs(env.iter().copied()).output().unwrap()
+    };
+    let out = check(
+        &[
+            ("STREAMREC__KAFKA__GROUP_ID", "from-env"),
+            ("STREAMREC__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "hunter2"),
+        ],
+        &["pipeline.top_n=7"],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("group_id = \"from-env\""), "{text}");
+    assert!(text.contains("brokers = \"file:9092\""), "{text}");
+    assert!(text.contains("top_n = 7"), "{text}");
+    assert!(text.contains("\"sasl.password\" = \"***\""), "{text}");
+    assert!(!text.contains("hunter2"));
+
+    let out = check(&[("STREAMREC__STATE__DIRR", "/x")], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("STREAMREC__STATE__DIRR: state.dirr names no setting"),
+        "{err}"
+    );
+}

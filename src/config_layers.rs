@@ -1,0 +1,255 @@
+//! Where settings come from, each layer overriding the one before key by key: the embedded
+//! defaults, the TOML file, `STREAMREC__SECTION__KEY` environment variables (nested sections
+//! joined by `__`, e.g. `STREAMREC__ENGINE__DEDUP__MAX_ENTRIES`), then `--set section.key=value`
+//! flags. An override that names no setting, or a value of the wrong type, is an error naming
+//! the variable or flag.
+
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use crate::config::{Config, ConfigError};
+
+const ENV_PREFIX: &str = "STREAMREC__";
+
+/// Keys that hold secrets (librdkafka properties), shown masked by `config check`.
+const SECRET_MARKERS: [&str; 4] = ["password", "secret", "token", ".key"];
+
+/// The effective configuration.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> Result<Config, ConfigError> {
+    let defaults = Value::try_from(Config::default()).expect("the defaults serialise");
+    let mut merged = defaults.clone();
+    if let Some(path) = file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let table: Table = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: shown,
+            message: err.message().to_owned(),
+        })?;
+        merge(&mut merged, Value::Table(table));
+    }
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let path = env_path(name.strip_prefix(ENV_PREFIX)?);
+            Some((name, format!("{path}={value}")))
+        })
+        .collect();
+    overrides.sort(); // the environment's order is arbitrary; applying in name order is stable
+    overrides.extend(sets.iter().map(|s| (format!("--set {s}"), s.clone())));
+    for (source, assignment) in &overrides {
+        apply(&mut merged, &defaults, source, assignment)?;
+    }
+    let config: Config = merged
+        .try_into()
+        .map_err(|err: toml::de::Error| ConfigError::Parse {
+            path: "the layered settings".into(),
+            message: err.message().to_owned(),
+        })?;
+    config.validated()
+}
+
+/// `KAFKA__GROUP_ID` → `kafka.group_id`; under `KAFKA__LIBRDKAFKA__` single underscores become
+/// dots, since librdkafka's property names have dots (`SASL_PASSWORD` → `sasl.password`).
+fn env_path(name: &str) -> String {
+    let path = name.to_lowercase().replace("__", ".");
+    match path.strip_prefix("kafka.librdkafka.") {
+        Some(property) => format!("kafka.librdkafka.{}", property.replace('_', ".")),
+        None => path,
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Table(into), Value::Table(from)) => {
+            for (key, value) in from {
+                match into.get_mut(&key) {
+                    Some(existing) if existing.is_table() && value.is_table() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (into, from) => *into = from,
+    }
+}
+
+/// Applies `section.key=value` from `source` (a variable or a flag, for the error).
+fn apply(
+    merged: &mut Value,
+    defaults: &Value,
+    source: &str,
+    assignment: &str,
+) -> Result<(), ConfigError> {
+    let bad = |rule: String| ConfigError::Override {
+        origin: source.to_owned(),
+        rule,
+    };
+    let (path, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| bad("expected section.key=value".into()))?;
+    // librdkafka's property names have dots of their own: everything after the table is one key.
+    let keys: Vec<&str> = match path.trim().strip_prefix("kafka.librdkafka.") {
+        Some(property) => vec!["kafka", "librdkafka", property],
+        None => path.split('.').map(str::trim).collect(),
+    };
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(bad(format!("{path:?} is not a setting name")));
+    }
+    let free_map = keys.len() == 3 && keys[..2] == ["kafka", "librdkafka"];
+    let value = match lookup(defaults, &keys) {
+        _ if free_map => Value::String(raw.to_owned()),
+        Some(Value::String(_)) => Value::String(raw.to_owned()),
+        Some(Value::Table(_)) => return Err(bad(format!("{path} is a section, not a setting"))),
+        Some(_) => parse_value(raw).ok_or_else(|| bad(format!("{raw:?} is not a TOML value")))?,
+        None => return Err(bad(format!("{path} names no setting"))),
+    };
+    set(merged, &keys, value);
+    Ok(())
+}
+
+fn lookup<'a>(value: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().try_fold(value, |v, key| v.get(key))
+}
+
+fn parse_value(raw: &str) -> Option<Value> {
+    let table: Table = toml::from_str(&format!("v = {raw}")).ok()?;
+    table.get("v").cloned()
+}
+
+fn set(value: &mut Value, keys: &[&str], new: Value) {
+    let (last, parents) = keys.split_last().expect("at least one key");
+    let mut node = value;
+    for key in parents {
+        let table = node.as_table_mut().expect("sections are tables");
+        node = table
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+    }
+    node.as_table_mut()
+        .expect("sections are tables")
+        .insert(last.to_string(), new);
+}
+
+/// The configuration as TOML, with librdkafka secrets masked.
+pub fn render_masked(config: &Config) -> String {
+    let mut shown = config.clone();
+    for (key, value) in shown.kafka.librdkafka.iter_mut() {
+        if SECRET_MARKERS
+            .iter()
+            .any(|m| key.to_lowercase().contains(m))
+        {
+            *value = "***".into();
+        }
+    }
+    toml::to_string_pretty(&shown).expect("the config serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn later_layers_win_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"from-file\"\n[state]\ncheckpoint_max_events = 7\n",
+        )
+        .unwrap();
+        let config = load(
+            Some(&file),
+            env(&[
+                ("STREAMREC__KAFKA__GROUP_ID", "from-env"),
+                ("STREAMREC__STATE__CHECKPOINT_MAX_EVENTS", "9"),
+                ("STREAMREC__ENGINE__DEDUP__MAX_ENTRIES", "11"),
+                ("STREAMREC__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "x"),
+                ("HOME", "/root"),
+            ]),
+            &["state.checkpoint_max_events=10".into()],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "file:9092", "file over defaults");
+        assert_eq!(config.kafka.group_id, "from-env", "environment over file");
+        assert_eq!(
+            config.state.checkpoint_max_events, 10,
+            "flag over environment"
+        );
+        assert_eq!(config.engine.dedup.max_entries, 11, "nested sections");
+        assert_eq!(config.kafka.librdkafka["sasl.password"], "x");
+        assert_eq!(
+            config.pipeline,
+            Config::default().pipeline,
+            "untouched sections keep their defaults"
+        );
+    }
+
+    #[test]
+    fn bad_overrides_name_their_source_and_rule() {
+        for (variables, sets, expected) in [
+            (
+                env(&[("STREAMREC__KAFKA__BROKERZ", "x")]),
+                vec![],
+                "STREAMREC__KAFKA__BROKERZ: kafka.brokerz names no setting",
+            ),
+            (
+                vec![],
+                vec!["state.checkpoint_max_events=lots".to_owned()],
+                "--set state.checkpoint_max_events=lots: \"lots\" is not a TOML value",
+            ),
+            (
+                vec![],
+                vec!["kafka".to_owned()],
+                "expected section.key=value",
+            ),
+            (
+                vec![],
+                vec!["engine.dedup=3".to_owned()],
+                "engine.dedup is a section",
+            ),
+            (
+                env(&[("STREAMREC__PIPELINE__WORKERS", "0")]),
+                vec![],
+                "pipeline.workers",
+            ),
+        ] {
+            let err = load(None, variables, &sets).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_when_shown() {
+        let mut config = Config::default();
+        for (key, value) in [
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "k"),
+            ("sasl.oauthbearer.client.secret", "s"),
+            ("security.protocol", "SASL_SSL"),
+        ] {
+            config.kafka.librdkafka.insert(key.into(), value.into());
+        }
+        let text = render_masked(&config);
+        assert!(!text.contains("hunter2") && !text.contains("\"k\"") && !text.contains("\"s\""));
+        assert!(text.contains("SASL_SSL"), "{text}");
+        assert!(text.contains("***"));
+    }
+}
