@@ -70,10 +70,7 @@ impl StateStore {
         if !create && !path.exists() {
             return Err(StoreError::Missing { path: shown });
         }
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|err| open_error(&shown, err))?;
+        let db = open_db(path, &shown)?;
         let store = StateStore {
             db,
             path: path.to_owned(),
@@ -292,6 +289,24 @@ fn versioned(body: &[u8]) -> Vec<u8> {
 
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     [OFFSET_PREFIX, format!("{topic}/{partition}").as_bytes()].concat()
+}
+
+/// A handle this process dropped a moment ago may still hold the lock while sled's background
+/// flusher winds down: a locked dir is retried for up to a second before it counts as in use.
+fn open_db(path: &Path, shown: &str) -> Result<sled::Db, StoreError> {
+    let mut tries = 0;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(err) => match open_error(shown, err) {
+                StoreError::Locked { .. } if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return Err(other),
+            },
+        }
+    }
 }
 
 fn open_error(path: &str, err: sled::Error) -> StoreError {
