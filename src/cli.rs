@@ -25,6 +25,16 @@ use crate::store::StateStore;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr: `human`, or `json` (one object per line, for collectors).
+    /// RUST_LOG filters them (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,7 +254,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(cli.log_format);
     match cli.command {
         Command::Demo(args) => runtime()?.block_on(demo(DemoOptions {
             events: args.events,
@@ -274,13 +284,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => logs.try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

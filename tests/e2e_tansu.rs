@@ -82,11 +82,23 @@ fn produce_raw(brokers: &str, topic: &str, messages: &[(&str, Vec<u8>)]) {
         .create()
         .unwrap();
     for (key, payload) in messages {
-        producer
-            .send(BaseRecord::to(topic).key(*key).payload(payload))
-            .unwrap();
+        let mut record = BaseRecord::to(topic).key(*key).payload(payload);
+        // A full queue is backpressure: serve acknowledgements, then try again.
+        while let Err((err, returned)) = producer.send(record) {
+            assert!(
+                matches!(
+                    err,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "{err}"
+            );
+            producer.poll(Duration::from_millis(10));
+            record = returned;
+        }
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    producer.flush(Duration::from_secs(60)).unwrap();
 }
 
 fn wait_for_commits(setup: &Setup, ends: &[i64], limit: Duration) {
@@ -298,5 +310,79 @@ fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
         state_digest(&crashy),
         state_digest(&calm),
         "crashes changed the state"
+    );
+}
+
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn a_flood_of_bad_input_leaves_a_short_log() {
+    let setup = setup();
+    let flood: Vec<(&str, Vec<u8>)> = (0..100_000)
+        .map(|i| {
+            let payload = if i % 10 == 0 {
+                format!(
+                    r#"{{"type":"teleport","user_id":"u{i}","item_id":"i1","ts":1700000000000}}"#
+                )
+            } else {
+                format!("garbage {i}")
+            };
+            ("flood", payload.into_bytes())
+        })
+        .collect();
+    produce_raw(&setup.broker.address, &setup.input, &flood);
+    let log = setup._dir.path().join("run.log");
+    let run = streamrec()
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&setup.config_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while committed(
+        &setup.broker.address,
+        &setup.group,
+        &setup.input,
+        PARTITIONS,
+    )
+    .iter()
+    .map(|c| (*c).max(0))
+    .sum::<i64>()
+        < flood.len() as i64
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the flood was not consumed"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = terminate(run);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(
+        lines.len() < 100,
+        "{} log lines for the flood:\n{text}",
+        lines.len()
+    );
+    let mut counted = BTreeMap::new();
+    for line in &lines {
+        if line["message"] == "input rejected to the dead letters" {
+            *counted
+                .entry(line["reason"].as_str().unwrap().to_owned())
+                .or_insert(0) += line["count"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(
+        counted,
+        BTreeMap::from([
+            ("bad_type".to_owned(), 10_000),
+            ("not_json".to_owned(), 90_000)
+        ]),
+        "every rejection counted once, by reason"
     );
 }

@@ -5,6 +5,7 @@
 //! channel (a slow worker stops the consumer: backpressure). Workers own their users; the item
 //! model is shared behind a read-write lock. With one worker the engine is deterministic.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -296,6 +297,8 @@ fn start_workers(
             latency_us: observers.latency.clone(),
             metrics: metrics.clone(),
             users_reported: 0,
+            rejections_logged: BTreeMap::new(),
+            last_rejection_log: Instant::now(),
             stats: stats.clone(),
         };
         workers.push(tokio::spawn(worker.run(rx, config.pipeline.clone())));

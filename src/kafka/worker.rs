@@ -26,6 +26,8 @@ use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
 use crate::store::{CheckpointSize, StateStore, StoreError};
 
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Periodic checkpoints of a worker's state and the offsets it reflects.
 pub(super) struct Checkpoints {
     pub store: StateStore,
@@ -59,6 +61,10 @@ pub(super) struct Worker {
     pub metrics: Arc<Metrics>,
     /// Users this worker last added to the `users_in_memory` gauge.
     pub users_reported: i64,
+    /// Rejections by reason already logged, and when: bad input is logged as one line per
+    /// reason per interval with a count, never a line per message.
+    pub rejections_logged: BTreeMap<String, u64>,
+    pub last_rejection_log: Instant,
     /// One slot per worker, summed for progress reports.
     pub stats: Arc<Mutex<Vec<Stats>>>,
 }
@@ -123,6 +129,7 @@ impl Worker {
                     self.flush(&mut state, false).await?;
                     self.checkpoint_if_due(&mut state);
                     self.publish_stats();
+                    self.log_rejections(false);
                 }
                 input = messages.recv(), if room => match input {
                     Some(WorkerInput::Message(message)) => self.on_message(&mut state, &message).await?,
@@ -138,6 +145,7 @@ impl Worker {
         }
         self.settle(&mut state, pipeline.drain_timeout_ms).await?;
         self.publish_stats();
+        self.log_rejections(true);
         Ok(self.processor)
     }
 
@@ -348,6 +356,29 @@ impl Worker {
                 open: state.tracker.open_events(),
                 drain_ms,
             })
+        }
+    }
+
+    /// One warning per rejection reason seen since the last, every `REJECTION_LOG_INTERVAL`
+    /// (and at the end).
+    fn log_rejections(&mut self, now: bool) {
+        if !now && self.last_rejection_log.elapsed() < REJECTION_LOG_INTERVAL {
+            return;
+        }
+        let seconds = self.last_rejection_log.elapsed().as_secs();
+        self.last_rejection_log = Instant::now();
+        for (reason, &count) in &self.processor.stats().rejected {
+            let logged = self.rejections_logged.entry(reason.clone()).or_default();
+            if count > *logged {
+                tracing::warn!(
+                    worker = self.index,
+                    reason = %reason,
+                    count = count - *logged,
+                    seconds,
+                    "input rejected to the dead letters"
+                );
+                *logged = count;
+            }
         }
     }
 
