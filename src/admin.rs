@@ -31,6 +31,12 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// Every metric `run` reports. Counters follow the pipeline's `Stats` (summed over workers);
 /// the rest are recorded where they happen.
 pub struct Metrics {
@@ -47,6 +53,9 @@ pub struct Metrics {
     pub users_in_memory: Gauge,
     pub items: Gauge,
     assigned_partitions: Gauge,
+    /// Messages between the consumer's position and each partition's end, from librdkafka's
+    /// statistics (every `statistics.interval.ms`).
+    consumer_lag: Family<PartitionLabel, Gauge>,
     /// The totals last added to the counters.
     seen: Mutex<Stats>,
     /// Output topic names for `published`: recommendations, similar items, dead letters.
@@ -68,6 +77,7 @@ impl Metrics {
             users_in_memory: Gauge::default(),
             items: Gauge::default(),
             assigned_partitions: Gauge::default(),
+            consumer_lag: Family::default(),
             seen: Mutex::default(),
             topics,
             registry: Registry::default(),
@@ -120,6 +130,11 @@ impl Metrics {
             "Input partitions this member holds",
             m.assigned_partitions.clone(),
         );
+        registry.register(
+            "consumer_lag",
+            "Messages between the consumer's position and the partition's end",
+            m.consumer_lag.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -155,6 +170,25 @@ impl Metrics {
         self.assigned_partitions
             .set(health.assigned_partitions() as i64);
         *seen = total.clone();
+    }
+
+    /// Per-partition lag from librdkafka's statistics, for the partitions this member consumes.
+    pub fn record_lag(&self, statistics: &rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (&partition, p) in &stats.partitions {
+                // librdkafka reports -1 for partitions it does not consume, and a -1 partition
+                // for the topic's unassigned messages.
+                if partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.consumer_lag
+                    .get_or_create(&PartitionLabel {
+                        topic: topic.clone(),
+                        partition,
+                    })
+                    .set(p.consumer_lag);
+            }
+        }
     }
 
     fn text(&self) -> String {

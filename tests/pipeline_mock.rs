@@ -280,6 +280,10 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
         .port();
     let address = format!("127.0.0.1:{port}");
     config.admin.listen = address.clone();
+    config
+        .kafka
+        .librdkafka
+        .insert("statistics.interval.ms".into(), "300".into());
     let (messages, bad) = inputs();
     produce_messages(&config.kafka, &input, &messages, false, None)
         .await
@@ -335,6 +339,22 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
     assert_eq!(sample(&text, &dead), Some(bad.len() as f64));
     assert_eq!(sample(&text, "streamrec_assigned_partitions"), Some(3.0));
     assert!(text.contains("# TYPE streamrec_event_to_output_seconds histogram"));
+
+    // Lag per partition comes from librdkafka's statistics: zero once everything is consumed.
+    let lag = |text: &str, partition: i32| {
+        sample(
+            text,
+            &format!("streamrec_consumer_lag{{topic=\"{input}\",partition=\"{partition}\"}}"),
+        )
+    };
+    loop {
+        let (_, text) = get(&address, "/metrics").await.unwrap();
+        if (0..PARTITIONS).all(|p| lag(&text, p) == Some(0.0)) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
     drop(cluster);

@@ -42,6 +42,8 @@ pub enum WorkerInput {
 
 pub struct GroupContext {
     pub health: Arc<Health>,
+    /// Where librdkafka's statistics (consumer lag) go, if anywhere.
+    pub metrics: Option<Arc<crate::admin::Metrics>>,
     /// The workers' inputs, once they run (none before, and none for a plain consumer).
     pub workers: Arc<Mutex<Vec<mpsc::Sender<WorkerInput>>>>,
     /// How long a revoke waits for the workers to settle.
@@ -52,6 +54,7 @@ impl GroupContext {
     pub fn new(health: Arc<Health>, settle_timeout: Duration) -> GroupContext {
         GroupContext {
             health,
+            metrics: None,
             workers: Arc::default(),
             settle_timeout,
         }
@@ -103,7 +106,13 @@ impl GroupContext {
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_lag(&statistics);
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -122,18 +122,25 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let kafka = &config.kafka;
-    let context = GroupContext::new(
-        observers.health.clone(),
-        Duration::from_millis(config.pipeline.drain_timeout_ms),
-    );
-    let worker_inputs = context.workers.clone();
-    let consumer: Arc<StreamConsumer<GroupContext>> =
-        Arc::new(consumer_config(kafka, &kafka.group_id).create_with_context(context)?);
     let metrics = Arc::new(Metrics::new([
         kafka.recommendations_topic.clone(),
         kafka.similar_items_topic.clone(),
         kafka.dead_letter_topic.clone(),
     ]));
+    let mut context = GroupContext::new(
+        observers.health.clone(),
+        Duration::from_millis(config.pipeline.drain_timeout_ms),
+    );
+    let mut client = consumer_config(kafka, &kafka.group_id);
+    if config.admin.address().is_some() {
+        context.metrics = Some(metrics.clone());
+        if client.get("statistics.interval.ms").is_none() {
+            client.set("statistics.interval.ms", "5000");
+        }
+    }
+    let worker_inputs = context.workers.clone();
+    let consumer: Arc<StreamConsumer<GroupContext>> =
+        Arc::new(client.create_with_context(context)?);
     let state_loaded = Arc::new(AtomicBool::new(false));
     if let Some(listen) = config.admin.address() {
         serve(
