@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::kafka::Health;
 use crate::pipeline::Stats;
@@ -60,6 +60,19 @@ pub struct Metrics {
     seen: Mutex<Stats>,
     /// Output topic names for `published`: recommendations, similar items, dead letters.
     topics: [String; 3],
+    /// The registered metric families' full names.
+    families: Vec<String>,
+}
+
+fn register<M: Metric + Clone>(
+    registry: &mut Registry,
+    families: &mut Vec<String>,
+    name: &str,
+    help: &str,
+    metric: &M,
+) {
+    families.push(format!("streamrec_{name}"));
+    registry.register(name, help, metric.clone());
 }
 
 impl Metrics {
@@ -81,62 +94,97 @@ impl Metrics {
             seen: Mutex::default(),
             topics,
             registry: Registry::default(),
+            families: Vec::new(),
         };
         let m = &metrics;
-        registry.register(
+        let mut families = Vec::new();
+        register(
+            &mut registry,
+            &mut families,
             "events_consumed",
             "Input messages consumed",
-            m.consumed.clone(),
+            &m.consumed,
         );
-        registry.register("events_applied", "Events learned from", m.applied.clone());
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
+            "events_applied",
+            "Events learned from",
+            &m.applied,
+        );
+        register(
+            &mut registry,
+            &mut families,
             "events_duplicate",
             "Events dropped as duplicates",
-            m.duplicates.clone(),
+            &m.duplicates,
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "events_rejected",
             "Input messages sent to the dead letters, by reason",
-            m.rejected.clone(),
+            &m.rejected,
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "outputs_published",
             "Output messages queued for publishing, by topic",
-            m.published.clone(),
+            &m.published,
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "event_to_output_seconds",
             "From an event's Kafka timestamp to its recommendation's acknowledgement",
-            m.event_to_output.clone(),
+            &m.event_to_output,
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "checkpoint_seconds",
             "Checkpoint duration, encoding and writing",
-            m.checkpoint_seconds.clone(),
+            &m.checkpoint_seconds,
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "checkpoint_bytes",
             "Bytes the latest checkpoint wrote",
-            m.checkpoint_bytes.clone(),
+            &m.checkpoint_bytes,
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "users_in_memory",
             "Users held in memory",
-            m.users_in_memory.clone(),
+            &m.users_in_memory,
         );
-        registry.register("items", "Items known", m.items.clone());
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
+            "items",
+            "Items known",
+            &m.items,
+        );
+        register(
+            &mut registry,
+            &mut families,
             "assigned_partitions",
             "Input partitions this member holds",
-            m.assigned_partitions.clone(),
+            &m.assigned_partitions,
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "consumer_lag",
             "Messages between the consumer's position and the partition's end",
-            m.consumer_lag.clone(),
+            &m.consumer_lag,
         );
         Metrics {
             registry,
+            families,
             ..metrics
         }
     }
@@ -191,7 +239,13 @@ impl Metrics {
         }
     }
 
-    fn text(&self) -> String {
+    /// Every metric family's name (`streamrec_…`; counters get `_total` in the exposition).
+    pub fn families(&self) -> &[String] {
+        &self.families
+    }
+
+    /// The Prometheus text exposition, as `/metrics` serves it.
+    pub fn exposition(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -240,7 +294,7 @@ async fn metrics_text(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        admin.metrics.text(),
+        admin.metrics.exposition(),
     )
 }
 
