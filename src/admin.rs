@@ -77,8 +77,7 @@ fn register<M: Metric + Clone>(
 
 impl Metrics {
     pub fn new(topics: [String; 3]) -> Metrics {
-        let mut registry = Registry::with_prefix("streamrec");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             consumed: Counter::default(),
             applied: Counter::default(),
             duplicates: Counter::default(),
@@ -93,100 +92,95 @@ impl Metrics {
             consumer_lag: Family::default(),
             seen: Mutex::default(),
             topics,
-            registry: Registry::default(),
+            registry: Registry::with_prefix("streamrec"),
             families: Vec::new(),
         };
-        let m = &metrics;
-        let mut families = Vec::new();
+        let m = &mut metrics;
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "events_consumed",
             "Input messages consumed",
             &m.consumed,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "events_applied",
             "Events learned from",
             &m.applied,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "events_duplicate",
             "Events dropped as duplicates",
             &m.duplicates,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "events_rejected",
             "Input messages sent to the dead letters, by reason",
             &m.rejected,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "outputs_published",
             "Output messages queued for publishing, by topic",
             &m.published,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "event_to_output_seconds",
             "From an event's Kafka timestamp to its recommendation's acknowledgement",
             &m.event_to_output,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "checkpoint_seconds",
             "Checkpoint duration, encoding and writing",
             &m.checkpoint_seconds,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "checkpoint_bytes",
             "Bytes the latest checkpoint wrote",
             &m.checkpoint_bytes,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "users_in_memory",
             "Users held in memory",
             &m.users_in_memory,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "items",
             "Items known",
             &m.items,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "assigned_partitions",
             "Input partitions this member holds",
             &m.assigned_partitions,
         );
         register(
-            &mut registry,
-            &mut families,
+            &mut m.registry,
+            &mut m.families,
             "consumer_lag",
             "Messages between the consumer's position and the partition's end",
             &m.consumer_lag,
         );
-        Metrics {
-            registry,
-            families,
-            ..metrics
-        }
+        metrics
     }
 
     /// Adds what the totals grew by since the last call.

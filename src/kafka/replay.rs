@@ -3,7 +3,8 @@
 //! commit, a fresh state, outputs only where asked.
 //!
 //! Partitions are merged by Kafka timestamp (`merge`), so two replays of the same topic apply
-//! the same events in the same order. The engine runs on this thread and waits only for fetches.
+//! the same events in the same order. A reading thread (`replay_source`) fetches, merges and
+//! cleans; the engine applies on this one.
 //! The final checkpoint stores, per partition, the first offset not applied: `streamrec run` on
 //! that state dir continues there with no gap and no overlap.
 
