@@ -88,6 +88,10 @@ fn looks_like_a_date(text: &str) -> bool {
     bytes.len() >= 10 && bytes[..4].iter().all(u8::is_ascii_digit) && bytes[4] == b'-'
 }
 
+fn non_negative<N: FromStr + PartialOrd + Default>(text: &str) -> Option<N> {
+    text.trim().parse().ok().filter(|n| *n >= N::default())
+}
+
 fn parse_start_offset(item: &str) -> Result<StartOffset, String> {
     let (topic, rest) = match item.rsplit_once('/') {
         Some((topic, rest)) if !topic.is_empty() => (Some(topic.to_owned()), rest),
@@ -96,17 +100,9 @@ fn parse_start_offset(item: &str) -> Result<StartOffset, String> {
     let (partition, offset) = rest
         .split_once(':')
         .ok_or_else(|| format!("{item:?} is not partition:offset"))?;
-    let partition = partition
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .filter(|p| *p >= 0)
+    let partition = non_negative::<i32>(partition)
         .ok_or_else(|| format!("partition {partition:?} in {item:?} is not a number ≥ 0"))?;
-    let offset = offset
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|o| *o >= 0)
+    let offset = non_negative::<i64>(offset)
         .ok_or_else(|| format!("offset {offset:?} in {item:?} is not a number ≥ 0"))?;
     Ok(StartOffset {
         topic,

@@ -5,12 +5,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use super::client::producer_config;
-use super::sink::Topics;
+use super::sink::{headers_of, Topics};
 use crate::config::KafkaConfig;
 use crate::pipeline::Output;
 
@@ -58,13 +58,7 @@ impl Publisher {
             return Err(failure);
         }
         let topic = self.topics.of(output.destination);
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in &output.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
+        let headers = headers_of(&output);
         let mut record = BaseRecord::to(topic)
             .key(output.key.as_bytes())
             .payload(&output.payload)

@@ -105,7 +105,7 @@ pub fn replay(
         checkpoints: 0,
         last_checkpoint: Instant::now(),
         progress: Progress::new(options.progress, source.lag.clone()),
-        started: Offsets::new(),
+        started: NextOffsets::new(),
         applying: None,
         final_checkpoint: Duration::ZERO,
         started_at,
@@ -127,7 +127,7 @@ pub fn replay(
     Ok(ReplayReport {
         stats: run.processor.stats().clone(),
         elapsed: started_at.elapsed(),
-        started: run.started,
+        started: by_name(&run.started, inputs),
         stopped: by_name(&run.next, inputs),
         interrupted,
         checkpoints: run.checkpoints,
@@ -190,7 +190,8 @@ struct Replay<'a> {
     checkpoints: u64,
     last_checkpoint: Instant,
     progress: Progress,
-    started: Offsets,
+    /// First offset applied per partition.
+    started: NextOffsets,
     /// When the first and the latest batch were applied.
     applying: Option<(Instant, Instant)>,
     final_checkpoint: Duration,
@@ -239,7 +240,7 @@ impl Replay<'_> {
         now: i64,
     ) -> Result<(), ReplayError> {
         let topic = &self.config.kafka.input_topics[key.0 as usize];
-        self.started.entry((topic.clone(), key.1)).or_insert(offset);
+        self.started.entry(key).or_insert(offset);
         let (cleaned, payload) = match cleaned {
             Ok(event) => (Ok(event), None),
             Err((reason, payload)) => (Err(reason), payload),

@@ -40,6 +40,18 @@ impl Topics {
     }
 }
 
+/// An output's headers as Kafka headers.
+pub fn headers_of(output: &Output) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in &output.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    headers
+}
+
 /// Queues `output` for `topic`; while the producer queue is full, handles acknowledgements
 /// through `on_acked` until there is room.
 pub async fn send(
@@ -50,13 +62,7 @@ pub async fn send(
     mut on_acked: impl FnMut(Acked) -> Result<(), String>,
 ) -> Result<(), String> {
     let topic = topic.to_owned();
-    let mut headers = OwnedHeaders::new();
-    for (key, value) in &output.headers {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
-    }
+    let headers = headers_of(&output);
     let mut record = FutureRecord::to(&topic)
         .key(output.key.as_bytes())
         .payload(&output.payload)
