@@ -52,6 +52,10 @@ pub struct Metrics {
     pub checkpoint_bytes: Gauge,
     pub users_in_memory: Gauge,
     pub items: Gauge,
+    /// Users the state store holds, as of the last checkpoint.
+    pub users_in_store: Gauge,
+    /// Messages the producer holds: queued or sent and not yet acknowledged.
+    pub producer_queue: Gauge,
     assigned_partitions: Gauge,
     /// Messages between the consumer's position and each partition's end, from librdkafka's
     /// statistics (every `statistics.interval.ms`).
@@ -88,6 +92,8 @@ impl Metrics {
             checkpoint_bytes: Gauge::default(),
             users_in_memory: Gauge::default(),
             items: Gauge::default(),
+            users_in_store: Gauge::default(),
+            producer_queue: Gauge::default(),
             assigned_partitions: Gauge::default(),
             consumer_lag: Family::default(),
             seen: Mutex::default(),
@@ -165,6 +171,20 @@ impl Metrics {
             "items",
             "Items known",
             &m.items,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "users_in_store",
+            "Users the state store holds, as of the last checkpoint",
+            &m.users_in_store,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "producer_queue_messages",
+            "Messages queued in the producer or awaiting the broker's acknowledgement",
+            &m.producer_queue,
         );
         register(
             &mut m.registry,

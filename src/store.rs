@@ -3,7 +3,8 @@
 //!
 //! Every value starts with a format-version byte. Keys: `meta/format`; `items` (the shared
 //! item model); `shard` (dedup window and RNG); `user/<id>` per user; `offset/<topic>/<partition>`
-//! holding the next offset to read (8 bytes, big-endian).
+//! holding the next offset to read (8 bytes, big-endian); `meta/users`, how many users the store
+//! holds (8 bytes, big-endian), kept so a count needs no scan.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use crate::engine::{records_digest, Engine, EngineRecords};
 pub const FORMAT_VERSION: u8 = 1;
 
 const FORMAT_KEY: &[u8] = b"meta/format";
+const USERS_KEY: &[u8] = b"meta/users";
 const ITEMS_KEY: &[u8] = b"items";
 const SHARD_KEY: &[u8] = b"shard";
 const USER_PREFIX: &[u8] = b"user/";
@@ -42,6 +44,8 @@ pub enum StoreError {
 pub struct CheckpointSize {
     pub records: usize,
     pub bytes: usize,
+    /// Users the store holds after this checkpoint.
+    pub users_stored: u64,
 }
 
 /// A state store's content, as raw records.
@@ -147,11 +151,18 @@ impl StateStore {
             size.bytes += key.len() + value.len();
             batch.insert(key, value);
         };
+        let mut users_stored = self.users_stored()?;
         put(ITEMS_KEY.to_vec(), &records.items);
         put(SHARD_KEY.to_vec(), &records.shard);
         for (id, bytes) in &records.users {
-            put([USER_PREFIX, id.as_bytes()].concat(), bytes);
+            let key = [USER_PREFIX, id.as_bytes()].concat();
+            if !self.db.contains_key(&key).map_err(|e| self.io(e))? {
+                users_stored += 1;
+            }
+            put(key, bytes);
         }
+        put(USERS_KEY.to_vec(), &users_stored.to_be_bytes());
+        size.users_stored = users_stored;
         for ((topic, partition), next) in offsets {
             put(offset_key(topic, *partition), &next.to_be_bytes());
         }
@@ -161,6 +172,20 @@ impl StateStore {
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(size)
+    }
+
+    /// How many users the store holds: the count kept with each checkpoint, or a scan for a
+    /// dir written before the count was.
+    pub fn users_stored(&self) -> Result<u64, StoreError> {
+        match self.db.get(USERS_KEY).map_err(|e| self.io(e))? {
+            Some(value) => {
+                let body = self.body(USERS_KEY, &value)?;
+                <[u8; 8]>::try_from(body.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| self.corrupt("meta/users is not 8 bytes"))
+            }
+            None => Ok(self.db.scan_prefix(USER_PREFIX).keys().count() as u64),
+        }
     }
 
     /// The stored records, or None for a fresh state dir.
@@ -371,9 +396,10 @@ mod tests {
             let size = store.checkpoint(&mut engine, &offsets()).unwrap();
             assert_eq!(
                 size.records,
-                1 + 2 + 2 + 2,
-                "format, items, shard, 2 users, 2 offsets"
+                1 + 2 + 2 + 2 + 1,
+                "format, items, shard, 2 users, 2 offsets, user count"
             );
+            assert_eq!(size.users_stored, 2);
         }
         let store = StateStore::open(&path, false).unwrap();
         let stored = store.read().unwrap().unwrap();
@@ -395,18 +421,21 @@ mod tests {
             "b",
             1_700_000_009_000,
         ));
+        engine.apply(&Event::new(EventType::View, "u3", "a", 1_700_000_009_001));
         let size = store.checkpoint(&mut engine, &offsets()).unwrap();
         assert_eq!(
             size.records,
-            1 + 2 + 1 + 2,
-            "format, items, shard, u1, offsets"
+            1 + 2 + 2 + 2 + 1,
+            "format, items, shard, u1 and u3, offsets, user count"
         );
+        assert_eq!(size.users_stored, 3, "u1 was stored before, u3 is new");
+        assert_eq!(store.users_stored().unwrap(), 3);
         assert_eq!(store.read().unwrap().unwrap().digest(), engine.digest());
 
         let (mut lazy, offsets_back) = store.open_engine(EngineConfig::default()).unwrap().unwrap();
         assert_eq!(offsets_back, offsets());
         assert!(!lazy.has_user("u1"), "users wait in the store");
-        for user in ["u1", "u2"] {
+        for user in ["u1", "u2", "u3"] {
             let record = store.user(user).unwrap().unwrap();
             lazy.insert_user(user, &record).unwrap();
         }

@@ -340,7 +340,8 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
     assert_eq!(sample(&text, "streamrec_assigned_partitions"), Some(3.0));
     assert!(text.contains("# TYPE streamrec_event_to_output_seconds histogram"));
 
-    // Lag per partition comes from librdkafka's statistics: zero once everything is consumed.
+    // Lag per partition comes from librdkafka's statistics: zero once everything is consumed;
+    // the producer's queue empties once every output is acknowledged.
     let lag = |text: &str, partition: i32| {
         sample(
             text,
@@ -349,7 +350,8 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
     };
     loop {
         let (_, text) = get(&address, "/metrics").await.unwrap();
-        if (0..PARTITIONS).all(|p| lag(&text, p) == Some(0.0)) {
+        let queued = sample(&text, "streamrec_producer_queue_messages");
+        if (0..PARTITIONS).all(|p| lag(&text, p) == Some(0.0)) && queued == Some(0.0) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "{text}");

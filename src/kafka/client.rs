@@ -55,3 +55,37 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("linger.ms", "5");
     with_overrides(client, kafka)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+
+    use super::*;
+    use crate::config_layers;
+
+    /// The documented TLS + SASL/SCRAM example is accepted by the librdkafka we ship (one built
+    /// without OpenSSL refuses `SASL_SSL` when the client is made).
+    #[test]
+    fn the_secure_example_makes_tls_and_scram_clients() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/secure.toml");
+        let env = [
+            ("STREAMREC__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "s3cret"),
+            // The example's CA file exists only where it is deployed.
+            ("STREAMREC__KAFKA__LIBRDKAFKA__SSL_CA_LOCATION", "probe"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config = config_layers::load(Some(&example), env, &[]).unwrap();
+        let kafka = &config.kafka;
+        assert_eq!(kafka.librdkafka["security.protocol"], "SASL_SSL");
+        assert_eq!(kafka.librdkafka["sasl.password"], "s3cret");
+        let consumer: Result<BaseConsumer, _> = consumer_config(kafka, "g").create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
+        let replay: Result<BaseConsumer, _> = replay_consumer_config(kafka, "g.replay").create();
+        assert!(replay.is_ok(), "{:?}", replay.err());
+        let producer: Result<BaseProducer, _> = producer_config(kafka).create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+}

@@ -153,6 +153,11 @@ pub async fn run(
         .map_err(RunError::Admin)?;
     }
     let restored = restore(config)?;
+    if let Some((_, checkpoints)) = &restored {
+        metrics
+            .users_in_store
+            .set(checkpoints.store.users_stored()? as i64);
+    }
     state_loaded.store(true, Ordering::Relaxed);
     let mut positions = match &restored {
         Some((_, checkpoints)) => Positions::from_state(&checkpoints.checkpointed),
@@ -306,6 +311,7 @@ fn start_workers(
             users_reported: 0,
             rejections_logged: BTreeMap::new(),
             last_rejection_log: Instant::now(),
+            partition_spans: BTreeMap::new(),
             stats: stats.clone(),
         };
         workers.push(tokio::spawn(worker.run(rx, config.pipeline.clone())));

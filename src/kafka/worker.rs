@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::context::{GroupContext, WorkerInput};
 use super::position::{by_name, NextOffsets};
@@ -65,6 +66,8 @@ pub(super) struct Worker {
     /// reason per interval with a count, never a line per message.
     pub rejections_logged: BTreeMap<String, u64>,
     pub last_rejection_log: Instant,
+    /// One span per (input topic index, partition).
+    pub partition_spans: BTreeMap<(u16, i32), tracing::Span>,
     /// One slot per worker, summed for progress reports.
     pub stats: Arc<Mutex<Vec<Stats>>>,
 }
@@ -132,7 +135,10 @@ impl Worker {
                     self.log_rejections(false);
                 }
                 input = messages.recv(), if room => match input {
-                    Some(WorkerInput::Message(message)) => self.on_message(&mut state, &message).await?,
+                    Some(WorkerInput::Message(message)) => {
+                        let span = self.partition_span(&message);
+                        self.on_message(&mut state, &message).instrument(span).await?
+                    }
                     Some(WorkerInput::Settle(reply)) => {
                         let settled = self.settle(&mut state, pipeline.drain_timeout_ms).await;
                         let _ = reply.send(settled.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -166,13 +172,28 @@ impl Worker {
         Ok(())
     }
 
+    /// The span a partition's messages are processed in (what is logged there names the
+    /// partition), made once per partition.
+    fn partition_span(&mut self, message: &OwnedMessage) -> tracing::Span {
+        let topic = message.topic();
+        let partition = message.partition();
+        self.partition_spans
+            .entry((self.topic_index(topic), partition))
+            .or_insert_with(|| tracing::info_span!("partition", topic, partition))
+            .clone()
+    }
+
+    fn topic_index(&self, topic: &str) -> u16 {
+        self.inputs.iter().position(|t| t == topic).unwrap_or(0) as u16
+    }
+
     async fn on_message(
         &mut self,
         state: &mut State,
         message: &OwnedMessage,
     ) -> Result<(), RunError> {
         let topic = message.topic();
-        let topic_index = self.inputs.iter().position(|t| t == topic).unwrap_or(0) as u16;
+        let topic_index = self.topic_index(topic);
         let record = Record {
             source: Waiter {
                 topic: topic_index,
@@ -291,6 +312,7 @@ impl Worker {
             .checkpoint_seconds
             .observe(writing.started.elapsed().as_secs_f64());
         self.metrics.checkpoint_bytes.set(size.bytes as i64);
+        self.metrics.users_in_store.set(size.users_stored as i64);
         let evicted = match checkpoints.max_users {
             0 => 0,
             cap => self.processor.evict_users(cap),
@@ -394,6 +416,9 @@ impl Worker {
         self.metrics
             .items
             .set(self.processor.engine().item_count() as i64);
+        self.metrics
+            .producer_queue
+            .set(self.producer.in_flight_count() as i64);
     }
 }
 
