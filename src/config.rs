@@ -280,6 +280,7 @@ pub struct EngineConfig {
     pub cooccurrence: CoocConfig,
     pub factorization: MfConfig,
     pub popularity: PopularityConfig,
+    pub content: ContentConfig,
     pub ranking: RankingConfig,
 }
 
@@ -294,7 +295,40 @@ impl Default for EngineConfig {
             cooccurrence: CoocConfig::default(),
             factorization: MfConfig::default(),
             popularity: PopularityConfig::default(),
+            content: ContentConfig::default(),
             ranking: RankingConfig::default(),
+        }
+    }
+}
+
+/// Content-based candidates (catalog attributes) and segment popularity (user attributes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContentConfig {
+    /// Most popular items kept per attribute (category, brand, tag).
+    pub popular_per_attribute: usize,
+    /// Most recently listed items kept per attribute: how items nobody has touched yet are found.
+    pub newest_per_attribute: usize,
+    /// The user's strongest attributes that gather candidates per request.
+    pub taste_attributes: usize,
+    /// User attributes whose values form a shopper's segment (e.g. region and age band); empty
+    /// turns segment popularity off.
+    pub segment_attributes: Vec<String>,
+    /// Segments tracked; users of further segments get no segment candidates.
+    pub max_segments: usize,
+    /// Trending items kept per segment.
+    pub segment_trending_size: usize,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        ContentConfig {
+            popular_per_attribute: 50,
+            newest_per_attribute: 20,
+            taste_attributes: 8,
+            segment_attributes: vec!["region".into(), "age_band".into()],
+            max_segments: 1000,
+            segment_trending_size: 50,
         }
     }
 }
@@ -342,6 +376,11 @@ pub struct CleanConfig {
     pub min_ts_ms: i64,
     /// Events further ahead of the latest accepted event time are rejected.
     pub max_future_skew_ms: i64,
+    /// Profile attributes and catalog tags per message; more are rejected
+    /// (`too_many_attributes:<field>`).
+    pub max_attributes: usize,
+    /// Bytes per attribute value, brand or tag (`attribute_too_long:<field>`).
+    pub max_attribute_len: usize,
 }
 
 impl Default for CleanConfig {
@@ -351,6 +390,8 @@ impl Default for CleanConfig {
             max_id_len: 128,
             min_ts_ms: 946_684_800_000,
             max_future_skew_ms: 24 * 3600 * 1000,
+            max_attributes: 32,
+            max_attribute_len: 128,
         }
     }
 }
@@ -487,6 +528,10 @@ pub struct Blend {
     pub cross: f32,
     pub mf: f32,
     pub popular: f32,
+    /// Items sharing the catalog attributes the user leans to (categories, brands, tags).
+    pub content: f32,
+    /// Items trending in the user's segment (user attributes).
+    pub segment: f32,
 }
 
 impl Default for Blend {
@@ -497,6 +542,8 @@ impl Default for Blend {
             cross: 0.5,
             mf: 0.3,
             popular: 0.2,
+            content: 0.3,
+            segment: 0.3,
         }
     }
 }
@@ -624,8 +671,33 @@ impl EngineConfig {
             ("engine.ranking.blend.cross", b.cross),
             ("engine.ranking.blend.mf", b.mf),
             ("engine.ranking.blend.popular", b.popular),
+            ("engine.ranking.blend.content", b.content),
+            ("engine.ranking.blend.segment", b.segment),
         ] {
             finite_non_negative(key, value)?;
+        }
+        positive(
+            "engine.clean.max_attribute_len",
+            self.clean.max_attribute_len as i64,
+        )?;
+        let content = &self.content;
+        for (key, value) in [
+            (
+                "engine.content.popular_per_attribute",
+                content.popular_per_attribute,
+            ),
+            (
+                "engine.content.newest_per_attribute",
+                content.newest_per_attribute,
+            ),
+            ("engine.content.taste_attributes", content.taste_attributes),
+            ("engine.content.max_segments", content.max_segments),
+            (
+                "engine.content.segment_trending_size",
+                content.segment_trending_size,
+            ),
+        ] {
+            positive(key, value as i64)?;
         }
         positive("engine.ranking.seed_items", self.ranking.seed_items as i64)?;
         positive("engine.ranking.mf_rescore", self.ranking.mf_rescore as i64)?;

@@ -36,6 +36,8 @@ fn only(f: impl FnOnce(&mut Blend)) -> Blend {
         cross: 0.0,
         mf: 0.0,
         popular: 0.0,
+        content: 0.0,
+        segment: 0.0,
     };
     f(&mut blend);
     blend

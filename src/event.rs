@@ -103,6 +103,35 @@ impl Event {
     }
 }
 
+/// A change to a user's attributes (`"type":"profile"` on an input topic): age band, region,
+/// any key/value. `None` removes the key. Attributes are personal data: never logged at info.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileUpdate {
+    pub user_id: String,
+    pub ts_ms: i64,
+    /// Sorted by key, keys unique.
+    pub attributes: Vec<(String, Option<String>)>,
+}
+
+/// A cleaned input message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Event(Event),
+    Profile(ProfileUpdate),
+    Catalog(crate::catalog::CatalogUpdate),
+}
+
+impl Input {
+    /// The user whose state the input touches, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Input::Event(event) => Some(&event.user_id),
+            Input::Profile(update) => Some(&update.user_id),
+            Input::Catalog(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@
 pub mod admin;
 pub mod bench;
 pub mod canonical;
+pub mod catalog;
 pub mod clean;
 pub mod cli;
 pub mod coalesce;
@@ -64,11 +65,13 @@ pub mod popularity;
 pub mod profile;
 pub mod ranking;
 pub mod replay;
+pub mod segments;
 pub mod rng;
 pub mod similarity;
 pub mod state_bench;
 pub mod store;
 pub mod synthetic;
+pub mod triggers;
 
 pub use engine::{Applied, Engine};
 pub use event::{Event, EventType};

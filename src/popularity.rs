@@ -84,6 +84,16 @@ impl Popularity {
         }
     }
 
+    /// Changes whenever scores are rescaled: a floor remembered under another epoch is void.
+    pub fn epoch(&self) -> i64 {
+        self.landmark_ms.unwrap_or(i64::MIN)
+    }
+
+    /// The item's forward-decayed score (comparable across items at any time; 0 if unseen).
+    pub fn score(&self, item: u32) -> f64 {
+        self.scores.get(item as usize).copied().unwrap_or(0.0)
+    }
+
     /// The trending items, best first (ties by item index), with scores relative to the best.
     pub fn trending(&self, limit: usize) -> Vec<(u32, f32)> {
         let mut ranked: Vec<(u32, f64)> = self

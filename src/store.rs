@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use crate::config::EngineConfig;
 use crate::engine::{records_digest, Engine, EngineRecords};
 
-/// The format this build writes; it reads this one and older ones.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format this build writes and reads. 2 added the catalog, segments, user attributes and
+/// trigger state; a format-1 dir is refused with the way to rebuild it.
+pub const FORMAT_VERSION: u8 = 2;
 
 const FORMAT_KEY: &[u8] = b"meta/format";
 const USERS_KEY: &[u8] = b"meta/users";
@@ -35,6 +36,8 @@ pub enum StoreError {
     Corrupt { path: String, detail: String },
     #[error("state dir {path} was written in format {found}, newer than this build reads ({FORMAT_VERSION}); upgrade streamrec")]
     NewerFormat { path: String, found: u8 },
+    #[error("state dir {path} was written in format {found} by an older build; this build reads format {FORMAT_VERSION}: rebuild the state into a new dir with `streamrec replay` (or `backfill`)")]
+    OlderFormat { path: String, found: u8 },
     #[error("state dir {path}: {detail}")]
     Io { path: String, detail: String },
 }
@@ -111,6 +114,10 @@ impl StateStore {
             None => Err(self.corrupt("records without a meta/format record")),
             Some(value) => match value.as_ref() {
                 [found] if *found > FORMAT_VERSION => Err(StoreError::NewerFormat {
+                    path: self.shown(),
+                    found: *found,
+                }),
+                [found] if *found < FORMAT_VERSION => Err(StoreError::OlderFormat {
                     path: self.shown(),
                     found: *found,
                 }),

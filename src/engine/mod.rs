@@ -11,9 +11,10 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Blend, EngineConfig};
+use crate::catalog::{Catalog, CatalogUpdate, ListingChange, Scores};
 use crate::cooccurrence::{Cooccurrence, PairEvent};
 use crate::dedup::DedupWindow;
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, ProfileUpdate};
 use crate::factorization::{initial_vector, learn, ItemFactors, SamplePool};
 use crate::intern::Interner;
 use crate::popularity::Popularity;
@@ -22,6 +23,10 @@ use crate::ranking::{self, Filters, Scored};
 #[cfg(test)]
 use crate::ranking::{Source, Sources};
 use crate::rng::SplitMix64;
+use crate::segments::{segment_name, Segments};
+use crate::triggers::{EventFacts, Fired, Rules, TriggerState, UserTriggers, Watchers};
+
+mod triggers;
 
 /// Item-side state, shared by every worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,6 +39,12 @@ pub struct ItemModel {
     pub cooccurrence: Cooccurrence,
     pub popularity: Popularity,
     pub pool: SamplePool,
+    /// The shop's listings and item attributes (stock, price, category, brand, tags).
+    pub catalog: Catalog,
+    /// Trending items per segment of users (user attributes).
+    pub segments: Segments,
+    /// Who recently viewed or carted each item (only while a catalog trigger rule is set).
+    pub watchers: Watchers,
     /// The latest event time seen: the engine's notion of "now".
     pub latest_ts_ms: i64,
 }
@@ -45,6 +56,12 @@ pub const NO_CATEGORY: u32 = u32::MAX;
 pub struct UserState {
     pub profile: UserProfile,
     pub factors: Box<[f32]>,
+    /// What the user's profile updates said (age band, region, ...), sorted by key.
+    pub attributes: Vec<(Box<str>, Box<str>)>,
+    /// The user's segment in `ItemModel::segments`, from `attributes`.
+    pub segment: Option<u32>,
+    /// What the waiting trigger rules remember about the user.
+    pub triggers: UserTriggers,
     /// The shard's step count at this user's latest event (0: unchanged since loaded). Not
     /// state: it tells checkpoints what changed and eviction who is cold.
     #[serde(skip)]
@@ -60,6 +77,11 @@ pub struct UserShard {
     pub rng: SplitMix64,
     /// Times `apply` found the shared item model locked by another worker.
     pub contended: u64,
+    /// Trigger deadlines and cooldowns of this shard's users.
+    pub triggers: TriggerState,
+    /// Triggers fired and not yet taken by `take_fired`.
+    #[serde(skip)]
+    fired: Vec<Fired>,
     /// Events applied by this shard (the clock of `UserState::touched`).
     #[serde(skip)]
     steps: u64,
@@ -75,6 +97,38 @@ pub enum Applied {
     Duplicate,
 }
 
+impl UserState {
+    fn new(user_id: &str, ts_ms: i64, config: &EngineConfig) -> UserState {
+        UserState {
+            profile: UserProfile::new(ts_ms),
+            factors: initial_vector(user_id, config.seed, &config.factorization),
+            attributes: Vec::new(),
+            segment: None,
+            triggers: UserTriggers::default(),
+            touched: 0,
+        }
+    }
+
+    /// Merges a profile update (a `None` value removes the key). Keys beyond
+    /// `max_attributes` are ignored, so a user's attributes stay bounded.
+    fn update_attributes(&mut self, update: &ProfileUpdate, max_attributes: usize) {
+        for (key, value) in &update.attributes {
+            let at = self.attributes.binary_search_by(|(k, _)| (**k).cmp(key));
+            match (at, value) {
+                (Ok(i), Some(value)) => self.attributes[i].1 = value.as_str().into(),
+                (Ok(i), None) => {
+                    self.attributes.remove(i);
+                }
+                (Err(i), Some(value)) if self.attributes.len() < max_attributes => {
+                    self.attributes
+                        .insert(i, (key.as_str().into(), value.as_str().into()));
+                }
+                (Err(_), _) => {}
+            }
+        }
+    }
+}
+
 impl ItemModel {
     pub fn new(config: &EngineConfig) -> ItemModel {
         ItemModel {
@@ -85,6 +139,9 @@ impl ItemModel {
             cooccurrence: Cooccurrence::new(config.cooccurrence.clone()),
             popularity: Popularity::new(config.popularity.clone()),
             pool: SamplePool::new(config.factorization.sample_pool),
+            catalog: Catalog::default(),
+            segments: Segments::new(config.popularity.half_life_ms),
+            watchers: Watchers::default(),
             latest_ts_ms: i64::MIN,
         }
     }
@@ -101,6 +158,8 @@ pub struct Engine {
     config: EngineConfig,
     items: SharedItems,
     shard: UserShard,
+    /// Campaign trigger rules; none by default.
+    rules: Arc<Rules>,
 }
 
 impl Clone for Engine {
@@ -110,6 +169,7 @@ impl Clone for Engine {
             config: self.config.clone(),
             items: Arc::new(RwLock::new(self.read().clone())),
             shard: self.shard.clone(),
+            rules: self.rules.clone(),
         }
     }
 }
@@ -127,6 +187,8 @@ impl Engine {
             dedup: DedupWindow::new(config.dedup.clone()),
             rng: SplitMix64::new(config.seed.wrapping_add(worker)),
             contended: 0,
+            triggers: TriggerState::default(),
+            fired: Vec::new(),
             steps: 0,
             checkpointed: 0,
         };
@@ -134,6 +196,7 @@ impl Engine {
             config,
             items,
             shard,
+            rules: Arc::default(),
         }
     }
 
@@ -202,14 +265,17 @@ impl Engine {
             }
         };
         let items = &mut *guard;
-        let (item, new_item) = intern_item(items, event, &self.config);
-        let category = event
-            .category
-            .as_deref()
-            .map(|c| items.categories.intern(c));
-        if let Some(c) = category {
-            items.category_of[item as usize] = c;
-        }
+        let (item, new_item) = intern_item(items, &event.item_id, &self.config);
+        let category = match event.category.as_deref() {
+            Some(name) => {
+                let c = items.categories.intern(name);
+                items.category_of[item as usize] = c;
+                items.catalog.observe_event_category(item, name);
+                Some(c)
+            }
+            // The catalog's category, when events carry none.
+            None => Some(items.category_of[item as usize]).filter(|&c| c != NO_CATEGORY),
+        };
         items.latest_ts_ms = items.latest_ts_ms.max(event.ts_ms);
         let new_user = !self.shard.users.contains_key(event.user_id.as_str());
         let config = &self.config;
@@ -218,12 +284,13 @@ impl Engine {
             .shard
             .users
             .entry(event.user_id.as_str().into())
-            .or_insert_with(|| UserState {
-                profile: UserProfile::new(event.ts_ms),
-                factors: initial_vector(&event.user_id, config.seed, &config.factorization),
-                touched: 0,
-            });
+            .or_insert_with(|| UserState::new(&event.user_id, event.ts_ms, config));
         user.touched = self.shard.steps;
+        let half_life = config.profile.half_life_ms;
+        let before = (!new_user).then(|| {
+            let profile = &user.profile;
+            (profile.last_seen_ms, profile.top_category(event.ts_ms, half_life))
+        });
         let weight = config.weights.of(event.kind);
         let profile = &user.profile;
         items.cooccurrence.observe(PairEvent {
@@ -246,6 +313,20 @@ impl Engine {
         );
         items.pool.push(item);
         items.popularity.observe(item, weight, event.ts_ms);
+        let cap = config.content.popular_per_attribute;
+        items
+            .catalog
+            .observe_popularity(item, cap, popularity_scores(&items.popularity));
+        if let Some(segment) = user.segment {
+            let size = config.content.segment_trending_size;
+            items
+                .segments
+                .observe(segment, item, weight, event.ts_ms, size);
+        }
+        let watched = matches!(event.kind, EventType::View | EventType::AddToCart);
+        if watched && self.rules.watch_items() {
+            items.watchers.watch(item, &event.user_id, event.ts_ms);
+        }
         drop(guard);
         let observation = Observation {
             item,
@@ -255,6 +336,20 @@ impl Engine {
             category,
         };
         user.profile.record(observation, &config.profile);
+        if !self.rules.is_empty() {
+            let facts = EventFacts {
+                user_id: &event.user_id,
+                kind: event.kind,
+                item,
+                category,
+                ts_ms: event.ts_ms,
+                previous_seen_ms: before.map(|b| b.0),
+                top_category_before: before.and_then(|b| b.1),
+                top_category_after: user.profile.top_category(event.ts_ms, half_life),
+                events: user.profile.events(),
+            };
+            self.evaluate_triggers(&facts);
+        }
         Applied::Learned { new_user, new_item }
     }
 
@@ -275,9 +370,83 @@ impl Engine {
         ranking::recommend(&self.read(), user, &self.config, blend, n, filters)
     }
 
+    /// Applies a profile update: the user's attributes, and with them their segment. Time
+    /// moves on with it, as with any input.
+    pub fn apply_profile(&mut self, update: &ProfileUpdate) {
+        let mut guard = self
+            .items
+            .write()
+            .expect("a worker panicked while updating the item model");
+        let items = &mut *guard;
+        items.latest_ts_ms = items.latest_ts_ms.max(update.ts_ms);
+        let config = &self.config;
+        self.shard.steps += 1;
+        let user = self
+            .shard
+            .users
+            .entry(update.user_id.as_str().into())
+            .or_insert_with(|| UserState::new(&update.user_id, update.ts_ms, config));
+        user.touched = self.shard.steps;
+        user.update_attributes(update, config.clean.max_attributes);
+        user.segment = segment_name(&user.attributes, &config.content)
+            .and_then(|name| items.segments.intern(&name, config.content.max_segments));
+        drop(guard);
+        if !self.rules.is_empty() {
+            self.fire_due();
+        }
+    }
+
+    /// Applies a catalog update; `None` when a newer version of the item is already applied.
+    /// Catalog times do not move the engine's clock: a catalog may be loaded long after (or
+    /// before) the events it describes.
+    pub fn apply_catalog(&mut self, update: &CatalogUpdate) -> Option<(u32, ListingChange)> {
+        let mut guard = self
+            .items
+            .write()
+            .expect("a worker panicked while updating the item model");
+        let items = &mut *guard;
+        let (item, _) = intern_item(items, update.item_id(), &self.config);
+        let content = &self.config.content;
+        let change = match update {
+            CatalogUpdate::Remove { .. } => items.catalog.remove(item),
+            CatalogUpdate::Upsert(listed) => {
+                let change = items
+                    .catalog
+                    .upsert(item, listed, content.newest_per_attribute)?;
+                items.category_of[item as usize] = items.categories.intern(&listed.category);
+                items.catalog.observe_popularity(
+                    item,
+                    content.popular_per_attribute,
+                    popularity_scores(&items.popularity),
+                );
+                change
+            }
+        };
+        let now_ms = items.latest_ts_ms;
+        drop(guard);
+        if self.rules.watch_items() {
+            let updated_at = match update {
+                CatalogUpdate::Upsert(listed) => listed.updated_at_ms,
+                CatalogUpdate::Remove { .. } => now_ms,
+            };
+            self.evaluate_catalog_triggers(item, &change, updated_at, now_ms);
+        }
+        Some((item, change))
+    }
+
+    /// Whether the catalog allows recommending the item (unknown items are allowed).
+    pub fn recommendable(&self, item: u32) -> bool {
+        self.read().catalog.recommendable(item)
+    }
+
     /// The `n` nearest neighbours of an item by co-occurrence, best first (ties by index).
     pub fn similar_items(&self, item: u32, n: usize) -> Vec<(u32, f32)> {
-        let mut neighbors: Vec<(u32, f32)> = self.read().cooccurrence.similar(item).collect();
+        let model = self.read();
+        let mut neighbors: Vec<(u32, f32)> = model
+            .cooccurrence
+            .similar(item)
+            .filter(|&(neighbor, _)| model.catalog.recommendable(neighbor))
+            .collect();
         neighbors.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         neighbors.truncate(n);
         neighbors
@@ -294,6 +463,7 @@ impl Engine {
                     + 48
                     + u.profile.heap_bytes()
                     + u.factors.len() * 4
+                    + u.attributes.iter().map(|(k, v)| k.len() + v.len() + 32).sum::<usize>()
                     + std::mem::size_of::<UserState>()
             })
             .sum();
@@ -302,7 +472,9 @@ impl Engine {
             + model.factors.heap_bytes()
             + model.cooccurrence.heap_bytes()
             + model.popularity.heap_bytes()
-            + model.category_of.capacity() * 4;
+            + model.category_of.capacity() * 4
+            + model.catalog.heap_bytes()
+            + model.segments.heap_bytes();
         MemoryUse {
             user_bytes: users,
             item_bytes: items,
@@ -354,6 +526,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
 struct ShardRest {
     dedup: DedupWindow,
     rng: SplitMix64,
+    triggers: TriggerState,
 }
 
 impl Engine {
@@ -386,6 +559,7 @@ impl Engine {
         let rest = ShardRest {
             dedup: self.shard.dedup.clone(),
             rng: self.shard.rng.clone(),
+            triggers: self.shard.triggers.clone(),
         };
         EngineRecords {
             items: encode(&*self.read()),
@@ -416,6 +590,8 @@ impl Engine {
             dedup: rest.dedup,
             rng: rest.rng,
             contended: 0,
+            triggers: rest.triggers,
+            fired: Vec::new(),
             steps: 0,
             checkpointed: 0,
         };
@@ -423,6 +599,7 @@ impl Engine {
             config,
             items: Arc::new(RwLock::new(items)),
             shard,
+            rules: Arc::default(),
         };
         for (id, bytes) in &records.users {
             engine.insert_user(id, bytes)?;
@@ -453,7 +630,9 @@ impl Engine {
         let since = self.shard.checkpointed;
         let mut cold: Vec<(u64, Box<str>)> = users
             .iter()
-            .filter(|(id, state)| state.touched <= since && !keep(id))
+            .filter(|(id, state)| {
+                state.touched <= since && !state.triggers.waiting() && !keep(id)
+            })
             .map(|(id, state)| (state.touched, id.clone()))
             .collect();
         let excess = (users.len() - cap).min(cold.len());
@@ -483,12 +662,19 @@ pub fn records_digest(records: &EngineRecords) -> String {
     format!("{:032x}", crate::rng::hash128(&parts))
 }
 
-fn intern_item(items: &mut ItemModel, event: &Event, config: &EngineConfig) -> (u32, bool) {
+fn popularity_scores(popularity: &Popularity) -> Scores<impl Fn(u32) -> f64 + '_> {
+    Scores {
+        score: |item| popularity.score(item),
+        epoch: popularity.epoch(),
+    }
+}
+
+fn intern_item(items: &mut ItemModel, item_id: &str, config: &EngineConfig) -> (u32, bool) {
     let before = items.ids.len();
-    let item = items.ids.intern(&event.item_id);
+    let item = items.ids.intern(item_id);
     let new_item = items.ids.len() > before;
     if new_item {
-        let vector = initial_vector(&event.item_id, config.seed, &config.factorization);
+        let vector = initial_vector(item_id, config.seed, &config.factorization);
         items.factors.push(&vector);
         items.category_of.push(NO_CATEGORY);
     }

@@ -14,6 +14,8 @@ use crate::config::{Blend, EngineConfig};
 use crate::engine::{ItemModel, UserState};
 use crate::factorization::dot;
 
+mod content;
+
 /// Where a recommended item came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -22,14 +24,20 @@ pub enum Source {
     Cross = 2,
     Mf = 3,
     Popular = 4,
+    Content = 5,
+    Segment = 6,
 }
 
-const SOURCES: [Source; 5] = [
+const SOURCE_COUNT: usize = 7;
+
+const SOURCES: [Source; SOURCE_COUNT] = [
     Source::History,
     Source::Cooc,
     Source::Cross,
     Source::Mf,
     Source::Popular,
+    Source::Content,
+    Source::Segment,
 ];
 
 impl Source {
@@ -40,6 +48,8 @@ impl Source {
             Source::Cross => "cross",
             Source::Mf => "mf",
             Source::Popular => "popular",
+            Source::Content => "content",
+            Source::Segment => "segment",
         }
     }
 
@@ -50,6 +60,8 @@ impl Source {
             Source::Cross => blend.cross,
             Source::Mf => blend.mf,
             Source::Popular => blend.popular,
+            Source::Content => blend.content,
+            Source::Segment => blend.segment,
         }
     }
 }
@@ -102,7 +114,7 @@ const NO_SLOT: u32 = u32::MAX;
 struct Candidates {
     slot_of: Vec<u32>,
     items: Vec<u32>,
-    scores: Vec<[f32; 5]>,
+    scores: Vec<[f32; SOURCE_COUNT]>,
     excluded: Vec<bool>,
 }
 
@@ -124,7 +136,7 @@ impl Candidates {
         if self.slot_of[idx] == NO_SLOT {
             self.slot_of[idx] = self.items.len() as u32;
             self.items.push(item);
-            self.scores.push([0.0; 5]);
+            self.scores.push([0.0; SOURCE_COUNT]);
             self.excluded.push(false);
         }
         self.slot_of[idx] as usize
@@ -164,6 +176,8 @@ pub fn recommend(
         cross: 0.0,
         mf: 0.0,
         popular: 1.0,
+        content: 0.0,
+        segment: 0.0,
     };
     let blend = if user.is_some() {
         blend
@@ -175,6 +189,7 @@ pub fn recommend(
         candidates.clear();
         gather(&mut candidates, items, user, config, blend);
         apply_filters(&mut candidates, user, filters);
+        exclude_unavailable(&mut candidates, items);
         let mut factors = source_factors(&candidates, blend);
         let mut ranked = blend_without_mf(&candidates, &factors);
         if let Some(user) = user.filter(|_| blend.mf > 0.0) {
@@ -248,6 +263,26 @@ fn gather(
             candidates.add(item, Source::Popular, score);
         }
     }
+    if let Some(user) = user {
+        if blend.content > 0.0 {
+            content::gather(candidates, items, user, config);
+        }
+        if let Some(segment) = user.segment.filter(|_| blend.segment > 0.0) {
+            let size = config.content.segment_trending_size;
+            for (item, score) in items.segments.trending(segment, size) {
+                candidates.add(item, Source::Segment, score);
+            }
+        }
+    }
+}
+
+/// The catalog's word: nothing out of stock or removed.
+fn exclude_unavailable(candidates: &mut Candidates, items: &ItemModel) {
+    for slot in 0..candidates.items.len() {
+        if !items.catalog.recommendable(candidates.items[slot]) {
+            candidates.excluded[slot] = true;
+        }
+    }
 }
 
 fn apply_filters(candidates: &mut Candidates, user: Option<&UserState>, filters: &Filters) {
@@ -280,8 +315,8 @@ fn apply_filters(candidates: &mut Candidates, user: Option<&UserState>, filters:
 
 /// Per source, the weight divided by the best remaining candidate's score: multiplying a raw
 /// score by it scales the source to [0, weight]. MF's factor is set once MF has run.
-fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; 5] {
-    let mut best = [0.0f32; 5];
+fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; SOURCE_COUNT] {
+    let mut best = [0.0f32; SOURCE_COUNT];
     for (slot, scores) in candidates.scores.iter().enumerate() {
         if !candidates.excluded[slot] {
             for (b, s) in best.iter_mut().zip(scores) {
@@ -289,7 +324,7 @@ fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; 5] {
             }
         }
     }
-    let mut factors = [0.0f32; 5];
+    let mut factors = [0.0f32; SOURCE_COUNT];
     for source in SOURCES {
         let i = source as usize;
         if best[i] > 0.0 && source != Source::Mf {
@@ -299,7 +334,7 @@ fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; 5] {
     factors
 }
 
-fn blend_without_mf(candidates: &Candidates, factors: &[f32; 5]) -> Vec<Ranked> {
+fn blend_without_mf(candidates: &Candidates, factors: &[f32; SOURCE_COUNT]) -> Vec<Ranked> {
     let mut ranked = Vec::with_capacity(candidates.items.len());
     for (slot, scores) in candidates.scores.iter().enumerate() {
         if !candidates.excluded[slot] {
@@ -338,7 +373,7 @@ fn add_mf(
     factor
 }
 
-fn sources_of(scores: &[f32; 5], factors: &[f32; 5]) -> Sources {
+fn sources_of(scores: &[f32; SOURCE_COUNT], factors: &[f32; SOURCE_COUNT]) -> Sources {
     let mut sources = Sources::default();
     for source in SOURCES {
         if scores[source as usize] * factors[source as usize] > 0.0 {

@@ -2,13 +2,17 @@
 //!
 //! The reason codes are a contract: dead-letter headers and metrics carry them. A rule about one
 //! field names it after a colon (`missing_field:user_id`); the detail says what was wrong.
+//! Profile updates and catalog items have their own rules in [`profile`] and [`catalog`].
+
+mod catalog;
+mod profile;
 
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::CleanConfig;
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, Input};
 
 /// Why an input was refused. `code()` is the stable, low-cardinality name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +28,14 @@ pub enum Reason {
     BadTimestamp,
     BadPrice,
     BadQuantity,
+    /// A catalog message without `"schema":"streamrec.item.v1"`.
+    BadSchema,
+    /// A tombstone (null value) without a key naming the item.
+    MissingKey,
+    /// A catalog message whose key is not its `item_id` (compaction would keep the wrong one).
+    KeyMismatch,
+    TooManyAttributes(&'static str),
+    AttributeTooLong(&'static str),
 }
 
 impl Reason {
@@ -40,6 +52,11 @@ impl Reason {
             Reason::BadTimestamp => "bad_timestamp".into(),
             Reason::BadPrice => "bad_price".into(),
             Reason::BadQuantity => "bad_quantity".into(),
+            Reason::BadSchema => "bad_schema".into(),
+            Reason::MissingKey => "missing_key".into(),
+            Reason::KeyMismatch => "key_mismatch".into(),
+            Reason::TooManyAttributes(f) => format!("too_many_attributes:{f}"),
+            Reason::AttributeTooLong(f) => format!("attribute_too_long:{f}"),
         }
     }
 }
@@ -93,8 +110,27 @@ impl Cleaner {
         })
     }
 
-    /// Decodes and validates one v1 JSON payload.
+    /// Decodes and validates one v1 JSON event (files hold events only).
     pub fn clean_json(&mut self, payload: &[u8]) -> Result<Event, Rejection> {
+        let object = self.object(payload)?;
+        let event = self.event_from_object(&object)?;
+        self.check(event)
+    }
+
+    /// Decodes and validates a message of an input topic: an event, or a profile update
+    /// (`"type":"profile"`).
+    pub fn clean_input(&mut self, payload: &[u8]) -> Result<Input, Rejection> {
+        let object = self.object(payload)?;
+        if present(&object, "type").and_then(Value::as_str) == Some("profile") {
+            let update = self.profile_from_object(&object)?;
+            self.accept_time(update.ts_ms)?;
+            return Ok(Input::Profile(update));
+        }
+        let event = self.event_from_object(&object)?;
+        self.check(event).map(Input::Event)
+    }
+
+    fn object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
         if payload.len() > self.config.max_payload_bytes {
             return Err(reject(
                 Reason::PayloadTooLarge,
@@ -110,8 +146,7 @@ impl Cleaner {
         let Value::Object(object) = value else {
             return Err(reject(Reason::NotObject, "expected a JSON object"));
         };
-        let event = self.event_from_object(&object)?;
-        self.check(event)
+        Ok(object)
     }
 
     /// Applies the rules that do not depend on the encoding (ids, time, price) to a typed event.
@@ -127,38 +162,22 @@ impl Cleaner {
                 *value = Some(self.id(raw, field)?);
             }
         }
-        self.check_time(event.ts_ms)?;
         if let Some(price) = event.price {
-            if !price.is_finite() || price < 0.0 {
-                return Err(reject(
-                    Reason::BadPrice,
-                    format!("price must be finite and >= 0, got {price}"),
-                ));
-            }
+            check_price(price)?;
         }
-        self.latest_ts_ms = Some(
-            self.latest_ts_ms
-                .map_or(event.ts_ms, |t| t.max(event.ts_ms)),
-        );
+        self.accept_time(event.ts_ms)?;
         Ok(event)
     }
 
+    /// Checks an accepted input's time and moves the latest event time on.
+    fn accept_time(&mut self, ts_ms: i64) -> Result<(), Rejection> {
+        self.check_time(ts_ms)?;
+        self.latest_ts_ms = Some(self.latest_ts_ms.map_or(ts_ms, |t| t.max(ts_ms)));
+        Ok(())
+    }
+
     fn id(&self, raw: &str, field: &'static str) -> Result<String, Rejection> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(reject(Reason::EmptyId(field), format!("{field} is empty")));
-        }
-        if trimmed.len() > self.config.max_id_len {
-            return Err(reject(
-                Reason::IdTooLong(field),
-                format!(
-                    "{field} has {} bytes, limit {}",
-                    trimmed.len(),
-                    self.config.max_id_len
-                ),
-            ));
-        }
-        Ok(trimmed.to_owned())
+        id_within(raw, field, self.config.max_id_len)
     }
 
     fn check_time(&self, ts_ms: i64) -> Result<(), Rejection> {
@@ -202,6 +221,31 @@ impl Cleaner {
             category: optional_id(object, "category")?,
         })
     }
+}
+
+/// A trimmed, non-empty id of at most `max_len` bytes.
+fn id_within(raw: &str, field: &'static str, max_len: usize) -> Result<String, Rejection> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(reject(Reason::EmptyId(field), format!("{field} is empty")));
+    }
+    if trimmed.len() > max_len {
+        return Err(reject(
+            Reason::IdTooLong(field),
+            format!("{field} has {} bytes, limit {max_len}", trimmed.len()),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_price(price: f64) -> Result<(), Rejection> {
+    if !price.is_finite() || price < 0.0 {
+        return Err(reject(
+            Reason::BadPrice,
+            format!("price must be finite and >= 0, got {price}"),
+        ));
+    }
+    Ok(())
 }
 
 fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {

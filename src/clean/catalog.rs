@@ -1,0 +1,146 @@
+//! Catalog messages (`streamrec.item.v1`) and tombstones, as a compacted topic delivers them.
+
+use serde_json::{Map, Value};
+
+use super::{
+    check_price, id_within, kind_name, optional_id, parse_time_text, present, reject,
+    required_id, required_string, Cleaner, Reason, Rejection,
+};
+use crate::catalog::{CatalogItem, CatalogUpdate};
+
+pub const ITEM_SCHEMA: &str = "streamrec.item.v1";
+
+impl Cleaner {
+    /// A catalog topic's message: an item, or a tombstone (no value) whose key names the item.
+    pub fn clean_catalog(
+        &self,
+        payload: Option<&[u8]>,
+        key: Option<&[u8]>,
+    ) -> Result<CatalogUpdate, Rejection> {
+        let key = key.map(|k| String::from_utf8_lossy(k).trim().to_owned());
+        let Some(payload) = payload else {
+            let item_id = key
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| reject(Reason::MissingKey, "a tombstone needs the item id as key"))?;
+            let item_id = id_within(&item_id, "item_id", self.config.max_id_len)?;
+            return Ok(CatalogUpdate::Remove { item_id });
+        };
+        let object = self.object(payload)?;
+        let item = self.item_from_object(&object)?;
+        if key.as_ref().is_some_and(|k| *k != item.item_id) {
+            return Err(reject(
+                Reason::KeyMismatch,
+                "the message key differs from item_id",
+            ));
+        }
+        Ok(CatalogUpdate::Upsert(item))
+    }
+
+    fn item_from_object(&self, object: &Map<String, Value>) -> Result<CatalogItem, Rejection> {
+        let schema = required_string(object, "schema")?;
+        if schema != ITEM_SCHEMA {
+            return Err(reject(
+                Reason::BadSchema,
+                format!("schema must be {ITEM_SCHEMA:?}, got {schema:?}"),
+            ));
+        }
+        let max_id = self.config.max_id_len;
+        let item_id = id_within(&required_id(object, "item_id")?, "item_id", max_id)?;
+        let category = id_within(&required_id(object, "category")?, "category", max_id)?;
+        let price = match present(object, "price") {
+            None => return Err(reject(Reason::MissingField("price"), "price is required")),
+            Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+            Some(other) => {
+                return Err(reject(
+                    Reason::BadPrice,
+                    format!("price must be a number, got {}", kind_name(other)),
+                ))
+            }
+        };
+        check_price(price)?;
+        let in_stock = match present(object, "in_stock") {
+            None => return Err(reject(Reason::MissingField("in_stock"), "in_stock is required")),
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(reject(
+                    Reason::WrongFieldType("in_stock"),
+                    format!("in_stock must be a boolean, got {}", kind_name(other)),
+                ))
+            }
+        };
+        let brand = optional_id(object, "brand")?
+            .map(|b| self.attribute_text(&b, "brand"))
+            .transpose()?;
+        Ok(CatalogItem {
+            item_id,
+            category,
+            price,
+            in_stock,
+            brand,
+            tags: self.tags(object)?,
+            updated_at_ms: updated_at(object)?,
+        })
+    }
+
+    fn attribute_text(&self, raw: &str, field: &'static str) -> Result<String, Rejection> {
+        let text = raw.trim();
+        if text.is_empty() || text.len() > self.config.max_attribute_len {
+            return Err(reject(
+                Reason::AttributeTooLong(field),
+                format!(
+                    "{field} must have 1 to {} bytes, got {}",
+                    self.config.max_attribute_len,
+                    text.len()
+                ),
+            ));
+        }
+        Ok(text.to_owned())
+    }
+
+    fn tags(&self, object: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+        let tags = match present(object, "tags") {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(tags)) => tags,
+            Some(other) => {
+                return Err(reject(
+                    Reason::WrongFieldType("tags"),
+                    format!("tags must be an array of strings, got {}", kind_name(other)),
+                ))
+            }
+        };
+        if tags.len() > self.config.max_attributes {
+            return Err(reject(
+                Reason::TooManyAttributes("tags"),
+                format!("{} tags, limit {}", tags.len(), self.config.max_attributes),
+            ));
+        }
+        tags.iter()
+            .map(|tag| match tag {
+                Value::String(s) => self.attribute_text(s, "tags"),
+                other => Err(reject(
+                    Reason::WrongFieldType("tags"),
+                    format!("a tag must be a string, got {}", kind_name(other)),
+                )),
+            })
+            .collect()
+    }
+}
+
+fn updated_at(object: &Map<String, Value>) -> Result<i64, Rejection> {
+    let bad = |detail: String| reject(Reason::BadTimestamp, detail);
+    match present(object, "updated_at") {
+        None => Err(reject(
+            Reason::MissingField("updated_at"),
+            "updated_at is required",
+        )),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| bad(format!("updated_at must be epoch milliseconds, got {n}"))),
+        Some(Value::String(s)) => parse_time_text(s.trim())
+            .ok_or_else(|| bad(format!("updated_at {s:?} is neither epoch ms nor RFC 3339"))),
+        Some(other) => Err(bad(format!(
+            "updated_at must be a number or an RFC 3339 string, got {}",
+            kind_name(other)
+        ))),
+    }
+}

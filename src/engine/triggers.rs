@@ -1,0 +1,129 @@
+//! The engine's side of campaign triggers: it feeds the rules its state, applies their
+//! cooldowns and user filters, and turns decisions into [`Fired`] triggers with names and
+//! fresh recommendations. Fired triggers wait in the shard until `take_fired`.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::Engine;
+use crate::catalog::ListingChange;
+use crate::ranking::Filters;
+use crate::triggers::{attributes_match, trigger_id, EventFacts, Fired, Firing, Rules, Subject};
+
+impl Engine {
+    /// Sets the campaign trigger rules (none by default).
+    pub fn set_trigger_rules(&mut self, rules: Arc<Rules>) {
+        self.rules = rules;
+    }
+
+    /// The triggers fired since the last call, in firing order.
+    pub fn take_fired(&mut self) -> Vec<Fired> {
+        std::mem::take(&mut self.shard.fired)
+    }
+
+    pub(super) fn evaluate_triggers(&mut self, facts: &EventFacts) {
+        let rules = self.rules.clone();
+        let Some(user) = self.shard.users.get_mut(facts.user_id) else {
+            return;
+        };
+        let firings = user
+            .triggers
+            .on_event(&rules.rules, &mut self.shard.triggers, facts);
+        self.emit(&rules, firings);
+        self.fire_due();
+    }
+
+    /// Runs the deadlines the engine's clock has passed.
+    pub(super) fn fire_due(&mut self) {
+        let rules = self.rules.clone();
+        let now_ms = self.read().latest_ts_ms;
+        let mut firings = Vec::new();
+        for timer in self.shard.triggers.due(now_ms) {
+            // Users with a deadline pending are never evicted, so the user is here.
+            if let Some(user) = self.shard.users.get_mut(&*timer.user_id) {
+                if let Some(firing) = user.triggers.on_timer(&rules.rules, &timer) {
+                    user.touched = self.shard.steps;
+                    firings.push(firing);
+                }
+            }
+        }
+        self.emit(&rules, firings);
+    }
+
+    pub(super) fn evaluate_catalog_triggers(
+        &mut self,
+        item: u32,
+        change: &ListingChange,
+        updated_at_ms: i64,
+        now_ms: i64,
+    ) {
+        let rules = self.rules.clone();
+        let firings =
+            self.read()
+                .watchers
+                .on_change(&rules.rules, item, change, updated_at_ms, now_ms);
+        self.emit(&rules, firings);
+    }
+
+    fn emit(&mut self, rules: &Rules, firings: Vec<Firing>) {
+        for firing in firings {
+            let rule = &rules.rules[firing.rule as usize];
+            if !rule.user_attributes.is_empty() {
+                // A user not in this shard's memory cannot be checked: no trigger.
+                let matches = self
+                    .shard
+                    .users
+                    .get(firing.user_id.as_str())
+                    .is_some_and(|u| attributes_match(rule, &u.attributes));
+                if !matches {
+                    continue;
+                }
+            }
+            if !self
+                .shard
+                .triggers
+                .pass_cooldown(rule, firing.rule, &firing.user_id, firing.at_ms)
+            {
+                continue;
+            }
+            let mut items = self.item_ids(firing.items.iter().copied());
+            if firing.recommendations > 0 {
+                let fresh = self.recommend(
+                    &firing.user_id,
+                    firing.recommendations,
+                    &Filters::default(),
+                );
+                items.extend(self.item_ids(fresh.iter().map(|s| s.item)));
+            }
+            let subject = match firing.subject {
+                Subject::User => String::new(),
+                Subject::Item(item) => self.item_id(item),
+                Subject::Category(c) => self.read().categories.name(c).to_owned(),
+            };
+            let fired = Fired {
+                trigger_id: trigger_id(&rule.name, &firing.user_id, &subject, firing.anchor_ms),
+                rule: rule.name.clone(),
+                kind: rule.kind.name(),
+                user_id: firing.user_id,
+                items,
+                fired_at_ms: firing.at_ms,
+                evidence: self.named_categories(firing.evidence),
+            };
+            self.shard.fired.push(fired);
+        }
+    }
+
+    /// Category indices in evidence (`*_category`) become their names.
+    fn named_categories(&self, mut evidence: Value) -> Value {
+        if let Value::Object(fields) = &mut evidence {
+            let model = self.read();
+            for (key, value) in fields.iter_mut() {
+                if let (true, Some(index)) = (key.ends_with("_category"), value.as_u64()) {
+                    *value = Value::from(model.categories.name(index as u32));
+                }
+            }
+        }
+        evidence
+    }
+}

@@ -1,0 +1,53 @@
+//! Content-based candidates: items sharing the catalog attributes (category, brand, tags) of
+//! the user's recent items, weighted by the user's interest in those items. Each attribute
+//! offers its most popular items and its newest listings, so an item nobody has touched yet
+//! can be recommended to the users whose taste it matches.
+
+use super::{Candidates, Source};
+use crate::config::EngineConfig;
+use crate::engine::{ItemModel, UserState};
+
+/// A newest listing counts as much as the least popular of the attribute's popular items.
+const NEW_LISTING_SHARE: f32 = 0.5;
+
+pub(super) fn gather(
+    candidates: &mut Candidates,
+    items: &ItemModel,
+    user: &UserState,
+    config: &EngineConfig,
+) {
+    for (attribute, weight) in taste(items, user, config) {
+        let popular = items.catalog.popular_with(attribute);
+        let best = popular
+            .iter()
+            .map(|&item| items.popularity.score(item))
+            .fold(f64::MIN_POSITIVE, f64::max);
+        for &item in popular {
+            let relative = (items.popularity.score(item) / best) as f32;
+            let share = NEW_LISTING_SHARE + (1.0 - NEW_LISTING_SHARE) * relative;
+            candidates.add(item, Source::Content, weight * share);
+        }
+        for item in items.catalog.newest_with(attribute) {
+            candidates.add(item, Source::Content, weight * NEW_LISTING_SHARE);
+        }
+    }
+}
+
+/// The user's strongest attributes: each recent item's decayed interest, summed per attribute.
+fn taste(items: &ItemModel, user: &UserState, config: &EngineConfig) -> Vec<(u32, f32)> {
+    let now = items.latest_ts_ms;
+    let half_life = config.profile.half_life_ms;
+    let mut taste: Vec<(u32, f32)> = Vec::new();
+    for recent in &user.profile.recent {
+        let interest = recent.interest.value_at(now, half_life);
+        for &attribute in items.catalog.attributes_of(recent.item) {
+            match taste.iter_mut().find(|t| t.0 == attribute) {
+                Some(t) => t.1 += interest,
+                None => taste.push((attribute, interest)),
+            }
+        }
+    }
+    taste.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    taste.truncate(config.content.taste_attributes);
+    taste
+}
