@@ -62,8 +62,9 @@ pub struct Metrics {
     consumer_lag: Family<PartitionLabel, Gauge>,
     /// The totals last added to the counters.
     seen: Mutex<Stats>,
-    /// Output topic names for `published`: recommendations, similar items, dead letters.
-    topics: [String; 3],
+    /// Output topic names for `published`: recommendations, similar items, dead letters,
+    /// triggers.
+    topics: [String; 4],
     /// The registered metric families' full names.
     families: Vec<String>,
 }
@@ -80,7 +81,7 @@ fn register<M: Metric + Clone>(
 }
 
 impl Metrics {
-    pub fn new(topics: [String; 3]) -> Metrics {
+    pub fn new(topics: [String; 4]) -> Metrics {
         let mut metrics = Metrics {
             consumed: Counter::default(),
             applied: Counter::default(),
@@ -221,6 +222,7 @@ impl Metrics {
             (total.recommendations, seen.recommendations),
             (total.similar_items, seen.similar_items),
             (total.rejected_total(), seen.rejected_total()),
+            (total.triggers, seen.triggers),
         ];
         for (topic, (now, before)) in self.topics.iter().zip(published) {
             self.published

@@ -16,7 +16,9 @@ use crate::intern::Interner;
 pub enum CatalogUpdate {
     Upsert(CatalogItem),
     /// A tombstone: the item leaves the catalog.
-    Remove { item_id: String },
+    Remove {
+        item_id: String,
+    },
 }
 
 impl CatalogUpdate {
@@ -167,7 +169,11 @@ impl Catalog {
     }
 
     pub fn newest_with(&self, attribute: u32) -> impl Iterator<Item = u32> + '_ {
-        self.newest.get(attribute as usize).into_iter().flatten().copied()
+        self.newest
+            .get(attribute as usize)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     /// The attribute id of a category name, if any item has it.
@@ -188,7 +194,12 @@ impl Catalog {
     }
 
     /// Offers an item to its attributes' popular lists after its popularity grew.
-    pub fn observe_popularity(&mut self, item: u32, cap: usize, scores: Scores<impl Fn(u32) -> f64>) {
+    pub fn observe_popularity(
+        &mut self,
+        item: u32,
+        cap: usize,
+        scores: Scores<impl Fn(u32) -> f64>,
+    ) {
         let Some(attributes) = self.attributes_of.get(item as usize) else {
             return;
         };
@@ -202,7 +213,12 @@ impl Catalog {
     }
 
     /// Applies an upsert unless a newer version is already applied (then `None`).
-    pub fn upsert(&mut self, item: u32, update: &CatalogItem, newest_cap: usize) -> Option<ListingChange> {
+    pub fn upsert(
+        &mut self,
+        item: u32,
+        update: &CatalogItem,
+        newest_cap: usize,
+    ) -> Option<ListingChange> {
         self.grow(item);
         let before = self.listings[item as usize];
         if before.is_some_and(|b| b.updated_at_ms > update.updated_at_ms) {
@@ -270,8 +286,16 @@ impl Catalog {
         self.attributes.heap_bytes()
             + self.listings.capacity() * std::mem::size_of::<Option<Listing>>()
             + lists
-            + self.popular.iter().map(|p| p.items.capacity() * 4 + 32).sum::<usize>()
-            + self.newest.iter().map(|n| n.capacity() * 4 + 32).sum::<usize>()
+            + self
+                .popular
+                .iter()
+                .map(|p| p.items.capacity() * 4 + 32)
+                .sum::<usize>()
+            + self
+                .newest
+                .iter()
+                .map(|n| n.capacity() * 4 + 32)
+                .sum::<usize>()
     }
 }
 
@@ -296,8 +320,15 @@ mod tests {
         let mut catalog = Catalog::default();
         assert!(catalog.recommendable(0), "unknown items are recommendable");
         catalog.upsert(0, &item(50.0, true, 10), 5).unwrap();
-        assert_eq!(catalog.attributes_of(0).len(), 3, "category, brand, one tag");
-        assert!(catalog.upsert(0, &item(10.0, false, 9), 5).is_none(), "older");
+        assert_eq!(
+            catalog.attributes_of(0).len(),
+            3,
+            "category, brand, one tag"
+        );
+        assert!(
+            catalog.upsert(0, &item(10.0, false, 9), 5).is_none(),
+            "older"
+        );
         assert!(catalog.recommendable(0));
         let change = catalog.upsert(0, &item(40.0, false, 11), 5).unwrap();
         assert_eq!(change.price_drop, Some((50.0, 40.0)));

@@ -16,6 +16,25 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub state: StateConfig,
     pub admin: AdminConfig,
+    pub triggers: TriggersConfig,
+}
+
+/// Campaign triggers (see `config/triggers.toml`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggersConfig {
+    /// The rules file; empty: no triggers.
+    pub file: String,
+}
+
+impl TriggersConfig {
+    /// The rules, checked (an invalid rule is an error naming the rule and the field).
+    pub fn rules(&self) -> Result<crate::triggers::Rules, ConfigError> {
+        if self.file.is_empty() {
+            return Ok(crate::triggers::Rules::default());
+        }
+        crate::triggers::Rules::load(Path::new(&self.file)).map_err(ConfigError::Triggers)
+    }
 }
 
 /// The admin HTTP listener of `run` (`/metrics`, `/healthz`, `/readyz`).
@@ -81,9 +100,13 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub group_id: String,
     pub input_topics: Vec<String>,
+    /// The compacted topic of `streamrec.item.v1` listings keyed by item id; empty: none.
+    pub catalog_topic: String,
     pub recommendations_topic: String,
     pub similar_items_topic: String,
     pub dead_letter_topic: String,
+    /// Where campaign triggers go (`streamrec.trigger.v1`, keyed by user).
+    pub triggers_topic: String,
     pub session_timeout_ms: u64,
     /// Any librdkafka property (TLS, SASL, timeouts); these win over the settings above.
     pub librdkafka: std::collections::BTreeMap<String, String>,
@@ -95,9 +118,11 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "streamrec".into(),
             input_topics: vec!["events".into()],
+            catalog_topic: String::new(),
             recommendations_topic: "recommendations".into(),
             similar_items_topic: "similar-items".into(),
             dead_letter_topic: "dead-letter".into(),
+            triggers_topic: "campaign-triggers".into(),
             session_timeout_ms: 10_000,
             librdkafka: Default::default(),
         }
@@ -163,6 +188,15 @@ impl Config {
 }
 
 impl KafkaConfig {
+    /// Every topic `run` and `replay` read: the inputs, then the catalog if there is one.
+    pub fn consumed_topics(&self) -> Vec<String> {
+        let mut topics = self.input_topics.clone();
+        if !self.catalog_topic.is_empty() {
+            topics.push(self.catalog_topic.clone());
+        }
+        topics
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let non_empty = |key: &'static str, value: &str| {
             if value.trim().is_empty() {
@@ -182,15 +216,24 @@ impl KafkaConfig {
         non_empty("kafka.recommendations_topic", &self.recommendations_topic)?;
         non_empty("kafka.similar_items_topic", &self.similar_items_topic)?;
         non_empty("kafka.dead_letter_topic", &self.dead_letter_topic)?;
+        non_empty("kafka.triggers_topic", &self.triggers_topic)?;
         let outputs = [
             &self.recommendations_topic,
             &self.similar_items_topic,
             &self.dead_letter_topic,
+            &self.triggers_topic,
         ];
         if self.input_topics.iter().any(|t| outputs.contains(&t)) {
             return Err(invalid(
                 "kafka.input_topics",
                 "must not include an output topic",
+            ));
+        }
+        if outputs.contains(&&self.catalog_topic) || self.input_topics.contains(&self.catalog_topic)
+        {
+            return Err(invalid(
+                "kafka.catalog_topic",
+                "must differ from the input and output topics",
             ));
         }
         positive("kafka.session_timeout_ms", self.session_timeout_ms as i64)
@@ -229,6 +272,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, rule: String },
     #[error("{origin}: {rule}")]
     Override { origin: String, rule: String },
+    #[error(transparent)]
+    Triggers(crate::triggers::RulesError),
 }
 
 impl Config {
@@ -263,6 +308,7 @@ impl Config {
         config.pipeline.validate()?;
         config.validate_state()?;
         config.admin.validate()?;
+        config.triggers.rules()?;
         Ok(config)
     }
 }

@@ -6,9 +6,38 @@ use time::OffsetDateTime;
 
 use crate::engine::Engine;
 use crate::ranking::Scored;
+use crate::triggers::Fired;
 
 pub const RECOMMENDATIONS_SCHEMA: &str = "streamrec.recommendations.v1";
 pub const SIMILAR_ITEMS_SCHEMA: &str = "streamrec.similar-items.v1";
+pub const TRIGGER_SCHEMA: &str = "streamrec.trigger.v1";
+
+#[derive(Serialize)]
+struct Trigger<'a> {
+    schema: &'static str,
+    trigger_id: &'a str,
+    rule: &'a str,
+    kind: &'static str,
+    user_id: &'a str,
+    items: &'a [String],
+    fired_at: String,
+    evidence: &'a serde_json::Value,
+}
+
+/// A fired campaign trigger; `fired_at` is the event time it fired at.
+pub fn trigger_json(fired: &Fired) -> Vec<u8> {
+    let payload = Trigger {
+        schema: TRIGGER_SCHEMA,
+        trigger_id: &fired.trigger_id,
+        rule: &fired.rule,
+        kind: fired.kind,
+        user_id: &fired.user_id,
+        items: &fired.items,
+        fired_at: rfc3339(fired.fired_at_ms),
+        evidence: &fired.evidence,
+    };
+    serde_json::to_vec(&payload).expect("plain structs serialise")
+}
 
 #[derive(Serialize)]
 struct RecommendedItem {

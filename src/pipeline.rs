@@ -6,20 +6,26 @@ use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::clean::Cleaner;
+use std::sync::Arc;
+
+use crate::catalog::CatalogUpdate;
+use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
 use crate::engine::{Applied, Engine};
-use crate::event::Event;
+use crate::event::{Input, ProfileUpdate};
 use crate::offsets::Waiter;
-use crate::outputs::{recommendations_json, similar_items_json};
+use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
 use crate::ranking::Filters;
+use crate::triggers::Rules;
 
 /// One input message as the edge hands it over.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
     pub source: Waiter,
     pub topic: &'a str,
+    /// The message key: a catalog tombstone names its item there.
+    pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
     /// The message's Kafka timestamp (create time), for latency.
     pub timestamp_ms: Option<i64>,
@@ -30,6 +36,7 @@ pub enum Destination {
     Recommendations,
     SimilarItems,
     DeadLetter,
+    Triggers,
 }
 
 /// A message to publish, and the input messages that wait for its acknowledgement.
@@ -73,6 +80,10 @@ pub struct Stats {
     pub rejected: BTreeMap<String, u64>,
     pub recommendations: u64,
     pub similar_items: u64,
+    /// Profile updates and catalog messages applied (also counted in `applied`).
+    pub profile_updates: u64,
+    pub catalog_updates: u64,
+    pub triggers: u64,
 }
 
 impl Stats {
@@ -90,6 +101,9 @@ impl Stats {
         }
         self.recommendations += other.recommendations;
         self.similar_items += other.similar_items;
+        self.profile_updates += other.profile_updates;
+        self.catalog_updates += other.catalog_updates;
+        self.triggers += other.triggers;
     }
 }
 
@@ -103,6 +117,8 @@ pub struct Processor {
     published: FxHashMap<u32, Vec<u32>>,
     /// False for replays that only build state: no output is computed or owed.
     publishes: bool,
+    /// Messages of this topic are catalog listings.
+    catalog_topic: String,
     stats: Stats,
 }
 
@@ -123,8 +139,15 @@ impl Processor {
             items: Coalescer::new(interval),
             published: FxHashMap::default(),
             publishes: true,
+            catalog_topic: config.kafka.catalog_topic.clone(),
             stats: Stats::default(),
         }
+    }
+
+    /// Evaluates these campaign trigger rules (none by default).
+    pub fn with_rules(mut self, rules: Arc<Rules>) -> Processor {
+        self.engine.set_trigger_rules(rules);
+        self
     }
 
     /// Counts and learns, publishes nothing (rejections are still counted by reason).
@@ -142,10 +165,10 @@ impl Processor {
         &mut self.engine
     }
 
-    /// The cleaning step of `process`, for an edge that must see the event before it is
+    /// The cleaning step of `process`, for an edge that must see the input before it is
     /// processed (to load its user from the store); then `process_cleaned`.
-    pub fn clean(&mut self, payload: Option<&[u8]>) -> Result<Event, String> {
-        clean_payload(&mut self.cleaner, payload)
+    pub fn clean(&mut self, record: &Record) -> Result<Input, String> {
+        clean_record(&mut self.cleaner, &self.catalog_topic, record)
     }
 
     /// Drops cold users (already checkpointed, no output owed) down to `cap`; returns how many.
@@ -165,7 +188,7 @@ impl Processor {
     }
 
     pub fn process(&mut self, record: &Record, now_ms: i64) -> Processed {
-        let cleaned = clean_payload(&mut self.cleaner, record.payload);
+        let cleaned = self.clean(record);
         self.process_cleaned(record, cleaned, now_ms)
     }
 
@@ -174,12 +197,14 @@ impl Processor {
     pub fn process_cleaned(
         &mut self,
         record: &Record,
-        cleaned: Result<Event, String>,
+        cleaned: Result<Input, String>,
         now_ms: i64,
     ) -> Processed {
         self.stats.consumed += 1;
         let event = match cleaned {
-            Ok(event) => event,
+            Ok(Input::Event(event)) => event,
+            Ok(Input::Profile(update)) => return self.profile_update(record, &update, now_ms),
+            Ok(Input::Catalog(update)) => return self.catalog_update(record, &update),
             Err(reason) => {
                 return self.dead_letter(record, record.payload.unwrap_or_default(), &reason)
             }
@@ -190,6 +215,7 @@ impl Processor {
         }
         self.stats.applied += 1;
         if !self.publishes {
+            self.engine.take_fired();
             return Processed::default();
         }
         let cause = event.event_id.clone().unwrap_or_else(|| {
@@ -227,7 +253,71 @@ impl Processor {
             },
             Offer::Deferred => processed.deferred += 1,
         }
+        self.push_triggers(record, &mut processed);
         processed
+    }
+
+    /// A user's new attributes: their segment (and so their recommendations) may change.
+    fn profile_update(
+        &mut self,
+        record: &Record,
+        update: &ProfileUpdate,
+        now_ms: i64,
+    ) -> Processed {
+        self.engine.apply_profile(update);
+        self.stats.applied += 1;
+        self.stats.profile_updates += 1;
+        let mut processed = Processed::default();
+        if !self.publishes {
+            self.engine.take_fired();
+            return processed;
+        }
+        match self.users.offer(
+            &update.user_id,
+            record.source,
+            None,
+            record.timestamp_ms,
+            now_ms,
+        ) {
+            Offer::Now(pending) => {
+                let output = self.recommendation(&update.user_id, pending, now_ms);
+                processed.outputs.push(output)
+            }
+            Offer::Deferred => processed.deferred += 1,
+        }
+        self.push_triggers(record, &mut processed);
+        processed
+    }
+
+    /// A listing: availability filters apply from the next recommendation on; price and stock
+    /// changes may fire triggers.
+    fn catalog_update(&mut self, record: &Record, update: &CatalogUpdate) -> Processed {
+        self.stats.catalog_updates += 1;
+        if self.engine.apply_catalog(update).is_some() {
+            self.stats.applied += 1;
+        }
+        let mut processed = Processed::default();
+        if !self.publishes {
+            self.engine.take_fired();
+            return processed;
+        }
+        self.push_triggers(record, &mut processed);
+        processed
+    }
+
+    /// Triggers the engine fired while applying this message; they hold its offset.
+    fn push_triggers(&mut self, record: &Record, processed: &mut Processed) {
+        for fired in self.engine.take_fired() {
+            self.stats.triggers += 1;
+            processed.outputs.push(Output {
+                destination: Destination::Triggers,
+                key: fired.user_id.clone(),
+                payload: trigger_json(&fired),
+                headers: Vec::new(),
+                waiters: vec![record.source],
+                cause_ts_ms: None,
+            });
+        }
     }
 
     /// Emits the coalesced outputs that are due (`all`: every one, for shutdown).
@@ -331,12 +421,22 @@ impl Processor {
     }
 }
 
-/// A message's payload as a valid event, or the reason code it is rejected with.
-pub fn clean_payload(cleaner: &mut Cleaner, payload: Option<&[u8]>) -> Result<Event, String> {
-    let payload = payload.ok_or_else(|| "empty_payload".to_owned())?;
-    cleaner
-        .clean_json(payload)
-        .map_err(|rejection| rejection.reason.code())
+/// A message as a valid input (a catalog listing on `catalog_topic`, an event or profile
+/// update elsewhere), or the reason code it is rejected with.
+pub fn clean_record(
+    cleaner: &mut Cleaner,
+    catalog_topic: &str,
+    record: &Record,
+) -> Result<Input, String> {
+    let code = |rejection: Rejection| rejection.reason.code();
+    if !catalog_topic.is_empty() && record.topic == catalog_topic {
+        return cleaner
+            .clean_catalog(record.payload, record.key)
+            .map(Input::Catalog)
+            .map_err(code);
+    }
+    let payload = record.payload.ok_or_else(|| "empty_payload".to_owned())?;
+    cleaner.clean_input(payload).map_err(code)
 }
 
 /// True when at least `threshold` of the larger list is not in the other (and something is new).
@@ -377,6 +477,7 @@ mod tests {
                 let record = Record {
                     source: *source,
                     topic: "events",
+                    key: None,
                     payload: Some(payload.as_bytes()),
                     timestamp_ms: Some(now_ms),
                 };
@@ -405,6 +506,7 @@ mod tests {
             &Record {
                 source: record(8, "").0,
                 topic: "events",
+                key: None,
                 payload: None,
                 timestamp_ms: None,
             },

@@ -106,10 +106,14 @@ impl Segments {
     pub fn trending(&self, segment: u32, size: usize) -> Vec<(u32, f32)> {
         let mut counters = self.summaries[segment as usize].counters.clone();
         if counters.len() > size {
-            counters.select_nth_unstable_by(size - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            counters
+                .select_nth_unstable_by(size - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             counters.truncate(size);
         }
-        let best = counters.iter().map(|c| c.1).fold(f64::MIN_POSITIVE, f64::max);
+        let best = counters
+            .iter()
+            .map(|c| c.1)
+            .fold(f64::MIN_POSITIVE, f64::max);
         counters
             .into_iter()
             .map(|(item, w)| (item, (w / best) as f32))

@@ -1,11 +1,66 @@
 //! The JSON Schemas in docs/schemas describe what the code really produces and accepts.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use streamrec::config::Config;
 use streamrec::offsets::Waiter;
 use streamrec::pipeline::{Destination, Output, Processor, Record};
 use streamrec::synthetic::{ShopperConfig, Shoppers};
+use streamrec::triggers::Rules;
+
+/// Short windows, so a synthetic stream of a few minutes fires every kind.
+const RULES: &str = r#"
+[[rule]]
+name = "browse"
+kind = "browse_abandonment"
+scope = "category"
+min_views = 2
+window_ms = 600000
+quiet_ms = 1000
+cooldown_ms = 1000
+
+[[rule]]
+name = "cart"
+kind = "cart_abandonment"
+window_ms = 1000
+cooldown_ms = 1000
+
+[[rule]]
+name = "back"
+kind = "re_engagement"
+inactive_ms = 60000
+items = 3
+cooldown_ms = 1000
+
+[[rule]]
+name = "shift"
+kind = "affinity_shift"
+min_events = 3
+cooldown_ms = 1000
+
+[[rule]]
+name = "drop"
+kind = "price_drop"
+min_drop_pct = 5.0
+watch_ms = 864000000
+cooldown_ms = 1
+
+[[rule]]
+name = "restock"
+kind = "back_in_stock"
+watch_ms = 864000000
+cooldown_ms = 1
+"#;
+
+fn listing(item: &str, price: f64, in_stock: bool, updated_at: i64) -> Vec<u8> {
+    serde_json::json!({
+        "schema": "streamrec.item.v1", "item_id": item, "category": "c1", "price": price,
+        "in_stock": in_stock, "brand": "acme", "tags": ["a", "b"], "updated_at": updated_at,
+    })
+    .to_string()
+    .into_bytes()
+}
 
 fn schema(name: &str) -> jsonschema::Validator {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,28 +86,48 @@ fn assert_valid(validator: &jsonschema::Validator, value: &serde_json::Value) {
 fn outputs() -> Vec<Output> {
     let mut config = Config::default();
     config.pipeline.min_update_interval_ms = 0;
-    let mut processor = Processor::new(&config);
+    config.kafka.catalog_topic = "catalog".into();
+    let mut processor = Processor::new(&config).with_rules(Arc::new(Rules::parse(RULES).unwrap()));
     let shop = ShopperConfig {
         users: 50,
         items: 300,
         ..ShopperConfig::default()
     };
-    let mut payloads: Vec<Vec<u8>> = Shoppers::new(shop)
-        .take(2000)
-        .map(|e| e.to_json().into_bytes())
-        .collect();
-    payloads.push(b"nope".to_vec());
-    payloads.push(br#"{"type":"view","user_id":"u","item_id":"i","ts":"yesterday"}"#.to_vec());
-    payloads.push(br#"{"type":"view","user_id":["u"],"item_id":"i","ts":1}"#.to_vec());
+    let events: Vec<_> = Shoppers::new(shop).take(2000).collect();
+    let mut payloads: Vec<(&str, Vec<u8>)> = Vec::new();
+    // Every item the shop has, listed; then price drops and restocks of the most viewed ones.
+    for n in 0..300 {
+        payloads.push(("catalog", listing(&format!("i{n}"), 10.0, n % 2 == 0, 1)));
+    }
+    payloads.extend(events.iter().map(|e| ("events", e.to_json().into_bytes())));
+    for n in 0..300 {
+        payloads.push(("catalog", listing(&format!("i{n}"), 8.0, true, 2)));
+    }
+    // A shopper who comes back after an hour away.
+    let last = events.last().unwrap().ts_ms;
+    for ts in [last, last + 3_600_000] {
+        let view = format!(r#"{{"type":"view","user_id":"returning","item_id":"i1","ts":{ts}}}"#);
+        payloads.push(("events", view.into_bytes()));
+    }
+    payloads.push(("events", b"nope".to_vec()));
+    payloads.push((
+        "events",
+        br#"{"type":"view","user_id":"u","item_id":"i","ts":"yesterday"}"#.to_vec(),
+    ));
+    payloads.push((
+        "events",
+        br#"{"type":"view","user_id":["u"],"item_id":"i","ts":1}"#.to_vec(),
+    ));
     let mut outputs = Vec::new();
-    for (offset, payload) in payloads.iter().enumerate() {
+    for (offset, (topic, payload)) in payloads.iter().enumerate() {
         let record = Record {
             source: Waiter {
                 topic: 0,
                 partition: 0,
                 offset: offset as i64,
             },
-            topic: "events",
+            topic,
+            key: None,
             payload: Some(payload),
             timestamp_ms: Some(0),
         };
@@ -66,7 +141,9 @@ fn every_output_matches_its_schema() {
     let recommendations = schema("recommendations.v1.json");
     let similar = schema("similar-items.v1.json");
     let dead_letter = schema("dead-letter.headers.json");
+    let trigger = schema("trigger.v1.json");
     let mut seen = [0usize; 3];
+    let mut kinds = std::collections::BTreeSet::new();
     for output in outputs() {
         match output.destination {
             Destination::Recommendations => {
@@ -89,8 +166,14 @@ fn every_output_matches_its_schema() {
                     .collect();
                 assert_valid(&dead_letter, &serde_json::Value::Object(headers));
             }
+            Destination::Triggers => {
+                let value: serde_json::Value = serde_json::from_slice(&output.payload).unwrap();
+                assert_valid(&trigger, &value);
+                kinds.insert(value["kind"].as_str().unwrap().to_owned());
+            }
         }
     }
+    assert_eq!(kinds.len(), 6, "every rule kind fired: {kinds:?}");
     assert!(seen[0] > 1000 && seen[1] > 100, "{seen:?}");
     assert_eq!(seen[2], 3);
 }
@@ -123,4 +206,84 @@ fn the_event_schema_accepts_what_the_cleaner_accepts_and_produce_writes() {
             "{text}"
         );
     }
+}
+
+/// `accepted` must pass both the cleaner (as `clean`) and the schema; `refused` neither.
+fn check_contract(
+    schema_name: &str,
+    accepted: &[&str],
+    refused: &[&str],
+    clean: impl Fn(&[u8]) -> bool,
+) {
+    let validator = schema(schema_name);
+    for text in accepted {
+        assert!(clean(text.as_bytes()), "cleaner refused {text}");
+        assert_valid(&validator, &serde_json::from_str(text).unwrap());
+    }
+    for text in refused {
+        assert!(!clean(text.as_bytes()), "cleaner accepted {text}");
+        assert!(
+            !validator.is_valid(&serde_json::from_str(text).unwrap()),
+            "schema accepted {text}"
+        );
+    }
+}
+
+#[test]
+fn the_profile_schema_matches_the_cleaner() {
+    let many: serde_json::Map<String, serde_json::Value> = (0..33)
+        .map(|n| (format!("k{n}"), serde_json::Value::from("v")))
+        .collect();
+    let too_many = serde_json::json!({"type": "profile", "user_id": "u", "ts": 1_700_000_000_000i64, "attributes": many}).to_string();
+    let long = format!(
+        r#"{{"type":"profile","user_id":"u","ts":1700000000000,"attributes":{{"bio":"{}"}}}}"#,
+        "x".repeat(200)
+    );
+    check_contract(
+        "profile.v1.json",
+        &[
+            r#"{"type":"profile","user_id":"u1","ts":1700000000000,"attributes":{"region":"EU","age_band":"25-34","vip":true,"gone":null}}"#,
+            r#"{"type":"profile","user_id":7,"ts":"2024-05-01T12:00:00Z","attributes":{}}"#,
+        ],
+        &[
+            r#"{"type":"profile","user_id":"u1","ts":1700000000000}"#,
+            r#"{"type":"profile","user_id":"u1","ts":1700000000000,"attributes":{"a":[1]}}"#,
+            r#"{"type":"profile","user_id":"u1","ts":1700000000000,"attributes":"EU"}"#,
+            &too_many,
+            &long,
+        ],
+        |bytes| {
+            let mut cleaner = streamrec::clean::Cleaner::new(Default::default());
+            matches!(
+                cleaner.clean_input(bytes),
+                Ok(streamrec::event::Input::Profile(_))
+            )
+        },
+    );
+}
+
+#[test]
+fn the_item_schema_matches_the_cleaner() {
+    let tags: Vec<String> = (0..33).map(|n| format!("t{n}")).collect();
+    let too_many = serde_json::json!({"schema": "streamrec.item.v1", "item_id": "i", "category": "c", "price": 1, "in_stock": true, "tags": tags, "updated_at": 1}).to_string();
+    check_contract(
+        "item.v1.json",
+        &[
+            r#"{"schema":"streamrec.item.v1","item_id":"i1","category":"shoes","price":19.9,"in_stock":true,"brand":"acme","tags":["running"],"updated_at":"2024-05-01T12:00:00Z"}"#,
+            r#"{"schema":"streamrec.item.v1","item_id":42,"category":7,"price":0,"in_stock":false,"updated_at":1700000000000}"#,
+        ],
+        &[
+            r#"{"item_id":"i1","category":"shoes","price":1,"in_stock":true,"updated_at":1}"#,
+            r#"{"schema":"streamrec.item.v2","item_id":"i1","category":"shoes","price":1,"in_stock":true,"updated_at":1}"#,
+            r#"{"schema":"streamrec.item.v1","item_id":"i1","category":"shoes","price":-1,"in_stock":true,"updated_at":1}"#,
+            r#"{"schema":"streamrec.item.v1","item_id":"i1","category":"shoes","price":1,"in_stock":"yes","updated_at":1}"#,
+            r#"{"schema":"streamrec.item.v1","item_id":"i1","category":"shoes","price":1,"in_stock":true}"#,
+            r#"{"schema":"streamrec.item.v1","item_id":"i1","category":"shoes","price":1,"in_stock":true,"tags":[1],"updated_at":1}"#,
+            &too_many,
+        ],
+        |bytes| {
+            let cleaner = streamrec::clean::Cleaner::new(Default::default());
+            cleaner.clean_catalog(Some(bytes), None).is_ok()
+        },
+    );
 }

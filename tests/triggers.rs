@@ -31,7 +31,12 @@ fn in_category(kind: EventType, user: &str, item: &str, category: &str, ts_ms: i
 
 /// Another shopper's event: it moves the engine's clock and nothing else of interest.
 fn tick(engine: &mut Engine, ts_ms: i64) -> Vec<Fired> {
-    engine.apply(&event(EventType::View, "clock", &format!("tick-{ts_ms}"), ts_ms));
+    engine.apply(&event(
+        EventType::View,
+        "clock",
+        &format!("tick-{ts_ms}"),
+        ts_ms,
+    ));
     engine.take_fired()
 }
 
@@ -56,9 +61,16 @@ fn cart_abandonment_fires_when_the_clock_passes_the_window_without_a_purchase() 
     let fired = tick(&mut e, T0 + 10 * MIN);
     assert_eq!(fired.len(), 1);
     let f = &fired[0];
-    assert_eq!((f.rule.as_str(), f.kind, f.user_id.as_str()), ("cart", "cart_abandonment", "u1"));
+    assert_eq!(
+        (f.rule.as_str(), f.kind, f.user_id.as_str()),
+        ("cart", "cart_abandonment", "u1")
+    );
     assert_eq!(f.items, ["i1"]);
-    assert_eq!(f.fired_at_ms, T0 + 10 * MIN, "the deadline, not the tick's time");
+    assert_eq!(
+        f.fired_at_ms,
+        T0 + 10 * MIN,
+        "the deadline, not the tick's time"
+    );
     assert_eq!(f.evidence["carted_at"], T0);
     assert!(tick(&mut e, T0 + 60 * MIN).is_empty(), "fires once");
 }
@@ -87,8 +99,14 @@ fn a_late_cart_whose_window_already_passed_fires_at_once_and_a_later_cart_restar
 
     let mut e = engine(CART);
     apply(&mut e, event(EventType::AddToCart, "u3", "i3", T0));
-    apply(&mut e, event(EventType::AddToCart, "u3", "i3", T0 + 8 * MIN));
-    assert!(tick(&mut e, T0 + 12 * MIN).is_empty(), "the second add restarted it");
+    apply(
+        &mut e,
+        event(EventType::AddToCart, "u3", "i3", T0 + 8 * MIN),
+    );
+    assert!(
+        tick(&mut e, T0 + 12 * MIN).is_empty(),
+        "the second add restarted it"
+    );
     let fired = tick(&mut e, T0 + 18 * MIN);
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].evidence["carted_at"], T0 + 8 * MIN);
@@ -105,8 +123,15 @@ fn cooldown_holds_a_rule_per_user_and_ends() {
         .iter()
         .map(|f| (f.user_id.as_str(), f.items[0].as_str()))
         .collect();
-    assert_eq!(who, [("u1", "a"), ("u2", "a")], "u1's second cart is in the cooldown");
-    apply(&mut e, event(EventType::AddToCart, "u1", "c", T0 + 61 * MIN));
+    assert_eq!(
+        who,
+        [("u1", "a"), ("u2", "a")],
+        "u1's second cart is in the cooldown"
+    );
+    apply(
+        &mut e,
+        event(EventType::AddToCart, "u1", "c", T0 + 61 * MIN),
+    );
     assert_eq!(tick(&mut e, T0 + 71 * MIN).len(), 1, "cooldown over");
 }
 
@@ -125,9 +150,16 @@ cooldown_ms = 60000
 fn browse_abandonment_needs_enough_views_in_the_window_then_a_quiet_period() {
     let mut e = engine(BROWSE);
     for minute in [0, 2, 4] {
-        assert!(apply(&mut e, event(EventType::View, "u1", "i1", T0 + minute * MIN)).is_empty());
+        assert!(apply(
+            &mut e,
+            event(EventType::View, "u1", "i1", T0 + minute * MIN)
+        )
+        .is_empty());
     }
-    assert!(tick(&mut e, T0 + 9 * MIN - 1).is_empty(), "quiet period not over");
+    assert!(
+        tick(&mut e, T0 + 9 * MIN - 1).is_empty(),
+        "quiet period not over"
+    );
     let fired = tick(&mut e, T0 + 9 * MIN);
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].items, ["i1"]);
@@ -136,7 +168,10 @@ fn browse_abandonment_needs_enough_views_in_the_window_then_a_quiet_period() {
     // Three views spread wider than the window, or only two: nothing.
     let mut e = engine(BROWSE);
     for minute in [0, 6, 12] {
-        apply(&mut e, event(EventType::View, "u2", "i2", T0 + minute * MIN));
+        apply(
+            &mut e,
+            event(EventType::View, "u2", "i2", T0 + minute * MIN),
+        );
     }
     apply(&mut e, event(EventType::View, "u3", "i3", T0));
     apply(&mut e, event(EventType::View, "u3", "i3", T0 + MIN));
@@ -147,20 +182,32 @@ fn browse_abandonment_needs_enough_views_in_the_window_then_a_quiet_period() {
 fn a_purchase_or_another_view_during_the_quiet_period_changes_the_outcome() {
     let mut e = engine(BROWSE);
     for minute in [0, 1, 2] {
-        apply(&mut e, event(EventType::View, "u1", "i1", T0 + minute * MIN));
+        apply(
+            &mut e,
+            event(EventType::View, "u1", "i1", T0 + minute * MIN),
+        );
     }
     apply(&mut e, event(EventType::Purchase, "u1", "i1", T0 + 4 * MIN));
     assert!(tick(&mut e, T0 + 30 * MIN).is_empty(), "bought");
 
     let mut e = engine(BROWSE);
     for minute in [0, 1, 2, 6] {
-        apply(&mut e, event(EventType::View, "u1", "i1", T0 + minute * MIN));
+        apply(
+            &mut e,
+            event(EventType::View, "u1", "i1", T0 + minute * MIN),
+        );
     }
-    assert!(tick(&mut e, T0 + 8 * MIN).is_empty(), "the fourth view moved the deadline");
+    assert!(
+        tick(&mut e, T0 + 8 * MIN).is_empty(),
+        "the fourth view moved the deadline"
+    );
     let fired = tick(&mut e, T0 + 11 * MIN);
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].evidence["last_view_at"], T0 + 6 * MIN);
-    assert!(tick(&mut e, T0 + 60 * MIN).is_empty(), "the superseded deadline is void");
+    assert!(
+        tick(&mut e, T0 + 60 * MIN).is_empty(),
+        "the superseded deadline is void"
+    );
 }
 
 #[test]
@@ -172,7 +219,11 @@ fn late_views_count_by_their_own_time() {
     // A purchase from before the views, arriving late, does not end their wait.
     apply(&mut e, event(EventType::Purchase, "u1", "i1", T0 - MIN));
     let fired = tick(&mut e, T0 + 9 * MIN);
-    assert_eq!(fired.len(), 1, "three views within the window, whatever their order");
+    assert_eq!(
+        fired.len(),
+        1,
+        "three views within the window, whatever their order"
+    );
     assert_eq!(fired[0].evidence["first_view_at"], T0);
 }
 
@@ -181,7 +232,10 @@ fn category_browse_abandonment_names_the_items_viewed() {
     let rules = BROWSE.replace("scope = \"item\"", "scope = \"category\"");
     let mut e = engine(&rules);
     for (minute, item) in [(0, "a"), (1, "b"), (2, "a")] {
-        apply(&mut e, in_category(EventType::View, "u1", item, "shoes", T0 + minute * MIN));
+        apply(
+            &mut e,
+            in_category(EventType::View, "u1", item, "shoes", T0 + minute * MIN),
+        );
     }
     let fired = tick(&mut e, T0 + 8 * MIN);
     assert_eq!(fired.len(), 1);
@@ -202,13 +256,23 @@ cooldown_ms = 1000
     for (n, item) in ["a", "b", "c", "d"].iter().enumerate() {
         apply(&mut e, event(EventType::View, "other", item, T0 + n as i64));
     }
-    assert!(apply(&mut e, event(EventType::View, "u1", "a", T0)).is_empty(), "new user");
-    assert!(apply(&mut e, event(EventType::View, "u1", "b", T0 + 23 * 60 * MIN)).is_empty());
+    assert!(
+        apply(&mut e, event(EventType::View, "u1", "a", T0)).is_empty(),
+        "new user"
+    );
+    assert!(apply(
+        &mut e,
+        event(EventType::View, "u1", "b", T0 + 23 * 60 * MIN)
+    )
+    .is_empty());
     assert!(
         apply(&mut e, event(EventType::View, "u1", "c", T0 + 10 * MIN)).is_empty(),
         "a late event is not a return"
     );
-    let fired = apply(&mut e, event(EventType::View, "u1", "c", T0 + 47 * 60 * MIN));
+    let fired = apply(
+        &mut e,
+        event(EventType::View, "u1", "c", T0 + 47 * 60 * MIN),
+    );
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].evidence["inactive_ms"], 24 * 60 * MIN);
     assert!(!fired[0].items.is_empty() && fired[0].items.len() <= 3);
@@ -226,10 +290,16 @@ cooldown_ms = 1000
     let mut e = engine(rules);
     let mut fired = Vec::new();
     for n in 0..3 {
-        fired.extend(apply(&mut e, in_category(EventType::View, "u1", &format!("s{n}"), "shoes", T0 + n)));
+        fired.extend(apply(
+            &mut e,
+            in_category(EventType::View, "u1", &format!("s{n}"), "shoes", T0 + n),
+        ));
     }
     for n in 3..8 {
-        fired.extend(apply(&mut e, in_category(EventType::Purchase, "u1", &format!("h{n}"), "hats", T0 + n)));
+        fired.extend(apply(
+            &mut e,
+            in_category(EventType::Purchase, "u1", &format!("h{n}"), "hats", T0 + n),
+        ));
     }
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].evidence["from_category"], "shoes");
@@ -268,15 +338,28 @@ fn price_drops_and_restocks_reach_recent_watchers_only() {
     let mut e = engine(CATALOG_RULES);
     e.apply_catalog(&listing("i1", 100.0, true, 1));
     apply(&mut e, event(EventType::View, "old", "i1", T0));
-    apply(&mut e, event(EventType::AddToCart, "u1", "i1", T0 + 90 * MIN));
+    apply(
+        &mut e,
+        event(EventType::AddToCart, "u1", "i1", T0 + 90 * MIN),
+    );
     apply(&mut e, event(EventType::View, "u2", "other", T0 + 90 * MIN));
 
     e.apply_catalog(&listing("i1", 95.0, true, 2));
-    assert!(e.take_fired().is_empty(), "a 5% drop is below the rule's 10%");
+    assert!(
+        e.take_fired().is_empty(),
+        "a 5% drop is below the rule's 10%"
+    );
     e.apply_catalog(&listing("i1", 80.0, true, 3));
     let fired = e.take_fired();
-    assert_eq!(fired.len(), 1, "u1 carted it within the hour; 'old' viewed it too long ago");
-    assert_eq!((fired[0].rule.as_str(), fired[0].user_id.as_str()), ("drop", "u1"));
+    assert_eq!(
+        fired.len(),
+        1,
+        "u1 carted it within the hour; 'old' viewed it too long ago"
+    );
+    assert_eq!(
+        (fired[0].rule.as_str(), fired[0].user_id.as_str()),
+        ("drop", "u1")
+    );
     assert_eq!(fired[0].evidence["old_price"], 95.0);
 
     e.apply_catalog(&listing("i1", 80.0, false, 4));
@@ -286,12 +369,18 @@ fn price_drops_and_restocks_reach_recent_watchers_only() {
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].rule, "restock");
     e.apply_catalog(&listing("i1", 10.0, true, 4));
-    assert!(e.take_fired().is_empty(), "an older version changes nothing");
+    assert!(
+        e.take_fired().is_empty(),
+        "an older version changes nothing"
+    );
 }
 
 #[test]
 fn user_attribute_filters_pick_the_users_a_rule_is_for() {
-    let rules = CART.replace("cooldown_ms = 3600000", "cooldown_ms = 3600000\nuser_attributes = { region = \"EU\" }");
+    let rules = CART.replace(
+        "cooldown_ms = 3600000",
+        "cooldown_ms = 3600000\nuser_attributes = { region = \"EU\" }",
+    );
     let mut e = engine(&rules);
     for (user, region) in [("eu", "EU"), ("us", "US")] {
         e.apply_profile(&ProfileUpdate {
@@ -331,5 +420,8 @@ fn pending_deadlines_survive_a_checkpoint() {
     restored.set_trigger_rules(Arc::new(Rules::parse(CART).unwrap()));
     let fired = tick(&mut restored, T0 + 10 * MIN);
     assert_eq!(fired.len(), 1);
-    assert_eq!(fired[0].trigger_id, tick(&mut e, T0 + 10 * MIN)[0].trigger_id);
+    assert_eq!(
+        fired[0].trigger_id,
+        tick(&mut e, T0 + 10 * MIN)[0].trigger_id
+    );
 }

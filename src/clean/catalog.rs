@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    check_price, id_within, kind_name, optional_id, parse_time_text, present, reject,
-    required_id, required_string, Cleaner, Reason, Rejection,
+    check_price, id_within, kind_name, optional_id, parse_time_text, present, reject, required_id,
+    required_string, Cleaner, Reason, Rejection,
 };
 use crate::catalog::{CatalogItem, CatalogUpdate};
 
@@ -19,9 +19,9 @@ impl Cleaner {
     ) -> Result<CatalogUpdate, Rejection> {
         let key = key.map(|k| String::from_utf8_lossy(k).trim().to_owned());
         let Some(payload) = payload else {
-            let item_id = key
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| reject(Reason::MissingKey, "a tombstone needs the item id as key"))?;
+            let item_id = key.filter(|k| !k.is_empty()).ok_or_else(|| {
+                reject(Reason::MissingKey, "a tombstone needs the item id as key")
+            })?;
             let item_id = id_within(&item_id, "item_id", self.config.max_id_len)?;
             return Ok(CatalogUpdate::Remove { item_id });
         };
@@ -59,7 +59,12 @@ impl Cleaner {
         };
         check_price(price)?;
         let in_stock = match present(object, "in_stock") {
-            None => return Err(reject(Reason::MissingField("in_stock"), "in_stock is required")),
+            None => {
+                return Err(reject(
+                    Reason::MissingField("in_stock"),
+                    "in_stock is required",
+                ))
+            }
             Some(Value::Bool(b)) => *b,
             Some(other) => {
                 return Err(reject(

@@ -12,11 +12,18 @@ impl Cleaner {
         &self,
         object: &Map<String, Value>,
     ) -> Result<ProfileUpdate, Rejection> {
-        let user_id = id_within(&required_id(object, "user_id")?, "user_id", self.config.max_id_len)?;
+        let user_id = id_within(
+            &required_id(object, "user_id")?,
+            "user_id",
+            self.config.max_id_len,
+        )?;
         let ts_ms = timestamp(object)?;
         let attributes = match object.get(FIELD) {
             None | Some(Value::Null) => {
-                return Err(reject(Reason::MissingField(FIELD), "attributes is required"))
+                return Err(reject(
+                    Reason::MissingField(FIELD),
+                    "attributes is required",
+                ))
             }
             Some(Value::Object(map)) => map,
             Some(other) => {

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Blend, EngineConfig};
 use crate::catalog::{Catalog, CatalogUpdate, ListingChange, Scores};
+use crate::config::{Blend, EngineConfig};
 use crate::cooccurrence::{Cooccurrence, PairEvent};
 use crate::dedup::DedupWindow;
 use crate::event::{Event, EventType, ProfileUpdate};
@@ -289,7 +289,10 @@ impl Engine {
         let half_life = config.profile.half_life_ms;
         let before = (!new_user).then(|| {
             let profile = &user.profile;
-            (profile.last_seen_ms, profile.top_category(event.ts_ms, half_life))
+            (
+                profile.last_seen_ms,
+                profile.top_category(event.ts_ms, half_life),
+            )
         });
         let weight = config.weights.of(event.kind);
         let profile = &user.profile;
@@ -463,7 +466,10 @@ impl Engine {
                     + 48
                     + u.profile.heap_bytes()
                     + u.factors.len() * 4
-                    + u.attributes.iter().map(|(k, v)| k.len() + v.len() + 32).sum::<usize>()
+                    + u.attributes
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 32)
+                        .sum::<usize>()
                     + std::mem::size_of::<UserState>()
             })
             .sum();
@@ -630,9 +636,7 @@ impl Engine {
         let since = self.shard.checkpointed;
         let mut cold: Vec<(u64, Box<str>)> = users
             .iter()
-            .filter(|(id, state)| {
-                state.touched <= since && !state.triggers.waiting() && !keep(id)
-            })
+            .filter(|(id, state)| state.touched <= since && !state.triggers.waiting() && !keep(id))
             .map(|(id, state)| (state.touched, id.clone()))
             .collect();
         let excess = (users.len() - cap).min(cold.len());

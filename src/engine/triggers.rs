@@ -89,11 +89,8 @@ impl Engine {
             }
             let mut items = self.item_ids(firing.items.iter().copied());
             if firing.recommendations > 0 {
-                let fresh = self.recommend(
-                    &firing.user_id,
-                    firing.recommendations,
-                    &Filters::default(),
-                );
+                let fresh =
+                    self.recommend(&firing.user_id, firing.recommendations, &Filters::default());
                 items.extend(self.item_ids(fresh.iter().map(|s| s.item)));
             }
             let subject = match firing.subject {

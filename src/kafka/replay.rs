@@ -24,7 +24,7 @@ use super::run::wall_clock_ms;
 use super::sink::Topics;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::event::Event;
+use crate::event::Input;
 use crate::merge::PartitionKey;
 use crate::offsets::Waiter;
 use crate::pipeline::{Processor, Record, Stats};
@@ -73,6 +73,8 @@ pub enum ReplayError {
     Refused(String),
     #[error("{0}; the replay stopped")]
     Delivery(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Replays until every partition reaches `options.to` or `stop` is set.
@@ -91,7 +93,9 @@ pub fn replay(
             output_topics(config, mode, options),
         )?),
     };
-    let mut processor = Processor::with_engine(config, Engine::new(config.engine.clone()));
+    let rules = Arc::new(config.triggers.rules()?);
+    let mut processor =
+        Processor::with_engine(config, Engine::new(config.engine.clone())).with_rules(rules);
     if publisher.is_none() {
         processor = processor.learn_only();
     }
@@ -109,6 +113,7 @@ pub fn replay(
         applying: None,
         final_checkpoint: Duration::ZERO,
         started_at,
+        topics: config.kafka.consumed_topics(),
     };
     let (items_tx, items) = sync_channel(BATCHES_IN_FLIGHT);
     let applied = std::thread::scope(|scope| {
@@ -175,6 +180,7 @@ fn output_topics(config: &Config, mode: OutputMode, options: &ReplayOptions) -> 
         recommendations: format!("{}{suffix}", kafka.recommendations_topic),
         similar_items: format!("{}{suffix}", kafka.similar_items_topic),
         dead_letter: format!("{}{suffix}", kafka.dead_letter_topic),
+        triggers: format!("{}{suffix}", kafka.triggers_topic),
     }
 }
 
@@ -196,6 +202,8 @@ struct Replay<'a> {
     applying: Option<(Instant, Instant)>,
     final_checkpoint: Duration,
     started_at: Instant,
+    /// The topics read, in the order partition keys index them.
+    topics: Vec<String>,
 }
 
 impl Replay<'_> {
@@ -236,10 +244,10 @@ impl Replay<'_> {
         key: PartitionKey,
         offset: i64,
         timestamp_ms: Option<i64>,
-        cleaned: Result<Event, (String, Option<Vec<u8>>)>,
+        cleaned: Result<Input, (String, Option<Vec<u8>>)>,
         now: i64,
     ) -> Result<(), ReplayError> {
-        let topic = &self.config.kafka.input_topics[key.0 as usize];
+        let topic = &self.topics[key.0 as usize];
         self.started.entry(key).or_insert(offset);
         let (cleaned, payload) = match cleaned {
             Ok(event) => (Ok(event), None),
@@ -252,6 +260,7 @@ impl Replay<'_> {
                 offset,
             },
             topic,
+            key: None,
             payload: payload.as_deref(),
             timestamp_ms,
         };
@@ -287,7 +296,7 @@ impl Replay<'_> {
     }
 
     fn checkpoint(&mut self) -> Result<(), ReplayError> {
-        let offsets = by_name(&self.next, &self.config.kafka.input_topics);
+        let offsets = by_name(&self.next, &self.topics);
         self.store
             .checkpoint(self.processor.engine_mut(), &offsets)?;
         self.checkpoints += 1;

@@ -19,9 +19,10 @@ use super::position::NextOffsets;
 use super::replay::ReplayError;
 use crate::clean::Cleaner;
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::Input;
 use crate::merge::{Merge, PartitionKey, Step};
-use crate::pipeline::clean_payload;
+use crate::offsets::Waiter;
+use crate::pipeline::{clean_record, Record};
 use crate::replay::{StartAt, StopAt};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ pub(super) enum Item {
         offset: i64,
         timestamp_ms: Option<i64>,
         /// The event, or the rejection's reason code and the payload for the dead letters.
-        cleaned: Result<Event, (String, Option<Vec<u8>>)>,
+        cleaned: Result<Input, (String, Option<Vec<u8>>)>,
     },
     /// Where a partition continues after messages that are not applied (before `--from`, at
     /// `--to`, or none at all).
@@ -60,6 +61,7 @@ pub(super) struct Source {
     from: StartAt,
     to: StopAt,
     cleaner: Cleaner,
+    catalog_topic: String,
     /// Next offsets known before reading (explicit or time-resolved starts).
     known: NextOffsets,
     /// Messages between the read positions and the partitions' ends, refreshed every few seconds.
@@ -68,7 +70,7 @@ pub(super) struct Source {
 
 impl Source {
     pub fn open(config: &Config, from: &StartAt, to: StopAt) -> Result<Source, ReplayError> {
-        let inputs = &config.kafka.input_topics;
+        let inputs = &config.kafka.consumed_topics();
         let group = format!("{}.replay", config.kafka.group_id);
         let consumer: Arc<ReplayConsumer> = Arc::new(
             replay_consumer_config(&config.kafka, &group).create_with_context(ReplayContext)?,
@@ -85,6 +87,7 @@ impl Source {
             from: from.clone(),
             to,
             cleaner: Cleaner::new(config.engine.clean.clone()),
+            catalog_topic: config.kafka.catalog_topic.clone(),
             known,
             lag: Arc::default(),
         })
@@ -128,11 +131,22 @@ impl Source {
                 Step::Emit(key, message) => {
                     next.insert(key, message.offset() + 1);
                     let payload = message.payload();
+                    let record = Record {
+                        source: Waiter {
+                            topic: key.0,
+                            partition: key.1,
+                            offset: message.offset(),
+                        },
+                        topic: &self.inputs[key.0 as usize],
+                        key: message.key(),
+                        payload,
+                        timestamp_ms: message.timestamp().to_millis(),
+                    };
                     batch.push(Item::Message {
                         key,
                         offset: message.offset(),
-                        timestamp_ms: message.timestamp().to_millis(),
-                        cleaned: clean_payload(&mut self.cleaner, payload)
+                        timestamp_ms: record.timestamp_ms,
+                        cleaned: clean_record(&mut self.cleaner, &self.catalog_topic, &record)
                             .map_err(|reason| (reason, payload.map(<[u8]>::to_vec))),
                     });
                     if batch.len() >= BATCH && !send(&items, &mut batch) {

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::engine::{Engine, ItemModel};
 use crate::pipeline::{Processor, Stats};
 use crate::store::{Offsets, StateStore, StoreError};
+use crate::triggers::Rules;
 
 /// Messages buffered per worker before the consumer waits.
 const WORKER_QUEUE: usize = 1024;
@@ -51,6 +52,8 @@ pub enum RunError {
     Admin(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What a run did, for the caller to report.
@@ -122,10 +125,12 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let kafka = &config.kafka;
+    let rules = Arc::new(config.triggers.rules()?);
     let metrics = Arc::new(Metrics::new([
         kafka.recommendations_topic.clone(),
         kafka.similar_items_topic.clone(),
         kafka.dead_letter_topic.clone(),
+        kafka.triggers_topic.clone(),
     ]));
     let mut context = GroupContext::new(
         observers.health.clone(),
@@ -163,14 +168,14 @@ pub async fn run(
         Some((_, checkpoints)) => Positions::from_state(&checkpoints.checkpointed),
         None => Positions::default(),
     };
-    let inputs: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
+    let topics = kafka.consumed_topics();
+    let inputs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
-    let count = config.pipeline.workers;
-    let stats = Arc::new(Mutex::new(vec![Stats::default(); count]));
-    let (senders, mut workers) = start_workers(
-        config, &consumer, &producer, &observers, &stats, &metrics, restored,
+    let (senders, mut workers, stats) = start_workers(
+        config, &consumer, &producer, &observers, &metrics, restored, &rules,
     );
+    let count = config.pipeline.workers;
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -196,7 +201,7 @@ pub async fn run(
                         seen_assignments = assignments;
                     }
                     let (topic, partition) = (message.topic(), message.partition());
-                    let index = kafka.input_topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
+                    let index = topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
                     if let Verdict::Skip { seek_to } = positions.check(index, partition, message.offset()) {
                         if let Some(next) = seek_to {
                             tracing::info!(topic, partition, next, "seeking to where the state ends");
@@ -256,7 +261,7 @@ fn restore(config: &Config) -> Result<Option<(Engine, Checkpoints)>, RunError> {
         ms = started.elapsed().as_millis() as u64,
         "state loaded (users load on their next event)"
     );
-    let next = by_index(&offsets, &config.kafka.input_topics);
+    let next = by_index(&offsets, &config.kafka.consumed_topics());
     let checkpoints = Checkpoints {
         store,
         interval: Duration::from_millis(config.state.checkpoint_interval_ms),
@@ -275,17 +280,19 @@ fn start_workers(
     consumer: &Arc<StreamConsumer<GroupContext>>,
     producer: &FutureProducer,
     observers: &Observers,
-    stats: &Arc<Mutex<Vec<Stats>>>,
     metrics: &Arc<Metrics>,
     mut restored: Option<(Engine, Checkpoints)>,
-) -> (Vec<mpsc::Sender<WorkerInput>>, Workers) {
+    rules: &Arc<Rules>,
+) -> (Vec<mpsc::Sender<WorkerInput>>, Workers, WorkerStats) {
+    let stats = Arc::new(Mutex::new(vec![Stats::default(); config.pipeline.workers]));
     let items = Arc::new(RwLock::new(ItemModel::new(&config.engine)));
     let topics = Arc::new(Topics {
         recommendations: config.kafka.recommendations_topic.clone(),
         similar_items: config.kafka.similar_items_topic.clone(),
         dead_letter: config.kafka.dead_letter_topic.clone(),
+        triggers: config.kafka.triggers_topic.clone(),
     });
-    let inputs = Arc::new(config.kafka.input_topics.clone());
+    let inputs = Arc::new(config.kafka.consumed_topics());
     let workers = Workers::new();
     let mut senders = Vec::new();
     for index in 0..config.pipeline.workers {
@@ -305,7 +312,7 @@ fn start_workers(
             producer: producer.clone(),
             topics: topics.clone(),
             inputs: inputs.clone(),
-            processor: Processor::with_engine(config, engine),
+            processor: Processor::with_engine(config, engine).with_rules(rules.clone()),
             latency_us: observers.latency.clone(),
             metrics: metrics.clone(),
             users_reported: 0,
@@ -316,8 +323,11 @@ fn start_workers(
         };
         workers.push(tokio::spawn(worker.run(rx, config.pipeline.clone())));
     }
-    (senders, workers)
+    (senders, workers, stats)
 }
+
+/// One `Stats` slot per worker.
+type WorkerStats = Arc<Mutex<Vec<Stats>>>;
 
 fn worker_failure(
     stopped: Result<Result<Processor, RunError>, tokio::task::JoinError>,

@@ -28,6 +28,7 @@ pub struct Topics {
     pub recommendations: String,
     pub similar_items: String,
     pub dead_letter: String,
+    pub triggers: String,
 }
 
 impl Topics {
@@ -36,6 +37,7 @@ impl Topics {
             Destination::Recommendations => &self.recommendations,
             Destination::SimilarItems => &self.similar_items,
             Destination::DeadLetter => &self.dead_letter,
+            Destination::Triggers => &self.triggers,
         }
     }
 }

@@ -23,6 +23,7 @@ use super::run::{wall_clock_ms, Latency, RunError};
 use super::sink::{send, Acked, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;
+use crate::event::Input;
 use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
 use crate::store::{CheckpointSize, StateStore, StoreError};
@@ -201,15 +202,16 @@ impl Worker {
                 offset: message.offset(),
             },
             topic,
+            key: message.key(),
             payload: message.payload(),
             timestamp_ms: message.timestamp().to_millis(),
         };
         let processed = match &self.checkpoints {
             None => self.processor.process(&record, wall_clock_ms()),
             Some(checkpoints) => {
-                let cleaned = self.processor.clean(record.payload);
-                if let Ok(event) = &cleaned {
-                    load_user(&mut self.processor, &checkpoints.store, &event.user_id)?;
+                let cleaned = self.processor.clean(&record);
+                if let Some(user_id) = cleaned.as_ref().ok().and_then(Input::user_id) {
+                    load_user(&mut self.processor, &checkpoints.store, user_id)?;
                 }
                 self.processor
                     .process_cleaned(&record, cleaned, wall_clock_ms())

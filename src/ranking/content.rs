@@ -28,7 +28,9 @@ pub(super) fn gather(
             candidates.add(item, Source::Content, weight * share);
         }
         for item in items.catalog.newest_with(attribute) {
-            candidates.add(item, Source::Content, weight * NEW_LISTING_SHARE);
+            if !popular.contains(&item) {
+                candidates.add(item, Source::Content, weight * NEW_LISTING_SHARE);
+            }
         }
     }
 }

@@ -310,7 +310,10 @@ mod tests {
         let rules = Rules::load(&path).unwrap();
         let kinds: Vec<&str> = rules.rules.iter().map(|r| r.kind.name()).collect();
         for (kind, _) in FIELDS {
-            assert!(kinds.contains(&kind), "config/triggers.toml has no {kind} rule");
+            assert!(
+                kinds.contains(&kind),
+                "config/triggers.toml has no {kind} rule"
+            );
         }
     }
 

@@ -127,8 +127,10 @@ impl UserTriggers {
                     .map(|v| v.2)
                     .collect();
                 let last = times.iter().copied().max().unwrap_or(facts.ts_ms);
-                let counted: Vec<i64> =
-                    times.into_iter().filter(|&t| t > last - window_ms).collect();
+                let counted: Vec<i64> = times
+                    .into_iter()
+                    .filter(|&t| t > last - window_ms)
+                    .collect();
                 if counted.len() < min_views as usize {
                     return;
                 }
@@ -158,9 +160,9 @@ impl UserTriggers {
 
     fn cart(&mut self, state: &mut TriggerState, facts: &EventFacts, rule: u16, window_ms: i64) {
         match facts.kind {
-            EventType::Purchase => self.carts.retain(|c| {
-                c.rule != rule || c.item != facts.item || facts.ts_ms < c.carted_ms
-            }),
+            EventType::Purchase => self
+                .carts
+                .retain(|c| c.rule != rule || c.item != facts.item || facts.ts_ms < c.carted_ms),
             EventType::AddToCart => {
                 // A later add-to-cart of the same item restarts the wait.
                 let later = self
@@ -171,7 +173,8 @@ impl UserTriggers {
                 if !later {
                     return;
                 }
-                self.carts.retain(|c| c.rule != rule || c.item != facts.item);
+                self.carts
+                    .retain(|c| c.rule != rule || c.item != facts.item);
                 self.carts.push(Cart {
                     rule,
                     item: facts.item,

@@ -58,10 +58,11 @@ impl Watchers {
                     },
                 ) => {
                     let drop_pct = (old - new) / old * 100.0;
-                    if !(drop_pct >= min_drop_pct) {
+                    if drop_pct < min_drop_pct {
                         continue;
                     }
-                    let evidence = json!({ "old_price": old, "new_price": new, "drop_pct": drop_pct });
+                    let evidence =
+                        json!({ "old_price": old, "new_price": new, "drop_pct": drop_pct });
                     (watch_ms, evidence)
                 }
                 (
