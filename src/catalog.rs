@@ -42,6 +42,27 @@ pub struct CatalogItem {
     pub updated_at_ms: i64,
 }
 
+impl CatalogItem {
+    /// The `streamrec.item.v1` encoding, as the catalog topic carries it.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::json!({
+            "schema": "streamrec.item.v1",
+            "item_id": self.item_id,
+            "category": self.category,
+            "price": self.price,
+            "in_stock": self.in_stock,
+            "updated_at": self.updated_at_ms,
+        });
+        if let Some(brand) = &self.brand {
+            value["brand"] = brand.as_str().into();
+        }
+        if !self.tags.is_empty() {
+            value["tags"] = self.tags.clone().into();
+        }
+        value.to_string()
+    }
+}
+
 /// The catalog's current word on one item.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Listing {

@@ -357,6 +357,9 @@ pub struct ContentConfig {
     pub newest_per_attribute: usize,
     /// The user's strongest attributes that gather candidates per request.
     pub taste_attributes: usize,
+    /// Users with at most this many events also get each attribute's popular items; everyone
+    /// gets its newest listings (from their 3 strongest attributes once past this).
+    pub cold_user_events: u64,
     /// User attributes whose values form a shopper's segment (e.g. region and age band); empty
     /// turns segment popularity off.
     pub segment_attributes: Vec<String>,
@@ -372,6 +375,7 @@ impl Default for ContentConfig {
             popular_per_attribute: 50,
             newest_per_attribute: 20,
             taste_attributes: 8,
+            cold_user_events: 20,
             segment_attributes: vec!["region".into(), "age_band".into()],
             max_segments: 1000,
             segment_trending_size: 50,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
+use crate::catalog::CatalogUpdate;
 use crate::config::{Blend, EngineConfig};
 use crate::engine::Engine;
 use crate::event::{Event, EventType};
@@ -54,15 +55,17 @@ pub fn standard_methods(hybrid: &Blend) -> Vec<Method> {
         method("history", only(|b| b.history = 1.0)),
         method("cooc", only(|b| b.cooc = 1.0)),
         method("mf", only(|b| b.mf = 1.0)),
+        method("content", only(|b| b.content = 1.0)),
         method("hybrid", hybrid.clone()),
     ];
     type Strip = fn(&mut Blend);
-    let ablations: [(&str, Strip); 5] = [
+    let ablations: [(&str, Strip); 6] = [
         ("hybrid-no-history", |b| b.history = 0.0),
         ("hybrid-no-cooc", |b| b.cooc = 0.0),
         ("hybrid-no-cross", |b| b.cross = 0.0),
         ("hybrid-no-mf", |b| b.mf = 0.0),
         ("hybrid-no-popular", |b| b.popular = 0.0),
+        ("hybrid-no-content", |b| b.content = 0.0),
     ];
     for (name, strip) in ablations {
         let mut blend = hybrid.clone();
@@ -85,6 +88,9 @@ pub struct MethodReport {
     pub coverage: f64,
     /// Events / (time learning + time ranking for this method).
     pub events_per_s: f64,
+    /// HR@N on the cold-start slice: test cases whose user had fewer than `COLD_EVENTS` events.
+    pub cold_hr_at_n: f64,
+    pub cold_hits: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -95,6 +101,9 @@ pub struct EvalReport {
     pub users: usize,
     pub items: usize,
     pub tests: u64,
+    /// Test cases in the cold-start slice.
+    pub cold_tests: u64,
+    pub catalog_items: usize,
     pub learn_events_per_s: f64,
     pub bytes_per_user: f64,
     pub bytes_per_item: f64,
@@ -104,6 +113,7 @@ pub struct EvalReport {
 #[derive(Default)]
 struct Tally {
     hits: u64,
+    cold_hits: u64,
     reciprocal_rank: f64,
     recommended: FxHashSet<u32>,
     ranking_time: Duration,
@@ -111,13 +121,19 @@ struct Tally {
 
 #[derive(Default)]
 struct UserTrack {
+    events: u32,
     touched: FxHashSet<u32>,
     purchased: FxHashSet<u32>,
 }
 
-/// Sorts by time (stable: file order breaks ties), then tests and learns every event in order.
+/// Users with fewer events than this before a test case make it a cold-start case.
+pub const COLD_EVENTS: u32 = 3;
+
+/// Applies the catalog, sorts events by time (stable: file order breaks ties), then tests and
+/// learns every event in order.
 pub fn evaluate(
     mut events: Vec<Event>,
+    catalog: &[CatalogUpdate],
     mode: Mode,
     top_n: usize,
     config: &EngineConfig,
@@ -125,15 +141,21 @@ pub fn evaluate(
 ) -> EvalReport {
     events.sort_by_key(|e| e.ts_ms);
     let mut engine = Engine::new(config.clone());
+    for update in catalog {
+        engine.apply_catalog(update);
+    }
     let mut tracks: FxHashMap<String, UserTrack> = FxHashMap::default();
     let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
     let mut tests = 0u64;
+    let mut cold_tests = 0u64;
     let mut learning = Duration::ZERO;
     for event in &events {
         let target = engine.item_index(&event.item_id);
         if let Some(track) = tracks.get(event.user_id.as_str()) {
             if is_test_case(mode, event, target, track) {
                 tests += 1;
+                let cold = track.events < COLD_EVENTS;
+                cold_tests += u64::from(cold);
                 let excluded = match mode {
                     Mode::Discovery => &track.touched,
                     Mode::Purchase => &track.purchased,
@@ -143,7 +165,8 @@ pub fn evaluate(
                     exclude_items: Some(excluded),
                 };
                 for (method, tally) in methods.iter().zip(tallies.iter_mut()) {
-                    score_case(&engine, event, target, top_n, &filters, method, tally);
+                    let hit = score_case(&engine, event, target, top_n, &filters, method, tally);
+                    tally.cold_hits += u64::from(hit && cold);
                 }
             }
         }
@@ -154,12 +177,13 @@ pub fn evaluate(
             .item_index(&event.item_id)
             .expect("applied items are interned");
         let track = tracks.entry(event.user_id.clone()).or_default();
+        track.events += 1;
         track.touched.insert(item);
         if event.kind == EventType::Purchase {
             track.purchased.insert(item);
         }
     }
-    let catalog = engine.item_count().max(1) as f64;
+    let item_count = engine.item_count().max(1) as f64;
     let memory = engine.memory();
     let method_reports = methods
         .iter()
@@ -170,11 +194,13 @@ pub fn evaluate(
             mrr_at_n: ratio(tally.reciprocal_rank, tests as f64),
             tests,
             hits: tally.hits,
-            coverage: tally.recommended.len() as f64 / catalog,
+            coverage: tally.recommended.len() as f64 / item_count,
             events_per_s: ratio(
                 events.len() as f64,
                 (learning + tally.ranking_time).as_secs_f64(),
             ),
+            cold_hr_at_n: ratio(tally.cold_hits as f64, cold_tests as f64),
+            cold_hits: tally.cold_hits,
         })
         .collect();
     EvalReport {
@@ -184,6 +210,8 @@ pub fn evaluate(
         users: engine.user_count(),
         items: engine.item_count(),
         tests,
+        cold_tests,
+        catalog_items: catalog.len(),
         learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
         bytes_per_user: memory.bytes_per_user(),
         bytes_per_item: memory.bytes_per_item(),
@@ -214,39 +242,44 @@ fn score_case(
     filters: &Filters,
     method: &Method,
     tally: &mut Tally,
-) {
+) -> bool {
     let started = Instant::now();
     let list = engine.recommend_with(&event.user_id, top_n, filters, &method.blend);
     tally.ranking_time += started.elapsed();
     tally.recommended.extend(list.iter().map(|s| s.item));
-    if let Some(rank) = target.and_then(|t| list.iter().position(|s| s.item == t)) {
-        tally.hits += 1;
-        tally.reciprocal_rank += 1.0 / (rank as f64 + 1.0);
-    }
+    let Some(rank) = target.and_then(|t| list.iter().position(|s| s.item == t)) else {
+        return false;
+    };
+    tally.hits += 1;
+    tally.reciprocal_rank += 1.0 / (rank as f64 + 1.0);
+    true
 }
 
 impl EvalReport {
     /// A plain-text table for terminals.
     pub fn table(&self) -> String {
         let n = self.top_n;
-        let mut out = format!(
-            "mode {:?}: {} events, {} users, {} items, {} test cases; learning alone {:.0} events/s; \
+        let mut out =
+            format!(
+            "mode {:?}: {} events, {} users, {} items ({} listed in the catalog), {} test cases \
+             ({} cold: user had < {COLD_EVENTS} events); learning alone {:.0} events/s; \
              ~{:.0} B/user, ~{:.0} B/item\n",
-            self.mode, self.events, self.users, self.items, self.tests, self.learn_events_per_s,
-            self.bytes_per_user, self.bytes_per_item
+            self.mode, self.events, self.users, self.items, self.catalog_items, self.tests,
+            self.cold_tests, self.learn_events_per_s, self.bytes_per_user, self.bytes_per_item
         );
         out += &format!(
-            "{:<20} {:>8} {:>8} {:>9} {:>12}\n",
+            "{:<20} {:>8} {:>8} {:>9} {:>12} {:>12}\n",
             "method",
             format!("HR@{n}"),
             format!("MRR@{n}"),
             "coverage",
-            "events/s"
+            "events/s",
+            format!("cold HR@{n}")
         );
         for m in &self.methods {
             out += &format!(
-                "{:<20} {:>8.4} {:>8.4} {:>9.3} {:>12.0}\n",
-                m.method, m.hr_at_n, m.mrr_at_n, m.coverage, m.events_per_s
+                "{:<20} {:>8.4} {:>8.4} {:>9.3} {:>12.0} {:>12.4}\n",
+                m.method, m.hr_at_n, m.mrr_at_n, m.coverage, m.events_per_s, m.cold_hr_at_n
             );
         }
         out
@@ -265,6 +298,7 @@ mod tests {
         let config = EngineConfig::default();
         evaluate(
             events,
+            &[],
             mode,
             top_n,
             &config,

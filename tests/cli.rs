@@ -196,3 +196,26 @@ fn config_check_shows_the_layered_settings_with_secrets_masked() {
         "{err}"
     );
 }
+
+#[test]
+fn an_invalid_trigger_rule_is_refused_at_start_with_its_name_and_field() {
+    let rules = fixture(
+        "[[rule]]\nname = \"abandoned-carts\"\nkind = \"cart_abandonment\"\ncooldown_ms = 1000\n",
+    );
+    let set = format!("triggers.file={}", rules.path().display());
+    let empty = fixture("");
+    let config = empty.path().to_str().unwrap();
+    for command in [&["config", "check"][..], &["run", "--config", config][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamrec"))
+            .args(command)
+            .args(["--set", &set])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("trigger rule \"abandoned-carts\": `window_ms` is required"),
+            "{stderr}"
+        );
+    }
+}

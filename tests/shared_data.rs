@@ -9,6 +9,14 @@ use std::process::Command;
 use common::dataset;
 
 fn eval_json(path: &Path, format: &str) -> serde_json::Value {
+    eval_json_with(
+        path,
+        format,
+        &["--methods", "popularity,cooc,history,hybrid"],
+    )
+}
+
+fn eval_json_with(path: &Path, format: &str, extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_streamrec"))
         .args([
             "eval",
@@ -18,7 +26,7 @@ fn eval_json(path: &Path, format: &str) -> serde_json::Value {
             format,
             "--json",
         ])
-        .args(["--methods", "popularity,cooc,history,hybrid"])
+        .args(extra)
         .output()
         .expect("the binary runs");
     assert!(
@@ -76,4 +84,44 @@ fn taobao_purchase_quality_holds_and_the_truncated_row_is_counted() {
     // The measured figure is in README; this guards against regressions, not the 0.55 goal.
     assert!(hybrid >= 0.50, "hybrid HR@10 {hybrid}");
     assert!(hybrid > 10.0 * hr(&report, "popularity"));
+}
+
+/// The cold-start slice (users with < 3 events before the case): content-based candidates from
+/// the catalog must help there without costing the whole.
+#[test]
+fn content_candidates_help_cold_start_on_both_datasets() {
+    let (Some(ratings), Some(movies), Some(taobao)) = (
+        dataset("ml-latest-small/ratings.csv"),
+        dataset("ml-latest-small/movies.csv"),
+        dataset("taobao-sample/UserBehavior.csv"),
+    ) else {
+        return;
+    };
+    let methods = ["--methods", "hybrid,hybrid-no-content"];
+    let movielens = eval_json_with(
+        &ratings,
+        "movielens-csv",
+        &[
+            methods[0],
+            methods[1],
+            "--catalog",
+            movies.to_str().unwrap(),
+        ],
+    );
+    let shop = eval_json_with(
+        &taobao,
+        "taobao",
+        &[methods[0], methods[1], "--catalog-from-events"],
+    );
+    for report in [&movielens, &shop] {
+        assert!(report["cold_tests"].as_u64().unwrap() > 0);
+        let cold = |method| figure(report, method, "cold_hr_at_n");
+        assert!(
+            cold("hybrid") > cold("hybrid-no-content"),
+            "cold-start HR@10 {} vs {} without content",
+            cold("hybrid"),
+            cold("hybrid-no-content")
+        );
+        assert!(hr(report, "hybrid") >= hr(report, "hybrid-no-content"));
+    }
 }

@@ -10,14 +10,27 @@ use crate::engine::{ItemModel, UserState};
 /// A newest listing counts as much as the least popular of the attribute's popular items.
 const NEW_LISTING_SHARE: f32 = 0.5;
 
+/// Attributes a user past the cold start gathers new listings from: their history and its
+/// neighbours already cover the rest, and this runs on every request.
+const WARM_TASTE_ATTRIBUTES: usize = 3;
+
 pub(super) fn gather(
     candidates: &mut Candidates,
     items: &ItemModel,
     user: &UserState,
     config: &EngineConfig,
 ) {
-    for (attribute, weight) in taste(items, user, config) {
-        let popular = items.catalog.popular_with(attribute);
+    let cold = user.profile.events() <= config.content.cold_user_events;
+    let mut taste = taste(items, user, config);
+    if !cold {
+        taste.truncate(WARM_TASTE_ATTRIBUTES);
+    }
+    for (attribute, weight) in taste {
+        let popular: &[u32] = if cold {
+            items.catalog.popular_with(attribute)
+        } else {
+            &[]
+        };
         let best = popular
             .iter()
             .map(|&item| items.popularity.score(item))
@@ -35,12 +48,14 @@ pub(super) fn gather(
     }
 }
 
-/// The user's strongest attributes: each recent item's decayed interest, summed per attribute.
+/// The user's strongest attributes: the decayed interest in each of their latest items (as many
+/// as seed neighbours), summed per attribute.
 fn taste(items: &ItemModel, user: &UserState, config: &EngineConfig) -> Vec<(u32, f32)> {
     let now = items.latest_ts_ms;
     let half_life = config.profile.half_life_ms;
     let mut taste: Vec<(u32, f32)> = Vec::new();
-    for recent in &user.profile.recent {
+    let latest = user.profile.recent.iter().rev();
+    for recent in latest.take(config.ranking.seed_items) {
         let interest = recent.interest.value_at(now, half_life);
         for &attribute in items.catalog.attributes_of(recent.item) {
             match taste.iter_mut().find(|t| t.0 == attribute) {

@@ -7,6 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+
+mod catalog;
 use crate::demo::{demo, DemoOptions};
 use crate::engine::Engine;
 use crate::eval::{evaluate, standard_methods, Mode};
@@ -61,6 +63,9 @@ pub enum Command {
     /// Check settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Item catalog tools.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +256,12 @@ pub struct EvalArgs {
     /// Score only these methods (comma-separated names from the table); default all.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
+    /// A catalog applied before the events: item.v1 JSON lines or MovieLens movies.csv.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// List every item of the log up front with the category its events carry (Taobao).
+    #[arg(long, conflicts_with = "catalog")]
+    pub catalog_from_events: bool,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -270,6 +281,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(args),
         Command::Backfill(args) => backfill(args),
         Command::State(command) => state(command),
+        Command::Catalog(command) => catalog::run(command),
         Command::Config(ConfigCommand::Check { config, set }) => {
             let effective = load_config(config.as_ref(), &set)?;
             println!(
@@ -694,7 +706,15 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
         methods.retain(|m| args.methods.contains(&m.name));
     }
-    let report = evaluate(loaded.events, mode, args.top_n, &config.engine, &methods);
+    let listings = catalog::for_eval(&args, &loaded.events, &config)?;
+    let report = evaluate(
+        loaded.events,
+        &listings,
+        mode,
+        args.top_n,
+        &config.engine,
+        &methods,
+    );
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["input"] = args.input.display().to_string().into();

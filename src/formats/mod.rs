@@ -1,6 +1,9 @@
 //! Readers for the interaction logs users have: event v1 JSON lines, MovieLens (latest CSV, 100K
 //! `u.data`, 1M `ratings.dat`) and Taobao UserBehavior. A bad row is skipped and counted by reason,
-//! never fatal; the first few are kept with their line numbers for the report.
+//! never fatal; the first few are kept with their line numbers for the report. Catalogs have
+//! their readers in [`catalog`].
+
+pub mod catalog;
 
 use std::collections::BTreeMap;
 use std::path::Path;
