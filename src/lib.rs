@@ -5,18 +5,25 @@
 //! knowing nothing of Kafka, files or clocks (time arrives with each event). Edges feed it.
 //!
 //! - [`event`]: the event model v1 (types and aliases).
-//! - [`clean`]: bytes → valid event or a rejection with a stable reason code.
+//! - [`clean`]: bytes → valid event, profile update or catalog listing, or a rejection with a
+//!   stable reason code.
 //! - [`dedup`]: exact duplicate detection in a window bounded by count and event time.
 //! - [`profile`]: per-user history, purchases and category affinity, all bounded.
 //! - [`cooccurrence`] on [`neighbors`] + [`similarity`]: item pair counts, cross-occurrence,
 //!   bounded top-K neighbour lists.
 //! - [`factorization`]: online SGD matrix factorisation with sampled negatives.
 //! - [`popularity`]: decayed popularity and the trending list.
+//! - [`catalog`]: listings (stock, price) and item attributes with per-attribute popular and new
+//!   items; [`segments`]: trending per user segment. Both feed `ranking`'s content and segment
+//!   candidates (cold start).
 //! - [`ranking`]: candidates → blended score → filters → top-N.
-//! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)`, split into item-side
-//!   (shared) and user-side (per worker) state.
+//! - [`triggers`]: campaign trigger rules, evaluated in event time on the engine's state.
+//! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)` (plus
+//!   `apply_profile`, `apply_catalog` and the fired triggers), split into item-side (shared) and
+//!   user-side (per worker) state.
 //! - [`synthetic`]: a seeded shopper stream for benchmarks and the demo.
-//! - [`formats`] and [`eval`]: dataset readers and prequential evaluation (edges over the core).
+//! - [`formats`] and [`eval`]: dataset and catalog readers and prequential evaluation with a
+//!   cold-start slice (edges over the core).
 //! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
 //!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed.
 //! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint
