@@ -135,29 +135,37 @@ impl SamplePool {
     }
 }
 
-/// One event's updates: a positive step on `item`, then negatives drawn from `pool`.
+/// One event's updates: a positive step on `item`, then negatives drawn from `pool`. With
+/// `deltas`, each item vector's change is recorded there (for replicas of the item model).
 pub fn learn(
     user: &mut [f32],
     item: u32,
     strength: f32,
-    factors: &mut ItemFactors,
-    pool: &SamplePool,
+    (factors, pool): (&mut ItemFactors, &SamplePool),
     rng: &mut SplitMix64,
     config: &MfConfig,
+    mut deltas: Option<&mut Vec<(u32, Vec<f32>)>>,
 ) {
     let lr = config.learning_rate * strength;
-    sgd_step(user, factors.get_mut(item), 1.0, lr, config.regularization);
+    let mut step = |factors: &mut ItemFactors, user: &mut [f32], target: u32, label: f32| {
+        let before = deltas.as_ref().map(|_| factors.get(target).to_vec());
+        sgd_step(
+            user,
+            factors.get_mut(target),
+            label,
+            lr,
+            config.regularization,
+        );
+        if let (Some(deltas), Some(before)) = (deltas.as_deref_mut(), before) {
+            let after = factors.get(target);
+            let delta = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+            deltas.push((target, delta));
+        }
+    };
+    step(factors, user, item, 1.0);
     for _ in 0..config.negatives {
         match pool.sample(rng) {
-            Some(negative) if negative != item => {
-                sgd_step(
-                    user,
-                    factors.get_mut(negative),
-                    0.0,
-                    lr,
-                    config.regularization,
-                );
-            }
+            Some(negative) if negative != item => step(factors, user, negative, 0.0),
             _ => {}
         }
     }
@@ -210,7 +218,7 @@ mod tests {
         pool.push(1);
         let mut rng = SplitMix64::new(3);
         for _ in 0..200 {
-            learn(&mut user, 0, 1.0, &mut factors, &pool, &mut rng, &c);
+            learn(&mut user, 0, 1.0, (&mut factors, &pool), &mut rng, &c, None);
         }
         let liked = dot(&user, factors.get(0));
         let other = dot(&user, factors.get(1));

@@ -11,7 +11,7 @@ use crate::config::Config;
 mod catalog;
 use crate::demo::{demo, DemoOptions};
 use crate::engine::Engine;
-use crate::eval::{evaluate, standard_methods, Mode};
+use crate::eval::{evaluate, standard_methods, Mode, Protocol};
 use crate::formats::{load, Format};
 use crate::inspect;
 use crate::kafka;
@@ -262,6 +262,13 @@ pub struct EvalArgs {
     /// List every item of the log up front with the category its events carry (Taobao).
     #[arg(long, conflicts_with = "catalog")]
     pub catalog_from_events: bool,
+    /// Simulate this many instances: users partitioned by hash, each instance with its own
+    /// replica of the item model, kept in step by item-model updates.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// With several instances, updates reach the other replicas every this many events.
+    #[arg(long, default_value_t = 1000)]
+    pub sync_every: usize,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -707,11 +714,19 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         methods.retain(|m| args.methods.contains(&m.name));
     }
     let listings = catalog::for_eval(&args, &loaded.events, &config)?;
+    if args.instances == 0 || args.sync_every == 0 {
+        bail!("--instances and --sync-every must be at least 1");
+    }
+    let protocol = Protocol {
+        mode,
+        top_n: args.top_n,
+        instances: args.instances,
+        sync_every: args.sync_every,
+    };
     let report = evaluate(
         loaded.events,
         &listings,
-        mode,
-        args.top_n,
+        &protocol,
         &config.engine,
         &methods,
     );

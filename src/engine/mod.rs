@@ -26,7 +26,10 @@ use crate::rng::SplitMix64;
 use crate::segments::{segment_name, Segments};
 use crate::triggers::{EventFacts, Fired, Rules, TriggerState, UserTriggers, Watchers};
 
+mod replica;
 mod triggers;
+
+pub use replica::ModelUpdate;
 
 /// Item-side state, shared by every worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,6 +85,12 @@ pub struct UserShard {
     /// Triggers fired and not yet taken by `take_fired`.
     #[serde(skip)]
     fired: Vec<Fired>,
+    /// Whether `apply` records what it did to the item model for other replicas.
+    #[serde(skip)]
+    replicate: bool,
+    /// Item-model updates not yet taken by `take_model_updates`.
+    #[serde(skip)]
+    model_updates: Vec<ModelUpdate>,
     /// Events applied by this shard (the clock of `UserState::touched`).
     #[serde(skip)]
     steps: u64,
@@ -189,6 +198,8 @@ impl Engine {
             contended: 0,
             triggers: TriggerState::default(),
             fired: Vec::new(),
+            replicate: false,
+            model_updates: Vec::new(),
             steps: 0,
             checkpointed: 0,
         };
@@ -296,24 +307,37 @@ impl Engine {
         });
         let weight = config.weights.of(event.kind);
         let profile = &user.profile;
-        items.cooccurrence.observe(PairEvent {
+        let pair_event = PairEvent {
             item,
             weight,
             ts_ms: event.ts_ms,
             history: &profile.recent,
             new_to_user: profile.recent_position(item).is_none(),
             first_purchase: event.kind == EventType::Purchase && !profile.has_purchased(item),
-        });
+        };
+        let mut update = self
+            .shard
+            .replicate
+            .then(|| ModelUpdate::begin(items, event, &pair_event, config));
+        items.cooccurrence.observe(pair_event);
         let strength = weight / config.weights.view.max(f32::MIN_POSITIVE);
+        let mut deltas = update.as_ref().map(|_| Vec::new());
         learn(
             &mut user.factors,
             item,
             strength.sqrt(),
-            &mut items.factors,
-            &items.pool,
+            (&mut items.factors, &items.pool),
             &mut self.shard.rng,
             &config.factorization,
+            deltas.as_mut(),
         );
+        if let (Some(update), Some(deltas)) = (update.as_mut(), deltas) {
+            update.factor_deltas = deltas
+                .into_iter()
+                .map(|(i, delta)| (items.ids.name(i).to_owned(), delta))
+                .collect();
+        }
+        self.shard.model_updates.extend(update);
         items.pool.push(item);
         items.popularity.observe(item, weight, event.ts_ms);
         let cap = config.content.popular_per_attribute;
@@ -598,6 +622,8 @@ impl Engine {
             contended: 0,
             triggers: rest.triggers,
             fired: Vec::new(),
+            replicate: false,
+            model_updates: Vec::new(),
             steps: 0,
             checkpointed: 0,
         };

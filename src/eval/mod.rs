@@ -12,9 +12,13 @@ use serde::Serialize;
 
 use crate::catalog::CatalogUpdate;
 use crate::config::{Blend, EngineConfig};
+
+mod instances;
+
 use crate::engine::Engine;
 use crate::event::{Event, EventType};
 use crate::ranking::Filters;
+use instances::Instances;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,6 +105,8 @@ pub struct EvalReport {
     pub users: usize,
     pub items: usize,
     pub tests: u64,
+    pub instances: usize,
+    pub sync_every: usize,
     /// Test cases in the cold-start slice.
     pub cold_tests: u64,
     pub catalog_items: usize,
@@ -115,7 +121,8 @@ struct Tally {
     hits: u64,
     cold_hits: u64,
     reciprocal_rank: f64,
-    recommended: FxHashSet<u32>,
+    /// (instance, item index) recommended: replicas index items in their own order.
+    recommended: FxHashSet<(usize, u32)>,
     ranking_time: Duration,
 }
 
@@ -129,20 +136,43 @@ struct UserTrack {
 /// Users with fewer events than this before a test case make it a cold-start case.
 pub const COLD_EVENTS: u32 = 3;
 
+/// How test cases are made and scored.
+#[derive(Clone, Copy, Debug)]
+pub struct Protocol {
+    pub mode: Mode,
+    pub top_n: usize,
+    /// Instances simulated (users partitioned by hash, item model replicated); 1: one engine.
+    pub instances: usize,
+    /// With several instances, item-model updates reach the other replicas every this many
+    /// events.
+    pub sync_every: usize,
+}
+
+impl Protocol {
+    pub fn new(mode: Mode, top_n: usize) -> Protocol {
+        Protocol {
+            mode,
+            top_n,
+            instances: 1,
+            sync_every: 1,
+        }
+    }
+}
+
 /// Applies the catalog, sorts events by time (stable: file order breaks ties), then tests and
-/// learns every event in order.
+/// learns every event in order (each on the instance that owns its user).
 pub fn evaluate(
     mut events: Vec<Event>,
     catalog: &[CatalogUpdate],
-    mode: Mode,
-    top_n: usize,
+    protocol: &Protocol,
     config: &EngineConfig,
     methods: &[Method],
 ) -> EvalReport {
+    let Protocol { mode, top_n, .. } = *protocol;
     events.sort_by_key(|e| e.ts_ms);
-    let mut engine = Engine::new(config.clone());
+    let mut instances = Instances::new(protocol.instances, protocol.sync_every, config);
     for update in catalog {
-        engine.apply_catalog(update);
+        instances.apply_catalog(update);
     }
     let mut tracks: FxHashMap<String, UserTrack> = FxHashMap::default();
     let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
@@ -150,6 +180,8 @@ pub fn evaluate(
     let mut cold_tests = 0u64;
     let mut learning = Duration::ZERO;
     for event in &events {
+        let owner = instances.index_of(&event.user_id);
+        let engine = instances.engine(owner);
         let target = engine.item_index(&event.item_id);
         if let Some(track) = tracks.get(event.user_id.as_str()) {
             if is_test_case(mode, event, target, track) {
@@ -165,15 +197,24 @@ pub fn evaluate(
                     exclude_items: Some(excluded),
                 };
                 for (method, tally) in methods.iter().zip(tallies.iter_mut()) {
-                    let hit = score_case(&engine, event, target, top_n, &filters, method, tally);
+                    let hit = score_case(
+                        (engine, owner),
+                        event,
+                        target,
+                        top_n,
+                        &filters,
+                        method,
+                        tally,
+                    );
                     tally.cold_hits += u64::from(hit && cold);
                 }
             }
         }
         let started = Instant::now();
-        engine.apply(event);
+        instances.apply(event);
         learning += started.elapsed();
-        let item = engine
+        let item = instances
+            .engine(owner)
             .item_index(&event.item_id)
             .expect("applied items are interned");
         let track = tracks.entry(event.user_id.clone()).or_default();
@@ -183,6 +224,7 @@ pub fn evaluate(
             track.purchased.insert(item);
         }
     }
+    let engine = instances.engine(0);
     let item_count = engine.item_count().max(1) as f64;
     let memory = engine.memory();
     let method_reports = methods
@@ -194,7 +236,7 @@ pub fn evaluate(
             mrr_at_n: ratio(tally.reciprocal_rank, tests as f64),
             tests,
             hits: tally.hits,
-            coverage: tally.recommended.len() as f64 / item_count,
+            coverage: instances.distinct_items(&tally.recommended) as f64 / item_count,
             events_per_s: ratio(
                 events.len() as f64,
                 (learning + tally.ranking_time).as_secs_f64(),
@@ -207,9 +249,11 @@ pub fn evaluate(
         mode,
         top_n,
         events: events.len(),
-        users: engine.user_count(),
+        users: instances.user_count(),
         items: engine.item_count(),
         tests,
+        instances: instances.count(),
+        sync_every: protocol.sync_every,
         cold_tests,
         catalog_items: catalog.len(),
         learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
@@ -235,7 +279,7 @@ fn is_test_case(mode: Mode, event: &Event, target: Option<u32>, track: &UserTrac
 }
 
 fn score_case(
-    engine: &Engine,
+    (engine, instance): (&Engine, usize),
     event: &Event,
     target: Option<u32>,
     top_n: usize,
@@ -246,7 +290,9 @@ fn score_case(
     let started = Instant::now();
     let list = engine.recommend_with(&event.user_id, top_n, filters, &method.blend);
     tally.ranking_time += started.elapsed();
-    tally.recommended.extend(list.iter().map(|s| s.item));
+    tally
+        .recommended
+        .extend(list.iter().map(|s| (instance, s.item)));
     let Some(rank) = target.and_then(|t| list.iter().position(|s| s.item == t)) else {
         return false;
     };
@@ -267,6 +313,12 @@ impl EvalReport {
             self.mode, self.events, self.users, self.items, self.catalog_items, self.tests,
             self.cold_tests, self.learn_events_per_s, self.bytes_per_user, self.bytes_per_item
         );
+        if self.instances > 1 {
+            out += &format!(
+                "{} instances (users by hash), item-model updates delivered every {} events\n",
+                self.instances, self.sync_every
+            );
+        }
         out += &format!(
             "{:<20} {:>8} {:>8} {:>9} {:>12} {:>12}\n",
             "method",
@@ -299,8 +351,7 @@ mod tests {
         evaluate(
             events,
             &[],
-            mode,
-            top_n,
+            &Protocol::new(mode, top_n),
             &config,
             &standard_methods(&config.ranking.blend),
         )
