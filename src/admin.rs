@@ -63,8 +63,8 @@ pub struct Metrics {
     /// The totals last added to the counters.
     seen: Mutex<Stats>,
     /// Output topic names for `published`: recommendations, similar items, dead letters,
-    /// triggers.
-    topics: [String; 4],
+    /// triggers, model updates.
+    topics: [String; 5],
     /// The registered metric families' full names.
     families: Vec<String>,
 }
@@ -81,7 +81,7 @@ fn register<M: Metric + Clone>(
 }
 
 impl Metrics {
-    pub fn new(topics: [String; 4]) -> Metrics {
+    pub fn new(topics: [String; 5]) -> Metrics {
         let mut metrics = Metrics {
             consumed: Counter::default(),
             applied: Counter::default(),
@@ -223,8 +223,12 @@ impl Metrics {
             (total.similar_items, seen.similar_items),
             (total.rejected_total(), seen.rejected_total()),
             (total.triggers, seen.triggers),
+            (total.model_updates, seen.model_updates),
         ];
         for (topic, (now, before)) in self.topics.iter().zip(published) {
+            if topic.is_empty() {
+                continue; // an output that is off
+            }
             self.published
                 .get_or_create(&TopicLabel {
                     topic: topic.clone(),

@@ -107,6 +107,12 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Where campaign triggers go (`streamrec.trigger.v1`, keyed by user).
     pub triggers_topic: String,
+    /// Several instances: item-model updates go to this topic (keyed by item) and every instance
+    /// applies the others'; empty: one instance, no replication.
+    pub model_updates_topic: String,
+    /// This instance's name among several (distinct per instance; required with
+    /// `model_updates_topic`).
+    pub instance_id: String,
     pub session_timeout_ms: u64,
     /// Any librdkafka property (TLS, SASL, timeouts); these win over the settings above.
     pub librdkafka: std::collections::BTreeMap<String, String>,
@@ -123,6 +129,8 @@ impl Default for KafkaConfig {
             similar_items_topic: "similar-items".into(),
             dead_letter_topic: "dead-letter".into(),
             triggers_topic: "campaign-triggers".into(),
+            model_updates_topic: String::new(),
+            instance_id: String::new(),
             session_timeout_ms: 10_000,
             librdkafka: Default::default(),
         }
@@ -227,6 +235,12 @@ impl KafkaConfig {
             return Err(invalid(
                 "kafka.input_topics",
                 "must not include an output topic",
+            ));
+        }
+        if !self.model_updates_topic.is_empty() && self.instance_id.trim().is_empty() {
+            return Err(invalid(
+                "kafka.instance_id",
+                "must name this instance when kafka.model_updates_topic is set",
             ));
         }
         if outputs.contains(&&self.catalog_topic) || self.input_topics.contains(&self.catalog_topic)

@@ -12,7 +12,7 @@ use crate::catalog::CatalogUpdate;
 use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
-use crate::engine::{Applied, Engine};
+use crate::engine::{Applied, Engine, ModelUpdate};
 use crate::event::{Input, ProfileUpdate};
 use crate::offsets::Waiter;
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
@@ -37,6 +37,7 @@ pub enum Destination {
     SimilarItems,
     DeadLetter,
     Triggers,
+    ModelUpdates,
 }
 
 /// A message to publish, and the input messages that wait for its acknowledgement.
@@ -84,6 +85,7 @@ pub struct Stats {
     pub profile_updates: u64,
     pub catalog_updates: u64,
     pub triggers: u64,
+    pub model_updates: u64,
 }
 
 impl Stats {
@@ -104,6 +106,7 @@ impl Stats {
         self.profile_updates += other.profile_updates;
         self.catalog_updates += other.catalog_updates;
         self.triggers += other.triggers;
+        self.model_updates += other.model_updates;
     }
 }
 
@@ -119,6 +122,8 @@ pub struct Processor {
     publishes: bool,
     /// Messages of this topic are catalog listings.
     catalog_topic: String,
+    /// Set when item-model updates are published for other instances: this instance's name.
+    instance_id: Option<String>,
     stats: Stats,
 }
 
@@ -140,8 +145,16 @@ impl Processor {
             published: FxHashMap::default(),
             publishes: true,
             catalog_topic: config.kafka.catalog_topic.clone(),
+            instance_id: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Publishes what each event does to the item model, for the other instances' replicas.
+    pub fn replicating(mut self, instance_id: &str) -> Processor {
+        self.engine.publish_model_updates(true);
+        self.instance_id = Some(instance_id.to_owned());
+        self
     }
 
     /// Evaluates these campaign trigger rules (none by default).
@@ -216,6 +229,7 @@ impl Processor {
         self.stats.applied += 1;
         if !self.publishes {
             self.engine.take_fired();
+            self.engine.take_model_updates();
             return Processed::default();
         }
         let cause = event.event_id.clone().unwrap_or_else(|| {
@@ -254,7 +268,27 @@ impl Processor {
             Offer::Deferred => processed.deferred += 1,
         }
         self.push_triggers(record, &mut processed);
+        self.push_model_updates(record, &mut processed);
         processed
+    }
+
+    /// Item-model updates for the other instances; they hold the message's offset like any
+    /// output, so an update is never lost (a crash may publish it twice).
+    fn push_model_updates(&mut self, record: &Record, processed: &mut Processed) {
+        let Some(instance) = &self.instance_id else {
+            return;
+        };
+        for update in self.engine.take_model_updates() {
+            self.stats.model_updates += 1;
+            processed.outputs.push(Output {
+                destination: Destination::ModelUpdates,
+                key: update.item_id.clone(),
+                payload: encode_update(&update),
+                headers: vec![(INSTANCE_HEADER, instance.clone())],
+                waiters: vec![record.source],
+                cause_ts_ms: None,
+            });
+        }
     }
 
     /// A user's new attributes: their segment (and so their recommendations) may change.
@@ -419,6 +453,21 @@ impl Processor {
             cause_ts_ms: pending.cause_ts_ms,
         })
     }
+}
+
+/// The header naming the instance that published a model update (its own are skipped).
+pub const INSTANCE_HEADER: &str = "streamrec-instance";
+
+/// A model update as the `model-updates` topic carries it (bincode, standard config).
+pub fn encode_update(update: &ModelUpdate) -> Vec<u8> {
+    bincode::serde::encode_to_vec(update, bincode::config::standard())
+        .expect("a model update always encodes")
+}
+
+pub fn decode_update(bytes: &[u8]) -> Result<ModelUpdate, String> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(update, _)| update)
+        .map_err(|e| e.to_string())
 }
 
 /// A message as a valid input (a catalog listing on `catalog_topic`, an event or profile

@@ -29,7 +29,7 @@ use crate::triggers::{EventFacts, Fired, Rules, TriggerState, UserTriggers, Watc
 mod replica;
 mod triggers;
 
-pub use replica::ModelUpdate;
+pub use replica::{apply_update, ModelUpdate};
 
 /// Item-side state, shared by every worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -213,6 +213,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The item model this engine learns into (shared with other workers, and with the follower
+    /// of other instances' updates).
+    pub fn shared_items(&self) -> SharedItems {
+        self.items.clone()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, ItemModel> {

@@ -76,51 +76,54 @@ impl Engine {
     /// Applies another instance's update to this replica of the item model. User-side state
     /// is not touched (it lives with the instance that owns the user).
     pub fn apply_model_update(&mut self, update: &ModelUpdate) {
-        let config = &self.config;
-        let mut guard = self
+        let mut items = self
             .items
             .write()
             .expect("a worker panicked while updating the item model");
-        let items = &mut *guard;
-        let (item, _) = intern_item(items, &update.item_id, config);
-        if let Some(name) = &update.category {
-            items.category_of[item as usize] = items.categories.intern(name);
-            items.catalog.observe_event_category(item, name);
-        }
-        let history: VecDeque<RecentItem> = update
-            .partners
-            .iter()
-            .map(|(id, last_ts_ms)| RecentItem {
-                item: intern_item(items, id, config).0,
-                strongest: EventType::View,
-                events: 1,
-                last_ts_ms: *last_ts_ms,
-                interest: Decayed::default(),
-            })
-            .collect();
-        items.cooccurrence.observe(PairEvent {
-            item,
-            weight: update.weight,
-            ts_ms: update.ts_ms,
-            history: &history,
-            new_to_user: update.new_to_user,
-            first_purchase: update.first_purchase,
-        });
-        for (id, delta) in &update.factor_deltas {
-            let (target, _) = intern_item(items, id, config);
-            for (value, change) in items.factors.get_mut(target).iter_mut().zip(delta) {
-                *value += change;
-            }
-        }
-        items.pool.push(item);
-        items.popularity.observe(item, update.weight, update.ts_ms);
-        items.catalog.observe_popularity(
-            item,
-            config.content.popular_per_attribute,
-            popularity_scores(&items.popularity),
-        );
-        items.latest_ts_ms = items.latest_ts_ms.max(update.ts_ms);
+        apply_update(&mut items, update, &self.config);
     }
+}
+
+/// Applies an update to an item model (a replica shared by workers is locked by the caller).
+pub fn apply_update(items: &mut ItemModel, update: &ModelUpdate, config: &EngineConfig) {
+    let (item, _) = intern_item(items, &update.item_id, config);
+    if let Some(name) = &update.category {
+        items.category_of[item as usize] = items.categories.intern(name);
+        items.catalog.observe_event_category(item, name);
+    }
+    let history: VecDeque<RecentItem> = update
+        .partners
+        .iter()
+        .map(|(id, last_ts_ms)| RecentItem {
+            item: intern_item(items, id, config).0,
+            strongest: EventType::View,
+            events: 1,
+            last_ts_ms: *last_ts_ms,
+            interest: Decayed::default(),
+        })
+        .collect();
+    items.cooccurrence.observe(PairEvent {
+        item,
+        weight: update.weight,
+        ts_ms: update.ts_ms,
+        history: &history,
+        new_to_user: update.new_to_user,
+        first_purchase: update.first_purchase,
+    });
+    for (id, delta) in &update.factor_deltas {
+        let (target, _) = intern_item(items, id, config);
+        for (value, change) in items.factors.get_mut(target).iter_mut().zip(delta) {
+            *value += change;
+        }
+    }
+    items.pool.push(item);
+    items.popularity.observe(item, update.weight, update.ts_ms);
+    items.catalog.observe_popularity(
+        item,
+        config.content.popular_per_attribute,
+        popularity_scores(&items.popularity),
+    );
+    items.latest_ts_ms = items.latest_ts_ms.max(update.ts_ms);
 }
 
 #[cfg(test)]

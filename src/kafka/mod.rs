@@ -3,6 +3,7 @@
 
 mod client;
 mod context;
+mod model_updates;
 mod position;
 mod produce;
 mod publisher;

@@ -181,6 +181,8 @@ fn output_topics(config: &Config, mode: OutputMode, options: &ReplayOptions) -> 
         similar_items: format!("{}{suffix}", kafka.similar_items_topic),
         dead_letter: format!("{}{suffix}", kafka.dead_letter_topic),
         triggers: format!("{}{suffix}", kafka.triggers_topic),
+        // A replay builds one state; it never feeds other instances.
+        model_updates: String::new(),
     }
 }
 

@@ -28,6 +28,7 @@ use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
 use crate::admin::{serve, Metrics};
 use crate::config::Config;
+use crate::engine::SharedItems;
 use crate::engine::{Engine, ItemModel};
 use crate::pipeline::{Processor, Stats};
 use crate::store::{Offsets, StateStore, StoreError};
@@ -131,6 +132,7 @@ pub async fn run(
         kafka.similar_items_topic.clone(),
         kafka.dead_letter_topic.clone(),
         kafka.triggers_topic.clone(),
+        kafka.model_updates_topic.clone(),
     ]));
     let mut context = GroupContext::new(
         observers.health.clone(),
@@ -172,9 +174,16 @@ pub async fn run(
     let inputs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
-    let (senders, mut workers, stats) = start_workers(
+    let fresh = restored
+        .as_ref()
+        .is_none_or(|(engine, _)| engine.item_count() == 0);
+    let (senders, mut workers, stats, items) = start_workers(
         config, &consumer, &producer, &observers, &metrics, restored, &rules,
     );
+    let follower = match kafka.model_updates_topic.as_str() {
+        "" => None,
+        _ => Some(super::model_updates::follow(config, items, fresh)?),
+    };
     let count = config.pipeline.workers;
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
 
@@ -231,6 +240,9 @@ pub async fn run(
     if let Some(err) = failure {
         return Err(err);
     }
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     finish(&consumer, &producer, config.pipeline.drain_timeout_ms)?;
     report_progress(&observers, &stats, &metrics);
     let latency_us = observers.latency.lock().expect("not poisoned").clone();
@@ -283,14 +295,24 @@ fn start_workers(
     metrics: &Arc<Metrics>,
     mut restored: Option<(Engine, Checkpoints)>,
     rules: &Arc<Rules>,
-) -> (Vec<mpsc::Sender<WorkerInput>>, Workers, WorkerStats) {
+) -> (
+    Vec<mpsc::Sender<WorkerInput>>,
+    Workers,
+    WorkerStats,
+    SharedItems,
+) {
     let stats = Arc::new(Mutex::new(vec![Stats::default(); config.pipeline.workers]));
-    let items = Arc::new(RwLock::new(ItemModel::new(&config.engine)));
+    // A restored engine brings its item model (state dirs allow one worker).
+    let items = match &restored {
+        Some((engine, _)) => engine.shared_items(),
+        None => Arc::new(RwLock::new(ItemModel::new(&config.engine))),
+    };
     let topics = Arc::new(Topics {
         recommendations: config.kafka.recommendations_topic.clone(),
         similar_items: config.kafka.similar_items_topic.clone(),
         dead_letter: config.kafka.dead_letter_topic.clone(),
         triggers: config.kafka.triggers_topic.clone(),
+        model_updates: config.kafka.model_updates_topic.clone(),
     });
     let inputs = Arc::new(config.kafka.consumed_topics());
     let workers = Workers::new();
@@ -312,7 +334,7 @@ fn start_workers(
             producer: producer.clone(),
             topics: topics.clone(),
             inputs: inputs.clone(),
-            processor: Processor::with_engine(config, engine).with_rules(rules.clone()),
+            processor: processor_for(config, engine, rules),
             latency_us: observers.latency.clone(),
             metrics: metrics.clone(),
             users_reported: 0,
@@ -323,7 +345,15 @@ fn start_workers(
         };
         workers.push(tokio::spawn(worker.run(rx, config.pipeline.clone())));
     }
-    (senders, workers, stats)
+    (senders, workers, stats, items)
+}
+
+fn processor_for(config: &Config, engine: Engine, rules: &Arc<Rules>) -> Processor {
+    let processor = Processor::with_engine(config, engine).with_rules(rules.clone());
+    match config.kafka.model_updates_topic.as_str() {
+        "" => processor,
+        _ => processor.replicating(&config.kafka.instance_id),
+    }
 }
 
 /// One `Stats` slot per worker.

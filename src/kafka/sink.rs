@@ -29,6 +29,7 @@ pub struct Topics {
     pub similar_items: String,
     pub dead_letter: String,
     pub triggers: String,
+    pub model_updates: String,
 }
 
 impl Topics {
@@ -38,6 +39,7 @@ impl Topics {
             Destination::SimilarItems => &self.similar_items,
             Destination::DeadLetter => &self.dead_letter,
             Destination::Triggers => &self.triggers,
+            Destination::ModelUpdates => &self.model_updates,
         }
     }
 }

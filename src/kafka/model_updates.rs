@@ -1,0 +1,95 @@
+//! The follower of the `model-updates` topic: every instance reads all of its partitions and
+//! applies the other instances' item-model updates to its own replica (the item model its
+//! workers share). Its own updates, already applied when they were made, are skipped by the
+//! `streamrec-instance` header.
+//!
+//! A fresh instance (no state dir, or an empty one) starts from the beginning of the topic, so
+//! it rebuilds the item model others learned before it joined, as far as retention keeps it;
+//! one restored from its state starts at the end (updates made while it was down are missed:
+//! storing the topic's positions with checkpoints is the next step).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+
+use super::client::replay_consumer_config;
+use super::run::RunError;
+use crate::config::{Config, EngineConfig};
+use crate::engine::{apply_update, SharedItems};
+use crate::pipeline::{decode_update, INSTANCE_HEADER};
+
+/// Assigns every partition of the topic and applies what other instances publish, until the
+/// returned task is aborted.
+pub fn follow(
+    config: &Config,
+    items: SharedItems,
+    from_start: bool,
+) -> Result<JoinHandle<()>, RunError> {
+    let kafka = &config.kafka;
+    let group = format!("{}.model.{}", kafka.group_id, kafka.instance_id);
+    let mut client = replay_consumer_config(kafka, &group);
+    client.set("enable.partition.eof", "false");
+    let consumer: StreamConsumer = client.create()?;
+    let topic = kafka.model_updates_topic.clone();
+    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if partitions == 0 {
+        return Err(RunError::Worker(format!(
+            "the model updates topic {topic} does not exist; create it (partitions as the input's)"
+        )));
+    }
+    let start = if from_start {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        assignment.add_partition_offset(&topic, partition, start)?;
+    }
+    consumer.assign(&assignment)?;
+    let own = kafka.instance_id.clone();
+    let engine = config.engine.clone();
+    Ok(tokio::spawn(async move {
+        let mut stream = consumer.stream();
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(message) => apply_message(&message, &own, &items, &engine),
+                Err(err) => tracing::warn!(error = %err, "model updates: consumer error"),
+            }
+        }
+    }))
+}
+
+fn apply_message(message: &impl Message, own: &str, items: &SharedItems, engine: &EngineConfig) {
+    let from_self = message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|h| h.key == INSTANCE_HEADER && h.value == Some(own.as_bytes()))
+    });
+    if from_self {
+        return;
+    }
+    match decode_update(message.payload().unwrap_or_default()) {
+        Ok(update) => {
+            let mut model = items
+                .write()
+                .expect("a worker panicked while updating the item model");
+            apply_update(&mut model, &update, engine);
+        }
+        Err(err) => tracing::warn!(
+            partition = message.partition(),
+            offset = message.offset(),
+            error = %err,
+            "model updates: undecodable message skipped"
+        ),
+    }
+}

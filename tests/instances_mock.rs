@@ -1,0 +1,161 @@
+//! Two `run` instances in one consumer group on librdkafka's mock cluster, sharing one item
+//! model through the `model-updates` topic: each learns, through the other's updates, the items
+//! of partitions it never consumed.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use streamrec::config::Config;
+use streamrec::engine::Engine;
+use streamrec::kafka::{run, Health, Observers, RunReport};
+use streamrec::pipeline::Stats;
+use tokio::sync::watch;
+
+use common::unique;
+
+const PARTITIONS: i32 = 3;
+const USERS_PER_PARTITION: usize = 6;
+const ITEMS_PER_PARTITION: usize = 5;
+
+/// Partition p's users view only partition p's items, so an instance that never consumed p can
+/// know them only from the other instance's updates.
+fn produce(brokers: &str, topic: &str) -> u64 {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let mut sent = 0;
+    for p in 0..PARTITIONS {
+        for u in 0..USERS_PER_PARTITION {
+            let user = format!("p{p}-u{u}");
+            for k in 0..ITEMS_PER_PARTITION {
+                let item = format!("p{p}-i{}", (u + k) % ITEMS_PER_PARTITION);
+                let ts = 1_700_000_000_000i64 + (u * 10 + k) as i64;
+                let json =
+                    format!(r#"{{"type":"view","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#);
+                let record = BaseRecord::to(topic).partition(p).key(&user).payload(&json);
+                producer.send(record).unwrap();
+                sent += 1;
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    sent
+}
+
+fn config_for(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Config {
+    let mut config = Config::default();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.group_id = unique("group");
+    config.kafka.session_timeout_ms = 6_000;
+    config.kafka.input_topics = vec![unique("events")];
+    config.kafka.recommendations_topic = unique("recs");
+    config.kafka.similar_items_topic = unique("similar");
+    config.kafka.dead_letter_topic = unique("dead");
+    config.kafka.triggers_topic = unique("triggers");
+    config.kafka.model_updates_topic = unique("model-updates");
+    let kafka = &config.kafka;
+    for topic in [
+        &kafka.input_topics[0],
+        &kafka.recommendations_topic,
+        &kafka.similar_items_topic,
+        &kafka.dead_letter_topic,
+        &kafka.triggers_topic,
+        &kafka.model_updates_topic,
+    ] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    config
+}
+
+fn neighbours(engine: &Engine, item: &str) -> Vec<String> {
+    let index = engine.item_index(item).expect("the item is known");
+    engine.item_ids(engine.similar_items(index, 10).into_iter().map(|n| n.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_item_model_through_the_model_updates_topic() {
+    let cluster = MockCluster::new(1).unwrap();
+    let config = config_for(&cluster);
+    let total = produce(&config.kafka.brokers, &config.kafka.input_topics[0]);
+    let instance = |id: &str| {
+        let mut config = config.clone();
+        config.kafka.instance_id = id.into();
+        config
+    };
+    let (a, b) = (instance("a"), instance("b"));
+    let (stop_tx, stop) = watch::channel(false);
+    let (progress_a, mut seen_a) = watch::channel(Stats::default());
+    let (progress_b, mut seen_b) = watch::channel(Stats::default());
+    let observers = |progress| Observers {
+        progress: Some(progress),
+        health: Arc::new(Health::default()),
+        ..Observers::default()
+    };
+    let until = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    // Stop both once every event is consumed and the updates had time to cross.
+    let stopper = tokio::spawn(async move {
+        loop {
+            let consumed =
+                seen_a.borrow_and_update().consumed + seen_b.borrow_and_update().consumed;
+            if consumed >= total {
+                break;
+            }
+            tokio::select! {
+                _ = seen_a.changed() => {}
+                _ = seen_b.changed() => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop_tx.send(true).unwrap();
+    });
+    let (report_a, report_b) = tokio::time::timeout(Duration::from_secs(90), async {
+        tokio::join!(
+            run(&a, until(stop.clone()), observers(progress_a)),
+            run(&b, until(stop.clone()), observers(progress_b)),
+        )
+    })
+    .await
+    .expect("both instances finish");
+    stopper.await.unwrap();
+    let (report_a, report_b): (RunReport, RunReport) = (report_a.unwrap(), report_b.unwrap());
+    let published = report_a.stats().model_updates + report_b.stats().model_updates;
+    assert!(
+        published >= total,
+        "one update per applied event: {published}"
+    );
+
+    let items = PARTITIONS as usize * ITEMS_PER_PARTITION;
+    let (engine_a, engine_b) = (
+        report_a.processors[0].engine(),
+        report_b.processors[0].engine(),
+    );
+    assert_eq!(
+        engine_a.item_count(),
+        items,
+        "a knows every partition's items"
+    );
+    assert_eq!(
+        engine_b.item_count(),
+        items,
+        "b knows every partition's items"
+    );
+    for p in 0..PARTITIONS {
+        let item = format!("p{p}-i0");
+        let (mut from_a, mut from_b) = (neighbours(engine_a, &item), neighbours(engine_b, &item));
+        assert!(!from_a.is_empty(), "{item} has neighbours");
+        // The same observations, applied in another order: the same neighbours, their scores
+        // (computed incrementally) close but not always in the same order.
+        from_a.sort();
+        from_b.sort();
+        assert_eq!(from_a, from_b, "both replicas know {item}'s neighbours");
+        assert!(from_a.iter().all(|n| n.starts_with(&format!("p{p}-"))));
+    }
+}
