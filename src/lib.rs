@@ -44,6 +44,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_instances;
 pub mod canonical;
 pub mod catalog;
 pub mod clean;

@@ -53,6 +53,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Checkpoint cost and restart time for a large synthetic state on real sled files.
     BenchState(BenchStateArgs),
+    /// Throughput of 1, 2, 4 … instances in one group sharing the item model, on the mock cluster.
+    BenchInstances(BenchInstancesArgs),
     /// Build a fresh state dir from the input topics, without touching the live service.
     Replay(ReplayArgs),
     /// Build a fresh state dir from interaction files (history that never was in Kafka).
@@ -188,6 +190,19 @@ pub struct BenchStateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchInstancesArgs {
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub instances: Vec<usize>,
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Events the synthetic shop sends (about 1% duplicates and 0.5% malformed among them).
     #[arg(long, default_value_t = 100_000)]
@@ -285,6 +300,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval(args),
         Command::Bench(args) => bench(args),
         Command::BenchState(args) => bench_state(args),
+        Command::BenchInstances(args) => bench_instances(args),
         Command::Replay(args) => replay(args),
         Command::Backfill(args) => backfill(args),
         Command::State(command) => state(command),
@@ -510,6 +526,32 @@ fn read_state(state_dir: &std::path::Path) -> anyhow::Result<crate::store::Store
 
 fn empty_state(state_dir: &std::path::Path) -> anyhow::Error {
     anyhow::anyhow!("state dir {} holds no state yet", state_dir.display())
+}
+
+fn bench_instances(args: BenchInstancesArgs) -> anyhow::Result<()> {
+    if args.instances.first() != Some(&1) || args.instances.contains(&0) {
+        bail!("--instances must start with 1 (the baseline) and hold no 0");
+    }
+    let rows = runtime()?.block_on(crate::bench_instances::bench_instances(
+        args.events,
+        args.seed,
+        &args.instances,
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{} events, mock cluster, 6 partitions, instances in one process replicating through model-updates",
+        args.events
+    );
+    for row in rows {
+        println!(
+            "  {} instance(s): {:>8.0} events/s, scaling efficiency {:.2}, {} model updates",
+            row.instances, row.events_per_s, row.efficiency, row.model_updates
+        );
+    }
+    Ok(())
 }
 
 fn bench_state(args: BenchStateArgs) -> anyhow::Result<()> {

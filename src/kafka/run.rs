@@ -33,6 +33,8 @@ use crate::engine::{Engine, ItemModel};
 use crate::pipeline::{Processor, Stats};
 use crate::store::{Offsets, StateStore, StoreError};
 use crate::triggers::Rules;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 /// Messages buffered per worker before the consumer waits.
 const WORKER_QUEUE: usize = 1024;
@@ -389,9 +391,18 @@ fn finish(
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => Ok(()),
         // Nothing stored since the last auto-commit: nothing to do.
-        Err(rdkafka::error::KafkaError::ConsumerCommit(
-            rdkafka::types::RDKafkaErrorCode::NoOffset,
-        )) => Ok(()),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        // Another member is joining or leaving (instances stopping together): the group is
+        // between generations and refuses commits. Closing the consumer commits what is stored
+        // once it can; at worst the next owner re-reads a few messages (at-least-once).
+        Err(KafkaError::ConsumerCommit(
+            code @ (RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId),
+        )) => {
+            tracing::warn!(%code, "final commit refused during a rebalance; left to the consumer's close");
+            Ok(())
+        }
         Err(err) => Err(err.into()),
     }
 }
