@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamrec::config::Config;
-use streamrec::engine::Engine;
+use streamrec::engine::{Engine, ModelUpdate};
 use streamrec::kafka::{run, Health, Observers, RunReport};
-use streamrec::pipeline::Stats;
+use streamrec::pipeline::{encode_update, Stats, INSTANCE_HEADER};
+use streamrec::ranking::Filters;
+use streamrec::store::StateStore;
 use tokio::sync::watch;
 
 use common::unique;
@@ -158,4 +161,125 @@ async fn two_instances_share_the_item_model_through_the_model_updates_topic() {
         assert_eq!(from_a, from_b, "both replicas know {item}'s neighbours");
         assert!(from_a.iter().all(|n| n.starts_with(&format!("p{p}-"))));
     }
+}
+
+/// Runs one instance until `consumed` inputs are consumed (0: none expected) and a further
+/// `linger` has passed; returns its report.
+async fn run_for(config: &Config, consumed: u64, linger: Duration) -> RunReport {
+    let (progress_tx, mut progress) = watch::channel(Stats::default());
+    let until = async move {
+        while progress.borrow_and_update().consumed < consumed {
+            progress.changed().await.unwrap();
+        }
+        tokio::time::sleep(linger).await;
+    };
+    let observers = Observers {
+        progress: Some(progress_tx),
+        ..Observers::default()
+    };
+    tokio::time::timeout(Duration::from_secs(60), run(config, until, observers))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds")
+}
+
+fn another_instances_update(brokers: &str, topic: &str, item: &str, partner: Option<&str>) {
+    let update = ModelUpdate {
+        item_id: item.into(),
+        category: None,
+        weight: 1.0,
+        ts_ms: 1_700_000_000_500,
+        partners: partner
+            .map(|p| (p.to_owned(), 1_700_000_000_400))
+            .into_iter()
+            .collect(),
+        new_to_user: true,
+        first_purchase: false,
+        factor_deltas: Vec::new(),
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let payload = encode_update(&update);
+    let headers = OwnedHeaders::new().insert(Header {
+        key: INSTANCE_HEADER,
+        value: Some("b"),
+    });
+    let record = BaseRecord::to(topic)
+        .key(item)
+        .payload(&payload)
+        .headers(headers);
+    producer.send(record).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Updates another instance publishes while this one is down are applied after its restart,
+/// exactly once: the positions on the model-updates topic are checkpointed with the item model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_instance_applies_the_updates_it_missed_exactly_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = config_for(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    config.state.dir = dir.path().join("state").display().to_string();
+    config.kafka.instance_id = "a".into();
+    let (brokers, input) = (
+        config.kafka.brokers.clone(),
+        config.kafka.input_topics[0].clone(),
+    );
+    let send_view = |user: &str, item: &str| {
+        let json = format!(
+            r#"{{"type":"view","user_id":"{user}","item_id":"{item}","ts":1700000000100}}"#
+        );
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        producer
+            .send(BaseRecord::to(&input).key(user).payload(&json))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+
+    send_view("u1", "a-1");
+    run_for(&config, 1, Duration::ZERO).await;
+    // While it is down, instance b publishes two items that co-occur.
+    let topic = config.kafka.model_updates_topic.clone();
+    another_instances_update(&brokers, &topic, "b-1", None);
+    another_instances_update(&brokers, &topic, "b-2", Some("b-1"));
+    send_view("u2", "a-2"); // so the second run checkpoints
+    let second = run_for(&config, 1, Duration::from_secs(2)).await;
+    let engine = second.processors[0].engine();
+    assert!(
+        engine.item_index("b-1").is_some(),
+        "the missed updates were applied"
+    );
+    assert_eq!(neighbours(engine, "b-2"), ["b-1"]);
+
+    // A third start has nothing new to apply: what it ranks with is the stored item model (had
+    // it re-applied b's updates, their popularity and co-occurrence would count twice).
+    let third = run_for(&config, 0, Duration::from_secs(2)).await;
+    let store = StateStore::open(dir.path().join("state").as_path(), false).unwrap();
+    let stored = store.read().unwrap().unwrap();
+    let stored = Engine::from_records(config.engine.clone(), &stored.records).unwrap();
+    let third = third.processors[0].engine();
+    let trending = |e: &Engine| {
+        let list = e.recommend("nobody", 10, &Filters::default());
+        list.iter()
+            .map(|s| (e.item_id(s.item), s.score))
+            .collect::<Vec<_>>()
+    };
+    let similar = |e: &Engine| {
+        let item = e.item_index("b-2").unwrap();
+        let list = e.similar_items(item, 5);
+        list.iter()
+            .map(|&(i, s)| (e.item_id(i), s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        trending(third),
+        trending(&stored),
+        "no update applied twice"
+    );
+    assert_eq!(similar(third), similar(&stored), "no update applied twice");
 }

@@ -48,6 +48,9 @@ pub struct ItemModel {
     pub segments: Segments,
     /// Who recently viewed or carted each item (only while a catalog trigger rule is set).
     pub watchers: Watchers,
+    /// Next offset per `model-updates` partition: the other instances' updates this replica
+    /// reflects, checkpointed with it so a restart continues exactly there.
+    pub followed: std::collections::BTreeMap<i32, i64>,
     /// The latest event time seen: the engine's notion of "now".
     pub latest_ts_ms: i64,
 }
@@ -151,6 +154,7 @@ impl ItemModel {
             catalog: Catalog::default(),
             segments: Segments::new(config.popularity.half_life_ms),
             watchers: Watchers::default(),
+            followed: Default::default(),
             latest_ts_ms: i64::MIN,
         }
     }

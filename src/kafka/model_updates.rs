@@ -3,10 +3,11 @@
 //! workers share). Its own updates, already applied when they were made, are skipped by the
 //! `streamrec-instance` header.
 //!
-//! A fresh instance (no state dir, or an empty one) starts from the beginning of the topic, so
-//! it rebuilds the item model others learned before it joined, as far as retention keeps it;
-//! one restored from its state starts at the end (updates made while it was down are missed:
-//! storing the topic's positions with checkpoints is the next step).
+//! Where it reads from: the positions the item model records (`ItemModel::followed`, moved under
+//! the same write lock that applies each update, so a checkpoint of the item model holds exactly
+//! the updates it reflects and a restart continues there); for a partition without a position,
+//! the beginning — a fresh instance rebuilds what the others learned before it joined, as far as
+//! the topic's retention keeps it.
 
 use std::time::Duration;
 
@@ -24,11 +25,7 @@ use crate::pipeline::{decode_update, INSTANCE_HEADER};
 
 /// Assigns every partition of the topic and applies what other instances publish, until the
 /// returned task is aborted.
-pub fn follow(
-    config: &Config,
-    items: SharedItems,
-    from_start: bool,
-) -> Result<JoinHandle<()>, RunError> {
+pub fn follow(config: &Config, items: SharedItems) -> Result<JoinHandle<()>, RunError> {
     let kafka = &config.kafka;
     let group = format!("{}.model.{}", kafka.group_id, kafka.instance_id);
     let mut client = replay_consumer_config(kafka, &group);
@@ -46,13 +43,12 @@ pub fn follow(
             "the model updates topic {topic} does not exist; create it (partitions as the input's)"
         )));
     }
-    let start = if from_start {
-        Offset::Beginning
-    } else {
-        Offset::End
-    };
+    let followed = items.read().expect("not poisoned").followed.clone();
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {
+        let start = followed
+            .get(&partition)
+            .map_or(Offset::Beginning, |&next| Offset::Offset(next));
         assignment.add_partition_offset(&topic, partition, start)?;
     }
     consumer.assign(&assignment)?;
@@ -75,21 +71,22 @@ fn apply_message(message: &impl Message, own: &str, items: &SharedItems, engine:
             .iter()
             .any(|h| h.key == INSTANCE_HEADER && h.value == Some(own.as_bytes()))
     });
-    if from_self {
-        return;
-    }
-    match decode_update(message.payload().unwrap_or_default()) {
-        Ok(update) => {
-            let mut model = items
-                .write()
-                .expect("a worker panicked while updating the item model");
-            apply_update(&mut model, &update, engine);
-        }
-        Err(err) => tracing::warn!(
+    let decoded = (!from_self).then(|| decode_update(message.payload().unwrap_or_default()));
+    let mut model = items
+        .write()
+        .expect("a worker panicked while updating the item model");
+    match decoded {
+        Some(Ok(update)) => apply_update(&mut model, &update, engine),
+        Some(Err(err)) => tracing::warn!(
             partition = message.partition(),
             offset = message.offset(),
             error = %err,
             "model updates: undecodable message skipped"
         ),
+        None => {}
     }
+    // Under the same lock: a checkpoint sees the update and the position together.
+    model
+        .followed
+        .insert(message.partition(), message.offset() + 1);
 }

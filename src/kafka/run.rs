@@ -176,15 +176,12 @@ pub async fn run(
     let inputs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
-    let fresh = restored
-        .as_ref()
-        .is_none_or(|(engine, _)| engine.item_count() == 0);
     let (senders, mut workers, stats, items) = start_workers(
         config, &consumer, &producer, &observers, &metrics, restored, &rules,
     );
     let follower = match kafka.model_updates_topic.as_str() {
         "" => None,
-        _ => Some(super::model_updates::follow(config, items, fresh)?),
+        _ => Some(super::model_updates::follow(config, items)?),
     };
     let count = config.pipeline.workers;
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
