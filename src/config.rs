@@ -816,6 +816,19 @@ mod tests {
                 "must not include an output topic",
             ),
             ("[kafka]\nbrokers = \" \"", "kafka.brokers"),
+            ("[kafka]\nmodel_updates_topic = \"m\"", "kafka.instance_id"),
+            (
+                "[kafka]\ncatalog_topic = \"recommendations\"",
+                "kafka.catalog_topic",
+            ),
+            (
+                "[engine.content]\ntaste_attributes = 0",
+                "engine.content.taste_attributes",
+            ),
+            (
+                "[engine.clean]\nmax_attribute_len = 0",
+                "engine.clean.max_attribute_len",
+            ),
             ("[pipeline]\ntop_n = 0", "pipeline.top_n"),
             (
                 "[pipeline]\nsimilar_change_threshold = 2.0",
