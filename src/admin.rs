@@ -320,13 +320,22 @@ async fn metrics_text(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
 
 async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
     if !admin.state_loaded.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "state not loaded yet\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state not loaded yet\n".into(),
+        );
+    }
+    let behind = admin.health.model_behind();
+    if behind > 0 {
+        let text =
+            format!("restoring the item model: {behind} updates of other instances to apply\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
     }
     if admin.health.assigned_partitions() == 0 {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no partitions assigned (group forming, or the brokers unreachable)\n",
+            "no partitions assigned (group forming, or the brokers unreachable)\n".into(),
         );
     }
-    (StatusCode::OK, "ready\n")
+    (StatusCode::OK, "ready\n".into())
 }

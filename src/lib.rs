@@ -31,7 +31,8 @@
 //!   [`inspect`] renders stored state for operators, [`state_bench`] measures checkpoints and
 //!   restarts, [`bench_instances`] measures several instances sharing the item model.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay`, the `produce`
-//!   loader and the follower of other instances' item-model updates (`engine::ModelUpdate`); [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
+//!   loader and the follower of other instances' item-model updates (`engine::ModelUpdate`);
+//!   [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
 //! - [`admin`]: `run`'s HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //! - [`config`] and [`cli`]: settings and the command line; [`config_layers`] merges defaults,
 //!   file, environment and flags; `main.rs` only calls [`cli::run`].

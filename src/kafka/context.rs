@@ -3,7 +3,7 @@
 //! hand-off: before partitions go to another member, every worker publishes what it owes,
 //! checkpoints, and the consumer commits — so the next owner starts exactly where this one ends.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,9 +19,20 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 pub struct Health {
     assigned_partitions: AtomicUsize,
     assignments: AtomicUsize,
+    /// Other instances' item-model updates published before this one started and not applied
+    /// yet (0 once caught up, or without replication).
+    model_behind: AtomicU64,
 }
 
 impl Health {
+    pub fn model_behind(&self) -> u64 {
+        self.model_behind.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_model_behind(&self, behind: u64) {
+        self.model_behind.store(behind, Ordering::Relaxed);
+    }
+
     pub fn assigned_partitions(&self) -> usize {
         self.assigned_partitions.load(Ordering::Relaxed)
     }

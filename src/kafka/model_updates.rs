@@ -9,6 +9,8 @@
 //! the beginning — a fresh instance rebuilds what the others learned before it joined, as far as
 //! the topic's retention keeps it.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,6 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
 use super::client::replay_consumer_config;
+use super::context::Health;
 use super::run::RunError;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{apply_update, SharedItems};
@@ -25,7 +28,11 @@ use crate::pipeline::{decode_update, INSTANCE_HEADER};
 
 /// Assigns every partition of the topic and applies what other instances publish, until the
 /// returned task is aborted.
-pub fn follow(config: &Config, items: SharedItems) -> Result<JoinHandle<()>, RunError> {
+pub fn follow(
+    config: &Config,
+    items: SharedItems,
+    health: Arc<Health>,
+) -> Result<JoinHandle<()>, RunError> {
     let kafka = &config.kafka;
     let group = format!("{}.model.{}", kafka.group_id, kafka.instance_id);
     let mut client = replay_consumer_config(kafka, &group);
@@ -52,6 +59,14 @@ pub fn follow(config: &Config, items: SharedItems) -> Result<JoinHandle<()>, Run
         assignment.add_partition_offset(&topic, partition, start)?;
     }
     consumer.assign(&assignment)?;
+    // Ready once what others published before this start is applied.
+    let mut targets = BTreeMap::new();
+    for partition in 0..partitions as i32 {
+        let (_, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+        targets.insert(partition, high);
+    }
+    let mut catching_up = behind(&targets, &followed) > 0;
+    health.set_model_behind(behind(&targets, &followed));
     let own = kafka.instance_id.clone();
     let engine = config.engine.clone();
     Ok(tokio::spawn(async move {
@@ -61,8 +76,25 @@ pub fn follow(config: &Config, items: SharedItems) -> Result<JoinHandle<()>, Run
                 Ok(message) => apply_message(&message, &own, &items, &engine),
                 Err(err) => tracing::warn!(error = %err, "model updates: consumer error"),
             }
+            if catching_up {
+                let followed = items.read().expect("not poisoned").followed.clone();
+                let left = behind(&targets, &followed);
+                health.set_model_behind(left);
+                catching_up = left > 0;
+            }
         }
     }))
+}
+
+/// Messages between each partition's position and its target, summed.
+fn behind(targets: &BTreeMap<i32, i64>, followed: &BTreeMap<i32, i64>) -> u64 {
+    targets
+        .iter()
+        .map(|(partition, &target)| {
+            let at = followed.get(partition).copied().unwrap_or(0);
+            (target - at).max(0) as u64
+        })
+        .sum()
 }
 
 fn apply_message(message: &impl Message, own: &str, items: &SharedItems, engine: &EngineConfig) {
@@ -89,4 +121,23 @@ fn apply_message(message: &impl Message, own: &str, items: &SharedItems, engine:
     model
         .followed
         .insert(message.partition(), message.offset() + 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_counts_what_is_left_up_to_the_targets() {
+        let targets: BTreeMap<i32, i64> = [(0, 10), (1, 4), (2, 0)].into();
+        assert_eq!(behind(&targets, &BTreeMap::new()), 14, "nothing read yet");
+        let followed: BTreeMap<i32, i64> = [(0, 7), (1, 9)].into();
+        assert_eq!(
+            behind(&targets, &followed),
+            3,
+            "partition 1 is past its target"
+        );
+        let done: BTreeMap<i32, i64> = [(0, 10), (1, 4)].into();
+        assert_eq!(behind(&targets, &done), 0);
+    }
 }

@@ -181,7 +181,11 @@ pub async fn run(
     );
     let follower = match kafka.model_updates_topic.as_str() {
         "" => None,
-        _ => Some(super::model_updates::follow(config, items)?),
+        _ => Some(super::model_updates::follow(
+            config,
+            items,
+            observers.health.clone(),
+        )?),
     };
     let count = config.pipeline.workers;
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
