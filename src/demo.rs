@@ -26,6 +26,38 @@ pub struct DemoOptions {
 }
 
 const DEMO_USERS: usize = 2_000;
+
+/// Campaign triggers for the demo: the synthetic shop spans ~17 minutes of event time per 100k
+/// events, so the windows are minutes (config/triggers.toml has shop-scale ones).
+const DEMO_RULES: &str = r#"
+[[rule]]
+name = "browse-abandonment"
+kind = "browse_abandonment"
+scope = "item"
+min_views = 2
+window_ms = 300000
+quiet_ms = 60000
+cooldown_ms = 600000
+
+[[rule]]
+name = "cart-abandonment"
+kind = "cart_abandonment"
+window_ms = 120000
+cooldown_ms = 600000
+
+[[rule]]
+name = "welcome-back"
+kind = "re_engagement"
+inactive_ms = 300000
+items = 5
+cooldown_ms = 600000
+
+[[rule]]
+name = "new-favourite-category"
+kind = "affinity_shift"
+min_events = 10
+cooldown_ms = 600000
+"#;
 const DUPLICATE_RATE: f64 = 0.01;
 const MALFORMED_RATE: f64 = 0.005;
 
@@ -93,9 +125,14 @@ pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
         ("recommendations", 3),
         ("similar-items", 3),
         ("dead-letter", 1),
+        ("campaign-triggers", 3),
     ] {
         cluster.create_topic(topic, partitions, 1)?;
     }
+    let rules =
+        std::env::temp_dir().join(format!("streamrec-demo-rules-{}.toml", std::process::id()));
+    std::fs::write(&rules, DEMO_RULES).context("cannot write the demo's trigger rules")?;
+    config.triggers.file = rules.display().to_string();
     println!(
         "mock cluster at {}; generating {} events",
         config.kafka.brokers, options.events
@@ -120,7 +157,9 @@ pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
     });
     let deadline = Instant::now() + options.duration;
     let watcher = show_progress(progress_rx, total, deadline);
-    let report = run(&config, watcher, observers).await?;
+    let report = run(&config, watcher, observers).await;
+    let _ = std::fs::remove_file(&rules);
+    let report = report?;
     loader.await??;
     print_summary(&report, total, config.pipeline.min_update_interval_ms);
     drop(cluster);
@@ -169,8 +208,9 @@ fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
         println!("    rejected {count:>5} × {reason}");
     }
     println!(
-        "  published {} recommendation updates, {} similar-items updates",
-        stats.recommendations, stats.similar_items
+        "  published {} recommendation updates, {} similar-items updates, {} campaign triggers \
+         (abandoned browsing and carts, returning shoppers, new favourite categories)",
+        stats.recommendations, stats.similar_items, stats.triggers
     );
     let l = &report.latency_us;
     if !l.is_empty() {
