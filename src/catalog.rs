@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::intern::Interner;
 
 /// A catalog message, cleaned (see `clean::catalog`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CatalogUpdate {
     Upsert(CatalogItem),
     /// A tombstone: the item leaves the catalog.
@@ -31,7 +31,7 @@ impl CatalogUpdate {
 }
 
 /// One item as the shop lists it (`streamrec.item.v1`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CatalogItem {
     pub item_id: String,
     pub category: String,

@@ -12,7 +12,7 @@ use crate::catalog::CatalogUpdate;
 use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
-use crate::engine::{Applied, Engine, ModelUpdate};
+use crate::engine::{Applied, Engine, ReplicaUpdate};
 use crate::event::{Input, ProfileUpdate};
 use crate::offsets::Waiter;
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
@@ -278,16 +278,11 @@ impl Processor {
         let Some(instance) = &self.instance_id else {
             return;
         };
-        for update in self.engine.take_model_updates() {
+        let updates = self.engine.take_model_updates();
+        for update in updates.into_iter().map(ReplicaUpdate::Learned) {
+            let output = replica_output(&update, instance, record);
             self.stats.model_updates += 1;
-            processed.outputs.push(Output {
-                destination: Destination::ModelUpdates,
-                key: update.item_id.clone(),
-                payload: encode_update(&update),
-                headers: vec![(INSTANCE_HEADER, instance.clone())],
-                waiters: vec![record.source],
-                cause_ts_ms: None,
-            });
+            processed.outputs.push(output);
         }
     }
 
@@ -327,15 +322,22 @@ impl Processor {
     /// changes may fire triggers.
     fn catalog_update(&mut self, record: &Record, update: &CatalogUpdate) -> Processed {
         self.stats.catalog_updates += 1;
-        if self.engine.apply_catalog(update).is_some() {
-            self.stats.applied += 1;
-        }
+        let applied = self.engine.apply_catalog(update).is_some();
+        self.stats.applied += u64::from(applied);
         let mut processed = Processed::default();
         if !self.publishes {
             self.engine.take_fired();
             return processed;
         }
         self.push_triggers(record, &mut processed);
+        // Each catalog partition goes to one instance: the others learn the listing from it.
+        if let (true, Some(instance)) = (applied, &self.instance_id) {
+            let listing = ReplicaUpdate::Listing(update.clone());
+            processed
+                .outputs
+                .push(replica_output(&listing, instance, record));
+            self.stats.model_updates += 1;
+        }
         processed
     }
 
@@ -455,16 +457,28 @@ impl Processor {
     }
 }
 
+/// A replica update as an output to the `model-updates` topic; it holds the input's offset.
+fn replica_output(update: &ReplicaUpdate, instance: &str, record: &Record) -> Output {
+    Output {
+        destination: Destination::ModelUpdates,
+        key: update.item_id().to_owned(),
+        payload: encode_update(update),
+        headers: vec![(INSTANCE_HEADER, instance.to_owned())],
+        waiters: vec![record.source],
+        cause_ts_ms: None,
+    }
+}
+
 /// The header naming the instance that published a model update (its own are skipped).
 pub const INSTANCE_HEADER: &str = "streamrec-instance";
 
-/// A model update as the `model-updates` topic carries it (bincode, standard config).
-pub fn encode_update(update: &ModelUpdate) -> Vec<u8> {
+/// An update as the `model-updates` topic carries it (bincode, standard config).
+pub fn encode_update(update: &ReplicaUpdate) -> Vec<u8> {
     bincode::serde::encode_to_vec(update, bincode::config::standard())
         .expect("a model update always encodes")
 }
 
-pub fn decode_update(bytes: &[u8]) -> Result<ModelUpdate, String> {
+pub fn decode_update(bytes: &[u8]) -> Result<ReplicaUpdate, String> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(update, _)| update)
         .map_err(|e| e.to_string())

@@ -12,7 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamrec::config::Config;
-use streamrec::engine::{Engine, ModelUpdate};
+use streamrec::engine::{Engine, ModelUpdate, ReplicaUpdate};
 use streamrec::kafka::{run, Health, Observers, RunReport};
 use streamrec::pipeline::{encode_update, Stats, INSTANCE_HEADER};
 use streamrec::ranking::Filters;
@@ -62,6 +62,7 @@ fn config_for(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerC
     config.kafka.dead_letter_topic = unique("dead");
     config.kafka.triggers_topic = unique("triggers");
     config.kafka.model_updates_topic = unique("model-updates");
+    config.kafka.catalog_topic = unique("catalog");
     let kafka = &config.kafka;
     for topic in [
         &kafka.input_topics[0],
@@ -70,6 +71,7 @@ fn config_for(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerC
         &kafka.dead_letter_topic,
         &kafka.triggers_topic,
         &kafka.model_updates_topic,
+        &kafka.catalog_topic,
     ] {
         cluster.create_topic(topic, PARTITIONS, 1).unwrap();
     }
@@ -86,6 +88,17 @@ async fn two_instances_share_the_item_model_through_the_model_updates_topic() {
     let cluster = MockCluster::new(1).unwrap();
     let config = config_for(&cluster);
     let total = produce(&config.kafka.brokers, &config.kafka.input_topics[0]);
+    // One listing: whichever instance consumes its catalog partition passes it on.
+    let listing = r#"{"schema":"streamrec.item.v1","item_id":"p1-i2","category":"c","price":1,"in_stock":false,"updated_at":1}"#;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .unwrap();
+    let record = BaseRecord::to(&config.kafka.catalog_topic)
+        .key("p1-i2")
+        .payload(listing);
+    producer.send(record).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
     let instance = |id: &str| {
         let mut config = config.clone();
         config.kafka.instance_id = id.into();
@@ -150,6 +163,13 @@ async fn two_instances_share_the_item_model_through_the_model_updates_topic() {
         items,
         "b knows every partition's items"
     );
+    for engine in [engine_a, engine_b] {
+        let withdrawn = engine.item_index("p1-i2").unwrap();
+        assert!(
+            !engine.recommendable(withdrawn),
+            "both know p1-i2 is out of stock"
+        );
+    }
     for p in 0..PARTITIONS {
         let item = format!("p{p}-i0");
         let (mut from_a, mut from_b) = (neighbours(engine_a, &item), neighbours(engine_b, &item));
@@ -201,7 +221,7 @@ fn another_instances_update(brokers: &str, topic: &str, item: &str, partner: Opt
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    let payload = encode_update(&update);
+    let payload = encode_update(&ReplicaUpdate::Learned(update));
     let headers = OwnedHeaders::new().insert(Header {
         key: INSTANCE_HEADER,
         value: Some("b"),

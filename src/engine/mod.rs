@@ -29,7 +29,7 @@ use crate::triggers::{EventFacts, Fired, Rules, TriggerState, UserTriggers, Watc
 mod replica;
 mod triggers;
 
-pub use replica::{apply_update, ModelUpdate};
+pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 
 /// Item-side state, shared by every worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -441,25 +441,8 @@ impl Engine {
             .items
             .write()
             .expect("a worker panicked while updating the item model");
-        let items = &mut *guard;
-        let (item, _) = intern_item(items, update.item_id(), &self.config);
-        let content = &self.config.content;
-        let change = match update {
-            CatalogUpdate::Remove { .. } => items.catalog.remove(item),
-            CatalogUpdate::Upsert(listed) => {
-                let change = items
-                    .catalog
-                    .upsert(item, listed, content.newest_per_attribute)?;
-                items.category_of[item as usize] = items.categories.intern(&listed.category);
-                items.catalog.observe_popularity(
-                    item,
-                    content.popular_per_attribute,
-                    popularity_scores(&items.popularity),
-                );
-                change
-            }
-        };
-        let now_ms = items.latest_ts_ms;
+        let (item, change) = apply_listing(&mut guard, update, &self.config)?;
+        let now_ms = guard.latest_ts_ms;
         drop(guard);
         if self.rules.watch_items() {
             let updated_at = match update {
@@ -700,6 +683,33 @@ pub fn records_digest(records: &EngineRecords) -> String {
         parts.push(bytes);
     }
     format!("{:032x}", crate::rng::hash128(&parts))
+}
+
+/// Applies a catalog update to an item model (also how replicas of other instances apply the
+/// listings those consumed); `None` when a newer version is already applied.
+pub fn apply_listing(
+    items: &mut ItemModel,
+    update: &CatalogUpdate,
+    config: &EngineConfig,
+) -> Option<(u32, ListingChange)> {
+    let (item, _) = intern_item(items, update.item_id(), config);
+    let content = &config.content;
+    let change = match update {
+        CatalogUpdate::Remove { .. } => items.catalog.remove(item),
+        CatalogUpdate::Upsert(listed) => {
+            let change = items
+                .catalog
+                .upsert(item, listed, content.newest_per_attribute)?;
+            items.category_of[item as usize] = items.categories.intern(&listed.category);
+            items.catalog.observe_popularity(
+                item,
+                content.popular_per_attribute,
+                popularity_scores(&items.popularity),
+            );
+            change
+        }
+    };
+    Some((item, change))
 }
 
 fn popularity_scores(popularity: &Popularity) -> Scores<impl Fn(u32) -> f64 + '_> {

@@ -14,12 +14,32 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::{intern_item, popularity_scores, Engine, ItemModel};
+use super::{apply_listing, intern_item, popularity_scores, Engine, ItemModel};
+use crate::catalog::CatalogUpdate;
 use crate::config::EngineConfig;
 use crate::cooccurrence::PairEvent;
 use crate::decay::Decayed;
 use crate::event::{Event, EventType};
 use crate::profile::RecentItem;
+
+/// What travels on the `model-updates` topic: what an event did to the item side, or a catalog
+/// listing the publishing instance consumed (each catalog partition goes to one instance of the
+/// group; the others learn the listing this way).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaUpdate {
+    Learned(ModelUpdate),
+    Listing(CatalogUpdate),
+}
+
+impl ReplicaUpdate {
+    /// The item it is about: the message key.
+    pub fn item_id(&self) -> &str {
+        match self {
+            ReplicaUpdate::Learned(update) => &update.item_id,
+            ReplicaUpdate::Listing(update) => update.item_id(),
+        }
+    }
+}
 
 /// What one applied event did to the item-side model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,12 +100,22 @@ impl Engine {
             .items
             .write()
             .expect("a worker panicked while updating the item model");
-        apply_update(&mut items, update, &self.config);
+        apply_learned(&mut items, update, &self.config);
     }
 }
 
-/// Applies an update to an item model (a replica shared by workers is locked by the caller).
-pub fn apply_update(items: &mut ItemModel, update: &ModelUpdate, config: &EngineConfig) {
+/// Applies another instance's update to an item model (a replica shared by workers is locked
+/// by the caller). Catalog triggers fire only on the instance that consumed the listing.
+pub fn apply_update(items: &mut ItemModel, update: &ReplicaUpdate, config: &EngineConfig) {
+    match update {
+        ReplicaUpdate::Learned(learned) => apply_learned(items, learned, config),
+        ReplicaUpdate::Listing(listing) => {
+            apply_listing(items, listing, config);
+        }
+    }
+}
+
+fn apply_learned(items: &mut ItemModel, update: &ModelUpdate, config: &EngineConfig) {
     let (item, _) = intern_item(items, &update.item_id, config);
     if let Some(name) = &update.category {
         items.category_of[item as usize] = items.categories.intern(name);
