@@ -308,7 +308,8 @@ impl Engine {
             .or_insert_with(|| UserState::new(&event.user_id, event.ts_ms, config));
         user.touched = self.shard.steps;
         let half_life = config.profile.half_life_ms;
-        let before = (!new_user).then(|| {
+        // What the trigger rules compare with after learning; nothing to compute without rules.
+        let before = (!new_user && !self.rules.is_empty()).then(|| {
             let profile = &user.profile;
             (
                 profile.last_seen_ms,
