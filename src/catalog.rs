@@ -146,7 +146,12 @@ pub struct Catalog {
     /// Per attribute, its most popular items and its newest listings.
     popular: Vec<TopItems>,
     newest: Vec<VecDeque<u32>>,
+    /// Per engine category index, its attribute id (`NO_ATTRIBUTE` until first needed): events
+    /// name categories on the hot path, and this spares a string per event.
+    category_attributes: Vec<u32>,
 }
+
+const NO_ATTRIBUTE: u32 = u32::MAX;
 
 impl Catalog {
     fn grow(&mut self, item: u32) {
@@ -202,13 +207,21 @@ impl Catalog {
         self.attributes.get(&format!("category:{category}"))
     }
 
-    /// An item with no catalog listing takes the category its events carry as its attribute.
-    pub fn observe_event_category(&mut self, item: u32, category: &str) {
+    /// An item with no catalog listing takes the category its events carry (`category`, the
+    /// engine's index of `name`) as its attribute.
+    pub fn observe_event_category(&mut self, item: u32, category: u32, name: &str) {
         self.grow(item);
         if self.listings[item as usize].is_some() {
             return;
         }
-        let attribute = self.attribute(&format!("category:{category}"));
+        let slot = category as usize;
+        if self.category_attributes.len() <= slot {
+            self.category_attributes.resize(slot + 1, NO_ATTRIBUTE);
+        }
+        if self.category_attributes[slot] == NO_ATTRIBUTE {
+            self.category_attributes[slot] = self.attribute(&format!("category:{name}"));
+        }
+        let attribute = self.category_attributes[slot];
         if *self.attributes_of[item as usize] != [attribute] {
             self.attributes_of[item as usize] = Box::new([attribute]);
         }

@@ -291,7 +291,7 @@ impl Engine {
             Some(name) => {
                 let c = items.categories.intern(name);
                 items.category_of[item as usize] = c;
-                items.catalog.observe_event_category(item, name);
+                items.catalog.observe_event_category(item, c, name);
                 Some(c)
             }
             // The catalog's category, when events carry none.

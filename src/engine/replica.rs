@@ -118,8 +118,9 @@ pub fn apply_update(items: &mut ItemModel, update: &ReplicaUpdate, config: &Engi
 fn apply_learned(items: &mut ItemModel, update: &ModelUpdate, config: &EngineConfig) {
     let (item, _) = intern_item(items, &update.item_id, config);
     if let Some(name) = &update.category {
-        items.category_of[item as usize] = items.categories.intern(name);
-        items.catalog.observe_event_category(item, name);
+        let category = items.categories.intern(name);
+        items.category_of[item as usize] = category;
+        items.catalog.observe_event_category(item, category, name);
     }
     let history: VecDeque<RecentItem> = update
         .partners
