@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    check_price, id_within, kind_name, optional_id, parse_time_text, present, reject, required_id,
-    required_string, Cleaner, Reason, Rejection,
+    attribute_within, check_price, count_within, id_within, kind_name, optional_id,
+    parse_time_text, present, reject, required_id, required_string, Cleaner, Reason, Rejection,
 };
 use crate::catalog::{CatalogItem, CatalogUpdate};
 
@@ -88,18 +88,7 @@ impl Cleaner {
     }
 
     fn attribute_text(&self, raw: &str, field: &'static str) -> Result<String, Rejection> {
-        let text = raw.trim();
-        if text.is_empty() || text.len() > self.config.max_attribute_len {
-            return Err(reject(
-                Reason::AttributeTooLong(field),
-                format!(
-                    "{field} must have 1 to {} bytes, got {}",
-                    self.config.max_attribute_len,
-                    text.len()
-                ),
-            ));
-        }
-        Ok(text.to_owned())
+        attribute_within(raw, field, field, self.config.max_attribute_len)
     }
 
     fn tags(&self, object: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
@@ -113,12 +102,7 @@ impl Cleaner {
                 ))
             }
         };
-        if tags.len() > self.config.max_attributes {
-            return Err(reject(
-                Reason::TooManyAttributes("tags"),
-                format!("{} tags, limit {}", tags.len(), self.config.max_attributes),
-            ));
-        }
+        count_within(tags.len(), "tags", "tags", self.config.max_attributes)?;
         tags.iter()
             .map(|tag| match tag {
                 Value::String(s) => self.attribute_text(s, "tags"),

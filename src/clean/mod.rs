@@ -238,6 +238,39 @@ fn id_within(raw: &str, field: &'static str, max_len: usize) -> Result<String, R
     Ok(trimmed.to_owned())
 }
 
+/// A trimmed attribute name, brand or tag of 1 to `max_len` bytes.
+fn attribute_within(
+    raw: &str,
+    field: &'static str,
+    what: &str,
+    max_len: usize,
+) -> Result<String, Rejection> {
+    let text = raw.trim();
+    if text.is_empty() || text.len() > max_len {
+        return Err(reject(
+            Reason::AttributeTooLong(field),
+            format!("{what} must have 1 to {max_len} bytes, got {}", text.len()),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// At most `max` attributes (or tags) in one message.
+fn count_within(
+    count: usize,
+    field: &'static str,
+    what: &str,
+    max: usize,
+) -> Result<(), Rejection> {
+    if count > max {
+        return Err(reject(
+            Reason::TooManyAttributes(field),
+            format!("{count} {what}, limit {max}"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_price(price: f64) -> Result<(), Rejection> {
     if !price.is_finite() || price < 0.0 {
         return Err(reject(

@@ -2,7 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{id_within, kind_name, reject, required_id, timestamp, Cleaner, Reason, Rejection};
+use super::{
+    attribute_within, count_within, id_within, kind_name, reject, required_id, timestamp, Cleaner,
+    Reason, Rejection,
+};
 use crate::event::ProfileUpdate;
 
 const FIELD: &str = "attributes";
@@ -33,16 +36,12 @@ impl Cleaner {
                 ))
             }
         };
-        if attributes.len() > self.config.max_attributes {
-            return Err(reject(
-                Reason::TooManyAttributes(FIELD),
-                format!(
-                    "{} attributes, limit {}",
-                    attributes.len(),
-                    self.config.max_attributes
-                ),
-            ));
-        }
+        count_within(
+            attributes.len(),
+            FIELD,
+            "attributes",
+            self.config.max_attributes,
+        )?;
         let mut pairs = Vec::with_capacity(attributes.len());
         for (key, value) in attributes {
             pairs.push((self.attribute_key(key)?, self.attribute_value(key, value)?));
@@ -57,18 +56,7 @@ impl Cleaner {
     }
 
     fn attribute_key(&self, key: &str) -> Result<String, Rejection> {
-        let trimmed = key.trim();
-        if trimmed.is_empty() || trimmed.len() > self.config.max_id_len {
-            return Err(reject(
-                Reason::AttributeTooLong(FIELD),
-                format!(
-                    "an attribute name must have 1 to {} bytes, got {}",
-                    self.config.max_id_len,
-                    trimmed.len()
-                ),
-            ));
-        }
-        Ok(trimmed.to_owned())
+        attribute_within(key, FIELD, "an attribute name", self.config.max_id_len)
     }
 
     /// Strings, numbers and booleans are kept as text; null removes the attribute.
