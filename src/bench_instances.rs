@@ -82,15 +82,8 @@ fn round_config(
     kafka.dead_letter_topic = name("dead-letter");
     kafka.triggers_topic = name("triggers");
     kafka.model_updates_topic = name("model-updates");
-    for topic in [
-        &kafka.input_topics[0],
-        &kafka.recommendations_topic,
-        &kafka.similar_items_topic,
-        &kafka.dead_letter_topic,
-        &kafka.triggers_topic,
-        &kafka.model_updates_topic,
-    ] {
-        cluster.create_topic(topic, PARTITIONS, 1)?;
+    for topic in config.kafka.all_topics() {
+        cluster.create_topic(&topic, PARTITIONS, 1)?;
     }
     Ok(config)
 }

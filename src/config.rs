@@ -196,6 +196,26 @@ impl Config {
 }
 
 impl KafkaConfig {
+    /// The topics outputs go to: recommendations, similar items, dead letters, triggers.
+    pub fn output_topics(&self) -> [&String; 4] {
+        [
+            &self.recommendations_topic,
+            &self.similar_items_topic,
+            &self.dead_letter_topic,
+            &self.triggers_topic,
+        ]
+    }
+
+    /// Every topic `run` touches: what it reads, its outputs, and model updates if set.
+    pub fn all_topics(&self) -> Vec<String> {
+        let mut topics = self.consumed_topics();
+        topics.extend(self.output_topics().into_iter().cloned());
+        if !self.model_updates_topic.is_empty() {
+            topics.push(self.model_updates_topic.clone());
+        }
+        topics
+    }
+
     /// Every topic `run` and `replay` read: the inputs, then the catalog if there is one.
     pub fn consumed_topics(&self) -> Vec<String> {
         let mut topics = self.input_topics.clone();
@@ -225,12 +245,7 @@ impl KafkaConfig {
         non_empty("kafka.similar_items_topic", &self.similar_items_topic)?;
         non_empty("kafka.dead_letter_topic", &self.dead_letter_topic)?;
         non_empty("kafka.triggers_topic", &self.triggers_topic)?;
-        let outputs = [
-            &self.recommendations_topic,
-            &self.similar_items_topic,
-            &self.dead_letter_topic,
-            &self.triggers_topic,
-        ];
+        let outputs = self.output_topics();
         if self.input_topics.iter().any(|t| outputs.contains(&t)) {
             return Err(invalid(
                 "kafka.input_topics",

@@ -63,17 +63,8 @@ fn config_for(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerC
     config.kafka.triggers_topic = unique("triggers");
     config.kafka.model_updates_topic = unique("model-updates");
     config.kafka.catalog_topic = unique("catalog");
-    let kafka = &config.kafka;
-    for topic in [
-        &kafka.input_topics[0],
-        &kafka.recommendations_topic,
-        &kafka.similar_items_topic,
-        &kafka.dead_letter_topic,
-        &kafka.triggers_topic,
-        &kafka.model_updates_topic,
-        &kafka.catalog_topic,
-    ] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    for topic in config.kafka.all_topics() {
+        cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
     }
     config
 }
