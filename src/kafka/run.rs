@@ -218,6 +218,12 @@ pub async fn run(
                         if let Some(next) = seek_to {
                             tracing::info!(topic, partition, next, "seeking to where the state ends");
                             consumer.seek(topic, partition, Offset::Offset(next), Duration::from_secs(10))?;
+                            // The state reflects everything before `next`: let the group's commit
+                            // say so too, even if nothing new arrives (a kill after a checkpoint
+                            // and before its commit left the group behind).
+                            if let Err(err) = consumer.store_offset(topic, partition, next - 1) {
+                                tracing::debug!(topic, partition, error = %err, "state position not stored");
+                            }
                         }
                         continue;
                     }
