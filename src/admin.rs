@@ -331,6 +331,13 @@ async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             format!("restoring the item model: {behind} updates of other instances to apply\n");
         return (StatusCode::SERVICE_UNAVAILABLE, text);
     }
+    let restoring = admin.health.restoring();
+    if !restoring.is_empty() {
+        let text = format!(
+            "restoring partitions {restoring:?} from the changelog (the others are processed)\n"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
+    }
     if admin.health.assigned_partitions() == 0 {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -113,6 +113,10 @@ pub struct KafkaConfig {
     /// This instance's name among several (distinct per instance; required with
     /// `model_updates_topic`).
     pub instance_id: String,
+    /// Compacted topic of user-side state keyed by user, partitioned like the inputs: each
+    /// checkpoint writes its changed users there, and an instance given a partition restores
+    /// that partition's users from it. Empty: none (needs `state.dir`).
+    pub changelog_topic: String,
     pub session_timeout_ms: u64,
     /// Any librdkafka property (TLS, SASL, timeouts); these win over the settings above.
     pub librdkafka: std::collections::BTreeMap<String, String>,
@@ -131,6 +135,7 @@ impl Default for KafkaConfig {
             triggers_topic: "campaign-triggers".into(),
             model_updates_topic: String::new(),
             instance_id: String::new(),
+            changelog_topic: String::new(),
             session_timeout_ms: 10_000,
             librdkafka: Default::default(),
         }
@@ -185,6 +190,12 @@ impl Config {
             "state.checkpoint_max_events",
             self.state.checkpoint_max_events as i64,
         )?;
+        if !self.kafka.changelog_topic.is_empty() && self.state.dir.is_empty() {
+            return Err(invalid(
+                "kafka.changelog_topic",
+                "needs state.dir (checkpoints are what the changelog carries)",
+            ));
+        }
         if !self.state.dir.is_empty() && self.pipeline.workers != 1 {
             return Err(invalid(
                 "state.dir",
@@ -210,8 +221,10 @@ impl KafkaConfig {
     pub fn all_topics(&self) -> Vec<String> {
         let mut topics = self.consumed_topics();
         topics.extend(self.output_topics().into_iter().cloned());
-        if !self.model_updates_topic.is_empty() {
-            topics.push(self.model_updates_topic.clone());
+        for internal in [&self.model_updates_topic, &self.changelog_topic] {
+            if !internal.is_empty() {
+                topics.push(internal.clone());
+            }
         }
         topics
     }
@@ -832,6 +845,7 @@ mod tests {
             ),
             ("[kafka]\nbrokers = \" \"", "kafka.brokers"),
             ("[kafka]\nmodel_updates_topic = \"m\"", "kafka.instance_id"),
+            ("[kafka]\nchangelog_topic = \"c\"", "kafka.changelog_topic"),
             (
                 "[kafka]\ncatalog_topic = \"recommendations\"",
                 "kafka.catalog_topic",

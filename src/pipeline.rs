@@ -12,7 +12,7 @@ use crate::catalog::CatalogUpdate;
 use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
-use crate::engine::{Applied, Engine, ReplicaUpdate};
+use crate::engine::{Applied, Engine, Position, ReplicaUpdate};
 use crate::event::{Input, ProfileUpdate};
 use crate::offsets::Waiter;
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
@@ -86,6 +86,9 @@ pub struct Stats {
     pub catalog_updates: u64,
     pub triggers: u64,
     pub model_updates: u64,
+    /// Inputs skipped because their user's state already reflected them (a replay after the
+    /// user's partition moved from an instance that had applied them).
+    pub already_applied: u64,
 }
 
 impl Stats {
@@ -107,6 +110,7 @@ impl Stats {
         self.catalog_updates += other.catalog_updates;
         self.triggers += other.triggers;
         self.model_updates += other.model_updates;
+        self.already_applied += other.already_applied;
     }
 }
 
@@ -124,7 +128,23 @@ pub struct Processor {
     catalog_topic: String,
     /// Set when item-model updates are published for other instances: this instance's name.
     instance_id: Option<String>,
+    /// Whether users remember the position of their latest input, and inputs at or before it
+    /// are skipped (exactly-once per user across partition moves).
+    track_positions: bool,
     stats: Stats,
+}
+
+/// The engine's position of a message: its topic index and partition packed into the stream.
+pub fn position_of(source: Waiter) -> Position {
+    Position {
+        stream: (u64::from(source.topic) << 32) | u64::from(source.partition as u32),
+        seq: source.offset,
+    }
+}
+
+/// The partition a stream of `position_of` names.
+pub fn partition_of(stream: u64) -> i32 {
+    stream as u32 as i32
 }
 
 impl Processor {
@@ -146,6 +166,7 @@ impl Processor {
             publishes: true,
             catalog_topic: config.kafka.catalog_topic.clone(),
             instance_id: None,
+            track_positions: false,
             stats: Stats::default(),
         }
     }
@@ -154,6 +175,13 @@ impl Processor {
     pub fn replicating(mut self, instance_id: &str) -> Processor {
         self.engine.publish_model_updates(true);
         self.instance_id = Some(instance_id.to_owned());
+        self
+    }
+
+    /// Users remember where their latest input came from; inputs their state already
+    /// reflects are skipped (see `Stats::already_applied`).
+    pub fn tracking_positions(mut self) -> Processor {
+        self.track_positions = true;
         self
     }
 
@@ -214,6 +242,10 @@ impl Processor {
         now_ms: i64,
     ) -> Processed {
         self.stats.consumed += 1;
+        if self.track_positions && self.reflected(record, &cleaned) {
+            self.stats.already_applied += 1;
+            return Processed::default();
+        }
         let event = match cleaned {
             Ok(Input::Event(event)) => event,
             Ok(Input::Profile(update)) => return self.profile_update(record, &update, now_ms),
@@ -227,6 +259,7 @@ impl Processor {
             return Processed::default();
         }
         self.stats.applied += 1;
+        self.note_position(record, &event.user_id);
         if !self.publishes {
             self.engine.take_fired();
             self.engine.take_model_updates();
@@ -272,6 +305,22 @@ impl Processor {
         processed
     }
 
+    /// Whether the input's user already reflects this message.
+    fn reflected(&self, record: &Record, cleaned: &Result<Input, String>) -> bool {
+        let user = cleaned.as_ref().ok().and_then(Input::user_id);
+        user.is_some_and(|user| {
+            self.engine
+                .already_applied(user, position_of(record.source))
+        })
+    }
+
+    fn note_position(&mut self, record: &Record, user_id: &str) {
+        if self.track_positions {
+            self.engine
+                .record_position(user_id, position_of(record.source));
+        }
+    }
+
     /// Item-model updates for the other instances; they hold the message's offset like any
     /// output, so an update is never lost (a crash may publish it twice).
     fn push_model_updates(&mut self, record: &Record, processed: &mut Processed) {
@@ -294,6 +343,7 @@ impl Processor {
         now_ms: i64,
     ) -> Processed {
         self.engine.apply_profile(update);
+        self.note_position(record, &update.user_id);
         self.stats.applied += 1;
         self.stats.profile_updates += 1;
         let mut processed = Processed::default();

@@ -62,7 +62,89 @@ impl From<ProfileRecord> for UserProfile {
     }
 }
 
+/// A profile another instance can read: items and categories by name, not by this
+/// instance's interned indices (each instance interns in the order it sees them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortableProfile {
+    pub counts: [u64; 4],
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub recent: Vec<PortableRecent>,
+    pub purchased: Vec<String>,
+    pub categories: Vec<(String, Decayed)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortableRecent {
+    pub item: String,
+    pub strongest: EventType,
+    pub events: u32,
+    pub last_ts_ms: i64,
+    pub interest: Decayed,
+}
+
 impl UserProfile {
+    /// This profile with names for indices.
+    pub fn to_portable(
+        &self,
+        item: impl Fn(u32) -> String,
+        category: impl Fn(u32) -> String,
+    ) -> PortableProfile {
+        PortableProfile {
+            counts: self.counts,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            recent: self
+                .recent
+                .iter()
+                .map(|r| PortableRecent {
+                    item: item(r.item),
+                    strongest: r.strongest,
+                    events: r.events,
+                    last_ts_ms: r.last_ts_ms,
+                    interest: r.interest,
+                })
+                .collect(),
+            purchased: self.purchased_order.iter().map(|&i| item(i)).collect(),
+            categories: self
+                .categories
+                .iter()
+                .map(|(c, d)| (category(*c), *d))
+                .collect(),
+        }
+    }
+
+    /// A portable profile in this instance's indices (`item` and `category` intern names).
+    pub fn from_portable(
+        portable: &PortableProfile,
+        mut item: impl FnMut(&str) -> u32,
+        mut category: impl FnMut(&str) -> u32,
+    ) -> UserProfile {
+        ProfileRecord {
+            counts: portable.counts,
+            first_seen_ms: portable.first_seen_ms,
+            last_seen_ms: portable.last_seen_ms,
+            recent: portable
+                .recent
+                .iter()
+                .map(|r| RecentItem {
+                    item: item(&r.item),
+                    strongest: r.strongest,
+                    events: r.events,
+                    last_ts_ms: r.last_ts_ms,
+                    interest: r.interest,
+                })
+                .collect(),
+            purchased_order: portable.purchased.iter().map(|i| item(i)).collect(),
+            categories: portable
+                .categories
+                .iter()
+                .map(|(c, d)| (category(c), *d))
+                .collect(),
+        }
+        .into()
+    }
+
     pub fn new(ts_ms: i64) -> UserProfile {
         UserProfile {
             counts: [0; 4],

@@ -14,7 +14,7 @@ use crate::engine::{records_digest, Engine, EngineRecords};
 
 /// The format this build writes and reads. 2 added the catalog, segments, user attributes and
 /// trigger state; a format-1 dir is refused with the way to rebuild it.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 const FORMAT_KEY: &[u8] = b"meta/format";
 const USERS_KEY: &[u8] = b"meta/users";
@@ -40,6 +40,8 @@ pub enum StoreError {
     OlderFormat { path: String, found: u8 },
     #[error("state dir {path}: {detail}")]
     Io { path: String, detail: String },
+    #[error("changelog: {0}")]
+    Changelog(String),
 }
 
 /// What a checkpoint wrote.
@@ -179,6 +181,34 @@ impl StateStore {
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(size)
+    }
+
+    /// Writes users restored from the changelog (records from `Engine::localize_user`) and the
+    /// offsets they reflect as one atomic batch: a partition this instance takes over.
+    pub fn write_restored(
+        &self,
+        users: &[(String, Vec<u8>)],
+        offsets: &Offsets,
+    ) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut users_stored = self.users_stored()?;
+        for (id, bytes) in users {
+            let key = [USER_PREFIX, id.as_bytes()].concat();
+            if !self.db.contains_key(&key).map_err(|e| self.io(e))? {
+                users_stored += 1;
+            }
+            batch.insert(key, versioned(bytes));
+        }
+        batch.insert(USERS_KEY, versioned(&users_stored.to_be_bytes()));
+        for ((topic, partition), next) in offsets {
+            batch.insert(
+                offset_key(topic, *partition),
+                versioned(&next.to_be_bytes()),
+            );
+        }
+        self.db.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.db.flush().map_err(|e| self.io(e))?;
+        Ok(users_stored)
     }
 
     /// How many users the store holds: the count kept with each checkpoint, or a scan for a

@@ -26,9 +26,11 @@ use crate::rng::SplitMix64;
 use crate::segments::{segment_name, Segments};
 use crate::triggers::{EventFacts, Fired, Rules, TriggerState, UserTriggers, Watchers};
 
+mod portable;
 mod replica;
 mod triggers;
 
+pub use portable::PortableUser;
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 
 /// Item-side state, shared by every worker.
@@ -57,6 +59,14 @@ pub struct ItemModel {
 
 pub const NO_CATEGORY: u32 = u32::MAX;
 
+/// A place in an ordered input: `stream` names the sequence (the Kafka edge packs topic and
+/// partition into it), `seq` counts along it. Opaque to the engine beyond ordering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub stream: u64,
+    pub seq: i64,
+}
+
 /// One user's state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserState {
@@ -68,6 +78,9 @@ pub struct UserState {
     pub segment: Option<u32>,
     /// What the waiting trigger rules remember about the user.
     pub triggers: UserTriggers,
+    /// Where the latest input applied to this user came from (set by the edge that knows):
+    /// a replay after the user's state moved skips what the state already reflects.
+    pub position: Option<Position>,
     /// The shard's step count at this user's latest event (0: unchanged since loaded). Not
     /// state: it tells checkpoints what changed and eviction who is cold.
     #[serde(skip)]
@@ -117,6 +130,7 @@ impl UserState {
             attributes: Vec::new(),
             segment: None,
             triggers: UserTriggers::default(),
+            position: None,
             touched: 0,
         }
     }
@@ -631,6 +645,23 @@ impl Engine {
             engine.insert_user(id, bytes)?;
         }
         Ok(engine)
+    }
+
+    /// Whether the user's state already reflects the input at `at` (the same stream, at or
+    /// past it): applying it again would count it twice.
+    pub fn already_applied(&self, user_id: &str, at: Position) -> bool {
+        self.shard
+            .users
+            .get(user_id)
+            .and_then(|user| user.position)
+            .is_some_and(|seen| seen.stream == at.stream && seen.seq >= at.seq)
+    }
+
+    /// Records that the user's state reflects the input at `at` (after applying it).
+    pub fn record_position(&mut self, user_id: &str, at: Position) {
+        if let Some(user) = self.shard.users.get_mut(user_id) {
+            user.position = Some(at);
+        }
     }
 
     /// Whether the user's state is in memory (with a cap on users, cold ones live only in the

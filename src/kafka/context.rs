@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::OwnedMessage;
+use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc;
 
 use rdkafka::client::ClientContext;
@@ -22,6 +23,10 @@ pub struct Health {
     /// Other instances' item-model updates published before this one started and not applied
     /// yet (0 once caught up, or without replication).
     model_behind: AtomicU64,
+    /// Partitions assigned and held back until their users are restored from the changelog.
+    restoring: Mutex<std::collections::BTreeSet<i32>>,
+    /// `restoring`'s size, read on every message without the lock.
+    restoring_count: AtomicUsize,
 }
 
 impl Health {
@@ -31,6 +36,30 @@ impl Health {
 
     pub(super) fn set_model_behind(&self, behind: u64) {
         self.model_behind.store(behind, Ordering::Relaxed);
+    }
+
+    /// Partitions waiting for their users' state from the changelog.
+    pub fn restoring(&self) -> Vec<i32> {
+        self.restoring
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    pub(super) fn set_restoring(&self, partition: i32, restoring: bool) {
+        let mut set = self.restoring.lock().expect("not poisoned");
+        if restoring {
+            set.insert(partition);
+        } else {
+            set.remove(&partition);
+        }
+        self.restoring_count.store(set.len(), Ordering::Relaxed);
+    }
+
+    pub fn any_restoring(&self) -> bool {
+        self.restoring_count.load(Ordering::Relaxed) > 0
     }
 
     pub fn assigned_partitions(&self) -> usize {
@@ -49,7 +78,16 @@ pub enum WorkerInput {
     /// Partitions are being revoked: publish everything owed, wait for acknowledgements,
     /// checkpoint, store offsets, then answer (with the error if one of those failed).
     Settle(std::sync::mpsc::Sender<Result<(), String>>),
+    /// A partition's users as the changelog holds them: install them unless the local state is
+    /// as new, and answer with the input positions to continue from (none: keep the local).
+    Restore(
+        Box<super::changelog::PartitionLog>,
+        tokio::sync::oneshot::Sender<Result<Restored, String>>,
+    ),
 }
+
+/// The next input offset per (input topic index, partition) a restore leaves the state at.
+pub type Restored = Vec<((u16, i32), i64)>;
 
 pub struct GroupContext {
     pub health: Arc<Health>,
@@ -59,6 +97,48 @@ pub struct GroupContext {
     pub workers: Arc<Mutex<Vec<mpsc::Sender<WorkerInput>>>>,
     /// How long a revoke waits for the workers to settle.
     pub settle_timeout: Duration,
+    /// With a changelog: newly assigned input partitions are paused and queued here until
+    /// their users are restored.
+    pub restore: Option<RestoreQueue>,
+}
+
+/// Input partitions held back for a restore, as assignments bring them.
+#[derive(Clone, Default)]
+pub struct RestoreQueue {
+    /// The input topics (user state follows their partitions; the catalog's is not restored).
+    pub inputs: Vec<String>,
+    pub pending: Arc<Mutex<Vec<i32>>>,
+}
+
+impl RestoreQueue {
+    /// Pauses the input partitions of a new assignment and queues them (by partition number:
+    /// partition p of every input shares changelog partition p).
+    fn hold(&self, consumer: &BaseConsumer<GroupContext>, assigned: &TopicPartitionList) {
+        use rdkafka::consumer::Consumer;
+        let mut held = TopicPartitionList::new();
+        let mut partitions = std::collections::BTreeSet::new();
+        for element in assigned.elements() {
+            if self.inputs.iter().any(|t| t == element.topic()) {
+                held.add_partition(element.topic(), element.partition());
+                partitions.insert(element.partition());
+            }
+        }
+        if let Err(err) = consumer.pause(&held) {
+            tracing::warn!(error = %err, "cannot pause partitions for their restore");
+        }
+        let health = &consumer.context().health;
+        for &partition in &partitions {
+            health.set_restoring(partition, true);
+        }
+        tracing::info!(
+            ?partitions,
+            "partitions held until restored from the changelog"
+        );
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .extend(partitions);
+    }
 }
 
 impl GroupContext {
@@ -68,6 +148,7 @@ impl GroupContext {
             metrics: None,
             workers: Arc::default(),
             settle_timeout,
+            restore: None,
         }
     }
 
@@ -138,7 +219,10 @@ impl ConsumerContext for GroupContext {
         use rdkafka::consumer::Consumer;
         match rebalance {
             Rebalance::Assign(_) | Rebalance::Revoke(_) => {
-                if matches!(rebalance, Rebalance::Assign(_)) {
+                if let Rebalance::Assign(assigned) = rebalance {
+                    if let Some(restore) = &self.restore {
+                        restore.hold(consumer, assigned);
+                    }
                     self.health.assignments.fetch_add(1, Ordering::Relaxed);
                 }
                 let held = consumer.assignment().map_or(0, |tpl| tpl.count());

@@ -1,6 +1,7 @@
 //! The Kafka edge: client settings, the live consume → process → publish loop, and the loader
 //! that puts datasets into a topic. All decisions about messages live in `pipeline`.
 
+mod changelog;
 mod client;
 mod context;
 mod model_updates;

@@ -69,6 +69,19 @@ impl Positions {
         self.seeking.clear();
     }
 
+    /// The partition's state was restored up to `next` (from the changelog): continue there,
+    /// seeking if the group's position differs.
+    pub fn restored(&mut self, key: (u16, i32), next: i64) {
+        self.next.insert(key, next);
+        self.fresh.remove(&key);
+        self.seeking.remove(&key);
+    }
+
+    /// The next offset the state expects of a partition, if it knows one.
+    pub fn next_of(&self, key: (u16, i32)) -> Option<i64> {
+        self.next.get(&key).copied()
+    }
+
     pub fn check(&mut self, topic: u16, partition: i32, offset: i64) -> Verdict {
         let key = (topic, partition);
         let Some(&next) = self.next.get(&key) else {

@@ -21,8 +21,9 @@ use rdkafka::Offset;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::changelog::{read_partition, PartitionLog};
 use super::client::{consumer_config, producer_config};
-use super::context::{GroupContext, Health, WorkerInput};
+use super::context::{GroupContext, Health, RestoreQueue, WorkerInput};
 use super::position::{by_index, Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
@@ -147,6 +148,11 @@ pub async fn run(
             client.set("statistics.interval.ms", "5000");
         }
     }
+    let restore_queue = (!kafka.changelog_topic.is_empty()).then(|| RestoreQueue {
+        inputs: kafka.input_topics.clone(),
+        pending: Arc::default(),
+    });
+    context.restore = restore_queue.clone();
     let worker_inputs = context.workers.clone();
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(client.create_with_context(context)?);
@@ -168,7 +174,7 @@ pub async fn run(
             .set(checkpoints.store.users_stored()? as i64);
     }
     state_loaded.store(true, Ordering::Relaxed);
-    let mut positions = match &restored {
+    let mut positions_table = match &restored {
         Some((_, checkpoints)) => Positions::from_state(&checkpoints.checkpointed),
         None => Positions::default(),
     };
@@ -190,6 +196,11 @@ pub async fn run(
     let count = config.pipeline.workers;
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
 
+    if let Some(queue) = &restore_queue {
+        check_changelog(&consumer, kafka, &queue.inputs)?;
+    }
+    let mut dropped: BTreeMap<(u16, i32), i64> = BTreeMap::new();
+    let (restored_tx, mut restored_rx) = mpsc::channel::<(i32, Result<PartitionLog, String>)>(64);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tokio::pin!(shutdown);
     let mut failure = None;
@@ -202,19 +213,39 @@ pub async fn run(
                 failure = Some(worker_failure(stopped));
                 break;
             }
-            _ = tick.tick() => report_progress(&observers, &stats, &metrics),
+            _ = tick.tick() => {
+                report_progress(&observers, &stats, &metrics);
+                if let Some(queue) = &restore_queue {
+                    start_restores(queue, kafka, &restored_tx);
+                }
+            }
+            Some((partition, log)) = restored_rx.recv() => {
+                let log = log.map_err(|e| RunError::Worker(format!("restoring partition {partition}: {e}")))?;
+                let positions = install(&senders[0], log).await?;
+                for &(key, next) in &positions {
+                    positions_table.restored(key, next);
+                }
+                resume(&consumer, &restore_queue, partition, &topics, &positions_table, &mut dropped);
+                observers.health.set_restoring(partition, false);
+            }
             message = consumer.recv() => match message {
                 Ok(message) => {
                     let assignments = observers.health.assignments();
                     if assignments != seen_assignments {
                         if seen_assignments > 0 {
-                            positions.reassigned();
+                            positions_table.reassigned();
                         }
                         seen_assignments = assignments;
                     }
                     let (topic, partition) = (message.topic(), message.partition());
                     let index = topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
-                    if let Verdict::Skip { seek_to } = positions.check(index, partition, message.offset()) {
+                    if observers.health.any_restoring() && is_restoring(&observers.health, &restore_queue, topic, partition) {
+                        // Fetched before the pause: read again from here (or from the
+                        // restored position) once the partition resumes.
+                        dropped.entry((index, partition)).or_insert(message.offset());
+                        continue;
+                    }
+                    if let Verdict::Skip { seek_to } = positions_table.check(index, partition, message.offset()) {
                         if let Some(next) = seek_to {
                             tracing::info!(topic, partition, next, "seeking to where the state ends");
                             consumer.seek(topic, partition, Offset::Offset(next), Duration::from_secs(10))?;
@@ -262,6 +293,109 @@ pub async fn run(
     })
 }
 
+/// The changelog must exist with a partition for every input partition (partition p's users
+/// are written to changelog partition p).
+fn check_changelog(
+    consumer: &StreamConsumer<GroupContext>,
+    kafka: &crate::config::KafkaConfig,
+    inputs: &[String],
+) -> Result<(), RunError> {
+    let count = |topic: &str| -> Result<usize, RunError> {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len()))
+    };
+    let changelog = count(&kafka.changelog_topic)?;
+    for input in inputs {
+        let needed = count(input)?;
+        if changelog < needed {
+            return Err(RunError::Worker(format!(
+                "the changelog topic {} has {changelog} partitions, the input {input} has {needed}: create it compacted with at least as many",
+                kafka.changelog_topic
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads each queued partition's changelog on a blocking thread; the result comes back on `done`.
+fn start_restores(
+    queue: &RestoreQueue,
+    kafka: &crate::config::KafkaConfig,
+    done: &mpsc::Sender<(i32, Result<PartitionLog, String>)>,
+) {
+    let pending: Vec<i32> = std::mem::take(&mut *queue.pending.lock().expect("not poisoned"));
+    for partition in pending {
+        let kafka = kafka.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let log = tokio::task::spawn_blocking(move || read_partition(&kafka, partition))
+                .await
+                .unwrap_or_else(|join| Err(join.to_string()));
+            let _ = done.send((partition, log)).await;
+        });
+    }
+}
+
+/// Hands a partition's changelog to the worker (the only one: state dirs have one).
+async fn install(
+    worker: &mpsc::Sender<WorkerInput>,
+    log: PartitionLog,
+) -> Result<Vec<((u16, i32), i64)>, RunError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    worker
+        .send(WorkerInput::Restore(Box::new(log), reply))
+        .await
+        .map_err(|_| RunError::Worker("the worker stopped before a restore".into()))?;
+    answer
+        .await
+        .map_err(|_| RunError::Worker("the worker stopped during a restore".into()))?
+        .map_err(RunError::Worker)
+}
+
+/// Lets a restored partition flow again from where its state ends (or, with no state, from the
+/// first message dropped while it was held).
+fn resume(
+    consumer: &StreamConsumer<GroupContext>,
+    queue: &Option<RestoreQueue>,
+    partition: i32,
+    topics: &[String],
+    positions: &Positions,
+    dropped: &mut BTreeMap<(u16, i32), i64>,
+) {
+    let Some(queue) = queue else { return };
+    let mut held = rdkafka::TopicPartitionList::new();
+    for topic in &queue.inputs {
+        held.add_partition(topic, partition);
+        let index = topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
+        let first_dropped = dropped.remove(&(index, partition));
+        let Some(next) = positions.next_of((index, partition)).or(first_dropped) else {
+            continue;
+        };
+        let at = Offset::Offset(next);
+        if let Err(err) = consumer.seek(topic, partition, at, Duration::from_secs(10)) {
+            tracing::warn!(topic, partition, next, error = %err, "cannot seek a restored partition");
+        }
+    }
+    if let Err(err) = consumer.resume(&held) {
+        tracing::warn!(partition, error = %err, "cannot resume a restored partition");
+    }
+}
+
+fn is_restoring(
+    health: &Health,
+    queue: &Option<RestoreQueue>,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    queue
+        .as_ref()
+        .is_some_and(|q| q.inputs.iter().any(|t| t == topic))
+        && health.restoring().contains(&partition)
+}
+
 /// With a state dir: the stored engine (or a fresh one) and checkpointing for the one worker.
 /// Consumption then resumes exactly where the state ends (see `position`), whatever Kafka's
 /// committed offsets say.
@@ -292,6 +426,7 @@ fn restore(config: &Config) -> Result<Option<(Engine, Checkpoints)>, RunError> {
         since: 0,
         processed: next.clone(),
         checkpointed: next,
+        changelog: Some(config.kafka.changelog_topic.clone()).filter(|t| !t.is_empty()),
     };
     Ok(Some((engine, checkpoints)))
 }
@@ -358,7 +493,10 @@ fn start_workers(
 }
 
 fn processor_for(config: &Config, engine: Engine, rules: &Arc<Rules>) -> Processor {
-    let processor = Processor::with_engine(config, engine).with_rules(rules.clone());
+    let mut processor = Processor::with_engine(config, engine).with_rules(rules.clone());
+    if !config.kafka.changelog_topic.is_empty() {
+        processor = processor.tracking_positions();
+    }
     match config.kafka.model_updates_topic.as_str() {
         "" => processor,
         _ => processor.replicating(&config.kafka.instance_id),

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::changelog::{checkpoint_records, send_records, PartitionLog};
 use super::context::{GroupContext, WorkerInput};
 use super::position::{by_name, NextOffsets};
 use super::run::{wall_clock_ms, Latency, RunError};
@@ -43,6 +44,8 @@ pub(super) struct Checkpoints {
     pub processed: NextOffsets,
     /// Next offset per partition, as in the last checkpoint.
     pub checkpointed: NextOffsets,
+    /// The changelog topic each checkpoint also writes its changed users to, if any.
+    pub changelog: Option<String>,
 }
 
 impl Checkpoints {
@@ -139,6 +142,11 @@ impl Worker {
                     Some(WorkerInput::Message(message)) => {
                         let span = self.partition_span(&message);
                         self.on_message(&mut state, &message).instrument(span).await?
+                    }
+                    Some(WorkerInput::Restore(log, reply)) => {
+                        let restored = self.restore(&mut state, *log).await;
+                        let _ = reply.send(restored.as_ref().map(Clone::clone).map_err(|e| e.to_string()));
+                        restored?;
                     }
                     Some(WorkerInput::Settle(reply)) => {
                         let settled = self.settle(&mut state, pipeline.drain_timeout_ms).await;
@@ -281,11 +289,41 @@ impl Worker {
         let started = Instant::now();
         let engine = self.processor.engine_mut();
         let records = engine.to_changed_records();
+        let changelog = checkpoints.changelog.clone().map(|topic| {
+            let users = engine.changed_portable_users();
+            let records = checkpoint_records(
+                users,
+                &checkpoints.processed,
+                &checkpoints.checkpointed,
+                &self.inputs,
+            );
+            (topic, records)
+        });
         engine.mark_checkpointed();
         let offsets = by_name(&checkpoints.processed, &self.inputs);
         let store = checkpoints.store.clone();
+        let producer = self.producer.clone();
         state.writing = Some(Writing {
-            done: tokio::task::spawn_blocking(move || store.write(&records, &offsets)),
+            done: tokio::spawn(async move {
+                let acks = match &changelog {
+                    Some((topic, records)) => send_records(&producer, topic, records)
+                        .await
+                        .map_err(|e| StoreError::Changelog(e.to_string()))?,
+                    None => Vec::new(),
+                };
+                let written = tokio::task::spawn_blocking(move || store.write(&records, &offsets));
+                let size = written
+                    .await
+                    .map_err(|join| StoreError::Changelog(join.to_string()))??;
+                for ack in acks {
+                    match ack.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((err, _))) => return Err(StoreError::Changelog(err.to_string())),
+                        Err(_) => return Err(StoreError::Changelog("delivery cancelled".into())),
+                    }
+                }
+                Ok(size)
+            }),
             covers: checkpoints.processed.clone(),
             started,
             path: checkpoints.store.path().display().to_string(),
@@ -327,6 +365,70 @@ impl Worker {
             "checkpoint written"
         );
         Ok(())
+    }
+
+    /// Installs a partition's users from the changelog when it is newer than the local state
+    /// (another instance advanced the partition): their records and the positions they reflect
+    /// go to the store in one batch, and their in-memory copies are dropped. Returns the
+    /// positions to continue from (none when the local state is current).
+    async fn restore(
+        &mut self,
+        state: &mut State,
+        log: PartitionLog,
+    ) -> Result<Vec<((u16, i32), i64)>, RunError> {
+        if state.writing.is_some() {
+            let done = written(&mut state.writing).await;
+            self.on_written(state, done)?;
+        }
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return Ok(Vec::new());
+        };
+        let positions: Vec<((u16, i32), i64)> = log
+            .positions
+            .iter()
+            .filter_map(|(name, &next)| {
+                let topic = self.inputs.iter().position(|t| t == name)?;
+                Some(((topic as u16, log.partition), next))
+            })
+            .collect();
+        let newer = positions.iter().any(|(key, next)| {
+            checkpoints
+                .checkpointed
+                .get(key)
+                .is_none_or(|&local| *next > local)
+        });
+        if !newer {
+            tracing::info!(
+                partition = log.partition,
+                "local state is current; nothing restored"
+            );
+            return Ok(Vec::new());
+        }
+        let engine = self.processor.engine_mut();
+        let users: Vec<(String, Vec<u8>)> = log
+            .users
+            .iter()
+            .map(|(id, user)| (id.clone(), engine.localize_user(id, user)))
+            .collect();
+        let offsets = by_name(&positions.iter().copied().collect(), &self.inputs);
+        let store = checkpoints.store.clone();
+        let count = users.len();
+        let stored = tokio::task::spawn_blocking(move || store.write_restored(&users, &offsets))
+            .await
+            .map_err(|join| StoreError::Changelog(join.to_string()))??;
+        for &(key, next) in &positions {
+            checkpoints.processed.insert(key, next);
+            checkpoints.checkpointed.insert(key, next);
+        }
+        self.metrics.users_in_store.set(stored as i64);
+        tracing::info!(
+            partition = log.partition,
+            users = count,
+            records = log.records,
+            ?positions,
+            "partition restored from the changelog"
+        );
+        Ok(positions)
     }
 
     /// Stores for commit the offsets whose outputs are acknowledged — and, with a state dir,

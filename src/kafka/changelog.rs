@@ -1,0 +1,241 @@
+//! The changelog of user-side state: a compacted topic keyed by user, partitioned like the
+//! inputs (input partition p's users go to changelog partition p).
+//!
+//! Each checkpoint writes its changed users there (portable: items by name), then, for every
+//! input partition it advanced, a position record saying which input offset the partition's
+//! users now reflect. The topic's order does the rest: a position record follows the users it
+//! covers, so an instance taking partition p over reads p's changelog to its end, keeps the
+//! latest record per user and continues from the latest position. Without transactions a crash
+//! can leave users written past the last position; each user's record carries the position of
+//! its own latest input, and the pipeline skips inputs a user already reflects, so every input
+//! still counts once per user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::client::replay_consumer_config;
+use super::position::NextOffsets;
+use crate::config::KafkaConfig;
+use crate::engine::PortableUser;
+use crate::pipeline::partition_of;
+
+/// Header naming what a changelog record is: `user` or `position`.
+pub const KIND_HEADER: &str = "streamrec-changelog";
+/// Position keys start with a byte no UTF-8 user id holds, so compaction never mixes the two.
+const POSITION_PREFIX: &[u8] = b"\xffposition/";
+
+/// One record to write.
+pub struct ChangelogRecord {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub kind: &'static str,
+}
+
+/// What one checkpoint writes: its changed users, then the position of every input partition
+/// it advanced past the previous checkpoint (`before`). Users without a position (none come
+/// from the pipeline) have no partition and are left out.
+pub fn checkpoint_records(
+    users: Vec<(String, PortableUser)>,
+    covers: &NextOffsets,
+    before: &NextOffsets,
+    inputs: &[String],
+) -> Vec<ChangelogRecord> {
+    let mut records: Vec<ChangelogRecord> = users
+        .into_iter()
+        .filter_map(|(id, user)| {
+            let partition = partition_of(user.position?.stream);
+            Some(ChangelogRecord {
+                partition,
+                key: id.into_bytes(),
+                value: user.encode(),
+                kind: "user",
+            })
+        })
+        .collect();
+    for (&(topic, partition), &next) in covers {
+        if before.get(&(topic, partition)) == Some(&next) {
+            continue;
+        }
+        records.push(ChangelogRecord {
+            partition,
+            key: position_key(&inputs[topic as usize]),
+            value: next.to_string().into_bytes(),
+            kind: "position",
+        });
+    }
+    records
+}
+
+fn position_key(input_topic: &str) -> Vec<u8> {
+    [POSITION_PREFIX, input_topic.as_bytes()].concat()
+}
+
+/// Hands every record to the producer (waiting while its queue is full) and returns their
+/// acknowledgements, in order.
+pub async fn send_records(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[ChangelogRecord],
+) -> Result<Vec<DeliveryFuture>, KafkaError> {
+    let mut acks = Vec::with_capacity(records.len());
+    for record in records {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: KIND_HEADER,
+            value: Some(record.kind),
+        });
+        let mut next = FutureRecord::to(topic)
+            .partition(record.partition)
+            .key(&record.key)
+            .payload(&record.value)
+            .headers(headers);
+        loop {
+            match producer.send_result(next) {
+                Ok(ack) => break acks.push(ack),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    next = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((err, _)) => return Err(err),
+            }
+        }
+    }
+    Ok(acks)
+}
+
+/// One changelog partition as it stands: the latest record per user and the latest position
+/// per input topic.
+#[derive(Debug, Default)]
+pub struct PartitionLog {
+    pub partition: i32,
+    pub users: Vec<(String, PortableUser)>,
+    /// Next input offset per input topic name.
+    pub positions: BTreeMap<String, i64>,
+    /// Records read.
+    pub records: u64,
+}
+
+/// Reads changelog partition `partition` from its start to its current end (blocking: run it
+/// off the async threads). Undecodable user records are an error: restoring without them
+/// would silently lose those users.
+pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLog, String> {
+    let topic = &kafka.changelog_topic;
+    let group = format!("{}.changelog", kafka.group_id);
+    let consumer: BaseConsumer = replay_consumer_config(kafka, &group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(10);
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .map_err(|e| format!("changelog {topic}/{partition}: {e}"))?;
+    let mut log = PartitionLog {
+        partition,
+        ..PartitionLog::default()
+    };
+    if high <= low {
+        return Ok(log);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut at = low;
+    while at < high {
+        let Some(polled) = consumer.poll(timeout) else {
+            return Err(format!(
+                "changelog {topic}/{partition}: nothing read for 10 s at offset {at} of {high}"
+            ));
+        };
+        let message = match polled {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(_)) => break,
+            Err(err) => return Err(format!("changelog {topic}/{partition}: {err}")),
+        };
+        at = message.offset() + 1;
+        log.records += 1;
+        let key = message.key().unwrap_or_default().to_vec();
+        if is_position(&message) {
+            let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
+            let next = std::str::from_utf8(message.payload().unwrap_or_default())
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| format!("changelog {topic}/{partition}@{}: bad position", at - 1))?;
+            log.positions.insert(topic_name.into_owned(), next);
+        } else {
+            latest.insert(key, message.payload().unwrap_or_default().to_vec());
+        }
+    }
+    let mut users = Vec::with_capacity(latest.len());
+    for (key, value) in latest {
+        let id = String::from_utf8(key).map_err(|_| "a changelog user key is not UTF-8")?;
+        let user = PortableUser::decode(&value, &id).map_err(|e| e.to_string())?;
+        users.push((id, user));
+    }
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    log.users = users;
+    Ok(log)
+}
+
+fn is_position(message: &impl Message) -> bool {
+    message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|h| h.key == KIND_HEADER && h.value == Some(b"position".as_slice()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Position;
+    use crate::profile::PortableProfile;
+
+    fn user(partition: u32, seq: i64) -> PortableUser {
+        PortableUser {
+            profile: PortableProfile {
+                counts: [1, 0, 0, 0],
+                first_seen_ms: 0,
+                last_seen_ms: 0,
+                recent: Vec::new(),
+                purchased: Vec::new(),
+                categories: Vec::new(),
+            },
+            factors: vec![0.0; 2],
+            attributes: Vec::new(),
+            position: Some(Position {
+                stream: u64::from(partition),
+                seq,
+            }),
+        }
+    }
+
+    #[test]
+    fn users_go_to_their_input_partition_then_positions_of_advanced_partitions() {
+        let inputs = ["events".to_string()];
+        let users = vec![("a".into(), user(2, 7)), ("b".into(), user(0, 3))];
+        let covers: NextOffsets = [((0, 0), 4), ((0, 2), 8), ((0, 5), 1)].into();
+        let before: NextOffsets = [((0, 5), 1)].into();
+        let records = checkpoint_records(users, &covers, &before, &inputs);
+        let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();
+        assert_eq!(
+            summary,
+            [(2, "user"), (0, "user"), (0, "position"), (2, "position")],
+            "partition 5 did not move: no position for it"
+        );
+        assert_eq!(records[2].value, b"4");
+        assert!(
+            std::str::from_utf8(&records[2].key).is_err(),
+            "no user id can equal it"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! The user-state changelog on librdkafka's mock cluster: a partition that moves to an instance
+//! with no local state takes its users' state along, and a changelog cut short by a crash (users
+//! written past the last position) still counts every event once per user.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use streamrec::config::Config;
+use streamrec::engine::Engine;
+use streamrec::event::EventType;
+use streamrec::kafka::{run, Observers, RunReport};
+use streamrec::pipeline::Stats;
+use streamrec::store::StateStore;
+use tokio::sync::watch;
+
+use common::unique;
+
+const PARTITIONS: i32 = 3;
+const USERS_PER_PARTITION: usize = 4;
+const VIEWS: usize = 5;
+
+type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+fn config_for(cluster: &Cluster, state: &Path) -> Config {
+    let mut config = Config::default();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    config.kafka.group_id = unique("group");
+    config.kafka.session_timeout_ms = 6_000;
+    config.kafka.input_topics = vec![unique("events")];
+    config.kafka.recommendations_topic = unique("recs");
+    config.kafka.similar_items_topic = unique("similar");
+    config.kafka.dead_letter_topic = unique("dead");
+    config.kafka.triggers_topic = unique("triggers");
+    config.kafka.changelog_topic = unique("changelog");
+    config.state.dir = state.display().to_string();
+    for topic in config.kafka.all_topics() {
+        cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    }
+    config
+}
+
+/// `VIEWS` views by every user, partitions interleaved; `round` makes the items and times new.
+fn produce_views(config: &Config, round: usize) -> u64 {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .unwrap();
+    let mut sent = 0;
+    for k in 0..VIEWS {
+        for u in 0..USERS_PER_PARTITION {
+            for p in 0..PARTITIONS {
+                let user = format!("p{p}-u{u}");
+                let item = format!("r{round}-i{}", (u + k) % 7);
+                let ts = 1_700_000_000_000i64 + (round * 1000 + k * 10 + u) as i64;
+                let json =
+                    format!(r#"{{"type":"view","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#);
+                let topic = &config.kafka.input_topics[0];
+                let record = BaseRecord::to(topic).partition(p).key(&user).payload(&json);
+                producer.send(record).unwrap();
+                sent += 1;
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    sent
+}
+
+/// Runs one instance until `consumed` inputs are consumed, then a further `linger`.
+async fn run_for(config: &Config, consumed: u64, linger: Duration) -> RunReport {
+    let (progress_tx, mut progress) = watch::channel(Stats::default());
+    let until = async move {
+        while progress.borrow_and_update().consumed < consumed {
+            progress.changed().await.unwrap();
+        }
+        tokio::time::sleep(linger).await;
+    };
+    let observers = Observers {
+        progress: Some(progress_tx),
+        ..Observers::default()
+    };
+    tokio::time::timeout(Duration::from_secs(60), run(config, until, observers))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds")
+}
+
+/// Views per user as the instance's state dir holds them.
+fn stored_views(config: &Config) -> BTreeMap<String, u64> {
+    let store = StateStore::open(Path::new(&config.state.dir), false).unwrap();
+    let stored = store.read().unwrap().expect("a checkpoint was written");
+    let mut engine = Engine::from_records(config.engine.clone(), &stored.records).unwrap();
+    let mut views = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        for u in 0..USERS_PER_PARTITION {
+            let user = format!("p{p}-u{u}");
+            if let Some(record) = store.user(&user).unwrap() {
+                engine.insert_user(&user, &record).unwrap();
+            }
+            let count = engine
+                .user(&user)
+                .map_or(0, |s| s.profile.counts[EventType::View.index()]);
+            views.insert(user, count);
+        }
+    }
+    views
+}
+
+fn every_user_has(views: &BTreeMap<String, u64>, expected: u64) {
+    assert_eq!(views.len(), PARTITIONS as usize * USERS_PER_PARTITION);
+    for (user, &count) in views {
+        assert_eq!(count, expected, "views applied to {user}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_moves_to_a_fresh_instance_with_its_users_state() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let a = config_for(&cluster, &dirs.path().join("a"));
+    let first = produce_views(&a, 0);
+    run_for(&a, first, Duration::from_secs(1)).await;
+    every_user_has(&stored_views(&a), VIEWS as u64);
+
+    // Instance a is gone for good; b starts in the same group with an empty state dir.
+    let mut b = a.clone();
+    b.state.dir = dirs.path().join("b").display().to_string();
+    let second = produce_views(&a, 1);
+    let report = run_for(&b, second, Duration::from_secs(1)).await;
+    assert_eq!(
+        report.stats().applied,
+        second,
+        "b applies only the new events"
+    );
+    every_user_has(&stored_views(&b), 2 * VIEWS as u64);
+}
+
+/// Reads every record of `from` and writes it to `to` (same partition, key, value, headers),
+/// leaving out each partition's last position record: a checkpoint whose users reached the
+/// changelog and whose position did not (a crash in between).
+fn copy_without_last_positions(brokers: &str, from: &str, to: &str) -> usize {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let mut dropped = 0;
+    for partition in 0..PARTITIONS {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", unique("copy"))
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(from, partition, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assignment).unwrap();
+        let mut records = Vec::new();
+        loop {
+            let message = match consumer.poll(Duration::from_secs(5)) {
+                Some(Ok(message)) if message.partition() == partition => message,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) if p == partition => break,
+                None => break,
+                _ => continue,
+            };
+            let kind = message
+                .headers()
+                .and_then(|h| h.iter().next().and_then(|h| h.value.map(<[u8]>::to_vec)))
+                .unwrap_or_default();
+            let key = message.key().unwrap_or_default().to_vec();
+            let payload = message.payload().unwrap_or_default().to_vec();
+            records.push((kind, key, payload));
+        }
+        let last = records.iter().rposition(|(kind, _, _)| kind == b"position");
+        let positions = records.iter().filter(|r| r.0 == b"position").count();
+        assert!(
+            positions >= 2,
+            "partition {partition} needs two checkpoints: {positions}"
+        );
+        for (i, (kind, key, payload)) in records.iter().enumerate() {
+            if Some(i) == last {
+                dropped += 1;
+                continue;
+            }
+            let kind = String::from_utf8(kind.clone()).unwrap();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "streamrec-changelog",
+                value: Some(&kind),
+            });
+            let record = BaseRecord::to(to)
+                .partition(partition)
+                .key(key)
+                .payload(payload)
+                .headers(headers);
+            producer.send(record).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    dropped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_written_past_the_last_position_count_each_event_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let a = config_for(&cluster, &dirs.path().join("a"));
+    // Two runs: at least two checkpoints of every partition.
+    for round in 0..2 {
+        let sent = produce_views(&a, round);
+        run_for(&a, sent, Duration::from_secs(1)).await;
+    }
+
+    // b: no local state, a group with no commits (it reads the input from its start), and a
+    // changelog whose last position per partition was lost.
+    let mut b = a.clone();
+    b.state.dir = dirs.path().join("b").display().to_string();
+    b.kafka.group_id = unique("group-b");
+    b.kafka.changelog_topic = unique("changelog-cut");
+    cluster
+        .create_topic(&b.kafka.changelog_topic, PARTITIONS, 1)
+        .unwrap();
+    let dropped = copy_without_last_positions(
+        &a.kafka.brokers,
+        &a.kafka.changelog_topic,
+        &b.kafka.changelog_topic,
+    );
+    assert_eq!(dropped, PARTITIONS as usize);
+    let report = run_for(&b, 0, Duration::from_secs(4)).await;
+    let stats = report.stats();
+    assert!(
+        stats.already_applied > 0,
+        "b re-read events its restored users reflect: {stats:?}"
+    );
+    assert_eq!(
+        stats.applied, 0,
+        "every event was in a restored user already"
+    );
+    every_user_has(&stored_views(&b), 2 * VIEWS as u64);
+}
