@@ -29,16 +29,23 @@ pub struct InstancesRow {
     pub model_updates: u64,
 }
 
+/// With `state`, every instance checkpoints to its own state dir (under a temporary dir) and
+/// writes its changed users to a changelog topic, as a deployment of several instances does.
 pub async fn bench_instances(
     events: usize,
     seed: u64,
     counts: &[usize],
+    state: bool,
 ) -> anyhow::Result<Vec<InstancesRow>> {
     let cluster = MockCluster::new(1).context("cannot start the mock cluster")?;
+    let dirs = ScratchDir::new()?;
     let payloads = demo_payloads(events, seed);
     let mut rows: Vec<InstancesRow> = Vec::new();
     for (round, &count) in counts.iter().enumerate() {
-        let config = round_config(&cluster, round)?;
+        let mut config = round_config(&cluster, round, state)?;
+        if state {
+            config.state.dir = dirs.0.join(format!("round-{round}")).display().to_string();
+        }
         produce_messages(
             &config.kafka,
             &config.kafka.input_topics[0],
@@ -62,10 +69,29 @@ pub async fn bench_instances(
     Ok(rows)
 }
 
+/// State dirs of one bench, removed when it ends.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<ScratchDir> {
+        let path = std::env::temp_dir().join(format!("streamrec-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot make {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Fresh topics and group for one round.
 fn round_config(
     cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     round: usize,
+    changelog: bool,
 ) -> anyhow::Result<Config> {
     let mut config = Config::default();
     let kafka = &mut config.kafka;
@@ -82,6 +108,9 @@ fn round_config(
     kafka.dead_letter_topic = name("dead-letter");
     kafka.triggers_topic = name("triggers");
     kafka.model_updates_topic = name("model-updates");
+    if changelog {
+        kafka.changelog_topic = name("changelog");
+    }
     for topic in config.kafka.all_topics() {
         cluster.create_topic(&topic, PARTITIONS, 1)?;
     }
@@ -101,6 +130,9 @@ async fn timed_instances(
     for index in 0..count {
         let mut config = config.clone();
         config.kafka.instance_id = format!("bench-{index}");
+        if !config.state.dir.is_empty() {
+            config.state.dir = format!("{}/instance-{index}", config.state.dir);
+        }
         let (tx, rx) = watch::channel(Stats::default());
         progress.push(rx);
         let observers = Observers {

@@ -200,6 +200,10 @@ pub struct BenchInstancesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// No state dirs and no changelog (by default each instance checkpoints to its own state
+    /// dir and writes changed users to a changelog topic, as a deployment does).
+    #[arg(long)]
+    pub no_state: bool,
 }
 
 #[derive(Debug, Args)]
@@ -536,14 +540,16 @@ fn bench_instances(args: BenchInstancesArgs) -> anyhow::Result<()> {
         args.events,
         args.seed,
         &args.instances,
+        !args.no_state,
     ))?;
     if args.json {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
     println!(
-        "{} events, mock cluster, 6 partitions, instances in one process replicating through model-updates",
-        args.events
+        "{} events, mock cluster, 6 partitions, instances in one process replicating through model-updates{}",
+        args.events,
+        if args.no_state { "" } else { ", each with a state dir and the changelog" }
     );
     for row in rows {
         println!(
