@@ -44,6 +44,8 @@ pub struct Metrics {
     consumed: Counter,
     applied: Counter,
     duplicates: Counter,
+    already_applied: Counter,
+    restoring_partitions: Gauge,
     rejected: Family<ReasonLabel, Counter>,
     published: Family<TopicLabel, Counter>,
     /// Seconds from an event's Kafka timestamp to its recommendation's acknowledgement.
@@ -86,6 +88,8 @@ impl Metrics {
             consumed: Counter::default(),
             applied: Counter::default(),
             duplicates: Counter::default(),
+            already_applied: Counter::default(),
+            restoring_partitions: Gauge::default(),
             rejected: Family::default(),
             published: Family::default(),
             event_to_output: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -123,6 +127,20 @@ impl Metrics {
             "events_duplicate",
             "Events dropped as duplicates",
             &m.duplicates,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "inputs_already_applied",
+            "Inputs skipped because their user's state (restored from the changelog) reflects them",
+            &m.already_applied,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "partitions_restoring",
+            "Assigned partitions held until their users are restored from the changelog",
+            &m.restoring_partitions,
         );
         register(
             &mut m.registry,
@@ -210,6 +228,10 @@ impl Metrics {
         self.consumed.inc_by(total.consumed - seen.consumed);
         self.applied.inc_by(total.applied - seen.applied);
         self.duplicates.inc_by(total.duplicates - seen.duplicates);
+        self.already_applied
+            .inc_by(total.already_applied - seen.already_applied);
+        self.restoring_partitions
+            .set(health.restoring().len() as i64);
         for (reason, &count) in &total.rejected {
             let before = seen.rejected.get(reason).copied().unwrap_or(0);
             self.rejected

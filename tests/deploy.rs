@@ -38,7 +38,16 @@ fn kubernetes_manifests_hold_a_stateful_set_with_probes_on_the_admin_endpoints()
         Some("/readyz")
     );
     let config = docs[0]["data"]["streamrec.toml"].as_str().unwrap();
-    streamrec::config::Config::parse(config).expect("the ConfigMap's config is valid");
+    let env = &container["env"];
+    let instance_from_pod = env
+        .as_vec()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"].as_str() == Some("STREAMREC__KAFKA__INSTANCE_ID"));
+    assert!(instance_from_pod, "each pod names itself");
+    // What the pod's environment adds.
+    let config = config.replace("[kafka]\n", "[kafka]\ninstance_id = \"streamrec-0\"\n");
+    streamrec::config::Config::parse(&config).expect("the ConfigMap's config is valid");
 }
 
 #[test]

@@ -106,3 +106,57 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EngineConfig;
+    use crate::event::{Event, EventType};
+
+    fn portable_of(engine: &mut Engine, user: &str) -> PortableUser {
+        engine
+            .changed_portable_users()
+            .into_iter()
+            .find(|(id, _)| id == user)
+            .map(|(_, p)| p)
+            .expect("the user changed")
+    }
+
+    /// A user moved between instances that interned items in different orders keeps the same
+    /// history, categories, vector and position.
+    #[test]
+    fn a_user_moves_between_instances_that_intern_differently() {
+        let mut owner = Engine::new(EngineConfig::default());
+        for (n, kind) in [EventType::View, EventType::Purchase, EventType::View]
+            .into_iter()
+            .enumerate()
+        {
+            let mut event = Event::new(kind, "u", &format!("i{n}"), 1_000 + n as i64);
+            event.category = Some(format!("c{n}"));
+            owner.apply(&event);
+        }
+        let at = Position { stream: 3, seq: 41 };
+        owner.record_position("u", at);
+        let portable = portable_of(&mut owner, "u");
+
+        let mut other = Engine::new(EngineConfig::default());
+        let mut first = Event::new(EventType::View, "w", "i2", 500);
+        first.category = Some("c9".into());
+        other.apply(&first); // i2 and c9 come first here: other indices
+        let record = other.localize_user("u", &portable);
+        other.insert_user("u", &record).unwrap();
+        assert!(other.already_applied("u", at));
+        assert!(!other.already_applied("u", Position { stream: 3, seq: 42 }));
+        other.record_position("u", Position { stream: 3, seq: 42 }); // mark it changed
+        other.shard.users.get_mut("u").unwrap().touched = other.shard.steps + 1;
+        let moved = portable_of(&mut other, "u");
+        assert_eq!(moved.profile, portable.profile);
+        assert_eq!(moved.factors, portable.factors);
+        assert_eq!(moved.position, Some(Position { stream: 3, seq: 42 }));
+        assert_ne!(
+            other.item_index("i0"),
+            owner.item_index("i0"),
+            "the test needs different interning"
+        );
+    }
+}

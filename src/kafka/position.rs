@@ -77,6 +77,12 @@ impl Positions {
         self.seeking.remove(&key);
     }
 
+    /// A message of a partition held for its restore was dropped: with no position known, the
+    /// partition must continue from it.
+    pub fn held_at(&mut self, key: (u16, i32), offset: i64) {
+        self.next.entry(key).or_insert(offset);
+    }
+
     /// The next offset the state expects of a partition, if it knows one.
     pub fn next_of(&self, key: (u16, i32)) -> Option<i64> {
         self.next.get(&key).copied()

@@ -199,7 +199,6 @@ pub async fn run(
     if let Some(queue) = &restore_queue {
         check_changelog(&consumer, kafka, &queue.inputs)?;
     }
-    let mut dropped: BTreeMap<(u16, i32), i64> = BTreeMap::new();
     let (restored_tx, mut restored_rx) = mpsc::channel::<(i32, Result<PartitionLog, String>)>(64);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tokio::pin!(shutdown);
@@ -225,7 +224,7 @@ pub async fn run(
                 for &(key, next) in &positions {
                     positions_table.restored(key, next);
                 }
-                resume(&consumer, &restore_queue, partition, &topics, &positions_table, &mut dropped);
+                resume(&consumer, &restore_queue, partition, &topics, &positions_table);
                 observers.health.set_restoring(partition, false);
             }
             message = consumer.recv() => match message {
@@ -242,7 +241,7 @@ pub async fn run(
                     if observers.health.any_restoring() && is_restoring(&observers.health, &restore_queue, topic, partition) {
                         // Fetched before the pause: read again from here (or from the
                         // restored position) once the partition resumes.
-                        dropped.entry((index, partition)).or_insert(message.offset());
+                        positions_table.held_at((index, partition), message.offset());
                         continue;
                     }
                     if let Verdict::Skip { seek_to } = positions_table.check(index, partition, message.offset()) {
@@ -356,22 +355,21 @@ async fn install(
 }
 
 /// Lets a restored partition flow again from where its state ends (or, with no state, from the
-/// first message dropped while it was held).
+/// first message dropped while it was held). Should the seek not take, the positions seek again
+/// when the next message arrives out of line.
 fn resume(
     consumer: &StreamConsumer<GroupContext>,
     queue: &Option<RestoreQueue>,
     partition: i32,
     topics: &[String],
     positions: &Positions,
-    dropped: &mut BTreeMap<(u16, i32), i64>,
 ) {
     let Some(queue) = queue else { return };
     let mut held = rdkafka::TopicPartitionList::new();
     for topic in &queue.inputs {
         held.add_partition(topic, partition);
         let index = topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
-        let first_dropped = dropped.remove(&(index, partition));
-        let Some(next) = positions.next_of((index, partition)).or(first_dropped) else {
+        let Some(next) = positions.next_of((index, partition)) else {
             continue;
         };
         let at = Offset::Offset(next);
