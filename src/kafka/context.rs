@@ -215,20 +215,39 @@ impl ConsumerContext for GroupContext {
         }
     }
 
+    /// The held count comes from the rebalance itself, never from asking the consumer: during
+    /// the consumer's close that request waits on the queue being closed, forever. Eager
+    /// rebalancing (the default) assigns and revokes the whole set; cooperative, increments.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        use rdkafka::consumer::Consumer;
+        use rdkafka::consumer::{Consumer, RebalanceProtocol};
+        let incremental = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let count = &self.health.assigned_partitions;
         match rebalance {
-            Rebalance::Assign(_) | Rebalance::Revoke(_) => {
-                if let Rebalance::Assign(assigned) = rebalance {
-                    if let Some(restore) = &self.restore {
-                        restore.hold(consumer, assigned);
-                    }
-                    self.health.assignments.fetch_add(1, Ordering::Relaxed);
+            Rebalance::Assign(assigned) => {
+                if let Some(restore) = &self.restore {
+                    restore.hold(consumer, assigned);
                 }
-                let held = consumer.assignment().map_or(0, |tpl| tpl.count());
-                self.health
-                    .assigned_partitions
-                    .store(held, Ordering::Relaxed);
+                self.health.assignments.fetch_add(1, Ordering::Relaxed);
+                match incremental {
+                    true => count.fetch_add(assigned.count(), Ordering::Relaxed),
+                    false => count.swap(assigned.count(), Ordering::Relaxed),
+                };
+                let held = count.load(Ordering::Relaxed);
+                tracing::info!(partitions = held, "partition assignment changed");
+            }
+            Rebalance::Revoke(revoked) => {
+                let gone = if incremental {
+                    revoked.count()
+                } else {
+                    usize::MAX
+                };
+                let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    Some(held.saturating_sub(gone))
+                });
+                let held = count.load(Ordering::Relaxed);
                 tracing::info!(partitions = held, "partition assignment changed");
             }
             Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance failed"),
