@@ -20,7 +20,8 @@
 //! - [`triggers`]: campaign trigger rules, evaluated in event time on the engine's state.
 //! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)` (plus
 //!   `apply_profile`, `apply_catalog` and the fired triggers), split into item-side (shared) and
-//!   user-side (per worker) state.
+//!   user-side (per worker) state; `engine::ModelUpdate` replicates the item side between
+//!   instances and `engine::PortableUser` moves a user between them.
 //! - [`synthetic`]: a seeded shopper stream for benchmarks and the demo.
 //! - [`formats`] and [`eval`]: dataset and catalog readers and prequential evaluation with a
 //!   cold-start slice (edges over the core).
@@ -31,7 +32,8 @@
 //!   [`inspect`] renders stored state for operators, [`state_bench`] measures checkpoints and
 //!   restarts, [`bench_instances`] measures several instances sharing the item model.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay`, the `produce`
-//!   loader and the follower of other instances' item-model updates (`engine::ModelUpdate`);
+//!   loader, the follower of other instances' item-model updates and the user-state changelog
+//!   (written with checkpoints, read when a partition is assigned);
 //!   [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
 //! - [`admin`]: `run`'s HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //! - [`config`] and [`cli`]: settings and the command line; [`config_layers`] merges defaults,
