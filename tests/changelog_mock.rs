@@ -17,12 +17,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use streamrec::config::Config;
 use streamrec::engine::Engine;
 use streamrec::event::EventType;
-use streamrec::kafka::{run, Observers, RunReport};
-use streamrec::pipeline::Stats;
 use streamrec::store::StateStore;
-use tokio::sync::watch;
 
-use common::unique;
+use common::{fresh_config, run_for, unique};
 
 const PARTITIONS: i32 = 3;
 const USERS_PER_PARTITION: usize = 4;
@@ -31,15 +28,7 @@ const VIEWS: usize = 5;
 type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
 fn config_for(cluster: &Cluster, state: &Path) -> Config {
-    let mut config = Config::default();
-    config.kafka.brokers = cluster.bootstrap_servers();
-    config.kafka.group_id = unique("group");
-    config.kafka.session_timeout_ms = 6_000;
-    config.kafka.input_topics = vec![unique("events")];
-    config.kafka.recommendations_topic = unique("recs");
-    config.kafka.similar_items_topic = unique("similar");
-    config.kafka.dead_letter_topic = unique("dead");
-    config.kafka.triggers_topic = unique("triggers");
+    let mut config = fresh_config(cluster.bootstrap_servers());
     config.kafka.changelog_topic = unique("changelog");
     config.state.dir = state.display().to_string();
     for topic in config.kafka.all_topics() {
@@ -72,25 +61,6 @@ fn produce_views(config: &Config, round: usize) -> u64 {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
     sent
-}
-
-/// Runs one instance until `consumed` inputs are consumed, then a further `linger`.
-async fn run_for(config: &Config, consumed: u64, linger: Duration) -> RunReport {
-    let (progress_tx, mut progress) = watch::channel(Stats::default());
-    let until = async move {
-        while progress.borrow_and_update().consumed < consumed {
-            progress.changed().await.unwrap();
-        }
-        tokio::time::sleep(linger).await;
-    };
-    let observers = Observers {
-        progress: Some(progress_tx),
-        ..Observers::default()
-    };
-    tokio::time::timeout(Duration::from_secs(60), run(config, until, observers))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds")
 }
 
 /// Views per user as the instance's state dir holds them.

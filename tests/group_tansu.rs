@@ -10,24 +10,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::tansu::{applied, produced, state_config, streamrec, terminate, Broker};
+use common::tansu::{
+    applied, produced, start_logged, state_config, streamrec, strip_ansi, terminate, Broker,
+};
 use common::{committed, dataset, ends_by_reading, unique};
 
 const PARTITIONS: i32 = 6;
-
-/// `streamrec run` with its log in `log` (to see its assignments).
-fn start_logged(config: &Path, log: &Path) -> Child {
-    streamrec()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
 
 /// Waits until the member logging to `log` holds `partitions` partitions.
 fn wait_for_assignment(log: &Path, partitions: usize) {
@@ -49,23 +40,6 @@ fn wait_for_assignment(log: &Path, partitions: usize) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Two members' configs on a fresh 6-partition topic.

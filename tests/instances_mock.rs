@@ -19,7 +19,7 @@ use streamrec::ranking::Filters;
 use streamrec::store::StateStore;
 use tokio::sync::watch;
 
-use common::unique;
+use common::{fresh_config, run_for, unique};
 
 const PARTITIONS: i32 = 3;
 const USERS_PER_PARTITION: usize = 6;
@@ -52,15 +52,7 @@ fn produce(brokers: &str, topic: &str) -> u64 {
 }
 
 fn config_for(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Config {
-    let mut config = Config::default();
-    config.kafka.brokers = cluster.bootstrap_servers();
-    config.kafka.group_id = unique("group");
-    config.kafka.session_timeout_ms = 6_000;
-    config.kafka.input_topics = vec![unique("events")];
-    config.kafka.recommendations_topic = unique("recs");
-    config.kafka.similar_items_topic = unique("similar");
-    config.kafka.dead_letter_topic = unique("dead");
-    config.kafka.triggers_topic = unique("triggers");
+    let mut config = fresh_config(cluster.bootstrap_servers());
     config.kafka.model_updates_topic = unique("model-updates");
     config.kafka.catalog_topic = unique("catalog");
     for topic in config.kafka.all_topics() {
@@ -172,26 +164,6 @@ async fn two_instances_share_the_item_model_through_the_model_updates_topic() {
         assert_eq!(from_a, from_b, "both replicas know {item}'s neighbours");
         assert!(from_a.iter().all(|n| n.starts_with(&format!("p{p}-"))));
     }
-}
-
-/// Runs one instance until `consumed` inputs are consumed (0: none expected) and a further
-/// `linger` has passed; returns its report.
-async fn run_for(config: &Config, consumed: u64, linger: Duration) -> RunReport {
-    let (progress_tx, mut progress) = watch::channel(Stats::default());
-    let until = async move {
-        while progress.borrow_and_update().consumed < consumed {
-            progress.changed().await.unwrap();
-        }
-        tokio::time::sleep(linger).await;
-    };
-    let observers = Observers {
-        progress: Some(progress_tx),
-        ..Observers::default()
-    };
-    tokio::time::timeout(Duration::from_secs(60), run(config, until, observers))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds")
 }
 
 fn another_instances_update(brokers: &str, topic: &str, item: &str, partner: Option<&str>) {

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -20,7 +20,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use streamrec::engine::PortableUser;
 
-use common::tansu::{produced, streamrec, terminate, Broker};
+use common::tansu::{
+    produced, start_logged, streamrec, terminate, wait_for_any_line, wait_for_line, Broker,
+};
 use common::{committed, dataset, ends_by_reading, read_topic, unique};
 
 const PARTITIONS: i32 = 6;
@@ -118,50 +120,6 @@ checkpoint_max_events = 4000
 
 /// What a member logs when it took a partition's users from the changelog.
 const RESTORED_LINE: &str = "partition restored from the changelog";
-
-/// Waits until one of `logs` holds a line containing `text`.
-fn wait_for_any_line(logs: &[PathBuf], text: &str) {
-    let started = Instant::now();
-    while !logs.iter().any(|log| {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| strip_ansi(l).contains(text))
-    }) {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "no {text:?} in {logs:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_for_line(log: &Path, text: &str) {
-    wait_for_any_line(&[log.to_path_buf()], text);
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn start(config: &Path, log: &Path) -> Child {
-    streamrec()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
 
 /// Per changelog partition: a digest of the latest record of every user, over what only the
 /// user's own events decide (not the factors, which depend on the item vectors other users
@@ -270,7 +228,12 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
 
     let mut members: BTreeMap<&str, Child> = ["a", "b", "c"]
         .into_iter()
-        .map(|m| (m, start(&scaled.config(dir.path(), &broker, m), &log(m))))
+        .map(|m| {
+            (
+                m,
+                start_logged(&scaled.config(dir.path(), &broker, m), &log(m)),
+            )
+        })
         .collect();
     for m in ["a", "b", "c"] {
         wait_for_line(&log(m), "partition assignment changed partitions=2");
@@ -291,7 +254,7 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
         wait_for_any_line(&[log("a"), log("c")], taken_over);
         members.insert(
             "d",
-            start(&scaled.config(dir.path(), &broker, "d"), &log("d")),
+            start_logged(&scaled.config(dir.path(), &broker, "d"), &log("d")),
         );
         wait_for_line(&log("d"), RESTORED_LINE);
         producing.join().unwrap()
@@ -302,7 +265,7 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
     }
 
     // The reference: one instance over the same input.
-    let alone = start(&single.config(dir.path(), &broker, "alone"), &log("alone"));
+    let alone = start_logged(&single.config(dir.path(), &broker, "alone"), &log("alone"));
     single.wait_for_commits(
         &broker,
         |c| c == ends.as_slice(),

@@ -168,3 +168,44 @@ pub fn ends_by_reading(brokers: &str, topic: &str, partitions: i32, expected: us
         })
         .collect()
 }
+
+/// Runs one `run` instance until `consumed` inputs are consumed (0: none expected) and a further
+/// `linger` has passed; returns its report.
+pub async fn run_for(
+    config: &streamrec::config::Config,
+    consumed: u64,
+    linger: Duration,
+) -> streamrec::kafka::RunReport {
+    use streamrec::kafka::{run, Observers};
+    let (progress_tx, mut progress) =
+        tokio::sync::watch::channel(streamrec::pipeline::Stats::default());
+    let until = async move {
+        while progress.borrow_and_update().consumed < consumed {
+            progress.changed().await.unwrap();
+        }
+        tokio::time::sleep(linger).await;
+    };
+    let observers = Observers {
+        progress: Some(progress_tx),
+        ..Observers::default()
+    };
+    tokio::time::timeout(Duration::from_secs(60), run(config, until, observers))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds")
+}
+
+/// A config on `brokers` with a fresh group, input and output topics (created by the caller).
+pub fn fresh_config(brokers: String) -> streamrec::config::Config {
+    let mut config = streamrec::config::Config::default();
+    let kafka = &mut config.kafka;
+    kafka.brokers = brokers;
+    kafka.group_id = unique("group");
+    kafka.session_timeout_ms = 6_000;
+    kafka.input_topics = vec![unique("events")];
+    kafka.recommendations_topic = unique("recs");
+    kafka.similar_items_topic = unique("similar");
+    kafka.dead_letter_topic = unique("dead");
+    kafka.triggers_topic = unique("triggers");
+    config
+}

@@ -247,3 +247,48 @@ pub fn produced(report: &str) -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count in {report}"))
 }
+
+/// `streamrec run` with its log (info) in `log`, to follow its assignments and restores.
+pub fn start_logged(config: &Path, log: &Path) -> Child {
+    streamrec()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until one of `logs` holds a line containing `text` (colours stripped).
+pub fn wait_for_any_line(logs: &[PathBuf], text: &str) {
+    let started = Instant::now();
+    while !logs.iter().any(|log| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| strip_ansi(l).contains(text))
+    }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no {text:?} in {logs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn wait_for_line(log: &Path, text: &str) {
+    wait_for_any_line(&[log.to_path_buf()], text);
+}
+
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
