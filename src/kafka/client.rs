@@ -56,6 +56,18 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     with_overrides(client, kafka)
 }
 
+/// How many partitions `topic` has (0 when it does not exist).
+pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
+    topic: &str,
+) -> Result<usize, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -58,8 +58,15 @@ impl Health {
         self.restoring_count.store(set.len(), Ordering::Relaxed);
     }
 
-    pub fn any_restoring(&self) -> bool {
+    /// Whether `partition` waits for its restore: one atomic load while none does (the hot
+    /// path), the set's lock only during restores.
+    pub fn is_restoring(&self, partition: i32) -> bool {
         self.restoring_count.load(Ordering::Relaxed) > 0
+            && self
+                .restoring
+                .lock()
+                .expect("not poisoned")
+                .contains(&partition)
     }
 
     pub fn assigned_partitions(&self) -> usize {

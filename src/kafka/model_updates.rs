@@ -19,7 +19,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
-use super::client::replay_consumer_config;
+use super::client::{partition_count, replay_consumer_config};
 use super::context::Health;
 use super::run::RunError;
 use crate::config::{Config, EngineConfig};
@@ -39,12 +39,7 @@ pub fn follow(
     client.set("enable.partition.eof", "false");
     let consumer: StreamConsumer = client.create()?;
     let topic = kafka.model_updates_topic.clone();
-    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
+    let partitions = partition_count(&consumer, &topic)?;
     if partitions == 0 {
         return Err(RunError::Worker(format!(
             "the model updates topic {topic} does not exist; create it (partitions as the input's)"

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::changelog::{read_partition, PartitionLog};
-use super::client::{consumer_config, producer_config};
-use super::context::{GroupContext, Health, RestoreQueue, WorkerInput};
+use super::client::{consumer_config, partition_count, producer_config};
+use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
 use super::position::{by_index, Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
@@ -238,7 +238,7 @@ pub async fn run(
                     }
                     let (topic, partition) = (message.topic(), message.partition());
                     let index = topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
-                    if observers.health.any_restoring() && is_restoring(&observers.health, &restore_queue, topic, partition) {
+                    if is_restoring(&observers.health, &restore_queue, topic, partition) {
                         // Fetched before the pause: read again from here (or from the
                         // restored position) once the partition resumes.
                         positions_table.held_at((index, partition), message.offset());
@@ -299,16 +299,9 @@ fn check_changelog(
     kafka: &crate::config::KafkaConfig,
     inputs: &[String],
 ) -> Result<(), RunError> {
-    let count = |topic: &str| -> Result<usize, RunError> {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        Ok(metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len()))
-    };
-    let changelog = count(&kafka.changelog_topic)?;
+    let changelog = partition_count(consumer, &kafka.changelog_topic)?;
     for input in inputs {
-        let needed = count(input)?;
+        let needed = partition_count(consumer, input)?;
         if changelog < needed {
             return Err(RunError::Worker(format!(
                 "the changelog topic {} has {changelog} partitions, the input {input} has {needed}: create it compacted with at least as many",
@@ -342,7 +335,7 @@ fn start_restores(
 async fn install(
     worker: &mpsc::Sender<WorkerInput>,
     log: PartitionLog,
-) -> Result<Vec<((u16, i32), i64)>, RunError> {
+) -> Result<Restored, RunError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     worker
         .send(WorkerInput::Restore(Box::new(log), reply))
@@ -391,7 +384,7 @@ fn is_restoring(
     queue
         .as_ref()
         .is_some_and(|q| q.inputs.iter().any(|t| t == topic))
-        && health.restoring().contains(&partition)
+        && health.is_restoring(partition)
 }
 
 /// With a state dir: the stored engine (or a fresh one) and checkpointing for the one worker.

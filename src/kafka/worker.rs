@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::changelog::{checkpoint_records, send_records, PartitionLog};
-use super::context::{GroupContext, WorkerInput};
+use super::context::{GroupContext, Restored, WorkerInput};
 use super::position::{by_name, NextOffsets};
 use super::run::{wall_clock_ms, Latency, RunError};
 use super::sink::{send, Acked, InFlight, Topics};
@@ -375,7 +375,7 @@ impl Worker {
         &mut self,
         state: &mut State,
         log: PartitionLog,
-    ) -> Result<Vec<((u16, i32), i64)>, RunError> {
+    ) -> Result<Restored, RunError> {
         if state.writing.is_some() {
             let done = written(&mut state.writing).await;
             self.on_written(state, done)?;
