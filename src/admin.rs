@@ -32,6 +32,12 @@ pub struct TopicLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub topic: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
     pub topic: String,
     pub partition: i32,
@@ -48,6 +54,10 @@ pub struct Metrics {
     restoring_partitions: Gauge,
     rejected: Family<ReasonLabel, Counter>,
     published: Family<TopicLabel, Counter>,
+    /// Outputs a topic refused for what they were (a dead letter took each one's place).
+    refused: Family<RefusalLabel, Counter>,
+    /// Dead letters published as a prefix of a larger input.
+    truncated: Counter,
     /// Seconds from an event's Kafka timestamp to its recommendation's acknowledgement.
     pub event_to_output: Histogram,
     pub checkpoint_seconds: Histogram,
@@ -92,6 +102,8 @@ impl Metrics {
             restoring_partitions: Gauge::default(),
             rejected: Family::default(),
             published: Family::default(),
+            refused: Family::default(),
+            truncated: Counter::default(),
             event_to_output: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             checkpoint_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             checkpoint_bytes: Gauge::default(),
@@ -155,6 +167,20 @@ impl Metrics {
             "outputs_published",
             "Output messages queued for publishing, by topic",
             &m.published,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "outputs_refused",
+            "Outputs a topic refused for what they were (size, invalid record), by topic and code; a dead letter took each one's place",
+            &m.refused,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "dead_letters_truncated",
+            "Dead letters published as a prefix of a larger input (pipeline.dead_letter_max_bytes)",
+            &m.truncated,
         );
         register(
             &mut m.registry,
@@ -230,6 +256,8 @@ impl Metrics {
         self.duplicates.inc_by(total.duplicates - seen.duplicates);
         self.already_applied
             .inc_by(total.already_applied - seen.already_applied);
+        self.truncated
+            .inc_by(total.dead_letters_truncated - seen.dead_letters_truncated);
         self.restoring_partitions
             .set(health.restoring().len() as i64);
         for (reason, &count) in &total.rejected {
@@ -260,6 +288,15 @@ impl Metrics {
         self.assigned_partitions
             .set(health.assigned_partitions() as i64);
         *seen = total.clone();
+    }
+
+    /// One output refused by `topic` with `code`.
+    pub fn count_refused(&self, topic: &str, code: &str) {
+        let label = RefusalLabel {
+            topic: topic.to_owned(),
+            code: code.to_owned(),
+        };
+        self.refused.get_or_create(&label).inc();
     }
 
     /// Per-partition lag from librdkafka's statistics, for the partitions this member consumes.

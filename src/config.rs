@@ -163,6 +163,9 @@ pub struct PipelineConfig {
     /// Worker tasks; partition p goes to worker p % workers. Users stay with their partition's
     /// worker; the item model is shared. 1 keeps the engine exactly deterministic.
     pub workers: usize,
+    /// A rejected input larger than this goes to the dead letters as a prefix of this size (with
+    /// headers saying so): the producer and the topic must accept every dead letter.
+    pub dead_letter_max_bytes: usize,
 }
 
 impl Default for PipelineConfig {
@@ -176,6 +179,7 @@ impl Default for PipelineConfig {
             max_in_flight: 50_000,
             drain_timeout_ms: 10_000,
             workers: 1,
+            dead_letter_max_bytes: 256 * 1024,
         }
     }
 }
@@ -296,6 +300,14 @@ impl PipelineConfig {
         positive("pipeline.drain_timeout_ms", self.drain_timeout_ms as i64)?;
         if !(1..=256).contains(&self.workers) {
             return Err(invalid("pipeline.workers", "must be in 1..=256"));
+        }
+        if !(crate::dead_letter::REFUSED_PREFIX_BYTES..=100_000_000)
+            .contains(&self.dead_letter_max_bytes)
+        {
+            return Err(invalid(
+                "pipeline.dead_letter_max_bytes",
+                "must be in 4096..=100000000 (and below the producer's message.max.bytes)",
+            ));
         }
         Ok(())
     }
@@ -462,7 +474,8 @@ impl TypeWeights {
 pub struct CleanConfig {
     /// Larger payloads are rejected before parsing (`payload_too_large`).
     pub max_payload_bytes: usize,
-    /// Longer ids (after trimming) are rejected (`id_too_long:<field>`).
+    /// Ids longer than this many characters (after trimming) are rejected (`id_too_long:<field>`);
+    /// characters, as the JSON Schemas' `maxLength` counts them.
     pub max_id_len: usize,
     /// Events before this epoch-ms instant are rejected; default 2000-01-01T00:00:00Z.
     pub min_ts_ms: i64,
@@ -471,7 +484,7 @@ pub struct CleanConfig {
     /// Profile attributes and catalog tags per message; more are rejected
     /// (`too_many_attributes:<field>`).
     pub max_attributes: usize,
-    /// Bytes per attribute value, brand or tag (`attribute_too_long:<field>`).
+    /// Characters per attribute value, brand or tag (`attribute_too_long:<field>`).
     pub max_attribute_len: usize,
 }
 

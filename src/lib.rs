@@ -26,7 +26,8 @@
 //! - [`formats`] and [`eval`]: dataset and catalog readers and prequential evaluation with a
 //!   cold-start slice (edges over the core).
 //! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
-//!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed.
+//!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed;
+//!   [`dead_letter`] makes every rejected input (and every refused output) publishable.
 //! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint
 //!   (changed users only; users load on demand); [`canonical`] keeps encodings stable,
 //!   [`inspect`] renders stored state for operators, [`state_bench`] measures checkpoints and
@@ -56,6 +57,7 @@ pub mod coalesce;
 pub mod config;
 pub mod config_layers;
 pub mod cooccurrence;
+pub mod dead_letter;
 pub mod decay;
 pub mod dedup;
 pub mod demo;

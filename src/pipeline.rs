@@ -12,6 +12,7 @@ use crate::catalog::CatalogUpdate;
 use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
+use crate::dead_letter;
 use crate::engine::{Applied, Engine, Position, ReplicaUpdate};
 use crate::event::{Input, ProfileUpdate};
 use crate::offsets::Waiter;
@@ -89,6 +90,8 @@ pub struct Stats {
     /// Inputs skipped because their user's state already reflected them (a replay after the
     /// user's partition moved from an instance that had applied them).
     pub already_applied: u64,
+    /// Dead letters published as a prefix of a larger input.
+    pub dead_letters_truncated: u64,
 }
 
 impl Stats {
@@ -111,6 +114,7 @@ impl Stats {
         self.triggers += other.triggers;
         self.model_updates += other.model_updates;
         self.already_applied += other.already_applied;
+        self.dead_letters_truncated += other.dead_letters_truncated;
     }
 }
 
@@ -433,22 +437,16 @@ impl Processor {
         if !self.publishes {
             return Processed::default();
         }
-        let source = record.source;
-        let output = Output {
-            destination: Destination::DeadLetter,
-            key: format!("{}/{}/{}", record.topic, source.partition, source.offset),
-            payload: payload.to_vec(),
-            headers: vec![
-                ("streamrec-reason", reason.to_owned()),
-                ("source-topic", record.topic.to_owned()),
-                ("source-partition", source.partition.to_string()),
-                ("source-offset", source.offset.to_string()),
-            ],
-            waiters: vec![source],
-            cause_ts_ms: None,
+        let source = dead_letter::Source {
+            topic: record.topic,
+            waiter: record.source,
         };
+        let max_bytes = self.config.dead_letter_max_bytes;
+        self.stats.dead_letters_truncated += u64::from(payload.len() > max_bytes);
         Processed {
-            outputs: vec![output],
+            outputs: vec![dead_letter::rejected_input(
+                source, payload, reason, max_bytes,
+            )],
             deferred: 0,
         }
     }
@@ -548,7 +546,7 @@ pub fn clean_record(
             .map(Input::Catalog)
             .map_err(code);
     }
-    let payload = record.payload.ok_or_else(|| "empty_payload".to_owned())?;
+    let payload = record.payload.unwrap_or_default();
     cleaner.clean_input(payload).map_err(code)
 }
 
@@ -626,6 +624,32 @@ mod tests {
             0,
         );
         assert_eq!(empty.outputs[0].headers[0].1, "empty_payload");
+        let zero_bytes = run(&mut p, &[record(9, "")], 0);
+        assert_eq!(zero_bytes[0].outputs[0].headers[0].1, "empty_payload");
+        assert_eq!(p.stats().rejected["empty_payload"], 2);
+    }
+
+    #[test]
+    fn an_input_too_large_to_publish_whole_goes_out_as_a_marked_prefix() {
+        let mut config = config(0);
+        config.pipeline.dead_letter_max_bytes = 8192;
+        let mut p = Processor::new(&config);
+        let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(1_200_000));
+        let out = run(
+            &mut p,
+            &[record(0, &huge), record(1, &view("u", "a", 1000))],
+            0,
+        );
+        let dead = &out[0].outputs[0];
+        assert_eq!(dead.payload, huge.as_bytes()[..8192]);
+        assert!(dead
+            .headers
+            .contains(&("streamrec-truncated", "true".into())));
+        let size = huge.len().to_string();
+        assert!(dead.headers.contains(&("streamrec-original-size", size)));
+        assert_eq!(p.stats().rejected["payload_too_large"], 1);
+        assert_eq!(p.stats().dead_letters_truncated, 1);
+        assert_eq!(p.stats().applied, 1, "the next event is processed");
     }
 
     #[test]

@@ -288,3 +288,97 @@ fn the_item_schema_matches_the_cleaner() {
         },
     );
 }
+
+fn headers_json(headers: &[(&str, String)]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone())))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+/// Every reason code the cleaner has, and every refusal code the producer side can name, is a
+/// valid `streamrec-reason`; truncated and replacement dead letters carry valid headers.
+#[test]
+fn every_dead_letter_the_code_can_make_matches_the_header_schema() {
+    use streamrec::dead_letter::{refused_output, rejected_input, Refused, Source};
+    let validator = schema("dead-letter.headers.json");
+    let source = Source {
+        topic: "events",
+        waiter: Waiter::default(),
+    };
+    let fields = [
+        "user_id",
+        "item_id",
+        "event_id",
+        "attributes",
+        "tags",
+        "brand",
+    ];
+    for field in fields {
+        for reason in streamrec::clean::Reason::every(field) {
+            let dead = rejected_input(source, b"x", &reason.code(), 4096);
+            assert_valid(&validator, &headers_json(&dead.headers));
+        }
+    }
+    let big = rejected_input(source, &[b'x'; 10_000], "payload_too_large", 4096);
+    assert_valid(&validator, &headers_json(&big.headers));
+    for code in [
+        "msg_size_too_large",
+        "record_list_too_large",
+        "invalid_message_size",
+        "corrupt_message",
+        "invalid_record",
+        "bad_message",
+    ] {
+        for destination in [Destination::DeadLetter, Destination::Recommendations] {
+            let refused = Refused {
+                destination,
+                topic: "t".into(),
+                key: "k".into(),
+                payload: vec![b'x'; 10_000],
+                headers: big.headers.clone(),
+                waiters: vec![Waiter::default()],
+                code: code.into(),
+            };
+            let replacement = refused_output(refused, source).unwrap();
+            assert_valid(&validator, &headers_json(&replacement.headers));
+        }
+    }
+}
+
+/// Ids and attributes are limited in characters, as the schemas' `maxLength` counts them: 128
+/// "ü" (256 bytes) pass both, 129 pass neither.
+#[test]
+fn multi_byte_ids_and_attributes_at_the_limit_pass_schema_and_cleaner_alike() {
+    let id = |n: usize| "ü".repeat(n);
+    let event = |n: usize| {
+        format!(
+            r#"{{"type":"view","user_id":"{}","item_id":"i","ts":1700000000000}}"#,
+            id(n)
+        )
+    };
+    let profile = |n: usize| {
+        format!(
+            r#"{{"type":"profile","user_id":"u","ts":1700000000000,"attributes":{{"region":"{}"}}}}"#,
+            id(n)
+        )
+    };
+    let item = |n: usize| {
+        format!(
+            r#"{{"schema":"streamrec.item.v1","item_id":"{}","category":"c","price":1,"in_stock":true,"tags":["{}"],"updated_at":1}}"#,
+            id(n),
+            id(n)
+        )
+    };
+    let input = |bytes: &[u8]| {
+        let mut cleaner = streamrec::clean::Cleaner::new(Default::default());
+        cleaner.clean_input(bytes).is_ok()
+    };
+    check_contract("event.v1.json", &[&event(128)], &[&event(129)], input);
+    check_contract("profile.v1.json", &[&profile(128)], &[&profile(129)], input);
+    check_contract("item.v1.json", &[&item(128)], &[&item(129)], |bytes| {
+        let cleaner = streamrec::clean::Cleaner::new(Default::default());
+        cleaner.clean_catalog(Some(bytes), None).is_ok()
+    });
+}

@@ -18,6 +18,8 @@ use crate::event::{Event, EventType, Input};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     PayloadTooLarge,
+    /// No value, or a value of zero bytes.
+    EmptyPayload,
     NotJson,
     NotObject,
     MissingField(&'static str),
@@ -39,9 +41,44 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Each variant once (a field rule naming `field`), for contract tests; the match below makes
+    /// a new variant fail to compile until it is listed.
+    pub fn every(field: &'static str) -> Vec<Reason> {
+        use Reason::*;
+        let every = vec![
+            PayloadTooLarge,
+            NotJson,
+            NotObject,
+            MissingField(field),
+            WrongFieldType(field),
+            EmptyId(field),
+            IdTooLong(field),
+            BadType,
+            BadTimestamp,
+            BadPrice,
+            BadQuantity,
+            BadSchema,
+            MissingKey,
+            KeyMismatch,
+            TooManyAttributes(field),
+            AttributeTooLong(field),
+            EmptyPayload,
+        ];
+        for reason in &every {
+            match reason {
+                PayloadTooLarge | NotJson | NotObject | MissingField(_) | WrongFieldType(_)
+                | EmptyId(_) | IdTooLong(_) | BadType | BadTimestamp | BadPrice | BadQuantity
+                | BadSchema | MissingKey | KeyMismatch | TooManyAttributes(_)
+                | AttributeTooLong(_) | EmptyPayload => {}
+            }
+        }
+        every
+    }
+
     pub fn code(self) -> String {
         match self {
             Reason::PayloadTooLarge => "payload_too_large".into(),
+            Reason::EmptyPayload => "empty_payload".into(),
             Reason::NotJson => "not_json".into(),
             Reason::NotObject => "not_object".into(),
             Reason::MissingField(f) => format!("missing_field:{f}"),
@@ -131,6 +168,12 @@ impl Cleaner {
     }
 
     fn object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+        if payload.is_empty() {
+            return Err(reject(
+                Reason::EmptyPayload,
+                "no value, or a value of zero bytes",
+            ));
+        }
         if payload.len() > self.config.max_payload_bytes {
             return Err(reject(
                 Reason::PayloadTooLarge,
@@ -229,10 +272,12 @@ fn id_within(raw: &str, field: &'static str, max_len: usize) -> Result<String, R
     if trimmed.is_empty() {
         return Err(reject(Reason::EmptyId(field), format!("{field} is empty")));
     }
-    if trimmed.len() > max_len {
+    // Characters, as JSON Schema's maxLength counts them: a schema-valid id is never refused.
+    let chars = trimmed.chars().count();
+    if chars > max_len {
         return Err(reject(
             Reason::IdTooLong(field),
-            format!("{field} has {} bytes, limit {max_len}", trimmed.len()),
+            format!("{field} has {chars} characters, limit {max_len}"),
         ));
     }
     Ok(trimmed.to_owned())
@@ -246,10 +291,11 @@ fn attribute_within(
     max_len: usize,
 ) -> Result<String, Rejection> {
     let text = raw.trim();
-    if text.is_empty() || text.len() > max_len {
+    let chars = text.chars().count();
+    if chars == 0 || chars > max_len {
         return Err(reject(
             Reason::AttributeTooLong(field),
-            format!("{what} must have 1 to {max_len} bytes, got {}", text.len()),
+            format!("{what} must have 1 to {max_len} characters, got {chars}"),
         ));
     }
     Ok(text.to_owned())

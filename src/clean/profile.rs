@@ -76,12 +76,12 @@ impl Cleaner {
                 ))
             }
         };
-        if text.len() > self.config.max_attribute_len {
+        let chars = text.chars().count();
+        if chars > self.config.max_attribute_len {
             return Err(reject(
                 Reason::AttributeTooLong(FIELD),
                 format!(
-                    "attribute {key:?} has {} bytes, limit {}",
-                    text.len(),
+                    "attribute {key:?} has {chars} characters, limit {}",
                     self.config.max_attribute_len
                 ),
             ));

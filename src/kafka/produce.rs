@@ -75,7 +75,7 @@ impl Loader {
         let bar = progress_bar(messages.len() as u64, show_progress);
         let mut in_flight = InFlight::new();
         let mut acked = 0u64;
-        let mut on_acked = |done: Acked| -> Result<(), String> {
+        let mut on_acked = |done: Acked| -> Result<(), RunError> {
             done.result?;
             acked += 1;
             Ok(())
@@ -94,17 +94,15 @@ impl Loader {
                 waiters: Vec::new(),
                 cause_ts_ms: None,
             };
-            send(&self.producer, topic, output, &mut in_flight, &mut on_acked)
-                .await
-                .map_err(RunError::Delivery)?;
+            send(&self.producer, topic, output, &mut in_flight, &mut on_acked).await?;
             while in_flight.len() >= MAX_IN_FLIGHT {
                 let done = in_flight.next().await.expect("not empty");
-                on_acked(done).map_err(RunError::Delivery)?;
+                on_acked(done)?;
             }
             bar.inc(1);
         }
         while let Some(done) = in_flight.next().await {
-            on_acked(done).map_err(RunError::Delivery)?;
+            on_acked(done)?;
         }
         self.producer.flush(Duration::from_secs(30))?;
         bar.finish_and_clear();

@@ -1,5 +1,6 @@
 //! Publishing for replays: a producer polled by its own thread, backpressure by waiting on a
-//! full queue, and the first delivery failure remembered so the replay stops on it.
+//! full queue, and the first delivery failure remembered so the replay stops on it. A message
+//! refused for what it is (too large, an invalid record) is replaced by a dead letter, as in `run`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,13 +11,15 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 
 use super::client::producer_config;
-use super::sink::{headers_of, Topics};
+use super::sink::{headers_of, refusal_code, refused_message, Topics};
 use crate::config::KafkaConfig;
+use crate::dead_letter::{self, Refused};
 use crate::pipeline::Output;
 
-#[derive(Default)]
 pub struct Deliveries {
+    topics: Topics,
     first_failure: Mutex<Option<String>>,
+    refused: Mutex<Vec<Refused>>,
 }
 
 impl ClientContext for Deliveries {}
@@ -25,9 +28,20 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((err, message)) = result {
-            let mut first = self.first_failure.lock().expect("not poisoned");
-            first.get_or_insert_with(|| format!("delivery to {} failed: {err}", message.topic()));
+        let Err((err, message)) = result else {
+            return;
+        };
+        let topic = message.topic();
+        match refusal_code(err) {
+            Some(code) => {
+                let destination = self.topics.destination_of(topic);
+                let refused = refused_message(destination, topic, message, Vec::new(), code);
+                self.refused.lock().expect("not poisoned").push(refused);
+            }
+            None => {
+                let mut first = self.first_failure.lock().expect("not poisoned");
+                first.get_or_insert_with(|| format!("delivery to {topic} failed: {err}"));
+            }
         }
     }
 }
@@ -36,18 +50,32 @@ impl Deliveries {
     fn failure(&self) -> Option<String> {
         self.first_failure.lock().expect("not poisoned").clone()
     }
+
+    fn take_refused(&self) -> Vec<Refused> {
+        std::mem::take(&mut *self.refused.lock().expect("not poisoned"))
+    }
 }
 
 pub struct Publisher {
     producer: ThreadedProducer<Deliveries>,
-    topics: Topics,
+    /// The input topics, to name a refused output's source.
+    inputs: Vec<String>,
 }
 
 impl Publisher {
-    pub fn new(kafka: &KafkaConfig, topics: Topics) -> Result<Publisher, KafkaError> {
-        Ok(Publisher {
-            producer: producer_config(kafka).create_with_context(Deliveries::default())?,
+    pub fn new(
+        kafka: &KafkaConfig,
+        topics: Topics,
+        inputs: Vec<String>,
+    ) -> Result<Publisher, KafkaError> {
+        let deliveries = Deliveries {
             topics,
+            first_failure: Mutex::default(),
+            refused: Mutex::default(),
+        };
+        Ok(Publisher {
+            producer: producer_config(kafka).create_with_context(deliveries)?,
+            inputs,
         })
     }
 
@@ -57,32 +85,82 @@ impl Publisher {
         if let Some(failure) = self.producer.context().failure() {
             return Err(failure);
         }
-        let topic = self.topics.of(output.destination);
+        for refused in self.producer.context().take_refused() {
+            self.queue(self.replacement(refused)?)?;
+        }
+        self.queue(output)
+    }
+
+    fn queue(&self, output: Output) -> Result<(), String> {
+        let topics = &self.producer.context().topics;
+        let topic = topics.of(output.destination);
         let headers = headers_of(&output);
         let mut record = BaseRecord::to(topic)
             .key(output.key.as_bytes())
             .payload(&output.payload)
             .headers(headers);
-        loop {
+        let err = loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((err, _)) => return Err(format!("cannot queue a message for {topic}: {err}")),
+                Err((err, _)) => break err,
             }
-        }
+        };
+        let Some(code) = refusal_code(&err) else {
+            return Err(format!("cannot queue a message for {topic}: {err}"));
+        };
+        let refused = Refused {
+            destination: output.destination,
+            topic: topic.to_owned(),
+            key: output.key,
+            payload: output.payload,
+            headers: output.headers,
+            waiters: output.waiters,
+            code: code.to_owned(),
+        };
+        self.queue(self.replacement(refused)?)
     }
 
-    /// Waits for every acknowledgement; an error names the first failed delivery.
+    fn replacement(&self, refused: Refused) -> Result<Output, String> {
+        let waiter = refused.waiters.first().copied().unwrap_or_default();
+        let name = self
+            .inputs
+            .get(waiter.topic as usize)
+            .or(self.inputs.first());
+        let source = dead_letter::Source {
+            topic: name.map_or("replay", String::as_str),
+            waiter,
+        };
+        let (topic, code) = (refused.topic.clone(), refused.code.clone());
+        tracing::warn!(%topic, %code, key = %refused.key, "output refused by its topic; publishing a dead letter in its place");
+        dead_letter::refused_output(refused, source).ok_or_else(|| {
+            format!("the dead-letter topic {topic} refused even a replacement of a refused message ({code}); check its max.message.bytes")
+        })
+    }
+
+    /// Waits for every acknowledgement (and for the dead letters that replace refused
+    /// messages); an error names the first failed delivery.
     pub fn finish(&self, timeout: Duration) -> Result<(), String> {
-        self.producer.flush(timeout).map_err(|err| {
-            format!(
-                "outputs not acknowledged within {} ms: {err}",
-                timeout.as_millis()
-            )
-        })?;
-        self.producer.context().failure().map_or(Ok(()), Err)
+        loop {
+            self.producer.flush(timeout).map_err(|err| {
+                format!(
+                    "outputs not acknowledged within {} ms: {err}",
+                    timeout.as_millis()
+                )
+            })?;
+            if let Some(failure) = self.producer.context().failure() {
+                return Err(failure);
+            }
+            let refused = self.producer.context().take_refused();
+            if refused.is_empty() {
+                return Ok(());
+            }
+            for refused in refused {
+                self.queue(self.replacement(refused)?)?;
+            }
+        }
     }
 }

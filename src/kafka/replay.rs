@@ -91,6 +91,7 @@ pub fn replay(
         mode => Some(Publisher::new(
             &config.kafka,
             output_topics(config, mode, options),
+            config.kafka.input_topics.clone(),
         )?),
     };
     let rules = Arc::new(config.triggers.rules()?);

@@ -25,10 +25,11 @@ use super::changelog::{read_partition, PartitionLog};
 use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
 use super::position::{by_index, Positions, Verdict};
-use super::sink::Topics;
+use super::sink::{DeliveryError, Topics};
 use super::worker::{Checkpoints, Worker};
 use crate::admin::{serve, Metrics};
 use crate::config::Config;
+use crate::dead_letter::REFUSED_PREFIX_BYTES;
 use crate::engine::SharedItems;
 use crate::engine::{Engine, ItemModel};
 use crate::pipeline::{Processor, Stats};
@@ -45,7 +46,9 @@ pub enum RunError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0}; stopping without committing past it")]
-    Delivery(String),
+    Delivery(#[from] DeliveryError),
+    #[error("the dead-letter topic {topic} refused even a {REFUSED_PREFIX_BYTES}-byte replacement of a refused message ({code}); check its max.message.bytes; stopping without committing past it")]
+    DeadLetterUnusable { topic: String, code: String },
     #[error(
         "outputs of {open} messages were not acknowledged within the drain time of {drain_ms} ms"
     )]

@@ -3,22 +3,114 @@
 
 use std::time::Duration;
 
+use futures::channel::oneshot::Canceled;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::dead_letter::{self, Refused};
 use crate::offsets::Waiter;
 use crate::pipeline::{Destination, Output};
 
 /// The acknowledgement of one output, with the input messages waiting for it.
 pub struct Acked {
-    pub result: Result<(), String>,
+    pub result: Result<(), DeliveryError>,
     pub destination: Destination,
     pub waiters: Vec<Waiter>,
     pub cause_ts_ms: Option<i64>,
+}
+
+/// Why an output was not delivered, split by what it means for the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Refused for what the message is (too large, an invalid record): this message only, the
+    /// others go on; a dead letter takes its place.
+    #[error("{} refused a message: {}", .0.topic, .0.code)]
+    Refused(Box<Refused>),
+    /// The destination or the brokers failed (authorization, unknown topic, the message timeout
+    /// passed): no later offset may be committed, so the pipeline stops. Not retriable here:
+    /// librdkafka's idempotent producer already retried what it could.
+    #[error("delivery to {topic} failed: {source}")]
+    Failed { topic: String, source: KafkaError },
+    #[error("delivery to {topic} was cancelled (the producer closed)")]
+    Cancelled { topic: String },
+}
+
+/// The stable code of an error that refuses one message for what it is; None for errors of the
+/// destination or the connection.
+pub fn refusal_code(err: &KafkaError) -> Option<&'static str> {
+    let KafkaError::MessageProduction(code) = err else {
+        return None;
+    };
+    Some(match code {
+        RDKafkaErrorCode::MessageSizeTooLarge => "msg_size_too_large",
+        RDKafkaErrorCode::MessageBatchTooLarge => "record_list_too_large",
+        RDKafkaErrorCode::InvalidMessageSize => "invalid_message_size",
+        RDKafkaErrorCode::InvalidMessage => "corrupt_message",
+        RDKafkaErrorCode::InvalidRecord => "invalid_record",
+        RDKafkaErrorCode::BadMessage => "bad_message",
+        _ => return None,
+    })
+}
+
+/// A message the producer handed back, as a refusal (the headers a dead letter can carry are
+/// kept; others are ours to drop).
+pub(super) fn refused_message(
+    destination: Destination,
+    topic: &str,
+    message: &impl Message,
+    waiters: Vec<Waiter>,
+    code: &str,
+) -> Refused {
+    let mut headers = Vec::new();
+    if let Some(owned) = message.headers() {
+        for header in owned.iter() {
+            let known = dead_letter::HEADERS
+                .iter()
+                .find(|&&name| name == header.key);
+            if let (Some(&name), Some(value)) = (known, header.value) {
+                headers.push((name, String::from_utf8_lossy(value).into_owned()));
+            }
+        }
+    }
+    Refused {
+        destination,
+        topic: topic.to_owned(),
+        key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers,
+        waiters,
+        code: code.to_owned(),
+    }
+}
+
+fn acked_result(
+    result: Result<Result<Delivery, (KafkaError, OwnedMessage)>, Canceled>,
+    destination: Destination,
+    topic: &str,
+    waiters: &mut Vec<Waiter>,
+) -> Result<(), DeliveryError> {
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((err, message))) => match refusal_code(&err) {
+            Some(code) => {
+                let waiters = std::mem::take(waiters);
+                let refused = refused_message(destination, topic, &message, waiters, code);
+                Err(DeliveryError::Refused(Box::new(refused)))
+            }
+            None => Err(DeliveryError::Failed {
+                topic: topic.to_owned(),
+                source: err,
+            }),
+        },
+        Err(Canceled) => Err(DeliveryError::Cancelled {
+            topic: topic.to_owned(),
+        }),
+    }
 }
 
 pub type InFlight = FuturesUnordered<BoxFuture<'static, Acked>>;
@@ -33,6 +125,20 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// The destination a topic name stands for (the first, if several share it).
+    pub fn destination_of(&self, topic: &str) -> Destination {
+        [
+            Destination::Recommendations,
+            Destination::SimilarItems,
+            Destination::DeadLetter,
+            Destination::Triggers,
+            Destination::ModelUpdates,
+        ]
+        .into_iter()
+        .find(|&d| self.of(d) == topic)
+        .unwrap_or(Destination::DeadLetter)
+    }
+
     pub fn of(&self, destination: Destination) -> &str {
         match destination {
             Destination::Recommendations => &self.recommendations,
@@ -57,36 +163,30 @@ pub fn headers_of(output: &Output) -> OwnedHeaders {
 }
 
 /// Queues `output` for `topic`; while the producer queue is full, handles acknowledgements
-/// through `on_acked` until there is room.
-pub async fn send(
+/// through `on_acked` until there is room. A message refused on the spot (larger than the
+/// producer's `message.max.bytes`) comes back as `DeliveryError::Refused`.
+pub async fn send<E: From<DeliveryError>>(
     producer: &FutureProducer,
     topic: &str,
     output: Output,
     in_flight: &mut InFlight,
-    mut on_acked: impl FnMut(Acked) -> Result<(), String>,
-) -> Result<(), String> {
+    mut on_acked: impl FnMut(Acked) -> Result<(), E>,
+) -> Result<(), E> {
     let topic = topic.to_owned();
     let headers = headers_of(&output);
     let mut record = FutureRecord::to(&topic)
         .key(output.key.as_bytes())
         .payload(&output.payload)
         .headers(headers);
-    loop {
+    let err = loop {
         match producer.send_result(record) {
             Ok(delivery) => {
-                let (destination, waiters, cause_ts_ms) =
+                let (destination, mut waiters, cause_ts_ms) =
                     (output.destination, output.waiters, output.cause_ts_ms);
-                let topic = topic.clone();
                 in_flight.push(
                     delivery
                         .map(move |result| Acked {
-                            result: match result {
-                                Ok(Ok(_)) => Ok(()),
-                                Ok(Err((err, _))) => {
-                                    Err(format!("delivery to {topic} failed: {err}"))
-                                }
-                                Err(_) => Err(format!("delivery to {topic} was cancelled")),
-                            },
+                            result: acked_result(result, destination, &topic, &mut waiters),
                             destination,
                             waiters,
                             cause_ts_ms,
@@ -102,7 +202,20 @@ pub async fn send(
                     None => tokio::time::sleep(Duration::from_millis(1)).await,
                 }
             }
-            Err((err, _)) => return Err(format!("cannot queue a message for {topic}: {err}")),
+            Err((err, _)) => break err,
         }
-    }
+    };
+    let Some(code) = refusal_code(&err) else {
+        return Err(DeliveryError::Failed { topic, source: err }.into());
+    };
+    let refused = Refused {
+        destination: output.destination,
+        topic,
+        key: output.key,
+        payload: output.payload,
+        headers: output.headers,
+        waiters: output.waiters,
+        code: code.to_owned(),
+    };
+    Err(DeliveryError::Refused(Box::new(refused)).into())
 }

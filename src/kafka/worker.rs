@@ -5,7 +5,7 @@
 //! coalescing ticks, then new messages — only while fewer than `max_in_flight` messages wait for
 //! acknowledgement (backpressure that reaches the consumer through the bounded channel).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,10 @@ use super::changelog::{checkpoint_records, send_records, PartitionLog};
 use super::context::{GroupContext, Restored, WorkerInput};
 use super::position::{by_name, NextOffsets};
 use super::run::{wall_clock_ms, Latency, RunError};
-use super::sink::{send, Acked, InFlight, Topics};
+use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;
+use crate::dead_letter::{self, Refused};
 use crate::event::Input;
 use crate::offsets::{OffsetTracker, Waiter};
 use crate::pipeline::{Destination, Output, Processor, Record, Stats};
@@ -79,6 +80,8 @@ pub(super) struct Worker {
 struct State {
     tracker: OffsetTracker,
     in_flight: InFlight,
+    /// Outputs their topic refused for what they are: dead letters take their place.
+    refused: Vec<Refused>,
     /// Last offset per (topic index, partition) whose outputs are all acknowledged.
     acked_through: BTreeMap<(u16, i32), i64>,
     stored: BTreeMap<(u16, i32), i64>,
@@ -119,6 +122,7 @@ impl Worker {
         let mut state = State {
             tracker: OffsetTracker::default(),
             in_flight: InFlight::new(),
+            refused: Vec::new(),
             acked_through: BTreeMap::new(),
             stored: BTreeMap::new(),
             writing: None,
@@ -155,6 +159,9 @@ impl Worker {
                     }
                     None => break,
                 },
+            }
+            if !state.refused.is_empty() {
+                self.send_all(&mut state, Vec::new()).await?;
             }
             self.store_offsets(&mut state);
         }
@@ -242,24 +249,55 @@ impl Worker {
         Ok(())
     }
 
+    /// Queues outputs, and a dead letter in place of each output refused meanwhile.
     async fn send_all(&self, state: &mut State, outputs: Vec<Output>) -> Result<(), RunError> {
-        for output in outputs {
+        let mut queue = VecDeque::from(outputs);
+        loop {
+            for refused in state.refused.drain(..) {
+                queue.push_front(self.replacement(refused)?);
+            }
+            let Some(output) = queue.pop_front() else {
+                return Ok(());
+            };
             let State {
-                tracker, in_flight, ..
+                tracker,
+                in_flight,
+                refused,
+                ..
             } = state;
             let topic = self.topics.of(output.destination);
-            send(&self.producer, topic, output, in_flight, |acked| {
-                record_ack(tracker, (&self.latency_us, &self.metrics), acked)
+            let sent = send(&self.producer, topic, output, in_flight, |acked| {
+                record_ack(tracker, refused, (&self.latency_us, &self.metrics), acked)
             })
-            .await
-            .map_err(RunError::Delivery)?;
+            .await;
+            match sent {
+                Err(RunError::Delivery(DeliveryError::Refused(r))) => state.refused.push(*r),
+                other => other?,
+            }
         }
-        Ok(())
+    }
+
+    /// The dead letter that takes a refused output's place (and holds its inputs' offsets).
+    fn replacement(&self, refused: Refused) -> Result<Output, RunError> {
+        let first = refused.waiters.first().copied().unwrap_or_default();
+        let source = dead_letter::Source {
+            topic: &self.inputs[first.topic as usize],
+            waiter: first,
+        };
+        let (topic, code) = (refused.topic.clone(), refused.code.clone());
+        self.metrics.count_refused(&topic, &code);
+        tracing::warn!(%topic, %code, key = %refused.key, bytes = refused.payload.len(), "output refused by its topic; publishing a dead letter in its place");
+        dead_letter::refused_output(refused, source)
+            .ok_or(RunError::DeadLetterUnusable { topic, code })
     }
 
     fn on_acked(&self, state: &mut State, acked: Acked) -> Result<(), RunError> {
-        record_ack(&mut state.tracker, (&self.latency_us, &self.metrics), acked)
-            .map_err(RunError::Delivery)
+        record_ack(
+            &mut state.tracker,
+            &mut state.refused,
+            (&self.latency_us, &self.metrics),
+            acked,
+        )
     }
 
     async fn flush(&mut self, state: &mut State, all: bool) -> Result<(), RunError> {
@@ -545,10 +583,19 @@ fn load_user(processor: &mut Processor, store: &StateStore, user_id: &str) -> Re
 
 fn record_ack(
     tracker: &mut OffsetTracker,
+    refused: &mut Vec<Refused>,
     latency: (&Latency, &Metrics),
     acked: Acked,
-) -> Result<(), String> {
-    acked.result?;
+) -> Result<(), RunError> {
+    match acked.result {
+        Ok(()) => {}
+        // Its waiters came with the refusal: they wait for the replacement.
+        Err(DeliveryError::Refused(r)) => {
+            refused.push(*r);
+            return Ok(());
+        }
+        Err(err) => return Err(err.into()),
+    }
     for waiter in acked.waiters {
         tracker.resolve(waiter);
     }

@@ -1,0 +1,244 @@
+//! Dead letters: a rejected input, or an output a destination refused, as a message for the
+//! dead-letter topic. Whatever an input holds, its dead letter can be published: payloads over a
+//! bound are cut to a prefix and the headers say so, so no input can stop the pipeline.
+
+use crate::offsets::Waiter;
+use crate::pipeline::{Destination, Output};
+
+/// Header names of a dead letter (`docs/schemas/dead-letter.headers.json`).
+pub const REASON: &str = "streamrec-reason";
+pub const SOURCE_TOPIC: &str = "source-topic";
+pub const SOURCE_PARTITION: &str = "source-partition";
+pub const SOURCE_OFFSET: &str = "source-offset";
+/// Present (value `true`) when the payload is a prefix of the original.
+pub const TRUNCATED: &str = "streamrec-truncated";
+/// The original payload's size in bytes, with `TRUNCATED`.
+pub const ORIGINAL_SIZE: &str = "streamrec-original-size";
+/// For a refused output: the topic that refused it.
+pub const REFUSED_TOPIC: &str = "streamrec-refused-topic";
+
+/// Every header a dead letter may carry (to rebuild one that came back from the producer).
+pub const HEADERS: [&str; 7] = [
+    REASON,
+    SOURCE_TOPIC,
+    SOURCE_PARTITION,
+    SOURCE_OFFSET,
+    TRUNCATED,
+    ORIGINAL_SIZE,
+    REFUSED_TOPIC,
+];
+
+/// The prefix kept of a dead letter refused by its topic even after the first cut: enough to
+/// tell what the message was, small enough for any topic.
+pub const REFUSED_PREFIX_BYTES: usize = 4096;
+
+/// Where an input came from, by name.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub waiter: Waiter,
+}
+
+/// The dead letter of a rejected input: its bytes (a prefix of `max_bytes` when longer), keyed
+/// `topic/partition/offset`, with the reason and the source coordinates.
+pub fn rejected_input(source: Source, payload: &[u8], reason: &str, max_bytes: usize) -> Output {
+    let mut output = Output {
+        destination: Destination::DeadLetter,
+        key: coordinates(source),
+        payload: Vec::new(),
+        headers: source_headers(source, reason),
+        waiters: vec![source.waiter],
+        cause_ts_ms: None,
+    };
+    set_payload(&mut output, payload, max_bytes);
+    output
+}
+
+/// What a destination refused for what the message is (too large, invalid record).
+#[derive(Clone, Debug)]
+pub struct Refused {
+    pub destination: Destination,
+    /// The topic that refused it.
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+    pub waiters: Vec<Waiter>,
+    /// The refusal's stable code, e.g. `msg_size_too_large`.
+    pub code: String,
+}
+
+/// The dead letter to publish instead of a refused message, holding the same input offsets; None
+/// when the refused message already was such a replacement (nothing smaller is worth sending: the
+/// dead-letter topic itself is unusable, which is an operator's problem, not the input's).
+///
+/// A refused dead letter keeps its reason and is cut to `REFUSED_PREFIX_BYTES`; any other refused
+/// output becomes a dead letter with reason `output_refused:<code>` naming the refusing topic.
+pub fn refused_output(refused: Refused, source: Source) -> Option<Output> {
+    if refused
+        .headers
+        .iter()
+        .any(|(name, _)| *name == REFUSED_TOPIC)
+    {
+        return None;
+    }
+    let original = original_size(&refused.headers).unwrap_or(refused.payload.len());
+    let (key, mut headers) = match refused.destination {
+        Destination::DeadLetter => {
+            let kept = refused
+                .headers
+                .into_iter()
+                .filter(|(name, _)| *name != TRUNCATED && *name != ORIGINAL_SIZE);
+            (refused.key, kept.collect())
+        }
+        _ => (
+            refused.key,
+            source_headers(source, &format!("output_refused:{}", refused.code)),
+        ),
+    };
+    headers.push((REFUSED_TOPIC, refused.topic));
+    let mut output = Output {
+        destination: Destination::DeadLetter,
+        key,
+        payload: Vec::new(),
+        headers,
+        waiters: refused.waiters,
+        cause_ts_ms: None,
+    };
+    let kept = refused.payload.len().min(REFUSED_PREFIX_BYTES);
+    output.payload = refused.payload[..kept].to_vec();
+    if kept < original {
+        mark_truncated(&mut output, original);
+    }
+    Some(output)
+}
+
+fn coordinates(source: Source) -> String {
+    format!(
+        "{}/{}/{}",
+        source.topic, source.waiter.partition, source.waiter.offset
+    )
+}
+
+fn source_headers(source: Source, reason: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (REASON, reason.to_owned()),
+        (SOURCE_TOPIC, source.topic.to_owned()),
+        (SOURCE_PARTITION, source.waiter.partition.to_string()),
+        (SOURCE_OFFSET, source.waiter.offset.to_string()),
+    ]
+}
+
+/// Sets the payload, cut to `max_bytes` (and marked) when longer.
+fn set_payload(output: &mut Output, payload: &[u8], max_bytes: usize) {
+    if payload.len() <= max_bytes {
+        output.payload = payload.to_vec();
+        return;
+    }
+    output.payload = payload[..max_bytes].to_vec();
+    mark_truncated(output, payload.len());
+}
+
+fn mark_truncated(output: &mut Output, original: usize) {
+    output.headers.push((TRUNCATED, "true".to_owned()));
+    output.headers.push((ORIGINAL_SIZE, original.to_string()));
+}
+
+fn original_size(headers: &[(&'static str, String)]) -> Option<usize> {
+    let (_, value) = headers.iter().find(|(name, _)| *name == ORIGINAL_SIZE)?;
+    value.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(offset: i64) -> Source<'static> {
+        Source {
+            topic: "events",
+            waiter: Waiter::at(offset),
+        }
+    }
+
+    fn header<'a>(output: &'a Output, name: &str) -> Option<&'a str> {
+        output
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_small_input_is_kept_whole_and_unmarked() {
+        let dead = rejected_input(source(7), b"{oops", "not_json", 100);
+        assert_eq!(dead.payload, b"{oops");
+        assert_eq!(dead.key, "events/0/7");
+        assert_eq!(header(&dead, REASON), Some("not_json"));
+        assert_eq!(header(&dead, SOURCE_OFFSET), Some("7"));
+        assert_eq!(header(&dead, TRUNCATED), None);
+    }
+
+    #[test]
+    fn a_large_input_is_cut_to_the_bound_and_says_so() {
+        let big = vec![b'x'; 1_200_000];
+        let dead = rejected_input(source(3), &big, "payload_too_large", 65_536);
+        assert_eq!(dead.payload.len(), 65_536);
+        assert_eq!(header(&dead, TRUNCATED), Some("true"));
+        assert_eq!(header(&dead, ORIGINAL_SIZE), Some("1200000"));
+    }
+
+    fn refused(destination: Destination, output: &Output) -> Refused {
+        Refused {
+            destination,
+            topic: "dead".into(),
+            key: output.key.clone(),
+            payload: output.payload.clone(),
+            headers: output.headers.clone(),
+            waiters: output.waiters.clone(),
+            code: "msg_size_too_large".into(),
+        }
+    }
+
+    #[test]
+    fn a_refused_dead_letter_is_cut_further_keeping_its_reason_and_original_size() {
+        let big = vec![b'x'; 1_200_000];
+        let dead = rejected_input(source(3), &big, "payload_too_large", 65_536);
+        let again = refused_output(refused(Destination::DeadLetter, &dead), source(3)).unwrap();
+        assert_eq!(again.payload.len(), REFUSED_PREFIX_BYTES);
+        assert_eq!(header(&again, REASON), Some("payload_too_large"));
+        assert_eq!(header(&again, ORIGINAL_SIZE), Some("1200000"));
+        assert_eq!(header(&again, REFUSED_TOPIC), Some("dead"));
+        assert_eq!(again.waiters, dead.waiters);
+        let count = |name| again.headers.iter().filter(|(n, _)| *n == name).count();
+        assert_eq!((count(TRUNCATED), count(ORIGINAL_SIZE)), (1, 1));
+        assert!(
+            refused_output(refused(Destination::DeadLetter, &again), source(3)).is_none(),
+            "a replacement refused again is the topic's fault"
+        );
+    }
+
+    #[test]
+    fn a_refused_output_becomes_a_dead_letter_of_the_refusal() {
+        let recommendation = Output {
+            destination: Destination::Recommendations,
+            key: "u1".into(),
+            payload: vec![b'{'; 10_000],
+            headers: Vec::new(),
+            waiters: vec![Waiter::at(5), Waiter::at(6)],
+            cause_ts_ms: Some(1),
+        };
+        let mut refusal = refused(Destination::Recommendations, &recommendation);
+        refusal.topic = "recs".into();
+        let dead = refused_output(refusal, source(5)).unwrap();
+        assert_eq!(dead.destination, Destination::DeadLetter);
+        assert_eq!(dead.key, "u1");
+        assert_eq!(
+            header(&dead, REASON),
+            Some("output_refused:msg_size_too_large")
+        );
+        assert_eq!(header(&dead, REFUSED_TOPIC), Some("recs"));
+        assert_eq!(header(&dead, ORIGINAL_SIZE), Some("10000"));
+        assert_eq!(dead.payload.len(), REFUSED_PREFIX_BYTES);
+        assert_eq!(dead.waiters, recommendation.waiters);
+    }
+}
