@@ -55,7 +55,7 @@ pub fn rejected_input(source: Source, payload: &[u8], reason: &str, max_bytes: u
 }
 
 /// What a destination refused for what the message is (too large, invalid record).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Refused {
     pub destination: Destination,
     /// The topic that refused it.
@@ -66,6 +66,19 @@ pub struct Refused {
     pub waiters: Vec<Waiter>,
     /// The refusal's stable code, e.g. `msg_size_too_large`.
     pub code: String,
+}
+
+/// Names the payload's size only: a refused payload may be megabytes.
+impl std::fmt::Debug for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refused")
+            .field("destination", &self.destination)
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("payload_bytes", &self.payload.len())
+            .field("code", &self.code)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The dead letter to publish instead of a refused message, holding the same input offsets; None

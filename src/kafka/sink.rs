@@ -219,3 +219,32 @@ pub async fn send<E: From<DeliveryError>>(
     };
     Err(DeliveryError::Refused(Box::new(refused)).into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_one_message_are_told_from_failures_of_the_destination() {
+        let production = KafkaError::MessageProduction;
+        for (code, name) in [
+            (RDKafkaErrorCode::MessageSizeTooLarge, "msg_size_too_large"),
+            (RDKafkaErrorCode::InvalidRecord, "invalid_record"),
+            (
+                RDKafkaErrorCode::MessageBatchTooLarge,
+                "record_list_too_large",
+            ),
+        ] {
+            assert_eq!(refusal_code(&production(code)), Some(name));
+        }
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ] {
+            assert_eq!(refusal_code(&production(code)), None, "{code:?}");
+        }
+        assert_eq!(refusal_code(&KafkaError::Canceled), None);
+    }
+}
