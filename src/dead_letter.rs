@@ -2,8 +2,8 @@
 //! dead-letter topic. Whatever an input holds, its dead letter can be published: payloads over a
 //! bound are cut to a prefix and the headers say so, so no input can stop the pipeline.
 
+use crate::message::{Destination, Output};
 use crate::offsets::Waiter;
-use crate::pipeline::{Destination, Output};
 
 /// Header names of a dead letter (`docs/schemas/dead-letter.headers.json`).
 pub const REASON: &str = "streamrec-reason";

@@ -3,8 +3,13 @@
 //! The key is the `event_id` when the producer sent one, else a hash of (user, item, type, ts).
 //! Keys are 128-bit hashes: exact in practice (a false match needs a 2^-64-scale collision) at a
 //! fixed 16 bytes a key whatever the id lengths.
+//!
+//! The time horizon is per input stream (partition): a key leaves the window when its own
+//! stream's time has moved `window_ms` past it, so a partition far ahead (a backlog elsewhere, a
+//! replay) never ages the keys of a lagging one. The count bound is shared: past it, the key that
+//! arrived first, on whichever stream, goes.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
@@ -17,11 +22,19 @@ use crate::rng::hash128;
 #[serde(from = "WindowRecord")]
 pub struct DedupWindow {
     config: DedupConfig,
-    /// An index over `order`, rebuilt on load rather than stored.
+    /// An index over every stream's keys, rebuilt on load rather than stored.
     #[serde(skip)]
     seen: FxHashSet<u128>,
-    /// Keys in arrival order with their event time, for eviction.
-    order: VecDeque<(u128, i64)>,
+    streams: BTreeMap<u64, StreamKeys>,
+    /// Keys ever added: each key's arrival number orders evictions across streams.
+    arrivals: u64,
+    len: usize,
+}
+
+/// One stream's keys in arrival order, with their event time and arrival number.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StreamKeys {
+    order: VecDeque<(u128, i64, u64)>,
     latest_ts_ms: i64,
 }
 
@@ -29,17 +42,20 @@ pub struct DedupWindow {
 #[derive(Deserialize)]
 struct WindowRecord {
     config: DedupConfig,
-    order: VecDeque<(u128, i64)>,
-    latest_ts_ms: i64,
+    streams: BTreeMap<u64, StreamKeys>,
+    arrivals: u64,
+    len: usize,
 }
 
 impl From<WindowRecord> for DedupWindow {
     fn from(r: WindowRecord) -> DedupWindow {
+        let keys = r.streams.values().flat_map(|s| s.order.iter());
         DedupWindow {
-            seen: r.order.iter().map(|(key, _)| *key).collect(),
+            seen: keys.map(|(key, _, _)| *key).collect(),
             config: r.config,
-            order: r.order,
-            latest_ts_ms: r.latest_ts_ms,
+            streams: r.streams,
+            arrivals: r.arrivals,
+            len: r.len,
         }
     }
 }
@@ -63,41 +79,74 @@ impl DedupWindow {
         DedupWindow {
             config,
             seen: FxHashSet::default(),
-            order: VecDeque::new(),
-            latest_ts_ms: i64::MIN,
+            streams: BTreeMap::new(),
+            arrivals: 0,
+            len: 0,
         }
     }
 
-    /// Records the event; returns false if its key is already in the window (a duplicate).
-    pub fn first_sighting(&mut self, event: &Event) -> bool {
+    /// Records the event, which arrived on `stream`; returns false if its key is already in the
+    /// window (a duplicate, whichever stream the first copy came on).
+    pub fn first_sighting(&mut self, stream: u64, event: &Event) -> bool {
         let key = dedup_key(event);
         if self.seen.contains(&key) {
             return false;
         }
-        self.latest_ts_ms = self.latest_ts_ms.max(event.ts_ms);
         self.seen.insert(key);
-        self.order.push_back((key, event.ts_ms));
-        self.evict();
+        self.arrivals += 1;
+        self.len += 1;
+        let keys = self.streams.entry(stream).or_insert_with(|| StreamKeys {
+            order: VecDeque::new(),
+            latest_ts_ms: i64::MIN,
+        });
+        keys.latest_ts_ms = keys.latest_ts_ms.max(event.ts_ms);
+        keys.order.push_back((key, event.ts_ms, self.arrivals));
+        self.expire(stream);
+        while self.len > self.config.max_entries {
+            self.evict_first_arrival();
+        }
         true
     }
 
-    fn evict(&mut self) {
-        let horizon = self.latest_ts_ms.saturating_sub(self.config.window_ms);
-        while let Some(&(key, ts)) = self.order.front() {
-            if self.order.len() <= self.config.max_entries && ts >= horizon {
+    /// Forgets the stream's keys its own time has moved `window_ms` past.
+    fn expire(&mut self, stream: u64) {
+        let Some(keys) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let horizon = keys.latest_ts_ms.saturating_sub(self.config.window_ms);
+        while let Some(&(key, ts, _)) = keys.order.front() {
+            if ts >= horizon {
                 break;
             }
-            self.order.pop_front();
+            keys.order.pop_front();
             self.seen.remove(&key);
+            self.len -= 1;
+        }
+    }
+
+    /// Forgets the key that arrived first (streams are few: a scan of their fronts is cheap).
+    fn evict_first_arrival(&mut self) {
+        let oldest = self
+            .streams
+            .iter()
+            .filter_map(|(&stream, keys)| keys.order.front().map(|f| (f.2, stream)))
+            .min();
+        let Some((_, stream)) = oldest else {
+            return;
+        };
+        let keys = self.streams.get_mut(&stream).expect("found above");
+        if let Some((key, _, _)) = keys.order.pop_front() {
+            self.seen.remove(&key);
+            self.len -= 1;
         }
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len == 0
     }
 }
 
@@ -118,9 +167,9 @@ mod tests {
     fn same_fields_without_id_are_duplicates() {
         let mut dedup = window(10, 1000);
         let event = Event::new(EventType::View, "u", "i", 5);
-        assert!(dedup.first_sighting(&event));
-        assert!(!dedup.first_sighting(&event));
-        assert!(dedup.first_sighting(&Event::new(EventType::Purchase, "u", "i", 5)));
+        assert!(dedup.first_sighting(0, &event));
+        assert!(!dedup.first_sighting(0, &event));
+        assert!(dedup.first_sighting(0, &Event::new(EventType::Purchase, "u", "i", 5)));
     }
 
     #[test]
@@ -130,23 +179,71 @@ mod tests {
         a.event_id = Some("e1".into());
         let mut b = Event::new(EventType::View, "u", "other", 6);
         b.event_id = Some("e1".into());
-        assert!(dedup.first_sighting(&a));
-        assert!(!dedup.first_sighting(&b));
+        assert!(dedup.first_sighting(0, &a));
+        assert!(!dedup.first_sighting(0, &b));
     }
 
     #[test]
     fn window_forgets_by_time_and_by_count() {
         let mut dedup = window(3, 100);
         let old = Event::new(EventType::View, "u", "old", 0);
-        assert!(dedup.first_sighting(&old));
-        assert!(dedup.first_sighting(&Event::new(EventType::View, "u", "x", 150)));
-        assert!(dedup.first_sighting(&old), "expired by event time");
+        assert!(dedup.first_sighting(0, &old));
+        assert!(dedup.first_sighting(0, &Event::new(EventType::View, "u", "x", 150)));
+        assert!(dedup.first_sighting(0, &old), "expired by event time");
         let mut count_limited = window(2, 1_000_000);
         for item in ["a", "b", "c"] {
-            assert!(count_limited.first_sighting(&Event::new(EventType::View, "u", item, 1)));
+            assert!(count_limited.first_sighting(0, &Event::new(EventType::View, "u", item, 1)));
         }
         assert_eq!(count_limited.len(), 2);
-        assert!(count_limited.first_sighting(&Event::new(EventType::View, "u", "a", 1)));
+        assert!(count_limited.first_sighting(0, &Event::new(EventType::View, "u", "a", 1)));
+    }
+
+    #[test]
+    fn a_stream_far_ahead_does_not_age_another_streams_keys() {
+        let mut dedup = window(100, 1_000);
+        let cart = Event::new(EventType::AddToCart, "u", "i", 10_000);
+        assert!(dedup.first_sighting(1, &cart));
+        let hours_ahead = Event::new(EventType::View, "v", "j", 10_000 + 7_200_000);
+        assert!(dedup.first_sighting(0, &hours_ahead));
+        assert!(
+            !dedup.first_sighting(1, &cart),
+            "stream 1's time has not moved"
+        );
+        assert!(dedup.first_sighting(1, &Event::new(EventType::View, "u", "k", 11_500)));
+        assert!(
+            dedup.first_sighting(1, &cart),
+            "now stream 1's own time passed it"
+        );
+    }
+
+    #[test]
+    fn the_count_bound_evicts_the_first_arrival_across_streams() {
+        let mut dedup = window(2, 1_000_000);
+        let events: Vec<Event> = ["a", "b", "c"]
+            .iter()
+            .map(|item| Event::new(EventType::View, "u", item, 1))
+            .collect();
+        assert!(dedup.first_sighting(5, &events[0]));
+        assert!(dedup.first_sighting(3, &events[1]));
+        assert!(dedup.first_sighting(4, &events[2]));
+        assert_eq!(dedup.len(), 2);
+        assert!(!dedup.first_sighting(3, &events[1]));
+        assert!(
+            dedup.first_sighting(5, &events[0]),
+            "the first arrival went"
+        );
+    }
+
+    #[test]
+    fn a_stored_window_catches_the_same_duplicates() {
+        let mut dedup = window(10, 1000);
+        let event = Event::new(EventType::View, "u", "i", 5);
+        dedup.first_sighting(2, &event);
+        let bytes = bincode::serde::encode_to_vec(&dedup, bincode::config::standard()).unwrap();
+        let (mut back, _): (DedupWindow, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert!(!back.first_sighting(2, &event));
+        assert_eq!(back.len(), 1);
     }
 
     proptest! {
@@ -159,12 +256,12 @@ mod tests {
                 .iter()
                 .map(|(item, ts)| Event::new(EventType::View, "u", &item.to_string(), *ts))
                 .collect();
-            let first: Vec<bool> = events.iter().map(|e| dedup.first_sighting(e)).collect();
+            let first: Vec<bool> = events.iter().map(|e| dedup.first_sighting(0, e)).collect();
             prop_assert!(dedup.len() <= 16);
             // Applying the same event twice in a row: the second is always a duplicate.
             for event in &events {
-                dedup.first_sighting(event);
-                prop_assert!(!dedup.first_sighting(event));
+                dedup.first_sighting(0, event);
+                prop_assert!(!dedup.first_sighting(0, event));
             }
             prop_assert!(first.iter().any(|&f| f));
         }

@@ -27,7 +27,8 @@
 //!   cold-start slice (edges over the core).
 //! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
 //!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed;
-//!   [`dead_letter`] makes every rejected input (and every refused output) publishable.
+//!   [`dead_letter`] makes every rejected input (and every refused output) publishable;
+//!   [`message`] is what the core hands the edge to publish.
 //! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint
 //!   (changed users only; users load on demand); [`canonical`] keeps encodings stable,
 //!   [`inspect`] renders stored state for operators, [`state_bench`] measures checkpoints and
@@ -70,6 +71,7 @@ pub mod inspect;
 pub mod intern;
 pub mod kafka;
 pub mod merge;
+pub mod message;
 pub mod neighbors;
 pub mod offsets;
 pub mod outputs;

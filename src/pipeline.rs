@@ -32,25 +32,7 @@ pub struct Record<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Destination {
-    Recommendations,
-    SimilarItems,
-    DeadLetter,
-    Triggers,
-    ModelUpdates,
-}
-
-/// A message to publish, and the input messages that wait for its acknowledgement.
-#[derive(Clone, Debug)]
-pub struct Output {
-    pub destination: Destination,
-    pub key: String,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
-    pub waiters: Vec<Waiter>,
-    pub cause_ts_ms: Option<i64>,
-}
+pub use crate::message::{Destination, Output};
 
 /// What processing one message produced: outputs to send now, and how many coalesced outputs
 /// the message additionally waits for (they name it among their waiters when emitted).
@@ -258,7 +240,8 @@ impl Processor {
                 return self.dead_letter(record, record.payload.unwrap_or_default(), &reason)
             }
         };
-        if self.engine.apply(&event) == Applied::Duplicate {
+        let stream = position_of(record.source).stream;
+        if self.engine.apply_on(stream, &event) == Applied::Duplicate {
             self.stats.duplicates += 1;
             return Processed::default();
         }
@@ -346,7 +329,8 @@ impl Processor {
         update: &ProfileUpdate,
         now_ms: i64,
     ) -> Processed {
-        self.engine.apply_profile(update);
+        self.engine
+            .apply_profile_on(position_of(record.source).stream, update);
         self.note_position(record, &update.user_id);
         self.stats.applied += 1;
         self.stats.profile_updates += 1;

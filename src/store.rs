@@ -14,7 +14,7 @@ use crate::engine::{records_digest, Engine, EngineRecords};
 
 /// The format this build writes and reads. 2 added the catalog, segments, user attributes and
 /// trigger state; a format-1 dir is refused with the way to rebuild it.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 const FORMAT_KEY: &[u8] = b"meta/format";
 const USERS_KEY: &[u8] = b"meta/users";

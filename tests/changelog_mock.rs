@@ -39,6 +39,14 @@ fn config_for(cluster: &Cluster, state: &Path) -> Config {
 
 /// `VIEWS` views by every user, partitions interleaved; `round` makes the items and times new.
 fn produce_views(config: &Config, round: usize) -> u64 {
+    produce_views_from(config, round, T0 + round as i64 * 1000)
+}
+
+const T0: i64 = 1_700_000_000_000;
+/// The latest event time of a round, in every partition.
+const ROUND_SPAN: i64 = (VIEWS as i64 - 1) * 10 + USERS_PER_PARTITION as i64 - 1;
+
+fn produce_views_from(config: &Config, round: usize, start: i64) -> u64 {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .create()
@@ -49,7 +57,7 @@ fn produce_views(config: &Config, round: usize) -> u64 {
             for p in 0..PARTITIONS {
                 let user = format!("p{p}-u{u}");
                 let item = format!("r{round}-i{}", (u + k) % 7);
-                let ts = 1_700_000_000_000i64 + (round * 1000 + k * 10 + u) as i64;
+                let ts = start + (k * 10 + u) as i64;
                 let json =
                     format!(r#"{{"type":"view","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#);
                 let topic = &config.kafka.input_topics[0];
@@ -111,6 +119,38 @@ async fn a_partition_moves_to_a_fresh_instance_with_its_users_state() {
         "b applies only the new events"
     );
     every_user_has(&stored_views(&b), 2 * VIEWS as u64);
+}
+
+/// A partition continues at the stream time it had on its previous owner, even when the new
+/// owner's first events are older (a late batch): the stream time travels in the changelog's
+/// position records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_moved_partition_continues_at_its_stream_time() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let a = config_for(&cluster, &dirs.path().join("a"));
+    let first = produce_views(&a, 0);
+    run_for(&a, first, Duration::from_secs(1)).await;
+    let mut b = a.clone();
+    b.state.dir = dirs.path().join("b").display().to_string();
+    let late = produce_views_from(&a, 1, T0 - 60_000);
+    run_for(&b, late, Duration::from_secs(1)).await;
+    let store = StateStore::open(Path::new(&b.state.dir), false).unwrap();
+    let stored = store.read().unwrap().expect("b checkpointed");
+    let engine = Engine::from_records(b.engine.clone(), &stored.records).unwrap();
+    for partition in 0..PARTITIONS {
+        let source = streamrec::offsets::Waiter {
+            topic: 0,
+            partition,
+            offset: 0,
+        };
+        let stream = streamrec::pipeline::position_of(source).stream;
+        assert_eq!(
+            engine.stream_time(stream),
+            Some(T0 + ROUND_SPAN),
+            "partition {partition} keeps a's time, not its late events' time"
+        );
+    }
 }
 
 /// Reads every record of `from` and writes it to `to` (same partition, key, value, headers),

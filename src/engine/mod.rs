@@ -26,9 +26,12 @@ use crate::rng::SplitMix64;
 use crate::segments::{segment_name, Segments};
 use crate::triggers::{EventFacts, Fired, Rules, TriggerState, UserTriggers, Watchers};
 
+mod clocks;
 mod portable;
 mod replica;
 mod triggers;
+
+pub use clocks::StreamClocks;
 
 pub use portable::PortableUser;
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
@@ -59,6 +62,9 @@ pub struct ItemModel {
 
 pub const NO_CATEGORY: u32 = u32::MAX;
 
+/// The stream of inputs applied without one (`apply`, `apply_profile`): files, evaluations.
+pub const DEFAULT_STREAM: u64 = 0;
+
 /// A place in an ordered input: `stream` names the sequence (the Kafka edge packs topic and
 /// partition into it), `seq` counts along it. Opaque to the engine beyond ordering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +87,8 @@ pub struct UserState {
     /// Where the latest input applied to this user came from (set by the edge that knows):
     /// a replay after the user's state moved skips what the state already reflects.
     pub position: Option<Position>,
+    /// The input stream (partition) of the user's latest input: its time is the user's time.
+    pub stream: u64,
     /// The shard's step count at this user's latest event (0: unchanged since loaded). Not
     /// state: it tells checkpoints what changed and eviction who is cold.
     #[serde(skip)]
@@ -93,6 +101,8 @@ pub struct UserShard {
     #[serde(serialize_with = "crate::canonical::sorted_map")]
     pub users: FxHashMap<Box<str>, UserState>,
     pub dedup: DedupWindow,
+    /// Stream time per input stream: the time of each stream's users.
+    pub clocks: StreamClocks,
     pub rng: SplitMix64,
     /// Times `apply` found the shared item model locked by another worker.
     pub contended: u64,
@@ -131,6 +141,7 @@ impl UserState {
             segment: None,
             triggers: UserTriggers::default(),
             position: None,
+            stream: DEFAULT_STREAM,
             touched: 0,
         }
     }
@@ -212,6 +223,7 @@ impl Engine {
         let shard = UserShard {
             users: FxHashMap::default(),
             dedup: DedupWindow::new(config.dedup.clone()),
+            clocks: StreamClocks::default(),
             rng: SplitMix64::new(config.seed.wrapping_add(worker)),
             contended: 0,
             triggers: TriggerState::default(),
@@ -284,11 +296,19 @@ impl Engine {
             .collect()
     }
 
-    /// Learns from one cleaned event. Duplicates (within the dedup window) change nothing else.
+    /// Learns from one cleaned event of the default stream (one ordered input: a file, a
+    /// single partition). Duplicates (within the dedup window) change nothing else.
     pub fn apply(&mut self, event: &Event) -> Applied {
-        if !self.shard.dedup.first_sighting(event) {
+        self.apply_on(DEFAULT_STREAM, event)
+    }
+
+    /// Learns from one cleaned event that arrived on input `stream` (a partition): its
+    /// duplicates, deadlines and the user's time are judged by that stream's time.
+    pub fn apply_on(&mut self, stream: u64, event: &Event) -> Applied {
+        if !self.shard.dedup.first_sighting(stream, event) {
             return Applied::Duplicate;
         }
+        self.shard.clocks.advance(stream, event.ts_ms);
         let items = self.items.clone();
         let mut guard = match items.try_write() {
             Ok(guard) => guard,
@@ -321,6 +341,7 @@ impl Engine {
             .entry(event.user_id.as_str().into())
             .or_insert_with(|| UserState::new(&event.user_id, event.ts_ms, config));
         user.touched = self.shard.steps;
+        user.stream = stream;
         let half_life = config.profile.half_life_ms;
         // What the trigger rules compare with after learning; nothing to compute without rules.
         let before = (!new_user && !self.rules.is_empty()).then(|| {
@@ -391,6 +412,7 @@ impl Engine {
         if !self.rules.is_empty() {
             let facts = EventFacts {
                 user_id: &event.user_id,
+                stream,
                 kind: event.kind,
                 item,
                 category,
@@ -419,12 +441,41 @@ impl Engine {
         blend: &Blend,
     ) -> Vec<Scored> {
         let user = self.shard.users.get(user_id);
-        ranking::recommend(&self.read(), user, &self.config, blend, n, filters)
+        let items = self.read();
+        let now_ms = user
+            .and_then(|u| self.shard.clocks.time(u.stream))
+            .unwrap_or(items.latest_ts_ms);
+        ranking::recommend(&items, user, now_ms, &self.config, blend, n, filters)
     }
 
-    /// Applies a profile update: the user's attributes, and with them their segment. Time
-    /// moves on with it, as with any input.
+    /// The time of input `stream`: the latest event time applied from it.
+    pub fn stream_time(&self, stream: u64) -> Option<i64> {
+        self.shard.clocks.time(stream)
+    }
+
+    /// Every stream's time (checkpointed with the streams' positions).
+    pub fn stream_times(&self) -> &std::collections::BTreeMap<u64, i64> {
+        self.shard.clocks.times()
+    }
+
+    /// Moves `stream`'s time to at least `ts_ms` (a partition restored from another instance
+    /// continues at the time it had there), firing the deadlines that passes.
+    pub fn advance_stream_time(&mut self, stream: u64, ts_ms: i64) {
+        self.shard.clocks.advance(stream, ts_ms);
+        if !self.rules.is_empty() {
+            self.fire_due(stream);
+        }
+    }
+
+    /// Applies a profile update of the default stream (see `apply`).
     pub fn apply_profile(&mut self, update: &ProfileUpdate) {
+        self.apply_profile_on(DEFAULT_STREAM, update)
+    }
+
+    /// Applies a profile update that arrived on `stream`: the user's attributes, and with them
+    /// their segment. The stream's time moves on with it, as with any input.
+    pub fn apply_profile_on(&mut self, stream: u64, update: &ProfileUpdate) {
+        self.shard.clocks.advance(stream, update.ts_ms);
         let mut guard = self
             .items
             .write()
@@ -439,12 +490,13 @@ impl Engine {
             .entry(update.user_id.as_str().into())
             .or_insert_with(|| UserState::new(&update.user_id, update.ts_ms, config));
         user.touched = self.shard.steps;
+        user.stream = stream;
         user.update_attributes(update, config.clean.max_attributes);
         user.segment = segment_name(&user.attributes, &config.content)
             .and_then(|name| items.segments.intern(&name, config.content.max_segments));
         drop(guard);
         if !self.rules.is_empty() {
-            self.fire_due();
+            self.fire_due(stream);
         }
     }
 
@@ -563,6 +615,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
 #[derive(Serialize, Deserialize)]
 struct ShardRest {
     dedup: DedupWindow,
+    clocks: StreamClocks,
     rng: SplitMix64,
     triggers: TriggerState,
 }
@@ -596,6 +649,7 @@ impl Engine {
         users.sort_by(|a, b| a.0.cmp(&b.0));
         let rest = ShardRest {
             dedup: self.shard.dedup.clone(),
+            clocks: self.shard.clocks.clone(),
             rng: self.shard.rng.clone(),
             triggers: self.shard.triggers.clone(),
         };
@@ -626,6 +680,7 @@ impl Engine {
         let shard = UserShard {
             users: FxHashMap::default(),
             dedup: rest.dedup,
+            clocks: rest.clocks,
             rng: rest.rng,
             contended: 0,
             triggers: rest.triggers,
@@ -928,6 +983,34 @@ mod tests {
             ..Default::default()
         };
         crate::synthetic::Shoppers::new(shop).take(n).collect()
+    }
+
+    #[test]
+    fn stream_times_and_their_deadlines_survive_a_checkpoint() {
+        let window = 1_800_000;
+        let rule = format!(
+            "[[rule]]\nname = \"cart\"\nkind = \"cart_abandonment\"\nwindow_ms = {window}\ncooldown_ms = 1"
+        );
+        let rules = Arc::new(Rules::parse(&rule).unwrap());
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.set_trigger_rules(rules.clone());
+        engine.apply_on(1, &event(EventType::AddToCart, "u", "a", 1000));
+        engine.apply_on(0, &event(EventType::View, "v", "b", 10_000_000));
+        assert!(engine.take_fired().is_empty(), "stream 0's time is not u's");
+        let records = engine.to_records();
+        let mut restored = Engine::from_records(EngineConfig::default(), &records).unwrap();
+        restored.set_trigger_rules(rules);
+        assert_eq!(restored.stream_time(1), Some(1000));
+        assert_eq!(restored.stream_time(0), Some(10_000_000));
+        restored.apply_on(1, &event(EventType::View, "w", "c", 1000 + window - 1));
+        assert!(restored.take_fired().is_empty());
+        restored.apply_on(1, &event(EventType::View, "w", "d", 1000 + window));
+        let fired: Vec<String> = restored
+            .take_fired()
+            .into_iter()
+            .map(|f| f.user_id)
+            .collect();
+        assert_eq!(fired, ["u"]);
     }
 
     #[test]

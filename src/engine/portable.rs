@@ -102,6 +102,9 @@ impl Engine {
             segment,
             triggers: UserTriggers::default(),
             position: portable.position,
+            stream: portable
+                .position
+                .map_or(super::DEFAULT_STREAM, |p| p.stream),
             touched: 0,
         })
     }

@@ -31,15 +31,17 @@ impl Engine {
             .triggers
             .on_event(&rules.rules, &mut self.shard.triggers, facts);
         self.emit(&rules, firings);
-        self.fire_due();
+        self.fire_due(facts.stream);
     }
 
-    /// Runs the deadlines the engine's clock has passed.
-    pub(super) fn fire_due(&mut self) {
+    /// Runs the deadlines of `stream` that its time has passed.
+    pub(super) fn fire_due(&mut self, stream: u64) {
         let rules = self.rules.clone();
-        let now_ms = self.read().latest_ts_ms;
+        let Some(now_ms) = self.shard.clocks.time(stream) else {
+            return;
+        };
         let mut firings = Vec::new();
-        for timer in self.shard.triggers.due(now_ms) {
+        for timer in self.shard.triggers.due(stream, now_ms) {
             // Users with a deadline pending are never evicted, so the user is here.
             if let Some(user) = self.shard.users.get_mut(&*timer.user_id) {
                 if let Some(firing) = user.triggers.on_timer(&rules.rules, &timer) {

@@ -25,7 +25,8 @@ use super::context::ReplayContext;
 use super::position::NextOffsets;
 use crate::config::KafkaConfig;
 use crate::engine::PortableUser;
-use crate::pipeline::partition_of;
+use crate::offsets::Waiter;
+use crate::pipeline::{partition_of, position_of};
 
 /// Header naming what a changelog record is: `user` or `position`.
 pub const KIND_HEADER: &str = "streamrec-changelog";
@@ -41,13 +42,14 @@ pub struct ChangelogRecord {
 }
 
 /// What one checkpoint writes: its changed users, then the position of every input partition
-/// it advanced past the previous checkpoint (`before`). Users without a position (none come
-/// from the pipeline) have no partition and are left out.
+/// it advanced past the previous checkpoint (`before`), with the partition's stream time.
+/// Users without a position (none come from the pipeline) have no partition and are left out.
 pub fn checkpoint_records(
     users: Vec<(String, PortableUser)>,
     covers: &NextOffsets,
     before: &NextOffsets,
     inputs: &[String],
+    stream_times: &BTreeMap<u64, i64>,
 ) -> Vec<ChangelogRecord> {
     let mut records: Vec<ChangelogRecord> = users
         .into_iter()
@@ -65,14 +67,45 @@ pub fn checkpoint_records(
         if before.get(&(topic, partition)) == Some(&next) {
             continue;
         }
+        let stream = position_of(Waiter {
+            topic,
+            partition,
+            offset: next,
+        })
+        .stream;
+        let position = PartitionPosition {
+            next_offset: next,
+            stream_time_ms: stream_times.get(&stream).copied(),
+        };
         records.push(ChangelogRecord {
             partition,
             key: position_key(&inputs[topic as usize]),
-            value: next.to_string().into_bytes(),
+            value: serde_json::to_vec(&position).expect("a position encodes"),
             kind: "position",
         });
     }
     records
+}
+
+/// A position record's value: where the partition's users are, and the partition's stream time
+/// there (so deadlines and windows continue at the same time on a new owner).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionPosition {
+    pub next_offset: i64,
+    pub stream_time_ms: Option<i64>,
+}
+
+impl PartitionPosition {
+    /// A position record's value: this JSON, or a bare offset (written by older builds).
+    fn parse(bytes: &[u8]) -> Option<PartitionPosition> {
+        if let Some(next_offset) = std::str::from_utf8(bytes).ok().and_then(|v| v.parse().ok()) {
+            return Some(PartitionPosition {
+                next_offset,
+                stream_time_ms: None,
+            });
+        }
+        serde_json::from_slice(bytes).ok()
+    }
 }
 
 fn position_key(input_topic: &str) -> Vec<u8> {
@@ -119,6 +152,8 @@ pub struct PartitionLog {
     pub users: Vec<(String, PortableUser)>,
     /// Next input offset per input topic name.
     pub positions: BTreeMap<String, i64>,
+    /// The partition's stream time per input topic name, where the position carries one.
+    pub stream_times: BTreeMap<String, i64>,
     /// Records read.
     pub records: u64,
 }
@@ -163,11 +198,13 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
         let key = message.key().unwrap_or_default().to_vec();
         if is_position(&message) {
             let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
-            let next = std::str::from_utf8(message.payload().unwrap_or_default())
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok())
+            let position = PartitionPosition::parse(message.payload().unwrap_or_default())
                 .ok_or_else(|| format!("changelog {topic}/{partition}@{}: bad position", at - 1))?;
-            log.positions.insert(topic_name.into_owned(), next);
+            if let Some(time) = position.stream_time_ms {
+                log.stream_times.insert(topic_name.to_string(), time);
+            }
+            log.positions
+                .insert(topic_name.into_owned(), position.next_offset);
         } else {
             latest.insert(key, message.payload().unwrap_or_default().to_vec());
         }
@@ -222,14 +259,33 @@ mod tests {
         let users = vec![("a".into(), user(2, 7)), ("b".into(), user(0, 3))];
         let covers: NextOffsets = [((0, 0), 4), ((0, 2), 8), ((0, 5), 1)].into();
         let before: NextOffsets = [((0, 5), 1)].into();
-        let records = checkpoint_records(users, &covers, &before, &inputs);
+        let times = [(2, 1_700_000_000_000)].into();
+        let records = checkpoint_records(users, &covers, &before, &inputs, &times);
         let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();
         assert_eq!(
             summary,
             [(2, "user"), (0, "user"), (0, "position"), (2, "position")],
             "partition 5 did not move: no position for it"
         );
-        assert_eq!(records[2].value, b"4");
+        assert_eq!(
+            PartitionPosition::parse(&records[2].value),
+            Some(PartitionPosition {
+                next_offset: 4,
+                stream_time_ms: None
+            })
+        );
+        assert_eq!(
+            PartitionPosition::parse(&records[3].value)
+                .unwrap()
+                .stream_time_ms,
+            Some(1_700_000_000_000),
+            "partition 2's stream time goes with its position"
+        );
+        assert_eq!(
+            PartitionPosition::parse(b"17").unwrap().next_offset,
+            17,
+            "older records"
+        );
         assert!(
             std::str::from_utf8(&records[2].key).is_err(),
             "no user id can equal it"

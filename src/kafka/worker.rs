@@ -27,7 +27,7 @@ use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
 use crate::event::Input;
 use crate::offsets::{OffsetTracker, Waiter};
-use crate::pipeline::{Destination, Output, Processor, Record, Stats};
+use crate::pipeline::{position_of, Destination, Output, Processor, Record, Stats};
 use crate::store::{CheckpointSize, StateStore, StoreError};
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -334,6 +334,7 @@ impl Worker {
                 &checkpoints.processed,
                 &checkpoints.checkpointed,
                 &self.inputs,
+                engine.stream_times(),
             );
             (topic, records)
         });
@@ -457,6 +458,17 @@ impl Worker {
         for &(key, next) in &positions {
             checkpoints.processed.insert(key, next);
             checkpoints.checkpointed.insert(key, next);
+        }
+        // The partition continues at the stream time it had on its previous owner.
+        for (name, &time) in &log.stream_times {
+            if let Some(topic) = self.inputs.iter().position(|t| t == name) {
+                let source = Waiter {
+                    topic: topic as u16,
+                    partition: log.partition,
+                    offset: 0,
+                };
+                engine.advance_stream_time(position_of(source).stream, time);
+            }
         }
         self.metrics.users_in_store.set(stored as i64);
         tracing::info!(

@@ -17,11 +17,11 @@ const WARM_TASTE_ATTRIBUTES: usize = 3;
 pub(super) fn gather(
     candidates: &mut Candidates,
     items: &ItemModel,
-    user: &UserState,
+    (user, now_ms): (&UserState, i64),
     config: &EngineConfig,
 ) {
     let cold = user.profile.events() <= config.content.cold_user_events;
-    let mut taste = taste(items, user, config);
+    let mut taste = taste(items, user, now_ms, config);
     if !cold {
         taste.truncate(WARM_TASTE_ATTRIBUTES);
     }
@@ -50,8 +50,7 @@ pub(super) fn gather(
 
 /// The user's strongest attributes: the decayed interest in each of their latest items (as many
 /// as seed neighbours), summed per attribute.
-fn taste(items: &ItemModel, user: &UserState, config: &EngineConfig) -> Vec<(u32, f32)> {
-    let now = items.latest_ts_ms;
+fn taste(items: &ItemModel, user: &UserState, now: i64, config: &EngineConfig) -> Vec<(u32, f32)> {
     let half_life = config.profile.half_life_ms;
     let mut taste: Vec<(u32, f32)> = Vec::new();
     let latest = user.profile.recent.iter().rev();

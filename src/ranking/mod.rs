@@ -161,9 +161,12 @@ thread_local! {
     static SCRATCH: RefCell<Candidates> = RefCell::new(Candidates::default());
 }
 
+/// Top-`n` items for `user`; `now_ms` is the user's time (their input stream's), against which
+/// their interests decay.
 pub fn recommend(
     items: &ItemModel,
     user: Option<&UserState>,
+    now_ms: i64,
     config: &EngineConfig,
     blend: &Blend,
     n: usize,
@@ -187,7 +190,7 @@ pub fn recommend(
     SCRATCH.with(|scratch| {
         let mut candidates = scratch.borrow_mut();
         candidates.clear();
-        gather(&mut candidates, items, user, config, blend);
+        gather(&mut candidates, items, (user, now_ms), config, blend);
         apply_filters(&mut candidates, user, filters);
         exclude_unavailable(&mut candidates, items);
         let mut factors = source_factors(&candidates, blend);
@@ -225,7 +228,7 @@ struct Ranked {
 fn gather(
     candidates: &mut Candidates,
     items: &ItemModel,
-    user: Option<&UserState>,
+    (user, now): (Option<&UserState>, i64),
     config: &EngineConfig,
     blend: &Blend,
 ) {
@@ -233,7 +236,6 @@ fn gather(
     if let Some(user) = user {
         let profile = &user.profile;
         let half_life = config.profile.half_life_ms;
-        let now = items.latest_ts_ms;
         let (mut seed_weight, mut history_weight) = (1.0f32, 1.0f32);
         for (rank, recent) in profile.recent.iter().rev().enumerate() {
             let decayed = recent.interest.value_at(now, half_life);
@@ -265,7 +267,7 @@ fn gather(
     }
     if let Some(user) = user {
         if blend.content > 0.0 {
-            content::gather(candidates, items, user, config);
+            content::gather(candidates, items, (user, now), config);
         }
         if let Some(segment) = user.segment.filter(|_| blend.segment > 0.0) {
             let size = config.content.segment_trending_size;

@@ -1,7 +1,8 @@
 //! Campaign triggers: rules (see [`rules`]) evaluated on the engine's state as inputs arrive,
 //! sans-IO like the rest of the core. Time is event time: a rule that waits for something not
-//! to happen (abandonment) fires when the engine's clock — the latest event time of any user —
-//! passes its deadline.
+//! to happen (abandonment) fires when the stream time of the user's input partition — the
+//! latest event time applied from it — passes its deadline; another partition's time never
+//! counts, so a backlog or a replay cannot fire a deadline early.
 //!
 //! A trigger's id is a hash of the rule, the user, what it is about and the event time that
 //! anchors it, so a redelivered or replayed input fires the same id and downstream can drop
@@ -67,10 +68,12 @@ pub struct Timer {
     pub anchor_ms: i64,
 }
 
-/// A shard's trigger state: pending deadlines and when each (rule, user) last fired.
+/// A shard's trigger state: pending deadlines per input stream, and when each (rule, user) last
+/// fired. A deadline belongs to the stream of the event that set it and fires when that
+/// stream's time passes it, never another's.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TriggerState {
-    pub timers: BTreeSet<Timer>,
+    timers: BTreeMap<u64, BTreeSet<Timer>>,
     cooldowns: BTreeMap<(u16, Box<str>), i64>,
     /// Decisions since cooldowns were last pruned.
     since_prune: u32,
@@ -103,17 +106,30 @@ impl TriggerState {
             .retain(|_, last| now_ms.saturating_sub(*last) < 366 * 24 * 3_600_000);
     }
 
-    /// Pops the timers due at `now_ms`, earliest first.
-    pub fn due(&mut self, now_ms: i64) -> Vec<Timer> {
+    /// Sets a deadline on `stream`.
+    pub fn schedule(&mut self, stream: u64, timer: Timer) {
+        self.timers.entry(stream).or_default().insert(timer);
+    }
+
+    /// Pops the timers of `stream` due at its time `now_ms`, earliest first.
+    pub fn due(&mut self, stream: u64, now_ms: i64) -> Vec<Timer> {
+        let Some(timers) = self.timers.get_mut(&stream) else {
+            return Vec::new();
+        };
         let mut due = Vec::new();
-        while self.timers.first().is_some_and(|t| t.deadline_ms <= now_ms) {
-            due.push(self.timers.pop_first().expect("checked"));
+        while timers.first().is_some_and(|t| t.deadline_ms <= now_ms) {
+            due.push(timers.pop_first().expect("checked"));
         }
         due
     }
 
+    /// Deadlines waiting, over all streams.
+    pub fn pending(&self) -> usize {
+        self.timers.values().map(BTreeSet::len).sum()
+    }
+
     pub fn heap_bytes(&self) -> usize {
-        (self.timers.len() + self.cooldowns.len()) * 64
+        (self.pending() + self.cooldowns.len()) * 64
     }
 }
 

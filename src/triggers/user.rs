@@ -43,6 +43,8 @@ pub struct UserTriggers {
 #[derive(Clone, Copy, Debug)]
 pub struct EventFacts<'a> {
     pub user_id: &'a str,
+    /// The input stream (partition) the event came on: deadlines it sets wait for its time.
+    pub stream: u64,
     pub kind: EventType,
     pub item: u32,
     pub category: Option<u32>,
@@ -146,13 +148,16 @@ impl UserTriggers {
                 if self.armed.len() > MAX_WAITING {
                     self.armed.remove(0);
                 }
-                state.timers.insert(Timer {
-                    deadline_ms: last.saturating_add(quiet_ms),
-                    user_id: facts.user_id.into(),
-                    rule,
-                    key,
-                    anchor_ms: last,
-                });
+                state.schedule(
+                    facts.stream,
+                    Timer {
+                        deadline_ms: last.saturating_add(quiet_ms),
+                        user_id: facts.user_id.into(),
+                        rule,
+                        key,
+                        anchor_ms: last,
+                    },
+                );
             }
             _ => {}
         }
@@ -183,13 +188,16 @@ impl UserTriggers {
                 if self.carts.len() > MAX_WAITING {
                     self.carts.remove(0);
                 }
-                state.timers.insert(Timer {
-                    deadline_ms: facts.ts_ms.saturating_add(window_ms),
-                    user_id: facts.user_id.into(),
-                    rule,
-                    key: facts.item,
-                    anchor_ms: facts.ts_ms,
-                });
+                state.schedule(
+                    facts.stream,
+                    Timer {
+                        deadline_ms: facts.ts_ms.saturating_add(window_ms),
+                        user_id: facts.user_id.into(),
+                        rule,
+                        key: facts.item,
+                        anchor_ms: facts.ts_ms,
+                    },
+                );
             }
             _ => {}
         }
