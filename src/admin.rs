@@ -1,6 +1,7 @@
-//! The admin listener of `run`: `/metrics` (Prometheus text format, encoded by
-//! `prometheus-client`), `/healthz` (the process answers) and `/readyz` (state loaded and
-//! partitions assigned). It exposes counters and gauges only — never state, config or secrets.
+//! The admin listener of `run`: `/metrics` (OpenMetrics text when the scraper's `Accept` asks
+//! for it, as Prometheus does; the Prometheus text format 0.0.4 otherwise), `/healthz` (the
+//! process answers) and `/readyz` (state loaded and partitions assigned). It exposes counters
+//! and gauges only — never state, config or secrets.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -323,13 +324,60 @@ impl Metrics {
         &self.families
     }
 
-    /// The Prometheus text exposition, as `/metrics` serves it.
+    /// The OpenMetrics text exposition (what `prometheus-client` encodes).
     pub fn exposition(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
+
+    /// The exposition in the format an `Accept` header asks for, with its content type:
+    /// OpenMetrics when it names `application/openmetrics-text`, else Prometheus text 0.0.4.
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, String) {
+        let openmetrics = self.exposition();
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (OPENMETRICS, openmetrics)
+        } else {
+            (PROMETHEUS_TEXT, prometheus_text(&openmetrics))
+        }
+    }
+}
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text as Prometheus text 0.0.4: a counter family is named after its `_total`
+/// sample (a 0.0.4 parser would otherwise read a sample-less counter and an untyped
+/// `…_total`), and the `# UNIT` and `# EOF` lines 0.0.4 does not have are left out.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match comment {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("{prefix}{name}{total} {tail}"));
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 struct Admin {
@@ -367,14 +415,15 @@ pub async fn serve(
     Ok(())
 }
 
-async fn metrics_text(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        admin.metrics.exposition(),
-    )
+async fn metrics_text(
+    State(admin): State<Arc<Admin>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let (content_type, body) = admin.metrics.negotiate(accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {

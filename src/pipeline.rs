@@ -252,12 +252,10 @@ impl Processor {
             self.engine.take_model_updates();
             return Processed::default();
         }
-        let cause = event.event_id.clone().unwrap_or_else(|| {
-            format!(
-                "{}/{}/{}",
-                record.topic, record.source.partition, record.source.offset
-            )
-        });
+        let cause = event
+            .event_id
+            .clone()
+            .unwrap_or_else(|| coordinates(record));
         let mut processed = Processed::default();
         let source = record.source;
         match self.users.offer(
@@ -342,7 +340,7 @@ impl Processor {
         match self.users.offer(
             &update.user_id,
             record.source,
-            None,
+            Some(coordinates(record)),
             record.timestamp_ms,
             now_ms,
         ) {
@@ -501,6 +499,15 @@ fn replica_output(update: &ReplicaUpdate, instance: &str, record: &Record) -> Ou
     }
 }
 
+/// An input's place, `topic/partition/offset`: the cause of an update when the input has no
+/// `event_id`.
+fn coordinates(record: &Record) -> String {
+    format!(
+        "{}/{}/{}",
+        record.topic, record.source.partition, record.source.offset
+    )
+}
+
 /// The header naming the instance that published a model update (its own are skipped).
 pub const INSTANCE_HEADER: &str = "streamrec-instance";
 
@@ -634,6 +641,17 @@ mod tests {
         assert_eq!(p.stats().rejected["payload_too_large"], 1);
         assert_eq!(p.stats().dead_letters_truncated, 1);
         assert_eq!(p.stats().applied, 1, "the next event is processed");
+    }
+
+    #[test]
+    fn an_update_caused_by_a_profile_names_its_input() {
+        let mut p = Processor::new(&config(0));
+        let profile = r#"{"type":"profile","user_id":"u","ts":1000,"attributes":{"region":"EU"}}"#;
+        let out = run(&mut p, &[record(4, profile)], 0);
+        let rec = &out[0].outputs[0];
+        assert_eq!(rec.destination, Destination::Recommendations);
+        let json: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
+        assert_eq!(json["cause_event_id"], "events/0/4");
     }
 
     #[test]
