@@ -433,6 +433,11 @@ async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             "state not loaded yet\n".into(),
         );
     }
+    let missing = admin.health.missing_topics();
+    if !missing.is_empty() {
+        let text = format!("consumed topics do not exist: {}\n", missing.join(", "));
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
+    }
     let behind = admin.health.model_behind();
     if behind > 0 {
         let text =

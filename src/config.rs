@@ -118,6 +118,9 @@ pub struct KafkaConfig {
     /// that partition's users from it. Empty: none (needs `state.dir`).
     pub changelog_topic: String,
     pub session_timeout_ms: u64,
+    /// How long `run` waits at start for a consumed topic (input or catalog) that does not exist
+    /// before it stops naming it; `/readyz` names it meanwhile.
+    pub missing_topic_timeout_ms: u64,
     /// Any librdkafka property (TLS, SASL, timeouts); these win over the settings above.
     pub librdkafka: std::collections::BTreeMap<String, String>,
 }
@@ -137,6 +140,7 @@ impl Default for KafkaConfig {
             instance_id: String::new(),
             changelog_topic: String::new(),
             session_timeout_ms: 10_000,
+            missing_topic_timeout_ms: 30_000,
             librdkafka: Default::default(),
         }
     }
@@ -282,7 +286,11 @@ impl KafkaConfig {
                 "must differ from the input and output topics",
             ));
         }
-        positive("kafka.session_timeout_ms", self.session_timeout_ms as i64)
+        positive("kafka.session_timeout_ms", self.session_timeout_ms as i64)?;
+        positive(
+            "kafka.missing_topic_timeout_ms",
+            self.missing_topic_timeout_ms as i64,
+        )
     }
 }
 

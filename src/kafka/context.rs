@@ -27,9 +27,20 @@ pub struct Health {
     restoring: Mutex<std::collections::BTreeSet<i32>>,
     /// `restoring`'s size, read on every message without the lock.
     restoring_count: AtomicUsize,
+    /// Consumed topics that do not exist (checked at start).
+    missing_topics: Mutex<Vec<String>>,
 }
 
 impl Health {
+    /// Consumed topics found missing at start (empty once all exist).
+    pub fn missing_topics(&self) -> Vec<String> {
+        self.missing_topics.lock().expect("not poisoned").clone()
+    }
+
+    pub(super) fn set_missing_topics(&self, topics: Vec<String>) {
+        *self.missing_topics.lock().expect("not poisoned") = topics;
+    }
+
     pub fn model_behind(&self) -> u64 {
         self.model_behind.load(Ordering::Relaxed)
     }

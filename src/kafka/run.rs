@@ -53,6 +53,8 @@ pub enum RunError {
         "outputs of {open} messages were not acknowledged within the drain time of {drain_ms} ms"
     )]
     DrainTimeout { open: usize, drain_ms: u64 },
+    #[error("consumed topics do not exist after waiting {waited_ms} ms: {}; create them (or fix kafka.input_topics / kafka.catalog_topic)", .topics.join(", "))]
+    MissingTopics { topics: Vec<String>, waited_ms: u64 },
     #[error("a pipeline worker stopped unexpectedly: {0}")]
     Worker(String),
     #[error("cannot start the admin listener: {0}")]
@@ -182,6 +184,16 @@ pub async fn run(
         None => Positions::default(),
     };
     let topics = kafka.consumed_topics();
+    tokio::pin!(shutdown);
+    let timeout = Duration::from_millis(kafka.missing_topic_timeout_ms);
+    tokio::select! {
+        waited = wait_for_topics(&consumer, &topics, &observers.health, timeout) => waited?,
+        _ = &mut shutdown => {
+            tracing::info!("stopped while waiting for the consumed topics");
+            let latency_us = observers.latency.lock().expect("not poisoned").clone();
+            return Ok(RunReport { processors: Vec::new(), latency_us, elapsed: started.elapsed() });
+        }
+    }
     let inputs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
@@ -204,7 +216,6 @@ pub async fn run(
     }
     let (restored_tx, mut restored_rx) = mpsc::channel::<(i32, Result<PartitionLog, String>)>(64);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tokio::pin!(shutdown);
     let mut failure = None;
     let mut seen_assignments = 0;
     loop {
@@ -293,6 +304,44 @@ pub async fn run(
         latency_us,
         elapsed: started.elapsed(),
     })
+}
+
+/// Waits until every consumed topic exists, checking each second for at most `timeout`;
+/// meanwhile `/readyz` names the missing ones. A subscription to a missing topic would only log
+/// that it is unavailable, and the group would look like it is forming.
+async fn wait_for_topics(
+    consumer: &Arc<StreamConsumer<GroupContext>>,
+    topics: &[String],
+    health: &Health,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    let started = Instant::now();
+    loop {
+        let (consumer, wanted) = (consumer.clone(), topics.to_vec());
+        let missing = tokio::task::spawn_blocking(move || {
+            let mut missing = Vec::new();
+            for topic in wanted {
+                if partition_count(&*consumer, &topic)? == 0 {
+                    missing.push(topic);
+                }
+            }
+            Ok::<_, KafkaError>(missing)
+        })
+        .await
+        .map_err(|join| RunError::Worker(join.to_string()))??;
+        health.set_missing_topics(missing.clone());
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(RunError::MissingTopics {
+                topics: missing,
+                waited_ms: timeout.as_millis() as u64,
+            });
+        }
+        tracing::warn!(topics = ?missing, "consumed topics do not exist; waiting for them");
+        tokio::time::sleep(Duration::from_secs(1).min(timeout)).await;
+    }
 }
 
 /// The changelog must exist with a partition for every input partition (partition p's users
