@@ -28,6 +28,8 @@ pub struct DedupWindow {
     streams: BTreeMap<u64, StreamKeys>,
     /// Keys ever added: each key's arrival number orders evictions across streams.
     arrivals: u64,
+    /// Keys over all streams, counted again on load rather than stored.
+    #[serde(skip)]
     len: usize,
 }
 
@@ -44,18 +46,18 @@ struct WindowRecord {
     config: DedupConfig,
     streams: BTreeMap<u64, StreamKeys>,
     arrivals: u64,
-    len: usize,
 }
 
 impl From<WindowRecord> for DedupWindow {
     fn from(r: WindowRecord) -> DedupWindow {
         let keys = r.streams.values().flat_map(|s| s.order.iter());
+        let seen: FxHashSet<u128> = keys.map(|(key, _, _)| *key).collect();
         DedupWindow {
-            seen: keys.map(|(key, _, _)| *key).collect(),
+            len: r.streams.values().map(|s| s.order.len()).sum(),
+            seen,
             config: r.config,
             streams: r.streams,
             arrivals: r.arrivals,
-            len: r.len,
         }
     }
 }

@@ -37,6 +37,7 @@
 //!   loader, the follower of other instances' item-model updates and the user-state changelog
 //!   (written with checkpoints, read when a partition is assigned);
 //!   [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
+//! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) for every decoder of others' bytes.
 //! - [`admin`]: `run`'s HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //! - [`config`] and [`cli`]: settings and the command line; [`config_layers`] merges defaults,
 //!   file, environment and flags; `main.rs` only calls [`cli::run`].
@@ -67,6 +68,7 @@ pub mod eval;
 pub mod event;
 pub mod factorization;
 pub mod formats;
+pub mod fuzzing;
 pub mod inspect;
 pub mod intern;
 pub mod kafka;

@@ -517,8 +517,11 @@ pub fn encode_update(update: &ReplicaUpdate) -> Vec<u8> {
         .expect("a model update always encodes")
 }
 
+/// Decodes an update another instance published; a length past `SMALL_RECORD_LIMIT` is an
+/// error, not an allocation.
 pub fn decode_update(bytes: &[u8]) -> Result<ReplicaUpdate, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+    let config = bincode::config::standard().with_limit::<{ crate::engine::SMALL_RECORD_LIMIT }>();
+    bincode::serde::decode_from_slice(bytes, config)
         .map(|(update, _)| update)
         .map_err(|e| e.to_string())
 }

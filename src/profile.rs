@@ -48,6 +48,19 @@ struct ProfileRecord {
     categories: Vec<(u32, Decayed)>,
 }
 
+impl UserProfile {
+    /// The largest item index the profile holds.
+    pub fn max_item(&self) -> Option<u32> {
+        let recent = self.recent.iter().map(|r| r.item);
+        recent.chain(self.purchased_order.iter().copied()).max()
+    }
+
+    /// The largest category index the profile holds.
+    pub fn max_category(&self) -> Option<u32> {
+        self.categories.iter().map(|c| c.0).max()
+    }
+}
+
 impl From<ProfileRecord> for UserProfile {
     fn from(r: ProfileRecord) -> UserProfile {
         UserProfile {

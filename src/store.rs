@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::EngineConfig;
 use crate::engine::{records_digest, Engine, EngineRecords};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// The format this build writes and reads. 2 added the catalog, segments, user attributes and
 /// trigger state; a format-1 dir is refused with the way to rebuild it.
@@ -315,17 +316,16 @@ impl StateStore {
         self.body(key, &value)
     }
 
-    /// Strips and checks the version byte.
+    /// Strips and checks the version byte and the checksum.
     fn body(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
         let name = String::from_utf8_lossy(key);
-        match value.split_first() {
-            None => Err(self.corrupt(format!("record {name} is empty"))),
-            Some((&version, _)) if version > FORMAT_VERSION => Err(StoreError::NewerFormat {
+        match record_body(value) {
+            Ok(body) => Ok(body.to_vec()),
+            Err(Frame::Newer(found)) => Err(StoreError::NewerFormat {
                 path: self.shown(),
-                found: version,
+                found,
             }),
-            Some((0, _)) => Err(self.corrupt(format!("record {name} has version 0"))),
-            Some((_, body)) => Ok(body.to_vec()),
+            Err(Frame::Damaged(why)) => Err(self.corrupt(format!("record {name} {why}"))),
         }
     }
 
@@ -342,11 +342,41 @@ impl StateStore {
     }
 }
 
+/// A record as stored: the format version, a checksum of the body, the body. Damage anywhere is
+/// found before the body is decoded.
 fn versioned(body: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(body.len() + 1);
+    let mut value = Vec::with_capacity(body.len() + 9);
     value.push(FORMAT_VERSION);
+    value.extend_from_slice(&xxh3_64(body).to_le_bytes());
     value.extend_from_slice(body);
     value
+}
+
+/// Why a stored value is not a record of this format.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Newer(u8),
+    Damaged(&'static str),
+}
+
+/// The body of a stored record, once its version and checksum are checked.
+pub fn record_body(value: &[u8]) -> Result<&[u8], Frame> {
+    let Some((&version, rest)) = value.split_first() else {
+        return Err(Frame::Damaged("is empty"));
+    };
+    if version > FORMAT_VERSION {
+        return Err(Frame::Newer(version));
+    }
+    if version == 0 {
+        return Err(Frame::Damaged("has version 0"));
+    }
+    let Some((checksum, body)) = rest.split_first_chunk::<8>() else {
+        return Err(Frame::Damaged("is shorter than its checksum"));
+    };
+    if u64::from_le_bytes(*checksum) != xxh3_64(body) {
+        return Err(Frame::Damaged("fails its checksum (damaged on disk?)"));
+    }
+    Ok(body)
 }
 
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -515,6 +545,25 @@ mod tests {
     }
 
     #[test]
+    fn a_flipped_bit_anywhere_in_a_record_is_found_before_decoding() {
+        let value = versioned(b"some engine state");
+        assert_eq!(record_body(&value), Ok(&b"some engine state"[..]));
+        for at in 1..value.len() {
+            let mut damaged = value.clone();
+            damaged[at] ^= 0x10;
+            assert!(
+                matches!(record_body(&damaged), Err(Frame::Damaged(_))),
+                "byte {at}"
+            );
+        }
+        assert_eq!(record_body(&[]), Err(Frame::Damaged("is empty")));
+        assert_eq!(
+            record_body(&[FORMAT_VERSION + 1]),
+            Err(Frame::Newer(FORMAT_VERSION + 1))
+        );
+    }
+
+    #[test]
     fn corrupt_records_are_reported_with_the_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
@@ -525,7 +574,7 @@ mod tests {
                 .unwrap();
             store
                 .db
-                .insert(ITEMS_KEY, &[FORMAT_VERSION, 0xff, 0xff][..])
+                .insert(ITEMS_KEY, versioned(&[0xff, 0xff]))
                 .unwrap();
             store.db.flush().unwrap();
         }

@@ -146,6 +146,35 @@ impl UserState {
         }
     }
 
+    /// Whether every index the user holds exists in `items` and the factors have `rank` values.
+    fn check_indices(&self, items: &ItemModel, rank: usize) -> Result<(), String> {
+        if self.factors.len() != rank {
+            return Err(format!("{} factors, rank {rank}", self.factors.len()));
+        }
+        let (item_count, category_count) = (items.ids.len(), items.categories.len());
+        if let Some(bad) = self
+            .profile
+            .max_item()
+            .filter(|&i| i as usize >= item_count)
+        {
+            return Err(format!("item {bad} of {item_count}"));
+        }
+        if let Some(bad) = self
+            .profile
+            .max_category()
+            .filter(|&c| c as usize >= category_count)
+        {
+            return Err(format!("category {bad} of {category_count}"));
+        }
+        if let Some(bad) = self.segment.filter(|&s| s as usize >= items.segments.len()) {
+            return Err(format!("segment {bad} of {}", items.segments.len()));
+        }
+        if !self.triggers.indices_within(item_count, category_count) {
+            return Err("trigger state names unknown items or categories".into());
+        }
+        Ok(())
+    }
+
     /// Merges a profile update (a `None` value removes the key). Keys beyond
     /// `max_attributes` are ignored, so a user's attributes stay bounded.
     fn update_attributes(&mut self, update: &ProfileUpdate, max_attributes: usize) {
@@ -577,6 +606,7 @@ impl Engine {
 /// Engine state as records: the shared item model, one record per user, and the worker's own
 /// dedup window and sampling RNG. Encoded canonically (maps in key order) with bincode, so the
 /// same logical state always gives the same bytes.
+#[derive(Clone, Debug)]
 pub struct EngineRecords {
     pub items: Vec<u8>,
     /// (user id, record), in id order.
@@ -596,9 +626,23 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
         .expect("engine state always encodes")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, DecodeError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| DecodeError {
+/// The most a user record (stored or portable) or a model update may claim to hold: its
+/// history, attributes and trigger state are bounded far below this. A damaged length is an
+/// error, not an allocation of whatever it says.
+pub const SMALL_RECORD_LIMIT: usize = 16 << 20;
+/// The same for the shard record (the dedup window: up to `engine.dedup.max_entries` keys).
+const SHARD_RECORD_LIMIT: usize = 512 << 20;
+/// The same for the item model, one record today (per-item records are the plan).
+const ITEM_MODEL_LIMIT: usize = 4 << 30;
+
+/// Decodes a record that claims at most `LIMIT` bytes of contents.
+fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, DecodeError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError {
             what: what.to_owned(),
             detail: e.to_string(),
         })?;
@@ -665,7 +709,8 @@ impl Engine {
         config: EngineConfig,
         records: &EngineRecords,
     ) -> Result<Engine, DecodeError> {
-        let items: ItemModel = decode(&records.items, "the item model")?;
+        let items: ItemModel =
+            decode_within::<_, ITEM_MODEL_LIMIT>(&records.items, "the item model")?;
         if items.factors.rank() != config.factorization.rank {
             return Err(DecodeError {
                 what: "the item model".into(),
@@ -676,7 +721,8 @@ impl Engine {
                 ),
             });
         }
-        let rest: ShardRest = decode(&records.shard, "the dedup window and RNG")?;
+        let rest: ShardRest =
+            decode_within::<_, SHARD_RECORD_LIMIT>(&records.shard, "the dedup window and RNG")?;
         let shard = UserShard {
             users: FxHashMap::default(),
             dedup: rest.dedup,
@@ -726,8 +772,14 @@ impl Engine {
     }
 
     /// Puts a stored user back in memory, unchanged (so the next checkpoint skips it).
+    /// A record naming items, categories or a segment the item model does not have is refused
+    /// (a damaged or mismatched state dir), never used.
     pub fn insert_user(&mut self, user_id: &str, record: &[u8]) -> Result<(), DecodeError> {
-        let state: UserState = decode(record, &format!("user {user_id:?}"))?;
+        let what = format!("user {user_id:?}");
+        let state: UserState = decode_within::<_, SMALL_RECORD_LIMIT>(record, &what)?;
+        state
+            .check_indices(&self.read(), self.config.factorization.rank)
+            .map_err(|detail| DecodeError { what, detail })?;
         self.shard.users.insert(user_id.into(), state);
         Ok(())
     }

@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, intern_item, DecodeError, Engine, Position, UserState};
+use super::{
+    decode_within, encode, intern_item, DecodeError, Engine, Position, UserState,
+    SMALL_RECORD_LIMIT,
+};
 use crate::profile::{PortableProfile, UserProfile};
 use crate::segments::segment_name;
 use crate::triggers::UserTriggers;
@@ -24,7 +27,8 @@ impl PortableUser {
     }
 
     pub fn decode(bytes: &[u8], user_id: &str) -> Result<PortableUser, DecodeError> {
-        decode(bytes, &format!("changelog record of user {user_id:?}"))
+        let what = format!("changelog record of user {user_id:?}");
+        decode_within::<_, SMALL_RECORD_LIMIT>(bytes, &what)
     }
 
     /// The bytes of what only the user's own inputs decide (profile, attributes, position),

@@ -97,7 +97,7 @@ pub struct PartitionPosition {
 
 impl PartitionPosition {
     /// A position record's value: this JSON, or a bare offset (written by older builds).
-    fn parse(bytes: &[u8]) -> Option<PartitionPosition> {
+    pub fn parse(bytes: &[u8]) -> Option<PartitionPosition> {
         if let Some(next_offset) = std::str::from_utf8(bytes).ok().and_then(|v| v.parse().ok()) {
             return Some(PartitionPosition {
                 next_offset,

@@ -14,6 +14,7 @@ mod run;
 mod sink;
 mod worker;
 
+pub use changelog::PartitionPosition;
 pub use client::{consumer_config, producer_config, replay_consumer_config};
 pub use context::Health;
 pub use produce::{produce, produce_messages, Loader, ProduceReport};

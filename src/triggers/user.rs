@@ -57,6 +57,20 @@ pub struct EventFacts<'a> {
 }
 
 impl UserTriggers {
+    /// Whether every item and category index held is below the given counts (a stored state is
+    /// checked before use). Armed keys are items or categories, by the rule's scope.
+    pub fn indices_within(&self, items: usize, categories: usize) -> bool {
+        let category_ok = |c: u32| c == u32::MAX || (c as usize) < categories;
+        let views_ok = self
+            .views
+            .iter()
+            .all(|&(item, category, _)| (item as usize) < items && category_ok(category));
+        let any = items.max(categories);
+        views_ok
+            && self.armed.iter().all(|a| (a.key as usize) < any)
+            && self.carts.iter().all(|c| (c.item as usize) < items)
+    }
+
     /// Whether a deadline waits on this user's state (such users stay in memory).
     pub fn waiting(&self) -> bool {
         !self.armed.is_empty() || !self.carts.is_empty()

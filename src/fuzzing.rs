@@ -1,0 +1,121 @@
+//! Entry points for coverage-guided fuzzing (`fuzz/`) of every decoder that reads bytes someone
+//! else wrote, shared with the test that replays the seed corpus and past crashes. Each takes
+//! arbitrary bytes and must return without a panic, an abort or an allocation sized by a length
+//! the bytes claim.
+
+use crate::clean::Cleaner;
+use crate::config::EngineConfig;
+use crate::engine::{apply_update, Engine, EngineRecords, PortableUser};
+use crate::event::{Event, EventType, Input};
+use crate::kafka::PartitionPosition;
+use crate::pipeline::decode_update;
+use crate::ranking::Filters;
+
+/// Input-topic messages (events and profile updates): what cleaning accepts is within limits.
+pub fn clean_input(data: &[u8]) {
+    let mut cleaner = Cleaner::new(Default::default());
+    if let Ok(Input::Event(event)) = cleaner.clean_input(data) {
+        assert!(!event.user_id.is_empty() && event.user_id.chars().count() <= 128);
+        assert!(!event.item_id.is_empty() && event.item_id.chars().count() <= 128);
+    }
+    let _ = cleaner.clean_json(data);
+}
+
+/// Catalog messages: the first byte says how much of the rest is the key; the remainder is the
+/// value (a tombstone when empty).
+pub fn clean_catalog(data: &[u8]) {
+    let Some((&key_len, rest)) = data.split_first() else {
+        return;
+    };
+    let (key, value) = rest.split_at((key_len as usize).min(rest.len()));
+    let value = (!value.is_empty()).then_some(value);
+    let _ = Cleaner::new(Default::default()).clean_catalog(value, Some(key));
+}
+
+/// Values read back from a state dir. Every value's version and checksum are checked before its
+/// body is decoded, so a damaged file is refused there; past that, a body is what this build
+/// wrote. The input is also decoded as a user record and as a shard record against a real item
+/// model: a record whose checksum holds but whose contents do not fit is refused, never used.
+pub fn state_records(data: &[u8]) {
+    let _ = crate::store::record_body(data);
+    let template = TEMPLATE.with(Clone::clone);
+    let mut engine =
+        Engine::from_records(template.config.clone(), &template.records).expect("it decodes");
+    if engine.insert_user("u", data).is_ok() {
+        let _ = engine.recommend("u", 10, &Filters::default());
+    }
+    let records = EngineRecords {
+        items: template.records.items,
+        users: Vec::new(),
+        shard: data.to_vec(),
+    };
+    if let Ok(mut engine) = Engine::from_records(template.config, &records) {
+        engine.apply_on(
+            0,
+            &Event::new(EventType::View, "u", "i1", 1_700_000_100_000),
+        );
+        let _ = engine.digest();
+    }
+}
+
+#[derive(Clone)]
+struct Template {
+    config: EngineConfig,
+    /// Item model and shard, no users.
+    records: EngineRecords,
+}
+
+thread_local! {
+    static TEMPLATE: Template = {
+        let engine = template_engine();
+        let mut records = engine.to_records();
+        records.users.clear();
+        Template { config: engine.config().clone(), records }
+    };
+}
+
+/// A small shop's engine: what records are checked against (the binary seeds are its records).
+pub fn template_engine() -> Engine {
+    let mut engine = Engine::new(EngineConfig::default());
+    engine.publish_model_updates(true);
+    let kinds = [EventType::View, EventType::AddToCart, EventType::Purchase];
+    for n in 0..60i64 {
+        let user = format!("u{}", n % 4);
+        let item = format!("i{}", n % 9);
+        let mut event = Event::new(
+            kinds[n as usize % 3],
+            &user,
+            &item,
+            1_700_000_000_000 + n * 1000,
+        );
+        event.category = Some(format!("c{}", n % 3));
+        engine.apply_on((n % 2) as u64, &event);
+    }
+    engine
+}
+
+/// Changelog records of other instances: a user record decoded and installed (items by name),
+/// a position record parsed.
+pub fn changelog_record(data: &[u8]) {
+    let _ = PartitionPosition::parse(data);
+    let Ok(user) = PortableUser::decode(data, "u") else {
+        return;
+    };
+    let mut engine = Engine::new(EngineConfig::default());
+    let record = engine.localize_user("u", &user);
+    if engine.insert_user("u", &record).is_ok() {
+        let _ = engine.recommend("u", 10, &Filters::default());
+    }
+}
+
+/// `model-updates` records of other instances: decoded and applied to an item model.
+pub fn model_update(data: &[u8]) {
+    let Ok(update) = decode_update(data) else {
+        return;
+    };
+    let config = EngineConfig::default();
+    let engine = Engine::new(config.clone());
+    let items = engine.shared_items();
+    apply_update(&mut items.write().expect("not poisoned"), &update, &config);
+    let _ = engine.recommend("u", 10, &Filters::default());
+}

@@ -1,0 +1,78 @@
+//! Every seed of the fuzz corpus (`fuzz/seeds/<target>`) and every input that once crashed a
+//! target (`fuzz/regressions/<target>`) runs through the target's entry point on each test run.
+//! `STREAMREC_WRITE_SEEDS=1 cargo test --test fuzz_corpus` rewrites the binary seeds from a real
+//! engine (after a format change).
+
+use std::path::{Path, PathBuf};
+
+use streamrec::engine::ModelUpdate;
+use streamrec::fuzzing;
+
+type Target = fn(&[u8]);
+
+const TARGETS: [(&str, Target); 5] = [
+    ("clean_input", fuzzing::clean_input),
+    ("clean_catalog", fuzzing::clean_catalog),
+    ("state_records", fuzzing::state_records),
+    ("changelog_record", fuzzing::changelog_record),
+    ("model_update", fuzzing::model_update),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_seed_and_past_crash_runs_clean() {
+    if std::env::var_os("STREAMREC_WRITE_SEEDS").is_some() {
+        write_binary_seeds();
+    }
+    for (name, target) in TARGETS {
+        let seeds = files(&fuzz_dir().join("seeds").join(name));
+        assert!(!seeds.is_empty(), "{name} has no seed corpus");
+        for path in seeds
+            .iter()
+            .chain(&files(&fuzz_dir().join("regressions").join(name)))
+        {
+            let data = std::fs::read(path).unwrap();
+            let outcome = std::panic::catch_unwind(|| target(&data));
+            assert!(outcome.is_ok(), "{name} panicked on {}", path.display());
+        }
+    }
+}
+
+fn write_binary_seeds() {
+    let mut engine = fuzzing::template_engine();
+    let records = engine.to_records();
+    write_seed("state_records", "shard", &records.shard);
+    write_seed("state_records", "user", &records.users[0].1);
+    let portable = engine.changed_portable_users();
+    write_seed("changelog_record", "user", &portable[0].1.encode());
+    write_seed(
+        "changelog_record",
+        "position",
+        br#"{"next_offset":42,"stream_time_ms":1700000000000}"#,
+    );
+    let updates: Vec<ModelUpdate> = engine.take_model_updates();
+    let learned = streamrec::engine::ReplicaUpdate::Learned(updates[updates.len() - 1].clone());
+    write_seed(
+        "model_update",
+        "learned",
+        &streamrec::pipeline::encode_update(&learned),
+    );
+}
+
+fn write_seed(target: &str, name: &str, bytes: &[u8]) {
+    let dir = fuzz_dir().join("seeds").join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
