@@ -433,6 +433,10 @@ async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             "state not loaded yet\n".into(),
         );
     }
+    if admin.health.brokers_down() {
+        let text = "every broker is unreachable; reconnecting (nothing is consumed or committed meanwhile)\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, text.to_owned());
+    }
     let missing = admin.health.missing_topics();
     if !missing.is_empty() {
         let text = format!("consumed topics do not exist: {}\n", missing.join(", "));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use common::schemas::Output;
 use common::tansu::{streamrec, terminate, Broker, PARTITIONS};
 use common::{committed, read_topic, unique, Read};
 
@@ -237,4 +238,14 @@ file = "{}"
     );
     assert_eq!(trigger["items"], serde_json::json!(["b"]));
     assert_eq!(fired[0].key, "u0");
+    let checked = common::schemas::validate_topics(
+        &broker.address,
+        &[
+            (recs, Output::Recommendations),
+            (similar, Output::SimilarItems),
+            (dead, Output::DeadLetters),
+            (triggers, Output::Triggers),
+        ],
+    );
+    assert!(checked > all.len(), "every output validated: {checked}");
 }

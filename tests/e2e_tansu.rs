@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use common::schemas::Output;
 use common::tansu::{
     produce_file, run_to_end, start_run, state_config, state_digest, stored_offsets, streamrec,
     terminate, Broker, PARTITIONS,
@@ -27,6 +28,7 @@ struct Setup {
     group: String,
     input: String,
     recommendations: String,
+    similar: String,
     dead_letter: String,
     _dir: tempfile::TempDir,
 }
@@ -70,6 +72,7 @@ min_update_interval_ms = 500
         group,
         input,
         recommendations,
+        similar,
         dead_letter,
         _dir: dir,
     }
@@ -215,6 +218,16 @@ fn movielens_through_a_real_broker() {
         usize::MAX,
         quiet,
     );
+    let similar = setup.similar.clone();
+    let checked = common::schemas::validate_topics(
+        &setup.broker.address,
+        &[
+            (&setup.recommendations, Output::Recommendations),
+            (&similar, Output::SimilarItems),
+            (&setup.dead_letter, Output::DeadLetters),
+        ],
+    );
+    assert!(checked > recs.len(), "every output validated: {checked}");
     let users: BTreeSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(
         users.len(),
@@ -311,6 +324,9 @@ fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
         state_digest(&calm),
         "crashes changed the state"
     );
+    for name in ["crashy", "calm"] {
+        assert!(common::schemas::validate_named(&broker.address, name) > 0);
+    }
 }
 
 #[test]

@@ -161,6 +161,9 @@ fn a_member_stopped_mid_stream_hands_its_partitions_over_without_loss_or_repeat(
         ends.iter().sum::<i64>() as u64,
         "events lost or applied twice across the hand-over (first {applied_first}, second {applied_second})"
     );
+    for name in ["first", "second"] {
+        common::schemas::validate_named(&pair.broker.address, name);
+    }
 }
 
 #[test]
@@ -190,4 +193,7 @@ fn a_member_joining_mid_stream_takes_partitions_without_loss_or_repeat() {
         ends.iter().sum::<i64>() as u64,
         "events lost or applied twice across the rebalance (first {applied_first}, second {applied_second})"
     );
+    for name in ["first", "second"] {
+        common::schemas::validate_named(&pair.broker.address, name);
+    }
 }

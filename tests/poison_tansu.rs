@@ -73,6 +73,7 @@ fn run_over_oversized(tune: impl FnOnce(&mut streamrec::config::Config)) -> Outc
     let quiet = Duration::from_secs(5);
     let dead = read_topic(&broker.address, &kafka.dead_letter_topic, 1, 1, quiet);
     let recs = read_topic(&broker.address, &kafka.recommendations_topic, 1, 1, quiet);
+    assert!(common::schemas::validate_outputs_of(&broker.address, kafka) >= 2);
     Outcome {
         dead,
         recommended: recs.iter().map(|r| r.key.clone()).collect(),

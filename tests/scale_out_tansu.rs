@@ -292,4 +292,7 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
         recommended, scaled_users,
         "every user received recommendations"
     );
+    for name in ["scaled", "single"] {
+        assert!(common::schemas::validate_named(&broker.address, name) > 0);
+    }
 }

@@ -211,6 +211,8 @@ fn through_a_real_broker_each_partition_keeps_its_own_time() {
         }
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let kafka = config.kafka.clone();
     let (stats, users) = runtime.block_on(through_a_broker(config, &broker.address));
     check(&stats, &users);
+    assert!(common::schemas::validate_outputs_of(&broker.address, &kafka) > 0);
 }

@@ -29,9 +29,21 @@ pub struct Health {
     restoring_count: AtomicUsize,
     /// Consumed topics that do not exist (checked at start).
     missing_topics: Mutex<Vec<String>>,
+    /// Every broker unreachable (librdkafka said so) and none seen up since.
+    brokers_down: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
+    pub fn brokers_down(&self) -> bool {
+        self.brokers_down.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_brokers_down(&self, down: bool) {
+        if self.brokers_down.swap(down, Ordering::Relaxed) && !down {
+            tracing::info!("brokers reachable again");
+        }
+    }
+
     /// Consumed topics found missing at start (empty once all exist).
     pub fn missing_topics(&self) -> Vec<String> {
         self.missing_topics.lock().expect("not poisoned").clone()
@@ -221,6 +233,19 @@ impl ClientContext for GroupContext {
         if let Some(metrics) = &self.metrics {
             metrics.record_lag(&statistics);
         }
+        if statistics.brokers.values().any(|b| b.state == "UP") {
+            self.health.set_brokers_down(false);
+        }
+    }
+
+    /// librdkafka reconnects by itself; what an operator needs is `/readyz` saying why nothing
+    /// moves meanwhile.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if let KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) = error {
+            self.health.set_brokers_down(true);
+        }
+        tracing::warn!(error = %error, reason, "kafka client error; librdkafka retries");
     }
 }
 

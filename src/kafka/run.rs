@@ -243,6 +243,9 @@ pub async fn run(
             }
             message = consumer.recv() => match message {
                 Ok(message) => {
+                    if observers.health.brokers_down() {
+                        observers.health.set_brokers_down(false);
+                    }
                     let assignments = observers.health.assignments();
                     if assignments != seen_assignments {
                         if seen_assignments > 0 {

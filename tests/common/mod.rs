@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod schemas;
 pub mod tansu;
 
 use std::collections::BTreeMap;
