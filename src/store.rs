@@ -383,12 +383,18 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     [OFFSET_PREFIX, format!("{topic}/{partition}").as_bytes()].concat()
 }
 
+/// sled's page cache. Its default (1 GiB) is what made a burst of a million users grow `run`
+/// to ~1 GB whatever `state.max_users_in_memory` said: users evicted from the engine stayed in
+/// sled's cache instead.
+const CACHE_BYTES: u64 = 128 << 20;
+
 /// A handle this process dropped a moment ago may still hold the lock while sled's background
 /// flusher winds down: a locked dir is retried for up to a second before it counts as in use.
 fn open_db(path: &Path, shown: &str) -> Result<sled::Db, StoreError> {
     let mut tries = 0;
     loop {
-        match sled::Config::new().path(path).open() {
+        let config = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
+        match config.open() {
             Ok(db) => return Ok(db),
             Err(err) => match open_error(shown, err) {
                 StoreError::Locked { .. } if tries < 20 => {
