@@ -1037,6 +1037,25 @@ mod tests {
         crate::synthetic::Shoppers::new(shop).take(n).collect()
     }
 
+    /// Found by validating the real-broker tests' outputs: interests decayed for months left a
+    /// source's best score subnormal, its normalising factor infinite, and scores `null` in JSON.
+    #[test]
+    fn interests_decayed_for_months_still_give_finite_scores() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let day = 24 * 3_600_000;
+        for (user, items) in [("u", ["a", "b", "c"]), ("v", ["a", "b", "d"])] {
+            for (n, item) in items.iter().enumerate() {
+                engine.apply(&event(EventType::View, user, item, 1000 + n as i64));
+            }
+        }
+        for later in [130, 145, 160] {
+            engine.apply(&event(EventType::View, "w", "z", later * day));
+            let list = engine.recommend("u", 10, &Filters::default());
+            assert!(!list.is_empty());
+            assert!(list.iter().all(|s| s.score.is_finite()), "{list:?}");
+        }
+    }
+
     #[test]
     fn stream_times_and_their_deadlines_survive_a_checkpoint() {
         let window = 1_800_000;

@@ -203,7 +203,7 @@ pub fn recommend(
             factors[Source::Mf as usize] =
                 add_mf(&mut ranked, &mut candidates, &user.factors, items, blend.mf);
         }
-        ranked.retain(|r| r.score > 0.0);
+        ranked.retain(|r| r.score > 0.0 && r.score.is_finite());
         keep_best(&mut ranked, n);
         ranked.sort_by(best_first);
         ranked
@@ -329,7 +329,9 @@ fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; SOURCE_COUNT]
     let mut factors = [0.0f32; SOURCE_COUNT];
     for source in SOURCES {
         let i = source as usize;
-        if best[i] > 0.0 && source != Source::Mf {
+        // A best score below the normal range (interests decayed for months) would make the
+        // factor overflow to infinity: such a source counts as empty.
+        if best[i] >= f32::MIN_POSITIVE && source != Source::Mf {
             factors[i] = source.weight(blend) / best[i];
         }
     }
@@ -365,7 +367,7 @@ fn add_mf(
         candidates.scores[r.slot as usize][mf] = score;
         best = best.max(score);
     }
-    if best <= 0.0 {
+    if best < f32::MIN_POSITIVE {
         return 0.0;
     }
     let factor = weight / best;
