@@ -40,21 +40,6 @@ async fn the_broker_unreachable_for_30_s_is_survived_and_nothing_is_applied_twic
     .await;
 }
 
-/// 100 views by each of `users` users.
-fn views_by(users: usize) -> Vec<(String, Vec<u8>)> {
-    (0..100 * users)
-        .map(|i| {
-            let user = format!("u{}", i % users);
-            let json = format!(
-                r#"{{"type":"view","user_id":"{user}","item_id":"i{}","ts":{}}}"#,
-                i % 40,
-                1_700_000_000_000i64 + i as i64
-            );
-            (user, json.into_bytes())
-        })
-        .collect()
-}
-
 /// An output topic refuses writes mid-stream (authorization): `run` stops with an error naming
 /// the refusal, the group's commit stays behind the inputs whose outputs were refused, and a
 /// restart (the refusal lifted) continues to the end. Coalescing holds each user's later
@@ -67,7 +52,7 @@ async fn an_unwritable_output_topic_stops_run_without_committing_past_it() {
     let cluster = MockCluster::new(1).unwrap();
     let mut config = setup(&cluster);
     config.pipeline.min_update_interval_ms = 1000;
-    let events = views_by(6);
+    let events = common::outage::views(600, 6);
     let input = config.kafka.input_topics[0].clone();
     produce_messages(&config.kafka, &input, &events, false, None)
         .await

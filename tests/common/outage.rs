@@ -16,11 +16,11 @@ use super::read_topic;
 const EVENTS: usize = 3000;
 const OUTAGE: Duration = Duration::from_secs(30);
 
-/// `n` views by `n` users, so every event owes its user a recommendation.
-pub fn views(n: usize) -> Vec<(String, Vec<u8>)> {
+/// `n` views by `users` users in turn (`users == n`: every event owes a new user an update).
+pub fn views(n: usize, users: usize) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|i| {
-            let user = format!("u{i}");
+            let user = format!("u{}", i % users);
             let json = format!(
                 r#"{{"type":"view","user_id":"{user}","item_id":"i{}","ts":{}}}"#,
                 i % 50,
@@ -61,7 +61,7 @@ pub async fn survive_an_outage(mut config: Config, down: impl FnOnce(), up: impl
         .kafka
         .librdkafka
         .insert("statistics.interval.ms".into(), "500".into());
-    let events = views(EVENTS);
+    let events = views(EVENTS, EVENTS);
     let input = config.kafka.input_topics[0].clone();
     let third = EVENTS / 3;
     produce_messages(&config.kafka, &input, &events[..third], false, None)
