@@ -18,10 +18,12 @@ fn the_broker_cut_off_for_30_s_is_survived_and_nothing_is_applied_twice() {
     for topic in kafka.output_topics().into_iter().chain(&kafka.input_topics) {
         broker.create_topic(topic);
     }
+    let kafka = config.kafka.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(common::outage::survive_an_outage(
         config,
         || proxy.cut(),
         || proxy.restore(),
     ));
+    assert!(common::schemas::validate_outputs_of(&proxy.address(), &kafka) > 0);
 }

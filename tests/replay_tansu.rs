@@ -223,6 +223,14 @@ fn replays_rebuild_live_state_and_hand_over_to_run_without_gap_or_overlap() {
         live_recs,
         "a shadow replay wrote to a live topic"
     );
+    for name in ["live", "head", "live-recs.shadow"] {
+        if name.contains('.') {
+            let topics = [(name, common::schemas::Output::Recommendations)];
+            assert!(common::schemas::validate_topics(&broker.address, &topics) > 0);
+        } else {
+            assert!(common::schemas::validate_named(&broker.address, name) > 0);
+        }
+    }
 }
 
 #[test]
