@@ -1,5 +1,6 @@
 //! Publishing with backpressure: a full producer queue makes us wait for acknowledgements,
-//! never drop or fail.
+//! never drop or fail. A delivery error says whether it refuses one message (a dead letter
+//! takes its place) or fails the destination (the pipeline stops).
 
 use std::time::Duration;
 
