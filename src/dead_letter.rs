@@ -86,8 +86,15 @@ impl std::fmt::Debug for Refused {
 /// dead-letter topic itself is unusable, which is an operator's problem, not the input's).
 ///
 /// A refused dead letter keeps its reason and is cut to `REFUSED_PREFIX_BYTES`; any other refused
-/// output becomes a dead letter with reason `output_refused:<code>` naming the refusing topic.
-pub fn refused_output(refused: Refused, source: Source) -> Option<Output> {
+/// output becomes a dead letter with reason `output_refused:<code>` naming the refusing topic,
+/// and the first input waiting for it (by its index in `inputs`) as the source.
+pub fn refused_output(refused: Refused, inputs: &[String]) -> Option<Output> {
+    let waiter = refused.waiters.first().copied().unwrap_or_default();
+    let name = inputs.get(waiter.topic as usize).or(inputs.first());
+    let source = Source {
+        topic: name.map_or("unknown", String::as_str),
+        waiter,
+    };
     if refused
         .headers
         .iter()
@@ -173,6 +180,10 @@ mod tests {
         }
     }
 
+    fn inputs() -> Vec<String> {
+        vec!["events".to_owned()]
+    }
+
     fn header<'a>(output: &'a Output, name: &str) -> Option<&'a str> {
         output
             .headers
@@ -216,7 +227,7 @@ mod tests {
     fn a_refused_dead_letter_is_cut_further_keeping_its_reason_and_original_size() {
         let big = vec![b'x'; 1_200_000];
         let dead = rejected_input(source(3), &big, "payload_too_large", 65_536);
-        let again = refused_output(refused(Destination::DeadLetter, &dead), source(3)).unwrap();
+        let again = refused_output(refused(Destination::DeadLetter, &dead), &inputs()).unwrap();
         assert_eq!(again.payload.len(), REFUSED_PREFIX_BYTES);
         assert_eq!(header(&again, REASON), Some("payload_too_large"));
         assert_eq!(header(&again, ORIGINAL_SIZE), Some("1200000"));
@@ -225,7 +236,7 @@ mod tests {
         let count = |name| again.headers.iter().filter(|(n, _)| *n == name).count();
         assert_eq!((count(TRUNCATED), count(ORIGINAL_SIZE)), (1, 1));
         assert!(
-            refused_output(refused(Destination::DeadLetter, &again), source(3)).is_none(),
+            refused_output(refused(Destination::DeadLetter, &again), &inputs()).is_none(),
             "a replacement refused again is the topic's fault"
         );
     }
@@ -242,7 +253,7 @@ mod tests {
         };
         let mut refusal = refused(Destination::Recommendations, &recommendation);
         refusal.topic = "recs".into();
-        let dead = refused_output(refusal, source(5)).unwrap();
+        let dead = refused_output(refusal, &inputs()).unwrap();
         assert_eq!(dead.destination, Destination::DeadLetter);
         assert_eq!(dead.key, "u1");
         assert_eq!(

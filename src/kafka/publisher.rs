@@ -125,18 +125,9 @@ impl Publisher {
     }
 
     fn replacement(&self, refused: Refused) -> Result<Output, String> {
-        let waiter = refused.waiters.first().copied().unwrap_or_default();
-        let name = self
-            .inputs
-            .get(waiter.topic as usize)
-            .or(self.inputs.first());
-        let source = dead_letter::Source {
-            topic: name.map_or("replay", String::as_str),
-            waiter,
-        };
         let (topic, code) = (refused.topic.clone(), refused.code.clone());
         tracing::warn!(%topic, %code, key = %refused.key, "output refused by its topic; publishing a dead letter in its place");
-        dead_letter::refused_output(refused, source).ok_or_else(|| {
+        dead_letter::refused_output(refused, &self.inputs).ok_or_else(|| {
             format!("the dead-letter topic {topic} refused even a replacement of a refused message ({code}); check its max.message.bytes")
         })
     }

@@ -290,15 +290,10 @@ impl Worker {
 
     /// The dead letter that takes a refused output's place (and holds its inputs' offsets).
     fn replacement(&self, refused: Refused) -> Result<Output, RunError> {
-        let first = refused.waiters.first().copied().unwrap_or_default();
-        let source = dead_letter::Source {
-            topic: &self.inputs[first.topic as usize],
-            waiter: first,
-        };
         let (topic, code) = (refused.topic.clone(), refused.code.clone());
         self.metrics.count_refused(&topic, &code);
         tracing::warn!(%topic, %code, key = %refused.key, bytes = refused.payload.len(), "output refused by its topic; publishing a dead letter in its place");
-        dead_letter::refused_output(refused, source)
+        dead_letter::refused_output(refused, &self.inputs)
             .ok_or(RunError::DeadLetterUnusable { topic, code })
     }
 
