@@ -1,8 +1,8 @@
 //! A burst of distinct users (a campaign, a bot wave) through `streamrec run` on a real broker,
 //! with a state dir and `state.max_users_in_memory`: every user ends up in the store (nothing
 //! lost) and the process's peak RSS stays under the bound measured for 200,000 users.
-//! `STREAMREC_BURST_USERS` sets the burst (README has the figures up to 1,000,000; past 200,000
-//! the RSS is printed, not checked: it still grows with the burst, see README).
+//! `STREAMREC_BURST_USERS` sets the burst (docs/guarantees.md has the figures up to 1,000,000; past 200,000
+//! the RSS is printed, not checked: it still grows with the burst).
 
 mod common;
 

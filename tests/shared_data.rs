@@ -1,4 +1,4 @@
-//! Evaluation on the real datasets in `../shared/data`: guards the quality the README reports.
+//! Evaluation on the real datasets in `../shared/data`: guards the quality docs/evaluation.md reports.
 //! The data is not in the repository (licences); each test says clearly when it skips.
 
 mod common;
@@ -81,7 +81,7 @@ fn taobao_purchase_quality_holds_and_the_truncated_row_is_counted() {
     assert_eq!(report["skipped_rows"]["wrong_field_count"], 1);
     assert_eq!(report["mode"], "purchase");
     let hybrid = hr(&report, "hybrid");
-    // The measured figure is in README; this guards against regressions, not the 0.55 goal.
+    // The measured figure is in docs/evaluation.md; this guards against regressions, not the 0.55 goal.
     assert!(hybrid >= 0.50, "hybrid HR@10 {hybrid}");
     assert!(hybrid > 10.0 * hr(&report, "popularity"));
 }
