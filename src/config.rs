@@ -487,7 +487,7 @@ pub struct CleanConfig {
     pub max_id_len: usize,
     /// Events before this epoch-ms instant are rejected; default 2000-01-01T00:00:00Z.
     pub min_ts_ms: i64,
-    /// Events further ahead of the latest accepted event time are rejected.
+    /// Events further ahead of their message's Kafka timestamp are rejected.
     pub max_future_skew_ms: i64,
     /// Profile attributes and catalog tags per message; more are rejected
     /// (`too_many_attributes:<field>`).

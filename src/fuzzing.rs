@@ -13,8 +13,8 @@ use crate::ranking::Filters;
 
 /// Input-topic messages (events and profile updates): what cleaning accepts is within limits.
 pub fn clean_input(data: &[u8]) {
-    let mut cleaner = Cleaner::new(Default::default());
-    if let Ok(Input::Event(event)) = cleaner.clean_input(data) {
+    let cleaner = Cleaner::new(Default::default());
+    if let Ok(Input::Event(event)) = cleaner.clean_input(data, Some(1_767_225_600_000)) {
         assert!(!event.user_id.is_empty() && event.user_id.chars().count() <= 128);
         assert!(!event.item_id.is_empty() && event.item_id.chars().count() <= 128);
     }

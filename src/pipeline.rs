@@ -76,7 +76,40 @@ pub struct Stats {
     pub dead_letters_truncated: u64,
 }
 
+/// One reason behind nearly every input of a while: a misconfigured producer or time rule,
+/// worth more than the per-reason counts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NearlyAllRejected {
+    pub reason: String,
+    pub rejected: u64,
+    pub consumed: u64,
+}
+
+/// Fewer inputs than this in a while say nothing about the stream.
+const NEARLY_ALL_MIN_INPUTS: u64 = 100;
+
 impl Stats {
+    /// The reason that rejected at least 90 % of the (at least 100) inputs consumed since
+    /// `before`, if one did.
+    pub fn nearly_all_rejected(&self, before: &Stats) -> Option<NearlyAllRejected> {
+        let consumed = self.consumed.saturating_sub(before.consumed);
+        if consumed < NEARLY_ALL_MIN_INPUTS {
+            return None;
+        }
+        self.rejected
+            .iter()
+            .map(|(reason, &count)| {
+                let earlier = before.rejected.get(reason).copied().unwrap_or(0);
+                (reason, count.saturating_sub(earlier))
+            })
+            .find(|&(_, rejected)| rejected * 10 >= consumed * 9)
+            .map(|(reason, rejected)| NearlyAllRejected {
+                reason: reason.clone(),
+                rejected,
+                consumed,
+            })
+    }
+
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
@@ -139,12 +172,12 @@ impl Processor {
     }
 
     /// A processor around an engine: a fresh one, a worker's (sharing the item model), or one
-    /// restored from a checkpoint (cleaning then continues after its latest event time).
+    /// restored from a checkpoint.
     pub fn with_engine(config: &Config, engine: Engine) -> Processor {
         let interval = config.pipeline.min_update_interval_ms as i64;
         Processor {
             config: config.pipeline.clone(),
-            cleaner: Cleaner::resuming(config.engine.clean.clone(), engine.latest_ts_ms()),
+            cleaner: Cleaner::new(config.engine.clean.clone()),
             engine,
             users: Coalescer::new(interval),
             items: Coalescer::new(interval),
@@ -195,7 +228,7 @@ impl Processor {
     /// The cleaning step of `process`, for an edge that must see the input before it is
     /// processed (to load its user from the store); then `process_cleaned`.
     pub fn clean(&mut self, record: &Record) -> Result<Input, String> {
-        clean_record(&mut self.cleaner, &self.catalog_topic, record)
+        clean_record(&self.cleaner, &self.catalog_topic, record)
     }
 
     /// Drops cold users (already checkpointed, no output owed) down to `cap`; returns how many.
@@ -529,7 +562,7 @@ pub fn decode_update(bytes: &[u8]) -> Result<ReplicaUpdate, String> {
 /// A message as a valid input (a catalog listing on `catalog_topic`, an event or profile
 /// update elsewhere), or the reason code it is rejected with.
 pub fn clean_record(
-    cleaner: &mut Cleaner,
+    cleaner: &Cleaner,
     catalog_topic: &str,
     record: &Record,
 ) -> Result<Input, String> {
@@ -541,7 +574,9 @@ pub fn clean_record(
             .map_err(code);
     }
     let payload = record.payload.unwrap_or_default();
-    cleaner.clean_input(payload).map_err(code)
+    cleaner
+        .clean_input(payload, record.timestamp_ms)
+        .map_err(code)
 }
 
 /// True when at least `threshold` of the larger list is not in the other (and something is new).
@@ -733,17 +768,50 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_engine_judges_future_skew_as_before_the_restart() {
+    fn future_skew_is_judged_by_the_message_timestamp_not_by_the_stream() {
         let mut config = config(0);
         config.engine.clean.max_future_skew_ms = 1_000;
-        let mut before = Processor::new(&config);
-        run(&mut before, &[record(0, &view("u", "a", 10_000))], 0);
-        let mut after = Processor::with_engine(&config, before.engine().clone());
-        let too_far = [record(1, &view("u", "b", 20_000))];
-        for processor in [&mut before, &mut after] {
-            run(processor, &too_far, 0);
-            assert_eq!(processor.stats().rejected.get("bad_timestamp"), Some(&1));
-        }
+        let mut p = Processor::new(&config);
+        // Days between two events (an idle shop, sparse history): the second is far ahead of
+        // the first, and on time by its own Kafka timestamp.
+        run(&mut p, &[record(0, &view("u", "a", 10_000))], 10_000);
+        run(
+            &mut p,
+            &[record(1, &view("u", "b", 900_000_000))],
+            900_000_000,
+        );
+        assert_eq!(p.stats().applied, 2);
+        // Ahead of the time it was written by more than the skew: rejected.
+        run(
+            &mut p,
+            &[record(2, &view("u", "c", 900_005_000))],
+            900_000_000,
+        );
+        assert_eq!(p.stats().rejected.get("bad_timestamp"), Some(&1));
+    }
+
+    #[test]
+    fn one_reason_behind_nearly_every_input_is_named() {
+        let stats = |consumed: u64, late: u64, broken: u64| Stats {
+            consumed,
+            rejected: [
+                ("bad_timestamp".to_string(), late),
+                ("not_json".to_string(), broken),
+            ]
+            .into_iter()
+            .collect(),
+            ..Stats::default()
+        };
+        let before = stats(1_000, 10, 5);
+        let nearly_all = stats(2_000, 910, 10).nearly_all_rejected(&before).unwrap();
+        assert_eq!(nearly_all.reason, "bad_timestamp");
+        assert_eq!((nearly_all.rejected, nearly_all.consumed), (900, 1_000));
+        assert_eq!(stats(2_000, 800, 100).nearly_all_rejected(&before), None);
+        assert_eq!(
+            stats(1_050, 60, 5).nearly_all_rejected(&before),
+            None,
+            "too few"
+        );
     }
 
     #[test]

@@ -50,7 +50,6 @@ fn setup() -> Setup {
         r#"
 [engine.clean]
 min_ts_ms = 0  # MovieLens starts in 1996
-max_future_skew_ms = 315360000000  # early MovieLens years have gaps of weeks between ratings
 [kafka]
 brokers = "{}"
 group_id = "{group}"

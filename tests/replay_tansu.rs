@@ -244,10 +244,8 @@ fn backfill_from_a_file_and_replay_of_it_from_a_topic_agree() {
     let input = unique("ratings");
     broker.create_topic_with(&input, 1);
     let config = state_config(dir.path(), &broker, "ml", &input, &unique("ml"));
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[engine.clean]",
-        "[engine.clean]\nmin_ts_ms = 0  # MovieLens starts in 1996",
-    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = format!("[engine.clean]\nmin_ts_ms = 0  # MovieLens starts in 1996\n{text}");
     std::fs::write(&config, text).unwrap();
     let count = produced(&produce_file_with(
         &broker.address,

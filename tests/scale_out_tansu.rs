@@ -65,8 +65,6 @@ impl Deployment {
         let state = dir.join(format!("{name}-{member}-state"));
         let text = format!(
             r#"
-[engine.clean]
-max_future_skew_ms = 315360000000  # the sample has stray September rows weeks before the rest
 [engine.dedup]
 max_entries = 1  # so that only positions, not dedup, can prevent applying twice
 [kafka]

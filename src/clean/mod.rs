@@ -98,6 +98,17 @@ impl Reason {
     }
 }
 
+/// What to look at when nearly every input is rejected with `code`.
+pub fn hint(code: &str) -> &'static str {
+    match code.split(':').next().unwrap_or(code) {
+        "bad_timestamp" => "event times before engine.clean.min_ts_ms, or more than engine.clean.max_future_skew_ms ahead of their message's Kafka timestamp; a history loaded with `streamrec produce` wants --shift-to-now",
+        "not_json" | "not_object" | "empty_payload" => "the topic does not carry event v1 JSON: check what produces to it (docs/configuration.md#events-v1-json)",
+        "missing_field" | "wrong_field_type" | "bad_type" => "the producers' events do not follow event v1 (docs/schemas/event.v1.json)",
+        "payload_too_large" | "id_too_long" | "too_many_attributes" | "attribute_too_long" => "inputs exceed the engine.clean limits: raise them if the inputs are legitimate",
+        _ => "see the rejection reasons in docs/configuration.md#events-v1-json",
+    }
+}
+
 /// A refused input: the rule it broke and a human-readable detail.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {detail}", reason.code())]
@@ -113,58 +124,46 @@ fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {
     }
 }
 
-/// Validates events. Stateful only in the latest accepted event time, used for the future-skew rule.
+/// Validates events. Stateless: an event's time is judged against its message's own Kafka
+/// timestamp (when it was written), so a restart, a replay or a gap in the stream changes
+/// nothing.
 #[derive(Clone, Debug)]
 pub struct Cleaner {
     config: CleanConfig,
-    latest_ts_ms: Option<i64>,
 }
 
 impl Cleaner {
     pub fn new(config: CleanConfig) -> Cleaner {
-        Cleaner {
-            config,
-            latest_ts_ms: None,
-        }
+        Cleaner { config }
     }
 
-    /// A cleaner that continues after events up to `latest_ts_ms` (a restored state's latest
-    /// event time), so the skew rule judges the next event as it would have without a restart.
-    pub fn resuming(config: CleanConfig, latest_ts_ms: Option<i64>) -> Cleaner {
-        Cleaner {
-            config,
-            latest_ts_ms,
-        }
-    }
-
-    /// A cleaner for files replayed out of time order: no floor and no skew rule on time, since a
-    /// history file legitimately spans decades and is sorted later.
+    /// A cleaner for files replayed out of time order: no floor on time, since a history file
+    /// legitimately spans decades (and files carry no write time for the skew rule).
     pub fn for_files(config: &CleanConfig) -> Cleaner {
         Cleaner::new(CleanConfig {
             min_ts_ms: i64::MIN,
-            max_future_skew_ms: i64::MAX,
             ..config.clone()
         })
     }
 
-    /// Decodes and validates one v1 JSON event (files hold events only).
-    pub fn clean_json(&mut self, payload: &[u8]) -> Result<Event, Rejection> {
+    /// Decodes and validates one v1 JSON event (files hold events only, with no write time).
+    pub fn clean_json(&self, payload: &[u8]) -> Result<Event, Rejection> {
         let object = self.object(payload)?;
         let event = self.event_from_object(&object)?;
-        self.check(event)
+        self.check(event, None)
     }
 
     /// Decodes and validates a message of an input topic: an event, or a profile update
-    /// (`"type":"profile"`).
-    pub fn clean_input(&mut self, payload: &[u8]) -> Result<Input, Rejection> {
+    /// (`"type":"profile"`). `written_ms` is the message's Kafka timestamp, if it has one.
+    pub fn clean_input(&self, payload: &[u8], written_ms: Option<i64>) -> Result<Input, Rejection> {
         let object = self.object(payload)?;
         if present(&object, "type").and_then(Value::as_str) == Some("profile") {
             let update = self.profile_from_object(&object)?;
-            self.accept_time(update.ts_ms)?;
+            self.check_time(update.ts_ms, written_ms)?;
             return Ok(Input::Profile(update));
         }
         let event = self.event_from_object(&object)?;
-        self.check(event).map(Input::Event)
+        self.check(event, written_ms).map(Input::Event)
     }
 
     fn object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
@@ -192,8 +191,9 @@ impl Cleaner {
         Ok(object)
     }
 
-    /// Applies the rules that do not depend on the encoding (ids, time, price) to a typed event.
-    pub fn check(&mut self, mut event: Event) -> Result<Event, Rejection> {
+    /// Applies the rules that do not depend on the encoding (ids, time, price) to a typed event
+    /// written at `written_ms` (its Kafka timestamp; `None` for files).
+    pub fn check(&self, mut event: Event, written_ms: Option<i64>) -> Result<Event, Rejection> {
         event.user_id = self.id(&event.user_id, "user_id")?;
         event.item_id = self.id(&event.item_id, "item_id")?;
         for (value, field) in [
@@ -208,38 +208,34 @@ impl Cleaner {
         if let Some(price) = event.price {
             check_price(price)?;
         }
-        self.accept_time(event.ts_ms)?;
+        self.check_time(event.ts_ms, written_ms)?;
         Ok(event)
-    }
-
-    /// Checks an accepted input's time and moves the latest event time on.
-    fn accept_time(&mut self, ts_ms: i64) -> Result<(), Rejection> {
-        self.check_time(ts_ms)?;
-        self.latest_ts_ms = Some(self.latest_ts_ms.map_or(ts_ms, |t| t.max(ts_ms)));
-        Ok(())
     }
 
     fn id(&self, raw: &str, field: &'static str) -> Result<String, Rejection> {
         id_within(raw, field, self.config.max_id_len)
     }
 
-    fn check_time(&self, ts_ms: i64) -> Result<(), Rejection> {
+    /// The time rules alone: the floor, and the skew against `written_ms` when known.
+    pub fn check_time(&self, ts_ms: i64, written_ms: Option<i64>) -> Result<(), Rejection> {
         if ts_ms < self.config.min_ts_ms {
             return Err(reject(
                 Reason::BadTimestamp,
                 format!(
-                    "ts {ts_ms} is before the earliest allowed {}",
+                    "ts {ts_ms} is before the earliest allowed {} (engine.clean.min_ts_ms)",
                     self.config.min_ts_ms
                 ),
             ));
         }
-        if let Some(latest) = self.latest_ts_ms {
-            let limit = latest.saturating_add(self.config.max_future_skew_ms);
+        // A message without a timestamp (pre-0.10 formats) or a file row has nothing to be
+        // ahead of.
+        if let Some(written) = written_ms.filter(|&t| t >= 0) {
+            let limit = written.saturating_add(self.config.max_future_skew_ms);
             if ts_ms > limit {
                 return Err(reject(
                     Reason::BadTimestamp,
                     format!(
-                        "ts {ts_ms} is more than {} ms ahead of the latest event time {latest}",
+                        "ts {ts_ms} is more than {} ms (engine.clean.max_future_skew_ms) ahead of the message's Kafka timestamp {written}",
                         self.config.max_future_skew_ms
                     ),
                 ));
@@ -554,19 +550,36 @@ mod tests {
     }
 
     #[test]
-    fn future_skew_is_measured_from_the_latest_accepted_event() {
-        let mut cleaner = cleaner();
-        let base = 1_700_000_000_000i64;
+    fn future_skew_is_measured_from_the_message_kafka_timestamp() {
+        let cleaner = cleaner();
+        let written = 1_700_000_000_000i64;
         let day = 24 * 3600 * 1000;
         let event = |ts: i64| format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ts}}}"#);
-        assert!(cleaner.clean_json(event(base).as_bytes()).is_ok());
-        let far = cleaner
-            .clean_json(event(base + 2 * day).as_bytes())
-            .unwrap_err();
+        let clean = |ts: i64, at: Option<i64>| cleaner.clean_input(event(ts).as_bytes(), at);
+        let far = clean(written + 2 * day, Some(written)).unwrap_err();
         assert_eq!(far.reason, Reason::BadTimestamp);
-        assert!(far.detail.contains("ahead of the latest event time"));
-        assert!(cleaner.clean_json(event(base + day / 2).as_bytes()).is_ok());
-        assert!(cleaner.clean_json(event(base + day).as_bytes()).is_ok());
+        assert!(far
+            .detail
+            .contains("ahead of the message's Kafka timestamp"));
+        assert!(clean(written + day, Some(written)).is_ok());
+        assert!(
+            clean(written + 2 * day, None).is_ok(),
+            "nothing to be ahead of"
+        );
+    }
+
+    #[test]
+    fn a_gap_in_the_stream_rejects_nothing_after_it() {
+        // A stream that jumps days ahead (an idle shop, sparse history) is judged message by
+        // message: the old rule, relative to the latest accepted event, rejected everything
+        // after such a gap.
+        let cleaner = cleaner();
+        let day = 24 * 3600 * 1000;
+        let base = 1_700_000_000_000i64;
+        for ts in [base, base + 30 * day, base + 30 * day + 1] {
+            let payload = format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ts}}}"#);
+            assert!(cleaner.clean_input(payload.as_bytes(), Some(ts)).is_ok());
+        }
     }
 
     #[test]
@@ -598,7 +611,7 @@ mod properties {
             price in any::<f64>(),
         ) {
             let payload = serde_json::json!({"type": kind, "user_id": user, "item_id": item, "ts": ts, "price": price});
-            let mut cleaner = Cleaner::new(CleanConfig::default());
+            let cleaner = Cleaner::new(CleanConfig::default());
             if let Ok(event) = cleaner.clean_json(payload.to_string().as_bytes()) {
                 prop_assert!(!event.user_id.is_empty() && event.user_id.len() <= 128);
                 prop_assert!(event.ts_ms >= CleanConfig::default().min_ts_ms);

@@ -12,7 +12,7 @@ mod catalog;
 use crate::demo::{demo, DemoOptions};
 use crate::engine::Engine;
 use crate::eval::{evaluate, standard_methods, Mode, Protocol};
-use crate::formats::{load, Format};
+use crate::formats::{history, load, Format, Loaded};
 use crate::inspect;
 use crate::kafka;
 use crate::replay::{OutputMode, StartAt, StopAt};
@@ -241,8 +241,13 @@ pub struct ProduceArgs {
     /// bootstrap.servers; overrides the config file's kafka.brokers.
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Default: the config's first input topic (`kafka.input_topics`), the one `run` reads.
     #[arg(long)]
-    pub topic: String,
+    pub topic: Option<String>,
+    /// Move every event by the same amount so the latest happens now (gaps and order kept):
+    /// a history of years ago is then judged by `run` like a live stream.
+    #[arg(long)]
+    pub shift_to_now: bool,
     /// Settings (TOML) for cleaning limits and librdkafka properties.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -686,12 +691,30 @@ fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
     if let Some(brokers) = args.brokers {
         config.kafka.brokers = brokers;
     }
+    let topic = match args.topic {
+        Some(topic) => topic,
+        None => config
+            .kafka
+            .input_topics
+            .first()
+            .cloned()
+            .context("no --topic and no kafka.input_topics in the config to default to")?,
+    };
     let mut loaded = load(&args.input, args.format, &config.engine.clean)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     loaded.events.sort_by_key(|e| e.ts_ms);
+    let now_ms = crate::kafka::wall_clock_ms();
+    if args.shift_to_now {
+        let shift = history::shift_to(&mut loaded.events, now_ms);
+        eprintln!(
+            "shifted every event by {:.1} days: the latest happens now",
+            shift as f64 / 86_400_000.0
+        );
+    }
+    warn_of_time_rejections(&loaded, &config, now_ms, args.shift_to_now);
     let report = runtime()?.block_on(kafka::produce(
         &config.kafka,
-        &args.topic,
+        &topic,
         &loaded.events,
         !args.quiet,
         args.rate,
@@ -699,7 +722,7 @@ fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
     println!(
         "produced {} events to {} in {:.1} s ({:.0} events/s); {} of {} rows skipped: {:?}",
         report.produced,
-        args.topic,
+        topic,
         report.elapsed.as_secs_f64(),
         report.produced as f64 / report.elapsed.as_secs_f64().max(1e-9),
         loaded.skipped_total(),
@@ -710,6 +733,27 @@ fn produce_file(args: ProduceArgs) -> anyhow::Result<()> {
         eprintln!("  {example}");
     }
     Ok(())
+}
+
+/// Says before producing how many events `run` will reject for their time, and how to load a
+/// history so that it will not.
+fn warn_of_time_rejections(loaded: &Loaded, config: &Config, now_ms: i64, shifted: bool) {
+    let preview = history::preview_times(&loaded.events, &config.engine.clean, now_ms);
+    if preview.rejected == 0 {
+        return;
+    }
+    let share = 100.0 * preview.rejected as f64 / loaded.events.len() as f64;
+    eprintln!(
+        "warning: run will reject {} of {} events ({share:.1} %) as bad_timestamp, e.g. {}",
+        preview.rejected,
+        loaded.events.len(),
+        preview.example.unwrap_or_default()
+    );
+    if !shifted {
+        eprintln!(
+            "  to load a history as if it happened recently, add --shift-to-now (every event moves by the same amount, the latest to now; gaps are kept), or change engine.clean.min_ts_ms"
+        );
+    }
 }
 
 /// Defaults, then the file, then `STREAMREC__*` variables, then `--set` flags.

@@ -295,11 +295,6 @@ impl Engine {
         self.shard.contended
     }
 
-    /// The latest event time applied, if any.
-    pub fn latest_ts_ms(&self) -> Option<i64> {
-        Some(self.read().latest_ts_ms).filter(|&ts| ts != i64::MIN)
-    }
-
     pub fn user_count(&self) -> usize {
         self.shard.users.len()
     }

@@ -4,6 +4,7 @@
 //! their readers in [`catalog`].
 
 pub mod catalog;
+pub mod history;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -74,7 +75,7 @@ pub fn load(path: &Path, format: Format, clean: &CleanConfig) -> std::io::Result
 
 /// Parses a whole file's text. Lines may end in LF or CRLF; blank lines are ignored.
 pub fn parse(text: &str, format: Format, clean: &CleanConfig) -> Loaded {
-    let mut cleaner = Cleaner::for_files(clean);
+    let cleaner = Cleaner::for_files(clean);
     let mut loaded = Loaded::default();
     for (number, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -82,7 +83,7 @@ pub fn parse(text: &str, format: Format, clean: &CleanConfig) -> Loaded {
             continue;
         }
         loaded.rows += 1;
-        match parse_line(format, line, &mut cleaner) {
+        match parse_line(format, line, &cleaner) {
             Ok(event) => loaded.events.push(event),
             Err(err) => {
                 *loaded.skipped.entry(err.code.clone()).or_default() += 1;
@@ -104,7 +105,7 @@ fn is_header(format: Format, number: usize, line: &str) -> bool {
     number == 0 && format == Format::MovielensCsv && line.starts_with("userId")
 }
 
-pub fn parse_line(format: Format, line: &str, cleaner: &mut Cleaner) -> Result<Event, RowError> {
+pub fn parse_line(format: Format, line: &str, cleaner: &Cleaner) -> Result<Event, RowError> {
     let event = match format {
         Format::Jsonl => {
             return cleaner.clean_json(line.as_bytes()).map_err(|r| RowError {
@@ -117,7 +118,7 @@ pub fn parse_line(format: Format, line: &str, cleaner: &mut Cleaner) -> Result<E
         Format::MovielensDat => rating(&split_exact(line, "::", 4)?)?,
         Format::Taobao => taobao(&split_exact(line, ",", 5)?)?,
     };
-    cleaner.check(event).map_err(|r| RowError {
+    cleaner.check(event, None).map_err(|r| RowError {
         code: r.reason.code(),
         detail: r.detail,
     })

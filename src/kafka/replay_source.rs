@@ -94,11 +94,7 @@ impl Source {
     }
 
     /// Reads until every partition ended, `stop` is set, or the engine side hangs up.
-    pub fn run(
-        mut self,
-        items: SyncSender<Vec<Item>>,
-        stop: &AtomicBool,
-    ) -> Result<(), ReplayError> {
+    pub fn run(self, items: SyncSender<Vec<Item>>, stop: &AtomicBool) -> Result<(), ReplayError> {
         let mut reader = Reader {
             consumer: &self.consumer,
             queues: &self.queues,
@@ -146,7 +142,7 @@ impl Source {
                         key,
                         offset: message.offset(),
                         timestamp_ms: record.timestamp_ms,
-                        cleaned: clean_record(&mut self.cleaner, &self.catalog_topic, &record)
+                        cleaned: clean_record(&self.cleaner, &self.catalog_topic, &record)
                             .map_err(|reason| (reason, payload.map(<[u8]>::to_vec))),
                     });
                     if batch.len() >= BATCH && !send(&items, &mut batch) {

@@ -528,7 +528,7 @@ fn start_workers(
             latency_us: observers.latency.clone(),
             metrics: metrics.clone(),
             users_reported: 0,
-            rejections_logged: BTreeMap::new(),
+            rejections_logged: Stats::default(),
             last_rejection_log: Instant::now(),
             partition_spans: BTreeMap::new(),
             stats: stats.clone(),

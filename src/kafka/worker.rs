@@ -67,9 +67,9 @@ pub(super) struct Worker {
     pub metrics: Arc<Metrics>,
     /// Users this worker last added to the `users_in_memory` gauge.
     pub users_reported: i64,
-    /// Rejections by reason already logged, and when: bad input is logged as one line per
-    /// reason per interval with a count, never a line per message.
-    pub rejections_logged: BTreeMap<String, u64>,
+    /// The counters as of the last rejection log, and when: bad input is logged as one line
+    /// per reason per interval with a count, never a line per message.
+    pub rejections_logged: Stats,
     pub last_rejection_log: Instant,
     /// One span per (input topic index, partition).
     pub partition_spans: BTreeMap<(u16, i32), tracing::Span>,
@@ -549,19 +549,32 @@ impl Worker {
         }
         let seconds = self.last_rejection_log.elapsed().as_secs();
         self.last_rejection_log = Instant::now();
-        for (reason, &count) in &self.processor.stats().rejected {
-            let logged = self.rejections_logged.entry(reason.clone()).or_default();
-            if count > *logged {
+        let stats = self.processor.stats();
+        let before = &self.rejections_logged;
+        for (reason, &count) in &stats.rejected {
+            let logged = before.rejected.get(reason).copied().unwrap_or(0);
+            if count > logged {
                 tracing::warn!(
                     worker = self.index,
                     reason = %reason,
-                    count = count - *logged,
+                    count = count - logged,
                     seconds,
                     "input rejected to the dead letters"
                 );
-                *logged = count;
             }
         }
+        if let Some(nearly_all) = stats.nearly_all_rejected(before) {
+            tracing::error!(
+                worker = self.index,
+                reason = %nearly_all.reason,
+                rejected = nearly_all.rejected,
+                consumed = nearly_all.consumed,
+                seconds,
+                hint = crate::clean::hint(&nearly_all.reason),
+                "nearly every input is rejected for the same reason"
+            );
+        }
+        self.rejections_logged = stats.clone();
     }
 
     fn publish_stats(&mut self) {

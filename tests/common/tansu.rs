@@ -159,8 +159,6 @@ pub fn state_config(dir: &Path, broker: &Broker, name: &str, input: &str, group:
     let state = dir.join(format!("{name}-state"));
     let config = format!(
         r#"
-[engine.clean]
-max_future_skew_ms = 315360000000  # the sample has stray September rows weeks before the rest
 [engine.dedup]
 max_entries = 1  # so that only the stored offsets, not dedup, can prevent applying twice
 [kafka]
