@@ -44,6 +44,13 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Upper bounds (s) of the event-to-output histogram: milliseconds when caught up, up to an
+/// hour during a catch-up or backlog, which is when operators look at it.
+pub const LATENCY_BUCKETS: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
 /// Every metric `run` reports. Counters follow the pipeline's `Stats` (summed over workers);
 /// the rest are recorded where they happen.
 pub struct Metrics {
@@ -105,7 +112,7 @@ impl Metrics {
             published: Family::default(),
             refused: Family::default(),
             truncated: Counter::default(),
-            event_to_output: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            event_to_output: Histogram::new(LATENCY_BUCKETS.iter().copied()),
             checkpoint_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             checkpoint_bytes: Gauge::default(),
             users_in_memory: Gauge::default(),
@@ -462,4 +469,33 @@ async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
         );
     }
     (StatusCode::OK, "ready\n".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new(["r", "s", "d", "t", "m"].map(String::from))
+    }
+
+    fn bucket(exposition: &str, le: &str) -> u64 {
+        let prefix = format!("streamrec_event_to_output_seconds_bucket{{le=\"{le}\"}} ");
+        let line = exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no bucket le={le} in\n{exposition}"));
+        line.parse().unwrap()
+    }
+
+    #[test]
+    fn latency_buckets_tell_minutes_of_catch_up_apart() {
+        let metrics = metrics();
+        metrics.event_to_output.observe(0.004);
+        metrics.event_to_output.observe(7.0 * 60.0);
+        let text = metrics.exposition();
+        assert_eq!(bucket(&text, "0.005"), 1);
+        assert_eq!(bucket(&text, "300.0"), 1, "seven minutes is above five");
+        assert_eq!(bucket(&text, "600.0"), 2);
+    }
 }
