@@ -212,6 +212,21 @@ impl StateStore {
         Ok(users_stored)
     }
 
+    /// Replaces the state with `records` and forgets every input offset, in one batch: what
+    /// was learned stays, and the next `run` reads from the group's offsets (or the log's
+    /// start) instead of where a log that no longer exists ended. Returns the offsets dropped.
+    pub fn forget_offsets(&self, records: &EngineRecords) -> Result<Offsets, StoreError> {
+        let dropped = self.offsets()?;
+        self.write(records, &Offsets::new())?;
+        let mut batch = sled::Batch::default();
+        for (topic, partition) in dropped.keys() {
+            batch.remove(offset_key(topic, *partition));
+        }
+        self.db.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.db.flush().map_err(|e| self.io(e))?;
+        Ok(dropped)
+    }
+
     /// How many users the store holds: the count kept with each checkpoint, or a scan for a
     /// dir written before the count was.
     pub fn users_stored(&self) -> Result<u64, StoreError> {

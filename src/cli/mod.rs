@@ -143,6 +143,15 @@ pub enum StateCommand {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Forget which input offsets the state reflects, keeping everything learned: for a state
+    /// whose topic was recreated (or whose broker lost data), which `run` refuses to continue.
+    ForgetOffsets {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The engine settings the state was built with; defaults when left out.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// One user's profile and recommendations, or one item's neighbours.
     Inspect {
         #[arg(long)]
@@ -501,6 +510,23 @@ fn state(command: StateCommand) -> anyhow::Result<()> {
                 .load(Config::default().engine)?
                 .ok_or_else(|| empty_state(&state_dir))?;
             print!("{}", inspect::stats(&stored, &engine));
+        }
+        StateCommand::ForgetOffsets { state_dir, config } => {
+            let config = load_config(config.as_ref(), &[])?;
+            let store = StateStore::open(&state_dir, false)?;
+            let (mut engine, _) = store
+                .load(config.engine)?
+                .ok_or_else(|| empty_state(&state_dir))?;
+            engine.forget_positions();
+            let dropped = store.forget_offsets(&engine.to_records())?;
+            for ((topic, partition), next) in &dropped {
+                println!("forgot {topic}/{partition}: next offset {next}");
+            }
+            println!(
+                "{} offsets forgotten; {} users kept; run now reads from the group's committed offsets, or the log's start",
+                dropped.len(),
+                engine.user_count()
+            );
         }
         StateCommand::Inspect {
             state_dir,

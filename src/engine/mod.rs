@@ -753,6 +753,14 @@ impl Engine {
             .is_some_and(|seen| seen.stream == at.stream && seen.seq >= at.seq)
     }
 
+    /// Forgets every user's input position (the log they came from is gone): the next input
+    /// of each counts as new.
+    pub fn forget_positions(&mut self) {
+        for user in self.shard.users.values_mut() {
+            user.position = None;
+        }
+    }
+
     /// Records that the user's state reflects the input at `at` (after applying it).
     pub fn record_position(&mut self, user_id: &str, at: Position) {
         if let Some(user) = self.shard.users.get_mut(user_id) {

@@ -42,12 +42,22 @@ pub enum Verdict {
     Skip {
         seek_to: Option<i64>,
     },
+    /// The state has applied this partition up to `next` - 1, and a seek there brought the
+    /// consumer back to the log's start: the log ends before what the state reflects (the
+    /// topic was recreated, or the broker lost data). Processing on would skip the new log's
+    /// messages as already applied.
+    LogBehindState {
+        next: i64,
+        log_start: i64,
+    },
 }
 
 #[derive(Debug, Default)]
 pub struct Positions {
     next: HashMap<(u16, i32), i64>,
-    seeking: HashSet<(u16, i32)>,
+    /// Partitions being sought, with the offset of the message that asked for it when the
+    /// seek went forward (to where the state ends).
+    seeking: HashMap<(u16, i32), Option<i64>>,
     /// Partitions whose first message since the latest assignment has not arrived yet.
     fresh: HashSet<(u16, i32)>,
 }
@@ -57,7 +67,7 @@ impl Positions {
     pub fn from_state(next: &NextOffsets) -> Positions {
         Positions {
             next: next.iter().map(|(k, v)| (*k, *v)).collect(),
-            seeking: HashSet::new(),
+            seeking: HashMap::new(),
             fresh: HashSet::new(),
         }
     }
@@ -110,7 +120,18 @@ impl Positions {
             self.next.insert(key, offset + 1);
             return Verdict::Process;
         }
-        let already_seeking = self.seeking.contains(&key);
+        let seeking = self.seeking.get(&key).copied();
+        if let Some(Some(from)) = seeking {
+            if offset <= from {
+                // Sought forward from `from` and landed before it: the seek was out of range
+                // and the consumer's reset policy took it to the log's start.
+                return Verdict::LogBehindState {
+                    next,
+                    log_start: offset,
+                };
+            }
+        }
+        let already_seeking = seeking.is_some();
         if offset > next && already_seeking {
             // Sought back and still ahead: the log no longer holds those offsets (retention).
             tracing::warn!(
@@ -124,9 +145,13 @@ impl Positions {
             self.next.insert(key, offset + 1);
             return Verdict::Process;
         }
-        let seek_to = (!already_seeking).then_some(next);
-        self.seeking.insert(key);
-        Verdict::Skip { seek_to }
+        if already_seeking {
+            return Verdict::Skip { seek_to: None };
+        }
+        self.seeking.insert(key, (offset < next).then_some(offset));
+        Verdict::Skip {
+            seek_to: Some(next),
+        }
     }
 }
 
@@ -191,6 +216,29 @@ mod tests {
             p.check(0, 1, 12),
             Verdict::Skip { seek_to: Some(31) },
             "behind the state: already applied here"
+        );
+    }
+
+    #[test]
+    fn a_log_that_ends_before_the_state_is_told_apart_from_messages_already_applied() {
+        let state: Offsets = [(("t".to_string(), 0), 5_000)].into_iter().collect();
+        let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
+        // A recreated topic: its first message is at 0, far behind the state.
+        assert_eq!(
+            p.check(0, 0, 0),
+            Verdict::Skip {
+                seek_to: Some(5_000)
+            }
+        );
+        // Fetched before the seek took effect: still the old run of messages.
+        assert_eq!(p.check(0, 0, 1), Verdict::Skip { seek_to: None });
+        // The seek was out of range and the reset policy went back to the start.
+        assert_eq!(
+            p.check(0, 0, 0),
+            Verdict::LogBehindState {
+                next: 5_000,
+                log_start: 0
+            }
         );
     }
 

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -55,6 +55,12 @@ pub enum RunError {
     DrainTimeout { open: usize, drain_ms: u64 },
     #[error("consumed topics do not exist after waiting {waited_ms} ms: {}; create them (or fix kafka.input_topics / kafka.catalog_topic)", .topics.join(", "))]
     MissingTopics { topics: Vec<String>, waited_ms: u64 },
+    #[error("{topic}/{partition}: the state has applied this partition up to offset {}, but its log ends before that: the topic was recreated or the broker lost data. Stopping rather than skip the new log's messages as already applied. To keep what was learned and read the log from its start: `streamrec state forget-offsets --state-dir <state.dir>`; to start over: an empty state dir", .next - 1)]
+    StateAheadOfLog {
+        topic: String,
+        partition: i32,
+        next: i64,
+    },
     #[error("a pipeline worker stopped unexpectedly: {0}")]
     Worker(String),
     #[error("cannot start the admin listener: {0}")]
@@ -63,6 +69,67 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+}
+
+/// Seeks a partition to `next`, where the state ends, unless its log ends before that (checked
+/// when the seek goes forward, from a message at `offset`: a broker may answer a fetch past
+/// the end with nothing rather than an out-of-range error).
+async fn seek_to_state(
+    consumer: &Arc<StreamConsumer<GroupContext>>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    next: i64,
+) -> Result<Verdict, RunError> {
+    if offset < next {
+        let (client, name) = (consumer.clone(), topic.to_owned());
+        let watermarks = tokio::task::spawn_blocking(move || {
+            client.fetch_watermarks(&name, partition, Duration::from_secs(5))
+        })
+        .await;
+        if let Ok(Ok((low, high))) = watermarks {
+            if high < next {
+                return Ok(Verdict::LogBehindState {
+                    next,
+                    log_start: low,
+                });
+            }
+        }
+    }
+    tracing::info!(topic, partition, next, "seeking to where the state ends");
+    consumer.seek(
+        topic,
+        partition,
+        Offset::Offset(next),
+        Duration::from_secs(10),
+    )?;
+    // The state reflects everything before `next`: let the group's commit say so too, even if
+    // nothing new arrives (a kill after a checkpoint and before its commit left the group
+    // behind).
+    if let Err(err) = consumer.store_offset(topic, partition, next - 1) {
+        tracing::debug!(topic, partition, error = %err, "state position not stored");
+    }
+    Ok(Verdict::Skip { seek_to: None })
+}
+
+/// The error that stops `run` on a log that ends before its state; the group's commit goes
+/// back to where the log starts, so that a state without offsets (or an empty one) reads it
+/// from there.
+fn state_ahead_of_log(
+    consumer: &StreamConsumer<GroupContext>,
+    topic: &str,
+    partition: i32,
+    next: i64,
+    log_start: i64,
+) -> Result<RunError, RunError> {
+    let mut start = TopicPartitionList::new();
+    start.add_partition_offset(topic, partition, Offset::Offset(log_start))?;
+    consumer.store_offsets(&start)?;
+    Ok(RunError::StateAheadOfLog {
+        topic: topic.to_owned(),
+        partition,
+        next,
+    })
 }
 
 /// What a run did, for the caller to report.
@@ -261,18 +328,17 @@ pub async fn run(
                         positions_table.held_at((index, partition), message.offset());
                         continue;
                     }
-                    if let Verdict::Skip { seek_to } = positions_table.check(index, partition, message.offset()) {
-                        if let Some(next) = seek_to {
-                            tracing::info!(topic, partition, next, "seeking to where the state ends");
-                            consumer.seek(topic, partition, Offset::Offset(next), Duration::from_secs(10))?;
-                            // The state reflects everything before `next`: let the group's commit
-                            // say so too, even if nothing new arrives (a kill after a checkpoint
-                            // and before its commit left the group behind).
-                            if let Err(err) = consumer.store_offset(topic, partition, next - 1) {
-                                tracing::debug!(topic, partition, error = %err, "state position not stored");
-                            }
+                    let mut verdict = positions_table.check(index, partition, message.offset());
+                    if let Verdict::Skip { seek_to: Some(next) } = verdict {
+                        verdict = seek_to_state(&consumer, topic, partition, message.offset(), next).await?;
+                    }
+                    match verdict {
+                        Verdict::Process => {}
+                        Verdict::Skip { .. } => continue,
+                        Verdict::LogBehindState { next, log_start } => {
+                            failure = Some(state_ahead_of_log(&consumer, topic, partition, next, log_start)?);
+                            break;
                         }
-                        continue;
                     }
                     let worker = partition.unsigned_abs() as usize % count;
                     let input = WorkerInput::Message(message.detach());
