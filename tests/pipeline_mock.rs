@@ -247,20 +247,9 @@ async fn a_refused_delivery_stops_the_run_without_committing_past_it() {
 /// `GET path` on the admin listener: (status code, body), or None while nothing listens.
 async fn get(address: &str, path: &str) -> Option<(u16, String)> {
     let (address, path) = (address.to_owned(), path.to_owned());
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&address).ok()?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split(' ').nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n")?.1.to_owned();
-        Some((status, body))
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || common::http::get(&address, &path, None))
+        .await
+        .unwrap()
 }
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus text exposition.

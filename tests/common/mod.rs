@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod outage;
 pub mod proxy;
 pub mod schemas;

@@ -4,7 +4,6 @@
 //! skipped where the state has them) and every user got a recommendation. How the broker goes
 //! away is the caller's: the mock cluster takes it down, a proxy cuts the real one off.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use streamrec::config::Config;
@@ -32,13 +31,7 @@ pub fn views(n: usize, users: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 pub fn readyz(address: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    let request = format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
+    super::http::get(address, "/readyz", None)
 }
 
 pub async fn wait_for(
