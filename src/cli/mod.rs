@@ -268,6 +268,22 @@ pub struct ProduceArgs {
     pub quiet: bool,
 }
 
+/// `eval --mode`: what counts as a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalMode {
+    Discovery,
+    Purchase,
+}
+
+impl From<EvalMode> for Mode {
+    fn from(mode: EvalMode) -> Mode {
+        match mode {
+            EvalMode::Discovery => Mode::Discovery,
+            EvalMode::Purchase => Mode::Purchase,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The interaction log to replay.
@@ -277,7 +293,7 @@ pub struct EvalArgs {
     pub format: Format,
     /// Default: purchase for jsonl and taobao, discovery for MovieLens.
     #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
+    pub mode: Option<EvalMode>,
     #[arg(long, default_value_t = 10)]
     pub top_n: usize,
     /// Engine settings (TOML); defaults when left out.
@@ -807,11 +823,14 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             loaded.skipped_total()
         );
     }
-    let mode = args.mode.unwrap_or(if args.format.default_purchase_mode() {
-        Mode::Purchase
-    } else {
-        Mode::Discovery
-    });
+    let mode = args
+        .mode
+        .map(Mode::from)
+        .unwrap_or(if args.format.default_purchase_mode() {
+            Mode::Purchase
+        } else {
+            Mode::Discovery
+        });
     if loaded.skipped_total() > 0 {
         eprintln!(
             "skipped {} of {} rows: {:?}",

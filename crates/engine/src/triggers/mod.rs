@@ -16,7 +16,7 @@ pub mod rules;
 mod user;
 mod watch;
 
-pub use rules::{Rule, RuleKind, Rules, RulesError, Scope};
+pub use rules::{kind_names, Rule, RuleKind, Rules, RulesError, Scope};
 pub use user::{EventFacts, UserTriggers};
 pub use watch::Watchers;
 

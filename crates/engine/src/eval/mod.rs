@@ -20,7 +20,7 @@ use crate::event::{Event, EventType};
 use crate::ranking::Filters;
 use instances::Instances;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Discovery,

@@ -1,0 +1,53 @@
+//! streamrec's engine: a deterministic state machine that learns from shop events and ranks
+//! items. Sans-IO: it knows nothing of Kafka, files or clocks — time arrives with each event —
+//! and its dependency tree has no async runtime, broker client, store or HTTP (CI checks).
+//!
+//! - [`event`]: the event model v1 (types and aliases); [`config`]: the engine's settings.
+//! - [`clean`]: bytes → valid event, profile update or catalog listing, or a rejection with a
+//!   stable reason code.
+//! - [`dedup`]: exact duplicate detection in a window bounded by count and event time.
+//! - [`profile`]: per-user history, purchases and category affinity, all bounded.
+//! - [`cooccurrence`] on [`neighbors`] + [`similarity`]: item pair counts, cross-occurrence,
+//!   bounded top-K neighbour lists.
+//! - [`factorization`]: online SGD matrix factorisation with sampled negatives.
+//! - [`popularity`]: decayed popularity and the trending list.
+//! - [`catalog`]: listings (stock, price) and item attributes with per-attribute popular and new
+//!   items; [`segments`]: trending per user segment. Both feed `ranking`'s content and segment
+//!   candidates (cold start).
+//! - [`ranking`]: candidates → blended score → filters → top-N.
+//! - [`triggers`]: campaign trigger rules, evaluated in event time on the engine's state.
+//! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)` (plus
+//!   `apply_profile`, `apply_catalog` and the fired triggers), split into item-side (shared) and
+//!   user-side (per worker) state; `engine::ModelUpdate` replicates the item side between
+//!   instances and `engine::PortableUser` moves a user between them.
+//! - [`eval`]: prequential (test-then-learn) evaluation with a cold-start slice;
+//!   [`synthetic`]: a seeded shopper stream for tests, benchmarks and the demo.
+//! - [`canonical`], [`decay`], [`intern`], [`rng`]: stable encodings, half-life decay, id
+//!   interning, the seeded generator.
+
+#![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod catalog;
+pub mod clean;
+pub mod config;
+pub mod cooccurrence;
+pub mod decay;
+pub mod dedup;
+pub mod engine;
+pub mod eval;
+pub mod event;
+pub mod factorization;
+pub mod intern;
+pub mod neighbors;
+pub mod popularity;
+pub mod profile;
+pub mod ranking;
+pub mod rng;
+pub mod segments;
+pub mod similarity;
+pub mod synthetic;
+pub mod triggers;
+
+pub use engine::{Applied, Engine};
+pub use event::{Event, EventType};
