@@ -21,7 +21,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::replay_consumer_config;
-use super::context::ReplayContext;
+use super::client::ReplayContext;
 use super::position::NextOffsets;
 use crate::config::KafkaConfig;
 use crate::engine::PortableUser;

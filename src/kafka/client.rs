@@ -1,6 +1,8 @@
 //! librdkafka settings: ours first, then the operator's `[kafka.librdkafka]` table on top.
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::ClientContext;
 
 use crate::config::KafkaConfig;
 
@@ -67,6 +69,22 @@ pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
         .first()
         .map_or(0, |t| t.partitions().len()))
 }
+
+/// A replay's consumer: reaching a partition's end is how a replay knows it is done, not an
+/// error worth a log line; everything else is logged as librdkafka reports it.
+pub struct ReplayContext;
+
+impl ClientContext for ReplayContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError::{Global, PartitionEOF};
+        use rdkafka::types::RDKafkaErrorCode::PartitionEOF as Eof;
+        if !matches!(error, PartitionEOF(_) | Global(Eof)) {
+            tracing::error!(error = %error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl ConsumerContext for ReplayContext {}
 
 #[cfg(test)]
 mod tests {

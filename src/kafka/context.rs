@@ -297,19 +297,3 @@ impl ConsumerContext for GroupContext {
         }
     }
 }
-
-/// A replay's consumer: reaching a partition's end is how a replay knows it is done, not an
-/// error worth a log line; everything else is logged as librdkafka reports it.
-pub struct ReplayContext;
-
-impl ClientContext for ReplayContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        use rdkafka::error::KafkaError::{Global, PartitionEOF};
-        use rdkafka::types::RDKafkaErrorCode::PartitionEOF as Eof;
-        if !matches!(error, PartitionEOF(_) | Global(Eof)) {
-            tracing::error!(error = %error, reason, "librdkafka error");
-        }
-    }
-}
-
-impl ConsumerContext for ReplayContext {}

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{partition_count, replay_consumer_config};
 use super::context::Health;
-use super::run::RunError;
+use super::error::RunError;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{apply_update, SharedItems};
 use crate::pipeline::{decode_update, INSTANCE_HEADER};

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{FutureProducer, Producer};
 
 use super::client::producer_config;
-use super::run::RunError;
+use super::error::RunError;
 use super::sink::{send, Acked, InFlight};
 use crate::config::KafkaConfig;
 use crate::event::Event;

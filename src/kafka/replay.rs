@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::error::KafkaError;
 
+use super::error::ReplayError;
+use super::latency::wall_clock_ms;
 use super::position::{by_name, NextOffsets};
 use super::publisher::Publisher;
 use super::replay_source::{Item, Source, BATCHES_IN_FLIGHT};
-use super::run::wall_clock_ms;
 use super::sink::Topics;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -28,8 +28,8 @@ use crate::event::Input;
 use crate::merge::PartitionKey;
 use crate::offsets::Waiter;
 use crate::pipeline::{Processor, Record, Stats};
-use crate::replay::{OutputMode, PlanError};
-use crate::store::{Offsets, StateStore, StoreError};
+use crate::replay::OutputMode;
+use crate::store::{Offsets, StateStore};
 
 pub struct ReplayOptions {
     /// A state dir that does not exist yet or holds no state; never the live one.
@@ -59,22 +59,6 @@ pub struct ReplayReport {
     /// start-up and the final checkpoint.
     pub applying: Duration,
     pub final_checkpoint: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}; the replay stopped")]
-    Delivery(String),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
 }
 
 /// Replays until every partition reaches `options.to` or `stop` is set.

@@ -14,9 +14,9 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::replay_consumer_config;
-use super::context::ReplayContext;
+use super::client::ReplayContext;
+use super::error::ReplayError;
 use super::position::NextOffsets;
-use super::replay::ReplayError;
 use crate::clean::Cleaner;
 use crate::config::Config;
 use crate::event::Input;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -24,52 +24,23 @@ use tokio::task::JoinHandle;
 use super::changelog::{read_partition, PartitionLog};
 use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
+use super::error::RunError;
+use super::latency::{new_latency, Latency};
 use super::position::{by_index, Positions, Verdict};
-use super::sink::{DeliveryError, Topics};
+use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
 use crate::admin::{serve, Metrics};
 use crate::config::Config;
-use crate::dead_letter::REFUSED_PREFIX_BYTES;
 use crate::engine::SharedItems;
 use crate::engine::{Engine, ItemModel};
 use crate::pipeline::{Processor, Stats};
-use crate::store::{Offsets, StateStore, StoreError};
+use crate::store::{Offsets, StateStore};
 use crate::triggers::Rules;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Messages buffered per worker before the consumer waits.
 const WORKER_QUEUE: usize = 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("{0}; stopping without committing past it")]
-    Delivery(#[from] DeliveryError),
-    #[error("the dead-letter topic {topic} refused even a {REFUSED_PREFIX_BYTES}-byte replacement of a refused message ({code}); check its max.message.bytes; stopping without committing past it")]
-    DeadLetterUnusable { topic: String, code: String },
-    #[error(
-        "outputs of {open} messages were not acknowledged within the drain time of {drain_ms} ms"
-    )]
-    DrainTimeout { open: usize, drain_ms: u64 },
-    #[error("consumed topics do not exist after waiting {waited_ms} ms: {}; create them (or fix kafka.input_topics / kafka.catalog_topic)", .topics.join(", "))]
-    MissingTopics { topics: Vec<String>, waited_ms: u64 },
-    #[error("{topic}/{partition}: the state has applied this partition up to offset {}, but its log ends before that: the topic was recreated or the broker lost data. Stopping rather than skip the new log's messages as already applied. To keep what was learned and read the log from its start: `streamrec state forget-offsets --state-dir <state.dir>`; to start over: an empty state dir", .next - 1)]
-    StateAheadOfLog {
-        topic: String,
-        partition: i32,
-        next: i64,
-    },
-    #[error("a pipeline worker stopped unexpectedly: {0}")]
-    Worker(String),
-    #[error("cannot start the admin listener: {0}")]
-    Admin(std::io::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-}
 
 /// Seeks a partition to `next`, where the state ends, unless its log ends before that (checked
 /// when the seek goes forward, from a message at `offset`: a broker may answer a fetch past
@@ -154,22 +125,6 @@ fn sum<'a>(all: impl Iterator<Item = &'a Stats>) -> Stats {
         total.merge(stats);
     }
     total
-}
-
-pub fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Microseconds from an event's Kafka timestamp to its recommendation's acknowledgement,
-/// 1 µs to 1 h at 3 significant figures (longer waits saturate at an hour).
-pub type Latency = Arc<Mutex<Histogram<u64>>>;
-
-pub fn new_latency() -> Latency {
-    Arc::new(Mutex::new(
-        Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-    ))
 }
 
 /// What the caller can watch while `run` runs.

@@ -19,8 +19,9 @@ use tracing::Instrument;
 
 use super::changelog::{checkpoint_records, send_records, PartitionLog};
 use super::context::{GroupContext, Restored, WorkerInput};
+use super::error::RunError;
+use super::latency::{wall_clock_ms, Latency};
 use super::position::{by_name, NextOffsets};
-use super::run::{wall_clock_ms, Latency, RunError};
 use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;

@@ -22,6 +22,7 @@
 //!   instances and `engine::PortableUser` moves a user between them.
 //! - [`eval`]: prequential (test-then-learn) evaluation with a cold-start slice;
 //!   [`synthetic`]: a seeded shopper stream for tests, benchmarks and the demo.
+//! - [`state`]: the state types (item model, user state), below `engine` and `ranking`.
 //! - [`canonical`], [`decay`], [`intern`], [`rng`]: stable encodings, half-life decay, id
 //!   interning, the seeded generator.
 
@@ -46,6 +47,7 @@ pub mod ranking;
 pub mod rng;
 pub mod segments;
 pub mod similarity;
+pub mod state;
 pub mod synthetic;
 pub mod triggers;
 

@@ -10,90 +10,31 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, CatalogUpdate, ListingChange, Scores};
+use crate::catalog::{CatalogUpdate, ListingChange, Scores};
 use crate::config::{Blend, EngineConfig};
-use crate::cooccurrence::{Cooccurrence, PairEvent};
+use crate::cooccurrence::PairEvent;
 use crate::dedup::DedupWindow;
 use crate::event::{Event, EventType, ProfileUpdate};
-use crate::factorization::{initial_vector, learn, ItemFactors, SamplePool};
-use crate::intern::Interner;
+use crate::factorization::{initial_vector, learn};
 use crate::popularity::Popularity;
-use crate::profile::{Observation, UserProfile};
+use crate::profile::Observation;
 use crate::ranking::{self, Filters, Scored};
 #[cfg(test)]
 use crate::ranking::{Source, Sources};
 use crate::rng::SplitMix64;
-use crate::segments::{segment_name, Segments};
-use crate::triggers::{EventFacts, Fired, Rules, TriggerState, UserTriggers, Watchers};
+use crate::segments::segment_name;
+use crate::triggers::{EventFacts, Fired, Rules, TriggerState};
 
 mod clocks;
 mod portable;
 mod replica;
 mod triggers;
 
+pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use clocks::StreamClocks;
 
 pub use portable::PortableUser;
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
-
-/// Item-side state, shared by every worker.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ItemModel {
-    pub ids: Interner,
-    pub categories: Interner,
-    /// Last category seen per item, `NO_CATEGORY` if none.
-    pub category_of: Vec<u32>,
-    pub factors: ItemFactors,
-    pub cooccurrence: Cooccurrence,
-    pub popularity: Popularity,
-    pub pool: SamplePool,
-    /// The shop's listings and item attributes (stock, price, category, brand, tags).
-    pub catalog: Catalog,
-    /// Trending items per segment of users (user attributes).
-    pub segments: Segments,
-    /// Who recently viewed or carted each item (only while a catalog trigger rule is set).
-    pub watchers: Watchers,
-    /// Next offset per `model-updates` partition: the other instances' updates this replica
-    /// reflects, checkpointed with it so a restart continues exactly there.
-    pub followed: std::collections::BTreeMap<i32, i64>,
-    /// The latest event time seen: the engine's notion of "now".
-    pub latest_ts_ms: i64,
-}
-
-pub const NO_CATEGORY: u32 = u32::MAX;
-
-/// The stream of inputs applied without one (`apply`, `apply_profile`): files, evaluations.
-pub const DEFAULT_STREAM: u64 = 0;
-
-/// A place in an ordered input: `stream` names the sequence (the Kafka edge packs topic and
-/// partition into it), `seq` counts along it. Opaque to the engine beyond ordering.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub stream: u64,
-    pub seq: i64,
-}
-
-/// One user's state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct UserState {
-    pub profile: UserProfile,
-    pub factors: Box<[f32]>,
-    /// What the user's profile updates said (age band, region, ...), sorted by key.
-    pub attributes: Vec<(Box<str>, Box<str>)>,
-    /// The user's segment in `ItemModel::segments`, from `attributes`.
-    pub segment: Option<u32>,
-    /// What the waiting trigger rules remember about the user.
-    pub triggers: UserTriggers,
-    /// Where the latest input applied to this user came from (set by the edge that knows):
-    /// a replay after the user's state moved skips what the state already reflects.
-    pub position: Option<Position>,
-    /// The input stream (partition) of the user's latest input: its time is the user's time.
-    pub stream: u64,
-    /// The shard's step count at this user's latest event (0: unchanged since loaded). Not
-    /// state: it tells checkpoints what changed and eviction who is cold.
-    #[serde(skip)]
-    touched: u64,
-}
 
 /// User-side state for the users one worker owns.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -131,92 +72,6 @@ pub enum Applied {
     Learned { new_user: bool, new_item: bool },
     Duplicate,
 }
-
-impl UserState {
-    fn new(user_id: &str, ts_ms: i64, config: &EngineConfig) -> UserState {
-        UserState {
-            profile: UserProfile::new(ts_ms),
-            factors: initial_vector(user_id, config.seed, &config.factorization),
-            attributes: Vec::new(),
-            segment: None,
-            triggers: UserTriggers::default(),
-            position: None,
-            stream: DEFAULT_STREAM,
-            touched: 0,
-        }
-    }
-
-    /// Whether every index the user holds exists in `items` and the factors have `rank` values.
-    fn check_indices(&self, items: &ItemModel, rank: usize) -> Result<(), String> {
-        if self.factors.len() != rank {
-            return Err(format!("{} factors, rank {rank}", self.factors.len()));
-        }
-        let (item_count, category_count) = (items.ids.len(), items.categories.len());
-        if let Some(bad) = self
-            .profile
-            .max_item()
-            .filter(|&i| i as usize >= item_count)
-        {
-            return Err(format!("item {bad} of {item_count}"));
-        }
-        if let Some(bad) = self
-            .profile
-            .max_category()
-            .filter(|&c| c as usize >= category_count)
-        {
-            return Err(format!("category {bad} of {category_count}"));
-        }
-        if let Some(bad) = self.segment.filter(|&s| s as usize >= items.segments.len()) {
-            return Err(format!("segment {bad} of {}", items.segments.len()));
-        }
-        if !self.triggers.indices_within(item_count, category_count) {
-            return Err("trigger state names unknown items or categories".into());
-        }
-        Ok(())
-    }
-
-    /// Merges a profile update (a `None` value removes the key). Keys beyond
-    /// `max_attributes` are ignored, so a user's attributes stay bounded.
-    fn update_attributes(&mut self, update: &ProfileUpdate, max_attributes: usize) {
-        for (key, value) in &update.attributes {
-            let at = self.attributes.binary_search_by(|(k, _)| (**k).cmp(key));
-            match (at, value) {
-                (Ok(i), Some(value)) => self.attributes[i].1 = value.as_str().into(),
-                (Ok(i), None) => {
-                    self.attributes.remove(i);
-                }
-                (Err(i), Some(value)) if self.attributes.len() < max_attributes => {
-                    self.attributes
-                        .insert(i, (key.as_str().into(), value.as_str().into()));
-                }
-                (Err(_), _) => {}
-            }
-        }
-    }
-}
-
-impl ItemModel {
-    pub fn new(config: &EngineConfig) -> ItemModel {
-        ItemModel {
-            ids: Interner::default(),
-            categories: Interner::default(),
-            category_of: Vec::new(),
-            factors: ItemFactors::new(config.factorization.rank),
-            cooccurrence: Cooccurrence::new(config.cooccurrence.clone()),
-            popularity: Popularity::new(config.popularity.clone()),
-            pool: SamplePool::new(config.factorization.sample_pool),
-            catalog: Catalog::default(),
-            segments: Segments::new(config.popularity.half_life_ms),
-            watchers: Watchers::default(),
-            followed: Default::default(),
-            latest_ts_ms: i64::MIN,
-        }
-    }
-}
-
-/// The item model as several workers share it. Learning takes the write lock for the item-side
-/// part of one event; ranking takes the read lock.
-pub type SharedItems = Arc<RwLock<ItemModel>>;
 
 /// One worker's engine: its own users, an item model that may be shared with other workers.
 /// With one worker (`Engine::new`) the lock is never contended and the engine is deterministic.

@@ -5,7 +5,7 @@
 
 use super::{Candidates, Source};
 use crate::config::EngineConfig;
-use crate::engine::{ItemModel, UserState};
+use crate::state::{ItemModel, UserState};
 
 /// A newest listing counts as much as the least popular of the attribute's popular items.
 const NEW_LISTING_SHARE: f32 = 0.5;

@@ -11,8 +11,8 @@ use std::cell::RefCell;
 use rustc_hash::FxHashSet;
 
 use crate::config::{Blend, EngineConfig};
-use crate::engine::{ItemModel, UserState};
 use crate::factorization::dot;
+use crate::state::{ItemModel, UserState};
 
 mod content;
 
