@@ -26,6 +26,8 @@ pub enum RunError {
         partition: i32,
         next: i64,
     },
+    #[error("a message of {topic}, which run does not consume (a bug: please report it)")]
+    UnknownTopic { topic: String },
     #[error("a pipeline worker stopped unexpectedly: {0}")]
     Worker(String),
     #[error("cannot start the admin listener: {0}")]

@@ -16,13 +16,18 @@ use crate::store::Offsets;
 /// [`Offsets`], with no topic name to allocate per message.
 pub type NextOffsets = BTreeMap<(u16, i32), i64>;
 
+/// The index of `topic` in the consumed topics, the key of every per-partition table; None for
+/// a topic `run` does not consume (never silently another topic's index).
+pub fn topic_index(topics: &[String], topic: &str) -> Option<u16> {
+    topics.iter().position(|t| t == topic).map(|i| i as u16)
+}
+
 /// Stored offsets for the topics in `inputs` (others are no longer consumed and are ignored).
 pub fn by_index(offsets: &Offsets, inputs: &[String]) -> NextOffsets {
     offsets
         .iter()
         .filter_map(|((topic, partition), next)| {
-            let index = inputs.iter().position(|t| t == topic)?;
-            Some(((index as u16, *partition), *next))
+            Some(((topic_index(inputs, topic)?, *partition), *next))
         })
         .collect()
 }
@@ -171,6 +176,13 @@ mod tests {
             by_name(&next, &inputs),
             [(("b".to_string(), 3), 9)].into_iter().collect()
         );
+    }
+
+    #[test]
+    fn an_unknown_topic_has_no_index() {
+        let consumed = ["events".to_string(), "catalog".to_string()];
+        assert_eq!(topic_index(&consumed, "catalog"), Some(1));
+        assert_eq!(topic_index(&consumed, "other"), None, "never topic 0's");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{new_latency, Latency};
-use super::position::{by_index, Positions, Verdict};
+use super::position::{by_index, topic_index, Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
 use crate::admin::{serve, Metrics};
@@ -276,7 +276,10 @@ pub async fn run(
                         seen_assignments = assignments;
                     }
                     let (topic, partition) = (message.topic(), message.partition());
-                    let index = topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
+                    let Some(index) = topic_index(&topics, topic) else {
+                        failure = Some(RunError::UnknownTopic { topic: topic.to_owned() });
+                        break;
+                    };
                     if is_restoring(&observers.health, &restore_queue, topic, partition) {
                         // Fetched before the pause: read again from here (or from the
                         // restored position) once the partition resumes.
@@ -437,8 +440,8 @@ fn resume(
     let mut held = rdkafka::TopicPartitionList::new();
     for topic in &queue.inputs {
         held.add_partition(topic, partition);
-        let index = topics.iter().position(|t| t == topic).unwrap_or(0) as u16;
-        let Some(next) = positions.next_of((index, partition)) else {
+        let Some(next) = topic_index(topics, topic).and_then(|i| positions.next_of((i, partition)))
+        else {
             continue;
         };
         let at = Offset::Offset(next);

@@ -21,7 +21,7 @@ use super::changelog::{checkpoint_records, send_records, PartitionLog};
 use super::context::{GroupContext, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{wall_clock_ms, Latency};
-use super::position::{by_name, NextOffsets};
+use super::position::{by_name, topic_index, NextOffsets};
 use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;
@@ -145,7 +145,7 @@ impl Worker {
                 }
                 input = messages.recv(), if room => match input {
                     Some(WorkerInput::Message(message)) => {
-                        let span = self.partition_span(&message);
+                        let span = self.partition_span(&message)?;
                         self.on_message(&mut state, &message).instrument(span).await?
                     }
                     Some(WorkerInput::Restore(log, reply)) => {
@@ -202,17 +202,21 @@ impl Worker {
 
     /// The span a partition's messages are processed in (what is logged there names the
     /// partition), made once per partition.
-    fn partition_span(&mut self, message: &OwnedMessage) -> tracing::Span {
+    fn partition_span(&mut self, message: &OwnedMessage) -> Result<tracing::Span, RunError> {
         let topic = message.topic();
         let partition = message.partition();
-        self.partition_spans
-            .entry((self.topic_index(topic), partition))
-            .or_insert_with(|| tracing::info_span!("partition", topic, partition))
-            .clone()
+        let key = (self.topic_index(topic)?, partition);
+        let span = self
+            .partition_spans
+            .entry(key)
+            .or_insert_with(|| tracing::info_span!("partition", topic, partition));
+        Ok(span.clone())
     }
 
-    fn topic_index(&self, topic: &str) -> u16 {
-        self.inputs.iter().position(|t| t == topic).unwrap_or(0) as u16
+    fn topic_index(&self, topic: &str) -> Result<u16, RunError> {
+        topic_index(&self.inputs, topic).ok_or_else(|| RunError::UnknownTopic {
+            topic: topic.to_owned(),
+        })
     }
 
     async fn on_message(
@@ -221,7 +225,7 @@ impl Worker {
         message: &OwnedMessage,
     ) -> Result<(), RunError> {
         let topic = message.topic();
-        let topic_index = self.topic_index(topic);
+        let topic_index = self.topic_index(topic)?;
         let record = Record {
             source: Waiter {
                 topic: topic_index,
@@ -433,8 +437,7 @@ impl Worker {
             .positions
             .iter()
             .filter_map(|(name, &next)| {
-                let topic = self.inputs.iter().position(|t| t == name)?;
-                Some(((topic as u16, log.partition), next))
+                Some(((topic_index(&self.inputs, name)?, log.partition), next))
             })
             .collect();
         let newer = positions.iter().any(|(key, next)| {
@@ -468,9 +471,9 @@ impl Worker {
         }
         // The partition continues at the stream time it had on its previous owner.
         for (name, &time) in &log.stream_times {
-            if let Some(topic) = self.inputs.iter().position(|t| t == name) {
+            if let Some(topic) = topic_index(&self.inputs, name) {
                 let source = Waiter {
-                    topic: topic as u16,
+                    topic,
                     partition: log.partition,
                     offset: 0,
                 };
