@@ -227,7 +227,7 @@ impl Processor {
 
     /// The cleaning step of `process`, for an edge that must see the input before it is
     /// processed (to load its user from the store); then `process_cleaned`.
-    pub fn clean(&mut self, record: &Record) -> Result<Input, String> {
+    pub fn clean(&mut self, record: &Record) -> Result<Input, Rejection> {
         clean_record(&self.cleaner, &self.catalog_topic, record)
     }
 
@@ -257,7 +257,7 @@ impl Processor {
     pub fn process_cleaned(
         &mut self,
         record: &Record,
-        cleaned: Result<Input, String>,
+        cleaned: Result<Input, Rejection>,
         now_ms: i64,
     ) -> Processed {
         self.stats.consumed += 1;
@@ -269,8 +269,9 @@ impl Processor {
             Ok(Input::Event(event)) => event,
             Ok(Input::Profile(update)) => return self.profile_update(record, &update, now_ms),
             Ok(Input::Catalog(update)) => return self.catalog_update(record, &update),
-            Err(reason) => {
-                return self.dead_letter(record, record.payload.unwrap_or_default(), &reason)
+            Err(rejection) => {
+                let code = rejection.reason.code();
+                return self.dead_letter(record, record.payload.unwrap_or_default(), &code);
             }
         };
         let stream = position_of(record.source).stream;
@@ -324,7 +325,7 @@ impl Processor {
     }
 
     /// Whether the input's user already reflects this message.
-    fn reflected(&self, record: &Record, cleaned: &Result<Input, String>) -> bool {
+    fn reflected(&self, record: &Record, cleaned: &Result<Input, Rejection>) -> bool {
         let user = cleaned.as_ref().ok().and_then(Input::user_id);
         user.is_some_and(|user| {
             self.engine
@@ -560,23 +561,19 @@ pub fn decode_update(bytes: &[u8]) -> Result<ReplicaUpdate, String> {
 }
 
 /// A message as a valid input (a catalog listing on `catalog_topic`, an event or profile
-/// update elsewhere), or the reason code it is rejected with.
+/// update elsewhere), or the rule it breaks.
 pub fn clean_record(
     cleaner: &Cleaner,
     catalog_topic: &str,
     record: &Record,
-) -> Result<Input, String> {
-    let code = |rejection: Rejection| rejection.reason.code();
+) -> Result<Input, Rejection> {
     if !catalog_topic.is_empty() && record.topic == catalog_topic {
         return cleaner
             .clean_catalog(record.payload, record.key)
-            .map(Input::Catalog)
-            .map_err(code);
+            .map(Input::Catalog);
     }
     let payload = record.payload.unwrap_or_default();
-    cleaner
-        .clean_input(payload, record.timestamp_ms)
-        .map_err(code)
+    cleaner.clean_input(payload, record.timestamp_ms)
 }
 
 /// True when at least `threshold` of the larger list is not in the other (and something is new).

@@ -22,6 +22,7 @@ use super::position::{by_name, NextOffsets};
 use super::publisher::Publisher;
 use super::replay_source::{Item, Source, BATCHES_IN_FLIGHT};
 use super::sink::Topics;
+use crate::clean::Rejection;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::Input;
@@ -231,7 +232,7 @@ impl Replay<'_> {
         key: PartitionKey,
         offset: i64,
         timestamp_ms: Option<i64>,
-        cleaned: Result<Input, (String, Option<Vec<u8>>)>,
+        cleaned: Result<Input, (Rejection, Option<Vec<u8>>)>,
         now: i64,
     ) -> Result<(), ReplayError> {
         let topic = &self.topics[key.0 as usize];

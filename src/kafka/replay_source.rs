@@ -17,7 +17,7 @@ use super::client::replay_consumer_config;
 use super::client::ReplayContext;
 use super::error::ReplayError;
 use super::position::NextOffsets;
-use crate::clean::Cleaner;
+use crate::clean::{Cleaner, Rejection};
 use crate::config::Config;
 use crate::event::Input;
 use crate::merge::{Merge, PartitionKey, Step};
@@ -44,8 +44,8 @@ pub(super) enum Item {
         key: PartitionKey,
         offset: i64,
         timestamp_ms: Option<i64>,
-        /// The event, or the rejection's reason code and the payload for the dead letters.
-        cleaned: Result<Input, (String, Option<Vec<u8>>)>,
+        /// The event, or the rule it broke and the payload for the dead letters.
+        cleaned: Result<Input, (Rejection, Option<Vec<u8>>)>,
     },
     /// Where a partition continues after messages that are not applied (before `--from`, at
     /// `--to`, or none at all).
