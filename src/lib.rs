@@ -12,8 +12,8 @@
 //!   [`message`] is what the core hands the edge to publish.
 //! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint
 //!   (changed users only; users load on demand); [`inspect`] renders stored state for
-//!   operators, [`state_bench`] measures checkpoints and restarts, [`bench_instances`] measures
-//!   several instances sharing the item model.
+//!   operators.
+//! - [`tools`]: the demo and the benchmarks behind their commands.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay`, the `produce`
 //!   loader, the follower of other instances' item-model updates and the user-state changelog
 //!   (written with checkpoints, read when a partition is assigned);
@@ -30,14 +30,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod bench;
-pub mod bench_instances;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod config_layers;
 pub mod dead_letter;
-pub mod demo;
 pub mod formats;
 pub mod fuzzing;
 pub mod inspect;
@@ -48,8 +45,8 @@ pub mod offsets;
 pub mod outputs;
 pub mod pipeline;
 pub mod replay;
-pub mod state_bench;
 pub mod store;
+pub mod tools;
 
 pub use streamrec_engine::{
     canonical, catalog, clean, cooccurrence, decay, dedup, engine, eval, event, factorization,

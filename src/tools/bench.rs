@@ -21,12 +21,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::demo::demo_payloads;
 use crate::kafka::{
     new_latency, produce_messages, replay, run, Health, Loader, Observers, ReplayOptions,
 };
 use crate::pipeline::Stats;
 use crate::replay::{OutputMode, StartAt, StopAt};
+use crate::tools::demo::demo_payloads;
 
 const PARTITIONS: i32 = 3;
 

@@ -14,9 +14,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::demo::demo_payloads;
 use crate::kafka::{produce_messages, run, Health, Observers};
 use crate::pipeline::Stats;
+use crate::tools::demo::demo_payloads;
 
 const PARTITIONS: i32 = 6;
 

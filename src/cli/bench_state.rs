@@ -1,0 +1,73 @@
+//! `streamrec bench-state`: checkpoint cost and restart time on real sled files.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct BenchStateArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub users: usize,
+    /// Events learned before the first checkpoint (default: 3 per user).
+    #[arg(long)]
+    pub events: Option<usize>,
+    /// Events between the first and the later checkpoint (about 5 s of a busy shop).
+    #[arg(long, default_value_t = 100_000)]
+    pub batch: usize,
+    /// Where the temporary state dir goes.
+    #[arg(long, default_value = "target/bench-state")]
+    pub dir: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) fn bench_state(args: BenchStateArgs) -> anyhow::Result<()> {
+    if args.users == 0 {
+        bail!("--users must be at least 1");
+    }
+    let options = crate::tools::state_bench::StateBenchOptions {
+        users: args.users,
+        events: args.events.unwrap_or(args.users * 3),
+        batch: args.batch,
+        dir: args.dir,
+    };
+    let r = crate::tools::state_bench::bench_state(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let mb = |bytes: f64| bytes / 1e6;
+    println!(
+        "{} users, {} items, {} events learned at {:.0} events/s; in memory ~{:.0} B/user, ~{:.0} B/item",
+        r.users, r.items, r.events, r.apply_per_s, r.bytes_per_user_in_memory, r.bytes_per_item_in_memory
+    );
+    println!(
+        "  first checkpoint (everything)             {:>7.2} s  {:>8.1} MB",
+        r.first_checkpoint_s,
+        mb(r.first_checkpoint_bytes as f64)
+    );
+    println!(
+        "  later checkpoint ({} events, {} users): encoding {:.2} s (events wait), \
+         writing {:.2} s (in the background), {:.1} MB",
+        r.batch,
+        r.users_in_batch,
+        r.later_checkpoint_encode_s,
+        r.later_checkpoint_write_s,
+        mb(r.later_checkpoint_bytes as f64)
+    );
+    println!(
+        "  state dir on disk                         {:>17.1} MB",
+        mb(r.disk_bytes as f64)
+    );
+    println!(
+        "  restart to the first processed event      {:>7.2} s  (opening sled {:.2} s)",
+        r.restart_to_first_event_s, r.restart_open_store_s
+    );
+    println!(
+        "  loading every user instead                {:>7.2} s",
+        r.full_load_s
+    );
+    Ok(())
+}

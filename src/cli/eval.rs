@@ -1,0 +1,133 @@
+//! `streamrec eval`: prequential evaluation of every method on an interaction log.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::load_config;
+use crate::eval::{evaluate, standard_methods, Mode, Protocol};
+use crate::formats::{load, Format};
+
+/// `eval --mode`: what counts as a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalMode {
+    Discovery,
+    Purchase,
+}
+
+impl From<EvalMode> for Mode {
+    fn from(mode: EvalMode) -> Mode {
+        match mode {
+            EvalMode::Discovery => Mode::Discovery,
+            EvalMode::Purchase => Mode::Purchase,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The interaction log to replay.
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// Default: purchase for jsonl and taobao, discovery for MovieLens.
+    #[arg(long, value_enum)]
+    pub mode: Option<EvalMode>,
+    #[arg(long, default_value_t = 10)]
+    pub top_n: usize,
+    /// Engine settings (TOML); defaults when left out.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Score only these methods (comma-separated names from the table); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// A catalog applied before the events: item.v1 JSON lines or MovieLens movies.csv.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// List every item of the log up front with the category its events carry (Taobao).
+    #[arg(long, conflicts_with = "catalog")]
+    pub catalog_from_events: bool,
+    /// Simulate this many instances: users partitioned by hash, each instance with its own
+    /// replica of the item model, kept in step by item-model updates.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// With several instances, updates reach the other replicas every this many events.
+    #[arg(long, default_value_t = 1000)]
+    pub sync_every: usize,
+}
+
+pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    if args.top_n == 0 {
+        bail!("--top-n must be at least 1");
+    }
+    let config = load_config(args.config.as_ref(), &[])?;
+    let loaded = load(&args.input, args.format, &config.engine.clean)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    if loaded.events.is_empty() {
+        bail!(
+            "{} holds no valid {:?} rows ({} rows, {} skipped)",
+            args.input.display(),
+            args.format,
+            loaded.rows,
+            loaded.skipped_total()
+        );
+    }
+    let mode = args
+        .mode
+        .map(Mode::from)
+        .unwrap_or(if args.format.default_purchase_mode() {
+            Mode::Purchase
+        } else {
+            Mode::Discovery
+        });
+    if loaded.skipped_total() > 0 {
+        eprintln!(
+            "skipped {} of {} rows: {:?}",
+            loaded.skipped_total(),
+            loaded.rows,
+            loaded.skipped
+        );
+        for example in &loaded.examples {
+            eprintln!("  {example}");
+        }
+    }
+    let mut methods = standard_methods(&config.engine.ranking.blend);
+    if !args.methods.is_empty() {
+        let known: Vec<String> = methods.iter().map(|m| m.name.clone()).collect();
+        if let Some(unknown) = args.methods.iter().find(|m| !known.contains(m)) {
+            bail!("unknown method {unknown:?}; known: {}", known.join(", "));
+        }
+        methods.retain(|m| args.methods.contains(&m.name));
+    }
+    let listings = super::catalog::for_eval(&args, &loaded.events, &config)?;
+    if args.instances == 0 || args.sync_every == 0 {
+        bail!("--instances and --sync-every must be at least 1");
+    }
+    let protocol = Protocol {
+        mode,
+        top_n: args.top_n,
+        instances: args.instances,
+        sync_every: args.sync_every,
+    };
+    let report = evaluate(
+        loaded.events,
+        &listings,
+        &protocol,
+        &config.engine,
+        &methods,
+    );
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["input"] = args.input.display().to_string().into();
+        value["skipped_rows"] = serde_json::to_value(&loaded.skipped)?;
+        println!("{value}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Tools around the pipeline, each behind a command: the demo on an embedded mock cluster and
+//! the benchmarks. They use the service as users would and are never on its path.
+
+pub mod bench;
+pub mod bench_instances;
+pub mod demo;
+pub mod state_bench;
