@@ -5,7 +5,7 @@
 
 use crate::clean::Cleaner;
 use crate::config::EngineConfig;
-use crate::engine::{apply_update, Engine, EngineRecords, PortableUser};
+use crate::engine::{apply_update, Engine, EngineRecords, ModelUpdate, PortableUser};
 use crate::event::{Event, EventType, Input};
 use crate::kafka::PartitionPosition;
 use crate::pipeline::decode_update;
@@ -76,6 +76,12 @@ thread_local! {
 
 /// A small shop's engine: what records are checked against (the binary seeds are its records).
 pub fn template_engine() -> Engine {
+    template_engine_and_updates().0
+}
+
+/// `template_engine` and the item-model updates its events published, in order.
+pub fn template_engine_and_updates() -> (Engine, Vec<ModelUpdate>) {
+    let mut updates = Vec::new();
     let mut engine = Engine::new(EngineConfig::default());
     engine.publish_model_updates(true);
     let kinds = [EventType::View, EventType::AddToCart, EventType::Purchase];
@@ -89,9 +95,14 @@ pub fn template_engine() -> Engine {
             1_700_000_000_000 + n * 1000,
         );
         event.category = Some(format!("c{}", n % 3));
-        engine.apply_on((n % 2) as u64, &event);
+        updates.extend(
+            engine
+                .apply_on((n % 2) as u64, &event)
+                .effects
+                .model_updates,
+        );
     }
-    engine
+    (engine, updates)
 }
 
 /// Changelog records of other instances: a user record decoded and installed (items by name),

@@ -13,12 +13,12 @@ use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
 use crate::dead_letter;
-use crate::engine::{Applied, Engine, Position, ReplicaUpdate};
+use crate::engine::{Applied, Effects, Engine, ModelUpdate, Position, ReplicaUpdate};
 use crate::event::{Input, ProfileUpdate};
 use crate::offsets::Waiter;
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
 use crate::ranking::Filters;
-use crate::triggers::Rules;
+use crate::triggers::{Fired, Rules};
 
 /// One input message as the edge hands it over.
 #[derive(Clone, Copy, Debug)]
@@ -151,6 +151,9 @@ pub struct Processor {
     /// are skipped (exactly-once per user across partition moves).
     track_positions: bool,
     stats: Stats,
+    /// Triggers fired outside any message (a restored partition's time passing deadlines),
+    /// published with the next message processed.
+    carried: Vec<Fired>,
 }
 
 /// The engine's position of a message: its topic index and partition packed into the stream.
@@ -187,6 +190,7 @@ impl Processor {
             instance_id: None,
             track_positions: false,
             stats: Stats::default(),
+            carried: Vec::new(),
         }
     }
 
@@ -214,6 +218,13 @@ impl Processor {
     pub fn learn_only(mut self) -> Processor {
         self.publishes = false;
         self
+    }
+
+    /// Triggers that fired outside any message (see `carried`); dropped when learning only.
+    pub fn carry(&mut self, fired: Vec<Fired>) {
+        if self.publishes {
+            self.carried.extend(fired);
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -275,16 +286,15 @@ impl Processor {
             }
         };
         let stream = position_of(record.source).stream;
-        if self.engine.apply_on(stream, &event) == Applied::Duplicate {
+        let outcome = self.engine.apply_on(stream, &event);
+        if outcome.applied == Applied::Duplicate {
             self.stats.duplicates += 1;
             return Processed::default();
         }
         self.stats.applied += 1;
         self.note_position(record, &event.user_id);
         if !self.publishes {
-            self.engine.take_fired();
-            self.engine.take_model_updates();
-            return Processed::default();
+            return Processed::default(); // learning only: what it caused is dropped
         }
         let cause = event
             .event_id
@@ -319,8 +329,12 @@ impl Processor {
             },
             Offer::Deferred => processed.deferred += 1,
         }
-        self.push_triggers(record, &mut processed);
-        self.push_model_updates(record, &mut processed);
+        let Effects {
+            fired,
+            model_updates,
+        } = outcome.effects;
+        self.push_triggers(record, fired, &mut processed);
+        self.push_model_updates(record, model_updates, &mut processed);
         processed
     }
 
@@ -342,11 +356,15 @@ impl Processor {
 
     /// Item-model updates for the other instances; they hold the message's offset like any
     /// output, so an update is never lost (a crash may publish it twice).
-    fn push_model_updates(&mut self, record: &Record, processed: &mut Processed) {
+    fn push_model_updates(
+        &mut self,
+        record: &Record,
+        updates: Vec<ModelUpdate>,
+        processed: &mut Processed,
+    ) {
         let Some(instance) = &self.instance_id else {
             return;
         };
-        let updates = self.engine.take_model_updates();
         for update in updates.into_iter().map(ReplicaUpdate::Learned) {
             let output = replica_output(&update, instance, record);
             self.stats.model_updates += 1;
@@ -361,14 +379,13 @@ impl Processor {
         update: &ProfileUpdate,
         now_ms: i64,
     ) -> Processed {
-        self.engine
-            .apply_profile_on(position_of(record.source).stream, update);
+        let stream = position_of(record.source).stream;
+        let effects = self.engine.apply_profile_on(stream, update);
         self.note_position(record, &update.user_id);
         self.stats.applied += 1;
         self.stats.profile_updates += 1;
         let mut processed = Processed::default();
         if !self.publishes {
-            self.engine.take_fired();
             return processed;
         }
         match self.users.offer(
@@ -384,7 +401,7 @@ impl Processor {
             }
             Offer::Deferred => processed.deferred += 1,
         }
-        self.push_triggers(record, &mut processed);
+        self.push_triggers(record, effects.fired, &mut processed);
         processed
     }
 
@@ -392,14 +409,14 @@ impl Processor {
     /// changes may fire triggers.
     fn catalog_update(&mut self, record: &Record, update: &CatalogUpdate) -> Processed {
         self.stats.catalog_updates += 1;
-        let applied = self.engine.apply_catalog(update).is_some();
+        let listed = self.engine.apply_catalog(update);
+        let applied = listed.change.is_some();
         self.stats.applied += u64::from(applied);
         let mut processed = Processed::default();
         if !self.publishes {
-            self.engine.take_fired();
             return processed;
         }
-        self.push_triggers(record, &mut processed);
+        self.push_triggers(record, listed.effects.fired, &mut processed);
         // Each catalog partition goes to one instance: the others learn the listing from it.
         if let (true, Some(instance)) = (applied, &self.instance_id) {
             let listing = ReplicaUpdate::Listing(update.clone());
@@ -411,9 +428,11 @@ impl Processor {
         processed
     }
 
-    /// Triggers the engine fired while applying this message; they hold its offset.
-    fn push_triggers(&mut self, record: &Record, processed: &mut Processed) {
-        for fired in self.engine.take_fired() {
+    /// Triggers the engine fired while applying this message (and any carried from a
+    /// partition's restore); they hold its offset.
+    fn push_triggers(&mut self, record: &Record, fired: Vec<Fired>, processed: &mut Processed) {
+        let carried = std::mem::take(&mut self.carried);
+        for fired in carried.into_iter().chain(fired) {
             self.stats.triggers += 1;
             processed.outputs.push(Output {
                 destination: Destination::Triggers,

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use streamrec::engine::ModelUpdate;
 use streamrec::fuzzing;
 
 type Target = fn(&[u8]);
@@ -51,7 +50,7 @@ fn every_seed_and_past_crash_runs_clean() {
 }
 
 fn write_binary_seeds() {
-    let mut engine = fuzzing::template_engine();
+    let (engine, updates) = fuzzing::template_engine_and_updates();
     let records = engine.to_records();
     write_seed("state_records", "shard", &records.shard);
     write_seed("state_records", "user", &records.users[0].1);
@@ -62,7 +61,6 @@ fn write_binary_seeds() {
         "position",
         br#"{"next_offset":42,"stream_time_ms":1700000000000}"#,
     );
-    let updates: Vec<ModelUpdate> = engine.take_model_updates();
     let learned = streamrec::engine::ReplicaUpdate::Learned(updates[updates.len() - 1].clone());
     write_seed(
         "model_update",

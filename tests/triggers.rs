@@ -31,18 +31,17 @@ fn in_category(kind: EventType, user: &str, item: &str, category: &str, ts_ms: i
 
 /// Another shopper's event: it moves the engine's clock and nothing else of interest.
 fn tick(engine: &mut Engine, ts_ms: i64) -> Vec<Fired> {
-    engine.apply(&event(
-        EventType::View,
-        "clock",
-        &format!("tick-{ts_ms}"),
-        ts_ms,
-    ));
-    engine.take_fired()
+    let tick = event(EventType::View, "clock", &format!("tick-{ts_ms}"), ts_ms);
+    engine.apply(&tick).effects.fired
 }
 
 fn apply(engine: &mut Engine, event: Event) -> Vec<Fired> {
-    engine.apply(&event);
-    engine.take_fired()
+    engine.apply(&event).effects.fired
+}
+
+/// The triggers a listing fired.
+fn list(engine: &mut Engine, update: &CatalogUpdate) -> Vec<Fired> {
+    engine.apply_catalog(update).effects.fired
 }
 
 const CART: &str = r#"
@@ -344,13 +343,11 @@ fn price_drops_and_restocks_reach_recent_watchers_only() {
     );
     apply(&mut e, event(EventType::View, "u2", "other", T0 + 90 * MIN));
 
-    e.apply_catalog(&listing("i1", 95.0, true, 2));
     assert!(
-        e.take_fired().is_empty(),
+        list(&mut e, &listing("i1", 95.0, true, 2)).is_empty(),
         "a 5% drop is below the rule's 10%"
     );
-    e.apply_catalog(&listing("i1", 80.0, true, 3));
-    let fired = e.take_fired();
+    let fired = list(&mut e, &listing("i1", 80.0, true, 3));
     assert_eq!(
         fired.len(),
         1,
@@ -362,15 +359,12 @@ fn price_drops_and_restocks_reach_recent_watchers_only() {
     );
     assert_eq!(fired[0].evidence["old_price"], 95.0);
 
-    e.apply_catalog(&listing("i1", 80.0, false, 4));
-    assert!(e.take_fired().is_empty());
-    e.apply_catalog(&listing("i1", 80.0, true, 5));
-    let fired = e.take_fired();
+    assert!(list(&mut e, &listing("i1", 80.0, false, 4)).is_empty());
+    let fired = list(&mut e, &listing("i1", 80.0, true, 5));
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].rule, "restock");
-    e.apply_catalog(&listing("i1", 10.0, true, 4));
     assert!(
-        e.take_fired().is_empty(),
+        list(&mut e, &listing("i1", 10.0, true, 4)).is_empty(),
         "an older version changes nothing"
     );
 }

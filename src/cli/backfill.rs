@@ -39,7 +39,7 @@ pub(super) fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     let mut engine = Engine::new(config.engine.clone());
     let mut duplicates = 0u64;
     for event in &loaded.events {
-        if engine.apply(event) == crate::engine::Applied::Duplicate {
+        if engine.apply(event).applied == crate::engine::Applied::Duplicate {
             duplicates += 1;
         }
     }

@@ -477,7 +477,12 @@ impl Worker {
                     partition: log.partition,
                     offset: 0,
                 };
-                engine.advance_stream_time(position_of(source).stream, time);
+                let stream = position_of(source).stream;
+                let effects = self
+                    .processor
+                    .engine_mut()
+                    .advance_stream_time(stream, time);
+                self.processor.carry(effects.fired);
             }
         }
         self.metrics.users_in_store.set(stored as i64);

@@ -51,5 +51,5 @@ pub mod state;
 pub mod synthetic;
 pub mod triggers;
 
-pub use engine::{Applied, Engine};
+pub use engine::{Applied, Effects, Engine, Listed, Outcome};
 pub use event::{Event, EventType};

@@ -49,13 +49,13 @@ pub struct UserShard {
     pub contended: u64,
     /// Trigger deadlines and cooldowns of this shard's users.
     pub triggers: TriggerState,
-    /// Triggers fired and not yet taken by `take_fired`.
+    /// Triggers fired by the input being applied (returned with its effects).
     #[serde(skip)]
     fired: Vec<Fired>,
     /// Whether `apply` records what it did to the item model for other replicas.
     #[serde(skip)]
     replicate: bool,
-    /// Item-model updates not yet taken by `take_model_updates`.
+    /// Item-model updates of the input being applied (returned with its effects).
     #[serde(skip)]
     model_updates: Vec<ModelUpdate>,
     /// Events applied by this shard (the clock of `UserState::touched`).
@@ -66,11 +66,35 @@ pub struct UserShard {
     checkpointed: u64,
 }
 
-/// The outcome of `apply`.
+/// Whether `apply` learned from an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
     Learned { new_user: bool, new_item: bool },
     Duplicate,
+}
+
+/// What an input caused besides learning, for the edge to publish or drop: the campaign
+/// triggers it fired (in firing order) and, when replicating, the item-model updates the other
+/// instances apply. Nothing waits in the engine for a caller to collect.
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    pub fired: Vec<Fired>,
+    pub model_updates: Vec<ModelUpdate>,
+}
+
+/// `apply`'s result.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub applied: Applied,
+    pub effects: Effects,
+}
+
+/// `apply_catalog`'s result: the listing's change (`None` when a newer version of the item is
+/// already applied) and the triggers it fired.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub change: Option<(u32, ListingChange)>,
+    pub effects: Effects,
 }
 
 /// One worker's engine: its own users, an item model that may be shared with other workers.
@@ -177,13 +201,30 @@ impl Engine {
 
     /// Learns from one cleaned event of the default stream (one ordered input: a file, a
     /// single partition). Duplicates (within the dedup window) change nothing else.
-    pub fn apply(&mut self, event: &Event) -> Applied {
+    pub fn apply(&mut self, event: &Event) -> Outcome {
         self.apply_on(DEFAULT_STREAM, event)
     }
 
     /// Learns from one cleaned event that arrived on input `stream` (a partition): its
-    /// duplicates, deadlines and the user's time are judged by that stream's time.
-    pub fn apply_on(&mut self, stream: u64, event: &Event) -> Applied {
+    /// duplicates, deadlines and the user's time are judged by that stream's time. Returns
+    /// whether it was learned and what it caused.
+    pub fn apply_on(&mut self, stream: u64, event: &Event) -> Outcome {
+        let applied = self.learn(stream, event);
+        Outcome {
+            applied,
+            effects: self.take_effects(),
+        }
+    }
+
+    /// The triggers fired and model updates recorded by the input being applied.
+    fn take_effects(&mut self) -> Effects {
+        Effects {
+            fired: std::mem::take(&mut self.shard.fired),
+            model_updates: std::mem::take(&mut self.shard.model_updates),
+        }
+    }
+
+    fn learn(&mut self, stream: u64, event: &Event) -> Applied {
         if !self.shard.dedup.first_sighting(stream, event) {
             return Applied::Duplicate;
         }
@@ -339,21 +380,27 @@ impl Engine {
 
     /// Moves `stream`'s time to at least `ts_ms` (a partition restored from another instance
     /// continues at the time it had there), firing the deadlines that passes.
-    pub fn advance_stream_time(&mut self, stream: u64, ts_ms: i64) {
+    pub fn advance_stream_time(&mut self, stream: u64, ts_ms: i64) -> Effects {
         self.shard.clocks.advance(stream, ts_ms);
         if !self.rules.is_empty() {
             self.fire_due(stream);
         }
+        self.take_effects()
     }
 
     /// Applies a profile update of the default stream (see `apply`).
-    pub fn apply_profile(&mut self, update: &ProfileUpdate) {
+    pub fn apply_profile(&mut self, update: &ProfileUpdate) -> Effects {
         self.apply_profile_on(DEFAULT_STREAM, update)
     }
 
     /// Applies a profile update that arrived on `stream`: the user's attributes, and with them
     /// their segment. The stream's time moves on with it, as with any input.
-    pub fn apply_profile_on(&mut self, stream: u64, update: &ProfileUpdate) {
+    pub fn apply_profile_on(&mut self, stream: u64, update: &ProfileUpdate) -> Effects {
+        self.update_profile(stream, update);
+        self.take_effects()
+    }
+
+    fn update_profile(&mut self, stream: u64, update: &ProfileUpdate) {
         self.shard.clocks.advance(stream, update.ts_ms);
         let mut guard = self
             .items
@@ -382,7 +429,15 @@ impl Engine {
     /// Applies a catalog update; `None` when a newer version of the item is already applied.
     /// Catalog times do not move the engine's clock: a catalog may be loaded long after (or
     /// before) the events it describes.
-    pub fn apply_catalog(&mut self, update: &CatalogUpdate) -> Option<(u32, ListingChange)> {
+    pub fn apply_catalog(&mut self, update: &CatalogUpdate) -> Listed {
+        let change = self.list(update);
+        Listed {
+            change,
+            effects: self.take_effects(),
+        }
+    }
+
+    fn list(&mut self, update: &CatalogUpdate) -> Option<(u32, ListingChange)> {
         let mut guard = self
             .items
             .write()
@@ -766,15 +821,17 @@ mod tests {
         let mut engine = Engine::new(EngineConfig::default());
         let first = event(EventType::View, "u", "a", 1000);
         assert_eq!(
-            engine.apply(&first),
+            engine.apply(&first).applied,
             Applied::Learned {
                 new_user: true,
                 new_item: true
             }
         );
-        assert_eq!(engine.apply(&first), Applied::Duplicate);
+        assert_eq!(engine.apply(&first).applied, Applied::Duplicate);
         assert_eq!(
-            engine.apply(&event(EventType::View, "u", "a", 2000)),
+            engine
+                .apply(&event(EventType::View, "u", "a", 2000))
+                .applied,
             Applied::Learned {
                 new_user: false,
                 new_item: false
@@ -923,23 +980,20 @@ mod tests {
         let rules = Arc::new(Rules::parse(&rule).unwrap());
         let mut engine = Engine::new(EngineConfig::default());
         engine.set_trigger_rules(rules.clone());
-        engine.apply_on(1, &event(EventType::AddToCart, "u", "a", 1000));
-        engine.apply_on(0, &event(EventType::View, "v", "b", 10_000_000));
-        assert!(engine.take_fired().is_empty(), "stream 0's time is not u's");
+        let fired = |outcome: Outcome| outcome.effects.fired;
+        assert!(fired(engine.apply_on(1, &event(EventType::AddToCart, "u", "a", 1000))).is_empty());
+        let later = engine.apply_on(0, &event(EventType::View, "v", "b", 10_000_000));
+        assert!(fired(later).is_empty(), "stream 0's time is not u's");
         let records = engine.to_records();
         let mut restored = Engine::from_records(EngineConfig::default(), &records).unwrap();
         restored.set_trigger_rules(rules);
         assert_eq!(restored.stream_time(1), Some(1000));
         assert_eq!(restored.stream_time(0), Some(10_000_000));
-        restored.apply_on(1, &event(EventType::View, "w", "c", 1000 + window - 1));
-        assert!(restored.take_fired().is_empty());
-        restored.apply_on(1, &event(EventType::View, "w", "d", 1000 + window));
-        let fired: Vec<String> = restored
-            .take_fired()
-            .into_iter()
-            .map(|f| f.user_id)
-            .collect();
-        assert_eq!(fired, ["u"]);
+        let before = restored.apply_on(1, &event(EventType::View, "w", "c", 1000 + window - 1));
+        assert!(fired(before).is_empty());
+        let due = restored.apply_on(1, &event(EventType::View, "w", "d", 1000 + window));
+        let users: Vec<String> = fired(due).into_iter().map(|f| f.user_id).collect();
+        assert_eq!(users, ["u"]);
     }
 
     #[test]
@@ -954,12 +1008,12 @@ mod tests {
             Engine::from_records(EngineConfig::default(), &original.to_records()).unwrap();
         assert_eq!(restored.digest(), original.digest());
         assert_eq!(
-            restored.apply(&before[10]),
+            restored.apply(&before[10]).applied,
             Applied::Duplicate,
             "dedup window restored"
         );
         for e in after {
-            assert_eq!(original.apply(e), restored.apply(e));
+            assert_eq!(original.apply(e).applied, restored.apply(e).applied);
         }
         assert_eq!(restored.digest(), original.digest());
         for user in (0..40).map(|u| format!("u{u}")) {

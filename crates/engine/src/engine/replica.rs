@@ -88,11 +88,6 @@ impl Engine {
         self.shard.replicate = on;
     }
 
-    /// The updates recorded since the last call, in apply order.
-    pub fn take_model_updates(&mut self) -> Vec<ModelUpdate> {
-        std::mem::take(&mut self.shard.model_updates)
-    }
-
     /// Applies another instance's update to this replica of the item model. User-side state
     /// is not touched (it lives with the instance that owns the user).
     pub fn apply_model_update(&mut self, update: &ModelUpdate) {
@@ -181,8 +176,7 @@ mod tests {
         owner.publish_model_updates(true);
         let mut replica = Engine::new(EngineConfig::default());
         for event in events() {
-            owner.apply(&event);
-            for update in owner.take_model_updates() {
+            for update in owner.apply(&event).effects.model_updates {
                 replica.apply_model_update(&update);
             }
         }

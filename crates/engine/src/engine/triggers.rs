@@ -1,6 +1,6 @@
 //! The engine's side of campaign triggers: it feeds the rules its state, applies their
 //! cooldowns and user filters, and turns decisions into [`Fired`] triggers with names and
-//! fresh recommendations. Fired triggers wait in the shard until `take_fired`.
+//! fresh recommendations. The input that fired them returns them among its `Effects`.
 
 use std::sync::Arc;
 
@@ -15,11 +15,6 @@ impl Engine {
     /// Sets the campaign trigger rules (none by default).
     pub fn set_trigger_rules(&mut self, rules: Arc<Rules>) {
         self.rules = rules;
-    }
-
-    /// The triggers fired since the last call, in firing order.
-    pub fn take_fired(&mut self) -> Vec<Fired> {
-        std::mem::take(&mut self.shard.fired)
     }
 
     pub(super) fn evaluate_triggers(&mut self, facts: &EventFacts) {

@@ -56,9 +56,8 @@ impl Instances {
     pub fn apply(&mut self, event: &Event) {
         let index = self.index_of(&event.user_id);
         let engine = &mut self.engines[index];
-        engine.apply(event);
-        self.pending
-            .extend(engine.take_model_updates().into_iter().map(|u| (index, u)));
+        let updates = engine.apply(event).effects.model_updates;
+        self.pending.extend(updates.into_iter().map(|u| (index, u)));
         self.since_sync += 1;
         if self.since_sync >= self.sync_every {
             self.sync();
