@@ -13,7 +13,7 @@ use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, PipelineConfig};
 use crate::dead_letter;
-use crate::engine::{Applied, Effects, Engine, ModelUpdate, Position, ReplicaUpdate};
+use crate::engine::{Applied, DecodeError, Effects, Engine, ModelUpdate, Position, ReplicaUpdate};
 use crate::event::{Input, ProfileUpdate};
 use crate::offsets::Waiter;
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
@@ -33,6 +33,34 @@ pub struct Record<'a> {
 }
 
 pub use crate::message::{Destination, Output};
+
+/// A message cleaned, its user not yet known to be in memory (see `Processor::load`).
+#[derive(Debug)]
+pub struct Cleaned(Result<Input, Rejection>);
+
+impl Cleaned {
+    /// The user whose state the input changes, if it is valid and about a user.
+    pub fn user_id(&self) -> Option<&str> {
+        self.0.as_ref().ok().and_then(Input::user_id)
+    }
+}
+
+/// A cleaned message whose user's state is in memory: what `Processor::process_ready` takes.
+#[derive(Debug)]
+pub struct Ready(Result<Input, Rejection>);
+
+/// Why a user's stored state could not be put back in memory.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError<E> {
+    #[error(transparent)]
+    Store(E),
+    #[error("the stored state of user {user:?} is corrupt: {source}")]
+    Corrupt {
+        user: String,
+        #[source]
+        source: DecodeError,
+    },
+}
 
 /// What processing one message produced: outputs to send now, and how many coalesced outputs
 /// the message additionally waits for (they name it among their waiters when emitted).
@@ -236,10 +264,37 @@ impl Processor {
         &mut self.engine
     }
 
-    /// The cleaning step of `process`, for an edge that must see the input before it is
-    /// processed (to load its user from the store); then `process_cleaned`.
-    pub fn clean(&mut self, record: &Record) -> Result<Input, Rejection> {
-        clean_record(&self.cleaner, &self.catalog_topic, record)
+    /// The cleaning step of `process`, for an edge whose users live in a store: `load` puts
+    /// the input's user in memory, and only what it returns can be processed.
+    pub fn clean(&self, record: &Record) -> Cleaned {
+        Cleaned(clean_record(&self.cleaner, &self.catalog_topic, record))
+    }
+
+    /// Makes sure the input's user is in memory, reading their record with `stored` (a state
+    /// store's lookup) when the engine does not hold them: the step between cleaning and
+    /// processing that a store-backed edge cannot skip.
+    pub fn load<E>(
+        &mut self,
+        cleaned: Cleaned,
+        stored: impl FnOnce(&str) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<Ready, LoadError<E>> {
+        let user = cleaned.0.as_ref().ok().and_then(Input::user_id);
+        if let Some(user) = user.filter(|u| !self.engine.has_user(u)) {
+            if let Some(record) = stored(user).map_err(LoadError::Store)? {
+                self.engine
+                    .insert_user(user, &record)
+                    .map_err(|source| LoadError::Corrupt {
+                        user: user.to_owned(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(Ready(cleaned.0))
+    }
+
+    /// For a processor whose every user is in memory (no store behind it): nothing to load.
+    pub fn in_memory(&self, cleaned: Result<Input, Rejection>) -> Ready {
+        Ready(cleaned)
     }
 
     /// Drops cold users (already checkpointed, no output owed) down to `cap`; returns how many.
@@ -258,19 +313,17 @@ impl Processor {
         self.users.pending_len() + self.items.pending_len()
     }
 
+    /// Cleans and processes a message, every user in memory (no store behind this processor).
     pub fn process(&mut self, record: &Record, now_ms: i64) -> Processed {
-        let cleaned = self.clean(record);
-        self.process_cleaned(record, cleaned, now_ms)
+        let cleaned = self.clean(record).0;
+        self.process_ready(record, self.in_memory(cleaned), now_ms)
     }
 
-    /// `process` for a message cleaned elsewhere (a replay cleans on its reading thread);
-    /// a rejection's code sends `record.payload` to the dead letters.
-    pub fn process_cleaned(
-        &mut self,
-        record: &Record,
-        cleaned: Result<Input, Rejection>,
-        now_ms: i64,
-    ) -> Processed {
+    /// Processes a message cleaned and loaded (`clean` then `load`, or `in_memory` for a
+    /// message cleaned elsewhere: a replay cleans on its reading thread); a rejection sends
+    /// `record.payload` to the dead letters.
+    pub fn process_ready(&mut self, record: &Record, ready: Ready, now_ms: i64) -> Processed {
+        let cleaned = ready.0;
         self.stats.consumed += 1;
         if self.track_positions && self.reflected(record, &cleaned) {
             self.stats.already_applied += 1;

@@ -252,7 +252,8 @@ impl Replay<'_> {
             payload: payload.as_deref(),
             timestamp_ms,
         };
-        let processed = self.processor.process_cleaned(&record, cleaned, now);
+        let ready = self.processor.in_memory(cleaned);
+        let processed = self.processor.process_ready(&record, ready, now);
         self.next.insert(key, offset + 1);
         if let Some(publisher) = &self.publisher {
             for output in processed.outputs {

@@ -26,9 +26,10 @@ use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
-use crate::event::Input;
 use crate::offsets::{OffsetTracker, Waiter};
-use crate::pipeline::{position_of, Destination, Output, Processor, Record, Stats};
+use crate::pipeline::{
+    position_of, Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats,
+};
 use crate::store::{CheckpointSize, StateStore, StoreError};
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -241,11 +242,9 @@ impl Worker {
             None => self.processor.process(&record, wall_clock_ms()),
             Some(checkpoints) => {
                 let cleaned = self.processor.clean(&record);
-                if let Some(user_id) = cleaned.as_ref().ok().and_then(Input::user_id) {
-                    load_user(&mut self.processor, &checkpoints.store, user_id)?;
-                }
+                let ready = load_user(&mut self.processor, &checkpoints.store, cleaned)?;
                 self.processor
-                    .process_cleaned(&record, cleaned, wall_clock_ms())
+                    .process_ready(&record, ready, wall_clock_ms())
             }
         };
         state.tracker.add(record.source, processed.holds());
@@ -605,20 +604,21 @@ impl Worker {
 }
 
 /// Puts a user the store holds back in memory before their event is applied.
-fn load_user(processor: &mut Processor, store: &StateStore, user_id: &str) -> Result<(), RunError> {
-    if processor.engine().has_user(user_id) {
-        return Ok(());
-    }
-    if let Some(record) = store.user(user_id)? {
-        processor
-            .engine_mut()
-            .insert_user(user_id, &record)
-            .map_err(|e| StoreError::Corrupt {
+fn load_user(
+    processor: &mut Processor,
+    store: &StateStore,
+    cleaned: Cleaned,
+) -> Result<Ready, RunError> {
+    let ready = processor
+        .load(cleaned, |user| store.user(user))
+        .map_err(|err| match err {
+            LoadError::Store(err) => err,
+            LoadError::Corrupt { user, source } => StoreError::Corrupt {
                 path: store.path().display().to_string(),
-                detail: e.to_string(),
-            })?;
-    }
-    Ok(())
+                detail: format!("user {user:?}: {source}"),
+            },
+        })?;
+    Ok(ready)
 }
 
 fn record_ack(
