@@ -41,8 +41,6 @@ pub enum StoreError {
     OlderFormat { path: String, found: u8 },
     #[error("state dir {path}: {detail}")]
     Io { path: String, detail: String },
-    #[error("changelog: {0}")]
-    Changelog(String),
 }
 
 /// What a checkpoint wrote.

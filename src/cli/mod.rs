@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::kafka;
 
 mod backfill;
 mod bench;
@@ -101,6 +102,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A failed command's exit status: 75 (EX_TEMPFAIL) when `run` stopped for something that may
+/// pass by itself (the brokers, the network), so restarting it is the fix; 78 (EX_CONFIG) when
+/// an operator must act first (settings, topics, the state dir); 1 for anything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let run = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<kafka::RunError>());
+    match run.map(kafka::RunError::retry) {
+        Some(kafka::Retry::Transient) => 75,
+        Some(kafka::Retry::Fatal) => 78,
+        None => 1,
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -157,4 +172,25 @@ fn load_config(path: Option<&PathBuf>, sets: &[String]) -> anyhow::Result<Config
         std::env::vars(),
         sets,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_say_whether_a_restart_can_help() {
+        let transient = kafka::RunError::DrainTimeout {
+            open: 3,
+            drain_ms: 10_000,
+        };
+        let fatal = kafka::RunError::StateAheadOfLog {
+            topic: "events".into(),
+            partition: 0,
+            next: 300,
+        };
+        assert_eq!(exit_code(&transient.into()), 75);
+        assert_eq!(exit_code(&anyhow::Error::from(fatal).context("run")), 78);
+        assert_eq!(exit_code(&anyhow::anyhow!("--rate must be at least 1")), 1);
+    }
 }

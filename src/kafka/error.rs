@@ -1,11 +1,24 @@
-//! The Kafka edge's errors: what stops `run`, what stops a replay.
+//! The Kafka edge's errors: what stops `run`, what stops a replay, and whether trying again
+//! can help.
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use super::sink::DeliveryError;
 use crate::dead_letter::REFUSED_PREFIX_BYTES;
 use crate::replay::PlanError;
 use crate::store::StoreError;
-use rdkafka::error::KafkaError;
 
+/// What a stopped `run` needs before it can succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// The brokers or the network: a restart (an orchestrator's, say) may be all it takes.
+    Transient,
+    /// A setting, a topic, the state dir or a bug: an operator has to act first.
+    Fatal,
+}
+
+/// Why `run` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("kafka: {0}")]
@@ -28,14 +41,109 @@ pub enum RunError {
     },
     #[error("a message of {topic}, which run does not consume (a bug: please report it)")]
     UnknownTopic { topic: String },
-    #[error("a pipeline worker stopped unexpectedly: {0}")]
-    Worker(String),
+    #[error(
+        "the model updates topic {topic} does not exist; create it (partitions as the input's)"
+    )]
+    ModelUpdatesTopicMissing { topic: String },
+    #[error("the changelog topic {topic} has {partitions} partitions, the input {input} has {needed}: create it compacted with at least as many")]
+    ChangelogTooSmall {
+        topic: String,
+        partitions: usize,
+        input: String,
+        needed: usize,
+    },
+    #[error("restoring partition {partition} from the changelog: {detail}")]
+    Restore { partition: i32, detail: String },
+    #[error("writing the changelog: {0}")]
+    Changelog(#[source] KafkaError),
+    #[error("a pipeline worker stopped {when}")]
+    WorkerGone { when: &'static str },
+    #[error("a task of run panicked (a bug: please report it)")]
+    Panicked(#[source] tokio::task::JoinError),
     #[error("cannot start the admin listener: {0}")]
-    Admin(std::io::Error),
+    Admin(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+}
+
+impl RunError {
+    /// Whether trying again may succeed without an operator.
+    pub fn retry(&self) -> Retry {
+        match self {
+            RunError::Kafka(err) | RunError::Changelog(err) => kafka_retry(err),
+            RunError::Delivery(DeliveryError::Failed { source, .. }) => kafka_retry(source),
+            RunError::Delivery(_) | RunError::DrainTimeout { .. } | RunError::Restore { .. } => {
+                Retry::Transient
+            }
+            RunError::DeadLetterUnusable { .. }
+            | RunError::MissingTopics { .. }
+            | RunError::StateAheadOfLog { .. }
+            | RunError::UnknownTopic { .. }
+            | RunError::ModelUpdatesTopicMissing { .. }
+            | RunError::ChangelogTooSmall { .. }
+            | RunError::WorkerGone { .. }
+            | RunError::Panicked(_)
+            | RunError::Admin(_)
+            | RunError::Store(_)
+            | RunError::Config(_) => Retry::Fatal,
+        }
+    }
+}
+
+/// Refused credentials or permissions, and topics that do not exist, need an operator;
+/// anything else librdkafka gave up on (timeouts, the network) may pass.
+fn kafka_retry(err: &KafkaError) -> Retry {
+    let needs_an_operator = [
+        RDKafkaErrorCode::TopicAuthorizationFailed,
+        RDKafkaErrorCode::GroupAuthorizationFailed,
+        RDKafkaErrorCode::ClusterAuthorizationFailed,
+        RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+        RDKafkaErrorCode::SaslAuthenticationFailed,
+        RDKafkaErrorCode::Authentication,
+        RDKafkaErrorCode::UnknownTopic,
+        RDKafkaErrorCode::UnknownTopicOrPartition,
+        RDKafkaErrorCode::InvalidConfig,
+        RDKafkaErrorCode::InvalidArgument,
+    ];
+    match err.rdkafka_error_code() {
+        Some(code) if needs_an_operator.contains(&code) => Retry::Fatal,
+        _ => Retry::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_credentials_and_state_need_an_operator_timeouts_do_not() {
+        let denied = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        let failed = |source| {
+            RunError::Delivery(DeliveryError::Failed {
+                topic: "recommendations".into(),
+                source,
+            })
+        };
+        assert_eq!(failed(denied).retry(), Retry::Fatal);
+        assert_eq!(failed(timeout).retry(), Retry::Transient);
+        let state = RunError::StateAheadOfLog {
+            topic: "events".into(),
+            partition: 0,
+            next: 300,
+        };
+        assert_eq!(state.retry(), Retry::Fatal);
+        assert_eq!(
+            RunError::DrainTimeout {
+                open: 1,
+                drain_ms: 10
+            }
+            .retry(),
+            Retry::Transient
+        );
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

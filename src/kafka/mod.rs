@@ -19,7 +19,7 @@ mod worker;
 pub use changelog::PartitionPosition;
 pub use client::{consumer_config, producer_config, replay_consumer_config};
 pub use context::Health;
-pub use error::{ReplayError, RunError};
+pub use error::{ReplayError, Retry, RunError};
 pub use latency::{new_latency, wall_clock_ms, Latency};
 pub use produce::{produce, produce_messages, Loader, ProduceReport};
 pub use replay::{replay, ReplayOptions, ReplayReport};

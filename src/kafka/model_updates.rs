@@ -41,9 +41,7 @@ pub fn follow(
     let topic = kafka.model_updates_topic.clone();
     let partitions = partition_count(&consumer, &topic)?;
     if partitions == 0 {
-        return Err(RunError::Worker(format!(
-            "the model updates topic {topic} does not exist; create it (partitions as the input's)"
-        )));
+        return Err(RunError::ModelUpdatesTopicMissing { topic });
     }
     let followed = items.read().expect("not poisoned").followed.clone();
     let mut assignment = TopicPartitionList::new();

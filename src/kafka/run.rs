@@ -255,7 +255,7 @@ pub async fn run(
                 }
             }
             Some((partition, log)) = restored_rx.recv() => {
-                let log = log.map_err(|e| RunError::Worker(format!("restoring partition {partition}: {e}")))?;
+                let log = log.map_err(|detail| RunError::Restore { partition, detail })?;
                 let positions = install(&senders[0], log).await?;
                 for &(key, next) in &positions {
                     positions_table.restored(key, next);
@@ -355,7 +355,7 @@ async fn wait_for_topics(
             Ok::<_, KafkaError>(missing)
         })
         .await
-        .map_err(|join| RunError::Worker(join.to_string()))??;
+        .map_err(RunError::Panicked)??;
         health.set_missing_topics(missing.clone());
         if missing.is_empty() {
             return Ok(());
@@ -382,10 +382,12 @@ fn check_changelog(
     for input in inputs {
         let needed = partition_count(consumer, input)?;
         if changelog < needed {
-            return Err(RunError::Worker(format!(
-                "the changelog topic {} has {changelog} partitions, the input {input} has {needed}: create it compacted with at least as many",
-                kafka.changelog_topic
-            )));
+            return Err(RunError::ChangelogTooSmall {
+                topic: kafka.changelog_topic.clone(),
+                partitions: changelog,
+                input: input.clone(),
+                needed,
+            });
         }
     }
     Ok(())
@@ -415,15 +417,23 @@ async fn install(
     worker: &mpsc::Sender<WorkerInput>,
     log: PartitionLog,
 ) -> Result<Restored, RunError> {
+    let log_partition = log.partition;
     let (reply, answer) = tokio::sync::oneshot::channel();
     worker
         .send(WorkerInput::Restore(Box::new(log), reply))
         .await
-        .map_err(|_| RunError::Worker("the worker stopped before a restore".into()))?;
+        .map_err(|_| RunError::WorkerGone {
+            when: "before a restore",
+        })?;
     answer
         .await
-        .map_err(|_| RunError::Worker("the worker stopped during a restore".into()))?
-        .map_err(RunError::Worker)
+        .map_err(|_| RunError::WorkerGone {
+            when: "during a restore",
+        })?
+        .map_err(|detail| RunError::Restore {
+            partition: log_partition,
+            detail,
+        })
 }
 
 /// Lets a restored partition flow again from where its state ends (or, with no state, from the
@@ -581,8 +591,10 @@ fn worker_failure(
 ) -> RunError {
     match stopped {
         Ok(Err(err)) => err,
-        Ok(Ok(_)) => RunError::Worker("it ended while messages were still coming".into()),
-        Err(join) => RunError::Worker(join.to_string()),
+        Ok(Ok(_)) => RunError::WorkerGone {
+            when: "while messages were still coming",
+        },
+        Err(join) => RunError::Panicked(join),
     }
 }
 

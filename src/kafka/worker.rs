@@ -31,6 +31,7 @@ use crate::pipeline::{
     position_of, Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats,
 };
 use crate::store::{CheckpointSize, StateStore, StoreError};
+use rdkafka::error::KafkaError;
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -94,21 +95,17 @@ struct State {
 /// A checkpoint's records are encoded on the worker (a consistent cut) and written by sled on a
 /// blocking thread, so the worker only stops for the encoding.
 struct Writing {
-    done: JoinHandle<Result<CheckpointSize, StoreError>>,
+    done: JoinHandle<Result<CheckpointSize, RunError>>,
     covers: NextOffsets,
     started: Instant,
-    path: String,
 }
 
 /// Resolves when the pending write finishes (never when there is none).
-async fn written(writing: &mut Option<Writing>) -> Result<CheckpointSize, StoreError> {
+async fn written(writing: &mut Option<Writing>) -> Result<CheckpointSize, RunError> {
     match writing {
-        Some(w) => (&mut w.done).await.unwrap_or_else(|join| {
-            Err(StoreError::Io {
-                path: w.path.clone(),
-                detail: format!("the checkpoint writer stopped: {join}"),
-            })
-        }),
+        Some(w) => (&mut w.done)
+            .await
+            .unwrap_or_else(|join| Err(RunError::Panicked(join))),
         None => std::future::pending().await,
     }
 }
@@ -357,25 +354,22 @@ impl Worker {
                 let acks = match &changelog {
                     Some((topic, records)) => send_records(&producer, topic, records)
                         .await
-                        .map_err(|e| StoreError::Changelog(e.to_string()))?,
+                        .map_err(RunError::Changelog)?,
                     None => Vec::new(),
                 };
                 let written = tokio::task::spawn_blocking(move || store.write(&records, &offsets));
-                let size = written
-                    .await
-                    .map_err(|join| StoreError::Changelog(join.to_string()))??;
+                let size = written.await.map_err(RunError::Panicked)??;
                 for ack in acks {
                     match ack.await {
                         Ok(Ok(_)) => {}
-                        Ok(Err((err, _))) => return Err(StoreError::Changelog(err.to_string())),
-                        Err(_) => return Err(StoreError::Changelog("delivery cancelled".into())),
+                        Ok(Err((err, _))) => return Err(RunError::Changelog(err)),
+                        Err(_) => return Err(RunError::Changelog(KafkaError::Canceled)),
                     }
                 }
                 Ok(size)
             }),
             covers: checkpoints.processed.clone(),
             started,
-            path: checkpoints.store.path().display().to_string(),
         });
         checkpoints.since = 0;
         checkpoints.last = Instant::now();
@@ -389,7 +383,7 @@ impl Worker {
     fn on_written(
         &mut self,
         state: &mut State,
-        done: Result<CheckpointSize, StoreError>,
+        done: Result<CheckpointSize, RunError>,
     ) -> Result<(), RunError> {
         let writing = state.writing.take().expect("a write was pending");
         let size = done?;
@@ -463,7 +457,7 @@ impl Worker {
         let count = users.len();
         let stored = tokio::task::spawn_blocking(move || store.write_restored(&users, &offsets))
             .await
-            .map_err(|join| StoreError::Changelog(join.to_string()))??;
+            .map_err(RunError::Panicked)??;
         for &(key, next) in &positions {
             checkpoints.processed.insert(key, next);
             checkpoints.checkpointed.insert(key, next);
