@@ -7,8 +7,7 @@
 
 use std::collections::BTreeMap;
 
-/// Identifies a partition: (index in the input topic list, partition).
-pub type PartitionKey = (u16, i32);
+pub use crate::offsets::PartitionKey;
 
 /// What the edge should do next.
 #[derive(Debug, PartialEq, Eq)]
@@ -113,9 +112,12 @@ mod tests {
     #[test]
     fn partitions_merge_by_time_then_partition() {
         let out = merged(&[
-            ((0, 1), vec![(10, "b10"), (30, "b30")]),
-            ((0, 0), vec![(10, "a10"), (20, "a20"), (40, "a40")]),
-            ((1, 0), vec![]),
+            (PartitionKey::new(0, 1), vec![(10, "b10"), (30, "b30")]),
+            (
+                PartitionKey::new(0, 0),
+                vec![(10, "a10"), (20, "a20"), (40, "a40")],
+            ),
+            (PartitionKey::new(1, 0), vec![]),
         ]);
         assert_eq!(out, ["a10", "b10", "a20", "b30", "a40"]);
     }
@@ -123,8 +125,8 @@ mod tests {
     #[test]
     fn each_partition_keeps_its_own_order_even_when_time_goes_back() {
         let out = merged(&[
-            ((0, 0), vec![(50, "late"), (5, "early")]),
-            ((0, 1), vec![(10, "x")]),
+            (PartitionKey::new(0, 0), vec![(50, "late"), (5, "early")]),
+            (PartitionKey::new(0, 1), vec![(10, "x")]),
         ]);
         assert_eq!(out, ["x", "late", "early"]);
     }
@@ -132,8 +134,8 @@ mod tests {
     #[test]
     fn nothing_to_merge_is_done_at_once() {
         assert!(merged(&[]).is_empty());
-        let mut merge: Merge<()> = Merge::new([(0, 0)]);
-        merge.end((0, 0));
+        let mut merge: Merge<()> = Merge::new([PartitionKey::new(0, 0)]);
+        merge.end(PartitionKey::new(0, 0));
         assert_eq!(merge.next_step(), Step::Done);
     }
 }

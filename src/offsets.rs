@@ -6,12 +6,37 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+/// A partition of a consumed topic, the topic named by its index in the consumed topics: the
+/// key of every per-partition table on the hot path. (Stored offsets name the topic instead,
+/// see `store::Offsets`, so a state survives a change of topic order.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub topic: u16,
+    pub partition: i32,
+}
+
 /// One input message: the index of its topic in the input topic list, partition and offset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Waiter {
     pub topic: u16,
     pub partition: i32,
     pub offset: i64,
+}
+
+impl PartitionKey {
+    pub fn new(topic: u16, partition: i32) -> PartitionKey {
+        PartitionKey { topic, partition }
+    }
+}
+
+impl Waiter {
+    /// The partition the message is from.
+    pub fn key(self) -> PartitionKey {
+        PartitionKey {
+            topic: self.topic,
+            partition: self.partition,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -37,34 +62,31 @@ struct Partition {
 
 #[derive(Default, Debug)]
 pub struct OffsetTracker {
-    partitions: FxHashMap<(u16, i32), Partition>,
+    partitions: FxHashMap<PartitionKey, Partition>,
     open_events: usize,
 }
 
 impl OffsetTracker {
     /// Registers a processed message waiting on `outputs` acknowledgements (0: done already).
     pub fn add(&mut self, waiter: Waiter, outputs: u32) {
-        let partition = self
-            .partitions
-            .entry((waiter.topic, waiter.partition))
-            .or_default();
+        let partition = self.partitions.entry(waiter.key()).or_default();
         partition.open.insert(waiter.offset, outputs);
         self.open_events += 1;
-        self.advance(waiter.topic, waiter.partition);
+        self.advance(waiter.key());
     }
 
     /// One output of `waiter` was acknowledged.
     pub fn resolve(&mut self, waiter: Waiter) {
-        if let Some(partition) = self.partitions.get_mut(&(waiter.topic, waiter.partition)) {
+        if let Some(partition) = self.partitions.get_mut(&waiter.key()) {
             if let Some(count) = partition.open.get_mut(&waiter.offset) {
                 *count = count.saturating_sub(1);
             }
         }
-        self.advance(waiter.topic, waiter.partition);
+        self.advance(waiter.key());
     }
 
-    fn advance(&mut self, topic: u16, partition_id: i32) {
-        let Some(partition) = self.partitions.get_mut(&(topic, partition_id)) else {
+    fn advance(&mut self, key: PartitionKey) {
+        let Some(partition) = self.partitions.get_mut(&key) else {
             return;
         };
         while let Some((&offset, &count)) = partition.open.first_key_value() {
@@ -77,14 +99,14 @@ impl OffsetTracker {
         }
     }
 
-    /// Partitions whose committable offset moved since the last call: (topic, partition, last
-    /// done offset). Kafka's committed offset is that plus one.
-    pub fn take_advanced(&mut self) -> Vec<(u16, i32, i64)> {
+    /// Partitions whose committable offset moved since the last call, with their last done
+    /// offset. Kafka's committed offset is that plus one.
+    pub fn take_advanced(&mut self) -> Vec<(PartitionKey, i64)> {
         let mut advanced = Vec::new();
-        for (&(topic, partition_id), partition) in self.partitions.iter_mut() {
+        for (&key, partition) in self.partitions.iter_mut() {
             if partition.done_through != partition.reported {
                 if let Some(offset) = partition.done_through {
-                    advanced.push((topic, partition_id, offset));
+                    advanced.push((key, offset));
                 }
                 partition.reported = partition.done_through;
             }
@@ -112,10 +134,10 @@ mod tests {
         assert!(tracker.take_advanced().is_empty(), "10 is still in flight");
         tracker.resolve(Waiter::at(12));
         tracker.resolve(Waiter::at(10));
-        assert_eq!(tracker.take_advanced(), vec![(0, 0, 11)]);
+        assert_eq!(tracker.take_advanced(), vec![(PartitionKey::new(0, 0), 11)]);
         assert_eq!(tracker.open_events(), 1);
         tracker.resolve(Waiter::at(12));
-        assert_eq!(tracker.take_advanced(), vec![(0, 0, 12)]);
+        assert_eq!(tracker.take_advanced(), vec![(PartitionKey::new(0, 0), 12)]);
         assert!(tracker.take_advanced().is_empty(), "reported once");
         assert_eq!(tracker.open_events(), 0);
     }
@@ -130,6 +152,6 @@ mod tests {
         };
         tracker.add(Waiter::at(0), 1);
         tracker.add(other, 0);
-        assert_eq!(tracker.take_advanced(), vec![(0, 1, 5)]);
+        assert_eq!(tracker.take_advanced(), vec![(PartitionKey::new(0, 1), 5)]);
     }
 }

@@ -25,7 +25,7 @@ use super::client::ReplayContext;
 use super::position::NextOffsets;
 use crate::config::KafkaConfig;
 use crate::engine::PortableUser;
-use crate::offsets::Waiter;
+use crate::offsets::{PartitionKey, Waiter};
 use crate::pipeline::{partition_of, position_of};
 
 /// Header naming what a changelog record is: `user` or `position`.
@@ -63,8 +63,9 @@ pub fn checkpoint_records(
             })
         })
         .collect();
-    for (&(topic, partition), &next) in covers {
-        if before.get(&(topic, partition)) == Some(&next) {
+    for (&key, &next) in covers {
+        let PartitionKey { topic, partition } = key;
+        if before.get(&key) == Some(&next) {
             continue;
         }
         let stream = position_of(Waiter {
@@ -257,8 +258,9 @@ mod tests {
     fn users_go_to_their_input_partition_then_positions_of_advanced_partitions() {
         let inputs = ["events".to_string()];
         let users = vec![("a".into(), user(2, 7)), ("b".into(), user(0, 3))];
-        let covers: NextOffsets = [((0, 0), 4), ((0, 2), 8), ((0, 5), 1)].into();
-        let before: NextOffsets = [((0, 5), 1)].into();
+        let key = PartitionKey::new;
+        let covers: NextOffsets = [(key(0, 0), 4), (key(0, 2), 8), (key(0, 5), 1)].into();
+        let before: NextOffsets = [(key(0, 5), 1)].into();
         let times = [(2, 1_700_000_000_000)].into();
         let records = checkpoint_records(users, &covers, &before, &inputs, &times);
         let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();

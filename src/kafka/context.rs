@@ -12,6 +12,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc;
 
+use crate::offsets::PartitionKey;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 
@@ -117,7 +118,7 @@ pub enum WorkerInput {
 }
 
 /// The next input offset per (input topic index, partition) a restore leaves the state at.
-pub type Restored = Vec<((u16, i32), i64)>;
+pub type Restored = Vec<(PartitionKey, i64)>;
 
 pub struct GroupContext {
     pub health: Arc<Health>,

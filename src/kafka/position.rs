@@ -10,11 +10,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::offsets::PartitionKey;
 use crate::store::Offsets;
 
 /// Next offset per (index in the input topic list, partition): the hot path's form of
 /// [`Offsets`], with no topic name to allocate per message.
-pub type NextOffsets = BTreeMap<(u16, i32), i64>;
+pub type NextOffsets = BTreeMap<PartitionKey, i64>;
 
 /// The index of `topic` in the consumed topics, the key of every per-partition table; None for
 /// a topic `run` does not consume (never silently another topic's index).
@@ -27,7 +28,10 @@ pub fn by_index(offsets: &Offsets, inputs: &[String]) -> NextOffsets {
     offsets
         .iter()
         .filter_map(|((topic, partition), next)| {
-            Some(((topic_index(inputs, topic)?, *partition), *next))
+            Some((
+                PartitionKey::new(topic_index(inputs, topic)?, *partition),
+                *next,
+            ))
         })
         .collect()
 }
@@ -35,7 +39,7 @@ pub fn by_index(offsets: &Offsets, inputs: &[String]) -> NextOffsets {
 /// The stored form of `next`.
 pub fn by_name(next: &NextOffsets, inputs: &[String]) -> Offsets {
     next.iter()
-        .map(|(&(topic, partition), &offset)| ((inputs[topic as usize].clone(), partition), offset))
+        .map(|(key, &offset)| ((inputs[key.topic as usize].clone(), key.partition), offset))
         .collect()
 }
 
@@ -59,12 +63,12 @@ pub enum Verdict {
 
 #[derive(Debug, Default)]
 pub struct Positions {
-    next: HashMap<(u16, i32), i64>,
+    next: HashMap<PartitionKey, i64>,
     /// Partitions being sought, with the offset of the message that asked for it when the
     /// seek went forward (to where the state ends).
-    seeking: HashMap<(u16, i32), Option<i64>>,
+    seeking: HashMap<PartitionKey, Option<i64>>,
     /// Partitions whose first message since the latest assignment has not arrived yet.
-    fresh: HashSet<(u16, i32)>,
+    fresh: HashSet<PartitionKey>,
 }
 
 impl Positions {
@@ -86,7 +90,7 @@ impl Positions {
 
     /// The partition's state was restored up to `next` (from the changelog): continue there,
     /// seeking if the group's position differs.
-    pub fn restored(&mut self, key: (u16, i32), next: i64) {
+    pub fn restored(&mut self, key: PartitionKey, next: i64) {
         self.next.insert(key, next);
         self.fresh.remove(&key);
         self.seeking.remove(&key);
@@ -94,17 +98,17 @@ impl Positions {
 
     /// A message of a partition held for its restore was dropped: with no position known, the
     /// partition must continue from it.
-    pub fn held_at(&mut self, key: (u16, i32), offset: i64) {
+    pub fn held_at(&mut self, key: PartitionKey, offset: i64) {
         self.next.entry(key).or_insert(offset);
     }
 
     /// The next offset the state expects of a partition, if it knows one.
-    pub fn next_of(&self, key: (u16, i32)) -> Option<i64> {
+    pub fn next_of(&self, key: PartitionKey) -> Option<i64> {
         self.next.get(&key).copied()
     }
 
-    pub fn check(&mut self, topic: u16, partition: i32, offset: i64) -> Verdict {
-        let key = (topic, partition);
+    pub fn check(&mut self, key: PartitionKey, offset: i64) -> Verdict {
+        let PartitionKey { topic, partition } = key;
         let Some(&next) = self.next.get(&key) else {
             self.next.insert(key, offset + 1);
             return Verdict::Process;
@@ -171,7 +175,7 @@ mod tests {
             .into_iter()
             .collect();
         let next = by_index(&stored, &inputs);
-        assert_eq!(next, [((1, 3), 9)].into_iter().collect());
+        assert_eq!(next, [(PartitionKey::new(1, 3), 9)].into_iter().collect());
         assert_eq!(
             by_name(&next, &inputs),
             [(("b".to_string(), 3), 9)].into_iter().collect()
@@ -189,12 +193,18 @@ mod tests {
     fn already_applied_messages_are_dropped_with_one_seek() {
         let state: Offsets = [(("t".to_string(), 0), 10)].into_iter().collect();
         let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
-        assert_eq!(p.check(0, 0, 7), Verdict::Skip { seek_to: Some(10) });
-        assert_eq!(p.check(0, 0, 8), Verdict::Skip { seek_to: None });
-        assert_eq!(p.check(0, 0, 10), Verdict::Process);
-        assert_eq!(p.check(0, 0, 11), Verdict::Process);
         assert_eq!(
-            p.check(0, 0, 5),
+            p.check(PartitionKey::new(0, 0), 7),
+            Verdict::Skip { seek_to: Some(10) }
+        );
+        assert_eq!(
+            p.check(PartitionKey::new(0, 0), 8),
+            Verdict::Skip { seek_to: None }
+        );
+        assert_eq!(p.check(PartitionKey::new(0, 0), 10), Verdict::Process);
+        assert_eq!(p.check(PartitionKey::new(0, 0), 11), Verdict::Process);
+        assert_eq!(
+            p.check(PartitionKey::new(0, 0), 5),
             Verdict::Skip { seek_to: Some(12) },
             "a rebalance rewound it"
         );
@@ -206,26 +216,29 @@ mod tests {
         let state: Offsets = [(("t".to_string(), 1), 10)].into_iter().collect();
         let mut p = Positions::from_state(&by_index(&state, &inputs));
         assert_eq!(
-            p.check(0, 1, 20),
+            p.check(PartitionKey::new(0, 1), 20),
             Verdict::Skip { seek_to: Some(10) },
             "at start-up the state is the truth"
         );
-        assert_eq!(p.check(0, 1, 10), Verdict::Process);
+        assert_eq!(p.check(PartitionKey::new(0, 1), 10), Verdict::Process);
         assert_eq!(
-            p.check(1, 0, 3),
+            p.check(PartitionKey::new(1, 0), 3),
             Verdict::Process,
             "no state: start anywhere"
         );
         p.reassigned();
         assert_eq!(
-            p.check(0, 1, 30),
+            p.check(PartitionKey::new(0, 1), 30),
             Verdict::Process,
             "another member got to 30"
         );
-        assert_eq!(p.check(0, 1, 5), Verdict::Skip { seek_to: Some(31) });
+        assert_eq!(
+            p.check(PartitionKey::new(0, 1), 5),
+            Verdict::Skip { seek_to: Some(31) }
+        );
         p.reassigned();
         assert_eq!(
-            p.check(0, 1, 12),
+            p.check(PartitionKey::new(0, 1), 12),
             Verdict::Skip { seek_to: Some(31) },
             "behind the state: already applied here"
         );
@@ -237,16 +250,19 @@ mod tests {
         let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
         // A recreated topic: its first message is at 0, far behind the state.
         assert_eq!(
-            p.check(0, 0, 0),
+            p.check(PartitionKey::new(0, 0), 0),
             Verdict::Skip {
                 seek_to: Some(5_000)
             }
         );
         // Fetched before the seek took effect: still the old run of messages.
-        assert_eq!(p.check(0, 0, 1), Verdict::Skip { seek_to: None });
+        assert_eq!(
+            p.check(PartitionKey::new(0, 0), 1),
+            Verdict::Skip { seek_to: None }
+        );
         // The seek was out of range and the reset policy went back to the start.
         assert_eq!(
-            p.check(0, 0, 0),
+            p.check(PartitionKey::new(0, 0), 0),
             Verdict::LogBehindState {
                 next: 5_000,
                 log_start: 0
@@ -258,10 +274,13 @@ mod tests {
     fn a_gap_within_an_assignment_is_sought_back_once_then_accepted() {
         let state: Offsets = [(("t".to_string(), 1), 10)].into_iter().collect();
         let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
-        assert_eq!(p.check(0, 1, 10), Verdict::Process);
-        assert_eq!(p.check(0, 1, 20), Verdict::Skip { seek_to: Some(11) });
+        assert_eq!(p.check(PartitionKey::new(0, 1), 10), Verdict::Process);
         assert_eq!(
-            p.check(0, 1, 20),
+            p.check(PartitionKey::new(0, 1), 20),
+            Verdict::Skip { seek_to: Some(11) }
+        );
+        assert_eq!(
+            p.check(PartitionKey::new(0, 1), 20),
             Verdict::Process,
             "retention removed 11..20"
         );

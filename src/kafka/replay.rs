@@ -235,7 +235,7 @@ impl Replay<'_> {
         cleaned: Result<Input, (Rejection, Option<Vec<u8>>)>,
         now: i64,
     ) -> Result<(), ReplayError> {
-        let topic = &self.topics[key.0 as usize];
+        let topic = &self.topics[key.topic as usize];
         self.started.entry(key).or_insert(offset);
         let (cleaned, payload) = match cleaned {
             Ok(event) => (Ok(event), None),
@@ -243,8 +243,8 @@ impl Replay<'_> {
         };
         let record = Record {
             source: Waiter {
-                topic: key.0,
-                partition: key.1,
+                topic: key.topic,
+                partition: key.partition,
                 offset,
             },
             topic,

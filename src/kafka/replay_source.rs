@@ -129,11 +129,11 @@ impl Source {
                     let payload = message.payload();
                     let record = Record {
                         source: Waiter {
-                            topic: key.0,
-                            partition: key.1,
+                            topic: key.topic,
+                            partition: key.partition,
                             offset: message.offset(),
                         },
-                        topic: &self.inputs[key.0 as usize],
+                        topic: &self.inputs[key.topic as usize],
                         key: message.key(),
                         payload,
                         timestamp_ms: message.timestamp().to_millis(),
@@ -192,7 +192,11 @@ fn partitions(
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         match found {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                keys.extend(t.partitions().iter().map(|p| (index as u16, p.id())));
+                keys.extend(
+                    t.partitions()
+                        .iter()
+                        .map(|p| PartitionKey::new(index as u16, p.id())),
+                );
             }
             _ => {
                 return Err(ReplayError::Refused(format!(
@@ -218,18 +222,22 @@ fn start_positions(
         StartAt::Time(ms) => Some(offsets_at(consumer, inputs, partitions, *ms)?),
         _ => None,
     };
-    for &(index, partition) in partitions {
+    for &PartitionKey {
+        topic: index,
+        partition,
+    } in partitions
+    {
         let topic = &inputs[index as usize];
         let offset = match (from, &by_time) {
             (StartAt::Earliest, _) => Offset::Beginning,
             (StartAt::Offsets(offsets), _) => {
                 Offset::Offset(StartAt::offset_of(offsets, topic, partition, several)?)
             }
-            (StartAt::Time(_), Some(found)) => found[&(index, partition)],
+            (StartAt::Time(_), Some(found)) => found[&PartitionKey::new(index, partition)],
             (StartAt::Time(_), None) => unreachable!("looked up above"),
         };
         if let Offset::Offset(o) = offset {
-            next.insert((index, partition), o);
+            next.insert(PartitionKey::new(index, partition), o);
         }
         assignment.add_partition_offset(topic, partition, offset)?;
     }
@@ -244,13 +252,21 @@ fn offsets_at(
     ms: i64,
 ) -> Result<BTreeMap<PartitionKey, Offset>, ReplayError> {
     let mut wanted = TopicPartitionList::new();
-    for &(index, partition) in partitions {
+    for &PartitionKey {
+        topic: index,
+        partition,
+    } in partitions
+    {
         wanted.add_partition_offset(&inputs[index as usize], partition, Offset::Offset(ms))?;
     }
     let found = consumer.offsets_for_times(wanted, METADATA_TIMEOUT)?;
     tracing::debug!(?found, ms, "offsets for time");
     let mut offsets = BTreeMap::new();
-    for &(index, partition) in partitions {
+    for &PartitionKey {
+        topic: index,
+        partition,
+    } in partitions
+    {
         let topic = &inputs[index as usize];
         let element = found.find_partition(topic, partition);
         let offset = match element.as_ref().map(|e| (e.offset(), e.error())) {
@@ -263,7 +279,7 @@ fn offsets_at(
                 )))
             }
         };
-        offsets.insert((index, partition), offset);
+        offsets.insert(PartitionKey::new(index, partition), offset);
     }
     drop(found); // before the consumer can be dropped: see tests/common
     Ok(offsets)
@@ -276,15 +292,20 @@ fn split_queues(
 ) -> Result<BTreeMap<PartitionKey, Queue>, ReplayError> {
     partitions
         .iter()
-        .map(|&(index, partition)| {
-            let topic = &inputs[index as usize];
-            consumer
-                .split_partition_queue(topic, partition)
-                .map(|queue| ((index, partition), queue))
-                .ok_or_else(|| {
-                    ReplayError::Refused(format!("cannot read {topic}/{partition} on its own"))
-                })
-        })
+        .map(
+            |&PartitionKey {
+                 topic: index,
+                 partition,
+             }| {
+                let topic = &inputs[index as usize];
+                consumer
+                    .split_partition_queue(topic, partition)
+                    .map(|queue| (PartitionKey::new(index, partition), queue))
+                    .ok_or_else(|| {
+                        ReplayError::Refused(format!("cannot read {topic}/{partition} on its own"))
+                    })
+            },
+        )
         .collect()
 }
 
@@ -345,7 +366,7 @@ impl Reader<'_> {
             {
                 return Err(ReplayError::Refused(format!(
                     "the start offset of {}/{} is not in its log: {err}",
-                    self.inputs[key.0 as usize], key.1
+                    self.inputs[key.topic as usize], key.partition
                 )))
             }
             Some(Err(err)) => tracing::warn!(error = %err, "consumer error; librdkafka retries"),
@@ -363,8 +384,8 @@ impl Reader<'_> {
             Some((waited, since)) if waited == key => {
                 if since.elapsed() >= STALL_WARNING {
                     tracing::warn!(
-                        topic = %self.inputs[key.0 as usize],
-                        partition = key.1,
+                        topic = %self.inputs[key.topic as usize],
+                        partition = key.partition,
                         offset = ?next.get(&key),
                         "no message and no end of partition from the broker for {} s; still waiting",
                         STALL_WARNING.as_secs()
@@ -413,7 +434,11 @@ fn unreached(
     }
     let position = consumer.position()?;
     let mut found = Vec::new();
-    for (index, partition) in unknown {
+    for PartitionKey {
+        topic: index,
+        partition,
+    } in unknown
+    {
         let topic = &inputs[index as usize];
         let at = position
             .find_partition(topic, partition)
@@ -429,7 +454,7 @@ fn unreached(
                 }
             }
         };
-        found.push(((index, partition), offset));
+        found.push((PartitionKey::new(index, partition), offset));
     }
     drop(position);
     Ok(found)
@@ -438,12 +463,20 @@ fn unreached(
 /// Messages between each partition's next offset and its high watermark.
 fn lag(consumer: &ReplayConsumer, inputs: &[String], next: &NextOffsets) -> u64 {
     next.iter()
-        .filter_map(|(&(index, partition), &at)| {
-            let topic = &inputs[index as usize];
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(1))
-                .ok()?;
-            Some((high - at).max(0) as u64)
-        })
+        .filter_map(
+            |(
+                &PartitionKey {
+                    topic: index,
+                    partition,
+                },
+                &at,
+            )| {
+                let topic = &inputs[index as usize];
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(1))
+                    .ok()?;
+                Some((high - at).max(0) as u64)
+            },
+        )
         .sum()
 }

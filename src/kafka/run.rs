@@ -33,6 +33,7 @@ use crate::admin::{serve, Metrics};
 use crate::config::Config;
 use crate::engine::SharedItems;
 use crate::engine::{Engine, ItemModel};
+use crate::offsets::PartitionKey;
 use crate::pipeline::{Processor, Stats};
 use crate::store::{Offsets, StateStore};
 use crate::triggers::Rules;
@@ -283,10 +284,10 @@ pub async fn run(
                     if is_restoring(&observers.health, &restore_queue, topic, partition) {
                         // Fetched before the pause: read again from here (or from the
                         // restored position) once the partition resumes.
-                        positions_table.held_at((index, partition), message.offset());
+                        positions_table.held_at(PartitionKey::new(index, partition), message.offset());
                         continue;
                     }
-                    let mut verdict = positions_table.check(index, partition, message.offset());
+                    let mut verdict = positions_table.check(PartitionKey::new(index, partition), message.offset());
                     if let Verdict::Skip { seek_to: Some(next) } = verdict {
                         verdict = seek_to_state(&consumer, topic, partition, message.offset(), next).await?;
                     }
@@ -450,8 +451,8 @@ fn resume(
     let mut held = rdkafka::TopicPartitionList::new();
     for topic in &queue.inputs {
         held.add_partition(topic, partition);
-        let Some(next) = topic_index(topics, topic).and_then(|i| positions.next_of((i, partition)))
-        else {
+        let key = |index| PartitionKey::new(index, partition);
+        let Some(next) = topic_index(topics, topic).and_then(|i| positions.next_of(key(i))) else {
             continue;
         };
         let at = Offset::Offset(next);

@@ -26,7 +26,7 @@ use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
-use crate::offsets::{OffsetTracker, Waiter};
+use crate::offsets::{OffsetTracker, PartitionKey, Waiter};
 use crate::pipeline::{
     position_of, Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats,
 };
@@ -75,7 +75,7 @@ pub(super) struct Worker {
     pub rejections_logged: Stats,
     pub last_rejection_log: Instant,
     /// One span per (input topic index, partition).
-    pub partition_spans: BTreeMap<(u16, i32), tracing::Span>,
+    pub partition_spans: BTreeMap<PartitionKey, tracing::Span>,
     /// One slot per worker, summed for progress reports.
     pub stats: Arc<Mutex<Vec<Stats>>>,
 }
@@ -86,8 +86,8 @@ struct State {
     /// Outputs their topic refused for what they are: dead letters take their place.
     refused: Vec<Refused>,
     /// Last offset per (topic index, partition) whose outputs are all acknowledged.
-    acked_through: BTreeMap<(u16, i32), i64>,
-    stored: BTreeMap<(u16, i32), i64>,
+    acked_through: BTreeMap<PartitionKey, i64>,
+    stored: BTreeMap<PartitionKey, i64>,
     /// A checkpoint being written on a blocking thread, and the offsets it covers.
     writing: Option<Writing>,
 }
@@ -203,7 +203,7 @@ impl Worker {
     fn partition_span(&mut self, message: &OwnedMessage) -> Result<tracing::Span, RunError> {
         let topic = message.topic();
         let partition = message.partition();
-        let key = (self.topic_index(topic)?, partition);
+        let key = PartitionKey::new(self.topic_index(topic)?, partition);
         let span = self
             .partition_spans
             .entry(key)
@@ -246,8 +246,9 @@ impl Worker {
         };
         state.tracker.add(record.source, processed.holds());
         if let Some(checkpoints) = &mut self.checkpoints {
-            let key = (topic_index, record.source.partition);
-            checkpoints.processed.insert(key, record.source.offset + 1);
+            checkpoints
+                .processed
+                .insert(record.source.key(), record.source.offset + 1);
             checkpoints.since += 1;
         }
         self.send_all(state, processed.outputs).await?;
@@ -426,11 +427,12 @@ impl Worker {
         let Some(checkpoints) = &mut self.checkpoints else {
             return Ok(Vec::new());
         };
-        let positions: Vec<((u16, i32), i64)> = log
+        let positions: Vec<(PartitionKey, i64)> = log
             .positions
             .iter()
             .filter_map(|(name, &next)| {
-                Some(((topic_index(&self.inputs, name)?, log.partition), next))
+                let topic = topic_index(&self.inputs, name)?;
+                Some((PartitionKey::new(topic, log.partition), next))
             })
             .collect();
         let newer = positions.iter().any(|(key, next)| {
@@ -492,30 +494,27 @@ impl Worker {
     /// Stores for commit the offsets whose outputs are acknowledged — and, with a state dir,
     /// that the last checkpoint covers (the state's offsets are the truth; Kafka's are for lag).
     fn store_offsets(&self, state: &mut State) {
-        for (topic, partition, offset) in state.tracker.take_advanced() {
-            state.acked_through.insert((topic, partition), offset);
+        for (key, offset) in state.tracker.take_advanced() {
+            state.acked_through.insert(key, offset);
         }
-        for (&(topic, partition), &acked) in &state.acked_through {
+        for (&key, &acked) in &state.acked_through {
+            let PartitionKey { topic, partition } = key;
             let name = &self.inputs[topic as usize];
             let limit = match &self.checkpoints {
                 None => acked,
-                Some(c) => match c.checkpointed.get(&(topic, partition)) {
+                Some(c) => match c.checkpointed.get(&key) {
                     Some(&next) => acked.min(next - 1),
                     None => continue,
                 },
             };
-            if state
-                .stored
-                .get(&(topic, partition))
-                .is_some_and(|&s| s >= limit)
-            {
+            if state.stored.get(&key).is_some_and(|&s| s >= limit) {
                 continue;
             }
             // A partition revoked meanwhile refuses the store; its new owner re-reads from the
             // last commit, which is the at-least-once promise.
             match self.consumer.store_offset(name, partition, limit) {
                 Ok(()) => {
-                    state.stored.insert((topic, partition), limit);
+                    state.stored.insert(key, limit);
                 }
                 Err(err) => {
                     tracing::debug!(topic = %name, partition, offset = limit, error = %err, "offset not stored")
