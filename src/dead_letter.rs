@@ -34,14 +34,14 @@ pub const REFUSED_PREFIX_BYTES: usize = 4096;
 
 /// Where an input came from, by name.
 #[derive(Clone, Copy, Debug)]
-pub struct Source<'a> {
+pub struct Origin<'a> {
     pub topic: &'a str,
     pub waiter: Waiter,
 }
 
 /// The dead letter of a rejected input: its bytes (a prefix of `max_bytes` when longer), keyed
 /// `topic/partition/offset`, with the reason and the source coordinates.
-pub fn rejected_input(source: Source, payload: &[u8], reason: &str, max_bytes: usize) -> Output {
+pub fn rejected_input(source: Origin, payload: &[u8], reason: &str, max_bytes: usize) -> Output {
     let mut output = Output {
         destination: Destination::DeadLetter,
         key: coordinates(source),
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Refused {
 pub fn refused_output(refused: Refused, inputs: &[String]) -> Option<Output> {
     let waiter = refused.waiters.first().copied().unwrap_or_default();
     let name = inputs.get(waiter.topic as usize).or(inputs.first());
-    let source = Source {
+    let source = Origin {
         topic: name.map_or("unknown", String::as_str),
         waiter,
     };
@@ -133,14 +133,14 @@ pub fn refused_output(refused: Refused, inputs: &[String]) -> Option<Output> {
     Some(output)
 }
 
-fn coordinates(source: Source) -> String {
+fn coordinates(source: Origin) -> String {
     format!(
         "{}/{}/{}",
         source.topic, source.waiter.partition, source.waiter.offset
     )
 }
 
-fn source_headers(source: Source, reason: &str) -> Vec<(&'static str, String)> {
+fn source_headers(source: Origin, reason: &str) -> Vec<(&'static str, String)> {
     vec![
         (REASON, reason.to_owned()),
         (SOURCE_TOPIC, source.topic.to_owned()),
@@ -173,8 +173,8 @@ fn original_size(headers: &[(&'static str, String)]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn source(offset: i64) -> Source<'static> {
-        Source {
+    fn source(offset: i64) -> Origin<'static> {
+        Origin {
             topic: "events",
             waiter: Waiter::at(offset),
         }

@@ -17,7 +17,7 @@
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay`, the `produce`
 //!   loader, the follower of other instances' item-model updates and the user-state changelog
 //!   (written with checkpoints, read when a partition is assigned);
-//!   [`replay`] parses what a replay covers and [`merge`] orders partitions by time.
+//!   [`replay_plan`] parses what a replay covers and [`merge`] orders partitions by time.
 //! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) for every decoder of others' bytes.
 //! - [`admin`]: `run`'s HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //! - [`config`] and [`cli`]: settings and the command line; [`config_layers`] merges defaults,
@@ -44,7 +44,7 @@ pub mod message;
 pub mod offsets;
 pub mod outputs;
 pub mod pipeline;
-pub mod replay;
+pub mod replay_plan;
 pub mod store;
 pub mod tools;
 

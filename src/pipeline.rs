@@ -525,7 +525,7 @@ impl Processor {
         if !self.publishes {
             return Processed::default();
         }
-        let source = dead_letter::Source {
+        let source = dead_letter::Origin {
             topic: record.topic,
             waiter: record.source,
         };

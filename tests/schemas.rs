@@ -304,9 +304,9 @@ fn headers_json(headers: &[(&str, String)]) -> serde_json::Value {
 /// valid `streamrec-reason`; truncated and replacement dead letters carry valid headers.
 #[test]
 fn every_dead_letter_the_code_can_make_matches_the_header_schema() {
-    use streamrec::dead_letter::{refused_output, rejected_input, Refused, Source};
+    use streamrec::dead_letter::{refused_output, rejected_input, Origin, Refused};
     let validator = schema("dead-letter.headers.json");
-    let source = Source {
+    let source = Origin {
         topic: "events",
         waiter: Waiter::default(),
     };

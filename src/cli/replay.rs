@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{load_config, stop_on_signal};
 use crate::kafka;
-use crate::replay::{OutputMode, StartAt, StopAt};
+use crate::replay_plan::{OutputMode, StartAt, StopAt};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {

@@ -6,7 +6,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::sink::DeliveryError;
 use crate::dead_letter::REFUSED_PREFIX_BYTES;
-use crate::replay::PlanError;
+use crate::replay_plan::PlanError;
 use crate::store::StoreError;
 
 /// What a stopped `run` needs before it can succeed.

@@ -11,7 +11,7 @@ mod position;
 mod produce;
 mod publisher;
 mod replay;
-mod replay_source;
+mod replay_reader;
 mod run;
 mod sink;
 mod worker;

@@ -3,7 +3,7 @@
 //! commit, a fresh state, outputs only where asked.
 //!
 //! Partitions are merged by Kafka timestamp (`merge`), so two replays of the same topic apply
-//! the same events in the same order. A reading thread (`replay_source`) fetches, merges and
+//! the same events in the same order. A reading thread (`replay_reader`) fetches, merges and
 //! cleans; the engine applies on this one.
 //! The final checkpoint stores, per partition, the first offset not applied: `streamrec run` on
 //! that state dir continues there with no gap and no overlap.
@@ -20,7 +20,7 @@ use super::error::ReplayError;
 use super::latency::wall_clock_ms;
 use super::position::{by_name, NextOffsets};
 use super::publisher::Publisher;
-use super::replay_source::{Item, Source, BATCHES_IN_FLIGHT};
+use super::replay_reader::{Item, ReplayReader, BATCHES_IN_FLIGHT};
 use super::sink::Topics;
 use crate::clean::Rejection;
 use crate::config::Config;
@@ -29,14 +29,14 @@ use crate::event::Input;
 use crate::merge::PartitionKey;
 use crate::offsets::Waiter;
 use crate::pipeline::{Processor, Record, Stats};
-use crate::replay::OutputMode;
+use crate::replay_plan::OutputMode;
 use crate::store::{Offsets, StateStore};
 
 pub struct ReplayOptions {
     /// A state dir that does not exist yet or holds no state; never the live one.
     pub state_dir: PathBuf,
-    pub from: crate::replay::StartAt,
-    pub to: crate::replay::StopAt,
+    pub from: crate::replay_plan::StartAt,
+    pub to: crate::replay_plan::StopAt,
     pub output: OutputMode,
     /// Appended to the live topic names with `OutputMode::Shadow`.
     pub shadow_suffix: String,
@@ -70,7 +70,7 @@ pub fn replay(
 ) -> Result<ReplayReport, ReplayError> {
     let started_at = Instant::now();
     let store = fresh_store(config, &options.state_dir)?;
-    let source = Source::open(config, &options.from, options.to)?;
+    let source = ReplayReader::open(config, &options.from, options.to)?;
     let publisher = match options.output {
         OutputMode::None => None,
         mode => Some(Publisher::new(

@@ -25,7 +25,7 @@ use crate::kafka::{
     new_latency, produce_messages, replay, run, Health, Loader, Observers, ReplayOptions,
 };
 use crate::pipeline::Stats;
-use crate::replay::{OutputMode, StartAt, StopAt};
+use crate::replay_plan::{OutputMode, StartAt, StopAt};
 use crate::tools::demo::demo_payloads;
 
 const PARTITIONS: i32 = 3;

@@ -26,9 +26,9 @@ use crate::segments::segment_name;
 use crate::triggers::{EventFacts, Fired, Rules, TriggerState};
 
 mod clocks;
+mod firing;
 mod portable;
 mod replica;
-mod triggers;
 
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use clocks::StreamClocks;

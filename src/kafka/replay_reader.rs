@@ -23,7 +23,7 @@ use crate::event::Input;
 use crate::merge::{Merge, PartitionKey, Step};
 use crate::offsets::Waiter;
 use crate::pipeline::{clean_record, Record};
-use crate::replay::{StartAt, StopAt};
+use crate::replay_plan::{StartAt, StopAt};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one partition is waited for before the consumer's own events are served.
@@ -53,7 +53,7 @@ pub(super) enum Item {
 }
 
 /// The consumer, assigned and split into partition queues, ready to read.
-pub(super) struct Source {
+pub(super) struct ReplayReader {
     consumer: Arc<ReplayConsumer>,
     queues: BTreeMap<PartitionKey, Queue>,
     partitions: Vec<PartitionKey>,
@@ -68,8 +68,8 @@ pub(super) struct Source {
     pub lag: Arc<AtomicU64>,
 }
 
-impl Source {
-    pub fn open(config: &Config, from: &StartAt, to: StopAt) -> Result<Source, ReplayError> {
+impl ReplayReader {
+    pub fn open(config: &Config, from: &StartAt, to: StopAt) -> Result<ReplayReader, ReplayError> {
         let inputs = &config.kafka.consumed_topics();
         let group = format!("{}.replay", config.kafka.group_id);
         let consumer: Arc<ReplayConsumer> = Arc::new(
@@ -79,7 +79,7 @@ impl Source {
         let (assignment, known) = start_positions(&consumer, inputs, &partitions, from)?;
         consumer.assign(&assignment)?;
         let queues = split_queues(&consumer, inputs, &partitions)?;
-        Ok(Source {
+        Ok(ReplayReader {
             consumer,
             queues,
             partitions,
