@@ -138,6 +138,7 @@ impl Coalescer {
     }
 
     /// Keys remembered for rate limiting (bounded by keys updated within one interval).
+    #[cfg(test)]
     pub fn remembered_len(&self) -> usize {
         self.last_sent.len()
     }

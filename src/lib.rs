@@ -31,22 +31,22 @@
 
 pub mod admin;
 pub mod cli;
-pub mod coalesce;
+pub(crate) mod coalesce;
 pub mod config;
-pub mod config_layers;
+pub(crate) mod config_layers;
 pub mod dead_letter;
-pub mod formats;
+pub(crate) mod formats;
 pub mod fuzzing;
-pub mod inspect;
+pub(crate) mod inspect;
 pub mod kafka;
-pub mod merge;
-pub mod message;
+pub(crate) mod merge;
+pub(crate) mod message;
 pub mod offsets;
-pub mod outputs;
+pub(crate) mod outputs;
 pub mod pipeline;
-pub mod replay_plan;
+pub(crate) mod replay_plan;
 pub mod store;
-pub mod tools;
+pub(crate) mod tools;
 
 pub use streamrec_engine::{
     canonical, catalog, clean, cooccurrence, decay, dedup, engine, eval, event, factorization,
