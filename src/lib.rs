@@ -5,22 +5,22 @@
 //! module by module): cleaning, learning and ranking as a deterministic state machine. This
 //! crate is the service around it:
 //!
-//! - [`formats`]: dataset and catalog readers, and loading a history (`produce`).
-//! - [`pipeline`]: one input message → the outputs it causes, with [`coalesce`] (one update per
-//!   key per interval) and [`outputs`] (payloads); [`offsets`] decides what may be committed;
+//! - `formats`: dataset and catalog readers, and loading a history (`produce`).
+//! - [`pipeline`]: one input message → the outputs it causes, with `coalesce` (one update per
+//!   key per interval) and `outputs` (payloads); [`offsets`] decides what may be committed;
 //!   [`dead_letter`] makes every rejected input (and every refused output) publishable;
-//!   [`message`] is what the core hands the edge to publish.
+//!   `message` is what the core hands the edge to publish.
 //! - [`store`]: engine state and the offsets it reflects in sled, one atomic batch a checkpoint
-//!   (changed users only; users load on demand); [`inspect`] renders stored state for
+//!   (changed users only; users load on demand); `inspect` renders stored state for
 //!   operators.
-//! - [`tools`]: the demo and the benchmarks behind their commands.
+//! - `tools`: the demo and the benchmarks behind their commands.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay`, the `produce`
 //!   loader, the follower of other instances' item-model updates and the user-state changelog
 //!   (written with checkpoints, read when a partition is assigned);
-//!   [`replay_plan`] parses what a replay covers and [`merge`] orders partitions by time.
+//!   `replay_plan` parses what a replay covers and `merge` orders partitions by time.
 //! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) for every decoder of others' bytes.
 //! - [`admin`]: `run`'s HTTP listener for `/metrics`, `/healthz` and `/readyz`.
-//! - [`config`] and [`cli`]: settings and the command line; [`config_layers`] merges defaults,
+//! - [`config`] and [`cli`]: settings and the command line; `config_layers` merges defaults,
 //!   file, environment and flags; `main.rs` only calls [`cli::run`].
 //!
 //! Data flow: Kafka → `kafka::run` → `pipeline::Processor` (`clean` → `Engine::apply`: `dedup` →

@@ -2,7 +2,7 @@
 //!
 //! The reason codes are a contract: dead-letter headers and metrics carry them. A rule about one
 //! field names it after a colon (`missing_field:user_id`); the detail says what was wrong.
-//! Profile updates and catalog items have their own rules in [`profile`] and [`catalog`].
+//! Profile updates and catalog items have their own rules in `clean::profile` and `clean::catalog`.
 
 mod catalog;
 mod profile;
