@@ -15,7 +15,7 @@ use crate::config::{Config, PipelineConfig};
 use crate::dead_letter;
 use crate::engine::{Applied, DecodeError, Effects, Engine, ModelUpdate, Position, ReplicaUpdate};
 use crate::event::{Input, ProfileUpdate};
-use crate::offsets::Waiter;
+use crate::offsets::{PartitionKey, Waiter};
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
 use crate::ranking::Filters;
 use crate::triggers::{Fired, Rules};
@@ -187,9 +187,14 @@ pub struct Processor {
 /// The engine's position of a message: its topic index and partition packed into the stream.
 pub fn position_of(source: Waiter) -> Position {
     Position {
-        stream: (u64::from(source.topic) << 32) | u64::from(source.partition as u32),
+        stream: stream_of(source.key()),
         seq: source.offset,
     }
+}
+
+/// The engine's stream of a partition: its topic index and partition packed into one number.
+pub fn stream_of(key: PartitionKey) -> u64 {
+    (u64::from(key.topic) << 32) | u64::from(key.partition as u32)
 }
 
 /// The partition a stream of `position_of` names.
@@ -248,10 +253,12 @@ impl Processor {
         self
     }
 
-    /// Triggers that fired outside any message (see `carried`); dropped when learning only.
-    pub fn carry(&mut self, fired: Vec<Fired>) {
+    /// Moves a partition's stream time on to where it was on its previous owner; the
+    /// deadlines that passes fire with the next message processed (dropped when learning only).
+    pub fn continue_stream_time(&mut self, key: PartitionKey, ts_ms: i64) {
+        let effects = self.engine.advance_stream_time(stream_of(key), ts_ms);
         if self.publishes {
-            self.carried.extend(fired);
+            self.carried.extend(effects.fired);
         }
     }
 
@@ -278,8 +285,7 @@ impl Processor {
         cleaned: Cleaned,
         stored: impl FnOnce(&str) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<Ready, LoadError<E>> {
-        let user = cleaned.0.as_ref().ok().and_then(Input::user_id);
-        if let Some(user) = user.filter(|u| !self.engine.has_user(u)) {
+        if let Some(user) = cleaned.user_id().filter(|u| !self.engine.has_user(u)) {
             if let Some(record) = stored(user).map_err(LoadError::Store)? {
                 self.engine
                     .insert_user(user, &record)
@@ -315,8 +321,8 @@ impl Processor {
 
     /// Cleans and processes a message, every user in memory (no store behind this processor).
     pub fn process(&mut self, record: &Record, now_ms: i64) -> Processed {
-        let cleaned = self.clean(record).0;
-        self.process_ready(record, self.in_memory(cleaned), now_ms)
+        let Cleaned(cleaned) = self.clean(record);
+        self.process_ready(record, Ready(cleaned), now_ms)
     }
 
     /// Processes a message cleaned and loaded (`clean` then `load`, or `in_memory` for a

@@ -27,6 +27,10 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// The image's build file, read once.
+static DOCKERFILE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap());
+
 fn compose() -> Yaml {
     let text = std::fs::read_to_string(repo("deploy/docker-compose.yml")).unwrap();
     YamlLoader::load_from_str(&text).unwrap().remove(0)
@@ -56,8 +60,7 @@ struct Paths {
 
 impl Paths {
     fn map(&self, arg: &str) -> String {
-        let dockerfile = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
-        let copied = dockerfile
+        let copied = DOCKERFILE
             .lines()
             .filter_map(|l| l.strip_prefix("COPY config/"))
             .find_map(|l| l.split_once(' '))
@@ -77,8 +80,7 @@ impl Paths {
 
 /// `JSON ["a", "b"]` instructions of the Dockerfile's final stage.
 fn dockerfile_array(instruction: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
-    let line = text
+    let line = DOCKERFILE
         .lines()
         .rev()
         .find_map(|l| l.strip_prefix(&format!("{instruction} ")))
@@ -104,8 +106,7 @@ fn service_env(broker: &Broker, admin: &str, paths: &Paths) -> BTreeMap<String, 
         .collect();
     env.insert("STREAMREC__KAFKA__BROKERS".into(), broker.address.clone());
     env.insert("STREAMREC__ADMIN__LISTEN".into(), admin.to_owned());
-    let dockerfile = std::fs::read_to_string(repo("deploy/Dockerfile")).unwrap();
-    let state = dockerfile
+    let state = DOCKERFILE
         .lines()
         .find_map(|l| {
             l.trim_start_matches("ENV ")

@@ -25,8 +25,8 @@ use super::client::ReplayContext;
 use super::position::NextOffsets;
 use crate::config::KafkaConfig;
 use crate::engine::PortableUser;
-use crate::offsets::{PartitionKey, Waiter};
-use crate::pipeline::{partition_of, position_of};
+use crate::offsets::PartitionKey;
+use crate::pipeline::{partition_of, stream_of};
 
 /// Header naming what a changelog record is: `user` or `position`.
 pub const KIND_HEADER: &str = "streamrec-changelog";
@@ -68,12 +68,7 @@ pub fn checkpoint_records(
         if before.get(&key) == Some(&next) {
             continue;
         }
-        let stream = position_of(Waiter {
-            topic,
-            partition,
-            offset: next,
-        })
-        .stream;
+        let stream = stream_of(key);
         let position = PartitionPosition {
             next_offset: next,
             stream_time_ms: stream_times.get(&stream).copied(),

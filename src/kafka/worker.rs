@@ -27,9 +27,7 @@ use crate::admin::Metrics;
 use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
 use crate::offsets::{OffsetTracker, PartitionKey, Waiter};
-use crate::pipeline::{
-    position_of, Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats,
-};
+use crate::pipeline::{Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats};
 use crate::store::{CheckpointSize, StateStore, StoreError};
 use rdkafka::error::KafkaError;
 
@@ -143,8 +141,9 @@ impl Worker {
                 }
                 input = messages.recv(), if room => match input {
                     Some(WorkerInput::Message(message)) => {
-                        let span = self.partition_span(&message)?;
-                        self.on_message(&mut state, &message).instrument(span).await?
+                        let key = self.partition_key(&message)?;
+                        let span = self.partition_span(key, &message);
+                        self.on_message(&mut state, &message, key).instrument(span).await?
                     }
                     Some(WorkerInput::Restore(log, reply)) => {
                         let restored = self.restore(&mut state, *log).await;
@@ -200,34 +199,34 @@ impl Worker {
 
     /// The span a partition's messages are processed in (what is logged there names the
     /// partition), made once per partition.
-    fn partition_span(&mut self, message: &OwnedMessage) -> Result<tracing::Span, RunError> {
-        let topic = message.topic();
-        let partition = message.partition();
-        let key = PartitionKey::new(self.topic_index(topic)?, partition);
-        let span = self
-            .partition_spans
+    fn partition_span(&mut self, key: PartitionKey, message: &OwnedMessage) -> tracing::Span {
+        let (topic, partition) = (message.topic(), message.partition());
+        self.partition_spans
             .entry(key)
-            .or_insert_with(|| tracing::info_span!("partition", topic, partition));
-        Ok(span.clone())
+            .or_insert_with(|| tracing::info_span!("partition", topic, partition))
+            .clone()
     }
 
-    fn topic_index(&self, topic: &str) -> Result<u16, RunError> {
-        topic_index(&self.inputs, topic).ok_or_else(|| RunError::UnknownTopic {
+    /// The message's partition among the consumed topics (looked up once per message).
+    fn partition_key(&self, message: &OwnedMessage) -> Result<PartitionKey, RunError> {
+        let topic = message.topic();
+        let index = topic_index(&self.inputs, topic).ok_or_else(|| RunError::UnknownTopic {
             topic: topic.to_owned(),
-        })
+        })?;
+        Ok(PartitionKey::new(index, message.partition()))
     }
 
     async fn on_message(
         &mut self,
         state: &mut State,
         message: &OwnedMessage,
+        key: PartitionKey,
     ) -> Result<(), RunError> {
         let topic = message.topic();
-        let topic_index = self.topic_index(topic)?;
         let record = Record {
             source: Waiter {
-                topic: topic_index,
-                partition: message.partition(),
+                topic: key.topic,
+                partition: key.partition,
                 offset: message.offset(),
             },
             topic,
@@ -467,17 +466,8 @@ impl Worker {
         // The partition continues at the stream time it had on its previous owner.
         for (name, &time) in &log.stream_times {
             if let Some(topic) = topic_index(&self.inputs, name) {
-                let source = Waiter {
-                    topic,
-                    partition: log.partition,
-                    offset: 0,
-                };
-                let stream = position_of(source).stream;
-                let effects = self
-                    .processor
-                    .engine_mut()
-                    .advance_stream_time(stream, time);
-                self.processor.carry(effects.fired);
+                let key = PartitionKey::new(topic, log.partition);
+                self.processor.continue_stream_time(key, time);
             }
         }
         self.metrics.users_in_store.set(stored as i64);
