@@ -51,10 +51,10 @@ pub enum Verdict {
     Skip {
         seek_to: Option<i64>,
     },
-    /// The state has applied this partition up to `next` - 1, and a seek there brought the
-    /// consumer back to the log's start: the log ends before what the state reflects (the
-    /// topic was recreated, or the broker lost data). Processing on would skip the new log's
-    /// messages as already applied.
+    /// The state has applied this partition up to `next` - 1, and the log's end is before
+    /// that (the caller's check of the watermarks when a seek goes forward): the topic was
+    /// recreated, or the broker lost data. Processing on would skip the new log's messages as
+    /// already applied.
     LogBehindState {
         next: i64,
         log_start: i64,
@@ -132,11 +132,20 @@ impl Positions {
         let seeking = self.seeking.get(&key).copied();
         if let Some(Some(from)) = seeking {
             if offset <= from {
-                // Sought forward from `from` and landed before it: the seek was out of range
-                // and the consumer's reset policy took it to the log's start.
-                return Verdict::LogBehindState {
+                // Sought forward from `from` and landed before it: either the seek was out of
+                // range and the reset policy went to the log's start, or this message was
+                // fetched again from the group's position (a rebalance, a stale fetch). Only
+                // the log's end tells them apart: seek again, and the caller checks it.
+                tracing::info!(
+                    topic,
+                    partition,
+                    offset,
                     next,
-                    log_start: offset,
+                    "landed before the seek; seeking again"
+                );
+                self.seeking.insert(key, Some(offset));
+                return Verdict::Skip {
+                    seek_to: Some(next),
                 };
             }
         }
@@ -245,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn a_log_that_ends_before_the_state_is_told_apart_from_messages_already_applied() {
+    fn a_message_fetched_again_after_a_forward_seek_seeks_again_rather_than_stop() {
         let state: Offsets = [(("t".to_string(), 0), 5_000)].into_iter().collect();
         let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
         // A recreated topic: its first message is at 0, far behind the state.
@@ -260,14 +269,20 @@ mod tests {
             p.check(PartitionKey::new(0, 0), 1),
             Verdict::Skip { seek_to: None }
         );
-        // The seek was out of range and the reset policy went back to the start.
+        // Back before the seek's start: an out-of-range seek reset to the log's start, or the
+        // same message fetched again after a rebalance. Seek again (the caller checks the
+        // log's end on every forward seek), once per landing.
         assert_eq!(
             p.check(PartitionKey::new(0, 0), 0),
-            Verdict::LogBehindState {
-                next: 5_000,
-                log_start: 0
+            Verdict::Skip {
+                seek_to: Some(5_000)
             }
         );
+        assert_eq!(
+            p.check(PartitionKey::new(0, 0), 1),
+            Verdict::Skip { seek_to: None }
+        );
+        assert_eq!(p.check(PartitionKey::new(0, 0), 5_000), Verdict::Process);
     }
 
     #[test]

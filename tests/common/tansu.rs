@@ -216,26 +216,50 @@ pub fn state_digest(config: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Starts `streamrec run`; its log (appended across runs) lies beside the config, so a failing
+/// test can show why a run stopped or stalled.
 pub fn start_run(config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
     streamrec()
         .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
 
+/// The last lines of the log `start_run` keeps for a config.
+pub fn run_log_tail(config: &Path) -> String {
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// Runs until the group's commits (which follow checkpoints) reach the end, then SIGTERM.
 pub fn run_to_end(broker: &Broker, config: &Path, group: &str, input: &str, end: i64) -> String {
-    let child = start_run(config);
+    let mut child = start_run(config);
     // Commits may already be at the end (state restored); give it time to start regardless.
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     while committed(&broker.address, group, input, 1) != [end] {
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "no commit reached {end}"
-        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "run exited with {status} before the commit reached {end}; its log ends:\n{}",
+                run_log_tail(config)
+            );
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!(
+                "no commit reached {end}; the run's log ends:\n{}",
+                run_log_tail(config)
+            );
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     terminate(child)
