@@ -45,6 +45,7 @@ pub mod offsets;
 pub(crate) mod outputs;
 pub mod pipeline;
 pub(crate) mod replay_plan;
+pub(crate) mod runtime;
 pub mod store;
 pub(crate) mod tools;
 

@@ -188,6 +188,7 @@ mod tests {
             topic: "events".into(),
             partition: 0,
             next: 300,
+            log_end: 12,
         };
         assert_eq!(exit_code(&transient.into()), 75);
         assert_eq!(exit_code(&anyhow::Error::from(fatal).context("run")), 78);

@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::replay_consumer_config;
 use super::client::ReplayContext;
-use super::position::NextOffsets;
+use crate::offsets::NextOffsets;
 use crate::config::KafkaConfig;
 use crate::engine::PortableUser;
 use crate::offsets::PartitionKey;

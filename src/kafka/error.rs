@@ -33,11 +33,12 @@ pub enum RunError {
     DrainTimeout { open: usize, drain_ms: u64 },
     #[error("consumed topics do not exist after waiting {waited_ms} ms: {}; create them (or fix kafka.input_topics / kafka.catalog_topic)", .topics.join(", "))]
     MissingTopics { topics: Vec<String>, waited_ms: u64 },
-    #[error("{topic}/{partition}: the state has applied this partition up to offset {}, but its log ends before that: the topic was recreated or the broker lost data. Stopping rather than skip the new log's messages as already applied. To keep what was learned and read the log from its start: `streamrec state forget-offsets --state-dir <state.dir>`; to start over: an empty state dir", .next - 1)]
+    #[error("{topic}/{partition}: the state has applied this partition up to offset {}, but its log ends before that (next offset {log_end}): the topic was recreated or the broker lost data. Stopping rather than skip the new log's messages as already applied. To keep what was learned and read the log from its start: `streamrec state forget-offsets --state-dir <state.dir>`; to start over: an empty state dir", .next - 1)]
     StateAheadOfLog {
         topic: String,
         partition: i32,
         next: i64,
+        log_end: i64,
     },
     #[error("a message of {topic}, which run does not consume (a bug: please report it)")]
     UnknownTopic { topic: String },
@@ -133,6 +134,7 @@ mod tests {
             topic: "events".into(),
             partition: 0,
             next: 300,
+            log_end: 12,
         };
         assert_eq!(state.retry(), Retry::Fatal);
         assert_eq!(

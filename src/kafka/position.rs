@@ -8,40 +8,9 @@
 //! events are in that member's state, so this one continues from there rather than applying them
 //! a second time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use crate::offsets::PartitionKey;
-use crate::store::Offsets;
-
-/// Next offset per (index in the input topic list, partition): the hot path's form of
-/// [`Offsets`], with no topic name to allocate per message.
-pub type NextOffsets = BTreeMap<PartitionKey, i64>;
-
-/// The index of `topic` in the consumed topics, the key of every per-partition table; None for
-/// a topic `run` does not consume (never silently another topic's index).
-pub fn topic_index(topics: &[String], topic: &str) -> Option<u16> {
-    topics.iter().position(|t| t == topic).map(|i| i as u16)
-}
-
-/// Stored offsets for the topics in `inputs` (others are no longer consumed and are ignored).
-pub fn by_index(offsets: &Offsets, inputs: &[String]) -> NextOffsets {
-    offsets
-        .iter()
-        .filter_map(|((topic, partition), next)| {
-            Some((
-                PartitionKey::new(topic_index(inputs, topic)?, *partition),
-                *next,
-            ))
-        })
-        .collect()
-}
-
-/// The stored form of `next`.
-pub fn by_name(next: &NextOffsets, inputs: &[String]) -> Offsets {
-    next.iter()
-        .map(|(key, &offset)| ((inputs[key.topic as usize].clone(), key.partition), offset))
-        .collect()
-}
+use crate::offsets::{NextOffsets, PartitionKey};
 
 /// What to do with a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +27,7 @@ pub enum Verdict {
     LogBehindState {
         next: i64,
         log_start: i64,
+        log_end: i64,
     },
 }
 
@@ -176,27 +146,8 @@ impl Positions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn offsets_convert_between_names_and_indices() {
-        let inputs = ["a".to_string(), "b".to_string()];
-        let stored: Offsets = [(("b".to_string(), 3), 9), (("gone".to_string(), 0), 1)]
-            .into_iter()
-            .collect();
-        let next = by_index(&stored, &inputs);
-        assert_eq!(next, [(PartitionKey::new(1, 3), 9)].into_iter().collect());
-        assert_eq!(
-            by_name(&next, &inputs),
-            [(("b".to_string(), 3), 9)].into_iter().collect()
-        );
-    }
-
-    #[test]
-    fn an_unknown_topic_has_no_index() {
-        let consumed = ["events".to_string(), "catalog".to_string()];
-        assert_eq!(topic_index(&consumed, "catalog"), Some(1));
-        assert_eq!(topic_index(&consumed, "other"), None, "never topic 0's");
-    }
+    use crate::offsets::by_index;
+    use crate::store::Offsets;
 
     #[test]
     fn already_applied_messages_are_dropped_with_one_seek() {

@@ -18,7 +18,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::error::ReplayError;
 use super::latency::wall_clock_ms;
-use super::position::{by_name, NextOffsets};
 use super::publisher::Publisher;
 use super::replay_reader::{Item, ReplayReader, BATCHES_IN_FLIGHT};
 use super::sink::Topics;
@@ -27,9 +26,10 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::Input;
 use crate::merge::PartitionKey;
-use crate::offsets::Waiter;
+use crate::offsets::{by_name, NextOffsets, Waiter};
 use crate::pipeline::{Processor, Record, Stats};
 use crate::replay_plan::OutputMode;
+use crate::runtime::checkpoint::{Cadence, Checkpointer};
 use crate::store::{Offsets, StateStore};
 
 pub struct ReplayOptions {
@@ -85,21 +85,26 @@ pub fn replay(
     if publisher.is_none() {
         processor = processor.learn_only();
     }
+    // Interval only: `checkpoint_max_events` bounds what a live run re-reads after a crash,
+    // but a replay's checkpoints are insurance.
+    let cadence = Cadence {
+        interval: Duration::from_millis(config.state.checkpoint_interval_ms),
+        max_events: None,
+    };
+    let topics = config.kafka.consumed_topics();
     let mut run = Replay {
         config,
         options,
-        store,
+        checkpointer: Checkpointer::new(store, cadence, topics.clone(), NextOffsets::new()),
         processor,
         publisher,
-        next: NextOffsets::new(),
         checkpoints: 0,
-        last_checkpoint: Instant::now(),
         progress: Progress::new(options.progress, source.lag.clone()),
         started: NextOffsets::new(),
         applying: None,
         final_checkpoint: Duration::ZERO,
         started_at,
-        topics: config.kafka.consumed_topics(),
+        topics,
     };
     let (items_tx, items) = sync_channel(BATCHES_IN_FLIGHT);
     let applied = std::thread::scope(|scope| {
@@ -119,7 +124,7 @@ pub fn replay(
         stats: run.processor.stats().clone(),
         elapsed: started_at.elapsed(),
         started: by_name(&run.started, inputs),
-        stopped: by_name(&run.next, inputs),
+        stopped: by_name(run.checkpointer.applied_offsets(), inputs),
         interrupted,
         checkpoints: run.checkpoints,
         digest: run.processor.engine().digest(),
@@ -176,13 +181,11 @@ fn output_topics(config: &Config, mode: OutputMode, options: &ReplayOptions) -> 
 struct Replay<'a> {
     config: &'a Config,
     options: &'a ReplayOptions,
-    store: StateStore,
+    /// Where each partition stands, and the state dir's checkpoints of it.
+    checkpointer: Checkpointer,
     processor: Processor,
     publisher: Option<Publisher>,
-    /// Next offset per partition, as applied.
-    next: NextOffsets,
     checkpoints: u64,
-    last_checkpoint: Instant,
     progress: Progress,
     /// First offset applied per partition.
     started: NextOffsets,
@@ -206,9 +209,7 @@ impl Replay<'_> {
             let now = wall_clock_ms();
             for item in batch {
                 match item {
-                    Item::Next { key, offset } => {
-                        self.next.insert(key, offset);
-                    }
+                    Item::Next { key, offset } => self.checkpointer.moved(key, offset),
                     Item::Message {
                         key,
                         offset,
@@ -254,7 +255,7 @@ impl Replay<'_> {
         };
         let ready = self.processor.in_memory(cleaned);
         let processed = self.processor.process_ready(&record, ready, now);
-        self.next.insert(key, offset + 1);
+        self.checkpointer.applied(key, offset);
         if let Some(publisher) = &self.publisher {
             for output in processed.outputs {
                 publisher.send(output).map_err(ReplayError::Delivery)?;
@@ -275,21 +276,16 @@ impl Replay<'_> {
                 publisher.send(output).map_err(ReplayError::Delivery)?;
             }
         }
-        // Interval only: `checkpoint_max_events` bounds what a live run re-reads after a crash,
-        // but a replay's checkpoints are insurance, and each writes the whole state.
-        let interval = Duration::from_millis(self.config.state.checkpoint_interval_ms);
-        if self.last_checkpoint.elapsed() >= interval {
+        if self.checkpointer.due() {
             self.checkpoint()?;
         }
         Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<(), ReplayError> {
-        let offsets = by_name(&self.next, &self.topics);
-        self.store
-            .checkpoint(self.processor.engine_mut(), &offsets)?;
+        self.checkpointer
+            .checkpoint_in_line(self.processor.engine_mut())?;
         self.checkpoints += 1;
-        self.last_checkpoint = Instant::now();
         Ok(())
     }
 

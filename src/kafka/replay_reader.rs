@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::client::replay_consumer_config;
 use super::client::ReplayContext;
 use super::error::ReplayError;
-use super::position::NextOffsets;
+use crate::offsets::NextOffsets;
 use crate::clean::{Cleaner, Rejection};
 use crate::config::Config;
 use crate::event::Input;

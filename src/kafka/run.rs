@@ -26,15 +26,16 @@ use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{new_latency, Latency};
-use super::position::{by_index, topic_index, Positions, Verdict};
+use super::position::{Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
 use crate::admin::{serve, Metrics};
 use crate::config::Config;
 use crate::engine::SharedItems;
 use crate::engine::{Engine, ItemModel};
-use crate::offsets::PartitionKey;
+use crate::offsets::{by_index, topic_index, PartitionKey};
 use crate::pipeline::{Processor, Stats};
+use crate::runtime::checkpoint::{Cadence, Checkpointer};
 use crate::store::{Offsets, StateStore};
 use crate::triggers::Rules;
 use rdkafka::error::KafkaError;
@@ -64,6 +65,7 @@ async fn seek_to_state(
                 return Ok(Verdict::LogBehindState {
                     next,
                     log_start: low,
+                    log_end: high,
                 });
             }
         }
@@ -92,15 +94,16 @@ fn state_ahead_of_log(
     topic: &str,
     partition: i32,
     next: i64,
-    log_start: i64,
+    log: std::ops::Range<i64>,
 ) -> Result<RunError, RunError> {
     let mut start = TopicPartitionList::new();
-    start.add_partition_offset(topic, partition, Offset::Offset(log_start))?;
+    start.add_partition_offset(topic, partition, Offset::Offset(log.start))?;
     consumer.store_offsets(&start)?;
     Ok(RunError::StateAheadOfLog {
         topic: topic.to_owned(),
         partition,
         next,
+        log_end: log.end,
     })
 }
 
@@ -199,11 +202,11 @@ pub async fn run(
     if let Some((_, checkpoints)) = &restored {
         metrics
             .users_in_store
-            .set(checkpoints.store.users_stored()? as i64);
+            .set(checkpoints.checkpointer.store().users_stored()? as i64);
     }
     state_loaded.store(true, Ordering::Relaxed);
     let mut positions_table = match &restored {
-        Some((_, checkpoints)) => Positions::from_state(&checkpoints.checkpointed),
+        Some((_, checkpoints)) => Positions::from_state(checkpoints.checkpointer.durable_offsets()),
         None => Positions::default(),
     };
     let topics = kafka.consumed_topics();
@@ -294,8 +297,9 @@ pub async fn run(
                     match verdict {
                         Verdict::Process => {}
                         Verdict::Skip { .. } => continue,
-                        Verdict::LogBehindState { next, log_start } => {
-                            failure = Some(state_ahead_of_log(&consumer, topic, partition, next, log_start)?);
+                        Verdict::LogBehindState { next, log_start, log_end } => {
+                            let log = log_start..log_end;
+                            failure = Some(state_ahead_of_log(&consumer, topic, partition, next, log)?);
                             break;
                         }
                     }
@@ -498,15 +502,13 @@ fn restore(config: &Config) -> Result<Option<(Engine, Checkpoints)>, RunError> {
         "state loaded (users load on their next event)"
     );
     let next = by_index(&offsets, &config.kafka.consumed_topics());
-    let checkpoints = Checkpoints {
-        store,
+    let cadence = Cadence {
         interval: Duration::from_millis(config.state.checkpoint_interval_ms),
-        max_events: config.state.checkpoint_max_events,
+        max_events: Some(config.state.checkpoint_max_events),
+    };
+    let checkpoints = Checkpoints {
+        checkpointer: Checkpointer::new(store, cadence, config.kafka.consumed_topics(), next),
         max_users: config.state.max_users_in_memory as usize,
-        last: Instant::now(),
-        since: 0,
-        processed: next.clone(),
-        checkpointed: next,
         changelog: Some(config.kafka.changelog_topic.clone()).filter(|t| !t.is_empty()),
     };
     Ok(Some((engine, checkpoints)))

@@ -21,39 +21,25 @@ use super::changelog::{checkpoint_records, send_records, PartitionLog};
 use super::context::{GroupContext, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{wall_clock_ms, Latency};
-use super::position::{by_name, topic_index, NextOffsets};
 use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
-use crate::offsets::{OffsetTracker, PartitionKey, Waiter};
+use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
 use crate::pipeline::{Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats};
+use crate::runtime::checkpoint::Checkpointer;
 use crate::store::{CheckpointSize, StateStore, StoreError};
 use rdkafka::error::KafkaError;
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Periodic checkpoints of a worker's state and the offsets it reflects.
+/// A worker with a state dir: its checkpoints, and what follows each.
 pub(super) struct Checkpoints {
-    pub store: StateStore,
-    pub interval: Duration,
-    pub max_events: u64,
+    pub checkpointer: Checkpointer,
     /// Users kept in memory after a checkpoint (0: all).
     pub max_users: usize,
-    pub last: Instant,
-    pub since: u64,
-    /// Next offset per partition, as processed by the engine.
-    pub processed: NextOffsets,
-    /// Next offset per partition, as in the last checkpoint.
-    pub checkpointed: NextOffsets,
     /// The changelog topic each checkpoint also writes its changed users to, if any.
     pub changelog: Option<String>,
-}
-
-impl Checkpoints {
-    fn due(&self) -> bool {
-        self.since >= self.max_events || (self.since > 0 && self.last.elapsed() >= self.interval)
-    }
 }
 
 pub(super) struct Worker {
@@ -188,7 +174,7 @@ impl Worker {
             let done = written(&mut state.writing).await;
             self.on_written(state, done)?;
         }
-        if self.checkpoints.as_ref().is_some_and(|c| c.since > 0) {
+        if self.checkpoints.as_ref().is_some_and(|c| c.checkpointer.pending()) {
             self.checkpoint(state);
             let done = written(&mut state.writing).await;
             self.on_written(state, done)?;
@@ -238,23 +224,22 @@ impl Worker {
             None => self.processor.process(&record, wall_clock_ms()),
             Some(checkpoints) => {
                 let cleaned = self.processor.clean(&record);
-                let ready = load_user(&mut self.processor, &checkpoints.store, cleaned)?;
+                let store = checkpoints.checkpointer.store();
+                let ready = load_user(&mut self.processor, store, cleaned)?;
                 self.processor
                     .process_ready(&record, ready, wall_clock_ms())
             }
         };
         state.tracker.add(record.source, processed.holds());
         if let Some(checkpoints) = &mut self.checkpoints {
-            checkpoints
-                .processed
-                .insert(record.source.key(), record.source.offset + 1);
-            checkpoints.since += 1;
+            let source = record.source;
+            checkpoints.checkpointer.applied(source.key(), source.offset);
         }
         self.send_all(state, processed.outputs).await?;
         if self
             .checkpoints
             .as_ref()
-            .is_some_and(|c| c.since >= c.max_events)
+            .is_some_and(|c| c.checkpointer.full())
         {
             self.checkpoint(state);
         }
@@ -316,7 +301,7 @@ impl Worker {
     }
 
     fn checkpoint_if_due(&mut self, state: &mut State) {
-        if self.checkpoints.as_ref().is_some_and(Checkpoints::due) {
+        if self.checkpoints.as_ref().is_some_and(|c| c.checkpointer.due()) {
             self.checkpoint(state);
         }
     }
@@ -333,21 +318,19 @@ impl Worker {
         }
         let started = Instant::now();
         let engine = self.processor.engine_mut();
-        let records = engine.to_changed_records();
         let changelog = checkpoints.changelog.clone().map(|topic| {
-            let users = engine.changed_portable_users();
             let records = checkpoint_records(
-                users,
-                &checkpoints.processed,
-                &checkpoints.checkpointed,
+                engine.changed_portable_users(),
+                checkpoints.checkpointer.applied_offsets(),
+                checkpoints.checkpointer.durable_offsets(),
                 &self.inputs,
                 engine.stream_times(),
             );
             (topic, records)
         });
-        engine.mark_checkpointed();
-        let offsets = by_name(&checkpoints.processed, &self.inputs);
-        let store = checkpoints.store.clone();
+        let cut = checkpoints.checkpointer.cut(engine);
+        let covers = cut.covers.clone();
+        let store = checkpoints.checkpointer.store().clone();
         let producer = self.producer.clone();
         state.writing = Some(Writing {
             done: tokio::spawn(async move {
@@ -357,7 +340,7 @@ impl Worker {
                         .map_err(RunError::Changelog)?,
                     None => Vec::new(),
                 };
-                let written = tokio::task::spawn_blocking(move || store.write(&records, &offsets));
+                let written = tokio::task::spawn_blocking(move || cut.write(&store));
                 let size = written.await.map_err(RunError::Panicked)??;
                 for ack in acks {
                     match ack.await {
@@ -368,11 +351,9 @@ impl Worker {
                 }
                 Ok(size)
             }),
-            covers: checkpoints.processed.clone(),
+            covers,
             started,
         });
-        checkpoints.since = 0;
-        checkpoints.last = Instant::now();
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
             "checkpoint encoded"
@@ -390,7 +371,7 @@ impl Worker {
         let Some(checkpoints) = &mut self.checkpoints else {
             return Ok(());
         };
-        checkpoints.checkpointed = writing.covers;
+        checkpoints.checkpointer.written(writing.covers);
         self.metrics
             .checkpoint_seconds
             .observe(writing.started.elapsed().as_secs_f64());
@@ -436,7 +417,8 @@ impl Worker {
             .collect();
         let newer = positions.iter().any(|(key, next)| {
             checkpoints
-                .checkpointed
+                .checkpointer
+                .durable_offsets()
                 .get(key)
                 .is_none_or(|&local| *next > local)
         });
@@ -454,14 +436,13 @@ impl Worker {
             .map(|(id, user)| (id.clone(), engine.localize_user(id, user)))
             .collect();
         let offsets = by_name(&positions.iter().copied().collect(), &self.inputs);
-        let store = checkpoints.store.clone();
+        let store = checkpoints.checkpointer.store().clone();
         let count = users.len();
         let stored = tokio::task::spawn_blocking(move || store.write_restored(&users, &offsets))
             .await
             .map_err(RunError::Panicked)??;
         for &(key, next) in &positions {
-            checkpoints.processed.insert(key, next);
-            checkpoints.checkpointed.insert(key, next);
+            checkpoints.checkpointer.restored(key, next);
         }
         // The partition continues at the stream time it had on its previous owner.
         for (name, &time) in &log.stream_times {
@@ -492,7 +473,7 @@ impl Worker {
             let name = &self.inputs[topic as usize];
             let limit = match &self.checkpoints {
                 None => acked,
-                Some(c) => match c.checkpointed.get(&key) {
+                Some(c) => match c.checkpointer.durable_offsets().get(&key) {
                     Some(&next) => acked.min(next - 1),
                     None => continue,
                 },

@@ -1,0 +1,195 @@
+//! Checkpoints of an engine's state with the input offsets it reflects, one cadence and one
+//! bookkeeping for `run` and `replay`. A checkpoint is a *cut* encoded where the engine lives
+//! (a consistent state: nothing is applied meanwhile) and written as one atomic batch: `run`
+//! writes it on a blocking thread while its worker goes on, `replay` writes it in line.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::{Engine, EngineRecords};
+use crate::offsets::{by_name, NextOffsets, PartitionKey};
+use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
+
+/// When a checkpoint is due.
+#[derive(Clone, Copy, Debug)]
+pub struct Cadence {
+    /// A checkpoint once this much time has passed since the last (with something to write).
+    pub interval: Duration,
+    /// And once this many events wait for one, whatever the time: it bounds what a crashed
+    /// `run` reads again. None for a replay, whose checkpoints are insurance only.
+    pub max_events: Option<u64>,
+}
+
+/// One engine's checkpoints: where it stands (applied) and what the store holds (durable).
+pub struct Checkpointer {
+    store: StateStore,
+    cadence: Cadence,
+    /// The consumed topics, in the order partition keys index them (stored offsets name them).
+    topics: Vec<String>,
+    last: Instant,
+    /// Events applied since the last cut.
+    since: u64,
+    /// Next offset per partition, as applied by the engine.
+    applied: NextOffsets,
+    /// Next offset per partition, as in the last checkpoint written.
+    durable: NextOffsets,
+}
+
+/// A checkpoint encoded and not written yet.
+pub struct Cut {
+    records: EngineRecords,
+    offsets: Offsets,
+    /// The positions it reflects, durable once it is written.
+    pub covers: NextOffsets,
+}
+
+impl Cut {
+    /// Writes the cut as one atomic batch (on any thread; cuts of one engine in order).
+    pub fn write(&self, store: &StateStore) -> Result<CheckpointSize, StoreError> {
+        store.write(&self.records, &self.offsets)
+    }
+}
+
+impl Checkpointer {
+    /// Checkpoints into `store`, whose state reflects `durable`.
+    pub fn new(
+        store: StateStore,
+        cadence: Cadence,
+        topics: Vec<String>,
+        durable: NextOffsets,
+    ) -> Checkpointer {
+        Checkpointer {
+            store,
+            cadence,
+            topics,
+            last: Instant::now(),
+            since: 0,
+            applied: durable.clone(),
+            durable,
+        }
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// The message at `offset` of a partition was applied.
+    pub fn applied(&mut self, key: PartitionKey, offset: i64) {
+        self.applied.insert(key, offset + 1);
+        self.since += 1;
+    }
+
+    /// A partition's position moved with nothing applied (its messages up to `next` are
+    /// out of range of a replay).
+    pub fn moved(&mut self, key: PartitionKey, next: i64) {
+        self.applied.insert(key, next);
+    }
+
+    /// A partition's state came whole from elsewhere (a changelog), written to the store.
+    pub fn restored(&mut self, key: PartitionKey, next: i64) {
+        self.applied.insert(key, next);
+        self.durable.insert(key, next);
+    }
+
+    /// Next offsets as applied.
+    pub fn applied_offsets(&self) -> &NextOffsets {
+        &self.applied
+    }
+
+    /// Next offsets as the store holds them.
+    pub fn durable_offsets(&self) -> &NextOffsets {
+        &self.durable
+    }
+
+    /// Something was applied since the last cut.
+    pub fn pending(&self) -> bool {
+        self.since > 0
+    }
+
+    /// So many events wait that a checkpoint is due whatever the time.
+    pub fn full(&self) -> bool {
+        self.cadence.max_events.is_some_and(|max| self.since >= max)
+    }
+
+    pub fn due(&self) -> bool {
+        self.full() || (self.pending() && self.last.elapsed() >= self.cadence.interval)
+    }
+
+    /// Encodes what changed in the engine since the last cut, with the offsets it reflects.
+    pub fn cut(&mut self, engine: &mut Engine) -> Cut {
+        let records = engine.to_changed_records();
+        engine.mark_checkpointed();
+        self.since = 0;
+        self.last = Instant::now();
+        Cut {
+            records,
+            offsets: by_name(&self.applied, &self.topics),
+            covers: self.applied.clone(),
+        }
+    }
+
+    /// A cut is in the store: its positions are durable.
+    pub fn written(&mut self, covers: NextOffsets) {
+        self.durable = covers;
+    }
+
+    /// Cuts, writes and records the checkpoint on this thread.
+    pub fn checkpoint_in_line(&mut self, engine: &mut Engine) -> Result<CheckpointSize, StoreError> {
+        let cut = self.cut(engine);
+        let size = cut.write(&self.store)?;
+        self.written(cut.covers);
+        Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EngineConfig;
+    use crate::event::{Event, EventType};
+
+    fn checkpointer(dir: &std::path::Path, max_events: Option<u64>) -> Checkpointer {
+        let cadence = Cadence {
+            interval: Duration::from_secs(3600),
+            max_events,
+        };
+        let store = StateStore::open(dir, true).unwrap();
+        Checkpointer::new(store, cadence, vec!["events".into()], NextOffsets::new())
+    }
+
+    #[test]
+    fn a_cut_is_durable_only_once_written_and_the_store_then_holds_its_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut checkpoints = checkpointer(dir.path(), Some(2));
+        let mut engine = Engine::new(EngineConfig::default());
+        let key = PartitionKey::new(0, 3);
+        engine.apply(&Event::new(EventType::View, "u", "i", 1_700_000_000_000));
+        checkpoints.applied(key, 41);
+        assert!(!checkpoints.due(), "one event, and an hour to wait");
+        engine.apply(&Event::new(EventType::View, "u", "j", 1_700_000_001_000));
+        checkpoints.applied(key, 42);
+        assert!(checkpoints.full() && checkpoints.due());
+
+        let cut = checkpoints.cut(&mut engine);
+        assert!(!checkpoints.pending());
+        assert!(checkpoints.durable_offsets().is_empty(), "not written yet");
+        cut.write(checkpoints.store()).unwrap();
+        checkpoints.written(cut.covers);
+        assert_eq!(checkpoints.durable_offsets()[&key], 43);
+        let stored = checkpoints.store().read().unwrap().unwrap();
+        assert_eq!(stored.offsets[&("events".to_string(), 3)], 43);
+    }
+
+    #[test]
+    fn without_an_event_cap_only_time_makes_a_checkpoint_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut checkpoints = checkpointer(dir.path(), None);
+        for offset in 0..10_000 {
+            checkpoints.applied(PartitionKey::new(0, 0), offset);
+        }
+        assert!(checkpoints.pending() && !checkpoints.due());
+        checkpoints.moved(PartitionKey::new(0, 1), 7);
+        let mut engine = Engine::new(EngineConfig::default());
+        checkpoints.checkpoint_in_line(&mut engine).unwrap();
+        assert_eq!(checkpoints.durable_offsets()[&PartitionKey::new(0, 1)], 7);
+    }
+}
