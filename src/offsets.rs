@@ -178,7 +178,6 @@ mod tests {
         assert_eq!(topic_index(&consumed, "other"), None, "never topic 0's");
     }
 
-
     #[test]
     fn commits_only_over_a_contiguous_run_of_done_offsets() {
         let mut tracker = OffsetTracker::default();

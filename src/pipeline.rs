@@ -631,11 +631,9 @@ pub fn encode_update(update: &ReplicaUpdate) -> Vec<u8> {
 
 /// Decodes an update another instance published; a length past `SMALL_RECORD_LIMIT` is an
 /// error, not an allocation.
-pub fn decode_update(bytes: &[u8]) -> Result<ReplicaUpdate, String> {
+pub fn decode_update(bytes: &[u8]) -> Result<ReplicaUpdate, bincode::error::DecodeError> {
     let config = bincode::config::standard().with_limit::<{ crate::engine::SMALL_RECORD_LIMIT }>();
-    bincode::serde::decode_from_slice(bytes, config)
-        .map(|(update, _)| update)
-        .map_err(|e| e.to_string())
+    bincode::serde::decode_from_slice(bytes, config).map(|(update, _)| update)
 }
 
 /// A message as a valid input (a catalog listing on `catalog_topic`, an event or profile

@@ -22,9 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::replay_consumer_config;
 use super::client::ReplayContext;
-use crate::offsets::NextOffsets;
 use crate::config::KafkaConfig;
-use crate::engine::PortableUser;
+use crate::engine::{DecodeError, PortableUser};
+use crate::offsets::NextOffsets;
 use crate::offsets::PartitionKey;
 use crate::pipeline::{partition_of, stream_of};
 
@@ -154,16 +154,75 @@ pub struct PartitionLog {
     pub records: u64,
 }
 
+/// Why a changelog partition could not be read; each names the partition.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error("changelog {topic}/{partition}: {source}")]
+    Kafka {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("changelog {topic}/{partition}: nothing read for 10 s at offset {at}")]
+    Stalled {
+        topic: String,
+        partition: i32,
+        at: i64,
+    },
+    #[error("changelog {topic}/{partition}@{offset}: bad position")]
+    BadPosition {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    #[error("changelog {topic}/{partition}: a user key is not UTF-8")]
+    KeyNotUtf8 { topic: String, partition: i32 },
+    #[error("changelog {topic}/{partition}: {source}")]
+    BadUser {
+        topic: String,
+        partition: i32,
+        source: DecodeError,
+    },
+    #[error("the thread reading changelog partition {partition} panicked")]
+    Panicked { partition: i32 },
+}
+
+impl ChangelogError {
+    pub fn partition(&self) -> i32 {
+        match self {
+            ChangelogError::Kafka { partition, .. }
+            | ChangelogError::Stalled { partition, .. }
+            | ChangelogError::BadPosition { partition, .. }
+            | ChangelogError::KeyNotUtf8 { partition, .. }
+            | ChangelogError::BadUser { partition, .. }
+            | ChangelogError::Panicked { partition } => *partition,
+        }
+    }
+
+    /// A fault of the brokers or the network (reading again may succeed), not of the records.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ChangelogError::Kafka { .. } | ChangelogError::Stalled { .. }
+        )
+    }
+}
+
 /// Reads changelog partition `partition` from its start to its current end (blocking: run it
 /// off the async threads). Undecodable user records are an error: restoring without them
 /// would silently lose those users.
-pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLog, String> {
+pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLog, ChangelogError> {
     let topic = &kafka.changelog_topic;
+    let kafka_error = |source| ChangelogError::Kafka {
+        topic: topic.clone(),
+        partition,
+        source,
+    };
     let group = format!("{}.changelog", kafka.group_id);
     let consumer: BaseConsumer<ReplayContext> = replay_consumer_config(kafka, &group)
         .set("auto.offset.reset", "earliest")
         .create_with_context(ReplayContext)
-        .map_err(|e| e.to_string())?;
+        .map_err(kafka_error)?;
     let timeout = Duration::from_secs(10);
     let mut log = PartitionLog {
         partition,
@@ -172,22 +231,24 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(|e| e.to_string())?;
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+        .map_err(kafka_error)?;
+    consumer.assign(&assignment).map_err(kafka_error)?;
     let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut at = 0;
     // The end is where the fetch reports it (partition EOF), not a listed watermark: some
     // brokers answer ListOffsets behind what they serve.
     loop {
         let Some(polled) = consumer.poll(timeout) else {
-            return Err(format!(
-                "changelog {topic}/{partition}: nothing read for 10 s at offset {at}"
-            ));
+            return Err(ChangelogError::Stalled {
+                topic: topic.clone(),
+                partition,
+                at,
+            });
         };
         let message = match polled {
             Ok(message) => message,
             Err(KafkaError::PartitionEOF(_)) => break,
-            Err(err) => return Err(format!("changelog {topic}/{partition}: {err}")),
+            Err(err) => return Err(kafka_error(err)),
         };
         at = message.offset() + 1;
         log.records += 1;
@@ -195,7 +256,11 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
         if is_position(&message) {
             let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
             let position = PartitionPosition::parse(message.payload().unwrap_or_default())
-                .ok_or_else(|| format!("changelog {topic}/{partition}@{}: bad position", at - 1))?;
+                .ok_or_else(|| ChangelogError::BadPosition {
+                    topic: topic.clone(),
+                    partition,
+                    offset: at - 1,
+                })?;
             if let Some(time) = position.stream_time_ms {
                 log.stream_times.insert(topic_name.to_string(), time);
             }
@@ -207,8 +272,15 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
     }
     let mut users = Vec::with_capacity(latest.len());
     for (key, value) in latest {
-        let id = String::from_utf8(key).map_err(|_| "a changelog user key is not UTF-8")?;
-        let user = PortableUser::decode(&value, &id).map_err(|e| e.to_string())?;
+        let id = String::from_utf8(key).map_err(|_| ChangelogError::KeyNotUtf8 {
+            topic: topic.clone(),
+            partition,
+        })?;
+        let user = PortableUser::decode(&value, &id).map_err(|source| ChangelogError::BadUser {
+            topic: topic.clone(),
+            partition,
+            source,
+        })?;
         users.push((id, user));
     }
     users.sort_by(|a, b| a.0.cmp(&b.0));

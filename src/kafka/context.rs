@@ -107,15 +107,20 @@ impl Health {
 pub enum WorkerInput {
     Message(OwnedMessage),
     /// Partitions are being revoked: publish everything owed, wait for acknowledgements,
-    /// checkpoint, store offsets, then answer (with the error if one of those failed).
-    Settle(std::sync::mpsc::Sender<Result<(), String>>),
+    /// checkpoint, store offsets, then answer (the worker logs why it could not).
+    Settle(std::sync::mpsc::Sender<Result<(), NotSettled>>),
     /// A partition's users as the changelog holds them: install them unless the local state is
     /// as new, and answer with the input positions to continue from (none: keep the local).
+    /// A worker that fails to drops the answer and stops with its error.
     Restore(
         Box<super::changelog::PartitionLog>,
-        tokio::sync::oneshot::Sender<Result<Restored, String>>,
+        tokio::sync::oneshot::Sender<Restored>,
     ),
 }
+
+/// A worker could not settle before a revoke (it logged why).
+#[derive(Debug)]
+pub struct NotSettled;
 
 /// The next input offset per (input topic index, partition) a restore leaves the state at.
 pub type Restored = Vec<(PartitionKey, i64)>;
@@ -203,8 +208,8 @@ impl GroupContext {
             for _ in 0..asked {
                 match replies.recv_timeout(self.settle_timeout) {
                     Ok(Ok(())) => {}
-                    Ok(Err(err)) => {
-                        tracing::warn!(error = %err, "a worker could not settle before the revoke")
+                    Ok(Err(NotSettled)) => {
+                        tracing::warn!("a worker could not settle before the revoke")
                     }
                     Err(_) => {
                         tracing::warn!("workers did not settle within the drain time; the next owner re-reads from the last commit");

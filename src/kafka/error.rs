@@ -1,9 +1,12 @@
 //! The Kafka edge's errors: what stops `run`, what stops a replay, and whether trying again
 //! can help.
 
+use std::path::PathBuf;
+
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::changelog::ChangelogError;
 use super::sink::DeliveryError;
 use crate::dead_letter::REFUSED_PREFIX_BYTES;
 use crate::replay_plan::PlanError;
@@ -53,8 +56,8 @@ pub enum RunError {
         input: String,
         needed: usize,
     },
-    #[error("restoring partition {partition} from the changelog: {detail}")]
-    Restore { partition: i32, detail: String },
+    #[error("restoring partition {} from the changelog", .0.partition())]
+    Restore(#[source] ChangelogError),
     #[error("writing the changelog: {0}")]
     Changelog(#[source] KafkaError),
     #[error("a pipeline worker stopped {when}")]
@@ -75,7 +78,8 @@ impl RunError {
         match self {
             RunError::Kafka(err) | RunError::Changelog(err) => kafka_retry(err),
             RunError::Delivery(DeliveryError::Failed { source, .. }) => kafka_retry(source),
-            RunError::Delivery(_) | RunError::DrainTimeout { .. } | RunError::Restore { .. } => {
+            RunError::Restore(err) if !err.is_transient() => Retry::Fatal,
+            RunError::Delivery(_) | RunError::DrainTimeout { .. } | RunError::Restore(_) => {
                 Retry::Transient
             }
             RunError::DeadLetterUnusable { .. }
@@ -156,10 +160,43 @@ pub enum ReplayError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}; the replay stopped")]
-    Delivery(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("{} is the live state dir (state.dir in the config); replay into a new one", .dir.display())]
+    LiveStateDir { dir: PathBuf },
+    #[error("state dir {} already holds state; a replay builds a fresh one: give a new dir", .dir.display())]
+    StateDirNotEmpty { dir: PathBuf },
+    #[error("input topic {topic} does not exist on {brokers}")]
+    MissingTopic { topic: String, brokers: String },
+    #[error("the broker gave no offset for time {ms} in {topic}/{partition}")]
+    NoOffsetForTime {
+        topic: String,
+        partition: i32,
+        ms: i64,
+    },
+    #[error("the start offset of {topic}/{partition} is not in its log: {source}")]
+    StartNotInLog {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("cannot read {topic}/{partition} on its own")]
+    NoPartitionQueue { topic: String, partition: i32 },
+    #[error("a message of {topic}/{partition} arrived outside its partition queue")]
+    StrayMessage { topic: String, partition: i32 },
+    #[error("the reading thread of the replay panicked")]
+    ReaderPanicked,
+    #[error("{0}; the replay stopped")]
+    Publish(#[from] PublishError),
+}
+
+/// Why a replay's outputs could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error("outputs not acknowledged within {timeout_ms} ms: {source}")]
+    Unacknowledged { timeout_ms: u64, source: KafkaError },
+    #[error("the dead-letter topic {topic} refused even a replacement of a refused message ({code}); check its max.message.bytes")]
+    DeadLetterUnusable { topic: String, code: String },
 }

@@ -11,14 +11,16 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 
 use super::client::producer_config;
-use super::sink::{headers_of, refusal_code, refused_message, Topics};
+use super::error::PublishError;
+use super::sink::{headers_of, refusal_code, refused_message, DeliveryError, Topics};
 use crate::config::KafkaConfig;
 use crate::dead_letter::{self, Refused};
 use crate::pipeline::Output;
 
 pub struct Deliveries {
     topics: Topics,
-    first_failure: Mutex<Option<String>>,
+    /// The first delivery that failed (not for what the message is): topic and error.
+    first_failure: Mutex<Option<(String, KafkaError)>>,
     refused: Mutex<Vec<Refused>>,
 }
 
@@ -40,15 +42,18 @@ impl ProducerContext for Deliveries {
             }
             None => {
                 let mut first = self.first_failure.lock().expect("not poisoned");
-                first.get_or_insert_with(|| format!("delivery to {topic} failed: {err}"));
+                first.get_or_insert_with(|| (topic.to_owned(), err.clone()));
             }
         }
     }
 }
 
 impl Deliveries {
-    fn failure(&self) -> Option<String> {
-        self.first_failure.lock().expect("not poisoned").clone()
+    fn failure(&self) -> Result<(), PublishError> {
+        match self.first_failure.lock().expect("not poisoned").clone() {
+            None => Ok(()),
+            Some((topic, source)) => Err(DeliveryError::Failed { topic, source }.into()),
+        }
     }
 
     fn take_refused(&self) -> Vec<Refused> {
@@ -81,17 +86,15 @@ impl Publisher {
 
     /// Queues `output`, waiting while the producer queue is full; fails once any earlier
     /// delivery failed.
-    pub fn send(&self, output: Output) -> Result<(), String> {
-        if let Some(failure) = self.producer.context().failure() {
-            return Err(failure);
-        }
+    pub fn send(&self, output: Output) -> Result<(), PublishError> {
+        self.producer.context().failure()?;
         for refused in self.producer.context().take_refused() {
             self.queue(self.replacement(refused)?)?;
         }
         self.queue(output)
     }
 
-    fn queue(&self, output: Output) -> Result<(), String> {
+    fn queue(&self, output: Output) -> Result<(), PublishError> {
         let topics = &self.producer.context().topics;
         let topic = topics.of(output.destination);
         let headers = headers_of(&output);
@@ -110,7 +113,8 @@ impl Publisher {
             }
         };
         let Some(code) = refusal_code(&err) else {
-            return Err(format!("cannot queue a message for {topic}: {err}"));
+            let topic = topic.to_owned();
+            return Err(DeliveryError::Failed { topic, source: err }.into());
         };
         let refused = Refused {
             destination: output.destination,
@@ -124,27 +128,24 @@ impl Publisher {
         self.queue(self.replacement(refused)?)
     }
 
-    fn replacement(&self, refused: Refused) -> Result<Output, String> {
+    fn replacement(&self, refused: Refused) -> Result<Output, PublishError> {
         let (topic, code) = (refused.topic.clone(), refused.code.clone());
         tracing::warn!(%topic, %code, key = %refused.key, "output refused by its topic; publishing a dead letter in its place");
-        dead_letter::refused_output(refused, &self.inputs).ok_or_else(|| {
-            format!("the dead-letter topic {topic} refused even a replacement of a refused message ({code}); check its max.message.bytes")
-        })
+        dead_letter::refused_output(refused, &self.inputs)
+            .ok_or(PublishError::DeadLetterUnusable { topic, code })
     }
 
     /// Waits for every acknowledgement (and for the dead letters that replace refused
     /// messages); an error names the first failed delivery.
-    pub fn finish(&self, timeout: Duration) -> Result<(), String> {
+    pub fn finish(&self, timeout: Duration) -> Result<(), PublishError> {
         loop {
-            self.producer.flush(timeout).map_err(|err| {
-                format!(
-                    "outputs not acknowledged within {} ms: {err}",
-                    timeout.as_millis()
-                )
-            })?;
-            if let Some(failure) = self.producer.context().failure() {
-                return Err(failure);
-            }
+            self.producer
+                .flush(timeout)
+                .map_err(|source| PublishError::Unacknowledged {
+                    timeout_ms: timeout.as_millis() as u64,
+                    source,
+                })?;
+            self.producer.context().failure()?;
             let refused = self.producer.context().take_refused();
             if refused.is_empty() {
                 return Ok(());

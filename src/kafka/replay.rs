@@ -111,9 +111,7 @@ pub fn replay(
         let reading = scope.spawn(|| source.run(items_tx, stop));
         let applied = run.apply_all(&items, stop);
         drop(items); // a reader still sending learns that the engine side is gone
-        let read = reading.join().map_err(|_| {
-            ReplayError::Refused("the reading thread of the replay panicked".into())
-        })?;
+        let read = reading.join().map_err(|_| ReplayError::ReaderPanicked)?;
         read.and(applied)
     });
     let interrupted = applied?;
@@ -138,17 +136,11 @@ pub fn replay(
 /// Opens the target, refusing the live state dir and any dir that already holds state.
 fn fresh_store(config: &Config, dir: &Path) -> Result<StateStore, ReplayError> {
     if !config.state.dir.is_empty() && same_dir(Path::new(&config.state.dir), dir) {
-        return Err(ReplayError::Refused(format!(
-            "{} is the live state dir (state.dir in the config); replay into a new one",
-            dir.display()
-        )));
+        return Err(ReplayError::LiveStateDir { dir: dir.into() });
     }
     let store = StateStore::open(dir, true)?;
     if store.read()?.is_some() {
-        return Err(ReplayError::Refused(format!(
-            "state dir {} already holds state; a replay builds a fresh one: give a new dir",
-            dir.display()
-        )));
+        return Err(ReplayError::StateDirNotEmpty { dir: dir.into() });
     }
     Ok(store)
 }
@@ -258,7 +250,7 @@ impl Replay<'_> {
         self.checkpointer.applied(key, offset);
         if let Some(publisher) = &self.publisher {
             for output in processed.outputs {
-                publisher.send(output).map_err(ReplayError::Delivery)?;
+                publisher.send(output)?;
             }
         }
         let consumed = self.processor.stats().consumed;
@@ -273,7 +265,7 @@ impl Replay<'_> {
     fn every_so_often(&mut self, now: i64) -> Result<(), ReplayError> {
         if let Some(publisher) = &self.publisher {
             for output in self.processor.flush(now, false).outputs {
-                publisher.send(output).map_err(ReplayError::Delivery)?;
+                publisher.send(output)?;
             }
         }
         if self.checkpointer.due() {
@@ -293,11 +285,9 @@ impl Replay<'_> {
     fn finish(&mut self) -> Result<(), ReplayError> {
         if let Some(publisher) = &self.publisher {
             for output in self.processor.flush(wall_clock_ms(), true).outputs {
-                publisher.send(output).map_err(ReplayError::Delivery)?;
+                publisher.send(output)?;
             }
-            publisher
-                .finish(Duration::from_millis(self.config.pipeline.drain_timeout_ms))
-                .map_err(ReplayError::Delivery)?;
+            publisher.finish(Duration::from_millis(self.config.pipeline.drain_timeout_ms))?;
         }
         let started = Instant::now();
         self.checkpoint()?;

@@ -16,11 +16,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::client::replay_consumer_config;
 use super::client::ReplayContext;
 use super::error::ReplayError;
-use crate::offsets::NextOffsets;
 use crate::clean::{Cleaner, Rejection};
 use crate::config::Config;
 use crate::event::Input;
 use crate::merge::{Merge, PartitionKey, Step};
+use crate::offsets::NextOffsets;
 use crate::offsets::Waiter;
 use crate::pipeline::{clean_record, Record};
 use crate::replay_plan::{StartAt, StopAt};
@@ -199,9 +199,10 @@ fn partitions(
                 );
             }
             _ => {
-                return Err(ReplayError::Refused(format!(
-                    "input topic {topic} does not exist on {brokers}"
-                )))
+                return Err(ReplayError::MissingTopic {
+                    topic: topic.clone(),
+                    brokers: brokers.to_owned(),
+                })
             }
         }
     }
@@ -274,9 +275,11 @@ fn offsets_at(
             Some((Offset::End, Ok(()))) => Offset::End,
             Some((_, Err(err))) => return Err(err.into()),
             _ => {
-                return Err(ReplayError::Refused(format!(
-                    "the broker gave no offset for time {ms} in {topic}/{partition}"
-                )))
+                return Err(ReplayError::NoOffsetForTime {
+                    topic: topic.clone(),
+                    partition,
+                    ms,
+                })
             }
         };
         offsets.insert(PartitionKey::new(index, partition), offset);
@@ -301,8 +304,9 @@ fn split_queues(
                 consumer
                     .split_partition_queue(topic, partition)
                     .map(|queue| (PartitionKey::new(index, partition), queue))
-                    .ok_or_else(|| {
-                        ReplayError::Refused(format!("cannot read {topic}/{partition} on its own"))
+                    .ok_or_else(|| ReplayError::NoPartitionQueue {
+                        topic: topic.clone(),
+                        partition,
                     })
             },
         )
@@ -364,10 +368,11 @@ impl Reader<'_> {
             Some(Err(err))
                 if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) =>
             {
-                return Err(ReplayError::Refused(format!(
-                    "the start offset of {}/{} is not in its log: {err}",
-                    self.inputs[key.topic as usize], key.partition
-                )))
+                return Err(ReplayError::StartNotInLog {
+                    topic: self.inputs[key.topic as usize].clone(),
+                    partition: key.partition,
+                    source: err,
+                })
             }
             Some(Err(err)) => tracing::warn!(error = %err, "consumer error; librdkafka retries"),
             None => {
@@ -404,11 +409,10 @@ fn serve_events(consumer: &ReplayConsumer) -> Result<(), ReplayError> {
     loop {
         match consumer.poll(Duration::ZERO) {
             Some(Ok(message)) => {
-                return Err(ReplayError::Refused(format!(
-                    "a message of {}/{} arrived outside its partition queue",
-                    message.topic(),
-                    message.partition()
-                )))
+                return Err(ReplayError::StrayMessage {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                })
             }
             Some(Err(err)) => tracing::warn!(error = %err, "consumer error; librdkafka retries"),
             None => return Ok(()),

@@ -21,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::changelog::{read_partition, PartitionLog};
+use super::changelog::{read_partition, ChangelogError, PartitionLog};
 use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
 use super::error::RunError;
@@ -240,7 +240,8 @@ pub async fn run(
     if let Some(queue) = &restore_queue {
         check_changelog(&consumer, kafka, &queue.inputs)?;
     }
-    let (restored_tx, mut restored_rx) = mpsc::channel::<(i32, Result<PartitionLog, String>)>(64);
+    let (restored_tx, mut restored_rx) =
+        mpsc::channel::<(i32, Result<PartitionLog, ChangelogError>)>(64);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut failure = None;
     let mut seen_assignments = 0;
@@ -259,8 +260,13 @@ pub async fn run(
                 }
             }
             Some((partition, log)) = restored_rx.recv() => {
-                let log = log.map_err(|detail| RunError::Restore { partition, detail })?;
-                let positions = install(&senders[0], log).await?;
+                let log = log.map_err(RunError::Restore)?;
+                let Some(positions) = install(&senders[0], log).await else {
+                    // The worker stopped: its own error says why.
+                    let stopped = workers.next().await;
+                    failure = Some(stopped.map_or(RunError::WorkerGone { when: "during a restore" }, worker_failure));
+                    break;
+                };
                 for &(key, next) in &positions {
                     positions_table.restored(key, next);
                 }
@@ -402,7 +408,7 @@ fn check_changelog(
 fn start_restores(
     queue: &RestoreQueue,
     kafka: &crate::config::KafkaConfig,
-    done: &mpsc::Sender<(i32, Result<PartitionLog, String>)>,
+    done: &mpsc::Sender<(i32, Result<PartitionLog, ChangelogError>)>,
 ) {
     let pending: Vec<i32> = std::mem::take(&mut *queue.pending.lock().expect("not poisoned"));
     for partition in pending {
@@ -411,34 +417,21 @@ fn start_restores(
         tokio::spawn(async move {
             let log = tokio::task::spawn_blocking(move || read_partition(&kafka, partition))
                 .await
-                .unwrap_or_else(|join| Err(join.to_string()));
+                .unwrap_or(Err(ChangelogError::Panicked { partition }));
             let _ = done.send((partition, log)).await;
         });
     }
 }
 
-/// Hands a partition's changelog to the worker (the only one: state dirs have one).
-async fn install(
-    worker: &mpsc::Sender<WorkerInput>,
-    log: PartitionLog,
-) -> Result<Restored, RunError> {
-    let log_partition = log.partition;
+/// Hands a partition's changelog to the worker (the only one: state dirs have one); None when
+/// the worker stopped before it answered.
+async fn install(worker: &mpsc::Sender<WorkerInput>, log: PartitionLog) -> Option<Restored> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     worker
         .send(WorkerInput::Restore(Box::new(log), reply))
         .await
-        .map_err(|_| RunError::WorkerGone {
-            when: "before a restore",
-        })?;
-    answer
-        .await
-        .map_err(|_| RunError::WorkerGone {
-            when: "during a restore",
-        })?
-        .map_err(|detail| RunError::Restore {
-            partition: log_partition,
-            detail,
-        })
+        .ok()?;
+    answer.await.ok()
 }
 
 /// Lets a restored partition flow again from where its state ends (or, with no state, from the

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::changelog::{checkpoint_records, send_records, PartitionLog};
-use super::context::{GroupContext, Restored, WorkerInput};
+use super::context::{GroupContext, NotSettled, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{wall_clock_ms, Latency};
 use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
@@ -132,13 +132,14 @@ impl Worker {
                         self.on_message(&mut state, &message, key).instrument(span).await?
                     }
                     Some(WorkerInput::Restore(log, reply)) => {
-                        let restored = self.restore(&mut state, *log).await;
-                        let _ = reply.send(restored.as_ref().map(Clone::clone).map_err(|e| e.to_string()));
-                        restored?;
+                        let _ = reply.send(self.restore(&mut state, *log).await?);
                     }
                     Some(WorkerInput::Settle(reply)) => {
                         let settled = self.settle(&mut state, pipeline.drain_timeout_ms).await;
-                        let _ = reply.send(settled.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                        if let Err(err) = &settled {
+                            tracing::warn!(error = %err, "cannot settle before the revoke");
+                        }
+                        let _ = reply.send(settled.as_ref().map(|_| ()).map_err(|_| NotSettled));
                         match settled {
                             // A revoke while the brokers are unreachable (the session expired
                             // in an outage): the outputs stay queued in the producer and their
@@ -174,7 +175,11 @@ impl Worker {
             let done = written(&mut state.writing).await;
             self.on_written(state, done)?;
         }
-        if self.checkpoints.as_ref().is_some_and(|c| c.checkpointer.pending()) {
+        if self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.checkpointer.pending())
+        {
             self.checkpoint(state);
             let done = written(&mut state.writing).await;
             self.on_written(state, done)?;
@@ -233,7 +238,9 @@ impl Worker {
         state.tracker.add(record.source, processed.holds());
         if let Some(checkpoints) = &mut self.checkpoints {
             let source = record.source;
-            checkpoints.checkpointer.applied(source.key(), source.offset);
+            checkpoints
+                .checkpointer
+                .applied(source.key(), source.offset);
         }
         self.send_all(state, processed.outputs).await?;
         if self
@@ -301,7 +308,11 @@ impl Worker {
     }
 
     fn checkpoint_if_due(&mut self, state: &mut State) {
-        if self.checkpoints.as_ref().is_some_and(|c| c.checkpointer.due()) {
+        if self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.checkpointer.due())
+        {
             self.checkpoint(state);
         }
     }

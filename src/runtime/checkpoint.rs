@@ -133,7 +133,10 @@ impl Checkpointer {
     }
 
     /// Cuts, writes and records the checkpoint on this thread.
-    pub fn checkpoint_in_line(&mut self, engine: &mut Engine) -> Result<CheckpointSize, StoreError> {
+    pub fn checkpoint_in_line(
+        &mut self,
+        engine: &mut Engine,
+    ) -> Result<CheckpointSize, StoreError> {
         let cut = self.cut(engine);
         let size = cut.write(&self.store)?;
         self.written(cut.covers);

@@ -91,9 +91,12 @@ impl UserState {
     }
 
     /// Whether every index the user holds exists in `items` and the factors have `rank` values.
-    pub(crate) fn check_indices(&self, items: &ItemModel, rank: usize) -> Result<(), String> {
+    pub(crate) fn check_indices(&self, items: &ItemModel, rank: usize) -> Result<(), Mismatch> {
         if self.factors.len() != rank {
-            return Err(format!("{} factors, rank {rank}", self.factors.len()));
+            return Err(Mismatch::Rank {
+                factors: self.factors.len(),
+                rank,
+            });
         }
         let (item_count, category_count) = (items.ids.len(), items.categories.len());
         if let Some(bad) = self
@@ -101,20 +104,29 @@ impl UserState {
             .max_item()
             .filter(|&i| i as usize >= item_count)
         {
-            return Err(format!("item {bad} of {item_count}"));
+            return Err(Mismatch::Item {
+                index: bad as usize,
+                count: item_count,
+            });
         }
         if let Some(bad) = self
             .profile
             .max_category()
             .filter(|&c| c as usize >= category_count)
         {
-            return Err(format!("category {bad} of {category_count}"));
+            return Err(Mismatch::Category {
+                index: bad as usize,
+                count: category_count,
+            });
         }
         if let Some(bad) = self.segment.filter(|&s| s as usize >= items.segments.len()) {
-            return Err(format!("segment {bad} of {}", items.segments.len()));
+            return Err(Mismatch::Segment {
+                index: bad as usize,
+                count: items.segments.len(),
+            });
         }
         if !self.triggers.indices_within(item_count, category_count) {
-            return Err("trigger state names unknown items or categories".into());
+            return Err(Mismatch::Triggers);
         }
         Ok(())
     }
@@ -161,3 +173,19 @@ impl ItemModel {
 /// The item model as several workers share it. Learning takes the write lock for the item-side
 /// part of one event; ranking takes the read lock.
 pub type SharedItems = Arc<RwLock<ItemModel>>;
+
+/// How a stored user does not fit the item model it is loaded into (a damaged or mismatched
+/// state dir).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Mismatch {
+    #[error("{factors} factors, rank {rank}")]
+    Rank { factors: usize, rank: usize },
+    #[error("item {index} of {count}")]
+    Item { index: usize, count: usize },
+    #[error("category {index} of {count}")]
+    Category { index: usize, count: usize },
+    #[error("segment {index} of {count}")]
+    Segment { index: usize, count: usize },
+    #[error("trigger state names unknown items or categories")]
+    Triggers,
+}

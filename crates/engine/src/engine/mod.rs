@@ -692,7 +692,10 @@ impl Engine {
         let state: UserState = decode_within::<_, SMALL_RECORD_LIMIT>(record, &what)?;
         state
             .check_indices(&self.read(), self.config.factorization.rank)
-            .map_err(|detail| DecodeError { what, detail })?;
+            .map_err(|mismatch| DecodeError {
+                what,
+                detail: mismatch.to_string(),
+            })?;
         self.shard.users.insert(user_id.into(), state);
         Ok(())
     }
