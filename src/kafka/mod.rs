@@ -6,6 +6,7 @@ mod client;
 mod context;
 mod error;
 mod latency;
+mod log_end;
 mod model_updates;
 mod position;
 mod produce;

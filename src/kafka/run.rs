@@ -26,11 +26,12 @@ use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{new_latency, Latency};
+use super::log_end::{log_holds, Holds};
 use super::position::{Positions, Verdict};
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
 use crate::admin::{serve, Metrics};
-use crate::config::Config;
+use crate::config::{Config, KafkaConfig};
 use crate::engine::SharedItems;
 use crate::engine::{Engine, ItemModel};
 use crate::offsets::{by_index, topic_index, PartitionKey};
@@ -49,25 +50,21 @@ const WORKER_QUEUE: usize = 1024;
 /// the end with nothing rather than an out-of-range error).
 async fn seek_to_state(
     consumer: &Arc<StreamConsumer<GroupContext>>,
+    kafka: &KafkaConfig,
     topic: &str,
     partition: i32,
     offset: i64,
     next: i64,
 ) -> Result<Verdict, RunError> {
     if offset < next {
-        let (client, name) = (consumer.clone(), topic.to_owned());
-        let watermarks = tokio::task::spawn_blocking(move || {
-            client.fetch_watermarks(&name, partition, Duration::from_secs(5))
-        })
-        .await;
-        if let Ok(Ok((low, high))) = watermarks {
-            if high < next {
-                return Ok(Verdict::LogBehindState {
-                    next,
-                    log_start: low,
-                    log_end: high,
-                });
-            }
+        if let Some((log_start, log_end)) =
+            log_before(consumer, kafka, topic, partition, next).await
+        {
+            return Ok(Verdict::LogBehindState {
+                next,
+                log_start,
+                log_end,
+            });
         }
     }
     tracing::info!(topic, partition, next, "seeking to where the state ends");
@@ -84,6 +81,41 @@ async fn seek_to_state(
         tracing::debug!(topic, partition, error = %err, "state position not stored");
     }
     Ok(Verdict::Skip { seek_to: None })
+}
+
+/// The log's start and end when it ends before `next`: the listed end says so, and a fetch of
+/// the state's last offset (`next` - 1) confirms it (some brokers list an end behind what they
+/// serve). None when the log holds it, or when neither check answers.
+async fn log_before(
+    consumer: &Arc<StreamConsumer<GroupContext>>,
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Option<(i64, i64)> {
+    let (client, name) = (consumer.clone(), topic.to_owned());
+    let watermarks = tokio::task::spawn_blocking(move || {
+        client.fetch_watermarks(&name, partition, Duration::from_secs(5))
+    })
+    .await;
+    let Ok(Ok((low, high))) = watermarks else {
+        return None;
+    };
+    if high >= next {
+        return None;
+    }
+    let (kafka, name) = (kafka.clone(), topic.to_owned());
+    let holds =
+        tokio::task::spawn_blocking(move || log_holds(&kafka, &name, partition, next - 1, low))
+            .await
+            .unwrap_or(Holds::Unknown);
+    match holds {
+        Holds::No => Some((low, high)),
+        Holds::Yes | Holds::Unknown => {
+            tracing::warn!(topic, partition, listed_end = high, next, ?holds, "the broker lists the log's end before the state's, but a fetch does not confirm it; going on");
+            None
+        }
+    }
 }
 
 /// The error that stops `run` on a log that ends before its state; the group's commit goes
@@ -298,7 +330,7 @@ pub async fn run(
                     }
                     let mut verdict = positions_table.check(PartitionKey::new(index, partition), message.offset());
                     if let Verdict::Skip { seek_to: Some(next) } = verdict {
-                        verdict = seek_to_state(&consumer, topic, partition, message.offset(), next).await?;
+                        verdict = seek_to_state(&consumer, kafka, topic, partition, message.offset(), next).await?;
                     }
                     match verdict {
                         Verdict::Process => {}
