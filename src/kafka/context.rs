@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::OwnedMessage;
-use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc;
 
+use super::restore::Restores;
 use crate::offsets::PartitionKey;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -24,10 +24,9 @@ pub struct Health {
     /// Other instances' item-model updates published before this one started and not applied
     /// yet (0 once caught up, or without replication).
     model_behind: AtomicU64,
-    /// Partitions assigned and held back until their users are restored from the changelog.
-    restoring: Mutex<std::collections::BTreeSet<i32>>,
-    /// `restoring`'s size, read on every message without the lock.
-    restoring_count: AtomicUsize,
+    /// Partitions assigned and not flowing yet: their users are restored from the changelog
+    /// (published by `restore::Restores`).
+    restoring: Mutex<Vec<i32>>,
     /// Consumed topics that do not exist (checked at start).
     missing_topics: Mutex<Vec<String>>,
     /// Every broker unreachable (librdkafka said so) and none seen up since.
@@ -64,33 +63,11 @@ impl Health {
 
     /// Partitions waiting for their users' state from the changelog.
     pub fn restoring(&self) -> Vec<i32> {
-        self.restoring
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .copied()
-            .collect()
+        self.restoring.lock().expect("not poisoned").clone()
     }
 
-    pub(super) fn set_restoring(&self, partition: i32, restoring: bool) {
-        let mut set = self.restoring.lock().expect("not poisoned");
-        if restoring {
-            set.insert(partition);
-        } else {
-            set.remove(&partition);
-        }
-        self.restoring_count.store(set.len(), Ordering::Relaxed);
-    }
-
-    /// Whether `partition` waits for its restore: one atomic load while none does (the hot
-    /// path), the set's lock only during restores.
-    pub fn is_restoring(&self, partition: i32) -> bool {
-        self.restoring_count.load(Ordering::Relaxed) > 0
-            && self
-                .restoring
-                .lock()
-                .expect("not poisoned")
-                .contains(&partition)
+    pub(super) fn set_restoring(&self, partitions: Vec<i32>) {
+        *self.restoring.lock().expect("not poisoned") = partitions;
     }
 
     pub fn assigned_partitions(&self) -> usize {
@@ -133,48 +110,9 @@ pub struct GroupContext {
     pub workers: Arc<Mutex<Vec<mpsc::Sender<WorkerInput>>>>,
     /// How long a revoke waits for the workers to settle.
     pub settle_timeout: Duration,
-    /// With a changelog: newly assigned input partitions are paused and queued here until
-    /// their users are restored.
-    pub restore: Option<RestoreQueue>,
-}
-
-/// Input partitions held back for a restore, as assignments bring them.
-#[derive(Clone, Default)]
-pub struct RestoreQueue {
-    /// The input topics (user state follows their partitions; the catalog's is not restored).
-    pub inputs: Vec<String>,
-    pub pending: Arc<Mutex<Vec<i32>>>,
-}
-
-impl RestoreQueue {
-    /// Pauses the input partitions of a new assignment and queues them (by partition number:
-    /// partition p of every input shares changelog partition p).
-    fn hold(&self, consumer: &BaseConsumer<GroupContext>, assigned: &TopicPartitionList) {
-        use rdkafka::consumer::Consumer;
-        let mut held = TopicPartitionList::new();
-        let mut partitions = std::collections::BTreeSet::new();
-        for element in assigned.elements() {
-            if self.inputs.iter().any(|t| t == element.topic()) {
-                held.add_partition(element.topic(), element.partition());
-                partitions.insert(element.partition());
-            }
-        }
-        if let Err(err) = consumer.pause(&held) {
-            tracing::warn!(error = %err, "cannot pause partitions for their restore");
-        }
-        let health = &consumer.context().health;
-        for &partition in &partitions {
-            health.set_restoring(partition, true);
-        }
-        tracing::info!(
-            ?partitions,
-            "partitions held until restored from the changelog"
-        );
-        self.pending
-            .lock()
-            .expect("not poisoned")
-            .extend(partitions);
-    }
+    /// With a changelog: newly assigned input partitions are held here until their users
+    /// are restored.
+    pub restore: Option<Restores>,
 }
 
 impl GroupContext {
@@ -288,6 +226,9 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(partitions = held, "partition assignment changed");
             }
             Rebalance::Revoke(revoked) => {
+                if let Some(restore) = &self.restore {
+                    restore.revoked(revoked);
+                }
                 let gone = if incremental {
                     revoked.count()
                 } else {

@@ -13,6 +13,7 @@ mod produce;
 mod publisher;
 mod replay;
 mod replay_reader;
+mod restore;
 mod run;
 mod sink;
 mod worker;

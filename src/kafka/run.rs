@@ -23,11 +23,12 @@ use tokio::task::JoinHandle;
 
 use super::changelog::{read_partition, ChangelogError, PartitionLog};
 use super::client::{consumer_config, partition_count, producer_config};
-use super::context::{GroupContext, Health, RestoreQueue, Restored, WorkerInput};
+use super::context::{GroupContext, Health, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{new_latency, Latency};
 use super::log_end::{log_holds, Holds};
 use super::position::{Positions, Verdict};
+use super::restore::Restores;
 use super::sink::Topics;
 use super::worker::{Checkpoints, Worker};
 use crate::admin::{serve, Metrics};
@@ -211,11 +212,9 @@ pub async fn run(
             client.set("statistics.interval.ms", "5000");
         }
     }
-    let restore_queue = (!kafka.changelog_topic.is_empty()).then(|| RestoreQueue {
-        inputs: kafka.input_topics.clone(),
-        pending: Arc::default(),
-    });
-    context.restore = restore_queue.clone();
+    let restores = (!kafka.changelog_topic.is_empty())
+        .then(|| Restores::new(kafka.input_topics.clone(), observers.health.clone()));
+    context.restore = restores.clone();
     let worker_inputs = context.workers.clone();
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(client.create_with_context(context)?);
@@ -269,8 +268,8 @@ pub async fn run(
     let count = config.pipeline.workers;
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
 
-    if let Some(queue) = &restore_queue {
-        check_changelog(&consumer, kafka, &queue.inputs)?;
+    if let Some(restores) = &restores {
+        check_changelog(&consumer, kafka, restores.inputs())?;
     }
     let (restored_tx, mut restored_rx) =
         mpsc::channel::<(i32, Result<PartitionLog, ChangelogError>)>(64);
@@ -287,12 +286,16 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 report_progress(&observers, &stats, &metrics);
-                if let Some(queue) = &restore_queue {
-                    start_restores(queue, kafka, &restored_tx);
+                if let Some(restores) = &restores {
+                    start_reading(restores, kafka, &restored_tx);
                 }
             }
             Some((partition, log)) = restored_rx.recv() => {
                 let log = log.map_err(RunError::Restore)?;
+                let Some(restores) = restores.as_ref().filter(|r| r.read(partition)) else {
+                    tracing::info!(partition, "changelog read of a partition revoked meanwhile dropped");
+                    continue;
+                };
                 let Some(positions) = install(&senders[0], log).await else {
                     // The worker stopped: its own error says why.
                     let stopped = workers.next().await;
@@ -302,8 +305,13 @@ pub async fn run(
                 for &(key, next) in &positions {
                     positions_table.restored(key, next);
                 }
-                resume(&consumer, &restore_queue, partition, &topics, &positions_table);
-                observers.health.set_restoring(partition, false);
+                if restores.installed(partition) {
+                    let next_of = |topic: &str| {
+                        let index = topic_index(&topics, topic)?;
+                        positions_table.next_of(PartitionKey::new(index, partition))
+                    };
+                    restores.resume(&consumer, partition, next_of);
+                }
             }
             message = consumer.recv() => match message {
                 Ok(message) => {
@@ -322,7 +330,7 @@ pub async fn run(
                         failure = Some(RunError::UnknownTopic { topic: topic.to_owned() });
                         break;
                     };
-                    if is_restoring(&observers.health, &restore_queue, topic, partition) {
+                    if restores.as_ref().is_some_and(|r| r.holds(topic, partition)) {
                         // Fetched before the pause: read again from here (or from the
                         // restored position) once the partition resumes.
                         positions_table.held_at(PartitionKey::new(index, partition), message.offset());
@@ -436,14 +444,13 @@ fn check_changelog(
     Ok(())
 }
 
-/// Reads each queued partition's changelog on a blocking thread; the result comes back on `done`.
-fn start_restores(
-    queue: &RestoreQueue,
+/// Reads each held partition's changelog on a blocking thread; the result comes back on `done`.
+fn start_reading(
+    restores: &Restores,
     kafka: &crate::config::KafkaConfig,
     done: &mpsc::Sender<(i32, Result<PartitionLog, ChangelogError>)>,
 ) {
-    let pending: Vec<i32> = std::mem::take(&mut *queue.pending.lock().expect("not poisoned"));
-    for partition in pending {
+    for partition in restores.start_reading() {
         let kafka = kafka.clone();
         let done = done.clone();
         tokio::spawn(async move {
@@ -464,46 +471,6 @@ async fn install(worker: &mpsc::Sender<WorkerInput>, log: PartitionLog) -> Optio
         .await
         .ok()?;
     answer.await.ok()
-}
-
-/// Lets a restored partition flow again from where its state ends (or, with no state, from the
-/// first message dropped while it was held). Should the seek not take, the positions seek again
-/// when the next message arrives out of line.
-fn resume(
-    consumer: &StreamConsumer<GroupContext>,
-    queue: &Option<RestoreQueue>,
-    partition: i32,
-    topics: &[String],
-    positions: &Positions,
-) {
-    let Some(queue) = queue else { return };
-    let mut held = rdkafka::TopicPartitionList::new();
-    for topic in &queue.inputs {
-        held.add_partition(topic, partition);
-        let key = |index| PartitionKey::new(index, partition);
-        let Some(next) = topic_index(topics, topic).and_then(|i| positions.next_of(key(i))) else {
-            continue;
-        };
-        let at = Offset::Offset(next);
-        if let Err(err) = consumer.seek(topic, partition, at, Duration::from_secs(10)) {
-            tracing::warn!(topic, partition, next, error = %err, "cannot seek a restored partition");
-        }
-    }
-    if let Err(err) = consumer.resume(&held) {
-        tracing::warn!(partition, error = %err, "cannot resume a restored partition");
-    }
-}
-
-fn is_restoring(
-    health: &Health,
-    queue: &Option<RestoreQueue>,
-    topic: &str,
-    partition: i32,
-) -> bool {
-    queue
-        .as_ref()
-        .is_some_and(|q| q.inputs.iter().any(|t| t == topic))
-        && health.is_restoring(partition)
 }
 
 /// With a state dir: the stored engine (or a fresh one) and checkpointing for the one worker.
