@@ -122,3 +122,68 @@ fn a_dead_letter_the_producer_refuses_is_replaced_and_fetch_limits_do_not_block(
     assert_eq!(outcome.recommended, ["after"]);
     assert_eq!(outcome.committed, [2]);
 }
+
+/// A replay publishes through the same path as `run`: with `--output live`, the dead letter of
+/// the oversized event is refused by the producer and replaced by the short prefix, and the
+/// replay goes on to the next event's recommendation.
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn a_replay_replaces_a_refused_dead_letter_as_run_does() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = common::unique("replayed");
+    let input = format!("{name}-events");
+    for topic in [&input, &format!("{name}-recs"), &format!("{name}-dead")] {
+        broker.create_topic_with(topic, 1);
+    }
+    broker.create_topic_with(&format!("{name}-similar"), 1);
+    produce_large(
+        &broker.address,
+        &input,
+        &[("big", oversized_event()), ("after", valid_event())],
+    );
+    let config = dir.path().join("replay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{}"
+input_topics = ["{input}"]
+recommendations_topic = "{name}-recs"
+similar_items_topic = "{name}-similar"
+dead_letter_topic = "{name}-dead"
+[pipeline]
+dead_letter_max_bytes = 2000000
+"#,
+            broker.address
+        ),
+    )
+    .unwrap();
+    let out = common::tansu::streamrec()
+        .args(["replay", "--quiet", "--output", "live", "--yes"])
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let quiet = Duration::from_secs(5);
+    let dead = read_topic(&broker.address, &format!("{name}-dead"), 1, 1, quiet);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].headers["streamrec-reason"], "payload_too_large");
+    assert!(dead[0].headers["streamrec-refused-topic"].starts_with(&name));
+    assert_eq!(
+        dead[0].payload.len(),
+        streamrec::dead_letter::REFUSED_PREFIX_BYTES
+    );
+    let recs = read_topic(&broker.address, &format!("{name}-recs"), 1, 1, quiet);
+    assert_eq!(
+        recs.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["after"]
+    );
+}

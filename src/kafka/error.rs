@@ -197,6 +197,10 @@ pub enum PublishError {
     Delivery(#[from] DeliveryError),
     #[error("outputs not acknowledged within {timeout_ms} ms: {source}")]
     Unacknowledged { timeout_ms: u64, source: KafkaError },
+    #[error("cannot create the replay's producer: {0}")]
+    Client(#[from] KafkaError),
+    #[error("cannot start the runtime that waits for acknowledgements: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("the dead-letter topic {topic} refused even a replacement of a refused message ({code}); check its max.message.bytes")]
     DeadLetterUnusable { topic: String, code: String },
 }

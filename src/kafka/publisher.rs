@@ -1,70 +1,31 @@
-//! Publishing for replays: a producer polled by its own thread, backpressure by waiting on a
-//! full queue, and the first delivery failure remembered so the replay stops on it. A message
-//! refused for what it is (too large, an invalid record) is replaced by a dead letter, as in `run`.
+//! Publishing for replays, through the same path as `run`'s workers (`sink::send`): a full
+//! producer queue waits for acknowledgements, a message refused for what it is (too large, an
+//! invalid record) is replaced by a dead letter, and any other delivery failure stops the
+//! replay. The replay's engine thread is not async: the publisher waits on a small runtime of
+//! its own (so `replay` must not be called from async code).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use futures::{FutureExt, StreamExt};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
 
 use super::client::producer_config;
 use super::error::PublishError;
-use super::sink::{headers_of, refusal_code, refused_message, DeliveryError, Topics};
+use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::config::KafkaConfig;
 use crate::dead_letter::{self, Refused};
 use crate::pipeline::Output;
 
-pub struct Deliveries {
-    topics: Topics,
-    /// The first delivery that failed (not for what the message is): topic and error.
-    first_failure: Mutex<Option<(String, KafkaError)>>,
-    refused: Mutex<Vec<Refused>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let Err((err, message)) = result else {
-            return;
-        };
-        let topic = message.topic();
-        match refusal_code(err) {
-            Some(code) => {
-                let destination = self.topics.destination_of(topic);
-                let refused = refused_message(destination, topic, message, Vec::new(), code);
-                self.refused.lock().expect("not poisoned").push(refused);
-            }
-            None => {
-                let mut first = self.first_failure.lock().expect("not poisoned");
-                first.get_or_insert_with(|| (topic.to_owned(), err.clone()));
-            }
-        }
-    }
-}
-
-impl Deliveries {
-    fn failure(&self) -> Result<(), PublishError> {
-        match self.first_failure.lock().expect("not poisoned").clone() {
-            None => Ok(()),
-            Some((topic, source)) => Err(DeliveryError::Failed { topic, source }.into()),
-        }
-    }
-
-    fn take_refused(&self) -> Vec<Refused> {
-        std::mem::take(&mut *self.refused.lock().expect("not poisoned"))
-    }
-}
-
 pub struct Publisher {
-    producer: ThreadedProducer<Deliveries>,
+    producer: FutureProducer,
+    topics: Topics,
     /// The input topics, to name a refused output's source.
     inputs: Vec<String>,
+    in_flight: InFlight,
+    /// Outputs their topic refused: dead letters take their place.
+    refused: Vec<Refused>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Publisher {
@@ -72,87 +33,104 @@ impl Publisher {
         kafka: &KafkaConfig,
         topics: Topics,
         inputs: Vec<String>,
-    ) -> Result<Publisher, KafkaError> {
-        let deliveries = Deliveries {
-            topics,
-            first_failure: Mutex::default(),
-            refused: Mutex::default(),
-        };
+    ) -> Result<Publisher, PublishError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(PublishError::Runtime)?;
         Ok(Publisher {
-            producer: producer_config(kafka).create_with_context(deliveries)?,
+            producer: producer_config(kafka).create()?,
+            topics,
             inputs,
+            in_flight: InFlight::new(),
+            refused: Vec::new(),
+            runtime,
         })
     }
 
-    /// Queues `output`, waiting while the producer queue is full; fails once any earlier
-    /// delivery failed.
-    pub fn send(&self, output: Output) -> Result<(), PublishError> {
-        self.producer.context().failure()?;
-        for refused in self.producer.context().take_refused() {
-            self.queue(self.replacement(refused)?)?;
+    /// Queues `output` (and a dead letter for each output refused meanwhile), waiting while
+    /// the producer queue is full; fails once any delivery failed.
+    pub fn send(&mut self, output: Output) -> Result<(), PublishError> {
+        let Publisher {
+            producer,
+            topics,
+            inputs,
+            in_flight,
+            refused,
+            runtime,
+        } = self;
+        while let Some(Some(acked)) = in_flight.next().now_or_never() {
+            on_acked(refused, acked)?;
         }
-        self.queue(output)
-    }
-
-    fn queue(&self, output: Output) -> Result<(), PublishError> {
-        let topics = &self.producer.context().topics;
-        let topic = topics.of(output.destination);
-        let headers = headers_of(&output);
-        let mut record = BaseRecord::to(topic)
-            .key(output.key.as_bytes())
-            .payload(&output.payload)
-            .headers(headers);
-        let err = loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(1));
+        let mut queue = vec![output];
+        runtime.block_on(async {
+            loop {
+                for refused in refused.drain(..) {
+                    queue.push(replacement(refused, inputs)?);
                 }
-                Err((err, _)) => break err,
+                let Some(output) = queue.pop() else {
+                    return Ok(());
+                };
+                let topic = topics.of(output.destination);
+                let sent = send(producer, topic, output, in_flight, |acked| {
+                    on_acked(refused, acked)
+                })
+                .await;
+                match sent {
+                    Err(PublishError::Delivery(DeliveryError::Refused(r))) => refused.push(*r),
+                    other => other?,
+                }
             }
-        };
-        let Some(code) = refusal_code(&err) else {
-            let topic = topic.to_owned();
-            return Err(DeliveryError::Failed { topic, source: err }.into());
-        };
-        let refused = Refused {
-            destination: output.destination,
-            topic: topic.to_owned(),
-            key: output.key,
-            payload: output.payload,
-            headers: output.headers,
-            waiters: output.waiters,
-            code: code.to_owned(),
-        };
-        self.queue(self.replacement(refused)?)
-    }
-
-    fn replacement(&self, refused: Refused) -> Result<Output, PublishError> {
-        let (topic, code) = (refused.topic.clone(), refused.code.clone());
-        tracing::warn!(%topic, %code, key = %refused.key, "output refused by its topic; publishing a dead letter in its place");
-        dead_letter::refused_output(refused, &self.inputs)
-            .ok_or(PublishError::DeadLetterUnusable { topic, code })
+        })
     }
 
     /// Waits for every acknowledgement (and for the dead letters that replace refused
     /// messages); an error names the first failed delivery.
-    pub fn finish(&self, timeout: Duration) -> Result<(), PublishError> {
+    pub fn finish(&mut self, timeout: Duration) -> Result<(), PublishError> {
+        let unacknowledged = |source| PublishError::Unacknowledged {
+            timeout_ms: timeout.as_millis() as u64,
+            source,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            self.producer
-                .flush(timeout)
-                .map_err(|source| PublishError::Unacknowledged {
-                    timeout_ms: timeout.as_millis() as u64,
-                    source,
-                })?;
-            self.producer.context().failure()?;
-            let refused = self.producer.context().take_refused();
-            if refused.is_empty() {
+            self.producer.flush(timeout).map_err(unacknowledged)?;
+            let (in_flight, refused) = (&mut self.in_flight, &mut self.refused);
+            self.runtime.block_on(async {
+                loop {
+                    let next = tokio::time::timeout_at(deadline, in_flight.next()).await;
+                    match next.map_err(|_| {
+                        unacknowledged(KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                        ))
+                    })? {
+                        Some(acked) => on_acked(refused, acked)?,
+                        None => return Ok::<_, PublishError>(()),
+                    }
+                }
+            })?;
+            let Some(refused) = self.refused.pop() else {
                 return Ok(());
-            }
-            for refused in refused {
-                self.queue(self.replacement(refused)?)?;
-            }
+            };
+            self.send(replacement(refused, &self.inputs)?)?;
         }
     }
+}
+
+fn on_acked(refused: &mut Vec<Refused>, acked: Acked) -> Result<(), PublishError> {
+    match acked.result {
+        Ok(()) => Ok(()),
+        Err(DeliveryError::Refused(r)) => {
+            refused.push(*r);
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The dead letter that takes a refused output's place.
+fn replacement(refused: Refused, inputs: &[String]) -> Result<Output, PublishError> {
+    let (topic, code) = (refused.topic.clone(), refused.code.clone());
+    tracing::warn!(%topic, %code, key = %refused.key, "output refused by its topic; publishing a dead letter in its place");
+    dead_letter::refused_output(refused, inputs)
+        .ok_or(PublishError::DeadLetterUnusable { topic, code })
 }

@@ -248,7 +248,7 @@ impl Replay<'_> {
         let ready = self.processor.in_memory(cleaned);
         let processed = self.processor.process_ready(&record, ready, now);
         self.checkpointer.applied(key, offset);
-        if let Some(publisher) = &self.publisher {
+        if let Some(publisher) = &mut self.publisher {
             for output in processed.outputs {
                 publisher.send(output)?;
             }
@@ -263,7 +263,7 @@ impl Replay<'_> {
     }
 
     fn every_so_often(&mut self, now: i64) -> Result<(), ReplayError> {
-        if let Some(publisher) = &self.publisher {
+        if let Some(publisher) = &mut self.publisher {
             for output in self.processor.flush(now, false).outputs {
                 publisher.send(output)?;
             }
@@ -283,7 +283,7 @@ impl Replay<'_> {
 
     /// Publishes what is owed, waits for every acknowledgement, then the final checkpoint.
     fn finish(&mut self) -> Result<(), ReplayError> {
-        if let Some(publisher) = &self.publisher {
+        if let Some(publisher) = &mut self.publisher {
             for output in self.processor.flush(wall_clock_ms(), true).outputs {
                 publisher.send(output)?;
             }

@@ -126,20 +126,6 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// The destination a topic name stands for (the first, if several share it).
-    pub fn destination_of(&self, topic: &str) -> Destination {
-        [
-            Destination::Recommendations,
-            Destination::SimilarItems,
-            Destination::DeadLetter,
-            Destination::Triggers,
-            Destination::ModelUpdates,
-        ]
-        .into_iter()
-        .find(|&d| self.of(d) == topic)
-        .unwrap_or(Destination::DeadLetter)
-    }
-
     pub fn of(&self, destination: Destination) -> &str {
         match destination {
             Destination::Recommendations => &self.recommendations,
