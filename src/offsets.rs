@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::store::Offsets;
+/// Next offset to read per (topic name, partition): the stored form of the state's positions.
+pub type Offsets = BTreeMap<(String, i32), i64>;
 
 /// A partition of a consumed topic, the topic named by its index in the consumed topics: the
 /// key of every per-partition table on the hot path. (Stored offsets name the topic instead,
-/// see `store::Offsets`, so a state survives a change of topic order.)
+/// see [`Offsets`], so a state survives a change of topic order.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionKey {
     pub topic: u16,

@@ -6,7 +6,6 @@
 //! holding the next offset to read (8 bytes, big-endian); `meta/users`, how many users the store
 //! holds (8 bytes, big-endian), kept so a count needs no scan.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::EngineConfig;
@@ -24,8 +23,7 @@ const SHARD_KEY: &[u8] = b"shard";
 const USER_PREFIX: &[u8] = b"user/";
 const OFFSET_PREFIX: &[u8] = b"offset/";
 
-/// Next offset to read, per (topic, partition).
-pub type Offsets = BTreeMap<(String, i32), i64>;
+pub use crate::offsets::Offsets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -3,7 +3,7 @@
 //! hand-off: before partitions go to another member, every worker publishes what it owes,
 //! checkpoints, and the consumer commits — so the next owner starts exactly where this one ends.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,74 +11,11 @@ use rdkafka::consumer::CommitMode;
 use rdkafka::message::OwnedMessage;
 use tokio::sync::mpsc;
 
+use super::health::Health;
 use super::restore::Restores;
 use crate::offsets::PartitionKey;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-
-/// Shared, lock-free state of a running pipeline.
-#[derive(Debug, Default)]
-pub struct Health {
-    assigned_partitions: AtomicUsize,
-    assignments: AtomicUsize,
-    /// Other instances' item-model updates published before this one started and not applied
-    /// yet (0 once caught up, or without replication).
-    model_behind: AtomicU64,
-    /// Partitions assigned and not flowing yet: their users are restored from the changelog
-    /// (published by `restore::Restores`).
-    restoring: Mutex<Vec<i32>>,
-    /// Consumed topics that do not exist (checked at start).
-    missing_topics: Mutex<Vec<String>>,
-    /// Every broker unreachable (librdkafka said so) and none seen up since.
-    brokers_down: std::sync::atomic::AtomicBool,
-}
-
-impl Health {
-    pub fn brokers_down(&self) -> bool {
-        self.brokers_down.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn set_brokers_down(&self, down: bool) {
-        if self.brokers_down.swap(down, Ordering::Relaxed) && !down {
-            tracing::info!("brokers reachable again");
-        }
-    }
-
-    /// Consumed topics found missing at start (empty once all exist).
-    pub fn missing_topics(&self) -> Vec<String> {
-        self.missing_topics.lock().expect("not poisoned").clone()
-    }
-
-    pub(super) fn set_missing_topics(&self, topics: Vec<String>) {
-        *self.missing_topics.lock().expect("not poisoned") = topics;
-    }
-
-    pub fn model_behind(&self) -> u64 {
-        self.model_behind.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn set_model_behind(&self, behind: u64) {
-        self.model_behind.store(behind, Ordering::Relaxed);
-    }
-
-    /// Partitions waiting for their users' state from the changelog.
-    pub fn restoring(&self) -> Vec<i32> {
-        self.restoring.lock().expect("not poisoned").clone()
-    }
-
-    pub(super) fn set_restoring(&self, partitions: Vec<i32>) {
-        *self.restoring.lock().expect("not poisoned") = partitions;
-    }
-
-    pub fn assigned_partitions(&self) -> usize {
-        self.assigned_partitions.load(Ordering::Relaxed)
-    }
-
-    /// How many assignments this member has received (0 before the group formed).
-    pub fn assignments(&self) -> usize {
-        self.assignments.load(Ordering::Relaxed)
-    }
-}
 
 /// What a worker receives, in partition order.
 pub enum WorkerInput {

@@ -5,6 +5,7 @@ mod changelog;
 mod client;
 mod context;
 mod error;
+mod health;
 mod latency;
 mod log_end;
 mod model_updates;
@@ -20,8 +21,8 @@ mod worker;
 
 pub use changelog::PartitionPosition;
 pub use client::{consumer_config, producer_config, replay_consumer_config};
-pub use context::Health;
 pub use error::{ReplayError, Retry, RunError};
+pub use health::Health;
 pub use latency::{new_latency, wall_clock_ms, Latency};
 pub use produce::{produce, produce_messages, Loader, ProduceReport};
 pub use replay::{replay, ReplayOptions, ReplayReport};

@@ -20,8 +20,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
 use super::client::{partition_count, replay_consumer_config};
-use super::context::Health;
 use super::error::RunError;
+use super::health::Health;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{apply_update, SharedItems};
 use crate::pipeline::{decode_update, INSTANCE_HEADER};

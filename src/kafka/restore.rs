@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::context::{GroupContext, Health};
+use super::health::Health;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -53,7 +53,11 @@ impl Restores {
 
     /// An assignment: pauses its input partitions and holds them (again, if a revoke
     /// interrupted an earlier restore).
-    pub fn hold(&self, consumer: &BaseConsumer<GroupContext>, assigned: &TopicPartitionList) {
+    pub fn hold<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        assigned: &TopicPartitionList,
+    ) {
         let (paused, partitions) = self.of_inputs(assigned);
         if let Err(err) = consumer.pause(&paused) {
             tracing::warn!(error = %err, "cannot pause partitions for their restore");
@@ -119,9 +123,9 @@ impl Restores {
     /// Lets a restored partition flow again, each input topic from `next_of(topic)` (none:
     /// from where the consumer stands). Should a seek not take, the positions seek again when
     /// the next message arrives out of line.
-    pub fn resume(
+    pub fn resume<C: ConsumerContext + 'static>(
         &self,
-        consumer: &StreamConsumer<GroupContext>,
+        consumer: &StreamConsumer<C>,
         partition: i32,
         next_of: impl Fn(&str) -> Option<i64>,
     ) {

@@ -23,8 +23,9 @@ use tokio::task::JoinHandle;
 
 use super::changelog::{read_partition, ChangelogError, PartitionLog};
 use super::client::{consumer_config, partition_count, producer_config};
-use super::context::{GroupContext, Health, Restored, WorkerInput};
+use super::context::{GroupContext, Restored, WorkerInput};
 use super::error::RunError;
+use super::health::Health;
 use super::latency::{new_latency, Latency};
 use super::log_end::{log_holds, Holds};
 use super::position::{Positions, Verdict};

@@ -1,0 +1,70 @@
+//! What a running pipeline shows of itself: partitions held, brokers reachable, topics missing,
+//! restores and replication under way — read by `/readyz`, the metrics and callers that must
+//! not produce before the group has formed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Shared, lock-free state of a running pipeline.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub(super) assigned_partitions: AtomicUsize,
+    pub(super) assignments: AtomicUsize,
+    /// Other instances' item-model updates published before this one started and not applied
+    /// yet (0 once caught up, or without replication).
+    model_behind: AtomicU64,
+    /// Partitions assigned and not flowing yet: their users are restored from the changelog
+    /// (published by `restore::Restores`).
+    restoring: Mutex<Vec<i32>>,
+    /// Consumed topics that do not exist (checked at start).
+    missing_topics: Mutex<Vec<String>>,
+    /// Every broker unreachable (librdkafka said so) and none seen up since.
+    brokers_down: AtomicBool,
+}
+
+impl Health {
+    pub fn brokers_down(&self) -> bool {
+        self.brokers_down.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_brokers_down(&self, down: bool) {
+        if self.brokers_down.swap(down, Ordering::Relaxed) && !down {
+            tracing::info!("brokers reachable again");
+        }
+    }
+
+    /// Consumed topics found missing at start (empty once all exist).
+    pub fn missing_topics(&self) -> Vec<String> {
+        self.missing_topics.lock().expect("not poisoned").clone()
+    }
+
+    pub(super) fn set_missing_topics(&self, topics: Vec<String>) {
+        *self.missing_topics.lock().expect("not poisoned") = topics;
+    }
+
+    pub fn model_behind(&self) -> u64 {
+        self.model_behind.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_model_behind(&self, behind: u64) {
+        self.model_behind.store(behind, Ordering::Relaxed);
+    }
+
+    /// Partitions waiting for their users' state from the changelog.
+    pub fn restoring(&self) -> Vec<i32> {
+        self.restoring.lock().expect("not poisoned").clone()
+    }
+
+    pub(super) fn set_restoring(&self, partitions: Vec<i32>) {
+        *self.restoring.lock().expect("not poisoned") = partitions;
+    }
+
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned_partitions.load(Ordering::Relaxed)
+    }
+
+    /// How many assignments this member has received (0 before the group formed).
+    pub fn assignments(&self) -> usize {
+        self.assignments.load(Ordering::Relaxed)
+    }
+}
