@@ -14,6 +14,8 @@
 //!   (changed users only; users load on demand); `inspect` renders stored state for
 //!   operators.
 //! - `tools`: the demo and the benchmarks behind their commands.
+//! - [`runtime`]: `run`'s wiring point ([`runtime::run`]: metrics, admin listener, state dir,
+//!   then the Kafka loop) and the checkpoints `run` and `replay` share.
 //! - [`kafka`]: the I/O edge — consumer, producer, the `run` loop, `replay`, the `produce`
 //!   loader, the follower of other instances' item-model updates and the user-state changelog
 //!   (written with checkpoints, read when a partition is assigned);
@@ -23,7 +25,7 @@
 //! - [`config`] and [`cli`]: settings and the command line; `config_layers` merges defaults,
 //!   file, environment and flags; `main.rs` only calls [`cli::run`].
 //!
-//! Data flow: Kafka → `kafka::run` → `pipeline::Processor` (`clean` → `Engine::apply`: `dedup` →
+//! Data flow: Kafka → `kafka::consume` → `pipeline::Processor` (`clean` → `Engine::apply`: `dedup` →
 //! `profile`, `cooccurrence`, `factorization`, `popularity`; then `Engine::recommend` → `ranking`)
 //! → outputs → Kafka, with offsets stored once outputs are acknowledged.
 
@@ -45,7 +47,7 @@ pub mod offsets;
 pub(crate) mod outputs;
 pub mod pipeline;
 pub(crate) mod replay_plan;
-pub(crate) mod runtime;
+pub mod runtime;
 pub mod store;
 pub(crate) mod tools;
 

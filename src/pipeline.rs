@@ -1,5 +1,5 @@
 //! The pipeline's logic without its I/O: one input message in → clean → dedup → engine → the
-//! outputs it causes, with per-key coalescing. The Kafka edge (`kafka::run`) moves bytes and
+//! outputs it causes, with per-key coalescing. The Kafka edge (`kafka::consume`) moves bytes and
 //! offsets; everything decided about them is decided here, so it is tested without a broker.
 
 use std::collections::BTreeMap;

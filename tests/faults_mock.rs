@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use streamrec::config::Config;
-use streamrec::kafka::{produce_messages, run, Observers};
+use streamrec::kafka::{produce_messages, Observers};
 use streamrec::pipeline::Stats;
+use streamrec::runtime::run;
 
 use common::fresh_config;
 use common::outage::wait_for;

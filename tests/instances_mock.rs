@@ -13,9 +13,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamrec::config::Config;
 use streamrec::engine::{Engine, ModelUpdate, ReplicaUpdate};
-use streamrec::kafka::{run, Health, Observers, RunReport};
+use streamrec::kafka::{Health, Observers, RunReport};
 use streamrec::pipeline::{encode_update, Stats, INSTANCE_HEADER};
 use streamrec::ranking::Filters;
+use streamrec::runtime::run;
 use streamrec::store::StateStore;
 use tokio::sync::watch;
 

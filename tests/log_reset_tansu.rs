@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use streamrec::config::Config;
-use streamrec::kafka::{produce_messages, run, Observers, RunError};
+use streamrec::kafka::{produce_messages, Observers, RunError};
+use streamrec::runtime::run;
 use streamrec::store::StateStore;
 
 use common::outage::views;

@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
-use streamrec::kafka::{run, Observers, RunError};
+use streamrec::kafka::{Observers, RunError};
+use streamrec::runtime::run;
 
 use common::fresh_config;
 use common::outage::readyz;

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use streamrec::config::Config;
-use streamrec::kafka::{produce_messages, run, Health, Observers};
+use streamrec::kafka::{produce_messages, Health, Observers};
 use streamrec::pipeline::Stats;
+use streamrec::runtime::run;
 use tokio::sync::watch;
 
 use common::{committed, ends_by_reading, read_topic, unique};

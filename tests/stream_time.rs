@@ -164,7 +164,7 @@ async fn through_a_broker(config: Config, brokers: &str) -> (Stats, Vec<String>)
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let run = streamrec::kafka::run(&config, until, observers);
+    let run = streamrec::runtime::run(&config, until, observers);
     let report = tokio::time::timeout(Duration::from_secs(90), run)
         .await
         .expect("the run ends")

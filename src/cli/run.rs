@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{load_config, runtime, shutdown_signal};
-use crate::kafka;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -24,7 +23,7 @@ pub(super) fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
     let report = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        anyhow::Ok(kafka::run(&config, shutdown, Default::default()).await?)
+        anyhow::Ok(crate::runtime::run(&config, shutdown, Default::default()).await?)
     })?;
     let stats = &report.stats();
     tracing::info!(

@@ -1,5 +1,6 @@
-//! The Kafka edge: client settings, the live consume → process → publish loop, and the loader
-//! that puts datasets into a topic. All decisions about messages live in `pipeline`.
+//! The Kafka edge: client settings, the live consume → process → publish loop (`consume`, wired
+//! by `runtime::run`), replays, and the loader that puts datasets into a topic. All decisions
+//! about messages live in `pipeline`.
 
 mod changelog;
 mod client;
@@ -26,4 +27,4 @@ pub use health::Health;
 pub use latency::{new_latency, wall_clock_ms, Latency};
 pub use produce::{produce, produce_messages, Loader, ProduceReport};
 pub use replay::{replay, ReplayOptions, ReplayReport};
-pub use run::{run, Observers, RunReport};
+pub use run::{consume, Observers, Prepared, RunReport};

@@ -1,5 +1,6 @@
-//! `streamrec run`: consume events, process them in partition order, publish what they cause,
-//! and store each input offset once every output it caused is acknowledged (at-least-once).
+//! `streamrec run`'s Kafka loop (wired by `runtime::run`): consume events, process them in
+//! partition order, publish what they cause, and store each input offset once every output it
+//! caused is acknowledged (at-least-once).
 //!
 //! The consumer task hands each message to worker `partition % workers` through a bounded
 //! channel (a slow worker stops the consumer: backpressure). Workers own their users; the item
@@ -7,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,15 +31,14 @@ use super::log_end::{log_holds, Holds};
 use super::position::{Positions, Verdict};
 use super::restore::Restores;
 use super::sink::Topics;
-use super::worker::{Checkpoints, Worker};
-use crate::admin::{serve, Metrics};
+use super::worker::Worker;
+use crate::admin::Metrics;
 use crate::config::{Config, KafkaConfig};
 use crate::engine::SharedItems;
 use crate::engine::{Engine, ItemModel};
-use crate::offsets::{by_index, topic_index, PartitionKey};
+use crate::offsets::{topic_index, PartitionKey};
 use crate::pipeline::{Processor, Stats};
-use crate::runtime::checkpoint::{Cadence, Checkpointer};
-use crate::store::{Offsets, StateStore};
+use crate::runtime::checkpoint::Durable;
 use crate::triggers::Rules;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -186,22 +185,30 @@ impl Default for Observers {
 
 type Workers = FuturesUnordered<JoinHandle<Result<Processor, RunError>>>;
 
-/// Runs until `shutdown` resolves, then drains and commits.
-pub async fn run(
+/// What the wiring point (`runtime::run`) made for the loop.
+pub struct Prepared {
+    pub started: Instant,
+    pub rules: Arc<Rules>,
+    pub metrics: Arc<Metrics>,
+    /// With a state dir: the stored engine (or a fresh one) and its checkpoints, for the one
+    /// worker.
+    pub durable: Option<(Engine, Durable)>,
+}
+
+/// Consumes until `shutdown` resolves, then drains and commits.
+pub async fn consume(
     config: &Config,
     shutdown: impl Future<Output = ()>,
     observers: Observers,
+    prepared: Prepared,
 ) -> Result<RunReport, RunError> {
-    let started = Instant::now();
+    let Prepared {
+        started,
+        rules,
+        metrics,
+        durable: restored,
+    } = prepared;
     let kafka = &config.kafka;
-    let rules = Arc::new(config.triggers.rules()?);
-    let metrics = Arc::new(Metrics::new([
-        kafka.recommendations_topic.clone(),
-        kafka.similar_items_topic.clone(),
-        kafka.dead_letter_topic.clone(),
-        kafka.triggers_topic.clone(),
-        kafka.model_updates_topic.clone(),
-    ]));
     let mut context = GroupContext::new(
         observers.health.clone(),
         Duration::from_millis(config.pipeline.drain_timeout_ms),
@@ -219,24 +226,6 @@ pub async fn run(
     let worker_inputs = context.workers.clone();
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(client.create_with_context(context)?);
-    let state_loaded = Arc::new(AtomicBool::new(false));
-    if let Some(listen) = config.admin.address() {
-        serve(
-            listen,
-            metrics.clone(),
-            observers.health.clone(),
-            state_loaded.clone(),
-        )
-        .await
-        .map_err(RunError::Admin)?;
-    }
-    let restored = restore(config)?;
-    if let Some((_, checkpoints)) = &restored {
-        metrics
-            .users_in_store
-            .set(checkpoints.checkpointer.store().users_stored()? as i64);
-    }
-    state_loaded.store(true, Ordering::Relaxed);
     let mut positions_table = match &restored {
         Some((_, checkpoints)) => Positions::from_state(checkpoints.checkpointer.durable_offsets()),
         None => Positions::default(),
@@ -474,46 +463,13 @@ async fn install(worker: &mpsc::Sender<WorkerInput>, log: PartitionLog) -> Optio
     answer.await.ok()
 }
 
-/// With a state dir: the stored engine (or a fresh one) and checkpointing for the one worker.
-/// Consumption then resumes exactly where the state ends (see `position`), whatever Kafka's
-/// committed offsets say.
-fn restore(config: &Config) -> Result<Option<(Engine, Checkpoints)>, RunError> {
-    if config.state.dir.is_empty() {
-        return Ok(None);
-    }
-    let store = StateStore::open(std::path::Path::new(&config.state.dir), true)?;
-    let started = Instant::now();
-    // Users stay in the store until their next event: start-up time does not grow with them.
-    let (engine, offsets) = store
-        .open_engine(config.engine.clone())?
-        .unwrap_or_else(|| (Engine::new(config.engine.clone()), Offsets::new()));
-    tracing::info!(
-        dir = %config.state.dir,
-        items = engine.item_count(),
-        partitions = offsets.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "state loaded (users load on their next event)"
-    );
-    let next = by_index(&offsets, &config.kafka.consumed_topics());
-    let cadence = Cadence {
-        interval: Duration::from_millis(config.state.checkpoint_interval_ms),
-        max_events: Some(config.state.checkpoint_max_events),
-    };
-    let checkpoints = Checkpoints {
-        checkpointer: Checkpointer::new(store, cadence, config.kafka.consumed_topics(), next),
-        max_users: config.state.max_users_in_memory as usize,
-        changelog: Some(config.kafka.changelog_topic.clone()).filter(|t| !t.is_empty()),
-    };
-    Ok(Some((engine, checkpoints)))
-}
-
 fn start_workers(
     config: &Config,
     consumer: &Arc<StreamConsumer<GroupContext>>,
     producer: &FutureProducer,
     observers: &Observers,
     metrics: &Arc<Metrics>,
-    mut restored: Option<(Engine, Checkpoints)>,
+    mut restored: Option<(Engine, Durable)>,
     rules: &Arc<Rules>,
 ) -> (
     Vec<mpsc::Sender<WorkerInput>>,

@@ -27,24 +27,15 @@ use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
 use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
 use crate::pipeline::{Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats};
-use crate::runtime::checkpoint::Checkpointer;
+use crate::runtime::checkpoint::Durable;
 use crate::store::{CheckpointSize, StateStore, StoreError};
 use rdkafka::error::KafkaError;
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A worker with a state dir: its checkpoints, and what follows each.
-pub(super) struct Checkpoints {
-    pub checkpointer: Checkpointer,
-    /// Users kept in memory after a checkpoint (0: all).
-    pub max_users: usize,
-    /// The changelog topic each checkpoint also writes its changed users to, if any.
-    pub changelog: Option<String>,
-}
-
 pub(super) struct Worker {
     pub index: usize,
-    pub checkpoints: Option<Checkpoints>,
+    pub checkpoints: Option<Durable>,
     pub consumer: Arc<StreamConsumer<GroupContext>>,
     pub producer: FutureProducer,
     pub topics: Arc<Topics>,

@@ -34,6 +34,15 @@ pub struct Checkpointer {
     durable: NextOffsets,
 }
 
+/// A `run` worker's state dir: its checkpoints, and what follows each.
+pub struct Durable {
+    pub checkpointer: Checkpointer,
+    /// Users kept in memory after a checkpoint (0: all).
+    pub max_users: usize,
+    /// The changelog topic each checkpoint also writes its changed users to, if any.
+    pub changelog: Option<String>,
+}
+
 /// A checkpoint encoded and not written yet.
 pub struct Cut {
     records: EngineRecords,

@@ -22,10 +22,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::kafka::{
-    new_latency, produce_messages, replay, run, Health, Loader, Observers, ReplayOptions,
+    new_latency, produce_messages, replay, Health, Loader, Observers, ReplayOptions,
 };
 use crate::pipeline::Stats;
 use crate::replay_plan::{OutputMode, StartAt, StopAt};
+use crate::runtime::run;
 use crate::tools::demo::demo_payloads;
 
 const PARTITIONS: i32 = 3;

@@ -14,8 +14,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::kafka::{produce_messages, run, Health, Observers};
+use crate::kafka::{produce_messages, Health, Observers};
 use crate::pipeline::Stats;
+use crate::runtime::run;
 use crate::tools::demo::demo_payloads;
 
 const PARTITIONS: i32 = 6;

@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::Event;
-use crate::kafka::{produce_messages, run, Health, Observers, RunReport};
+use crate::kafka::{produce_messages, Health, Observers, RunReport};
 use crate::pipeline::Stats;
 use crate::rng::SplitMix64;
+use crate::runtime::run;
 use crate::synthetic::{ShopperConfig, Shoppers};
 
 pub struct DemoOptions {

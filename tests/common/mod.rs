@@ -180,7 +180,8 @@ pub async fn run_for(
     consumed: u64,
     linger: Duration,
 ) -> streamrec::kafka::RunReport {
-    use streamrec::kafka::{run, Observers};
+    use streamrec::kafka::Observers;
+    use streamrec::runtime::run;
     let (progress_tx, mut progress) =
         tokio::sync::watch::channel(streamrec::pipeline::Stats::default());
     let until = async move {

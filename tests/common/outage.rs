@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use streamrec::config::Config;
-use streamrec::kafka::{produce_messages, run, Observers};
+use streamrec::kafka::{produce_messages, Observers};
 use streamrec::pipeline::Stats;
+use streamrec::runtime::run;
 
 use super::read_topic;
 
