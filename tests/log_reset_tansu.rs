@@ -34,6 +34,16 @@ fn load(runtime: &tokio::runtime::Runtime, config: &Config, messages: &[(String,
     runtime.block_on(produced).unwrap();
 }
 
+/// A broker with a fresh config's topics, and that config with a state dir in `dir`.
+fn with_state_dir() -> (tempfile::TempDir, tokio::runtime::Runtime, Broker, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let mut config = fresh_config(broker.address.clone());
+    config.state.dir = dir.path().join("state").display().to_string();
+    create_topics(&broker, &config);
+    (dir, tokio::runtime::Runtime::new().unwrap(), broker, config)
+}
+
 /// Views by users named `prefix0`, `prefix1`, …
 fn views_of(prefix: &str, n: usize, users: usize) -> Vec<(String, Vec<u8>)> {
     views(n, users)
@@ -49,13 +59,8 @@ fn views_of(prefix: &str, n: usize, users: usize) -> Vec<(String, Vec<u8>)> {
 #[test]
 #[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
 fn a_state_ahead_of_a_recreated_log_stops_run_clearly_until_its_offsets_are_forgotten() {
-    let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let first = Broker::start();
-    let mut config = fresh_config(first.address.clone());
-    config.state.dir = dir.path().join("state").display().to_string();
+    let (_dir, runtime, first, mut config) = with_state_dir();
     let input = config.kafka.input_topics[0].clone();
-    create_topics(&first, &config);
     load(&runtime, &config, &views_of("old", 300, 30));
     let report = runtime.block_on(run_for(&config, 300, Duration::from_secs(1)));
     assert_eq!(report.stats().applied, 300);
@@ -122,12 +127,7 @@ fn a_state_ahead_of_a_recreated_log_stops_run_clearly_until_its_offsets_are_forg
 #[test]
 #[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
 fn a_broker_that_lists_its_end_behind_what_it_serves_is_not_taken_for_a_reset() {
-    let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let broker = Broker::start();
-    let mut config = fresh_config(broker.address.clone());
-    config.state.dir = dir.path().join("state").display().to_string();
-    create_topics(&broker, &config);
+    let (_dir, runtime, _broker, mut config) = with_state_dir();
     let events = 20_000;
     load(&runtime, &config, &views_of("u", events, 500));
     let report = runtime.block_on(run_for(&config, events as u64, Duration::from_secs(1)));

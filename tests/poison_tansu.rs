@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use common::tansu::Broker;
+use common::tansu::{state_config, Broker};
 use common::{committed, fresh_config, read_topic, run_for, Read};
 
 /// A 1.2 MB JSON event, as a shop's client with a raised `message.max.bytes` sends it.
@@ -142,26 +142,10 @@ fn a_replay_replaces_a_refused_dead_letter_as_run_does() {
         &input,
         &[("big", oversized_event()), ("after", valid_event())],
     );
-    let config = dir.path().join("replay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[kafka]
-brokers = "{}"
-input_topics = ["{input}"]
-recommendations_topic = "{name}-recs"
-similar_items_topic = "{name}-similar"
-dead_letter_topic = "{name}-dead"
-[pipeline]
-dead_letter_max_bytes = 2000000
-"#,
-            broker.address
-        ),
-    )
-    .unwrap();
+    let config = state_config(dir.path(), &broker, &name, &input, &common::unique("group"));
     let out = common::tansu::streamrec()
         .args(["replay", "--quiet", "--output", "live", "--yes"])
+        .args(["--set", "pipeline.dead_letter_max_bytes=2000000"])
         .args(["--config", config.to_str().unwrap()])
         .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
         .output()

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 
 use super::client::producer_config;
@@ -87,26 +86,20 @@ impl Publisher {
     /// Waits for every acknowledgement (and for the dead letters that replace refused
     /// messages); an error names the first failed delivery.
     pub fn finish(&mut self, timeout: Duration) -> Result<(), PublishError> {
-        let unacknowledged = |source| PublishError::Unacknowledged {
-            timeout_ms: timeout.as_millis() as u64,
-            source,
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            self.producer.flush(timeout).map_err(unacknowledged)?;
+            self.producer
+                .flush(timeout)
+                .map_err(|source| PublishError::Unacknowledged {
+                    timeout_ms: timeout.as_millis() as u64,
+                    source,
+                })?;
+            // A flush returns once every delivery report is served: no acknowledgement waits.
             let (in_flight, refused) = (&mut self.in_flight, &mut self.refused);
             self.runtime.block_on(async {
-                loop {
-                    let next = tokio::time::timeout_at(deadline, in_flight.next()).await;
-                    match next.map_err(|_| {
-                        unacknowledged(KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
-                        ))
-                    })? {
-                        Some(acked) => on_acked(refused, acked)?,
-                        None => return Ok::<_, PublishError>(()),
-                    }
+                while let Some(acked) = in_flight.next().await {
+                    on_acked(refused, acked)?;
                 }
+                Ok::<_, PublishError>(())
             })?;
             let Some(refused) = self.refused.pop() else {
                 return Ok(());
