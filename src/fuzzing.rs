@@ -34,8 +34,9 @@ pub fn clean_catalog(data: &[u8]) {
 
 /// Values read back from a state dir. Every value's version and checksum are checked before its
 /// body is decoded, so a damaged file is refused there; past that, a body is what this build
-/// wrote. The input is also decoded as a user record and as a shard record against a real item
-/// model: a record whose checksum holds but whose contents do not fit is refused, never used.
+/// wrote. The input is also decoded as a user record, a shard record and an item record against
+/// a real item model: a record whose checksum holds but whose contents do not fit is refused,
+/// never used.
 pub fn state_records(data: &[u8]) {
     let _ = crate::store::record_body(data);
     let template = TEMPLATE.with(Clone::clone);
@@ -45,16 +46,26 @@ pub fn state_records(data: &[u8]) {
         let _ = engine.recommend("u", 10, &Filters::default());
     }
     let records = EngineRecords {
-        items: template.records.items,
+        items: template.records.items.clone(),
+        item_records: template.records.item_records.clone(),
         users: Vec::new(),
         shard: data.to_vec(),
     };
-    if let Ok(mut engine) = Engine::from_records(template.config, &records) {
+    if let Ok(mut engine) = Engine::from_records(template.config.clone(), &records) {
         engine.apply_on(
             0,
             &Event::new(EventType::View, "u", "i1", 1_700_000_100_000),
         );
         let _ = engine.digest();
+    }
+    let mut records = template.records;
+    records.item_records[1].1 = data.to_vec();
+    if let Ok(mut engine) = Engine::from_records(template.config, &records) {
+        engine.apply_on(
+            0,
+            &Event::new(EventType::View, "u", "i1", 1_700_000_100_000),
+        );
+        let _ = engine.recommend("u", 10, &Filters::default());
     }
 }
 

@@ -19,11 +19,17 @@ pub fn stats(stored: &Stored, engine: &Engine) -> String {
         user_bytes,
         memory.bytes_per_user()
     );
+    let item_bytes: usize = records.items.len()
+        + records
+            .item_records
+            .iter()
+            .map(|(_, b)| 4 + b.len())
+            .sum::<usize>();
     let _ = writeln!(
         out,
         "items: {} ({} bytes stored, ~{:.0} B each in memory)",
         engine.item_count(),
-        records.items.len(),
+        item_bytes,
         memory.bytes_per_item()
     );
     let _ = writeln!(out, "dedup window and RNG: {} bytes", records.shard.len());

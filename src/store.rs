@@ -1,25 +1,28 @@
 //! The state store: engine records and the input offsets they reflect, in sled, written in one
 //! atomic batch and flushed, so a reader sees either the previous checkpoint or the new one.
 //!
-//! Every value starts with a format-version byte. Keys: `meta/format`; `items` (the shared
-//! item model); `shard` (dedup window and RNG); `user/<id>` per user; `offset/<topic>/<partition>`
-//! holding the next offset to read (8 bytes, big-endian); `meta/users`, how many users the store
-//! holds (8 bytes, big-endian), kept so a count needs no scan.
+//! Every value starts with a format-version byte. Keys: `meta/format`; `items` (the item model
+//! without its per-item parts); `item/<index>` per item (the index as 4 bytes, big-endian, so a
+//! scan reads them in order; named `item/<index>` in errors); `shard` (dedup window, clocks,
+//! RNG, trigger state); `user/<id>` per user; `offset/<topic>/<partition>` holding the next
+//! offset to read (8 bytes, big-endian); `meta/users`, how many users the store holds (8 bytes,
+//! big-endian), kept so a count needs no scan.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::EngineConfig;
-use crate::engine::{records_digest, Engine, EngineRecords};
+use crate::engine::{item_record_name, records_digest, Engine, EngineRecords};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// The format this build writes and reads. 2 added the catalog, segments, user attributes and
-/// trigger state; a format-1 dir is refused with the way to rebuild it.
-pub const FORMAT_VERSION: u8 = 4;
+/// The format this build writes and reads. 5 split the item model into a record per item;
+/// an older dir is refused with the way to rebuild it.
+pub const FORMAT_VERSION: u8 = 5;
 
 const FORMAT_KEY: &[u8] = b"meta/format";
 const USERS_KEY: &[u8] = b"meta/users";
 const ITEMS_KEY: &[u8] = b"items";
 const SHARD_KEY: &[u8] = b"shard";
+const ITEM_PREFIX: &[u8] = b"item/";
 const USER_PREFIX: &[u8] = b"user/";
 const OFFSET_PREFIX: &[u8] = b"offset/";
 
@@ -46,6 +49,8 @@ pub enum StoreError {
 pub struct CheckpointSize {
     pub records: usize,
     pub bytes: usize,
+    /// Item records among them (the items that changed).
+    pub items: usize,
     /// Users the store holds after this checkpoint.
     pub users_stored: u64,
 }
@@ -159,6 +164,10 @@ impl StateStore {
         };
         let mut users_stored = self.users_stored()?;
         put(ITEMS_KEY.to_vec(), &records.items);
+        for (item, bytes) in &records.item_records {
+            put(item_key(*item), bytes);
+        }
+        size.items = records.item_records.len();
         put(SHARD_KEY.to_vec(), &records.shard);
         for (id, bytes) in &records.users {
             let key = [USER_PREFIX, id.as_bytes()].concat();
@@ -243,6 +252,7 @@ impl StateStore {
             return Ok(None);
         }
         let items = self.required(ITEMS_KEY)?;
+        let item_records = self.item_records()?;
         let shard = self.required(SHARD_KEY)?;
         let mut users = Vec::new();
         for entry in self.db.scan_prefix(USER_PREFIX) {
@@ -254,11 +264,26 @@ impl StateStore {
         Ok(Some(Stored {
             records: EngineRecords {
                 items,
+                item_records,
                 users,
                 shard,
             },
             offsets: self.offsets()?,
         }))
+    }
+
+    /// Every item record, in index order.
+    fn item_records(&self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let mut records = Vec::new();
+        for entry in self.db.scan_prefix(ITEM_PREFIX) {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
+            let index = <[u8; 4]>::try_from(&key[ITEM_PREFIX.len()..])
+                .map(u32::from_be_bytes)
+                .map_err(|_| self.corrupt("an item key is not 4 bytes of index"))?;
+            let body = self.body(item_record_name(index).as_bytes(), &value)?;
+            records.push((index, body));
+        }
+        Ok(records)
     }
 
     fn offsets(&self) -> Result<Offsets, StoreError> {
@@ -290,6 +315,7 @@ impl StateStore {
         }
         let records = EngineRecords {
             items: self.required(ITEMS_KEY)?,
+            item_records: self.item_records()?,
             users: Vec::new(),
             shard: self.required(SHARD_KEY)?,
         };
@@ -390,6 +416,10 @@ pub fn record_body(value: &[u8]) -> Result<&[u8], Frame> {
     Ok(body)
 }
 
+fn item_key(item: u32) -> Vec<u8> {
+    [ITEM_PREFIX, &item.to_be_bytes()].concat()
+}
+
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     [OFFSET_PREFIX, format!("{topic}/{partition}").as_bytes()].concat()
 }
@@ -478,10 +508,11 @@ mod tests {
             let store = StateStore::open(&path, true).unwrap();
             assert!(store.read().unwrap().is_none(), "fresh");
             let size = store.checkpoint(&mut engine, &offsets()).unwrap();
+            assert_eq!(size.items, 3, "a, b and c are new");
             assert_eq!(
                 size.records,
-                1 + 2 + 2 + 2 + 1,
-                "format, items, shard, 2 users, 2 offsets, user count"
+                1 + 2 + 3 + 2 + 2 + 1,
+                "format, items, shard, 3 items, 2 users, 2 offsets, user count"
             );
             assert_eq!(size.users_stored, 2);
         }
@@ -507,12 +538,18 @@ mod tests {
         ));
         engine.apply(&Event::new(EventType::View, "u3", "a", 1_700_000_009_001));
         let size = store.checkpoint(&mut engine, &offsets()).unwrap();
+        assert!(
+            (1..=3).contains(&size.items),
+            "a's rows and vector changed at least: {size:?}"
+        );
         assert_eq!(
             size.records,
-            1 + 2 + 2 + 2 + 1,
-            "format, items, shard, u1 and u3, offsets, user count"
+            1 + 2 + size.items + 2 + 2 + 1,
+            "format, items, shard, changed items, u1 and u3, offsets, user count"
         );
         assert_eq!(size.users_stored, 3, "u1 was stored before, u3 is new");
+        let unchanged = store.checkpoint(&mut engine, &offsets()).unwrap();
+        assert_eq!((unchanged.items, unchanged.records), (0, 1 + 2 + 2 + 1));
         assert_eq!(store.users_stored().unwrap(), 3);
         assert_eq!(store.read().unwrap().unwrap().digest(), engine.digest());
 

@@ -54,6 +54,7 @@ fn write_binary_seeds() {
     let records = engine.to_records();
     write_seed("state_records", "shard", &records.shard);
     write_seed("state_records", "user", &records.users[0].1);
+    write_seed("state_records", "item", &records.item_records[1].1);
     let portable = engine.changed_portable_users();
     write_seed("changelog_record", "user", &portable[0].1.encode());
     write_seed(

@@ -67,8 +67,9 @@ struct State {
     writing: Option<Writing>,
 }
 
-/// A checkpoint's records are encoded on the worker (a consistent cut) and written by sled on a
-/// blocking thread, so the worker only stops for the encoding.
+/// A checkpoint's cut is taken on the worker (a consistent state, cheap to take), then encoded
+/// and written by sled on a blocking thread, so the worker only stops for the cut (and the
+/// changelog's records of the changed users, when there is a changelog).
 struct Writing {
     done: JoinHandle<Result<CheckpointSize, RunError>>,
     covers: NextOffsets,
@@ -356,10 +357,7 @@ impl Worker {
             covers,
             started,
         });
-        tracing::debug!(
-            ms = started.elapsed().as_millis() as u64,
-            "checkpoint encoded"
-        );
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "checkpoint cut");
     }
 
     /// A checkpoint is durable: its offsets may be committed, and users it wrote may leave memory.

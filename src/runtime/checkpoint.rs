@@ -1,11 +1,12 @@
 //! Checkpoints of an engine's state with the input offsets it reflects, one cadence and one
-//! bookkeeping for `run` and `replay`. A checkpoint is a *cut* encoded where the engine lives
-//! (a consistent state: nothing is applied meanwhile) and written as one atomic batch: `run`
-//! writes it on a blocking thread while its worker goes on, `replay` writes it in line.
+//! bookkeeping for `run` and `replay`. A checkpoint is a *cut* taken where the engine lives (a
+//! consistent state: nothing is applied meanwhile; cheap, see `engine::Changes`), then encoded
+//! and written as one atomic batch: `run` does that on a blocking thread while its worker goes
+//! on, `replay` in line.
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, EngineRecords};
+use crate::engine::{Changes, Engine};
 use crate::offsets::{by_name, NextOffsets, PartitionKey};
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
 
@@ -43,18 +44,24 @@ pub struct Durable {
     pub changelog: Option<String>,
 }
 
-/// A checkpoint encoded and not written yet.
+/// A checkpoint taken and not written yet.
 pub struct Cut {
-    records: EngineRecords,
+    changes: Changes,
     offsets: Offsets,
     /// The positions it reflects, durable once it is written.
     pub covers: NextOffsets,
 }
 
 impl Cut {
-    /// Writes the cut as one atomic batch (on any thread; cuts of one engine in order).
+    /// Encodes the cut and writes it as one atomic batch (on any thread; cuts of one engine in
+    /// order).
     pub fn write(&self, store: &StateStore) -> Result<CheckpointSize, StoreError> {
-        store.write(&self.records, &self.offsets)
+        store.write(&self.changes.encode(), &self.offsets)
+    }
+
+    /// Items whose records the cut writes.
+    pub fn items_changed(&self) -> usize {
+        self.changes.items_changed()
     }
 }
 
@@ -123,14 +130,14 @@ impl Checkpointer {
         self.full() || (self.pending() && self.last.elapsed() >= self.cadence.interval)
     }
 
-    /// Encodes what changed in the engine since the last cut, with the offsets it reflects.
+    /// Takes what changed in the engine since the last cut, with the offsets it reflects.
     pub fn cut(&mut self, engine: &mut Engine) -> Cut {
-        let records = engine.to_changed_records();
+        let changes = engine.changes();
         engine.mark_checkpointed();
         self.since = 0;
         self.last = Instant::now();
         Cut {
-            records,
+            changes,
             offsets: by_name(&self.applied, &self.topics),
             covers: self.applied.clone(),
         }

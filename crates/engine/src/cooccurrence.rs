@@ -6,9 +6,10 @@
 
 use std::collections::VecDeque;
 
+use crate::changed::ChangedItems;
 use crate::config::{CoocConfig, Similarity};
 use crate::decay::decay_factor;
-use crate::neighbors::{Bounds, PairTable};
+use crate::neighbors::{Bounds, PairTable, SharedRow};
 use crate::profile::RecentItem;
 use crate::similarity::llr;
 
@@ -71,10 +72,14 @@ fn pair_score(
     }
 }
 
+/// The pair tables' rows are not serialised with the rest: each item's rows go in the item's
+/// own record (see `engine::records`), written when they change.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Cooccurrence {
     config: CoocConfig,
+    #[serde(skip)]
     cooc: PairTable,
+    #[serde(skip)]
     cross: PairTable,
     /// Weighted number of times each item entered a user's recent list.
     entries: Marginals,
@@ -203,6 +208,28 @@ impl Cooccurrence {
 
     pub fn heap_bytes(&self) -> usize {
         self.cooc.heap_bytes() + self.cross.heap_bytes() + self.entries.counts.capacity() * 24
+    }
+
+    /// The item's rows (co-occurrence, then cross-occurrence), shared.
+    pub fn shared_rows(&self, item: u32) -> (SharedRow, SharedRow) {
+        (self.cooc.shared_row(item), self.cross.shared_row(item))
+    }
+
+    /// Puts an item's stored rows in place.
+    pub fn install_rows(&mut self, item: u32, (cooc, cross): (SharedRow, SharedRow)) {
+        self.cooc.install(item, cooc);
+        self.cross.install(item, cross);
+    }
+
+    /// Adds the items whose rows changed since the last `clear_changed` to `into`.
+    pub fn changed_into(&self, into: &mut ChangedItems) {
+        into.union_with(self.cooc.changed());
+        into.union_with(self.cross.changed());
+    }
+
+    pub fn clear_changed(&mut self) {
+        self.cooc.clear_changed();
+        self.cross.clear_changed();
     }
 }
 

@@ -20,12 +20,14 @@ impl Decayed {
             self.value = self.value_at(ts_ms, half_life_ms) + amount;
             self.at_ms = ts_ms.max(self.at_ms);
         } else {
-            self.value += amount * decay_factor(self.at_ms - ts_ms, half_life_ms);
+            self.value += amount * decay_factor(self.at_ms.saturating_sub(ts_ms), half_life_ms);
         }
     }
 
+    /// The value at `ts_ms`; times are saturated, so an engine with no time yet
+    /// (`i64::MIN`) reads stored values as they are rather than overflowing.
     pub fn value_at(&self, ts_ms: i64, half_life_ms: i64) -> f32 {
-        self.value * decay_factor(ts_ms - self.at_ms, half_life_ms)
+        self.value * decay_factor(ts_ms.saturating_sub(self.at_ms), half_life_ms)
     }
 }
 
@@ -38,6 +40,15 @@ mod tests {
         assert!((decay_factor(100, 100) - 0.5).abs() < 1e-6);
         assert!((decay_factor(200, 100) - 0.25).abs() < 1e-6);
         assert_eq!(decay_factor(-50, 100), 1.0);
+        let stored = Decayed {
+            value: 2.0,
+            at_ms: 1_700_000_000_000,
+        };
+        assert_eq!(
+            stored.value_at(i64::MIN, 100),
+            2.0,
+            "no time yet: no overflow"
+        );
     }
 
     #[test]

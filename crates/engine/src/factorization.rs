@@ -6,6 +6,7 @@
 //! to "everything scores 1". Vectors start from a hash of the id and the seed, so an item gets the
 //! same initial vector on every worker and every replay.
 
+use crate::changed::ChangedItems;
 use crate::config::MfConfig;
 use crate::rng::{hash64, SplitMix64};
 
@@ -52,11 +53,16 @@ pub fn sgd_step(
     err
 }
 
-/// Item factors in one flat array, `rank` floats per item index.
+/// Item factors in one flat array, `rank` floats per item index. The vectors are not
+/// serialised with the rest: each goes in its item's record, written when it changes.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ItemFactors {
     rank: usize,
+    #[serde(skip)]
     data: Vec<f32>,
+    /// Vectors changed since the last `clear_changed`.
+    #[serde(skip)]
+    changed: ChangedItems,
 }
 
 impl ItemFactors {
@@ -64,6 +70,7 @@ impl ItemFactors {
         ItemFactors {
             rank,
             data: Vec::new(),
+            changed: ChangedItems::default(),
         }
     }
 
@@ -91,12 +98,22 @@ impl ItemFactors {
     }
 
     pub fn get_mut(&mut self, item: u32) -> &mut [f32] {
+        self.changed.insert(item);
         let start = item as usize * self.rank;
         &mut self.data[start..start + self.rank]
     }
 
+    /// Vectors changed since the last `clear_changed` (appended ones are new items, not listed).
+    pub fn changed(&self) -> &ChangedItems {
+        &self.changed
+    }
+
+    pub fn clear_changed(&mut self) {
+        self.changed.clear();
+    }
+
     pub fn heap_bytes(&self) -> usize {
-        self.data.capacity() * 4
+        self.data.capacity() * 4 + self.changed.heap_bytes()
     }
 }
 

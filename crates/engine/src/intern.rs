@@ -2,8 +2,8 @@
 
 use rustc_hash::FxHashMap;
 
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(from = "Vec<Box<str>>", into = "Vec<Box<str>>")]
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(from = "Vec<Box<str>>")]
 pub struct Interner {
     index: FxHashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
@@ -21,9 +21,10 @@ impl From<Vec<Box<str>>> for Interner {
     }
 }
 
-impl From<Interner> for Vec<Box<str>> {
-    fn from(interner: Interner) -> Vec<Box<str>> {
-        interner.names
+/// Serialised as the names alone, without copying them first.
+impl serde::Serialize for Interner {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.names.serialize(serializer)
     }
 }
 

@@ -30,6 +30,7 @@
 
 pub mod canonical;
 pub mod catalog;
+pub mod changed;
 pub mod clean;
 pub mod config;
 pub mod cooccurrence;

@@ -6,9 +6,16 @@
 //! remembers its neighbour slot, so an update is O(1) unless it displaces the weakest neighbour.
 //! Every `capacity` updates the list is rebuilt from all counters with fresh scores, so membership
 //! decided on stale scores does not stick.
+//!
+//! Rows are shared copy-on-write: a checkpoint holds the rows it encodes while learning goes on,
+//! and a write clones only a row a checkpoint still holds. Each write marks its row changed.
+
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+
+use crate::changed::ChangedItems;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Neighbor {
@@ -27,8 +34,9 @@ struct Counter {
     slot: u16,
 }
 
+/// One item's pair counters and neighbour list: an item record holds its rows.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Row {
+pub struct Row {
     #[serde(serialize_with = "crate::canonical::sorted_map")]
     counts: FxHashMap<u32, Counter>,
     top: Vec<Neighbor>,
@@ -44,33 +52,65 @@ pub struct Bounds {
     pub capacity: usize,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// A row as stored in a table: none until the item's first pair.
+pub type SharedRow = Option<Arc<Row>>;
+
+#[derive(Clone, Debug, Default)]
 pub struct PairTable {
-    rows: Vec<Row>,
+    rows: Vec<SharedRow>,
+    /// Rows written since the last `clear_changed`.
+    changed: ChangedItems,
 }
 
 impl PairTable {
     fn row_mut(&mut self, item: u32) -> &mut Row {
         let idx = item as usize;
         if idx >= self.rows.len() {
-            self.rows.resize_with(idx + 1, Row::default);
+            self.rows.resize_with(idx + 1, || None);
         }
-        &mut self.rows[idx]
+        self.changed.insert(item);
+        Arc::make_mut(self.rows[idx].get_or_insert_with(Arc::default))
+    }
+
+    fn row(&self, item: u32) -> Option<&Row> {
+        self.rows.get(item as usize).and_then(Option::as_deref)
     }
 
     pub fn neighbors(&self, item: u32) -> &[Neighbor] {
-        self.rows.get(item as usize).map_or(&[], |r| &r.top)
+        self.row(item).map_or(&[], |r| &r.top)
     }
 
     pub fn count(&self, a: u32, b: u32) -> f32 {
-        self.rows
-            .get(a as usize)
+        self.row(a)
             .and_then(|r| r.counts.get(&b))
             .map_or(0.0, |c| c.count)
     }
 
     pub fn counters(&self, item: u32) -> usize {
-        self.rows.get(item as usize).map_or(0, |r| r.counts.len())
+        self.row(item).map_or(0, |r| r.counts.len())
+    }
+
+    /// The item's row, shared (a checkpoint encodes it while learning goes on).
+    pub fn shared_row(&self, item: u32) -> SharedRow {
+        self.rows.get(item as usize).cloned().flatten()
+    }
+
+    /// Puts a stored row in place, unchanged since the store has it.
+    pub fn install(&mut self, item: u32, row: SharedRow) {
+        let idx = item as usize;
+        if idx >= self.rows.len() {
+            self.rows.resize_with(idx + 1, || None);
+        }
+        self.rows[idx] = row;
+    }
+
+    /// Rows written since the last `clear_changed`.
+    pub fn changed(&self) -> &ChangedItems {
+        &self.changed
+    }
+
+    pub fn clear_changed(&mut self) {
+        self.changed.clear();
     }
 
     /// Adds `weight` to the pair `a → b` and updates `a`'s neighbour list; `score(b, count)` is
@@ -107,19 +147,52 @@ impl PairTable {
     }
 
     pub fn heap_bytes(&self) -> usize {
+        // A shared row: its two reference counts beside the row itself.
+        let shared = 16 + std::mem::size_of::<Row>();
         let per_row: usize = self
             .rows
             .iter()
+            .flatten()
             .map(|r| {
-                r.counts.capacity() * (std::mem::size_of::<(u32, Counter)>() + 1)
+                shared
+                    + r.counts.capacity() * (std::mem::size_of::<(u32, Counter)>() + 1)
                     + r.top.capacity() * std::mem::size_of::<Neighbor>()
             })
             .sum();
-        self.rows.capacity() * std::mem::size_of::<Row>() + per_row
+        self.rows.capacity() * std::mem::size_of::<SharedRow>()
+            + per_row
+            + self.changed.heap_bytes()
     }
 }
 
 impl Row {
+    /// Whether a stored row is one this table could have written: neighbours and counters name
+    /// items below `items`, and every listed neighbour's counter points at its slot.
+    pub fn check(&self, items: usize) -> Result<(), String> {
+        let known = |item: u32| (item as usize) < items;
+        if let Some(bad) = self.counts.keys().copied().find(|&i| !known(i)) {
+            return Err(format!("a counter names item {bad} of {items}"));
+        }
+        for (slot, neighbor) in self.top.iter().enumerate() {
+            match self.counts.get(&neighbor.item) {
+                Some(counter) if counter.slot as usize == slot => {}
+                _ => return Err(format!("neighbour {slot} has no counter pointing at it")),
+            }
+        }
+        let listed = self
+            .counts
+            .values()
+            .filter(|c| c.slot != NOT_LISTED)
+            .count();
+        if listed != self.top.len() {
+            return Err(format!(
+                "{listed} counters claim a slot, {} neighbours are listed",
+                self.top.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn offer(&mut self, neighbor: Neighbor, slot: u16, capacity: usize) {
         if slot != NOT_LISTED {
             self.top[slot as usize] = neighbor;
@@ -253,14 +326,47 @@ mod tests {
         for _ in 0..5_000 {
             let b = rng.below(40) as u32;
             table.add(0, b, 1.0 + b as f32 / 40.0, bounds, |_, count| count);
-            let row = &table.rows[0];
+            let row = table.row(0).unwrap();
             assert!(row.counts.len() <= 16);
-            for (slot, neighbor) in row.top.iter().enumerate() {
-                assert_eq!(row.counts[&neighbor.item].slot as usize, slot);
-            }
-            let listed = row.counts.values().filter(|c| c.slot != NOT_LISTED).count();
-            assert_eq!(listed, row.top.len());
+            assert_eq!(row.check(40), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_row_held_by_a_checkpoint_stays_as_it_was_while_the_table_learns() {
+        let mut table = PairTable::default();
+        let bounds = Bounds {
+            counters: 10,
+            capacity: 4,
+        };
+        table.add(0, 1, 1.0, bounds, |_, count| count);
+        table.add(2, 1, 1.0, bounds, |_, count| count);
+        assert_eq!(table.changed().iter().collect::<Vec<_>>(), [0, 2]);
+        table.clear_changed();
+        let held = table.shared_row(0).unwrap();
+        table.add(0, 3, 2.0, bounds, |_, count| count);
+        assert_eq!(held.top.len(), 1, "the held copy is unchanged");
+        assert_eq!(table.neighbors(0).len(), 2);
+        assert_eq!(table.changed().iter().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn a_stored_row_that_breaks_the_slot_rule_or_names_unknown_items_is_refused() {
+        let mut table = PairTable::default();
+        let bounds = Bounds {
+            counters: 10,
+            capacity: 4,
+        };
+        table.add(0, 7, 1.0, bounds, |_, count| count);
+        let row = table.row(0).unwrap().clone();
+        assert_eq!(row.check(8), Ok(()));
+        assert!(row.check(7).unwrap_err().contains("item 7 of 7"));
+        let mut bad = row.clone();
+        bad.counts.get_mut(&7).unwrap().slot = 3;
+        assert!(bad.check(8).is_err());
+        let mut bad = row;
+        bad.top.push(bad.top[0]);
+        assert!(bad.check(8).is_err());
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::profile::UserProfile;
 use crate::segments::Segments;
 use crate::triggers::{UserTriggers, Watchers};
 
-/// Item-side state, shared by every worker.
+/// Item-side state, shared by every worker. Its per-item vectors and rows are stored one
+/// record per item (see `engine::records`), the rest as one record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ItemModel {
     pub ids: Interner,
@@ -39,6 +40,10 @@ pub struct ItemModel {
     pub followed: std::collections::BTreeMap<i32, i64>,
     /// The latest event time seen: the engine's notion of "now".
     pub latest_ts_ms: i64,
+    /// Items the store has a record of (every index below): the ones from here on are new, so
+    /// the next checkpoint writes them. Not state: it follows the store.
+    #[serde(skip)]
+    pub(crate) items_stored: usize,
 }
 
 pub const NO_CATEGORY: u32 = u32::MAX;
@@ -166,6 +171,7 @@ impl ItemModel {
             watchers: Watchers::default(),
             followed: Default::default(),
             latest_ts_ms: i64::MIN,
+            items_stored: 0,
         }
     }
 }

@@ -28,12 +28,17 @@ use crate::triggers::{EventFacts, Fired, Rules, TriggerState};
 mod clocks;
 mod firing;
 mod portable;
+mod records;
 mod replica;
 
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use clocks::StreamClocks;
 
 pub use portable::PortableUser;
+use records::{decode_within, encode};
+pub use records::{
+    item_record_name, records_digest, Changes, DecodeError, EngineRecords, SMALL_RECORD_LIMIT,
+};
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 
 /// User-side state for the users one worker owns.
@@ -508,151 +513,7 @@ impl Engine {
     }
 }
 
-/// Engine state as records: the shared item model, one record per user, and the worker's own
-/// dedup window and sampling RNG. Encoded canonically (maps in key order) with bincode, so the
-/// same logical state always gives the same bytes.
-#[derive(Clone, Debug)]
-pub struct EngineRecords {
-    pub items: Vec<u8>,
-    /// (user id, record), in id order.
-    pub users: Vec<(String, Vec<u8>)>,
-    pub shard: Vec<u8>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot decode {what}: {detail}")]
-pub struct DecodeError {
-    pub what: String,
-    pub detail: String,
-}
-
-fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .expect("engine state always encodes")
-}
-
-/// The most a user record (stored or portable) or a model update may claim to hold: its
-/// history, attributes and trigger state are bounded far below this. A damaged length is an
-/// error, not an allocation of whatever it says.
-pub const SMALL_RECORD_LIMIT: usize = 16 << 20;
-/// The same for the shard record (the dedup window: up to `engine.dedup.max_entries` keys).
-const SHARD_RECORD_LIMIT: usize = 512 << 20;
-/// The same for the item model, one record today (per-item records are the plan).
-const ITEM_MODEL_LIMIT: usize = 4 << 30;
-
-/// Decodes a record that claims at most `LIMIT` bytes of contents.
-fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(
-    bytes: &[u8],
-    what: &str,
-) -> Result<T, DecodeError> {
-    let config = bincode::config::standard().with_limit::<LIMIT>();
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError {
-            what: what.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if read != bytes.len() {
-        return Err(DecodeError {
-            what: what.to_owned(),
-            detail: format!("{} trailing bytes", bytes.len() - read),
-        });
-    }
-    Ok(value)
-}
-
-/// The worker-local part of a shard besides its users.
-#[derive(Serialize, Deserialize)]
-struct ShardRest {
-    dedup: DedupWindow,
-    clocks: StreamClocks,
-    rng: SplitMix64,
-    triggers: TriggerState,
-}
-
 impl Engine {
-    /// The state as records (see [`EngineRecords`]).
-    pub fn to_records(&self) -> EngineRecords {
-        self.records_of_users(|_| true)
-    }
-
-    /// The records a checkpoint writes: the item model, the shard, and only the users changed
-    /// since the last `mark_checkpointed` (the store holds the others already).
-    pub fn to_changed_records(&self) -> EngineRecords {
-        let since = self.shard.checkpointed;
-        self.records_of_users(|user| user.touched > since)
-    }
-
-    /// Everything applied so far is in the store.
-    pub fn mark_checkpointed(&mut self) {
-        self.shard.checkpointed = self.shard.steps;
-    }
-
-    fn records_of_users(&self, wanted: impl Fn(&UserState) -> bool) -> EngineRecords {
-        let mut users: Vec<(String, Vec<u8>)> = self
-            .shard
-            .users
-            .iter()
-            .filter(|(_, state)| wanted(state))
-            .map(|(id, state)| (id.to_string(), encode(state)))
-            .collect();
-        users.sort_by(|a, b| a.0.cmp(&b.0));
-        let rest = ShardRest {
-            dedup: self.shard.dedup.clone(),
-            clocks: self.shard.clocks.clone(),
-            rng: self.shard.rng.clone(),
-            triggers: self.shard.triggers.clone(),
-        };
-        EngineRecords {
-            items: encode(&*self.read()),
-            users,
-            shard: encode(&rest),
-        }
-    }
-
-    /// Rebuilds an engine from records written by `to_records`.
-    pub fn from_records(
-        config: EngineConfig,
-        records: &EngineRecords,
-    ) -> Result<Engine, DecodeError> {
-        let items: ItemModel =
-            decode_within::<_, ITEM_MODEL_LIMIT>(&records.items, "the item model")?;
-        if items.factors.rank() != config.factorization.rank {
-            return Err(DecodeError {
-                what: "the item model".into(),
-                detail: format!(
-                    "it has rank {}, the config says engine.factorization.rank = {}",
-                    items.factors.rank(),
-                    config.factorization.rank
-                ),
-            });
-        }
-        let rest: ShardRest =
-            decode_within::<_, SHARD_RECORD_LIMIT>(&records.shard, "the dedup window and RNG")?;
-        let shard = UserShard {
-            users: FxHashMap::default(),
-            dedup: rest.dedup,
-            clocks: rest.clocks,
-            rng: rest.rng,
-            contended: 0,
-            triggers: rest.triggers,
-            fired: Vec::new(),
-            replicate: false,
-            model_updates: Vec::new(),
-            steps: 0,
-            checkpointed: 0,
-        };
-        let mut engine = Engine {
-            config,
-            items: Arc::new(RwLock::new(items)),
-            shard,
-            rules: Arc::default(),
-        };
-        for (id, bytes) in &records.users {
-            engine.insert_user(id, bytes)?;
-        }
-        Ok(engine)
-    }
-
     /// Whether the user's state already reflects the input at `at` (the same stream, at or
     /// past it): applying it again would count it twice.
     pub fn already_applied(&self, user_id: &str, at: Position) -> bool {
@@ -722,22 +583,6 @@ impl Engine {
         }
         excess
     }
-
-    /// A hash of the logical state, independent of how it is stored: equal digests mean the
-    /// same profiles, factors, counts, lists, dedup window and RNG position.
-    pub fn digest(&self) -> String {
-        records_digest(&self.to_records())
-    }
-}
-
-/// The digest of records, as `Engine::digest` computes it.
-pub fn records_digest(records: &EngineRecords) -> String {
-    let mut parts: Vec<&[u8]> = vec![b"items", &records.items, b"shard", &records.shard];
-    for (id, bytes) in &records.users {
-        parts.push(id.as_bytes());
-        parts.push(bytes);
-    }
-    format!("{:032x}", crate::rng::hash128(&parts))
 }
 
 /// Applies a catalog update to an item model (also how replicas of other instances apply the

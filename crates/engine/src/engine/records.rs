@@ -1,0 +1,514 @@
+//! Engine state as records: what a checkpoint writes and a restart reads back.
+//!
+//! The item side is one small record of what is not per item (ids, marginals, popularity,
+//! catalog, segments, ...) and one record per item (its factor vector and pair-table rows),
+//! written only when the item changed, as users are. A checkpoint's cut ([`Changes`]) is cheap
+//! to take: the small parts are encoded at once, the changed items' rows are shared copy-on-write
+//! and their vectors copied, so the bulk of the encoding happens off the thread that learns.
+//! Every record is encoded canonically (maps in key order) with bincode: the same logical state
+//! always gives the same bytes.
+
+use std::sync::{Arc, RwLock};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, ItemModel, UserShard};
+use crate::changed::ChangedItems;
+use crate::config::EngineConfig;
+use crate::dedup::DedupWindow;
+use crate::engine::StreamClocks;
+use crate::neighbors::{Row, SharedRow};
+use crate::rng::SplitMix64;
+use crate::triggers::TriggerState;
+
+/// Engine state as records: the item model's shared part, one record per item and per user,
+/// and the worker's own dedup window, clocks, RNG and trigger state.
+#[derive(Clone, Debug)]
+pub struct EngineRecords {
+    /// The item model without its per-item vectors and rows.
+    pub items: Vec<u8>,
+    /// (item index, record): the item's factor vector and pair-table rows, in index order.
+    pub item_records: Vec<(u32, Vec<u8>)>,
+    /// (user id, record), in id order.
+    pub users: Vec<(String, Vec<u8>)>,
+    pub shard: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {what}: {detail}")]
+pub struct DecodeError {
+    pub what: String,
+    pub detail: String,
+}
+
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("engine state always encodes")
+}
+
+/// The most a user or item record (stored or portable) or a model update may claim to hold:
+/// histories, rows, attributes and trigger state are bounded far below this. A damaged length
+/// is an error, not an allocation of whatever it says.
+pub const SMALL_RECORD_LIMIT: usize = 16 << 20;
+/// The same for the shard record (the dedup window: up to `engine.dedup.max_entries` keys).
+const SHARD_RECORD_LIMIT: usize = 512 << 20;
+/// The same for the item model's shared record (ids, marginals, popularity, catalog).
+const ITEM_MODEL_LIMIT: usize = 2 << 30;
+
+/// Decodes a record that claims at most `LIMIT` bytes of contents.
+pub(super) fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, DecodeError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })?;
+    if read != bytes.len() {
+        return Err(DecodeError {
+            what: what.to_owned(),
+            detail: format!("{} trailing bytes", bytes.len() - read),
+        });
+    }
+    Ok(value)
+}
+
+/// The name a store gives an item's record, for errors.
+pub fn item_record_name(item: u32) -> String {
+    format!("item/{item}")
+}
+
+/// The worker-local part of a shard besides its users.
+#[derive(Serialize, Deserialize)]
+struct ShardRest {
+    dedup: DedupWindow,
+    clocks: StreamClocks,
+    rng: SplitMix64,
+    triggers: TriggerState,
+}
+
+#[derive(Serialize)]
+struct ItemRecordRef<'a> {
+    factors: &'a [f32],
+    cooc: Option<&'a Row>,
+    cross: Option<&'a Row>,
+}
+
+#[derive(Deserialize)]
+struct ItemRecord {
+    factors: Vec<f32>,
+    cooc: Option<Row>,
+    cross: Option<Row>,
+}
+
+/// A changed item at the cut: its vector copied, its rows shared.
+struct ItemAtCut {
+    item: u32,
+    rows: (SharedRow, SharedRow),
+}
+
+/// A checkpoint's cut, taken where the engine lives and encoded anywhere (see the module doc).
+pub struct Changes {
+    items: Vec<u8>,
+    rank: usize,
+    /// The changed items' vectors, `rank` floats each, in the order of `changed`.
+    factors: Vec<f32>,
+    changed: Vec<ItemAtCut>,
+    users: Vec<(String, Vec<u8>)>,
+    shard: Vec<u8>,
+}
+
+impl Changes {
+    /// Items whose records this cut writes.
+    pub fn items_changed(&self) -> usize {
+        self.changed.len()
+    }
+
+    pub fn encode(&self) -> EngineRecords {
+        let item_records = self
+            .changed
+            .iter()
+            .zip(self.factors.chunks_exact(self.rank.max(1)))
+            .map(|(at, factors)| {
+                let record = ItemRecordRef {
+                    factors,
+                    cooc: at.rows.0.as_deref(),
+                    cross: at.rows.1.as_deref(),
+                };
+                (at.item, encode(&record))
+            })
+            .collect();
+        EngineRecords {
+            items: self.items.clone(),
+            item_records,
+            users: self.users.clone(),
+            shard: self.shard.clone(),
+        }
+    }
+}
+
+impl Engine {
+    /// The state as records (see [`EngineRecords`]).
+    pub fn to_records(&self) -> EngineRecords {
+        self.cut_with(true).encode()
+    }
+
+    /// The records a checkpoint writes: the item model's shared part, the shard, and only the
+    /// items and users changed since the last `mark_checkpointed` (the store has the others).
+    pub fn to_changed_records(&self) -> EngineRecords {
+        self.changes().encode()
+    }
+
+    /// What changed since the last `mark_checkpointed`, to encode later (see [`Changes`]).
+    pub fn changes(&self) -> Changes {
+        self.cut_with(false)
+    }
+
+    /// Everything applied so far is in the store.
+    pub fn mark_checkpointed(&mut self) {
+        self.shard.checkpointed = self.shard.steps;
+        let mut items = self
+            .items
+            .write()
+            .expect("a worker panicked while updating the item model");
+        items.cooccurrence.clear_changed();
+        items.factors.clear_changed();
+        items.items_stored = items.ids.len();
+    }
+
+    fn cut_with(&self, everything: bool) -> Changes {
+        let since = self.shard.checkpointed;
+        let mut users: Vec<(String, Vec<u8>)> = self
+            .shard
+            .users
+            .iter()
+            .filter(|(_, state)| everything || state.touched > since)
+            .map(|(id, state)| (id.to_string(), encode(state)))
+            .collect();
+        users.sort_by(|a, b| a.0.cmp(&b.0));
+        let rest = ShardRest {
+            dedup: self.shard.dedup.clone(),
+            clocks: self.shard.clocks.clone(),
+            rng: self.shard.rng.clone(),
+            triggers: self.shard.triggers.clone(),
+        };
+        let items = self.read();
+        let changed: Vec<u32> = if everything {
+            (0..items.ids.len() as u32).collect()
+        } else {
+            changed_items(&items).iter().collect()
+        };
+        let rank = items.factors.rank();
+        let mut factors = Vec::with_capacity(changed.len() * rank);
+        for &item in &changed {
+            factors.extend_from_slice(items.factors.get(item));
+        }
+        let changed = changed
+            .into_iter()
+            .map(|item| ItemAtCut {
+                item,
+                rows: items.cooccurrence.shared_rows(item),
+            })
+            .collect();
+        Changes {
+            items: encode(&*items),
+            rank,
+            factors,
+            changed,
+            users,
+            shard: encode(&rest),
+        }
+    }
+
+    /// Rebuilds an engine from records written by `to_records` (or by checkpoints that add up
+    /// to them): every item index below the model's count needs its record.
+    pub fn from_records(
+        config: EngineConfig,
+        records: &EngineRecords,
+    ) -> Result<Engine, DecodeError> {
+        let items = decode_items(&config, records)?;
+        let rest: ShardRest =
+            decode_within::<_, SHARD_RECORD_LIMIT>(&records.shard, "the dedup window and RNG")?;
+        let shard = UserShard {
+            users: FxHashMap::default(),
+            dedup: rest.dedup,
+            clocks: rest.clocks,
+            rng: rest.rng,
+            contended: 0,
+            triggers: rest.triggers,
+            fired: Vec::new(),
+            replicate: false,
+            model_updates: Vec::new(),
+            steps: 0,
+            checkpointed: 0,
+        };
+        let mut engine = Engine {
+            config,
+            items: Arc::new(RwLock::new(items)),
+            shard,
+            rules: Arc::default(),
+        };
+        for (id, bytes) in &records.users {
+            engine.insert_user(id, bytes)?;
+        }
+        Ok(engine)
+    }
+
+    /// A hash of the logical state, independent of how it is stored: equal digests mean the
+    /// same profiles, factors, counts, lists, dedup window and RNG position.
+    pub fn digest(&self) -> String {
+        records_digest(&self.to_records())
+    }
+}
+
+/// Items whose record differs from the store's: vectors or rows written, or new.
+fn changed_items(items: &ItemModel) -> ChangedItems {
+    let mut changed = ChangedItems::default();
+    items.cooccurrence.changed_into(&mut changed);
+    changed.union_with(items.factors.changed());
+    for new in items.items_stored..items.ids.len() {
+        changed.insert(new as u32);
+    }
+    changed
+}
+
+fn decode_items(config: &EngineConfig, records: &EngineRecords) -> Result<ItemModel, DecodeError> {
+    let model = "the item model";
+    let mut items: ItemModel = decode_within::<_, ITEM_MODEL_LIMIT>(&records.items, model)?;
+    let rank = config.factorization.rank;
+    if items.factors.rank() != rank {
+        return Err(DecodeError {
+            what: model.into(),
+            detail: format!(
+                "it has rank {}, the config says engine.factorization.rank = {rank}",
+                items.factors.rank(),
+            ),
+        });
+    }
+    let count = items.ids.len();
+    if let Some(gap) = (0..count as u32)
+        .zip(records.item_records.iter().map(|(i, _)| *i))
+        .find(|(wanted, found)| wanted != found)
+    {
+        return Err(missing_item(gap.0, count));
+    }
+    if records.item_records.len() < count {
+        return Err(missing_item(records.item_records.len() as u32, count));
+    }
+    if let Some((extra, _)) = records.item_records.get(count) {
+        return Err(DecodeError {
+            what: format!("record {}", item_record_name(*extra)),
+            detail: format!("beyond the item model's {count} items"),
+        });
+    }
+    for (item, bytes) in &records.item_records {
+        let what = format!("record {}", item_record_name(*item));
+        let record: ItemRecord = decode_within::<_, SMALL_RECORD_LIMIT>(bytes, &what)?;
+        let bad = |detail: String| DecodeError {
+            what: what.clone(),
+            detail,
+        };
+        if record.factors.len() != rank {
+            return Err(bad(format!(
+                "{} factors, rank {rank}",
+                record.factors.len()
+            )));
+        }
+        for row in [&record.cooc, &record.cross].into_iter().flatten() {
+            row.check(count).map_err(bad)?;
+        }
+        items.factors.push(&record.factors);
+        let rows = (record.cooc.map(Arc::new), record.cross.map(Arc::new));
+        items.cooccurrence.install_rows(*item, rows);
+    }
+    items.items_stored = count;
+    Ok(items)
+}
+
+fn missing_item(item: u32, count: usize) -> DecodeError {
+    DecodeError {
+        what: "the item model".into(),
+        detail: format!(
+            "record {} is missing (the model has {count} items)",
+            item_record_name(item)
+        ),
+    }
+}
+
+/// The digest of records, as `Engine::digest` computes it.
+pub fn records_digest(records: &EngineRecords) -> String {
+    let indices: Vec<[u8; 4]> = records
+        .item_records
+        .iter()
+        .map(|(i, _)| i.to_be_bytes())
+        .collect();
+    let mut parts: Vec<&[u8]> = vec![b"items", &records.items];
+    for ((_, bytes), index) in records.item_records.iter().zip(&indices) {
+        parts.push(index);
+        parts.push(bytes);
+    }
+    parts.extend([&b"shard"[..], &records.shard]);
+    for (id, bytes) in &records.users {
+        parts.push(id.as_bytes());
+        parts.push(bytes);
+    }
+    format!("{:032x}", crate::rng::hash128(&parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::event::{Event, EventType};
+
+    /// A store as checkpoints leave it: the latest record of each key.
+    #[derive(Default)]
+    struct Stored {
+        items: Vec<u8>,
+        item_records: BTreeMap<u32, Vec<u8>>,
+        users: BTreeMap<String, Vec<u8>>,
+        shard: Vec<u8>,
+    }
+
+    impl Stored {
+        fn write(&mut self, records: EngineRecords) {
+            self.items = records.items;
+            self.shard = records.shard;
+            self.item_records.extend(records.item_records);
+            self.users.extend(records.users);
+        }
+
+        fn records(&self) -> EngineRecords {
+            EngineRecords {
+                items: self.items.clone(),
+                item_records: self.item_records.clone().into_iter().collect(),
+                users: self.users.clone().into_iter().collect(),
+                shard: self.shard.clone(),
+            }
+        }
+    }
+
+    fn events() -> impl Strategy<Value = Vec<(Event, bool)>> {
+        let kinds = prop_oneof![
+            Just(EventType::View),
+            Just(EventType::AddToCart),
+            Just(EventType::Purchase)
+        ];
+        let raw = (kinds, 0u8..6, 0u8..25, any::<bool>(), 0u8..10);
+        proptest::collection::vec(raw, 1..120).prop_map(|raw| {
+            raw.into_iter()
+                .enumerate()
+                .map(|(n, (kind, user, item, categorised, cut))| {
+                    let ts = 1_700_000_000_000 + n as i64 * 1_000;
+                    let mut event = Event::new(kind, &format!("u{user}"), &format!("i{item}"), ts);
+                    event.category = categorised.then(|| format!("c{}", item % 4));
+                    (event, cut == 0)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// A cut encoded after more events were applied still describes the state at the cut,
+        /// and the checkpoints, written in pieces, add up to the whole state.
+        #[test]
+        fn cuts_encoded_while_events_flow_add_up_to_the_state(events in events()) {
+            let mut engine = Engine::new(EngineConfig::default());
+            let mut stored = Stored::default();
+            let mut open: Option<(Changes, String)> = None;
+            for (event, cut_here) in &events {
+                engine.apply(event);
+                if *cut_here {
+                    if let Some((changes, digest)) = open.take() {
+                        stored.write(changes.encode());
+                        prop_assert_eq!(records_digest(&stored.records()), digest);
+                    }
+                    let digest = engine.digest();
+                    open = Some((engine.changes(), digest));
+                    engine.mark_checkpointed();
+                }
+            }
+            if let Some((changes, digest)) = open.take() {
+                stored.write(changes.encode());
+                prop_assert_eq!(records_digest(&stored.records()), digest);
+            }
+            stored.write(engine.to_changed_records());
+            engine.mark_checkpointed();
+            prop_assert_eq!(records_digest(&stored.records()), engine.digest());
+            let restored = Engine::from_records(EngineConfig::default(), &stored.records());
+            prop_assert_eq!(restored.unwrap().digest(), engine.digest());
+        }
+    }
+
+    fn engine_with_items() -> Engine {
+        let mut engine = Engine::new(EngineConfig::default());
+        for (n, (user, item)) in [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "c")]
+            .into_iter()
+            .enumerate()
+        {
+            engine.apply(&Event::new(EventType::View, user, item, 1_000 + n as i64));
+        }
+        engine
+    }
+
+    fn decode_error(records: &EngineRecords) -> String {
+        Engine::from_records(EngineConfig::default(), records)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_missing_extra_or_damaged_item_record_is_named() {
+        let records = engine_with_items().to_records();
+        let mut missing = records.clone();
+        missing.item_records.remove(1);
+        assert_eq!(
+            decode_error(&missing),
+            "cannot decode the item model: record item/1 is missing (the model has 3 items)"
+        );
+        let mut short = records.clone();
+        short.item_records.pop();
+        assert!(decode_error(&short).contains("record item/2 is missing"));
+        let mut extra = records.clone();
+        extra
+            .item_records
+            .push((3, records.item_records[0].1.clone()));
+        assert!(decode_error(&extra).contains("record item/3: beyond the item model's 3 items"));
+        let mut damaged = records.clone();
+        damaged.item_records[2].1.truncate(5);
+        assert!(decode_error(&damaged).starts_with("cannot decode record item/2:"));
+        let mut other_rank = records;
+        let config = EngineConfig::default();
+        let mut vector = vec![0.5f32; config.factorization.rank + 1];
+        vector[0] = 1.0;
+        other_rank.item_records[0].1 = encode(&ItemRecordRef {
+            factors: &vector,
+            cooc: None,
+            cross: None,
+        });
+        assert!(decode_error(&other_rank).contains("record item/0: 33 factors, rank 32"));
+    }
+
+    #[test]
+    fn an_unchanged_engine_cuts_no_items_and_a_new_item_is_cut_once() {
+        let mut engine = engine_with_items();
+        assert_eq!(engine.changes().items_changed(), 3);
+        engine.mark_checkpointed();
+        assert_eq!(engine.changes().items_changed(), 0);
+        // A lone first event of a new user: no pairs, but a new item and SGD steps.
+        engine.apply(&Event::new(EventType::View, "u9", "d", 9_000));
+        let changed: Vec<u32> = engine
+            .to_changed_records()
+            .item_records
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert!(changed.contains(&3), "the new item d: {changed:?}");
+    }
+}
