@@ -419,3 +419,20 @@ fn pending_deadlines_survive_a_checkpoint() {
         tick(&mut e, T0 + 10 * MIN)[0].trigger_id
     );
 }
+
+#[test]
+fn a_trigger_fired_by_a_stream_time_alone_is_in_the_next_checkpoint() {
+    let mut e = engine(CART);
+    apply(&mut e, event(EventType::AddToCart, "u1", "i1", T0));
+    e.mark_checkpointed();
+    // A partition restored from elsewhere moves the stream's time; no event is applied.
+    let fired = e.advance_stream_time(0, T0 + 10 * MIN).fired;
+    assert_eq!(fired.len(), 1);
+    let changed: Vec<String> = e
+        .to_changed_records()
+        .users
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(changed, ["u1"], "the fired cooldown is state to write");
+}

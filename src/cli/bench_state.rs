@@ -15,6 +15,10 @@ pub struct BenchStateArgs {
     /// Events between the first and the later checkpoint (about 5 s of a busy shop).
     #[arg(long, default_value_t = 100_000)]
     pub batch: usize,
+    /// Events per second in the two latency windows (3 s each; keep it below what the engine
+    /// sustains, or every event waits for the ones before it).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
     /// Where the temporary state dir goes.
     #[arg(long, default_value = "target/bench-state")]
     pub dir: PathBuf,
@@ -27,10 +31,14 @@ pub(super) fn bench_state(args: BenchStateArgs) -> anyhow::Result<()> {
     if args.users == 0 {
         bail!("--users must be at least 1");
     }
+    if !(args.rate >= 1.0 && args.rate <= 1e7) {
+        bail!("--rate must be between 1 and 10,000,000 events per second");
+    }
     let options = crate::tools::state_bench::StateBenchOptions {
         users: args.users,
         events: args.events.unwrap_or(args.users * 3),
         batch: args.batch,
+        rate: args.rate,
         dir: args.dir,
     };
     let r = crate::tools::state_bench::bench_state(&options)?;
@@ -48,22 +56,28 @@ pub(super) fn bench_state(args: BenchStateArgs) -> anyhow::Result<()> {
         r.first_checkpoint_s,
         mb(r.first_checkpoint_bytes as f64)
     );
+    let (quiet, under) = (&r.without_checkpoint, &r.during_checkpoint);
     println!(
-        "  later checkpoint ({} events, {} users): encoding {:.2} s (events wait), \
-         writing {:.2} s (in the background), {:.1} MB",
-        r.batch,
-        r.users_in_batch,
-        r.later_checkpoint_encode_s,
-        r.later_checkpoint_write_s,
-        mb(r.later_checkpoint_bytes as f64)
+        "  event → recommendations at {:.0}/s, without a checkpoint: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+        r.rate, quiet.p50_ms, quiet.p99_ms, quiet.max_ms
+    );
+    println!(
+        "  … during a checkpoint ({} users, {} items changed): p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+        r.users_changed, under.items_written, under.window.p50_ms, under.window.p99_ms, under.window.max_ms
+    );
+    println!(
+        "    the cut on the worker {:.3} s; encoding and writing {:.1} MB on another thread {:.2} s",
+        under.cut_s,
+        mb(under.bytes as f64),
+        under.encode_and_write_s
     );
     println!(
         "  state dir on disk                         {:>17.1} MB",
         mb(r.disk_bytes as f64)
     );
     println!(
-        "  restart to the first processed event      {:>7.2} s  (opening sled {:.2} s)",
-        r.restart_to_first_event_s, r.restart_open_store_s
+        "  restart to the first processed event      {:>7.2} s  (opening sled {:.2} s, decoding {:.2} s)",
+        r.restart_to_first_event_s, r.restart_open_store_s, r.restart_decode_s
     );
     println!(
         "  loading every user instead                {:>7.2} s",

@@ -344,7 +344,7 @@ impl Worker {
                     None => Vec::new(),
                 };
                 let written = tokio::task::spawn_blocking(move || cut.write(&store));
-                let size = written.await.map_err(RunError::Panicked)??;
+                let (size, _) = written.await.map_err(RunError::Panicked)??;
                 for ack in acks {
                     match ack.await {
                         Ok(Ok(_)) => {}

@@ -54,9 +54,11 @@ pub struct Cut {
 
 impl Cut {
     /// Encodes the cut and writes it as one atomic batch (on any thread; cuts of one engine in
-    /// order).
-    pub fn write(&self, store: &StateStore) -> Result<CheckpointSize, StoreError> {
-        store.write(&self.changes.encode(), &self.offsets)
+    /// order). Returns what it wrote and the positions now durable.
+    pub fn write(self, store: &StateStore) -> Result<(CheckpointSize, NextOffsets), StoreError> {
+        let records = self.changes.encode();
+        let size = store.write(&records, &self.offsets)?;
+        Ok((size, self.covers))
     }
 
     /// Items whose records the cut writes.
@@ -154,8 +156,8 @@ impl Checkpointer {
         engine: &mut Engine,
     ) -> Result<CheckpointSize, StoreError> {
         let cut = self.cut(engine);
-        let size = cut.write(&self.store)?;
-        self.written(cut.covers);
+        let (size, covers) = cut.write(&self.store)?;
+        self.written(covers);
         Ok(size)
     }
 }
@@ -191,8 +193,8 @@ mod tests {
         let cut = checkpoints.cut(&mut engine);
         assert!(!checkpoints.pending());
         assert!(checkpoints.durable_offsets().is_empty(), "not written yet");
-        cut.write(checkpoints.store()).unwrap();
-        checkpoints.written(cut.covers);
+        let (_, covers) = cut.write(checkpoints.store()).unwrap();
+        checkpoints.written(covers);
         assert_eq!(checkpoints.durable_offsets()[&key], 43);
         let stored = checkpoints.store().read().unwrap().unwrap();
         assert_eq!(stored.offsets[&("events".to_string(), 3)], 43);

@@ -5,3 +5,4 @@ pub mod bench;
 pub mod bench_instances;
 pub mod demo;
 pub mod state_bench;
+pub mod state_latency;

@@ -3,7 +3,9 @@
 //!
 //! 1. learn: a synthetic shop's events for `users` users go through `Engine::apply`;
 //! 2. first checkpoint: everything (every user is new to the store);
-//! 3. a later checkpoint, after `batch` more events (what `run` writes every interval);
+//! 3. `batch` more events, then event → recommendation latency over two windows of events on a
+//!    schedule: one without a checkpoint, one during a checkpoint of everything changed since
+//!    the first (what `run` writes every interval; see `state_latency`);
 //! 4. restart: open the store and the engine without its users, then the first event (its user
 //!    read back from the store) — the time from start to the first processed event;
 //! 5. for contrast, loading every user at start.
@@ -17,11 +19,14 @@ use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
 use crate::synthetic::{ShopperConfig, Shoppers};
+use crate::tools::state_latency::{self, CheckpointUnderLoad, Window};
 
 pub struct StateBenchOptions {
     pub users: usize,
     pub events: usize,
     pub batch: usize,
+    /// Events per second in the latency windows (each is 3 s long).
+    pub rate: f64,
     /// Where the state dir goes (removed afterwards).
     pub dir: PathBuf,
 }
@@ -37,16 +42,18 @@ pub struct StateBenchReport {
     pub first_checkpoint_s: f64,
     pub first_checkpoint_bytes: usize,
     pub batch: usize,
-    pub users_in_batch: usize,
-    /// What events wait for in `run`: encoding the changed records on the worker.
-    pub later_checkpoint_encode_s: f64,
-    /// sled's write and flush, on a blocking thread while events flow.
-    pub later_checkpoint_write_s: f64,
-    pub later_checkpoint_bytes: usize,
+    /// Users with an event since the first checkpoint (batch and the first window).
+    pub users_changed: usize,
+    pub rate: f64,
+    pub without_checkpoint: Window,
+    /// The later checkpoint, taken at the start of the second window.
+    pub during_checkpoint: CheckpointUnderLoad,
     pub disk_bytes: u64,
     pub restart_to_first_event_s: f64,
     /// The part of the restart spent opening sled (it rebuilds its page table from its log).
     pub restart_open_store_s: f64,
+    /// Decoding the item model and the shard (users stay in the store).
+    pub restart_decode_s: f64,
     pub full_load_s: f64,
 }
 
@@ -78,22 +85,32 @@ pub fn bench_state(options: &StateBenchOptions) -> Result<StateBenchReport, Stor
         first_size.bytes
     );
 
-    let batch: Vec<_> = shop.take(options.batch).collect();
-    let users_in_batch = batch
-        .iter()
-        .map(|e| e.user_id.as_str())
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+    let batch: Vec<_> = shop.by_ref().take(options.batch).collect();
     for event in &batch {
         engine.apply(event);
     }
-    let (later, later_size) = timed_checkpoint(&store, &mut engine, &offsets)?;
-    eprintln!(
-        "later checkpoint: {:.2} s + {:.2} s, {} bytes",
-        later.encode, later.write, later_size.bytes
-    );
+    let window_events = (options.rate * 3.0) as usize;
+    let quiet: Vec<_> = shop.by_ref().take(window_events).collect();
+    let busy: Vec<_> = shop.take(window_events).collect();
+    let users_changed = batch
+        .iter()
+        .chain(&quiet)
+        .map(|e| e.user_id.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let without_checkpoint =
+        state_latency::window(&mut engine, &quiet, options.rate, Instant::now());
+    eprintln!("without a checkpoint: {without_checkpoint:?}");
+    let offsets: Offsets = [(("events".to_string(), 0), offsets_after(options, 2))].into();
+    let during_checkpoint = state_latency::window_with_checkpoint(
+        &mut engine,
+        &busy,
+        options.rate,
+        (&store, &offsets),
+    )?;
+    eprintln!("during a checkpoint: {during_checkpoint:?}");
     let (users, items) = (engine.user_count(), engine.item_count());
-    let first_event = batch.last().cloned();
+    let first_event = busy.last().cloned();
     drop(engine);
     drop(store);
     let disk_bytes = disk_usage(&options.dir);
@@ -104,6 +121,7 @@ pub fn bench_state(options: &StateBenchOptions) -> Result<StateBenchReport, Stor
     let (mut engine, _) = store
         .open_engine(config.clone())?
         .expect("the state was just written");
+    let decode = restart.elapsed() - open_store;
     if let Some(event) = first_event {
         if let Some(record) = store.user(&event.user_id)? {
             engine
@@ -130,19 +148,24 @@ pub fn bench_state(options: &StateBenchOptions) -> Result<StateBenchReport, Stor
         first_checkpoint_s: first.encode + first.write,
         first_checkpoint_bytes: first_size.bytes,
         batch: options.batch,
-        users_in_batch,
-        later_checkpoint_encode_s: later.encode,
-        later_checkpoint_write_s: later.write,
-        later_checkpoint_bytes: later_size.bytes,
+        users_changed,
+        rate: options.rate,
+        without_checkpoint,
+        during_checkpoint,
         disk_bytes,
         restart_to_first_event_s: seconds(restart_to_first_event),
         restart_open_store_s: seconds(open_store),
+        restart_decode_s: seconds(decode),
         full_load_s: seconds(full_load),
     })
 }
 
-/// A checkpoint as `run` makes it: encoding on the worker (events wait), then sled's write on a
-/// blocking thread. Returns both times and the size.
+/// The first offset after the learning, the batch and `windows` latency windows.
+fn offsets_after(options: &StateBenchOptions, windows: usize) -> i64 {
+    (options.events + options.batch + windows * (options.rate * 3.0) as usize) as i64
+}
+
+/// A checkpoint encoded and written on this thread. Returns both times and the size.
 fn timed_checkpoint(
     store: &StateStore,
     engine: &mut Engine,

@@ -77,6 +77,18 @@ pub fn dedup_key(event: &Event) -> u128 {
 }
 
 impl DedupWindow {
+    /// A copy of what is stored, without the lookup index (rebuilt on load): what a checkpoint's
+    /// cut takes, at a fraction of a full clone's cost.
+    pub fn stored_copy(&self) -> DedupWindow {
+        DedupWindow {
+            config: self.config.clone(),
+            seen: FxHashSet::default(),
+            streams: self.streams.clone(),
+            arrivals: self.arrivals,
+            len: 0,
+        }
+    }
+
     pub fn new(config: DedupConfig) -> DedupWindow {
         DedupWindow {
             config,

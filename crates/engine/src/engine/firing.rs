@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::Engine;
+use super::{touch, Engine};
 use crate::catalog::ListingChange;
 use crate::ranking::Filters;
 use crate::triggers::{attributes_match, trigger_id, EventFacts, Fired, Firing, Rules, Subject};
@@ -22,6 +22,7 @@ impl Engine {
         let Some(user) = self.shard.users.get_mut(facts.user_id) else {
             return;
         };
+        let user = Arc::make_mut(user);
         let firings = user
             .triggers
             .on_event(&rules.rules, &mut self.shard.triggers, facts);
@@ -38,9 +39,20 @@ impl Engine {
         let mut firings = Vec::new();
         for timer in self.shard.triggers.due(stream, now_ms) {
             // Users with a deadline pending are never evicted, so the user is here.
-            if let Some(user) = self.shard.users.get_mut(&*timer.user_id) {
+            let shard = &mut self.shard;
+            if let Some(user) = shard.users.get_mut(&*timer.user_id) {
+                let user = Arc::make_mut(user);
                 if let Some(firing) = user.triggers.on_timer(&rules.rules, &timer) {
-                    user.touched = self.shard.steps;
+                    // A step of its own: a firing with no event since the last checkpoint
+                    // (a stream's time moved on restore) is still a change to write.
+                    shard.steps += 1;
+                    touch(
+                        &mut shard.dirty,
+                        shard.checkpointed,
+                        shard.steps,
+                        &timer.user_id,
+                        user,
+                    );
                     firings.push(firing);
                 }
             }

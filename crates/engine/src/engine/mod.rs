@@ -8,7 +8,6 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogUpdate, ListingChange, Scores};
 use crate::config::{Blend, EngineConfig};
@@ -42,10 +41,11 @@ pub use records::{
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 
 /// User-side state for the users one worker owns.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct UserShard {
-    #[serde(serialize_with = "crate::canonical::sorted_map")]
-    pub users: FxHashMap<Box<str>, UserState>,
+    /// Shared copy-on-write: a checkpoint's cut holds the users it will encode while learning
+    /// goes on, and a write copies only a user a cut still holds.
+    pub users: FxHashMap<Box<str>, Arc<UserState>>,
     pub dedup: DedupWindow,
     /// Stream time per input stream: the time of each stream's users.
     pub clocks: StreamClocks,
@@ -55,20 +55,25 @@ pub struct UserShard {
     /// Trigger deadlines and cooldowns of this shard's users.
     pub triggers: TriggerState,
     /// Triggers fired by the input being applied (returned with its effects).
-    #[serde(skip)]
     fired: Vec<Fired>,
     /// Whether `apply` records what it did to the item model for other replicas.
-    #[serde(skip)]
     replicate: bool,
     /// Item-model updates of the input being applied (returned with its effects).
-    #[serde(skip)]
     model_updates: Vec<ModelUpdate>,
     /// Events applied by this shard (the clock of `UserState::touched`).
-    #[serde(skip)]
     steps: u64,
     /// `steps` at the last checkpoint: users touched later are dirty.
-    #[serde(skip)]
     checkpointed: u64,
+    /// The users touched since the last checkpoint (each once), so a cut need not scan all.
+    dirty: Vec<Box<str>>,
+}
+
+/// Marks a user changed at the shard's current step.
+fn touch(dirty: &mut Vec<Box<str>>, checkpointed: u64, steps: u64, id: &str, user: &mut UserState) {
+    if user.touched <= checkpointed {
+        dirty.push(id.into());
+    }
+    user.touched = steps;
 }
 
 /// Whether `apply` learned from an event.
@@ -145,6 +150,7 @@ impl Engine {
             model_updates: Vec::new(),
             steps: 0,
             checkpointed: 0,
+            dirty: Vec::new(),
         };
         Engine {
             config,
@@ -171,7 +177,7 @@ impl Engine {
     }
 
     pub fn user(&self, user_id: &str) -> Option<&UserState> {
-        self.shard.users.get(user_id)
+        self.shard.users.get(user_id).map(|user| &**user)
     }
 
     /// How often learning waited for another worker's hold on the item model.
@@ -260,12 +266,18 @@ impl Engine {
         let new_user = !self.shard.users.contains_key(event.user_id.as_str());
         let config = &self.config;
         self.shard.steps += 1;
-        let user = self
-            .shard
-            .users
-            .entry(event.user_id.as_str().into())
-            .or_insert_with(|| UserState::new(&event.user_id, event.ts_ms, config));
-        user.touched = self.shard.steps;
+        let user = Arc::make_mut(
+            self.shard
+                .users
+                .entry(event.user_id.as_str().into())
+                .or_insert_with(|| Arc::new(UserState::new(&event.user_id, event.ts_ms, config))),
+        );
+        let (dirty, since, steps) = (
+            &mut self.shard.dirty,
+            self.shard.checkpointed,
+            self.shard.steps,
+        );
+        touch(dirty, since, steps, &event.user_id, user);
         user.stream = stream;
         let half_life = config.profile.half_life_ms;
         // What the trigger rules compare with after learning; nothing to compute without rules.
@@ -365,7 +377,7 @@ impl Engine {
         filters: &Filters,
         blend: &Blend,
     ) -> Vec<Scored> {
-        let user = self.shard.users.get(user_id);
+        let user = self.shard.users.get(user_id).map(|user| &**user);
         let items = self.read();
         let now_ms = user
             .and_then(|u| self.shard.clocks.time(u.stream))
@@ -415,12 +427,18 @@ impl Engine {
         items.latest_ts_ms = items.latest_ts_ms.max(update.ts_ms);
         let config = &self.config;
         self.shard.steps += 1;
-        let user = self
-            .shard
-            .users
-            .entry(update.user_id.as_str().into())
-            .or_insert_with(|| UserState::new(&update.user_id, update.ts_ms, config));
-        user.touched = self.shard.steps;
+        let user = Arc::make_mut(
+            self.shard
+                .users
+                .entry(update.user_id.as_str().into())
+                .or_insert_with(|| Arc::new(UserState::new(&update.user_id, update.ts_ms, config))),
+        );
+        let (dirty, since, steps) = (
+            &mut self.shard.dirty,
+            self.shard.checkpointed,
+            self.shard.steps,
+        );
+        touch(dirty, since, steps, &update.user_id, user);
         user.stream = stream;
         user.update_attributes(update, config.clean.max_attributes);
         user.segment = segment_name(&user.attributes, &config.content)
@@ -480,22 +498,26 @@ impl Engine {
 
     /// Approximate heap bytes of user-side and item-side state.
     pub fn memory(&self) -> MemoryUse {
-        let users: usize = self
-            .shard
-            .users
-            .iter()
-            .map(|(id, u)| {
-                id.len()
-                    + 48
-                    + u.profile.heap_bytes()
-                    + u.factors.len() * 4
-                    + u.attributes
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 32)
-                        .sum::<usize>()
-                    + std::mem::size_of::<UserState>()
-            })
-            .sum();
+        // The map's slots (id, shared pointer, control byte), then each user's shared state.
+        let slot = std::mem::size_of::<(Box<str>, Arc<UserState>)>() + 1;
+        let table = self.shard.users.capacity() * slot;
+        let users: usize = table
+            + self
+                .shard
+                .users
+                .iter()
+                .map(|(id, u)| {
+                    id.len()
+                        + 16
+                        + u.profile.heap_bytes()
+                        + u.factors.len() * 4
+                        + u.attributes
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 32)
+                            .sum::<usize>()
+                        + std::mem::size_of::<UserState>()
+                })
+                .sum::<usize>();
         let model = self.read();
         let items = model.ids.heap_bytes()
             + model.factors.heap_bytes()
@@ -528,14 +550,16 @@ impl Engine {
     /// of each counts as new.
     pub fn forget_positions(&mut self) {
         for user in self.shard.users.values_mut() {
-            user.position = None;
+            if user.position.is_some() {
+                Arc::make_mut(user).position = None;
+            }
         }
     }
 
     /// Records that the user's state reflects the input at `at` (after applying it).
     pub fn record_position(&mut self, user_id: &str, at: Position) {
         if let Some(user) = self.shard.users.get_mut(user_id) {
-            user.position = Some(at);
+            Arc::make_mut(user).position = Some(at);
         }
     }
 
@@ -557,7 +581,7 @@ impl Engine {
                 what,
                 detail: mismatch.to_string(),
             })?;
-        self.shard.users.insert(user_id.into(), state);
+        self.shard.users.insert(user_id.into(), Arc::new(state));
         Ok(())
     }
 

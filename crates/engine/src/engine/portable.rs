@@ -155,7 +155,8 @@ mod tests {
         assert!(other.already_applied("u", at));
         assert!(!other.already_applied("u", Position { stream: 3, seq: 42 }));
         other.record_position("u", Position { stream: 3, seq: 42 }); // mark it changed
-        other.shard.users.get_mut("u").unwrap().touched = other.shard.steps + 1;
+        std::sync::Arc::make_mut(other.shard.users.get_mut("u").unwrap()).touched =
+            other.shard.steps + 1;
         let moved = portable_of(&mut other, "u");
         assert_eq!(moved.profile, portable.profile);
         assert_eq!(moved.factors, portable.factors);

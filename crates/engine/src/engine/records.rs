@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, ItemModel, UserShard};
+use super::{Engine, ItemModel, UserShard, UserState};
 use crate::changed::ChangedItems;
 use crate::config::EngineConfig;
 use crate::dedup::DedupWindow;
@@ -82,7 +82,7 @@ pub fn item_record_name(item: u32) -> String {
 }
 
 /// The worker-local part of a shard besides its users.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct ShardRest {
     dedup: DedupWindow,
     clocks: StreamClocks,
@@ -117,8 +117,9 @@ pub struct Changes {
     /// The changed items' vectors, `rank` floats each, in the order of `changed`.
     factors: Vec<f32>,
     changed: Vec<ItemAtCut>,
-    users: Vec<(String, Vec<u8>)>,
-    shard: Vec<u8>,
+    /// The changed users, shared copy-on-write like the rows.
+    users: Vec<(Box<str>, Arc<UserState>)>,
+    shard: ShardRest,
 }
 
 impl Changes {
@@ -127,11 +128,14 @@ impl Changes {
         self.changed.len()
     }
 
-    pub fn encode(&self) -> EngineRecords {
+    /// Encodes the cut, letting go of each shared row and user once encoded: a write to one
+    /// of them meanwhile copies it, so the sooner they are released the fewer copies.
+    pub fn encode(self) -> EngineRecords {
+        let rank = self.rank.max(1);
         let item_records = self
             .changed
-            .iter()
-            .zip(self.factors.chunks_exact(self.rank.max(1)))
+            .into_iter()
+            .zip(self.factors.chunks_exact(rank))
             .map(|(at, factors)| {
                 let record = ItemRecordRef {
                     factors,
@@ -141,11 +145,17 @@ impl Changes {
                 (at.item, encode(&record))
             })
             .collect();
+        let mut users: Vec<(String, Vec<u8>)> = self
+            .users
+            .into_iter()
+            .map(|(id, state)| (id.into_string(), encode(&*state)))
+            .collect();
+        users.sort_by(|a, b| a.0.cmp(&b.0));
         EngineRecords {
-            items: self.items.clone(),
+            items: self.items,
             item_records,
-            users: self.users.clone(),
-            shard: self.shard.clone(),
+            users,
+            shard: encode(&self.shard),
         }
     }
 }
@@ -170,6 +180,7 @@ impl Engine {
     /// Everything applied so far is in the store.
     pub fn mark_checkpointed(&mut self) {
         self.shard.checkpointed = self.shard.steps;
+        self.shard.dirty.clear();
         let mut items = self
             .items
             .write()
@@ -181,16 +192,23 @@ impl Engine {
 
     fn cut_with(&self, everything: bool) -> Changes {
         let since = self.shard.checkpointed;
-        let mut users: Vec<(String, Vec<u8>)> = self
-            .shard
-            .users
-            .iter()
-            .filter(|(_, state)| everything || state.touched > since)
-            .map(|(id, state)| (id.to_string(), encode(state)))
-            .collect();
-        users.sort_by(|a, b| a.0.cmp(&b.0));
+        let users = if everything {
+            let all = self.shard.users.iter();
+            all.map(|(id, state)| (id.clone(), state.clone())).collect()
+        } else {
+            let users = &self.shard.users;
+            let dirty = self
+                .shard
+                .dirty
+                .iter()
+                .filter_map(|id| users.get_key_value(id));
+            dirty
+                .filter(|(_, state)| state.touched > since)
+                .map(|(id, state)| (id.clone(), state.clone()))
+                .collect()
+        };
         let rest = ShardRest {
-            dedup: self.shard.dedup.clone(),
+            dedup: self.shard.dedup.stored_copy(),
             clocks: self.shard.clocks.clone(),
             rng: self.shard.rng.clone(),
             triggers: self.shard.triggers.clone(),
@@ -219,7 +237,7 @@ impl Engine {
             factors,
             changed,
             users,
-            shard: encode(&rest),
+            shard: rest,
         }
     }
 
@@ -244,6 +262,7 @@ impl Engine {
             model_updates: Vec::new(),
             steps: 0,
             checkpointed: 0,
+            dirty: Vec::new(),
         };
         let mut engine = Engine {
             config,
