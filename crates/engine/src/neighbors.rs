@@ -129,11 +129,15 @@ impl PairTable {
             slot: NOT_LISTED,
         });
         counter.count += weight;
-        let (count, slot) = (counter.count, counter.slot);
         row.stale_updates += 1;
         if row.counts.len() > 2 * bounds.counters {
             prune(row, bounds.counters);
         }
+        // The prune may have dropped this very pair (among the lightest): it is not offered,
+        // or the list would hold a neighbour without a counter.
+        let Some(&Counter { count, slot }) = row.counts.get(&b) else {
+            return;
+        };
         if row.stale_updates as usize >= bounds.capacity {
             rebuild(row, bounds.capacity, score);
             return;
@@ -330,6 +334,30 @@ mod tests {
             assert!(row.counts.len() <= 16);
             assert_eq!(row.check(40), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_pair_pruned_on_arrival_is_not_listed() {
+        let mut table = PairTable::default();
+        let bounds = Bounds {
+            counters: 2,
+            capacity: 3,
+        };
+        // Four heavy pairs (the third add rebuilds the list), then a light one whose score
+        // beats the floor and which the prune drops on arrival.
+        for b in 1..=4 {
+            table.add(0, b, 10.0, bounds, |_, count| count);
+        }
+        table.add(
+            0,
+            99,
+            0.1,
+            bounds,
+            |b, count| if b == 99 { 1e6 } else { count },
+        );
+        let row = table.row(0).unwrap();
+        assert_eq!(row.check(100), Ok(()), "{row:?}");
+        assert!(!row.top.iter().any(|n| n.item == 99));
     }
 
     #[test]
