@@ -134,8 +134,7 @@ impl Checkpointer {
 
     /// Takes what changed in the engine since the last cut, with the offsets it reflects.
     pub fn cut(&mut self, engine: &mut Engine) -> Cut {
-        let changes = engine.changes();
-        engine.mark_checkpointed();
+        let changes = engine.cut();
         self.since = 0;
         self.last = Instant::now();
         Cut {

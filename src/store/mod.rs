@@ -2,16 +2,19 @@
 //! atomic batch and flushed, so a reader sees either the previous checkpoint or the new one.
 //!
 //! Every value starts with a format-version byte. Keys: `meta/format`; `items` (the item model
-//! without its per-item parts); `item/<index>` per item (the index as 4 bytes, big-endian, so a
-//! scan reads them in order; named `item/<index>` in errors); `shard` (dedup window, clocks,
+//! without its per-item parts); `itempage/<n>`, the records of items `256 n .. 256 n + 255`
+//! (see [`pages`]; `n` as 4 bytes, big-endian, so a scan reads them in order); `shard` (dedup window, clocks,
 //! RNG, trigger state); `user/<id>` per user; `offset/<topic>/<partition>` holding the next
 //! offset to read (8 bytes, big-endian); `meta/users`, how many users the store holds (8 bytes,
 //! big-endian), kept so a count needs no scan.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::EngineConfig;
-use crate::engine::{item_record_name, records_digest, Engine, EngineRecords};
+use crate::engine::{records_digest, Engine, EngineRecords};
+
+mod pages;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The format this build writes and reads. 5 split the item model into a record per item;
@@ -22,7 +25,7 @@ const FORMAT_KEY: &[u8] = b"meta/format";
 const USERS_KEY: &[u8] = b"meta/users";
 const ITEMS_KEY: &[u8] = b"items";
 const SHARD_KEY: &[u8] = b"shard";
-const ITEM_PREFIX: &[u8] = b"item/";
+const PAGE_PREFIX: &[u8] = b"itempage/";
 const USER_PREFIX: &[u8] = b"user/";
 const OFFSET_PREFIX: &[u8] = b"offset/";
 
@@ -164,8 +167,8 @@ impl StateStore {
         };
         let mut users_stored = self.users_stored()?;
         put(ITEMS_KEY.to_vec(), &records.items);
-        for (item, bytes) in &records.item_records {
-            put(item_key(*item), bytes);
+        for (number, page) in self.merged_pages(&records.item_records)? {
+            put(page_key(number), &pages::encode(&page));
         }
         size.items = records.item_records.len();
         put(SHARD_KEY.to_vec(), &records.shard);
@@ -275,15 +278,45 @@ impl StateStore {
     /// Every item record, in index order.
     fn item_records(&self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
         let mut records = Vec::new();
-        for entry in self.db.scan_prefix(ITEM_PREFIX) {
+        for entry in self.db.scan_prefix(PAGE_PREFIX) {
             let (key, value) = entry.map_err(|e| self.io(e))?;
-            let index = <[u8; 4]>::try_from(&key[ITEM_PREFIX.len()..])
-                .map(u32::from_be_bytes)
-                .map_err(|_| self.corrupt("an item key is not 4 bytes of index"))?;
-            let body = self.body(item_record_name(index).as_bytes(), &value)?;
-            records.push((index, body));
+            let number = self.page_number(&key)?;
+            records.extend(self.page(number, &value)?);
         }
         Ok(records)
+    }
+
+    /// The pages `records` fall in, each with its stored records and `records` merged in.
+    fn merged_pages(
+        &self,
+        records: &[(u32, Vec<u8>)],
+    ) -> Result<BTreeMap<u32, pages::Page>, StoreError> {
+        let mut merged: BTreeMap<u32, pages::Page> = BTreeMap::new();
+        for (item, bytes) in records {
+            let number = pages::page_of(*item);
+            if !merged.contains_key(&number) {
+                let stored = match self.db.get(page_key(number)).map_err(|e| self.io(e))? {
+                    Some(value) => self.page(number, &value)?,
+                    None => pages::Page::new(),
+                };
+                merged.insert(number, stored);
+            }
+            let page = merged.get_mut(&number).expect("inserted above");
+            page.insert(*item, bytes.clone());
+        }
+        Ok(merged)
+    }
+
+    fn page(&self, number: u32, value: &[u8]) -> Result<pages::Page, StoreError> {
+        let body = self.body(format!("itempage/{number}").as_bytes(), value)?;
+        pages::decode(number, &body)
+            .map_err(|why| self.corrupt(format!("record itempage/{number} {why}")))
+    }
+
+    fn page_number(&self, key: &[u8]) -> Result<u32, StoreError> {
+        <[u8; 4]>::try_from(&key[PAGE_PREFIX.len()..])
+            .map(u32::from_be_bytes)
+            .map_err(|_| self.corrupt("an item page key is not 4 bytes of page number"))
     }
 
     fn offsets(&self) -> Result<Offsets, StoreError> {
@@ -416,8 +449,8 @@ pub fn record_body(value: &[u8]) -> Result<&[u8], Frame> {
     Ok(body)
 }
 
-fn item_key(item: u32) -> Vec<u8> {
-    [ITEM_PREFIX, &item.to_be_bytes()].concat()
+fn page_key(number: u32) -> Vec<u8> {
+    [PAGE_PREFIX, &number.to_be_bytes()].concat()
 }
 
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -511,8 +544,8 @@ mod tests {
             assert_eq!(size.items, 3, "a, b and c are new");
             assert_eq!(
                 size.records,
-                1 + 2 + 3 + 2 + 2 + 1,
-                "format, items, shard, 3 items, 2 users, 2 offsets, user count"
+                1 + 2 + 1 + 2 + 2 + 1,
+                "format, items, shard, the page of the 3 items, 2 users, 2 offsets, user count"
             );
             assert_eq!(size.users_stored, 2);
         }
@@ -544,8 +577,8 @@ mod tests {
         );
         assert_eq!(
             size.records,
-            1 + 2 + size.items + 2 + 2 + 1,
-            "format, items, shard, changed items, u1 and u3, offsets, user count"
+            1 + 2 + 1 + 2 + 2 + 1,
+            "format, items, shard, the changed items' page, u1 and u3, offsets, user count"
         );
         assert_eq!(size.users_stored, 3, "u1 was stored before, u3 is new");
         let unchanged = store.checkpoint(&mut engine, &offsets()).unwrap();
@@ -614,6 +647,101 @@ mod tests {
         assert_eq!(
             record_body(&[FORMAT_VERSION + 1]),
             Err(Frame::Newer(FORMAT_VERSION + 1))
+        );
+    }
+
+    #[test]
+    fn changed_items_are_merged_into_their_stored_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state"), true).unwrap();
+        let mut engine = Engine::new(EngineConfig::default());
+        let view = |n: usize| {
+            let user = format!("u{}", n % 7);
+            Event::new(EventType::View, &user, &format!("i{n}"), 1_000 + n as i64)
+        };
+        for n in 0..600 {
+            engine.apply(&view(n));
+        }
+        let first = store.checkpoint(&mut engine, &offsets()).unwrap();
+        let pages = 3;
+        assert_eq!((first.items, first.records), (600, 3 + pages + 7 + 2 + 1));
+        // A few items change (and the negatives their steps sample): their pages are merged.
+        for n in [3, 300, 301] {
+            engine.apply(&view(n + 10_000));
+            engine.apply(&view(n));
+        }
+        let later = store.checkpoint(&mut engine, &offsets()).unwrap();
+        assert!(later.items < 600, "{later:?}");
+        assert_eq!(store.read().unwrap().unwrap().digest(), engine.digest());
+        let (restored, _) = store.open_engine(EngineConfig::default()).unwrap().unwrap();
+        assert_eq!(restored.item_count(), 603);
+    }
+
+    /// A state dir whose item records are damaged, newer or missing is refused by the record's
+    /// name, and opening it changes nothing on disk.
+    #[test]
+    fn bad_item_records_are_named_and_nothing_is_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let refused = |damage: &dyn Fn(&sled::Db)| -> String {
+            let _ = std::fs::remove_dir_all(&path);
+            let store = StateStore::open(&path, true).unwrap();
+            store
+                .checkpoint(&mut engine_with_events(), &offsets())
+                .unwrap();
+            damage(&store.db);
+            store.db.flush().unwrap();
+            let before: Vec<_> = store.db.iter().map(Result::unwrap).collect();
+            drop(store);
+            let store = StateStore::open(&path, false).unwrap();
+            let err = store.open_engine(EngineConfig::default()).err().unwrap();
+            assert!(store.load(EngineConfig::default()).is_err());
+            let after: Vec<_> = store.db.iter().map(Result::unwrap).collect();
+            assert_eq!(before, after, "nothing was overwritten");
+            err.to_string()
+        };
+        let err = refused(&|db| {
+            let mut value = db.get(page_key(0)).unwrap().unwrap().to_vec();
+            let last = value.len() - 1;
+            value[last] ^= 1;
+            db.insert(page_key(0), value).unwrap();
+        });
+        assert!(
+            err.contains("record itempage/0 fails its checksum"),
+            "{err}"
+        );
+        let err = refused(&|db| {
+            let mut value = db.get(page_key(0)).unwrap().unwrap().to_vec();
+            value[0] = FORMAT_VERSION + 1;
+            db.insert(page_key(0), value).unwrap();
+        });
+        assert!(err.contains("newer than this build reads"), "{err}");
+        let err = refused(&|db| {
+            db.remove(page_key(0)).unwrap();
+        });
+        assert!(
+            err.contains("record item/0 is missing (the model has 3 items)"),
+            "{err}"
+        );
+        fn rewritten(edit: fn(&mut pages::Page)) -> impl Fn(&sled::Db) {
+            move |db: &sled::Db| {
+                let value = db.get(page_key(0)).unwrap().unwrap();
+                let mut page = pages::decode(0, record_body(&value).unwrap()).unwrap();
+                edit(&mut page);
+                db.insert(page_key(0), versioned(&pages::encode(&page)))
+                    .unwrap();
+            }
+        }
+        let err = refused(&rewritten(|page| {
+            page.insert(1, vec![7, 7, 7]);
+        }));
+        assert!(err.contains("cannot decode record item/1"), "{err}");
+        let err = refused(&rewritten(|page| {
+            page.insert(300, vec![7]);
+        }));
+        assert!(
+            err.contains("record itempage/0 holds item 300, which belongs to page 1"),
+            "{err}"
         );
     }
 

@@ -67,8 +67,7 @@ pub fn window_with_checkpoint(
     (store, offsets): (&StateStore, &Offsets),
 ) -> Result<CheckpointUnderLoad, StoreError> {
     let started = Instant::now();
-    let changes = engine.changes();
-    engine.mark_checkpointed();
+    let changes = engine.cut();
     let cut_s = started.elapsed().as_secs_f64();
     let items_written = changes.items_changed();
     let (store, offsets) = (store.clone(), offsets.clone());

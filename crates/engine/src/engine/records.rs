@@ -163,18 +163,22 @@ impl Changes {
 impl Engine {
     /// The state as records (see [`EngineRecords`]).
     pub fn to_records(&self) -> EngineRecords {
-        self.cut_with(true).encode()
+        self.cut_of(None).encode()
     }
 
     /// The records a checkpoint writes: the item model's shared part, the shard, and only the
     /// items and users changed since the last `mark_checkpointed` (the store has the others).
     pub fn to_changed_records(&self) -> EngineRecords {
-        self.changes().encode()
+        self.cut_of(Some(self.shard.dirty.clone())).encode()
     }
 
-    /// What changed since the last `mark_checkpointed`, to encode later (see [`Changes`]).
-    pub fn changes(&self) -> Changes {
-        self.cut_with(false)
+    /// What changed since the last cut, to encode later (see [`Changes`]); from here on the
+    /// engine counts as checkpointed.
+    pub fn cut(&mut self) -> Changes {
+        let dirty = std::mem::take(&mut self.shard.dirty);
+        let changes = self.cut_of(Some(dirty));
+        self.mark_checkpointed();
+        changes
     }
 
     /// Everything applied so far is in the store.
@@ -190,22 +194,23 @@ impl Engine {
         items.items_stored = items.ids.len();
     }
 
-    fn cut_with(&self, everything: bool) -> Changes {
+    /// A cut of the users named (`None`: every user and item).
+    fn cut_of(&self, dirty: Option<Vec<Box<str>>>) -> Changes {
+        let everything = dirty.is_none();
         let since = self.shard.checkpointed;
-        let users = if everything {
-            let all = self.shard.users.iter();
-            all.map(|(id, state)| (id.clone(), state.clone())).collect()
-        } else {
-            let users = &self.shard.users;
-            let dirty = self
-                .shard
-                .dirty
-                .iter()
-                .filter_map(|id| users.get_key_value(id));
-            dirty
-                .filter(|(_, state)| state.touched > since)
-                .map(|(id, state)| (id.clone(), state.clone()))
-                .collect()
+        let users = match dirty {
+            None => {
+                let all = self.shard.users.iter();
+                all.map(|(id, state)| (id.clone(), state.clone())).collect()
+            }
+            Some(dirty) => {
+                let users = &self.shard.users;
+                let current = |id: &Box<str>| users.get(id).filter(|s| s.touched > since).cloned();
+                let changed = dirty
+                    .into_iter()
+                    .filter_map(|id| current(&id).map(|s| (id, s)));
+                changed.collect()
+            }
         };
         let rest = ShardRest {
             dedup: self.shard.dedup.stored_copy(),
@@ -449,8 +454,7 @@ mod tests {
                         prop_assert_eq!(records_digest(&stored.records()), digest);
                     }
                     let digest = engine.digest();
-                    open = Some((engine.changes(), digest));
-                    engine.mark_checkpointed();
+                    open = Some((engine.cut(), digest));
                 }
             }
             if let Some((changes, digest)) = open.take() {
@@ -517,9 +521,8 @@ mod tests {
     #[test]
     fn an_unchanged_engine_cuts_no_items_and_a_new_item_is_cut_once() {
         let mut engine = engine_with_items();
-        assert_eq!(engine.changes().items_changed(), 3);
-        engine.mark_checkpointed();
-        assert_eq!(engine.changes().items_changed(), 0);
+        assert_eq!(engine.cut().items_changed(), 3);
+        assert_eq!(engine.cut().items_changed(), 0);
         // A lone first event of a new user: no pairs, but a new item and SGD steps.
         engine.apply(&Event::new(EventType::View, "u9", "d", 9_000));
         let changed: Vec<u32> = engine
