@@ -294,14 +294,16 @@ impl StateStore {
         let mut merged: BTreeMap<u32, pages::Page> = BTreeMap::new();
         for (item, bytes) in records {
             let number = pages::page_of(*item);
-            if !merged.contains_key(&number) {
-                let stored = match self.db.get(page_key(number)).map_err(|e| self.io(e))? {
-                    Some(value) => self.page(number, &value)?,
-                    None => pages::Page::new(),
-                };
-                merged.insert(number, stored);
-            }
-            let page = merged.get_mut(&number).expect("inserted above");
+            let page = match merged.entry(number) {
+                std::collections::btree_map::Entry::Occupied(page) => page.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let stored = match self.db.get(page_key(number)).map_err(|e| self.io(e))? {
+                        Some(value) => self.page(number, &value)?,
+                        None => pages::Page::new(),
+                    };
+                    slot.insert(stored)
+                }
+            };
             page.insert(*item, bytes.clone());
         }
         Ok(merged)

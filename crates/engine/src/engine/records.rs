@@ -205,7 +205,7 @@ impl Engine {
             }
             Some(dirty) => {
                 let users = &self.shard.users;
-                let current = |id: &Box<str>| users.get(id).filter(|s| s.touched > since).cloned();
+                let current = |id: &str| users.get(id).filter(|s| s.touched > since).cloned();
                 let changed = dirty
                     .into_iter()
                     .filter_map(|id| current(&id).map(|s| (id, s)));
