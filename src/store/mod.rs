@@ -3,7 +3,7 @@
 //!
 //! Every value starts with a format-version byte. Keys: `meta/format`; `items` (the item model
 //! without its per-item parts); `itempage/<n>`, the records of items `256 n .. 256 n + 255`
-//! (see [`pages`]; `n` as 4 bytes, big-endian, so a scan reads them in order); `shard` (dedup window, clocks,
+//! (see `store::pages`; `n` as 4 bytes, big-endian, so a scan reads them in order); `shard` (dedup window, clocks,
 //! RNG, trigger state); `user/<id>` per user; `offset/<topic>/<partition>` holding the next
 //! offset to read (8 bytes, big-endian); `meta/users`, how many users the store holds (8 bytes,
 //! big-endian), kept so a count needs no scan.

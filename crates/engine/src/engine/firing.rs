@@ -40,19 +40,15 @@ impl Engine {
         for timer in self.shard.triggers.due(stream, now_ms) {
             // Users with a deadline pending are never evicted, so the user is here.
             let shard = &mut self.shard;
+            let users = shard.users.len();
             if let Some(user) = shard.users.get_mut(&*timer.user_id) {
                 let user = Arc::make_mut(user);
                 if let Some(firing) = user.triggers.on_timer(&rules.rules, &timer) {
                     // A step of its own: a firing with no event since the last checkpoint
                     // (a stream's time moved on restore) is still a change to write.
                     shard.steps += 1;
-                    touch(
-                        &mut shard.dirty,
-                        shard.checkpointed,
-                        shard.steps,
-                        &timer.user_id,
-                        user,
-                    );
+                    let clock = (users, shard.checkpointed, shard.steps);
+                    touch(&mut shard.dirty, clock, &timer.user_id, user);
                     firings.push(firing);
                 }
             }

@@ -64,14 +64,41 @@ pub struct UserShard {
     steps: u64,
     /// `steps` at the last checkpoint: users touched later are dirty.
     checkpointed: u64,
-    /// The users touched since the last checkpoint (each once), so a cut need not scan all.
-    dirty: Vec<Box<str>>,
+    /// The users touched since the last checkpoint, so a cut need not scan them all.
+    dirty: DirtyUsers,
 }
 
-/// Marks a user changed at the shard's current step.
-fn touch(dirty: &mut Vec<Box<str>>, checkpointed: u64, steps: u64, id: &str, user: &mut UserState) {
+/// The users touched since the last checkpoint, each once. Bounded: past a quarter of the users
+/// (and so with no checkpoints at all) it drops the list, and the next cut scans every user.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DirtyUsers {
+    pub(crate) ids: Vec<Box<str>>,
+    pub(crate) overflowed: bool,
+}
+
+impl DirtyUsers {
+    fn note(&mut self, id: &str, users: usize) {
+        if self.overflowed {
+            return;
+        }
+        if self.ids.len() >= (users / 4).max(1024) {
+            self.ids = Vec::new();
+            self.overflowed = true;
+            return;
+        }
+        self.ids.push(id.into());
+    }
+}
+
+/// Marks a user changed at the shard's current step (`users`: how many the shard holds).
+fn touch(
+    dirty: &mut DirtyUsers,
+    (users, checkpointed, steps): (usize, u64, u64),
+    id: &str,
+    user: &mut UserState,
+) {
     if user.touched <= checkpointed {
-        dirty.push(id.into());
+        dirty.note(id, users);
     }
     user.touched = steps;
 }
@@ -150,7 +177,7 @@ impl Engine {
             model_updates: Vec::new(),
             steps: 0,
             checkpointed: 0,
-            dirty: Vec::new(),
+            dirty: DirtyUsers::default(),
         };
         Engine {
             config,
@@ -266,18 +293,15 @@ impl Engine {
         let new_user = !self.shard.users.contains_key(event.user_id.as_str());
         let config = &self.config;
         self.shard.steps += 1;
+        let users = self.shard.users.len();
         let user = Arc::make_mut(
             self.shard
                 .users
                 .entry(event.user_id.as_str().into())
                 .or_insert_with(|| Arc::new(UserState::new(&event.user_id, event.ts_ms, config))),
         );
-        let (dirty, since, steps) = (
-            &mut self.shard.dirty,
-            self.shard.checkpointed,
-            self.shard.steps,
-        );
-        touch(dirty, since, steps, &event.user_id, user);
+        let clock = (users, self.shard.checkpointed, self.shard.steps);
+        touch(&mut self.shard.dirty, clock, &event.user_id, user);
         user.stream = stream;
         let half_life = config.profile.half_life_ms;
         // What the trigger rules compare with after learning; nothing to compute without rules.
@@ -427,18 +451,15 @@ impl Engine {
         items.latest_ts_ms = items.latest_ts_ms.max(update.ts_ms);
         let config = &self.config;
         self.shard.steps += 1;
+        let users = self.shard.users.len();
         let user = Arc::make_mut(
             self.shard
                 .users
                 .entry(update.user_id.as_str().into())
                 .or_insert_with(|| Arc::new(UserState::new(&update.user_id, update.ts_ms, config))),
         );
-        let (dirty, since, steps) = (
-            &mut self.shard.dirty,
-            self.shard.checkpointed,
-            self.shard.steps,
-        );
-        touch(dirty, since, steps, &update.user_id, user);
+        let clock = (users, self.shard.checkpointed, self.shard.steps);
+        touch(&mut self.shard.dirty, clock, &update.user_id, user);
         user.stream = stream;
         user.update_attributes(update, config.clean.max_attributes);
         user.segment = segment_name(&user.attributes, &config.content)

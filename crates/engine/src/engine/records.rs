@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, ItemModel, UserShard, UserState};
+use super::{DirtyUsers, Engine, ItemModel, UserShard, UserState};
 use crate::changed::ChangedItems;
 use crate::config::EngineConfig;
 use crate::dedup::DedupWindow;
@@ -184,7 +184,7 @@ impl Engine {
     /// Everything applied so far is in the store.
     pub fn mark_checkpointed(&mut self) {
         self.shard.checkpointed = self.shard.steps;
-        self.shard.dirty.clear();
+        self.shard.dirty = DirtyUsers::default();
         let mut items = self
             .items
             .write()
@@ -195,7 +195,7 @@ impl Engine {
     }
 
     /// A cut of the users named (`None`: every user and item).
-    fn cut_of(&self, dirty: Option<Vec<Box<str>>>) -> Changes {
+    fn cut_of(&self, dirty: Option<DirtyUsers>) -> Changes {
         let everything = dirty.is_none();
         let since = self.shard.checkpointed;
         let users = match dirty {
@@ -203,13 +203,19 @@ impl Engine {
                 let all = self.shard.users.iter();
                 all.map(|(id, state)| (id.clone(), state.clone())).collect()
             }
+            Some(dirty) if dirty.overflowed => {
+                let changed = self.shard.users.iter().filter(|(_, s)| s.touched > since);
+                changed
+                    .map(|(id, state)| (id.clone(), state.clone()))
+                    .collect()
+            }
             Some(dirty) => {
                 let users = &self.shard.users;
                 let current = |id: &str| users.get(id).filter(|s| s.touched > since).cloned();
-                let changed = dirty
-                    .into_iter()
-                    .filter_map(|id| current(&id).map(|s| (id, s)));
-                changed.collect()
+                let changed = dirty.ids.into_iter();
+                changed
+                    .filter_map(|id| current(&id).map(|s| (id, s)))
+                    .collect()
             }
         };
         let rest = ShardRest {
@@ -267,7 +273,7 @@ impl Engine {
             model_updates: Vec::new(),
             steps: 0,
             checkpointed: 0,
-            dirty: Vec::new(),
+            dirty: DirtyUsers::default(),
         };
         let mut engine = Engine {
             config,
@@ -516,6 +522,32 @@ mod tests {
             cross: None,
         });
         assert!(decode_error(&other_rank).contains("record item/0: 33 factors, rank 32"));
+    }
+
+    #[test]
+    fn a_cut_past_the_dirty_list_bound_scans_and_finds_the_same_users() {
+        let mut engine = engine_with_items();
+        engine.cut();
+        let view = |n: usize| Event::new(EventType::View, &format!("v{n}"), "a", 5_000 + n as i64);
+        for n in 0..2_000 {
+            engine.apply(&view(n));
+        }
+        assert!(
+            engine.shard.dirty.overflowed,
+            "2,000 of 2,002 users touched"
+        );
+        assert_eq!(engine.cut().users.len(), 2_000);
+        assert!(!engine.shard.dirty.overflowed, "a cut starts a new list");
+        engine.apply(&Event::new(EventType::View, "v7", "b", 9_000));
+        engine.apply(&Event::new(EventType::View, "u1", "b", 9_001));
+        let users: Vec<String> = engine
+            .cut()
+            .encode()
+            .users
+            .into_iter()
+            .map(|u| u.0)
+            .collect();
+        assert_eq!(users, ["u1", "v7"]);
     }
 
     #[test]
