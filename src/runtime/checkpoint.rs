@@ -60,11 +60,6 @@ impl Cut {
         let size = store.write(&records, &self.offsets)?;
         Ok((size, self.covers))
     }
-
-    /// Items whose records the cut writes.
-    pub fn items_changed(&self) -> usize {
-        self.changes.items_changed()
-    }
 }
 
 impl Checkpointer {

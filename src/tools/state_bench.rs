@@ -172,8 +172,7 @@ fn timed_checkpoint(
     offsets: &Offsets,
 ) -> Result<(Timed, CheckpointSize), StoreError> {
     let started = Instant::now();
-    let records = engine.to_changed_records();
-    engine.mark_checkpointed();
+    let records = engine.cut().encode();
     let encode = seconds(started.elapsed());
     let started = Instant::now();
     let size = store.write(&records, offsets)?;

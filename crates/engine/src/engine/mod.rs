@@ -35,9 +35,7 @@ pub use clocks::StreamClocks;
 
 pub use portable::PortableUser;
 use records::{decode_within, encode};
-pub use records::{
-    item_record_name, records_digest, Changes, DecodeError, EngineRecords, SMALL_RECORD_LIMIT,
-};
+pub use records::{records_digest, Changes, DecodeError, EngineRecords, SMALL_RECORD_LIMIT};
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 
 /// User-side state for the users one worker owns.
@@ -68,6 +66,31 @@ pub struct UserShard {
     dirty: DirtyUsers,
 }
 
+impl UserShard {
+    /// A shard with no users in memory and no effects pending.
+    pub(crate) fn from_parts(
+        dedup: DedupWindow,
+        clocks: StreamClocks,
+        rng: SplitMix64,
+        triggers: TriggerState,
+    ) -> UserShard {
+        UserShard {
+            users: FxHashMap::default(),
+            dedup,
+            clocks,
+            rng,
+            contended: 0,
+            triggers,
+            fired: Vec::new(),
+            replicate: false,
+            model_updates: Vec::new(),
+            steps: 0,
+            checkpointed: 0,
+            dirty: DirtyUsers::default(),
+        }
+    }
+}
+
 /// The users touched since the last checkpoint, each once. Bounded: past a quarter of the users
 /// (and so with no checkpoints at all) it drops the list, and the next cut scans every user.
 #[derive(Clone, Debug, Default)]
@@ -88,6 +111,26 @@ impl DirtyUsers {
         }
         self.ids.push(id.into());
     }
+}
+
+/// The user of an input of `stream` at a new step: created if new, copied if a checkpoint's cut
+/// still holds it, marked changed.
+fn step_user<'a>(
+    users: &'a mut FxHashMap<Box<str>, Arc<UserState>>,
+    dirty: &mut DirtyUsers,
+    (checkpointed, steps): (u64, &mut u64),
+    (id, ts_ms, stream): (&str, i64, u64),
+    config: &EngineConfig,
+) -> &'a mut UserState {
+    *steps += 1;
+    let count = users.len();
+    let shared = users
+        .entry(id.into())
+        .or_insert_with(|| Arc::new(UserState::new(id, ts_ms, config)));
+    let user = Arc::make_mut(shared);
+    touch(dirty, (count, checkpointed, *steps), id, user);
+    user.stream = stream;
+    user
 }
 
 /// Marks a user changed at the shard's current step (`users`: how many the shard holds).
@@ -165,20 +208,12 @@ impl Engine {
 
     /// A worker's engine on a shared item model; `worker` varies the sampling seed.
     pub fn with_items(config: EngineConfig, items: SharedItems, worker: u64) -> Engine {
-        let shard = UserShard {
-            users: FxHashMap::default(),
-            dedup: DedupWindow::new(config.dedup.clone()),
-            clocks: StreamClocks::default(),
-            rng: SplitMix64::new(config.seed.wrapping_add(worker)),
-            contended: 0,
-            triggers: TriggerState::default(),
-            fired: Vec::new(),
-            replicate: false,
-            model_updates: Vec::new(),
-            steps: 0,
-            checkpointed: 0,
-            dirty: DirtyUsers::default(),
-        };
+        let shard = UserShard::from_parts(
+            DedupWindow::new(config.dedup.clone()),
+            StreamClocks::default(),
+            SplitMix64::new(config.seed.wrapping_add(worker)),
+            TriggerState::default(),
+        );
         Engine {
             config,
             items,
@@ -292,17 +327,10 @@ impl Engine {
         items.latest_ts_ms = items.latest_ts_ms.max(event.ts_ms);
         let new_user = !self.shard.users.contains_key(event.user_id.as_str());
         let config = &self.config;
-        self.shard.steps += 1;
-        let users = self.shard.users.len();
-        let user = Arc::make_mut(
-            self.shard
-                .users
-                .entry(event.user_id.as_str().into())
-                .or_insert_with(|| Arc::new(UserState::new(&event.user_id, event.ts_ms, config))),
-        );
-        let clock = (users, self.shard.checkpointed, self.shard.steps);
-        touch(&mut self.shard.dirty, clock, &event.user_id, user);
-        user.stream = stream;
+        let input = (&*event.user_id, event.ts_ms, stream);
+        let clock = (self.shard.checkpointed, &mut self.shard.steps);
+        let (users, dirty) = (&mut self.shard.users, &mut self.shard.dirty);
+        let user = step_user(users, dirty, clock, input, config);
         let half_life = config.profile.half_life_ms;
         // What the trigger rules compare with after learning; nothing to compute without rules.
         let before = (!new_user && !self.rules.is_empty()).then(|| {
@@ -450,17 +478,10 @@ impl Engine {
         let items = &mut *guard;
         items.latest_ts_ms = items.latest_ts_ms.max(update.ts_ms);
         let config = &self.config;
-        self.shard.steps += 1;
-        let users = self.shard.users.len();
-        let user = Arc::make_mut(
-            self.shard
-                .users
-                .entry(update.user_id.as_str().into())
-                .or_insert_with(|| Arc::new(UserState::new(&update.user_id, update.ts_ms, config))),
-        );
-        let clock = (users, self.shard.checkpointed, self.shard.steps);
-        touch(&mut self.shard.dirty, clock, &update.user_id, user);
-        user.stream = stream;
+        let input = (&*update.user_id, update.ts_ms, stream);
+        let clock = (self.shard.checkpointed, &mut self.shard.steps);
+        let (users, dirty) = (&mut self.shard.users, &mut self.shard.dirty);
+        let user = step_user(users, dirty, clock, input, config);
         user.update_attributes(update, config.clean.max_attributes);
         user.segment = segment_name(&user.attributes, &config.content)
             .and_then(|name| items.segments.intern(&name, config.content.max_segments));

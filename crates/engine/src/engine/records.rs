@@ -10,7 +10,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{DirtyUsers, Engine, ItemModel, UserShard, UserState};
@@ -76,8 +75,8 @@ pub(super) fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(
     Ok(value)
 }
 
-/// The name a store gives an item's record, for errors.
-pub fn item_record_name(item: u32) -> String {
+/// An item record's name in errors.
+fn item_record_name(item: u32) -> String {
     format!("item/{item}")
 }
 
@@ -261,20 +260,7 @@ impl Engine {
         let items = decode_items(&config, records)?;
         let rest: ShardRest =
             decode_within::<_, SHARD_RECORD_LIMIT>(&records.shard, "the dedup window and RNG")?;
-        let shard = UserShard {
-            users: FxHashMap::default(),
-            dedup: rest.dedup,
-            clocks: rest.clocks,
-            rng: rest.rng,
-            contended: 0,
-            triggers: rest.triggers,
-            fired: Vec::new(),
-            replicate: false,
-            model_updates: Vec::new(),
-            steps: 0,
-            checkpointed: 0,
-            dirty: DirtyUsers::default(),
-        };
+        let shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
         let mut engine = Engine {
             config,
             items: Arc::new(RwLock::new(items)),
