@@ -218,12 +218,6 @@ impl Config {
                 "needs state.dir (checkpoints are what the changelog carries)",
             ));
         }
-        if !self.state.dir.is_empty() && self.pipeline.workers != 1 {
-            return Err(invalid(
-                "state.dir",
-                "needs pipeline.workers = 1 (checkpoints of several workers are not built yet)",
-            ));
-        }
         Ok(())
     }
 }
@@ -481,10 +475,6 @@ mod tests {
                 "pipeline.similar_change_threshold",
             ),
             ("[pipeline]\nbogus = 1", "unknown field `bogus`"),
-            (
-                "[state]\ndir = \"/tmp/s\"\n[pipeline]\nworkers = 2",
-                "state.dir",
-            ),
             (
                 "[state]\ncheckpoint_interval_ms = 0",
                 "state.checkpoint_interval_ms",

@@ -49,7 +49,7 @@ pub fn state_records(data: &[u8]) {
         items: template.records.items.clone(),
         item_records: template.records.item_records.clone(),
         users: Vec::new(),
-        shard: data.to_vec(),
+        shards: vec![data.to_vec()],
     };
     if let Ok(mut engine) = Engine::from_records(template.config.clone(), &records) {
         engine.apply_on(

@@ -32,7 +32,13 @@ pub fn stats(stored: &Stored, engine: &Engine) -> String {
         item_bytes,
         memory.bytes_per_item()
     );
-    let _ = writeln!(out, "dedup window and RNG: {} bytes", records.shard.len());
+    let shard_bytes: usize = records.shards.iter().map(Vec::len).sum();
+    let _ = writeln!(
+        out,
+        "dedup windows, clocks and RNGs: {} workers, {} bytes",
+        records.shards.len(),
+        shard_bytes
+    );
     let _ = writeln!(out, "digest: {}", stored.digest());
     out + &offsets_text(&stored.offsets)
 }

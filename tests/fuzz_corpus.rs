@@ -52,7 +52,7 @@ fn every_seed_and_past_crash_runs_clean() {
 fn write_binary_seeds() {
     let (engine, updates) = fuzzing::template_engine_and_updates();
     let records = engine.to_records();
-    write_seed("state_records", "shard", &records.shard);
+    write_seed("state_records", "shard", &records.shards[0]);
     write_seed("state_records", "user", &records.users[0].1);
     write_seed("state_records", "item", &records.item_records[1].1);
     let portable = engine.changed_portable_users();

@@ -64,6 +64,8 @@ pub(super) fn state(command: StateCommand) -> anyhow::Result<()> {
                 .load(config.engine)?
                 .ok_or_else(|| empty_state(&state_dir))?;
             engine.forget_positions();
+            // The engine holds every user and the first worker's shard; the other workers'
+            // shards stay as stored (a write replaces only the records it has).
             let dropped = store.forget_offsets(&engine.to_records())?;
             for ((topic, partition), next) in &dropped {
                 println!("forgot {topic}/{partition}: next offset {next}");

@@ -62,6 +62,9 @@ pub enum RunError {
     Changelog(#[source] KafkaError),
     #[error("a pipeline worker stopped {when}")]
     WorkerGone { when: &'static str },
+    /// Another worker failed during a checkpoint round: its error is the cause.
+    #[error(transparent)]
+    Abandoned(#[from] crate::runtime::rounds::Abandoned),
     #[error("a task of run panicked (a bug: please report it)")]
     Panicked(#[source] tokio::task::JoinError),
     #[error("cannot start the admin listener: {0}")]
@@ -79,9 +82,10 @@ impl RunError {
             RunError::Kafka(err) | RunError::Changelog(err) => kafka_retry(err),
             RunError::Delivery(DeliveryError::Failed { source, .. }) => kafka_retry(source),
             RunError::Restore(err) if !err.is_transient() => Retry::Fatal,
-            RunError::Delivery(_) | RunError::DrainTimeout { .. } | RunError::Restore(_) => {
-                Retry::Transient
-            }
+            RunError::Delivery(_)
+            | RunError::DrainTimeout { .. }
+            | RunError::Restore(_)
+            | RunError::Abandoned(_) => Retry::Transient,
             RunError::DeadLetterUnusable { .. }
             | RunError::MissingTopics { .. }
             | RunError::StateAheadOfLog { .. }

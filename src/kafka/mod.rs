@@ -3,6 +3,7 @@
 //! about messages live in `pipeline`.
 
 mod changelog;
+mod checkpoint_round;
 mod client;
 mod context;
 mod error;

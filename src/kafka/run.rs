@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::changelog::{read_partition, ChangelogError, PartitionLog};
+use super::checkpoint_round::CheckpointRounds;
 use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Restored, WorkerInput};
 use super::error::RunError;
@@ -190,9 +191,9 @@ pub struct Prepared {
     pub started: Instant,
     pub rules: Arc<Rules>,
     pub metrics: Arc<Metrics>,
-    /// With a state dir: the stored engine (or a fresh one) and its checkpoints, for the one
-    /// worker.
-    pub durable: Option<(Engine, Durable)>,
+    /// With a state dir: per worker, the stored engine (or a fresh one, all on one item
+    /// model) and its checkpoints.
+    pub durable: Option<Vec<(Engine, Durable)>>,
 }
 
 /// Consumes until `shutdown` resolves, then drains and commits.
@@ -227,7 +228,13 @@ pub async fn consume(
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(client.create_with_context(context)?);
     let mut positions_table = match &restored {
-        Some((_, checkpoints)) => Positions::from_state(checkpoints.checkpointer.durable_offsets()),
+        Some(workers) => {
+            let mut stored = crate::offsets::NextOffsets::new();
+            for (_, checkpoints) in workers {
+                stored.extend(checkpoints.checkpointer.durable_offsets().clone());
+            }
+            Positions::from_state(&stored)
+        }
         None => Positions::default(),
     };
     let topics = kafka.consumed_topics();
@@ -286,7 +293,8 @@ pub async fn consume(
                     tracing::info!(partition, "changelog read of a partition revoked meanwhile dropped");
                     continue;
                 };
-                let Some(positions) = install(&senders[0], log).await else {
+                let owner = partition.unsigned_abs() as usize % count;
+                let Some(positions) = install(&senders[owner], log).await else {
                     // The worker stopped: its own error says why.
                     let stopped = workers.next().await;
                     failure = Some(stopped.map_or(RunError::WorkerGone { when: "during a restore" }, worker_failure));
@@ -452,8 +460,8 @@ fn start_reading(
     }
 }
 
-/// Hands a partition's changelog to the worker (the only one: state dirs have one); None when
-/// the worker stopped before it answered.
+/// Hands a partition's changelog to the worker that owns it; None when the worker stopped
+/// before it answered.
 async fn install(worker: &mpsc::Sender<WorkerInput>, log: PartitionLog) -> Option<Restored> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     worker
@@ -469,7 +477,7 @@ fn start_workers(
     producer: &FutureProducer,
     observers: &Observers,
     metrics: &Arc<Metrics>,
-    mut restored: Option<(Engine, Durable)>,
+    restored: Option<Vec<(Engine, Durable)>>,
     rules: &Arc<Rules>,
 ) -> (
     Vec<mpsc::Sender<WorkerInput>>,
@@ -478,11 +486,13 @@ fn start_workers(
     SharedItems,
 ) {
     let stats = Arc::new(Mutex::new(vec![Stats::default(); config.pipeline.workers]));
-    // A restored engine brings its item model (state dirs allow one worker).
-    let items = match &restored {
+    // Restored engines bring their (one) item model.
+    let items = match restored.as_ref().and_then(|workers| workers.first()) {
         Some((engine, _)) => engine.shared_items(),
         None => Arc::new(RwLock::new(ItemModel::new(&config.engine))),
     };
+    let mut restored = restored.map(Vec::into_iter);
+    let rounds = Arc::new(CheckpointRounds::new(config.pipeline.workers));
     let topics = Arc::new(Topics {
         recommendations: config.kafka.recommendations_topic.clone(),
         similar_items: config.kafka.similar_items_topic.clone(),
@@ -496,7 +506,7 @@ fn start_workers(
     for index in 0..config.pipeline.workers {
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         senders.push(tx);
-        let (engine, checkpoints) = match restored.take() {
+        let (engine, checkpoints) = match restored.as_mut().and_then(Iterator::next) {
             Some((engine, checkpoints)) => (engine, Some(checkpoints)),
             None => (
                 Engine::with_items(config.engine.clone(), items.clone(), index as u64),
@@ -506,6 +516,8 @@ fn start_workers(
         let worker = Worker {
             index,
             checkpoints,
+            rounds: rounds.clone(),
+            called: rounds.watch(),
             consumer: consumer.clone(),
             producer: producer.clone(),
             topics: topics.clone(),

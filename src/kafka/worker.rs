@@ -1,5 +1,7 @@
 //! One pipeline worker: owns the partitions `partition % workers == index`, their users and
-//! their in-flight outputs, and stores their offsets once outputs are acknowledged.
+//! their in-flight outputs, and stores their offsets once outputs are acknowledged. With a
+//! state dir, it checkpoints in rounds with the other workers (`checkpoint_round`): a round
+//! called by any worker is joined by each at its next turn.
 //!
 //! `select!` is biased: acknowledgements first (they free room and move offsets), then
 //! coalescing ticks, then new messages — only while fewer than `max_in_flight` messages wait for
@@ -13,11 +15,11 @@ use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use super::changelog::{checkpoint_records, send_records, PartitionLog};
+use super::changelog::{checkpoint_records, PartitionLog};
+use super::checkpoint_round::{self, CheckpointRounds, Part, WriteTo};
 use super::context::{GroupContext, NotSettled, Restored, WorkerInput};
 use super::error::RunError;
 use super::latency::{wall_clock_ms, Latency};
@@ -28,14 +30,17 @@ use crate::dead_letter::{self, Refused};
 use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
 use crate::pipeline::{Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats};
 use crate::runtime::checkpoint::Durable;
+use crate::runtime::rounds::{Abandoned, Arrival};
 use crate::store::{CheckpointSize, StateStore, StoreError};
-use rdkafka::error::KafkaError;
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(super) struct Worker {
     pub index: usize,
     pub checkpoints: Option<Durable>,
+    /// The checkpoint rounds of all workers, and this worker's view of their calls.
+    pub rounds: Arc<CheckpointRounds>,
+    pub called: watch::Receiver<u64>,
     pub consumer: Arc<StreamConsumer<GroupContext>>,
     pub producer: FutureProducer,
     pub topics: Arc<Topics>,
@@ -67,11 +72,12 @@ struct State {
     writing: Option<Writing>,
 }
 
-/// A checkpoint's cut is taken on the worker (a consistent state, cheap to take), then encoded
-/// and written by sled on a blocking thread, so the worker only stops for the cut (and the
+/// A checkpoint's cut is taken on the workers (a consistent state, cheap to take), then encoded
+/// and written by sled on a blocking thread, so the workers only stop for the cut (and the
 /// changelog's records of the changed users, when there is a changelog).
 struct Writing {
-    done: JoinHandle<Result<CheckpointSize, RunError>>,
+    done: oneshot::Receiver<Result<CheckpointSize, RunError>>,
+    /// This worker's positions in it.
     covers: NextOffsets,
     started: Instant,
 }
@@ -81,7 +87,7 @@ async fn written(writing: &mut Option<Writing>) -> Result<CheckpointSize, RunErr
     match writing {
         Some(w) => (&mut w.done)
             .await
-            .unwrap_or_else(|join| Err(RunError::Panicked(join))),
+            .unwrap_or_else(|_| Err(Abandoned.into())),
         None => std::future::pending().await,
     }
 }
@@ -90,6 +96,21 @@ impl Worker {
     /// Processes messages until the channel closes, then publishes what is owed and waits for
     /// acknowledgements. Returns the processor (its engine holds this worker's users).
     pub async fn run(
+        self,
+        messages: mpsc::Receiver<WorkerInput>,
+        pipeline: PipelineConfig,
+    ) -> Result<Processor, RunError> {
+        let rounds = self.rounds.clone();
+        match self.work(messages, pipeline).await {
+            Ok(processor) => Ok(processor),
+            Err(err) => {
+                rounds.abandon();
+                Err(err)
+            }
+        }
+    }
+
+    async fn work(
         mut self,
         mut messages: mpsc::Receiver<WorkerInput>,
         pipeline: PipelineConfig,
@@ -111,9 +132,14 @@ impl Worker {
                 biased;
                 Some(acked) = state.in_flight.next() => self.on_acked(&mut state, acked)?,
                 done = written(&mut state.writing) => self.on_written(&mut state, done)?,
+                Ok(()) = self.called.changed(), if self.checkpoints.is_some() => {
+                    if self.rounds.is_open() {
+                        self.join_round(&mut state).await?;
+                    }
+                }
                 _ = tick.tick() => {
                     self.flush(&mut state, false).await?;
-                    self.checkpoint_if_due(&mut state);
+                    self.checkpoint_if_due(&mut state).await?;
                     self.publish_stats();
                     self.log_rejections(false);
                 }
@@ -154,9 +180,21 @@ impl Worker {
             self.store_offsets(&mut state);
         }
         self.settle(&mut state, pipeline.drain_timeout_ms).await?;
+        self.leave_rounds();
         self.publish_stats();
         self.log_rejections(true);
         Ok(self.processor)
+    }
+
+    /// Applies nothing more: later rounds go on without this worker (leading the open one
+    /// when it waited only for this worker).
+    fn leave_rounds(&mut self) {
+        let Some((parts, release)) = self.rounds.leave() else {
+            return;
+        };
+        let to = self.write_to();
+        let engine = self.processor.engine();
+        checkpoint_round::lead(engine, parts, release, to);
     }
 
     /// Publishes everything owed, waits for its acknowledgements, writes a checkpoint of all
@@ -172,7 +210,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|c| c.checkpointer.pending())
         {
-            self.checkpoint(state);
+            self.checkpoint(state).await?;
             let done = written(&mut state.writing).await;
             self.on_written(state, done)?;
         }
@@ -240,7 +278,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|c| c.checkpointer.full())
         {
-            self.checkpoint(state);
+            self.checkpoint(state).await?;
         }
         Ok(())
     }
@@ -299,26 +337,38 @@ impl Worker {
         self.send_all(state, flushed.outputs).await
     }
 
-    fn checkpoint_if_due(&mut self, state: &mut State) {
+    async fn checkpoint_if_due(&mut self, state: &mut State) -> Result<(), RunError> {
         if self
             .checkpoints
             .as_ref()
             .is_some_and(|c| c.checkpointer.due())
         {
-            self.checkpoint(state);
+            self.checkpoint(state).await?;
         }
+        Ok(())
     }
 
-    /// Encodes what changed with the offsets it reflects and hands them to a blocking thread
-    /// that writes them in one atomic batch. One write at a time: while one is pending, the
-    /// next waits (`due` stays true).
-    fn checkpoint(&mut self, state: &mut State) {
-        let Some(checkpoints) = &mut self.checkpoints else {
-            return;
-        };
-        if state.writing.is_some() {
-            return;
+    /// Calls a checkpoint round and joins it. One write at a time: while this worker's last
+    /// is pending, the next waits (`due` stays true).
+    async fn checkpoint(&mut self, state: &mut State) -> Result<(), RunError> {
+        if self.checkpoints.is_none() || state.writing.is_some() {
+            return Ok(());
         }
+        self.rounds.call(&mut self.called);
+        self.join_round(state).await
+    }
+
+    /// Hands in this worker's part of the open round (after its previous write is done):
+    /// its changed users, the changelog records of them, and its partitions' positions. The
+    /// last to arrive cuts the item side and writes the round; the others wait for that cut.
+    async fn join_round(&mut self, state: &mut State) -> Result<(), RunError> {
+        if state.writing.is_some() {
+            let done = written(&mut state.writing).await;
+            self.on_written(state, done)?;
+        }
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return Ok(());
+        };
         let started = Instant::now();
         let engine = self.processor.engine_mut();
         let changelog = checkpoints.changelog.clone().map(|topic| {
@@ -331,33 +381,37 @@ impl Worker {
             );
             (topic, records)
         });
-        let cut = checkpoints.checkpointer.cut(engine);
-        let covers = cut.covers.clone();
-        let store = checkpoints.checkpointer.store().clone();
-        let producer = self.producer.clone();
+        let cut = checkpoints.checkpointer.cut_users(engine, self.index);
+        let (done, outcome) = oneshot::channel();
         state.writing = Some(Writing {
-            done: tokio::spawn(async move {
-                let acks = match &changelog {
-                    Some((topic, records)) => send_records(&producer, topic, records)
-                        .await
-                        .map_err(RunError::Changelog)?,
-                    None => Vec::new(),
-                };
-                let written = tokio::task::spawn_blocking(move || cut.write(&store));
-                let (size, _) = written.await.map_err(RunError::Panicked)??;
-                for ack in acks {
-                    match ack.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((err, _))) => return Err(RunError::Changelog(err)),
-                        Err(_) => return Err(RunError::Changelog(KafkaError::Canceled)),
-                    }
-                }
-                Ok(size)
-            }),
-            covers,
+            done: outcome,
+            covers: cut.covers.clone(),
             started,
         });
+        let part = Part {
+            cut,
+            changelog,
+            done,
+        };
+        match self.rounds.arrive(part)? {
+            Arrival::Leader(parts, release) => {
+                let to = self.write_to();
+                checkpoint_round::lead(self.processor.engine(), parts, release, to);
+            }
+            Arrival::Follower(released) => released.await.map_err(|_| Abandoned)?,
+        }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "checkpoint cut");
+        Ok(())
+    }
+
+    /// Where this worker writes a round it leads.
+    fn write_to(&self) -> WriteTo {
+        let checkpointer = &self.checkpoints.as_ref().expect("a state dir").checkpointer;
+        WriteTo {
+            store: checkpointer.store().clone(),
+            topics: checkpointer.topics().to_vec(),
+            producer: self.producer.clone(),
+        }
     }
 
     /// A checkpoint is durable: its offsets may be committed, and users it wrote may leave memory.

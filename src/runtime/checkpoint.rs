@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{Changes, Engine};
+use crate::engine::{Changes, Engine, ItemCut, UserCut};
 use crate::offsets::{by_name, NextOffsets, PartitionKey};
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
 
@@ -44,6 +44,14 @@ pub struct Durable {
     pub changelog: Option<String>,
 }
 
+/// One worker's part of a checkpoint: its users, and the positions of its partitions they
+/// reflect.
+pub struct WorkerCut {
+    pub worker: usize,
+    users: UserCut,
+    pub covers: NextOffsets,
+}
+
 /// A checkpoint taken and not written yet.
 pub struct Cut {
     changes: Changes,
@@ -53,6 +61,22 @@ pub struct Cut {
 }
 
 impl Cut {
+    /// The checkpoint of workers' parts and the item side, cut at one point (a round).
+    pub fn join(items: ItemCut, mut parts: Vec<WorkerCut>, topics: &[String]) -> Cut {
+        parts.sort_by_key(|part| part.worker);
+        let mut covers = NextOffsets::new();
+        let mut users = Vec::with_capacity(parts.len());
+        for part in parts {
+            covers.extend(part.covers);
+            users.push(part.users);
+        }
+        Cut {
+            changes: Changes::of(items, users),
+            offsets: by_name(&covers, topics),
+            covers,
+        }
+    }
+
     /// Encodes the cut and writes it as one atomic batch (on any thread; cuts of one engine in
     /// order). Returns what it wrote and the positions now durable.
     pub fn write(self, store: &StateStore) -> Result<(CheckpointSize, NextOffsets), StoreError> {
@@ -127,16 +151,28 @@ impl Checkpointer {
         self.full() || (self.pending() && self.last.elapsed() >= self.cadence.interval)
     }
 
-    /// Takes what changed in the engine since the last cut, with the offsets it reflects.
+    /// Takes what changed in the engine since the last cut, with the offsets it reflects: the
+    /// whole checkpoint of an engine that is the only worker.
     pub fn cut(&mut self, engine: &mut Engine) -> Cut {
-        let changes = engine.cut();
+        let part = self.cut_users(engine, 0);
+        Cut::join(engine.cut_items(), vec![part], &self.topics)
+    }
+
+    /// Worker `worker`'s part of a round: its users changed since its last cut, and the
+    /// positions of its partitions.
+    pub fn cut_users(&mut self, engine: &mut Engine, worker: usize) -> WorkerCut {
         self.since = 0;
         self.last = Instant::now();
-        Cut {
-            changes,
-            offsets: by_name(&self.applied, &self.topics),
+        WorkerCut {
+            worker,
+            users: engine.cut_users(),
             covers: self.applied.clone(),
         }
+    }
+
+    /// The consumed topics, in partition-key order.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
     }
 
     /// A cut is in the store: its positions are durable.

@@ -40,7 +40,7 @@ pub async fn run(
             .map_err(RunError::Admin)?;
     }
     let durable = open_state(config)?;
-    if let Some((_, durable)) = &durable {
+    if let Some((_, durable)) = durable.as_ref().and_then(|workers| workers.first()) {
         let stored = durable.checkpointer.store().users_stored()?;
         metrics.users_in_store.set(stored as i64);
     }
@@ -54,23 +54,26 @@ pub async fn run(
     consume(config, shutdown, observers, prepared).await
 }
 
-/// With a state dir: the stored engine (or a fresh one) and checkpointing for the one worker.
-/// Consumption then resumes exactly where the state ends (see `kafka::position`), whatever
-/// Kafka's committed offsets say.
-fn open_state(config: &Config) -> Result<Option<(Engine, Durable)>, RunError> {
+/// With a state dir: per worker, the stored engine (or a fresh one, all on one item model) and
+/// its checkpoints. Consumption then resumes exactly where the state ends (see
+/// `kafka::position`), whatever Kafka's committed offsets say.
+fn open_state(config: &Config) -> Result<Option<Vec<(Engine, Durable)>>, RunError> {
     if config.state.dir.is_empty() {
         return Ok(None);
     }
     let store = StateStore::open(std::path::Path::new(&config.state.dir), true)?;
     let started = Instant::now();
+    let workers = config.pipeline.workers;
     // Users stay in the store until their next event: start-up time does not grow with them.
-    let (engine, offsets) = store
-        .open_engine(config.engine.clone())?
-        .unwrap_or_else(|| (Engine::new(config.engine.clone()), Offsets::new()));
+    let (engines, offsets) = match store.open_workers(config.engine.clone(), workers)? {
+        Some(stored) => stored,
+        None => (fresh_engines(config), Offsets::new()),
+    };
     tracing::info!(
         dir = %config.state.dir,
-        items = engine.item_count(),
+        items = engines[0].item_count(),
         partitions = offsets.len(),
+        workers,
         ms = started.elapsed().as_millis() as u64,
         "state loaded (users load on their next event)"
     );
@@ -80,10 +83,26 @@ fn open_state(config: &Config) -> Result<Option<(Engine, Durable)>, RunError> {
         interval: Duration::from_millis(config.state.checkpoint_interval_ms),
         max_events: Some(config.state.checkpoint_max_events),
     };
-    let durable = Durable {
-        checkpointer: Checkpointer::new(store, cadence, topics, next),
-        max_users: config.state.max_users_in_memory as usize,
-        changelog: Some(config.kafka.changelog_topic.clone()).filter(|t| !t.is_empty()),
-    };
-    Ok(Some((engine, durable)))
+    let max_users = config.state.max_users_in_memory as usize;
+    let durable = engines.into_iter().enumerate().map(|(worker, engine)| {
+        // Each worker checkpoints the positions of its own partitions.
+        let mut own = next.clone();
+        own.retain(|key, _| key.partition.unsigned_abs() as usize % workers == worker);
+        let durable = Durable {
+            checkpointer: Checkpointer::new(store.clone(), cadence, topics.clone(), own),
+            max_users: max_users.div_ceil(workers),
+            changelog: Some(config.kafka.changelog_topic.clone()).filter(|t| !t.is_empty()),
+        };
+        (engine, durable)
+    });
+    Ok(Some(durable.collect()))
+}
+
+/// A fresh state's engines: one per worker, on one item model.
+fn fresh_engines(config: &Config) -> Vec<Engine> {
+    let first = Engine::new(config.engine.clone());
+    let items = first.shared_items();
+    let others = (1..config.pipeline.workers)
+        .map(|worker| Engine::with_items(config.engine.clone(), items.clone(), worker as u64));
+    std::iter::once(first).chain(others).collect()
 }

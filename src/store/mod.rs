@@ -3,8 +3,9 @@
 //!
 //! Every value starts with a format-version byte. Keys: `meta/format`; `items` (the item model
 //! without its per-item parts); `itempage/<n>`, the records of items `256 n .. 256 n + 255`
-//! (see `store::pages`; `n` as 4 bytes, big-endian, so a scan reads them in order); `shard` (dedup window, clocks,
-//! RNG, trigger state); `user/<id>` per user; `offset/<topic>/<partition>` holding the next
+//! (see `store::pages`; `n` as 4 bytes, big-endian, so a scan reads them in order); `shard` (the
+//! first worker's dedup window, clocks, RNG, trigger state) and `shard/<n>` for worker `n` ≥ 1
+//! of a process with several; `user/<id>` per user; `offset/<topic>/<partition>` holding the next
 //! offset to read (8 bytes, big-endian); `meta/users`, how many users the store holds (8 bytes,
 //! big-endian), kept so a count needs no scan.
 
@@ -25,6 +26,7 @@ const FORMAT_KEY: &[u8] = b"meta/format";
 const USERS_KEY: &[u8] = b"meta/users";
 const ITEMS_KEY: &[u8] = b"items";
 const SHARD_KEY: &[u8] = b"shard";
+const MORE_SHARDS_PREFIX: &[u8] = b"shard/";
 const PAGE_PREFIX: &[u8] = b"itempage/";
 const USER_PREFIX: &[u8] = b"user/";
 const OFFSET_PREFIX: &[u8] = b"offset/";
@@ -43,6 +45,12 @@ pub enum StoreError {
     NewerFormat { path: String, found: u8 },
     #[error("state dir {path} was written in format {found} by an older build; this build reads format {FORMAT_VERSION}: rebuild the state into a new dir with `streamrec replay` (or `backfill`)")]
     OlderFormat { path: String, found: u8 },
+    #[error("state dir {path} holds the state of {stored} workers and pipeline.workers is {configured}: set pipeline.workers = {stored} (the worker count of a state dir is fixed when it is first written)")]
+    Workers {
+        path: String,
+        stored: usize,
+        configured: usize,
+    },
     #[error("state dir {path}: {detail}")]
     Io { path: String, detail: String },
 }
@@ -171,7 +179,9 @@ impl StateStore {
             put(page_key(number), &pages::encode(&page));
         }
         size.items = records.item_records.len();
-        put(SHARD_KEY.to_vec(), &records.shard);
+        for (worker, shard) in records.shards.iter().enumerate() {
+            put(shard_key(worker), shard);
+        }
         for (id, bytes) in &records.users {
             let key = [USER_PREFIX, id.as_bytes()].concat();
             if !self.db.contains_key(&key).map_err(|e| self.io(e))? {
@@ -256,7 +266,7 @@ impl StateStore {
         }
         let items = self.required(ITEMS_KEY)?;
         let item_records = self.item_records()?;
-        let shard = self.required(SHARD_KEY)?;
+        let shards = self.shards()?;
         let mut users = Vec::new();
         for entry in self.db.scan_prefix(USER_PREFIX) {
             let (key, value) = entry.map_err(|e| self.io(e))?;
@@ -269,10 +279,37 @@ impl StateStore {
                 items,
                 item_records,
                 users,
-                shard,
+                shards,
             },
             offsets: self.offsets()?,
         }))
+    }
+
+    /// Every worker's shard record, in worker order: `shard`, then `shard/1`, `shard/2`, ...
+    /// with none missing.
+    fn shards(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut more = BTreeMap::new();
+        for entry in self.db.scan_prefix(MORE_SHARDS_PREFIX) {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let worker = name[MORE_SHARDS_PREFIX.len()..]
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| self.corrupt(format!("record {name}: not a worker's shard")))?;
+            more.insert(worker, self.body(&key, &value)?);
+        }
+        let last = more.keys().last().copied().unwrap_or(0);
+        let mut shards = vec![self.required(SHARD_KEY)?];
+        for worker in 1..=last {
+            let shard = more.remove(&worker).ok_or_else(|| {
+                self.corrupt(format!(
+                    "record shard/{worker} is missing (the state has worker shards up to shard/{last})"
+                ))
+            })?;
+            shards.push(shard);
+        }
+        Ok(shards)
     }
 
     /// Every item record, in index order.
@@ -352,11 +389,39 @@ impl StateStore {
             items: self.required(ITEMS_KEY)?,
             item_records: self.item_records()?,
             users: Vec::new(),
-            shard: self.required(SHARD_KEY)?,
+            shards: self.shards()?,
         };
         let engine =
             Engine::from_records(config, &records).map_err(|e| self.corrupt(e.to_string()))?;
         Ok(Some((engine, self.offsets()?)))
+    }
+
+    /// One engine per worker on one item model, without users (see [`StateStore::open_engine`]);
+    /// refused when the store holds another number of worker shards.
+    pub fn open_workers(
+        &self,
+        config: EngineConfig,
+        workers: usize,
+    ) -> Result<Option<(Vec<Engine>, Offsets)>, StoreError> {
+        if self.db.get(FORMAT_KEY).map_err(|e| self.io(e))?.is_none() {
+            return Ok(None);
+        }
+        let records = EngineRecords {
+            items: self.required(ITEMS_KEY)?,
+            item_records: self.item_records()?,
+            users: Vec::new(),
+            shards: self.shards()?,
+        };
+        if records.shards.len() != workers {
+            return Err(StoreError::Workers {
+                path: self.shown(),
+                stored: records.shards.len(),
+                configured: workers,
+            });
+        }
+        let engines = Engine::workers_from_records(config, &records)
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        Ok(Some((engines, self.offsets()?)))
     }
 
     /// One user's stored record, if any.
@@ -449,6 +514,14 @@ pub fn record_body(value: &[u8]) -> Result<&[u8], Frame> {
         return Err(Frame::Damaged("fails its checksum (damaged on disk?)"));
     }
     Ok(body)
+}
+
+/// Worker `n`'s shard record: `shard` for the first (as a one-worker store has it).
+fn shard_key(worker: usize) -> Vec<u8> {
+    match worker {
+        0 => SHARD_KEY.to_vec(),
+        n => format!("shard/{n}").into_bytes(),
+    }
 }
 
 fn page_key(number: u32) -> Vec<u8> {
@@ -772,5 +845,76 @@ mod tests {
         store.db.remove(ITEMS_KEY).unwrap();
         let err = store.read().err().unwrap();
         assert!(err.to_string().contains("record items is missing"), "{err}");
+    }
+
+    /// Three workers' engines on one item model, each with a user of its own.
+    fn three_workers() -> Vec<Engine> {
+        let first = engine_with_events();
+        let items = first.shared_items();
+        let mut workers = vec![first];
+        for worker in 1..3 {
+            workers.push(Engine::with_items(
+                EngineConfig::default(),
+                items.clone(),
+                worker,
+            ));
+        }
+        for (worker, engine) in workers.iter_mut().enumerate() {
+            let user = format!("w{worker}");
+            engine.apply(&Event::new(EventType::View, &user, "a", 1_700_000_100_000));
+        }
+        workers
+    }
+
+    #[test]
+    fn a_state_of_several_workers_opens_as_that_many_and_only_that_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let store = StateStore::open(&path, true).unwrap();
+        let workers = three_workers();
+        let refs: Vec<&Engine> = workers.iter().collect();
+        let records = Engine::records_of(&refs);
+        store.write(&records, &offsets()).unwrap();
+        let stored = store.read().unwrap().unwrap();
+        assert_eq!(stored.records.shards.len(), 3);
+        assert_eq!(stored.digest(), records_digest(&records));
+
+        let (engines, back) = store
+            .open_workers(EngineConfig::default(), 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!((engines.len(), back), (3, offsets()));
+        assert_eq!(engines[2].item_count(), workers[0].item_count());
+        let err = store
+            .open_workers(EngineConfig::default(), 2)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains(
+                "holds the state of 3 workers and pipeline.workers is 2: set pipeline.workers = 3"
+            ),
+            "{err}"
+        );
+
+        store.db.remove(b"shard/1").unwrap();
+        let before: Vec<_> = store.db.iter().map(Result::unwrap).collect();
+        let err = store
+            .open_workers(EngineConfig::default(), 3)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("record shard/1 is missing (the state has worker shards up to shard/2)"),
+            "{err}"
+        );
+        let after: Vec<_> = store.db.iter().map(Result::unwrap).collect();
+        assert_eq!(before, after, "nothing was overwritten");
+        store.db.insert(b"shard/x", versioned(b"?")).unwrap();
+        let err = store.read().err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("record shard/x: not a worker's shard"),
+            "{err}"
+        );
     }
 }

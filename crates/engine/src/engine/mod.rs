@@ -35,7 +35,9 @@ pub use clocks::StreamClocks;
 
 pub use portable::PortableUser;
 use records::{decode_within, encode};
-pub use records::{records_digest, Changes, DecodeError, EngineRecords, SMALL_RECORD_LIMIT};
+pub use records::{
+    records_digest, Changes, DecodeError, EngineRecords, ItemCut, UserCut, SMALL_RECORD_LIMIT,
+};
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 
 /// User-side state for the users one worker owns.

@@ -43,12 +43,36 @@ impl Engine {
     /// The users changed since the last checkpoint, portable, in id order.
     pub fn changed_portable_users(&self) -> Vec<(String, PortableUser)> {
         let since = self.shard.checkpointed;
+        self.portable_users(|state| state.touched > since)
+    }
+
+    /// A digest of what only the users' own inputs decide (see
+    /// [`PortableUser::own_state_bytes`]) and of the item ids known: equal for the same inputs
+    /// applied once each, however many workers applied them in whatever interleaving (the
+    /// factors and counts of a shared item model are not).
+    pub fn own_state_digest(&self) -> String {
+        let users = self.portable_users(|_| true);
+        let own: Vec<Vec<u8>> = users
+            .iter()
+            .map(|(_, user)| user.own_state_bytes())
+            .collect();
+        let mut items: Vec<String> = self.item_ids(0..self.item_count() as u32);
+        items.sort();
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for ((id, _), bytes) in users.iter().zip(&own) {
+            parts.extend([id.as_bytes(), bytes]);
+        }
+        parts.extend(items.iter().map(String::as_bytes));
+        format!("{:032x}", crate::rng::hash128(&parts))
+    }
+
+    fn portable_users(&self, wanted: impl Fn(&UserState) -> bool) -> Vec<(String, PortableUser)> {
         let items = self.read();
         let mut users: Vec<(String, PortableUser)> = self
             .shard
             .users
             .iter()
-            .filter(|(_, state)| state.touched > since)
+            .filter(|(_, state)| wanted(state))
             .map(|(id, state)| {
                 let profile = state.profile.to_portable(
                     |i| items.ids.name(i).to_owned(),

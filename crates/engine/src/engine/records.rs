@@ -31,7 +31,9 @@ pub struct EngineRecords {
     pub item_records: Vec<(u32, Vec<u8>)>,
     /// (user id, record), in id order.
     pub users: Vec<(String, Vec<u8>)>,
-    pub shard: Vec<u8>,
+    /// Each worker's dedup window, clocks, RNG and trigger state, in worker order (one when
+    /// one worker wrote them).
+    pub shards: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,32 +111,62 @@ struct ItemAtCut {
     rows: (SharedRow, SharedRow),
 }
 
-/// A checkpoint's cut, taken where the engine lives and encoded anywhere (see the module doc).
-pub struct Changes {
+/// One worker's part of a cut: its changed users, shared copy-on-write like the rows, and the
+/// rest of its shard (dedup window, clocks, RNG, trigger state).
+pub struct UserCut {
+    users: Vec<(Box<str>, Arc<UserState>)>,
+    shard: ShardRest,
+}
+
+impl UserCut {
+    /// Users whose records this part writes.
+    pub fn users_changed(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// The item side's part of a cut: the shared record encoded, the changed items' vectors
+/// copied and their rows shared.
+pub struct ItemCut {
     items: Vec<u8>,
     rank: usize,
     /// The changed items' vectors, `rank` floats each, in the order of `changed`.
     factors: Vec<f32>,
     changed: Vec<ItemAtCut>,
-    /// The changed users, shared copy-on-write like the rows.
-    users: Vec<(Box<str>, Arc<UserState>)>,
-    shard: ShardRest,
+}
+
+/// A checkpoint's cut, taken where the engine lives and encoded anywhere (see the module doc):
+/// the item side and every worker's part, all taken at one point of the stream (with several
+/// workers, while all of them wait: `runtime::rounds`).
+pub struct Changes {
+    items: ItemCut,
+    /// One part per worker, in worker order.
+    workers: Vec<UserCut>,
 }
 
 impl Changes {
+    /// The cut of an engine whose workers' parts were taken with its item side.
+    pub fn of(items: ItemCut, workers: Vec<UserCut>) -> Changes {
+        Changes { items, workers }
+    }
+
     /// Items whose records this cut writes.
     pub fn items_changed(&self) -> usize {
-        self.changed.len()
+        self.items.changed.len()
     }
 
     /// Encodes the cut, letting go of each shared row and user once encoded: a write to one
     /// of them meanwhile copies it, so the sooner they are released the fewer copies.
     pub fn encode(self) -> EngineRecords {
-        let rank = self.rank.max(1);
-        let item_records = self
-            .changed
+        let ItemCut {
+            items,
+            rank,
+            factors,
+            changed,
+        } = self.items;
+        let item_records = changed
             .into_iter()
-            .zip(self.factors.chunks_exact(rank))
+            .zip(factors.chunks_exact(rank.max(1)))
             .map(|(at, factors)| {
                 let record = ItemRecordRef {
                     factors,
@@ -144,17 +176,19 @@ impl Changes {
                 (at.item, encode(&record))
             })
             .collect();
-        let mut users: Vec<(String, Vec<u8>)> = self
-            .users
-            .into_iter()
-            .map(|(id, state)| (id.into_string(), encode(&*state)))
-            .collect();
+        let mut users = Vec::new();
+        let mut shards = Vec::with_capacity(self.workers.len());
+        for part in self.workers {
+            let encoded = part.users.into_iter();
+            users.extend(encoded.map(|(id, state)| (id.into_string(), encode(&*state))));
+            shards.push(encode(&part.shard));
+        }
         users.sort_by(|a, b| a.0.cmp(&b.0));
         EngineRecords {
-            items: self.items,
+            items,
             item_records,
             users,
-            shard: encode(&self.shard),
+            shards,
         }
     }
 }
@@ -162,28 +196,58 @@ impl Changes {
 impl Engine {
     /// The state as records (see [`EngineRecords`]).
     pub fn to_records(&self) -> EngineRecords {
-        self.cut_of(None).encode()
+        Changes::of(self.item_cut_of(true), vec![self.user_cut_of(None)]).encode()
+    }
+
+    /// The state of several workers' engines on one item model, as records (worker order).
+    pub fn records_of(workers: &[&Engine]) -> EngineRecords {
+        let users = workers.iter().map(|w| w.user_cut_of(None)).collect();
+        Changes::of(workers[0].item_cut_of(true), users).encode()
     }
 
     /// The records a checkpoint writes: the item model's shared part, the shard, and only the
     /// items and users changed since the last `mark_checkpointed` (the store has the others).
     pub fn to_changed_records(&self) -> EngineRecords {
-        self.cut_of(Some(self.shard.dirty.clone())).encode()
+        let users = self.user_cut_of(Some(self.shard.dirty.clone()));
+        Changes::of(self.item_cut_of(false), vec![users]).encode()
     }
 
     /// What changed since the last cut, to encode later (see [`Changes`]); from here on the
     /// engine counts as checkpointed.
     pub fn cut(&mut self) -> Changes {
+        let users = self.cut_users();
+        Changes::of(self.cut_items(), vec![users])
+    }
+
+    /// This worker's users changed since its last cut, and the rest of its shard; from here
+    /// on its users count as checkpointed.
+    pub fn cut_users(&mut self) -> UserCut {
         let dirty = std::mem::take(&mut self.shard.dirty);
-        let changes = self.cut_of(Some(dirty));
-        self.mark_checkpointed();
-        changes
+        let part = self.user_cut_of(Some(dirty));
+        self.mark_users_checkpointed();
+        part
+    }
+
+    /// The item side changed since its last cut (by any worker); from here on it counts as
+    /// checkpointed. Once per checkpoint, with every worker's `cut_users` at the same point.
+    pub fn cut_items(&self) -> ItemCut {
+        let part = self.item_cut_of(false);
+        self.mark_items_checkpointed();
+        part
     }
 
     /// Everything applied so far is in the store.
     pub fn mark_checkpointed(&mut self) {
+        self.mark_users_checkpointed();
+        self.mark_items_checkpointed();
+    }
+
+    fn mark_users_checkpointed(&mut self) {
         self.shard.checkpointed = self.shard.steps;
         self.shard.dirty = DirtyUsers::default();
+    }
+
+    fn mark_items_checkpointed(&self) {
         let mut items = self
             .items
             .write()
@@ -193,9 +257,8 @@ impl Engine {
         items.items_stored = items.ids.len();
     }
 
-    /// A cut of the users named (`None`: every user and item).
-    fn cut_of(&self, dirty: Option<DirtyUsers>) -> Changes {
-        let everything = dirty.is_none();
+    /// The users named (`None`: every user) and the rest of the shard.
+    fn user_cut_of(&self, dirty: Option<DirtyUsers>) -> UserCut {
         let since = self.shard.checkpointed;
         let users = match dirty {
             None => {
@@ -217,12 +280,17 @@ impl Engine {
                     .collect()
             }
         };
-        let rest = ShardRest {
+        let shard = ShardRest {
             dedup: self.shard.dedup.stored_copy(),
             clocks: self.shard.clocks.clone(),
             rng: self.shard.rng.clone(),
             triggers: self.shard.triggers.clone(),
         };
+        UserCut { users, shard }
+    }
+
+    /// The item side: every item, or those changed since the last cut.
+    fn item_cut_of(&self, everything: bool) -> ItemCut {
         let items = self.read();
         let changed: Vec<u32> = if everything {
             (0..items.ids.len() as u32).collect()
@@ -241,36 +309,62 @@ impl Engine {
                 rows: items.cooccurrence.shared_rows(item),
             })
             .collect();
-        Changes {
+        ItemCut {
             items: encode(&*items),
             rank,
             factors,
             changed,
-            users,
-            shard: rest,
         }
     }
 
     /// Rebuilds an engine from records written by `to_records` (or by checkpoints that add up
-    /// to them): every item index below the model's count needs its record.
+    /// to them): every item index below the model's count needs its record. Records of several
+    /// workers load as one engine with every user and the first worker's shard: a view for
+    /// inspection (a process resumes them with [`Engine::workers_from_records`]).
     pub fn from_records(
         config: EngineConfig,
         records: &EngineRecords,
     ) -> Result<Engine, DecodeError> {
-        let items = decode_items(&config, records)?;
-        let rest: ShardRest =
-            decode_within::<_, SHARD_RECORD_LIMIT>(&records.shard, "the dedup window and RNG")?;
-        let shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
-        let mut engine = Engine {
-            config,
-            items: Arc::new(RwLock::new(items)),
-            shard,
-            rules: Arc::default(),
-        };
+        let items = Arc::new(RwLock::new(decode_items(&config, records)?));
+        let first = records.shards.first().ok_or_else(|| DecodeError {
+            what: "the shards".into(),
+            detail: "none is stored".into(),
+        })?;
+        let mut engine = Engine::on_shard(config, items, first, 0)?;
         for (id, bytes) in &records.users {
             engine.insert_user(id, bytes)?;
         }
         Ok(engine)
+    }
+
+    /// One engine per stored worker shard, on one item model, without users (they load on
+    /// demand, each in the engine of the worker that owns them).
+    pub fn workers_from_records(
+        config: EngineConfig,
+        records: &EngineRecords,
+    ) -> Result<Vec<Engine>, DecodeError> {
+        let items = Arc::new(RwLock::new(decode_items(&config, records)?));
+        let shards = records.shards.iter().enumerate();
+        shards
+            .map(|(n, bytes)| Engine::on_shard(config.clone(), items.clone(), bytes, n))
+            .collect()
+    }
+
+    fn on_shard(
+        config: EngineConfig,
+        items: super::SharedItems,
+        shard: &[u8],
+        worker: usize,
+    ) -> Result<Engine, DecodeError> {
+        let what = format!("shard {worker} (dedup window, clocks, RNG, triggers)");
+        let rest: ShardRest = decode_within::<_, SHARD_RECORD_LIMIT>(shard, &what)?;
+        let shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
+        Ok(Engine {
+            config,
+            items,
+            shard,
+            rules: Arc::default(),
+        })
     }
 
     /// A hash of the logical state, independent of how it is stored: equal digests mean the
@@ -366,7 +460,9 @@ pub fn records_digest(records: &EngineRecords) -> String {
         parts.push(index);
         parts.push(bytes);
     }
-    parts.extend([&b"shard"[..], &records.shard]);
+    for shard in &records.shards {
+        parts.extend([&b"shard"[..], shard]);
+    }
     for (id, bytes) in &records.users {
         parts.push(id.as_bytes());
         parts.push(bytes);
@@ -389,13 +485,13 @@ mod tests {
         items: Vec<u8>,
         item_records: BTreeMap<u32, Vec<u8>>,
         users: BTreeMap<String, Vec<u8>>,
-        shard: Vec<u8>,
+        shards: Vec<Vec<u8>>,
     }
 
     impl Stored {
         fn write(&mut self, records: EngineRecords) {
             self.items = records.items;
-            self.shard = records.shard;
+            self.shards = records.shards;
             self.item_records.extend(records.item_records);
             self.users.extend(records.users);
         }
@@ -405,7 +501,7 @@ mod tests {
                 items: self.items.clone(),
                 item_records: self.item_records.clone().into_iter().collect(),
                 users: self.users.clone().into_iter().collect(),
-                shard: self.shard.clone(),
+                shards: self.shards.clone(),
             }
         }
     }
@@ -458,6 +554,49 @@ mod tests {
             prop_assert_eq!(records_digest(&stored.records()), engine.digest());
             let restored = Engine::from_records(EngineConfig::default(), &stored.records());
             prop_assert_eq!(restored.unwrap().digest(), engine.digest());
+        }
+    }
+
+    proptest! {
+        /// Two workers on one item model, cut together at arbitrary points (each its users,
+        /// then the item side once, as a round does), encoded while both go on learning: the
+        /// pieces add up to the state of both at each cut, and it resumes as two workers.
+        #[test]
+        fn rounds_of_two_workers_add_up_to_their_state(events in events()) {
+            let config = EngineConfig::default();
+            let owner = |user: &str| (user.as_bytes()[1] % 2) as usize;
+            let first = Engine::new(config.clone());
+            let second = Engine::with_items(config.clone(), first.shared_items(), 1);
+            let mut workers = [first, second];
+            let mut stored = Stored::default();
+            let mut open: Option<(Changes, String)> = None;
+            for (event, cut_here) in &events {
+                workers[owner(&event.user_id)].apply(event);
+                if *cut_here {
+                    if let Some((changes, digest)) = open.take() {
+                        stored.write(changes.encode());
+                        prop_assert_eq!(records_digest(&stored.records()), digest);
+                    }
+                    let digest = records_digest(&Engine::records_of(&[&workers[0], &workers[1]]));
+                    let users = vec![workers[0].cut_users(), workers[1].cut_users()];
+                    open = Some((Changes::of(workers[0].cut_items(), users), digest));
+                }
+            }
+            if let Some((changes, digest)) = open.take() {
+                stored.write(changes.encode());
+                prop_assert_eq!(records_digest(&stored.records()), digest);
+            }
+            let users = vec![workers[0].cut_users(), workers[1].cut_users()];
+            stored.write(Changes::of(workers[1].cut_items(), users).encode());
+            let whole = records_digest(&Engine::records_of(&[&workers[0], &workers[1]]));
+            prop_assert_eq!(records_digest(&stored.records()), whole.clone());
+            let mut restored = Engine::workers_from_records(config, &stored.records()).unwrap();
+            prop_assert_eq!(restored.len(), 2);
+            for (id, bytes) in &stored.users {
+                restored[owner(id)].insert_user(id, bytes).unwrap();
+            }
+            let again = Engine::records_of(&[&restored[0], &restored[1]]);
+            prop_assert_eq!(records_digest(&again), whole);
         }
     }
 
@@ -522,7 +661,7 @@ mod tests {
             engine.shard.dirty.overflowed,
             "2,000 of 2,002 users touched"
         );
-        assert_eq!(engine.cut().users.len(), 2_000);
+        assert_eq!(engine.cut_users().users_changed(), 2_000);
         assert!(!engine.shard.dirty.overflowed, "a cut starts a new list");
         engine.apply(&Event::new(EventType::View, "v7", "b", 9_000));
         engine.apply(&Event::new(EventType::View, "u1", "b", 9_001));
