@@ -1,6 +1,6 @@
 //! Scale-out on a real broker (Tansu): `streamrec run` processes in one group on a 6-partition
 //! input loaded with the Taobao sample, sharing the item model through `model-updates` and user
-//! state through the changelog. One member is killed with SIGKILL mid-stream and another joins
+//! state through the changelog, each member with two durable workers. One member is killed with SIGKILL mid-stream and another joins
 //! later with an empty state dir; at the end every partition's user state (profiles, attributes,
 //! positions: what only a user's own events decide) has the same digest as a single instance's,
 //! so every event was applied exactly once to its user, and every user got recommendations.
@@ -34,14 +34,17 @@ struct Deployment {
     name: String,
     input: String,
     group: String,
+    /// Pipeline workers per member.
+    workers: usize,
 }
 
 impl Deployment {
-    fn new(broker: &Broker, input: &str, name: &str) -> Deployment {
+    fn new(broker: &Broker, input: &str, name: &str, workers: usize) -> Deployment {
         let deployment = Deployment {
             name: name.to_owned(),
             input: input.to_owned(),
             group: unique(name),
+            workers,
         };
         for topic in deployment.internal_topics() {
             broker.create_topic_with(&topic, PARTITIONS);
@@ -81,6 +84,7 @@ instance_id = "{member}"
 session_timeout_ms = 6000
 [pipeline]
 min_update_interval_ms = 300
+workers = {workers}
 [state]
 dir = "{state}"
 checkpoint_interval_ms = 300
@@ -90,6 +94,7 @@ checkpoint_max_events = 4000
             group = self.group,
             input = self.input,
             state = state.display(),
+            workers = self.workers,
         );
         let path = dir.join(format!("{name}-{member}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -220,8 +225,10 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
     let dir = tempfile::tempdir().unwrap();
     let input = unique("shop");
     broker.create_topic_with(&input, PARTITIONS);
-    let scaled = Deployment::new(&broker, &input, "scaled");
-    let single = Deployment::new(&broker, &input, "single");
+    // The scaled members checkpoint two workers each (in rounds, partitions handed over
+    // between workers' owners); the reference is one worker in one instance.
+    let scaled = Deployment::new(&broker, &input, "scaled", 2);
+    let single = Deployment::new(&broker, &input, "single", 1);
     let log = |name: &str| dir.path().join(format!("{name}.log"));
 
     let mut members: BTreeMap<&str, Child> = ["a", "b", "c"]
