@@ -54,6 +54,11 @@ pub(super) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.uncoalesced_per_s / report.raw_consume_per_s
     );
     println!(
+        "  pipeline with a state dir  {:>9.0} events/s  ({:.2}x without)",
+        report.durable_per_s,
+        report.durable_per_s / report.pipeline_per_s
+    );
+    println!(
         "  replay, no outputs         {:>9.0} events/s  ({:.2}x the pipeline)",
         report.replay_per_s, report.replay_over_pipeline
     );

@@ -363,7 +363,7 @@ pub async fn consume(
     while let Some(stopped) = workers.next().await {
         match stopped {
             Ok(Ok(processor)) => processors.push(processor),
-            other => failure = failure.or(Some(worker_failure(other))),
+            other => failure = Some(cause(failure, worker_failure(other))),
         }
     }
     if let Some(err) = failure {
@@ -549,6 +549,15 @@ fn processor_for(config: &Config, engine: Engine, rules: &Arc<Rules>) -> Process
 
 /// One `Stats` slot per worker.
 type WorkerStats = Arc<Mutex<Vec<Stats>>>;
+
+/// The error to report of two: the first, unless it only says that a checkpoint round was
+/// abandoned because of the other.
+fn cause(first: Option<RunError>, next: RunError) -> RunError {
+    match first {
+        Some(RunError::Abandoned(_)) | None => next,
+        Some(first) => first,
+    }
+}
 
 fn worker_failure(
     stopped: Result<Result<Processor, RunError>, tokio::task::JoinError>,

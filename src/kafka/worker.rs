@@ -426,9 +426,12 @@ impl Worker {
             return Ok(());
         };
         checkpoints.checkpointer.written(writing.covers);
-        self.metrics
-            .checkpoint_seconds
-            .observe(writing.started.elapsed().as_secs_f64());
+        // One sample per round, not per worker.
+        if self.index == 0 {
+            self.metrics
+                .checkpoint_seconds
+                .observe(writing.started.elapsed().as_secs_f64());
+        }
         self.metrics.checkpoint_bytes.set(size.bytes as i64);
         self.metrics.users_in_store.set(size.users_stored as i64);
         let evicted = match checkpoints.max_users {

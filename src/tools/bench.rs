@@ -4,6 +4,8 @@
 //! 1. raw: a plain consumer reads N messages (no processing);
 //! 2. pipeline: `run` consumes the same N messages with the default config (1 s coalescing),
 //!    then again with coalescing off (`min_update_interval_ms = 0`: an update per event);
+//!    and once more with a state dir (default checkpoint cadence: every 5 s or 100k events, in
+//!    rounds of all workers);
 //! 3. replay: `replay` reads the same N messages into a fresh state dir, without outputs and
 //!    with shadow outputs (1 s coalescing);
 //! 4. latency: with coalescing off, events are produced at half the rate measured in 2; after a
@@ -41,6 +43,8 @@ pub struct BenchReport {
     pub pipeline_per_s: f64,
     pub pipeline_over_raw: f64,
     pub uncoalesced_per_s: f64,
+    /// The pipeline with a state dir: checkpoints included.
+    pub durable_per_s: f64,
     pub replay_per_s: f64,
     pub replay_over_pipeline: f64,
     pub replay_shadow_per_s: f64,
@@ -89,6 +93,14 @@ pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<B
     let (uncoalesced, _, _) = timed_run(&config, events as u64, None).await?;
     eprintln!("pipeline without coalescing: {uncoalesced:.0} events/s");
     config.pipeline.min_update_interval_ms = Config::default().pipeline.min_update_interval_ms;
+    config.kafka.group_id = "bench-durable".into();
+    let state = std::env::temp_dir().join(format!("streamrec-bench-run-{}", std::process::id()));
+    config.state.dir = state.display().to_string();
+    let durable = timed_run(&config, events as u64, None).await;
+    config.state.dir = String::new();
+    let _ = std::fs::remove_dir_all(&state);
+    let (durable, _, _) = durable?;
+    eprintln!("pipeline with a state dir: {durable:.0} events/s");
     let replay = replay_rate(&config, OutputMode::None).await?;
     eprintln!("replay: {replay:.0} events/s");
     let replay_shadow = replay_rate(&config, OutputMode::Shadow).await?;
@@ -113,6 +125,7 @@ pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<B
         pipeline_per_s: pipeline,
         pipeline_over_raw: pipeline / raw,
         uncoalesced_per_s: uncoalesced,
+        durable_per_s: durable,
         replay_per_s: replay,
         replay_over_pipeline: replay / pipeline,
         replay_shadow_per_s: replay_shadow,
