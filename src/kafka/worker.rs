@@ -82,6 +82,17 @@ struct Writing {
     started: Instant,
 }
 
+/// Abandons the checkpoint rounds when dropped armed: a worker's stake in them while it works.
+struct Member(Option<Arc<CheckpointRounds>>);
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(rounds) = &self.0 {
+            rounds.abandon();
+        }
+    }
+}
+
 /// Resolves when the pending write finishes (never when there is none).
 async fn written(writing: &mut Option<Writing>) -> Result<CheckpointSize, RunError> {
     match writing {
@@ -100,14 +111,11 @@ impl Worker {
         messages: mpsc::Receiver<WorkerInput>,
         pipeline: PipelineConfig,
     ) -> Result<Processor, RunError> {
-        let rounds = self.rounds.clone();
-        match self.work(messages, pipeline).await {
-            Ok(processor) => Ok(processor),
-            Err(err) => {
-                rounds.abandon();
-                Err(err)
-            }
-        }
+        // A worker that fails, or panics, abandons the rounds: the others must not wait for it.
+        let mut member = Member(Some(self.rounds.clone()));
+        let processor = self.work(messages, pipeline).await?;
+        member.0 = None;
+        Ok(processor)
     }
 
     async fn work(

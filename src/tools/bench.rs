@@ -4,8 +4,8 @@
 //! 1. raw: a plain consumer reads N messages (no processing);
 //! 2. pipeline: `run` consumes the same N messages with the default config (1 s coalescing),
 //!    then again with coalescing off (`min_update_interval_ms = 0`: an update per event);
-//!    and once more with a state dir (default checkpoint cadence: every 5 s or 100k events, in
-//!    rounds of all workers);
+//!    and once more with a state dir, checkpointed every N / 5 events (in rounds of all
+//!    workers);
 //! 3. replay: `replay` reads the same N messages into a fresh state dir, without outputs and
 //!    with shadow outputs (1 s coalescing);
 //! 4. latency: with coalescing off, events are produced at half the rate measured in 2; after a
@@ -43,7 +43,7 @@ pub struct BenchReport {
     pub pipeline_per_s: f64,
     pub pipeline_over_raw: f64,
     pub uncoalesced_per_s: f64,
-    /// The pipeline with a state dir: checkpoints included.
+    /// The pipeline with a state dir, five checkpoints included.
     pub durable_per_s: f64,
     pub replay_per_s: f64,
     pub replay_over_pipeline: f64,
@@ -96,8 +96,9 @@ pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<B
     config.kafka.group_id = "bench-durable".into();
     let state = std::env::temp_dir().join(format!("streamrec-bench-run-{}", std::process::id()));
     config.state.dir = state.display().to_string();
+    config.state.checkpoint_max_events = (events as u64 / 5).max(1);
     let durable = timed_run(&config, events as u64, None).await;
-    config.state.dir = String::new();
+    config.state = Config::default().state;
     let _ = std::fs::remove_dir_all(&state);
     let (durable, _, _) = durable?;
     eprintln!("pipeline with a state dir: {durable:.0} events/s");
