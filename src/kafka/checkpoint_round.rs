@@ -8,14 +8,19 @@ use tokio::sync::oneshot;
 
 use super::changelog::{send_records, ChangelogRecord};
 use super::error::RunError;
-use crate::engine::Engine;
+use crate::engine::{Engine, UserCut};
+use crate::offsets::NextOffsets;
 use crate::runtime::checkpoint::{Cut, WorkerCut};
 use crate::runtime::rounds::{Abandoned, Release, Rounds};
 use crate::store::{CheckpointSize, StateStore};
 
 /// What a worker hands in to a round.
 pub(super) struct Part {
-    pub cut: WorkerCut,
+    pub worker: usize,
+    /// The positions of the worker's partitions at the cut.
+    pub covers: NextOffsets,
+    /// The worker's users at the cut, once looked up (in steps, after the round).
+    pub users: oneshot::Receiver<UserCut>,
     /// The changelog topic and the records of the worker's changed users, with a changelog.
     pub changelog: Option<(String, Vec<ChangelogRecord>)>,
     /// Where the outcome of the round's write goes.
@@ -36,17 +41,19 @@ pub(super) struct WriteTo {
 pub(super) fn lead(engine: &Engine, parts: Vec<Part>, release: Release, to: WriteTo) {
     let items = engine.cut_items();
     drop(release);
-    let mut cuts = Vec::with_capacity(parts.len());
+    let mut users = Vec::with_capacity(parts.len());
     let mut changelog = Vec::new();
     let mut outcomes = Vec::with_capacity(parts.len());
     for part in parts {
-        cuts.push(part.cut);
+        users.push((part.worker, part.covers, part.users));
         changelog.extend(part.changelog);
         outcomes.push(part.done);
     }
-    let cut = Cut::join(items, cuts, &to.topics);
     tokio::spawn(async move {
-        let written = write(cut, changelog, to).await;
+        let written = match gather(users).await {
+            Ok(cuts) => write(Cut::join(items, cuts, &to.topics), changelog, to).await,
+            Err(abandoned) => Err(abandoned.into()),
+        };
         // One member gets the error itself, the others that the round failed.
         let mut outcome = Some(written);
         for done in outcomes {
@@ -57,6 +64,18 @@ pub(super) fn lead(engine: &Engine, parts: Vec<Part>, release: Release, to: Writ
             let _ = done.send(sent);
         }
     });
+}
+
+/// Every worker's users at the cut, as each completes them.
+async fn gather(
+    parts: Vec<(usize, NextOffsets, oneshot::Receiver<UserCut>)>,
+) -> Result<Vec<WorkerCut>, Abandoned> {
+    let mut cuts = Vec::with_capacity(parts.len());
+    for (worker, covers, users) in parts {
+        let users = users.await.map_err(|_| Abandoned)?;
+        cuts.push(WorkerCut::new(worker, users, covers));
+    }
+    Ok(cuts)
 }
 
 /// Changed users to the changelog first, the checkpoint next, then the changelog's acks: a

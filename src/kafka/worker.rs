@@ -27,6 +27,7 @@ use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
 use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
+use crate::engine::{UserCut, USERS_PER_STEP};
 use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
 use crate::pipeline::{Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats};
 use crate::runtime::checkpoint::Durable;
@@ -70,6 +71,9 @@ struct State {
     stored: BTreeMap<PartitionKey, i64>,
     /// A checkpoint being written on a blocking thread, and the offsets it covers.
     writing: Option<Writing>,
+    /// Where this worker's users go once its part of a round's cut is complete (taken in
+    /// steps between messages: `engine::capture`).
+    capturing: Option<oneshot::Sender<UserCut>>,
 }
 
 /// A checkpoint's cut is taken on the workers (a consistent state, cheap to take), then encoded
@@ -130,11 +134,13 @@ impl Worker {
             acked_through: BTreeMap::new(),
             stored: BTreeMap::new(),
             writing: None,
+            capturing: None,
         };
         let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.step_cut(&mut state, USERS_PER_STEP);
             let room = state.tracker.open_events() < pipeline.max_in_flight;
             tokio::select! {
                 biased;
@@ -181,6 +187,8 @@ impl Worker {
                     }
                     None => break,
                 },
+                // Idle with a cut under way: the loop's next step goes on with it.
+                _ = std::future::ready(()), if state.capturing.is_some() => {}
             }
             if !state.refused.is_empty() {
                 self.send_all(&mut state, Vec::new()).await?;
@@ -209,18 +217,14 @@ impl Worker {
     /// applied so far and stores the offsets it covers: at shutdown, and before a revoke.
     async fn settle(&mut self, state: &mut State, drain_ms: u64) -> Result<(), RunError> {
         self.drain(state, drain_ms).await?;
-        if state.writing.is_some() {
-            let done = written(&mut state.writing).await;
-            self.on_written(state, done)?;
-        }
+        self.wait_written(state).await?;
         if self
             .checkpoints
             .as_ref()
             .is_some_and(|c| c.checkpointer.pending())
         {
             self.checkpoint(state).await?;
-            let done = written(&mut state.writing).await;
-            self.on_written(state, done)?;
+            self.wait_written(state).await?;
         }
         self.store_offsets(state);
         Ok(())
@@ -370,10 +374,7 @@ impl Worker {
     /// its changed users, the changelog records of them, and its partitions' positions. The
     /// last to arrive cuts the item side and writes the round; the others wait for that cut.
     async fn join_round(&mut self, state: &mut State) -> Result<(), RunError> {
-        if state.writing.is_some() {
-            let done = written(&mut state.writing).await;
-            self.on_written(state, done)?;
-        }
+        self.wait_written(state).await?;
         let Some(checkpoints) = &mut self.checkpoints else {
             return Ok(());
         };
@@ -389,15 +390,19 @@ impl Worker {
             );
             (topic, records)
         });
-        let cut = checkpoints.checkpointer.cut_users(engine, self.index);
+        let covers = checkpoints.checkpointer.begin_cut(engine);
         let (done, outcome) = oneshot::channel();
         state.writing = Some(Writing {
             done: outcome,
-            covers: cut.covers.clone(),
+            covers: covers.clone(),
             started,
         });
+        let (users_done, users) = oneshot::channel();
+        state.capturing = Some(users_done);
         let part = Part {
-            cut,
+            worker: self.index,
+            covers,
+            users,
             changelog,
             done,
         };
@@ -409,6 +414,27 @@ impl Worker {
             Arrival::Follower(released) => released.await.map_err(|_| Abandoned)?,
         }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "checkpoint cut");
+        Ok(())
+    }
+
+    /// Looks up at most `budget` more users of this worker's part of a round, and hands the
+    /// part over once complete.
+    fn step_cut(&mut self, state: &mut State, budget: usize) {
+        if state.capturing.is_none() {
+            return;
+        }
+        if let Some(users) = self.processor.engine_mut().continue_users_cut(budget) {
+            let _ = state.capturing.take().expect("a cut under way").send(users);
+        }
+    }
+
+    /// Completes this worker's part of the round being written, and waits for the write.
+    async fn wait_written(&mut self, state: &mut State) -> Result<(), RunError> {
+        self.step_cut(state, usize::MAX);
+        if state.writing.is_some() {
+            let done = written(&mut state.writing).await;
+            self.on_written(state, done)?;
+        }
         Ok(())
     }
 
@@ -465,10 +491,7 @@ impl Worker {
         state: &mut State,
         log: PartitionLog,
     ) -> Result<Restored, RunError> {
-        if state.writing.is_some() {
-            let done = written(&mut state.writing).await;
-            self.on_written(state, done)?;
-        }
+        self.wait_written(state).await?;
         let Some(checkpoints) = &mut self.checkpoints else {
             return Ok(Vec::new());
         };

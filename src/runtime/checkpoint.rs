@@ -60,6 +60,16 @@ pub struct Cut {
     pub covers: NextOffsets,
 }
 
+impl WorkerCut {
+    pub fn new(worker: usize, users: UserCut, covers: NextOffsets) -> WorkerCut {
+        WorkerCut {
+            worker,
+            users,
+            covers,
+        }
+    }
+}
+
 impl Cut {
     /// The checkpoint of workers' parts and the item side, cut at one point (a round).
     pub fn join(items: ItemCut, mut parts: Vec<WorkerCut>, topics: &[String]) -> Cut {
@@ -168,6 +178,19 @@ impl Checkpointer {
             users: engine.cut_users(),
             covers: self.applied.clone(),
         }
+    }
+
+    /// Starts a worker's part of a round: a cut of its users taken in steps
+    /// (`Engine::continue_users_cut`). Returns the positions of its partitions at the cut.
+    pub fn begin_cut(&mut self, engine: &mut Engine) -> NextOffsets {
+        self.since = 0;
+        self.last = Instant::now();
+        let unfinished = engine.begin_users_cut();
+        debug_assert!(
+            unfinished.is_none(),
+            "the previous cut was finished before its write"
+        );
+        self.applied.clone()
     }
 
     /// The consumed topics, in partition-key order.

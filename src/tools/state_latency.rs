@@ -3,7 +3,8 @@
 //!
 //! Events arrive on a fixed schedule (open loop, so an event that waits behind a stall counts
 //! its wait: no coordinated omission); each is applied and its user's recommendations ranked.
-//! In the checkpoint window the worker takes the cut at the window's start and a second thread
+//! In the checkpoint window the worker takes the cut at the window's start — the item side and
+//! the rest of the shard at once, the users in steps between events — and a second thread
 //! encodes and writes it meanwhile, as `run` does.
 
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::engine::Engine;
+use crate::engine::{Changes, Engine, USERS_PER_STEP};
 use crate::event::Event;
 use crate::ranking::Filters;
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
@@ -28,7 +29,7 @@ pub struct Window {
 /// What a checkpoint taken while events flow costs, and where.
 #[derive(Debug, Serialize)]
 pub struct CheckpointUnderLoad {
-    /// The cut on the worker: what the events behind it wait for.
+    /// The cut on the worker before the next event (the users' steps come after).
     pub cut_s: f64,
     /// Encoding and sled's write on the other thread.
     pub encode_and_write_s: f64,
@@ -40,12 +41,24 @@ pub struct CheckpointUnderLoad {
 /// Runs `events` at `rate` per second through `engine` from `start` on, measuring each from
 /// its scheduled arrival to its recommendations.
 pub fn window(engine: &mut Engine, events: &[Event], rate: f64, start: Instant) -> Window {
+    window_stepping(engine, events, rate, start, |_| {})
+}
+
+/// `window`, with `step` run on the engine before each event.
+fn window_stepping(
+    engine: &mut Engine,
+    events: &[Event],
+    rate: f64,
+    start: Instant,
+    mut step: impl FnMut(&mut Engine),
+) -> Window {
     let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
     for (n, event) in events.iter().enumerate() {
         let arrival = start + Duration::from_secs_f64(n as f64 / rate);
         if let Some(early) = arrival.checked_duration_since(Instant::now()) {
             std::thread::sleep(early);
         }
+        step(engine);
         engine.apply(event);
         std::hint::black_box(engine.recommend(&event.user_id, 10, &Filters::default()));
         let _ = latencies.record(arrival.elapsed().as_micros().max(1) as u64);
@@ -67,17 +80,33 @@ pub fn window_with_checkpoint(
     (store, offsets): (&StateStore, &Offsets),
 ) -> Result<CheckpointUnderLoad, StoreError> {
     let started = Instant::now();
-    let changes = engine.cut();
+    let unfinished = engine.begin_users_cut();
+    debug_assert!(unfinished.is_none());
+    let items = engine.cut_items();
     let cut_s = started.elapsed().as_secs_f64();
-    let items_written = changes.items_changed();
+    let items_written = items.items_changed();
     let (store, offsets) = (store.clone(), offsets.clone());
+    let (users_tx, users_rx) = std::sync::mpsc::sync_channel(1);
     let writer = std::thread::spawn(move || -> Result<(CheckpointSize, f64), StoreError> {
+        let users = users_rx.recv().expect("the worker completes its cut");
         let started = Instant::now();
-        let size = store.write(&changes.encode(), &offsets)?;
+        let size = store.write(&Changes::of(items, vec![users]).encode(), &offsets)?;
         Ok((size, started.elapsed().as_secs_f64()))
     });
+    let mut users_tx = Some(users_tx);
+    let step = |engine: &mut Engine| {
+        if let Some(users) = users_tx
+            .as_ref()
+            .and(engine.continue_users_cut(USERS_PER_STEP))
+        {
+            let _ = users_tx.take().expect("once").send(users);
+        }
+    };
     // The window starts before the cut: the first events wait for it.
-    let window = window(engine, events, rate, started);
+    let window = window_stepping(engine, events, rate, started, step);
+    if let (Some(tx), Some(users)) = (users_tx, engine.continue_users_cut(usize::MAX)) {
+        let _ = tx.send(users);
+    }
     let (size, encode_and_write_s) = writer.join().expect("the checkpoint writer panicked")?;
     Ok(CheckpointUnderLoad {
         cut_s,

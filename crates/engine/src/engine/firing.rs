@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{touch, Engine};
+use super::{touch, Capture, Engine};
 use crate::catalog::ListingChange;
 use crate::ranking::Filters;
 use crate::triggers::{attributes_match, trigger_id, EventFacts, Fired, Firing, Rules, Subject};
@@ -22,6 +22,7 @@ impl Engine {
         let Some(user) = self.shard.users.get_mut(facts.user_id) else {
             return;
         };
+        Capture::before_write(&mut self.shard.capture, facts.user_id, user);
         let user = Arc::make_mut(user);
         let firings = user
             .triggers
@@ -42,6 +43,7 @@ impl Engine {
             let shard = &mut self.shard;
             let users = shard.users.len();
             if let Some(user) = shard.users.get_mut(&*timer.user_id) {
+                Capture::before_write(&mut shard.capture, &timer.user_id, user);
                 let user = Arc::make_mut(user);
                 if let Some(firing) = user.triggers.on_timer(&rules.rules, &timer) {
                     // A step of its own: a firing with no event since the last checkpoint

@@ -24,6 +24,7 @@ use crate::rng::SplitMix64;
 use crate::segments::segment_name;
 use crate::triggers::{EventFacts, Fired, Rules, TriggerState};
 
+mod capture;
 mod clocks;
 mod firing;
 mod portable;
@@ -33,6 +34,8 @@ mod replica;
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use clocks::StreamClocks;
 
+use capture::Capture;
+pub use capture::USERS_PER_STEP;
 pub use portable::PortableUser;
 use records::{decode_within, encode};
 pub use records::{
@@ -66,6 +69,8 @@ pub struct UserShard {
     checkpointed: u64,
     /// The users touched since the last checkpoint, so a cut need not scan them all.
     dirty: DirtyUsers,
+    /// A cut of the users under way (see `engine::capture`).
+    capture: Option<Capture>,
 }
 
 impl UserShard {
@@ -89,6 +94,7 @@ impl UserShard {
             steps: 0,
             checkpointed: 0,
             dirty: DirtyUsers::default(),
+            capture: None,
         }
     }
 }
@@ -119,7 +125,7 @@ impl DirtyUsers {
 /// still holds it, marked changed.
 fn step_user<'a>(
     users: &'a mut FxHashMap<Box<str>, Arc<UserState>>,
-    dirty: &mut DirtyUsers,
+    (dirty, capture): (&mut DirtyUsers, &mut Option<Capture>),
     (checkpointed, steps): (u64, &mut u64),
     (id, ts_ms, stream): (&str, i64, u64),
     config: &EngineConfig,
@@ -129,6 +135,7 @@ fn step_user<'a>(
     let shared = users
         .entry(id.into())
         .or_insert_with(|| Arc::new(UserState::new(id, ts_ms, config)));
+    Capture::before_write(capture, id, shared);
     let user = Arc::make_mut(shared);
     touch(dirty, (count, checkpointed, *steps), id, user);
     user.stream = stream;
@@ -331,8 +338,8 @@ impl Engine {
         let config = &self.config;
         let input = (&*event.user_id, event.ts_ms, stream);
         let clock = (self.shard.checkpointed, &mut self.shard.steps);
-        let (users, dirty) = (&mut self.shard.users, &mut self.shard.dirty);
-        let user = step_user(users, dirty, clock, input, config);
+        let marks = (&mut self.shard.dirty, &mut self.shard.capture);
+        let user = step_user(&mut self.shard.users, marks, clock, input, config);
         let half_life = config.profile.half_life_ms;
         // What the trigger rules compare with after learning; nothing to compute without rules.
         let before = (!new_user && !self.rules.is_empty()).then(|| {
@@ -482,8 +489,8 @@ impl Engine {
         let config = &self.config;
         let input = (&*update.user_id, update.ts_ms, stream);
         let clock = (self.shard.checkpointed, &mut self.shard.steps);
-        let (users, dirty) = (&mut self.shard.users, &mut self.shard.dirty);
-        let user = step_user(users, dirty, clock, input, config);
+        let marks = (&mut self.shard.dirty, &mut self.shard.capture);
+        let user = step_user(&mut self.shard.users, marks, clock, input, config);
         user.update_attributes(update, config.clean.max_attributes);
         user.segment = segment_name(&user.attributes, &config.content)
             .and_then(|name| items.segments.intern(&name, config.content.max_segments));
@@ -593,8 +600,10 @@ impl Engine {
     /// Forgets every user's input position (the log they came from is gone): the next input
     /// of each counts as new.
     pub fn forget_positions(&mut self) {
-        for user in self.shard.users.values_mut() {
+        let shard = &mut self.shard;
+        for (id, user) in shard.users.iter_mut() {
             if user.position.is_some() {
+                Capture::before_write(&mut shard.capture, id, user);
                 Arc::make_mut(user).position = None;
             }
         }
@@ -603,6 +612,7 @@ impl Engine {
     /// Records that the user's state reflects the input at `at` (after applying it).
     pub fn record_position(&mut self, user_id: &str, at: Position) {
         if let Some(user) = self.shard.users.get_mut(user_id) {
+            Capture::before_write(&mut self.shard.capture, user_id, user);
             Arc::make_mut(user).position = Some(at);
         }
     }
@@ -633,7 +643,8 @@ impl Engine {
     /// (never one changed since the last checkpoint, nor one `keep` names). Returns how many.
     pub fn evict_cold_users(&mut self, cap: usize, keep: impl Fn(&str) -> bool) -> usize {
         let users = &mut self.shard.users;
-        if users.len() <= cap {
+        // Not while a cut is under way: it may still want a cold user.
+        if users.len() <= cap || self.shard.capture.is_some() {
             return 0;
         }
         let since = self.shard.checkpointed;

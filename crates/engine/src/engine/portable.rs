@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decode_within, encode, intern_item, DecodeError, Engine, Position, UserState,
+    decode_within, encode, intern_item, Capture, DecodeError, Engine, Position, UserState,
     SMALL_RECORD_LIMIT,
 };
 use crate::profile::{PortableProfile, UserProfile};
@@ -98,7 +98,9 @@ impl Engine {
     /// A portable user as this instance's stored record (unknown items and categories are
     /// interned), and the user's in-memory copy dropped: the record replaces it.
     pub fn localize_user(&mut self, user_id: &str, portable: &PortableUser) -> Vec<u8> {
-        self.shard.users.remove(user_id);
+        if let Some(user) = self.shard.users.remove(user_id) {
+            Capture::before_write(&mut self.shard.capture, user_id, &user);
+        }
         let config = &self.config;
         let mut guard = self
             .items

@@ -84,7 +84,7 @@ fn item_record_name(item: u32) -> String {
 
 /// The worker-local part of a shard besides its users.
 #[derive(Clone, Serialize, Deserialize)]
-struct ShardRest {
+pub(super) struct ShardRest {
     dedup: DedupWindow,
     clocks: StreamClocks,
     rng: SplitMix64,
@@ -114,8 +114,15 @@ struct ItemAtCut {
 /// One worker's part of a cut: its changed users, shared copy-on-write like the rows, and the
 /// rest of its shard (dedup window, clocks, RNG, trigger state).
 pub struct UserCut {
-    users: Vec<(Box<str>, Arc<UserState>)>,
-    shard: ShardRest,
+    pub(super) users: Vec<(Box<str>, Arc<UserState>)>,
+    pub(super) shard: ShardRest,
+}
+
+impl ItemCut {
+    /// Items whose records this part writes.
+    pub fn items_changed(&self) -> usize {
+        self.changed.len()
+    }
 }
 
 impl UserCut {
@@ -184,6 +191,8 @@ impl Changes {
             shards.push(encode(&part.shard));
         }
         users.sort_by(|a, b| a.0.cmp(&b.0));
+        // A user captured twice in a stepped cut (see `engine::capture`) is the same state.
+        users.dedup_by(|a, b| a.0 == b.0);
         EngineRecords {
             items,
             item_records,
@@ -219,13 +228,13 @@ impl Engine {
         Changes::of(self.cut_items(), vec![users])
     }
 
-    /// This worker's users changed since its last cut, and the rest of its shard; from here
-    /// on its users count as checkpointed.
+    /// This worker's users changed since its last cut, and the rest of its shard, at once (see
+    /// `begin_users_cut` for a cut in steps); from here on its users count as checkpointed.
     pub fn cut_users(&mut self) -> UserCut {
-        let dirty = std::mem::take(&mut self.shard.dirty);
-        let part = self.user_cut_of(Some(dirty));
-        self.mark_users_checkpointed();
-        part
+        let unfinished = self.begin_users_cut();
+        debug_assert!(unfinished.is_none(), "a stepped cut was left unfinished");
+        self.continue_users_cut(usize::MAX)
+            .expect("a cut with no limit completes")
     }
 
     /// The item side changed since its last cut (by any worker); from here on it counts as
@@ -247,6 +256,16 @@ impl Engine {
         self.shard.dirty = DirtyUsers::default();
     }
 
+    /// The shard besides its users, as a cut stores it.
+    pub(super) fn shard_rest(&self) -> ShardRest {
+        ShardRest {
+            dedup: self.shard.dedup.stored_copy(),
+            clocks: self.shard.clocks.clone(),
+            rng: self.shard.rng.clone(),
+            triggers: self.shard.triggers.clone(),
+        }
+    }
+
     fn mark_items_checkpointed(&self) {
         let mut items = self
             .items
@@ -258,7 +277,7 @@ impl Engine {
     }
 
     /// The users named (`None`: every user) and the rest of the shard.
-    fn user_cut_of(&self, dirty: Option<DirtyUsers>) -> UserCut {
+    pub(super) fn user_cut_of(&self, dirty: Option<DirtyUsers>) -> UserCut {
         let since = self.shard.checkpointed;
         let users = match dirty {
             None => {
@@ -280,13 +299,10 @@ impl Engine {
                     .collect()
             }
         };
-        let shard = ShardRest {
-            dedup: self.shard.dedup.stored_copy(),
-            clocks: self.shard.clocks.clone(),
-            rng: self.shard.rng.clone(),
-            triggers: self.shard.triggers.clone(),
-        };
-        UserCut { users, shard }
+        UserCut {
+            users,
+            shard: self.shard_rest(),
+        }
     }
 
     /// The item side: every item, or those changed since the last cut.
@@ -554,6 +570,38 @@ mod tests {
             prop_assert_eq!(records_digest(&stored.records()), engine.digest());
             let restored = Engine::from_records(EngineConfig::default(), &stored.records());
             prop_assert_eq!(restored.unwrap().digest(), engine.digest());
+        }
+    }
+
+    proptest! {
+        /// A cut of the users taken in steps of one lookup between events (the item side cut
+        /// at its start) is the state at its start, whatever the events meanwhile change.
+        #[test]
+        fn a_cut_in_steps_is_the_state_where_it_began(events in events()) {
+            let mut engine = Engine::new(EngineConfig::default());
+            let mut stored = Stored::default();
+            let mut open: Option<(ItemCut, String)> = None;
+            for (event, cut_here) in &events {
+                if let Some(users) = engine.continue_users_cut(1) {
+                    let (items, digest) = open.take().expect("a cut under way");
+                    stored.write(Changes::of(items, vec![users]).encode());
+                    prop_assert_eq!(records_digest(&stored.records()), digest);
+                }
+                engine.apply(event);
+                if *cut_here && !engine.cutting_users() {
+                    let digest = engine.digest();
+                    prop_assert!(engine.begin_users_cut().is_none());
+                    open = Some((engine.cut_items(), digest));
+                }
+            }
+            if let Some((items, digest)) = open.take() {
+                let users = engine.continue_users_cut(usize::MAX).unwrap();
+                stored.write(Changes::of(items, vec![users]).encode());
+                prop_assert_eq!(records_digest(&stored.records()), digest);
+            }
+            stored.write(engine.to_changed_records());
+            engine.mark_checkpointed();
+            prop_assert_eq!(records_digest(&stored.records()), engine.digest());
         }
     }
 

@@ -1,0 +1,108 @@
+//! A cut of a shard's users taken in steps while learning goes on: copy-on-write capture.
+//!
+//! At the cut's point (step `at`) every user changed since the previous cut (touched in
+//! `since..=at`) belongs to it. They are looked up a few hundred at a time between inputs
+//! (`Engine::continue_users_cut`), and any of them about to be written first is captured
+//! as it is (`Capture::before_write`, at every place a user is changed or dropped): once written,
+//! its `touched` is past `at`, so the lookup skips it. Either way each user is captured with its
+//! state at the cut, so the cut is the same as one taken at once, for a pause of a few
+//! hundred lookups instead of all of them (~1 µs each in a map of a million users).
+
+use std::sync::Arc;
+
+use super::records::{ShardRest, UserCut};
+use super::{Engine, UserState};
+
+/// Users looked up per step of a cut.
+pub const USERS_PER_STEP: usize = 256;
+
+#[derive(Clone)]
+pub(crate) struct Capture {
+    since: u64,
+    at: u64,
+    /// Users changed before the cut not looked up yet.
+    pending: Vec<Box<str>>,
+    users: Vec<(Box<str>, Arc<UserState>)>,
+    shard: ShardRest,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (pending, captured) = (self.pending.len(), self.users.len());
+        write!(
+            f,
+            "Capture(at {}, {pending} pending, {captured} captured)",
+            self.at
+        )
+    }
+}
+
+impl Capture {
+    /// Captures a user about to be changed or dropped if the cut wants it and has not got it.
+    pub(crate) fn before_write(capture: &mut Option<Capture>, id: &str, user: &Arc<UserState>) {
+        if let Some(capture) = capture {
+            if capture.wants(user) {
+                capture.users.push((id.into(), user.clone()));
+            }
+        }
+    }
+
+    fn wants(&self, user: &UserState) -> bool {
+        user.touched > self.since && user.touched <= self.at
+    }
+}
+
+impl Engine {
+    /// Starts a cut of this worker's users at this point (see the module doc); from here on
+    /// they count as checkpointed. The rest of the shard is copied now. A cut already under
+    /// way is finished first and returned.
+    pub fn begin_users_cut(&mut self) -> Option<UserCut> {
+        let unfinished = self.continue_users_cut(usize::MAX);
+        let dirty = std::mem::take(&mut self.shard.dirty);
+        let (since, at) = (self.shard.checkpointed, self.shard.steps);
+        // A list dropped for its length: the cut scans every user now.
+        let users = match dirty.overflowed {
+            true => self.user_cut_of(Some(dirty.clone())).users,
+            false => Vec::new(),
+        };
+        let pending = match dirty.overflowed {
+            true => Vec::new(),
+            false => dirty.ids,
+        };
+        self.shard.capture = Some(Capture {
+            since,
+            at,
+            pending,
+            users,
+            shard: self.shard_rest(),
+        });
+        self.shard.checkpointed = at;
+        unfinished
+    }
+
+    /// Looks up at most `budget` more users of the cut under way; the cut once it is complete
+    /// (None: more to do, or no cut under way).
+    pub fn continue_users_cut(&mut self, budget: usize) -> Option<UserCut> {
+        let shard = &mut self.shard;
+        let capture = shard.capture.as_mut()?;
+        let start = capture.pending.len().saturating_sub(budget);
+        let looked_up = capture.pending.drain(start..);
+        let wanted = looked_up.filter_map(|id| {
+            let user = shard.users.get(&id)?;
+            let wants = user.touched > capture.since && user.touched <= capture.at;
+            wants.then(|| (id, user.clone()))
+        });
+        let wanted: Vec<_> = wanted.collect();
+        capture.users.extend(wanted);
+        if !capture.pending.is_empty() {
+            return None;
+        }
+        let Capture { users, shard, .. } = self.shard.capture.take()?;
+        Some(UserCut { users, shard })
+    }
+
+    /// Whether a cut of the users is under way.
+    pub fn cutting_users(&self) -> bool {
+        self.shard.capture.is_some()
+    }
+}
