@@ -58,6 +58,11 @@ impl Waiter {
 /// [`Offsets`], with no topic name to allocate per message.
 pub type NextOffsets = BTreeMap<PartitionKey, i64>;
 
+/// The worker of `workers` that owns a partition (its users, its offsets, its checkpoint part).
+pub fn worker_of(partition: i32, workers: usize) -> usize {
+    partition.unsigned_abs() as usize % workers
+}
+
 /// The index of `topic` in the consumed topics, the key of every per-partition table; None for
 /// a topic `run` does not consume (never silently another topic's index).
 pub fn topic_index(topics: &[String], topic: &str) -> Option<u16> {

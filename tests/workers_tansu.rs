@@ -17,7 +17,7 @@ use streamrec::config::Config;
 use streamrec::engine::Engine;
 use streamrec::store::StateStore;
 
-use common::tansu::{produce_file, run_log_tail, start_run, state_config, terminate, Broker};
+use common::tansu::{produce_file, run_log_tail, run_to_ends, start_run, state_config, Broker};
 use common::{committed, dataset, ends_by_reading, unique};
 
 const PARTITIONS: i32 = 3;
@@ -32,7 +32,7 @@ fn workers_config(
     input: &str,
     workers: usize,
 ) -> std::path::PathBuf {
-    let path = state_config(dir, broker, name, input, &format!("{name}-group"));
+    let path = state_config(dir, broker, name, input, &group(name));
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text.replace(
         "[pipeline]\n",
@@ -45,31 +45,9 @@ fn workers_config(
     path
 }
 
+/// The consumer group of a config `workers_config` wrote.
 fn group(name: &str) -> String {
     format!("{name}-group")
-}
-
-/// Runs until every partition's commit (which follows checkpoints) reaches its end, then SIGTERM.
-fn run_to_ends(broker: &Broker, config: &Path, name: &str, input: &str, ends: &[i64]) {
-    let mut child = start_run(config);
-    let started = Instant::now();
-    while committed(&broker.address, &group(name), input, PARTITIONS) != ends {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "run exited with {status}; its log ends:\n{}",
-                run_log_tail(config)
-            );
-        }
-        if started.elapsed() > Duration::from_secs(180) {
-            let _ = child.kill();
-            panic!(
-                "commits did not reach {ends:?}; the log ends:\n{}",
-                run_log_tail(config)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    terminate(child);
 }
 
 /// The user-side digest of the state dir a config names (see `Engine::own_state_digest`).
@@ -122,12 +100,12 @@ fn two_durable_workers_survive_sigkill_with_every_event_applied_once() {
         kills += 1;
     }
     assert_eq!(kills, 4);
-    run_to_ends(&broker, &crashy, "crashy", &input, &ends);
+    run_to_ends(&broker, &crashy, &group("crashy"), &input, &ends);
 
     let calm = workers_config(dir.path(), &broker, "calm", &input, 2);
-    run_to_ends(&broker, &calm, "calm", &input, &ends);
+    run_to_ends(&broker, &calm, &group("calm"), &input, &ends);
     let single = workers_config(dir.path(), &broker, "single", &input, 1);
-    run_to_ends(&broker, &single, "single", &input, &ends);
+    run_to_ends(&broker, &single, &group("single"), &input, &ends);
 
     let expected = own_digest(&single);
     assert_eq!(own_digest(&calm), expected, "two workers differ from one");

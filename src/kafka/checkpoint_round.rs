@@ -2,12 +2,16 @@
 //! leader's write of the whole round — the changed users to the changelog, then every part
 //! with the item side in one sled batch — whose outcome goes back to every member.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::oneshot;
 
 use super::changelog::{send_records, ChangelogRecord};
 use super::error::RunError;
+use crate::admin::Metrics;
 use crate::engine::{Engine, UserCut};
 use crate::offsets::NextOffsets;
 use crate::runtime::checkpoint::{Cut, WorkerCut};
@@ -29,16 +33,18 @@ pub(super) struct Part {
 
 pub(super) type CheckpointRounds = Rounds<Part>;
 
-/// Where a round's write goes.
+/// Where a round's write goes, and what it reports to.
 pub(super) struct WriteTo {
     pub store: StateStore,
     pub topics: Vec<String>,
     pub producer: FutureProducer,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The leader's part of a round: cuts the item side while the others wait, lets them go, and
 /// writes the round on another task.
 pub(super) fn lead(engine: &Engine, parts: Vec<Part>, release: Release, to: WriteTo) {
+    let started = Instant::now();
     let items = engine.cut_items();
     drop(release);
     let mut users = Vec::with_capacity(parts.len());
@@ -50,18 +56,30 @@ pub(super) fn lead(engine: &Engine, parts: Vec<Part>, release: Release, to: Writ
         outcomes.push(part.done);
     }
     tokio::spawn(async move {
+        let metrics = to.metrics.clone();
         let written = match gather(users).await {
             Ok(cuts) => write(Cut::join(items, cuts, &to.topics), changelog, to).await,
             Err(abandoned) => Err(abandoned.into()),
         };
-        // One member gets the error itself, the others that the round failed.
-        let mut outcome = Some(written);
-        for done in outcomes {
-            let sent = match &outcome {
-                Some(Ok(size)) => Ok(*size),
-                _ => outcome.take().unwrap_or(Err(Abandoned.into())),
-            };
-            let _ = done.send(sent);
+        let mut outcomes = outcomes.into_iter();
+        match written {
+            Ok(size) => {
+                metrics
+                    .checkpoint_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                for done in outcomes {
+                    let _ = done.send(Ok(size));
+                }
+            }
+            // One member gets the error itself, the others that the round failed.
+            Err(err) => {
+                if let Some(first) = outcomes.next() {
+                    let _ = first.send(Err(err));
+                }
+                for done in outcomes {
+                    let _ = done.send(Err(Abandoned.into()));
+                }
+            }
         }
     });
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
@@ -35,9 +35,9 @@ use super::sink::Topics;
 use super::worker::Worker;
 use crate::admin::Metrics;
 use crate::config::{Config, KafkaConfig};
+use crate::engine::Engine;
 use crate::engine::SharedItems;
-use crate::engine::{Engine, ItemModel};
-use crate::offsets::{topic_index, PartitionKey};
+use crate::offsets::{topic_index, worker_of, PartitionKey};
 use crate::pipeline::{Processor, Stats};
 use crate::runtime::checkpoint::Durable;
 use crate::triggers::Rules;
@@ -293,8 +293,7 @@ pub async fn consume(
                     tracing::info!(partition, "changelog read of a partition revoked meanwhile dropped");
                     continue;
                 };
-                let owner = partition.unsigned_abs() as usize % count;
-                let Some(positions) = install(&senders[owner], log).await else {
+                let Some(positions) = install(&senders[worker_of(partition, count)], log).await else {
                     // The worker stopped: its own error says why.
                     let stopped = workers.next().await;
                     failure = Some(stopped.map_or(RunError::WorkerGone { when: "during a restore" }, worker_failure));
@@ -347,9 +346,8 @@ pub async fn consume(
                             break;
                         }
                     }
-                    let worker = partition.unsigned_abs() as usize % count;
                     let input = WorkerInput::Message(message.detach());
-                    if senders[worker].send(input).await.is_err() {
+                    if senders[worker_of(partition, count)].send(input).await.is_err() {
                         continue; // that worker ended; `workers.next()` reports why
                     }
                 }
@@ -486,12 +484,15 @@ fn start_workers(
     SharedItems,
 ) {
     let stats = Arc::new(Mutex::new(vec![Stats::default(); config.pipeline.workers]));
-    // Restored engines bring their (one) item model.
-    let items = match restored.as_ref().and_then(|workers| workers.first()) {
-        Some((engine, _)) => engine.shared_items(),
-        None => Arc::new(RwLock::new(ItemModel::new(&config.engine))),
+    let engines: Vec<(Engine, Option<Durable>)> = match restored {
+        Some(workers) => workers.into_iter().map(|(e, d)| (e, Some(d))).collect(),
+        None => {
+            let fresh = Engine::workers(&config.engine, config.pipeline.workers);
+            fresh.into_iter().map(|engine| (engine, None)).collect()
+        }
     };
-    let mut restored = restored.map(Vec::into_iter);
+    // One item model for all of them.
+    let items = engines[0].0.shared_items();
     let rounds = Arc::new(CheckpointRounds::new(config.pipeline.workers));
     let topics = Arc::new(Topics {
         recommendations: config.kafka.recommendations_topic.clone(),
@@ -503,16 +504,9 @@ fn start_workers(
     let inputs = Arc::new(config.kafka.consumed_topics());
     let workers = Workers::new();
     let mut senders = Vec::new();
-    for index in 0..config.pipeline.workers {
+    for (index, (engine, checkpoints)) in engines.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         senders.push(tx);
-        let (engine, checkpoints) = match restored.as_mut().and_then(Iterator::next) {
-            Some((engine, checkpoints)) => (engine, Some(checkpoints)),
-            None => (
-                Engine::with_items(config.engine.clone(), items.clone(), index as u64),
-                None,
-            ),
-        };
         let worker = Worker {
             index,
             checkpoints,

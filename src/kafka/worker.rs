@@ -445,6 +445,7 @@ impl Worker {
             store: checkpointer.store().clone(),
             topics: checkpointer.topics().to_vec(),
             producer: self.producer.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -460,12 +461,6 @@ impl Worker {
             return Ok(());
         };
         checkpoints.checkpointer.written(writing.covers);
-        // One sample per round, not per worker.
-        if self.index == 0 {
-            self.metrics
-                .checkpoint_seconds
-                .observe(writing.started.elapsed().as_secs_f64());
-        }
         self.metrics.checkpoint_bytes.set(size.bytes as i64);
         self.metrics.users_in_store.set(size.users_stored as i64);
         let evicted = match checkpoints.max_users {

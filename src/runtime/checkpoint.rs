@@ -164,20 +164,10 @@ impl Checkpointer {
     /// Takes what changed in the engine since the last cut, with the offsets it reflects: the
     /// whole checkpoint of an engine that is the only worker.
     pub fn cut(&mut self, engine: &mut Engine) -> Cut {
-        let part = self.cut_users(engine, 0);
+        let covers = self.begin_cut(engine);
+        let users = engine.continue_users_cut(usize::MAX);
+        let part = WorkerCut::new(0, users.expect("a cut with no limit completes"), covers);
         Cut::join(engine.cut_items(), vec![part], &self.topics)
-    }
-
-    /// Worker `worker`'s part of a round: its users changed since its last cut, and the
-    /// positions of its partitions.
-    pub fn cut_users(&mut self, engine: &mut Engine, worker: usize) -> WorkerCut {
-        self.since = 0;
-        self.last = Instant::now();
-        WorkerCut {
-            worker,
-            users: engine.cut_users(),
-            covers: self.applied.clone(),
-        }
     }
 
     /// Starts a worker's part of a round: a cut of its users taken in steps

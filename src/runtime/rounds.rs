@@ -27,8 +27,8 @@ pub struct Rounds<P> {
 
 struct RoundsState<P> {
     members: usize,
-    /// The round being gathered, if any.
-    open: Option<u64>,
+    /// Whether a round is being gathered.
+    open: bool,
     parts: Vec<P>,
     /// Members that handed in their part, released once the leader has cut.
     waiting: Vec<oneshot::Sender<()>>,
@@ -60,7 +60,7 @@ impl<P> Rounds<P> {
         Rounds {
             state: Mutex::new(RoundsState {
                 members,
-                open: None,
+                open: false,
                 parts: Vec::new(),
                 waiting: Vec::new(),
                 abandoned: false,
@@ -82,10 +82,9 @@ impl<P> Rounds<P> {
     /// caller's `seen` up to it, so its watch does not call it twice.
     pub fn call(&self, seen: &mut watch::Receiver<u64>) {
         let mut state = self.lock();
-        if state.open.is_none() {
-            let round = *self.called.borrow() + 1;
-            state.open = Some(round);
-            self.called.send_replace(round);
+        if !state.open {
+            state.open = true;
+            self.called.send_modify(|round| *round += 1);
         }
         drop(state);
         seen.borrow_and_update();
@@ -93,7 +92,7 @@ impl<P> Rounds<P> {
 
     /// Whether a round is being gathered (a member whose watch fired joins it).
     pub fn is_open(&self) -> bool {
-        self.lock().open.is_some()
+        self.lock().open
     }
 
     /// Hands in a member's part of the open round.
@@ -102,7 +101,7 @@ impl<P> Rounds<P> {
         if state.abandoned {
             return Err(Abandoned);
         }
-        state.open.get_or_insert(*self.called.borrow());
+        state.open = true;
         state.parts.push(part);
         if state.parts.len() < state.members {
             let (release, released) = oneshot::channel();
@@ -118,7 +117,7 @@ impl<P> Rounds<P> {
     pub fn leave(&self) -> Option<(Vec<P>, Release)> {
         let mut state = self.lock();
         state.members = state.members.saturating_sub(1);
-        let ready = state.open.is_some() && !state.parts.is_empty();
+        let ready = state.open && !state.parts.is_empty();
         (ready && state.parts.len() >= state.members).then(|| Self::complete(&mut state))
     }
 
@@ -130,7 +129,7 @@ impl<P> Rounds<P> {
     }
 
     fn complete(state: &mut RoundsState<P>) -> (Vec<P>, Release) {
-        state.open = None;
+        state.open = false;
         let parts = std::mem::take(&mut state.parts);
         (parts, Release(std::mem::take(&mut state.waiting)))
     }

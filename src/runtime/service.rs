@@ -12,7 +12,7 @@ use crate::admin::{serve, Metrics};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::kafka::{consume, Observers, Prepared, RunError, RunReport};
-use crate::offsets::{by_index, Offsets};
+use crate::offsets::{by_index, worker_of, Offsets};
 use crate::store::StateStore;
 
 /// Runs until `shutdown` resolves, then drains and commits.
@@ -67,7 +67,7 @@ fn open_state(config: &Config) -> Result<Option<Vec<(Engine, Durable)>>, RunErro
     // Users stay in the store until their next event: start-up time does not grow with them.
     let (engines, offsets) = match store.open_workers(config.engine.clone(), workers)? {
         Some(stored) => stored,
-        None => (fresh_engines(config), Offsets::new()),
+        None => (Engine::workers(&config.engine, workers), Offsets::new()),
     };
     tracing::info!(
         dir = %config.state.dir,
@@ -87,7 +87,7 @@ fn open_state(config: &Config) -> Result<Option<Vec<(Engine, Durable)>>, RunErro
     let durable = engines.into_iter().enumerate().map(|(worker, engine)| {
         // Each worker checkpoints the positions of its own partitions.
         let mut own = next.clone();
-        own.retain(|key, _| key.partition.unsigned_abs() as usize % workers == worker);
+        own.retain(|key, _| worker_of(key.partition, workers) == worker);
         let durable = Durable {
             checkpointer: Checkpointer::new(store.clone(), cadence, topics.clone(), own),
             max_users: max_users.div_ceil(workers),
@@ -96,13 +96,4 @@ fn open_state(config: &Config) -> Result<Option<Vec<(Engine, Durable)>>, RunErro
         (engine, durable)
     });
     Ok(Some(durable.collect()))
-}
-
-/// A fresh state's engines: one per worker, on one item model.
-fn fresh_engines(config: &Config) -> Vec<Engine> {
-    let first = Engine::new(config.engine.clone());
-    let items = first.shared_items();
-    let others = (1..config.pipeline.workers)
-        .map(|worker| Engine::with_items(config.engine.clone(), items.clone(), worker as u64));
-    std::iter::once(first).chain(others).collect()
 }

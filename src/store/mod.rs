@@ -261,27 +261,32 @@ impl StateStore {
 
     /// The stored records, or None for a fresh state dir.
     pub fn read(&self) -> Result<Option<Stored>, StoreError> {
-        if self.db.get(FORMAT_KEY).map_err(|e| self.io(e))?.is_none() {
+        let Some(mut records) = self.records_without_users()? else {
             return Ok(None);
-        }
-        let items = self.required(ITEMS_KEY)?;
-        let item_records = self.item_records()?;
-        let shards = self.shards()?;
-        let mut users = Vec::new();
+        };
         for entry in self.db.scan_prefix(USER_PREFIX) {
             let (key, value) = entry.map_err(|e| self.io(e))?;
             let id = String::from_utf8(key[USER_PREFIX.len()..].to_vec())
                 .map_err(|_| self.corrupt("a user key is not UTF-8"))?;
-            users.push((id, self.body(&key, &value)?));
+            records.users.push((id, self.body(&key, &value)?));
         }
         Ok(Some(Stored {
-            records: EngineRecords {
-                items,
-                item_records,
-                users,
-                shards,
-            },
+            records,
             offsets: self.offsets()?,
+        }))
+    }
+
+    /// The stored records but the users (None for a fresh state dir): what a process needs
+    /// before its first event.
+    fn records_without_users(&self) -> Result<Option<EngineRecords>, StoreError> {
+        if self.db.get(FORMAT_KEY).map_err(|e| self.io(e))?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(EngineRecords {
+            items: self.required(ITEMS_KEY)?,
+            item_records: self.item_records()?,
+            users: Vec::new(),
+            shards: self.shards()?,
         }))
     }
 
@@ -382,14 +387,8 @@ impl StateStore {
         &self,
         config: EngineConfig,
     ) -> Result<Option<(Engine, Offsets)>, StoreError> {
-        if self.db.get(FORMAT_KEY).map_err(|e| self.io(e))?.is_none() {
+        let Some(records) = self.records_without_users()? else {
             return Ok(None);
-        }
-        let records = EngineRecords {
-            items: self.required(ITEMS_KEY)?,
-            item_records: self.item_records()?,
-            users: Vec::new(),
-            shards: self.shards()?,
         };
         let engine =
             Engine::from_records(config, &records).map_err(|e| self.corrupt(e.to_string()))?;
@@ -403,14 +402,8 @@ impl StateStore {
         config: EngineConfig,
         workers: usize,
     ) -> Result<Option<(Vec<Engine>, Offsets)>, StoreError> {
-        if self.db.get(FORMAT_KEY).map_err(|e| self.io(e))?.is_none() {
+        let Some(records) = self.records_without_users()? else {
             return Ok(None);
-        }
-        let records = EngineRecords {
-            items: self.required(ITEMS_KEY)?,
-            item_records: self.item_records()?,
-            users: Vec::new(),
-            shards: self.shards()?,
         };
         if records.shards.len() != workers {
             return Err(StoreError::Workers {

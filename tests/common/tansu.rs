@@ -242,21 +242,34 @@ pub fn run_log_tail(config: &Path) -> String {
 
 /// Runs until the group's commits (which follow checkpoints) reach the end, then SIGTERM.
 pub fn run_to_end(broker: &Broker, config: &Path, group: &str, input: &str, end: i64) -> String {
+    run_to_ends(broker, config, group, input, &[end])
+}
+
+/// `run_to_end` on an input of `ends.len()` partitions: until every partition's commit is at
+/// its end.
+pub fn run_to_ends(
+    broker: &Broker,
+    config: &Path,
+    group: &str,
+    input: &str,
+    ends: &[i64],
+) -> String {
     let mut child = start_run(config);
     // Commits may already be at the end (state restored); give it time to start regardless.
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
-    while committed(&broker.address, group, input, 1) != [end] {
+    let partitions = ends.len() as i32;
+    while committed(&broker.address, group, input, partitions) != ends {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
-                "run exited with {status} before the commit reached {end}; its log ends:\n{}",
+                "run exited with {status} before the commits reached {ends:?}; its log ends:\n{}",
                 run_log_tail(config)
             );
         }
         if started.elapsed() > Duration::from_secs(180) {
             let _ = child.kill();
             panic!(
-                "no commit reached {end}; the run's log ends:\n{}",
+                "the commits did not reach {ends:?}; the run's log ends:\n{}",
                 run_log_tail(config)
             );
         }

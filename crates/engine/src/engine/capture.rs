@@ -2,11 +2,12 @@
 //!
 //! At the cut's point (step `at`) every user changed since the previous cut (touched in
 //! `since..=at`) belongs to it. They are looked up a few hundred at a time between inputs
-//! (`Engine::continue_users_cut`), and any of them about to be written first is captured
-//! as it is (`Capture::before_write`, at every place a user is changed or dropped): once written,
-//! its `touched` is past `at`, so the lookup skips it. Either way each user is captured with its
-//! state at the cut, so the cut is the same as one taken at once, for a pause of a few
-//! hundred lookups instead of all of them (~1 µs each in a map of a million users).
+//! (`Engine::continue_users_cut`), and any of them about to be written first is captured as it
+//! is (`Capture::write`, the copy-on-write every change to a user goes through, and
+//! `Capture::before_write` where one is dropped): once written, its `touched` is past `at`, so
+//! the lookup skips it. Either way each user is captured with its state at the cut, so the cut
+//! is the same as one taken at once, for a pause of a few hundred lookups instead of all of
+//! them (~1 µs each in a map of a million users).
 
 use std::sync::Arc;
 
@@ -16,10 +17,22 @@ use super::{Engine, UserState};
 /// Users looked up per step of a cut.
 pub const USERS_PER_STEP: usize = 256;
 
-#[derive(Clone)]
-pub(crate) struct Capture {
+/// The steps whose changes a cut holds: users touched after `since` and no later than `at`.
+#[derive(Clone, Copy, Debug)]
+struct Span {
     since: u64,
     at: u64,
+}
+
+impl Span {
+    fn holds(self, user: &UserState) -> bool {
+        user.touched > self.since && user.touched <= self.at
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Capture {
+    span: Span,
     /// Users changed before the cut not looked up yet.
     pending: Vec<Box<str>>,
     users: Vec<(Box<str>, Arc<UserState>)>,
@@ -29,26 +42,34 @@ pub(crate) struct Capture {
 impl std::fmt::Debug for Capture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (pending, captured) = (self.pending.len(), self.users.len());
+        let at = self.span.at;
         write!(
             f,
-            "Capture(at {}, {pending} pending, {captured} captured)",
-            self.at
+            "Capture(at {at}, {pending} pending, {captured} captured)"
         )
     }
 }
 
 impl Capture {
-    /// Captures a user about to be changed or dropped if the cut wants it and has not got it.
+    /// Captures a user about to be dropped if the cut holds it and has not got it.
     pub(crate) fn before_write(capture: &mut Option<Capture>, id: &str, user: &Arc<UserState>) {
         if let Some(capture) = capture {
-            if capture.wants(user) {
+            if capture.span.holds(user) {
                 capture.users.push((id.into(), user.clone()));
             }
         }
     }
 
-    fn wants(&self, user: &UserState) -> bool {
-        user.touched > self.since && user.touched <= self.at
+    /// The user to write, copy-on-write: captured first if a cut under way still wants it
+    /// as it is, then copied if a cut (this one or one being encoded) still holds it. Every
+    /// change to a stored user goes through here.
+    pub(crate) fn write<'a>(
+        capture: &mut Option<Capture>,
+        id: &str,
+        user: &'a mut Arc<UserState>,
+    ) -> &'a mut UserState {
+        Capture::before_write(capture, id, user);
+        Arc::make_mut(user)
     }
 }
 
@@ -59,24 +80,22 @@ impl Engine {
     pub fn begin_users_cut(&mut self) -> Option<UserCut> {
         let unfinished = self.continue_users_cut(usize::MAX);
         let dirty = std::mem::take(&mut self.shard.dirty);
-        let (since, at) = (self.shard.checkpointed, self.shard.steps);
-        // A list dropped for its length: the cut scans every user now.
-        let users = match dirty.overflowed {
-            true => self.user_cut_of(Some(dirty.clone())).users,
-            false => Vec::new(),
+        let span = Span {
+            since: self.shard.checkpointed,
+            at: self.shard.steps,
         };
-        let pending = match dirty.overflowed {
-            true => Vec::new(),
-            false => dirty.ids,
+        // A list dropped for its length: the cut scans every user now.
+        let (pending, users) = match dirty.overflowed {
+            true => (Vec::new(), self.changed_users(Some(dirty))),
+            false => (dirty.ids, Vec::new()),
         };
         self.shard.capture = Some(Capture {
-            since,
-            at,
+            span,
             pending,
             users,
             shard: self.shard_rest(),
         });
-        self.shard.checkpointed = at;
+        self.mark_users_checkpointed();
         unfinished
     }
 
@@ -85,15 +104,15 @@ impl Engine {
     pub fn continue_users_cut(&mut self, budget: usize) -> Option<UserCut> {
         let shard = &mut self.shard;
         let capture = shard.capture.as_mut()?;
+        let span = capture.span;
         let start = capture.pending.len().saturating_sub(budget);
         let looked_up = capture.pending.drain(start..);
-        let wanted = looked_up.filter_map(|id| {
-            let user = shard.users.get(&id)?;
-            let wants = user.touched > capture.since && user.touched <= capture.at;
-            wants.then(|| (id, user.clone()))
+        let held = looked_up.filter_map(|id| {
+            let user = shard.users.get(&id).filter(|user| span.holds(user))?;
+            Some((id, user.clone()))
         });
-        let wanted: Vec<_> = wanted.collect();
-        capture.users.extend(wanted);
+        let held: Vec<_> = held.collect();
+        capture.users.extend(held);
         if !capture.pending.is_empty() {
             return None;
         }

@@ -22,8 +22,7 @@ impl Engine {
         let Some(user) = self.shard.users.get_mut(facts.user_id) else {
             return;
         };
-        Capture::before_write(&mut self.shard.capture, facts.user_id, user);
-        let user = Arc::make_mut(user);
+        let user = Capture::write(&mut self.shard.capture, facts.user_id, user);
         let firings = user
             .triggers
             .on_event(&rules.rules, &mut self.shard.triggers, facts);
@@ -43,8 +42,7 @@ impl Engine {
             let shard = &mut self.shard;
             let users = shard.users.len();
             if let Some(user) = shard.users.get_mut(&*timer.user_id) {
-                Capture::before_write(&mut shard.capture, &timer.user_id, user);
-                let user = Arc::make_mut(user);
+                let user = Capture::write(&mut shard.capture, &timer.user_id, user);
                 if let Some(firing) = user.triggers.on_timer(&rules.rules, &timer) {
                     // A step of its own: a firing with no event since the last checkpoint
                     // (a stream's time moved on restore) is still a change to write.

@@ -135,8 +135,7 @@ fn step_user<'a>(
     let shared = users
         .entry(id.into())
         .or_insert_with(|| Arc::new(UserState::new(id, ts_ms, config)));
-    Capture::before_write(capture, id, shared);
-    let user = Arc::make_mut(shared);
+    let user = Capture::write(capture, id, shared);
     touch(dirty, (count, checkpointed, *steps), id, user);
     user.stream = stream;
     user
@@ -213,6 +212,15 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let items = Arc::new(RwLock::new(ItemModel::new(&config)));
         Engine::with_items(config, items, 0)
+    }
+
+    /// `count` workers' engines on one fresh item model (the first is `Engine::new`'s).
+    pub fn workers(config: &EngineConfig, count: usize) -> Vec<Engine> {
+        let items: SharedItems = Arc::new(RwLock::new(ItemModel::new(config)));
+        let workers = 0..count.max(1) as u64;
+        workers
+            .map(|worker| Engine::with_items(config.clone(), items.clone(), worker))
+            .collect()
     }
 
     /// A worker's engine on a shared item model; `worker` varies the sampling seed.
@@ -603,8 +611,7 @@ impl Engine {
         let shard = &mut self.shard;
         for (id, user) in shard.users.iter_mut() {
             if user.position.is_some() {
-                Capture::before_write(&mut shard.capture, id, user);
-                Arc::make_mut(user).position = None;
+                Capture::write(&mut shard.capture, id, user).position = None;
             }
         }
     }
@@ -612,8 +619,7 @@ impl Engine {
     /// Records that the user's state reflects the input at `at` (after applying it).
     pub fn record_position(&mut self, user_id: &str, at: Position) {
         if let Some(user) = self.shard.users.get_mut(user_id) {
-            Capture::before_write(&mut self.shard.capture, user_id, user);
-            Arc::make_mut(user).position = Some(at);
+            Capture::write(&mut self.shard.capture, user_id, user).position = Some(at);
         }
     }
 

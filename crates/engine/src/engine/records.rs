@@ -159,7 +159,7 @@ impl Changes {
 
     /// Items whose records this cut writes.
     pub fn items_changed(&self) -> usize {
-        self.items.changed.len()
+        self.items.items_changed()
     }
 
     /// Encodes the cut, letting go of each shared row and user once encoded: a write to one
@@ -251,7 +251,7 @@ impl Engine {
         self.mark_items_checkpointed();
     }
 
-    fn mark_users_checkpointed(&mut self) {
+    pub(super) fn mark_users_checkpointed(&mut self) {
         self.shard.checkpointed = self.shard.steps;
         self.shard.dirty = DirtyUsers::default();
     }
@@ -277,31 +277,39 @@ impl Engine {
     }
 
     /// The users named (`None`: every user) and the rest of the shard.
-    pub(super) fn user_cut_of(&self, dirty: Option<DirtyUsers>) -> UserCut {
+    fn user_cut_of(&self, dirty: Option<DirtyUsers>) -> UserCut {
+        UserCut {
+            users: self.changed_users(dirty),
+            shard: self.shard_rest(),
+        }
+    }
+
+    /// The users named (`None`: every user) that changed since the last cut; past the list's
+    /// bound, every user that did.
+    pub(super) fn changed_users(
+        &self,
+        dirty: Option<DirtyUsers>,
+    ) -> Vec<(Box<str>, Arc<UserState>)> {
         let since = self.shard.checkpointed;
-        let users = match dirty {
-            None => {
-                let all = self.shard.users.iter();
-                all.map(|(id, state)| (id.clone(), state.clone())).collect()
-            }
+        let users = &self.shard.users;
+        match dirty {
+            None => users
+                .iter()
+                .map(|(id, state)| (id.clone(), state.clone()))
+                .collect(),
             Some(dirty) if dirty.overflowed => {
-                let changed = self.shard.users.iter().filter(|(_, s)| s.touched > since);
+                let changed = users.iter().filter(|(_, s)| s.touched > since);
                 changed
                     .map(|(id, state)| (id.clone(), state.clone()))
                     .collect()
             }
             Some(dirty) => {
-                let users = &self.shard.users;
                 let current = |id: &str| users.get(id).filter(|s| s.touched > since).cloned();
                 let changed = dirty.ids.into_iter();
                 changed
                     .filter_map(|id| current(&id).map(|s| (id, s)))
                     .collect()
             }
-        };
-        UserCut {
-            users,
-            shard: self.shard_rest(),
         }
     }
 
