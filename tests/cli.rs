@@ -219,3 +219,43 @@ fn an_invalid_trigger_rule_is_refused_at_start_with_its_name_and_field() {
         );
     }
 }
+
+/// The restart is timed in a new process of its own, which reads back the state the bench
+/// wrote and reports each part.
+#[test]
+fn bench_state_times_a_restart_in_a_new_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("bench-state");
+    let out = streamrec(&[
+        "bench-state",
+        "--users",
+        "300",
+        "--events",
+        "900",
+        "--batch",
+        "100",
+        "--rate",
+        "200",
+        "--json",
+        "--dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let restart = &report["restart"];
+    let part = |name: &str| restart[name].as_f64().unwrap_or(-1.0);
+    assert!(
+        part("open_store_s") > 0.0 && part("decode_s") > 0.0,
+        "{report}"
+    );
+    assert!(
+        part("to_first_event_s") >= part("open_store_s") + part("decode_s"),
+        "{report}"
+    );
+    assert_eq!(report["restart_cold"], false);
+    assert!(!state.exists(), "the bench removes its state dir");
+}

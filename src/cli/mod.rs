@@ -67,6 +67,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Checkpoint cost and restart time for a large synthetic state on real sled files.
     BenchState(BenchStateArgs),
+    /// The restart half of `bench-state`, which starts it in a process of its own.
+    #[command(name = "bench-state-restart", hide = true)]
+    BenchStateRestart(crate::tools::state_restart::RestartArgs),
     /// Throughput of 1, 2, 4 … instances in one group sharing the item model, on the mock cluster.
     BenchInstances(BenchInstancesArgs),
     /// Build a fresh state dir from the input topics, without touching the live service.
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::eval(args),
         Command::Bench(args) => bench::bench(args),
         Command::BenchState(args) => bench_state::bench_state(args),
+        Command::BenchStateRestart(args) => bench_state::restart(args),
         Command::BenchInstances(args) => bench_instances::bench_instances(args),
         Command::Replay(args) => replay::replay(args),
         Command::Backfill(args) => backfill::backfill(args),

@@ -6,3 +6,4 @@ pub mod bench_instances;
 pub mod demo;
 pub mod state_bench;
 pub mod state_latency;
+pub mod state_restart;

@@ -6,9 +6,9 @@
 //! 3. `batch` more events, then event → recommendation latency over two windows of events on a
 //!    schedule: one without a checkpoint, one during a checkpoint of everything changed since
 //!    the first (what `run` writes every interval; see `state_latency`);
-//! 4. restart: open the store and the engine without its users, then the first event (its user
-//!    read back from the store) — the time from start to the first processed event;
-//! 5. for contrast, loading every user at start.
+//! 4. restart, in a new process (`state_restart`): open the store and the engine without its
+//!    users, then the first event (its user read back from the store) — the time from start to
+//!    the first processed event; for contrast, loading every user as well.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crate::engine::Engine;
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
 use crate::synthetic::{ShopperConfig, Shoppers};
 use crate::tools::state_latency::{self, CheckpointUnderLoad, Window};
+use crate::tools::state_restart::{self, RestartTimes};
 
 pub struct StateBenchOptions {
     pub users: usize,
@@ -29,6 +30,8 @@ pub struct StateBenchOptions {
     pub rate: f64,
     /// Where the state dir goes (removed afterwards).
     pub dir: PathBuf,
+    /// Drop the kernel's page cache before the restart (needs root).
+    pub cold: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,22 +52,19 @@ pub struct StateBenchReport {
     /// The later checkpoint, taken at the start of the second window.
     pub during_checkpoint: CheckpointUnderLoad,
     pub disk_bytes: u64,
-    pub restart_to_first_event_s: f64,
-    /// The part of the restart spent opening sled (it rebuilds its page table from its log).
-    pub restart_open_store_s: f64,
-    /// Decoding the item model and the shard (users stay in the store).
-    pub restart_decode_s: f64,
-    pub full_load_s: f64,
+    pub restart: RestartTimes,
+    /// Whether the restart began with the page cache dropped.
+    pub restart_cold: bool,
 }
 
-pub fn bench_state(options: &StateBenchOptions) -> Result<StateBenchReport, StoreError> {
+pub fn bench_state(options: &StateBenchOptions) -> anyhow::Result<StateBenchReport> {
     let _ = std::fs::remove_dir_all(&options.dir);
     let config = EngineConfig::default();
     let mut shop = Shoppers::new(ShopperConfig {
         users: options.users,
         ..ShopperConfig::default()
     });
-    let mut engine = Engine::new(config.clone());
+    let mut engine = Engine::new(config);
     let started = Instant::now();
     for event in shop.by_ref().take(options.events) {
         engine.apply(&event);
@@ -115,29 +115,10 @@ pub fn bench_state(options: &StateBenchOptions) -> Result<StateBenchReport, Stor
     drop(store);
     let disk_bytes = disk_usage(&options.dir);
 
-    let restart = Instant::now();
-    let store = StateStore::open(&options.dir, false)?;
-    let open_store = restart.elapsed();
-    let (mut engine, _) = store
-        .open_engine(config.clone())?
-        .expect("the state was just written");
-    let decode = restart.elapsed() - open_store;
-    if let Some(event) = first_event {
-        if let Some(record) = store.user(&event.user_id)? {
-            engine
-                .insert_user(&event.user_id, &record)
-                .expect("a record this build wrote");
-        }
-        engine.apply(&event);
-    }
-    let restart_to_first_event = restart.elapsed();
-    drop(engine);
-    let full = Instant::now();
-    let loaded = store.load(config)?;
-    let full_load = full.elapsed();
-    drop(loaded);
-    drop(store);
+    let first_event = first_event.expect("the latency windows have events");
+    let restart = state_restart::restart_in_new_process(&options.dir, &first_event, options.cold);
     let _ = std::fs::remove_dir_all(&options.dir);
+    let restart = restart?;
     Ok(StateBenchReport {
         users,
         items,
@@ -153,10 +134,8 @@ pub fn bench_state(options: &StateBenchOptions) -> Result<StateBenchReport, Stor
         without_checkpoint,
         during_checkpoint,
         disk_bytes,
-        restart_to_first_event_s: seconds(restart_to_first_event),
-        restart_open_store_s: seconds(open_store),
-        restart_decode_s: seconds(decode),
-        full_load_s: seconds(full_load),
+        restart,
+        restart_cold: options.cold,
     })
 }
 
