@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunked::ChunkedVec;
 use crate::intern::Interner;
 
 /// A catalog message, cleaned (see `clean::catalog`).
@@ -140,34 +141,42 @@ impl TopItems {
 pub struct Catalog {
     /// Attribute names: `category:<c>`, `brand:<b>`, `tag:<t>`.
     pub attributes: Interner,
-    listings: Vec<Option<Listing>>,
+    listings: ChunkedVec<Option<Listing>>,
     /// Per item, its attributes: the catalog's, or the category events gave it.
-    attributes_of: Vec<Box<[u32]>>,
+    attributes_of: ChunkedVec<Box<[u32]>>,
     /// Per attribute, its most popular items and its newest listings.
-    popular: Vec<TopItems>,
-    newest: Vec<VecDeque<u32>>,
+    popular: ChunkedVec<TopItems>,
+    newest: ChunkedVec<VecDeque<u32>>,
     /// Per engine category index, its attribute id (`NO_ATTRIBUTE` until first needed): events
     /// name categories on the hot path, and this spares a string per event.
-    category_attributes: Vec<u32>,
+    category_attributes: ChunkedVec<u32>,
 }
 
 const NO_ATTRIBUTE: u32 = u32::MAX;
 
 impl Catalog {
+    /// What a checkpoint stores, shared in chunks (see `Interner::stored_copy`).
+    pub fn stored_copy(&self) -> Catalog {
+        Catalog {
+            attributes: self.attributes.stored_copy(),
+            listings: self.listings.clone(),
+            attributes_of: self.attributes_of.clone(),
+            popular: self.popular.clone(),
+            newest: self.newest.clone(),
+            category_attributes: self.category_attributes.clone(),
+        }
+    }
+
     fn grow(&mut self, item: u32) {
         let len = item as usize + 1;
-        if self.listings.len() < len {
-            self.listings.resize(len, None);
-            self.attributes_of.resize(len, Box::default());
-        }
+        self.listings.grow(len, None);
+        self.attributes_of.grow(len, Box::default());
     }
 
     fn attribute(&mut self, name: &str) -> u32 {
         let id = self.attributes.intern(name);
-        if self.popular.len() <= id as usize {
-            self.popular.resize(id as usize + 1, TopItems::default());
-            self.newest.resize(id as usize + 1, VecDeque::new());
-        }
+        self.popular.grow(id as usize + 1, TopItems::default());
+        self.newest.grow(id as usize + 1, VecDeque::new());
         id
     }
 
@@ -215,9 +224,7 @@ impl Catalog {
             return;
         }
         let slot = category as usize;
-        if self.category_attributes.len() <= slot {
-            self.category_attributes.resize(slot + 1, NO_ATTRIBUTE);
-        }
+        self.category_attributes.grow(slot + 1, NO_ATTRIBUTE);
         if self.category_attributes[slot] == NO_ATTRIBUTE {
             self.category_attributes[slot] = self.attribute(&format!("category:{name}"));
         }
@@ -318,7 +325,7 @@ impl Catalog {
     pub fn heap_bytes(&self) -> usize {
         let lists: usize = self.attributes_of.iter().map(|a| a.len() * 4 + 16).sum();
         self.attributes.heap_bytes()
-            + self.listings.capacity() * std::mem::size_of::<Option<Listing>>()
+            + self.listings.heap_bytes()
             + lists
             + self
                 .popular

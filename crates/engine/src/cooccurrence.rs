@@ -7,68 +7,131 @@
 use std::collections::VecDeque;
 
 use crate::changed::ChangedItems;
+use crate::chunked::ChunkedVec;
 use crate::config::{CoocConfig, Similarity};
 use crate::decay::decay_factor;
-use crate::neighbors::{Bounds, PairTable, SharedRow};
+use crate::neighbors::{Bounds, PairTable, Row, SharedRow};
 use crate::profile::RecentItem;
 use crate::similarity::llr;
 
 /// Per-item occurrence counts with their powers cached, since scoring reads them far more
-/// often than events change them.
+/// often than events change them. Stored as three sequences (counts, then each power).
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "MarginalsRecord", into = "MarginalsRecord")]
 struct Marginals {
-    counts: Vec<f32>,
+    /// One slot per item, so a score reads one place for both of an item's numbers.
+    items: ChunkedVec<Marginal>,
+    total: f32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Marginal {
+    count: f32,
     /// `count^alpha`, the denominator share of the item the pair starts from.
-    pow_from: Vec<f32>,
+    pow_from: f32,
     /// `count^(1 - alpha)`, the share of the item the pair leads to.
+    pow_to: f32,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MarginalsRecord {
+    counts: Vec<f32>,
+    pow_from: Vec<f32>,
     pow_to: Vec<f32>,
     total: f32,
 }
 
-impl Marginals {
-    fn grow(&mut self, item: u32) {
-        let needed = item as usize + 1;
-        if self.counts.len() < needed {
-            self.counts.resize(needed, 0.0);
-            self.pow_from.resize(needed, 0.0);
-            self.pow_to.resize(needed, 0.0);
+impl From<MarginalsRecord> for Marginals {
+    fn from(record: MarginalsRecord) -> Marginals {
+        let columns = record
+            .counts
+            .iter()
+            .zip(&record.pow_from)
+            .zip(&record.pow_to);
+        let items = columns.map(|((&count, &pow_from), &pow_to)| Marginal {
+            count,
+            pow_from,
+            pow_to,
+        });
+        Marginals {
+            items: items.collect(),
+            total: record.total,
         }
-    }
-
-    fn add(&mut self, item: u32, weight: f32, alpha: f32) {
-        self.grow(item);
-        let i = item as usize;
-        self.counts[i] += weight;
-        self.total += weight;
-        self.pow_from[i] = self.counts[i].powf(alpha);
-        self.pow_to[i] = self.counts[i].powf(1.0 - alpha);
-    }
-
-    fn count(&self, item: u32) -> f32 {
-        self.counts.get(item as usize).copied().unwrap_or(0.0)
     }
 }
 
-/// Similarity of the pair `a → b`: asymmetric cosine `c / (n_a^α · n_b^(1−α))` or LLR.
-fn pair_score(
-    similarity: Similarity,
-    count: f32,
-    from: &Marginals,
-    a: u32,
-    to: &Marginals,
-    b: u32,
-) -> f32 {
+impl From<Marginals> for MarginalsRecord {
+    fn from(marginals: Marginals) -> MarginalsRecord {
+        let column = |of: fn(&Marginal) -> f32| marginals.items.iter().map(of).collect();
+        MarginalsRecord {
+            counts: column(|m| m.count),
+            pow_from: column(|m| m.pow_from),
+            pow_to: column(|m| m.pow_to),
+            total: marginals.total,
+        }
+    }
+}
+
+impl Marginals {
+    fn add(&mut self, item: u32, weight: f32, alpha: f32) {
+        self.items.grow(item as usize + 1, Marginal::default());
+        let marginal = &mut self.items[item as usize];
+        marginal.count += weight;
+        marginal.pow_from = marginal.count.powf(alpha);
+        marginal.pow_to = marginal.count.powf(1.0 - alpha);
+        self.total += weight;
+    }
+
+    #[inline]
+    fn of(&self, item: u32) -> Marginal {
+        self.items.get(item as usize).copied().unwrap_or_default()
+    }
+}
+
+/// Similarity of the pair `a → b` (`from` is `a`'s marginal, `to` `b`'s, `total` the column
+/// of `a`'s total): asymmetric cosine `c / (n_a^α · n_b^(1−α))` or LLR.
+#[inline]
+fn pair_score(similarity: Similarity, count: f32, from: Marginal, to: Marginal, total: f32) -> f32 {
     match similarity {
         Similarity::Cosine => {
-            let denominator = from.pow_from.get(a as usize).copied().unwrap_or(0.0)
-                * to.pow_to.get(b as usize).copied().unwrap_or(0.0);
+            let denominator = from.pow_from * to.pow_to;
             if denominator > 0.0 {
                 count / denominator
             } else {
                 0.0
             }
         }
-        Similarity::Llr => llr(count, from.count(a), to.count(b), from.total),
+        Similarity::Llr => llr(count, from.count, to.count, total),
+    }
+}
+
+/// Scores of pairs from one item: its marginal is read once, not once per partner.
+struct PairsFrom<'a> {
+    similarity: Similarity,
+    from: Marginal,
+    total: f32,
+    to: &'a Marginals,
+}
+
+impl PairsFrom<'_> {
+    /// Scores of `a → b` where `a` counts in `from` and `b` in `to`.
+    fn new<'a>(
+        similarity: Similarity,
+        from: &Marginals,
+        a: u32,
+        to: &'a Marginals,
+    ) -> PairsFrom<'a> {
+        PairsFrom {
+            similarity,
+            from: from.of(a),
+            total: from.total,
+            to,
+        }
+    }
+
+    #[inline]
+    fn score(&self, b: u32, count: f32) -> f32 {
+        pair_score(self.similarity, count, self.from, self.to.of(b), self.total)
     }
 }
 
@@ -143,58 +206,36 @@ impl Cooccurrence {
     }
 
     fn add_cooc(&mut self, a: u32, b: u32, weight: f32) {
-        let (entries, similarity, bounds) = (&self.entries, self.config.similarity, self.bounds());
-        self.cooc.add(a, b, weight, bounds, |b, count| {
-            pair_score(similarity, count, entries, a, entries, b)
-        });
+        let similarity = self.config.similarity;
+        let pairs = PairsFrom::new(similarity, &self.entries, a, &self.entries);
+        let bounds = self.bounds();
+        self.cooc
+            .add(a, b, weight, bounds, |b, count| pairs.score(b, count));
     }
 
     fn add_cross(&mut self, viewed: u32, bought: u32, weight: f32) {
-        let (entries, purchases) = (&self.entries, &self.purchases);
-        let (similarity, bounds) = (self.config.similarity, self.bounds());
+        let similarity = self.config.similarity;
+        let pairs = PairsFrom::new(similarity, &self.entries, viewed, &self.purchases);
+        let bounds = self.bounds();
         self.cross.add(viewed, bought, weight, bounds, |b, count| {
-            pair_score(similarity, count, entries, viewed, purchases, b)
+            pairs.score(b, count)
         });
-    }
-
-    /// Similarity of `a → b` given their pair count, with current marginals.
-    pub fn cooc_score(&self, a: u32, b: u32, count: f32) -> f32 {
-        pair_score(
-            self.config.similarity,
-            count,
-            &self.entries,
-            a,
-            &self.entries,
-            b,
-        )
-    }
-
-    /// Similarity of "viewers of `viewed` bought `bought`".
-    pub fn cross_score(&self, viewed: u32, bought: u32, count: f32) -> f32 {
-        pair_score(
-            self.config.similarity,
-            count,
-            &self.entries,
-            viewed,
-            &self.purchases,
-            bought,
-        )
     }
 
     /// Neighbours of `item` with fresh similarity scores.
     pub fn similar(&self, item: u32) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.cooc
-            .neighbors(item)
-            .iter()
-            .map(move |n| (n.item, self.cooc_score(item, n.item, n.count)))
+        let similarity = self.config.similarity;
+        let pairs = PairsFrom::new(similarity, &self.entries, item, &self.entries);
+        let neighbors = self.cooc.neighbors(item).iter();
+        neighbors.map(move |n| (n.item, pairs.score(n.item, n.count)))
     }
 
     /// Items that viewers of `item` went on to buy, with fresh scores.
     pub fn bought_after(&self, item: u32) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.cross
-            .neighbors(item)
-            .iter()
-            .map(move |n| (n.item, self.cross_score(item, n.item, n.count)))
+        let similarity = self.config.similarity;
+        let pairs = PairsFrom::new(similarity, &self.entries, item, &self.purchases);
+        let neighbors = self.cross.neighbors(item).iter();
+        neighbors.map(move |n| (n.item, pairs.score(n.item, n.count)))
     }
 
     /// The stored pair count, for tests and inspection.
@@ -207,12 +248,12 @@ impl Cooccurrence {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.cooc.heap_bytes() + self.cross.heap_bytes() + self.entries.counts.capacity() * 24
+        self.cooc.heap_bytes() + self.cross.heap_bytes() + self.entries.items.heap_bytes() * 2
     }
 
-    /// The item's rows (co-occurrence, then cross-occurrence), shared.
-    pub fn shared_rows(&self, item: u32) -> (SharedRow, SharedRow) {
-        (self.cooc.shared_row(item), self.cross.shared_row(item))
+    /// The item's rows (co-occurrence, then cross-occurrence).
+    pub fn rows(&self, item: u32) -> (Option<&Row>, Option<&Row>) {
+        (self.cooc.row(item), self.cross.row(item))
     }
 
     /// Puts an item's stored rows in place.

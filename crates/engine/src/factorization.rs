@@ -6,6 +6,8 @@
 //! to "everything scores 1". Vectors start from a hash of the id and the seed, so an item gets the
 //! same initial vector on every worker and every replay.
 
+use std::sync::Arc;
+
 use crate::changed::ChangedItems;
 use crate::config::MfConfig;
 use crate::rng::{hash64, SplitMix64};
@@ -53,29 +55,39 @@ pub fn sgd_step(
     err
 }
 
-/// Item factors in one flat array, `rank` floats per item index. The vectors are not
-/// serialised with the rest: each goes in its item's record, written when it changes.
+/// Item factors, `rank` floats per item index, in copy-on-write chunks of
+/// `ITEMS_PER_CHUNK` vectors: a checkpoint's cut shares them, and a write copies the one chunk
+/// it lands in while a cut holds it. The vectors are not serialised with the rest: each goes
+/// in its item's record, written when it changes.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ItemFactors {
     rank: usize,
+    /// Each `ITEMS_PER_CHUNK * rank` floats long (zeros past the last item).
     #[serde(skip)]
-    data: Vec<f32>,
+    chunks: Vec<Arc<[f32]>>,
+    #[serde(skip)]
+    len: usize,
     /// Vectors changed since the last `clear_changed`.
     #[serde(skip)]
     changed: ChangedItems,
 }
 
+/// Vectors per chunk of `ItemFactors` (32 KB at rank 32); a power of two, so finding an
+/// item's chunk is a shift.
+const ITEMS_PER_CHUNK: usize = 256;
+
 impl ItemFactors {
     pub fn new(rank: usize) -> ItemFactors {
         ItemFactors {
             rank,
-            data: Vec::new(),
+            chunks: Vec::new(),
+            len: 0,
             changed: ChangedItems::default(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.data.len() / self.rank
+        self.len
     }
 
     pub fn rank(&self) -> usize {
@@ -83,24 +95,37 @@ impl ItemFactors {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len == 0
     }
 
     /// Appends the vector of a newly interned item; indices must arrive in order.
     pub fn push(&mut self, vector: &[f32]) {
         debug_assert_eq!(vector.len(), self.rank);
-        self.data.extend_from_slice(vector);
+        if self.len % ITEMS_PER_CHUNK == 0 {
+            let floats = ITEMS_PER_CHUNK * self.rank;
+            self.chunks.push(vec![0.0; floats].into());
+        }
+        self.len += 1;
+        let (chunk, start) = self.place(self.len as u32 - 1);
+        Arc::make_mut(&mut self.chunks[chunk])[start..start + self.rank].copy_from_slice(vector);
     }
 
     pub fn get(&self, item: u32) -> &[f32] {
-        let start = item as usize * self.rank;
-        &self.data[start..start + self.rank]
+        let (chunk, start) = self.place(item);
+        &self.chunks[chunk][start..start + self.rank]
     }
 
     pub fn get_mut(&mut self, item: u32) -> &mut [f32] {
         self.changed.insert(item);
-        let start = item as usize * self.rank;
-        &mut self.data[start..start + self.rank]
+        let (chunk, start) = self.place(item);
+        &mut Arc::make_mut(&mut self.chunks[chunk])[start..start + self.rank]
+    }
+
+    /// The chunk of an item's vector and where in it the vector starts.
+    fn place(&self, item: u32) -> (usize, usize) {
+        let item = item as usize;
+        assert!(item < self.len, "item {item} of {}", self.len);
+        (item / ITEMS_PER_CHUNK, item % ITEMS_PER_CHUNK * self.rank)
     }
 
     /// Vectors changed since the last `clear_changed` (appended ones are new items, not listed).
@@ -113,7 +138,8 @@ impl ItemFactors {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.data.capacity() * 4 + self.changed.heap_bytes()
+        let floats: usize = self.chunks.iter().map(|chunk| chunk.len()).sum();
+        floats * 4 + self.changed.heap_bytes()
     }
 }
 

@@ -2,11 +2,15 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::chunked::ChunkedVec;
+
+/// Names are kept in copy-on-write chunks: ids only grow, so a checkpoint's cut shares them
+/// (see `stored_copy`) and a new id copies at most the last chunk.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(from = "Vec<Box<str>>")]
 pub struct Interner {
     index: FxHashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+    names: ChunkedVec<Box<str>>,
 }
 
 /// Stored as the names in index order; the lookup map is rebuilt.
@@ -17,7 +21,10 @@ impl From<Vec<Box<str>>> for Interner {
             .enumerate()
             .map(|(i, name)| (name.clone(), i as u32))
             .collect();
-        Interner { index, names }
+        Interner {
+            index,
+            names: names.into_iter().collect(),
+        }
     }
 }
 
@@ -29,6 +36,15 @@ impl serde::Serialize for Interner {
 }
 
 impl Interner {
+    /// The names without the lookup map: what a checkpoint stores, shared rather than copied.
+    /// Only for encoding: it cannot look names up.
+    pub fn stored_copy(&self) -> Interner {
+        Interner {
+            index: FxHashMap::default(),
+            names: self.names.clone(),
+        }
+    }
+
     /// The index of `name`, assigning the next one on first sight.
     pub fn intern(&mut self, name: &str) -> u32 {
         if let Some(&idx) = self.index.get(name) {

@@ -23,6 +23,7 @@
 //! - [`eval`]: prequential (test-then-learn) evaluation with a cold-start slice;
 //!   [`synthetic`]: a seeded shopper stream for tests, benchmarks and the demo.
 //! - [`state`]: the state types (item model, user state), below `engine` and `ranking`.
+//! - [`chunked`]: vectors and queues shared copy-on-write in chunks (cheap checkpoint cuts).
 //! - [`canonical`], [`decay`], [`intern`], [`rng`]: stable encodings, half-life decay, id
 //!   interning, the seeded generator.
 
@@ -31,6 +32,7 @@
 pub mod canonical;
 pub mod catalog;
 pub mod changed;
+pub mod chunked;
 pub mod clean;
 pub mod config;
 pub mod cooccurrence;

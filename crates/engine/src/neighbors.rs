@@ -16,6 +16,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::changed::ChangedItems;
+use crate::chunked::ChunkedVec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Neighbor {
@@ -57,7 +58,8 @@ pub type SharedRow = Option<Arc<Row>>;
 
 #[derive(Clone, Debug, Default)]
 pub struct PairTable {
-    rows: Vec<SharedRow>,
+    /// Chunked, so a checkpoint's cut shares the table rather than a pointer per row.
+    rows: ChunkedVec<SharedRow>,
     /// Rows written since the last `clear_changed`.
     changed: ChangedItems,
 }
@@ -65,14 +67,12 @@ pub struct PairTable {
 impl PairTable {
     fn row_mut(&mut self, item: u32) -> &mut Row {
         let idx = item as usize;
-        if idx >= self.rows.len() {
-            self.rows.resize_with(idx + 1, || None);
-        }
+        self.rows.grow(idx + 1, None);
         self.changed.insert(item);
         Arc::make_mut(self.rows[idx].get_or_insert_with(Arc::default))
     }
 
-    fn row(&self, item: u32) -> Option<&Row> {
+    pub fn row(&self, item: u32) -> Option<&Row> {
         self.rows.get(item as usize).and_then(Option::as_deref)
     }
 
@@ -90,17 +90,10 @@ impl PairTable {
         self.row(item).map_or(0, |r| r.counts.len())
     }
 
-    /// The item's row, shared (a checkpoint encodes it while learning goes on).
-    pub fn shared_row(&self, item: u32) -> SharedRow {
-        self.rows.get(item as usize).cloned().flatten()
-    }
-
     /// Puts a stored row in place, unchanged since the store has it.
     pub fn install(&mut self, item: u32, row: SharedRow) {
         let idx = item as usize;
-        if idx >= self.rows.len() {
-            self.rows.resize_with(idx + 1, || None);
-        }
+        self.rows.grow(idx + 1, None);
         self.rows[idx] = row;
     }
 
@@ -163,9 +156,7 @@ impl PairTable {
                     + r.top.capacity() * std::mem::size_of::<Neighbor>()
             })
             .sum();
-        self.rows.capacity() * std::mem::size_of::<SharedRow>()
-            + per_row
-            + self.changed.heap_bytes()
+        self.rows.heap_bytes() + per_row + self.changed.heap_bytes()
     }
 }
 
@@ -371,9 +362,9 @@ mod tests {
         table.add(2, 1, 1.0, bounds, |_, count| count);
         assert_eq!(table.changed().iter().collect::<Vec<_>>(), [0, 2]);
         table.clear_changed();
-        let held = table.shared_row(0).unwrap();
+        let held = table.clone();
         table.add(0, 3, 2.0, bounds, |_, count| count);
-        assert_eq!(held.top.len(), 1, "the held copy is unchanged");
+        assert_eq!(held.neighbors(0).len(), 1, "the held copy is unchanged");
         assert_eq!(table.neighbors(0).len(), 2);
         assert_eq!(table.changed().iter().collect::<Vec<_>>(), [0]);
     }

@@ -4,6 +4,7 @@
 //! scores never need decaying and stay comparable across items. The landmark moves forward
 //! (rescaling every score) before the exponent could overflow.
 
+use crate::chunked::ChunkedVec;
 use crate::config::PopularityConfig;
 
 const MAX_EXPONENT: f64 = 64.0;
@@ -12,10 +13,10 @@ const MAX_EXPONENT: f64 = 64.0;
 pub struct Popularity {
     config: PopularityConfig,
     landmark_ms: Option<i64>,
-    scores: Vec<f64>,
+    scores: ChunkedVec<f64>,
     /// Unordered list of the highest-scoring items, at most `trending_size`.
     top: Vec<u32>,
-    in_top: Vec<bool>,
+    in_top: ChunkedVec<bool>,
     /// A lower bound of the weakest score in `top`: scores only grow, so a stale floor is safe
     /// and most events (items far from trending) are turned away without scanning the list.
     floor: f64,
@@ -26,19 +27,17 @@ impl Popularity {
         Popularity {
             config,
             landmark_ms: None,
-            scores: Vec::new(),
+            scores: ChunkedVec::new(),
             top: Vec::new(),
-            in_top: Vec::new(),
+            in_top: ChunkedVec::new(),
             floor: 0.0,
         }
     }
 
     pub fn observe(&mut self, item: u32, weight: f32, ts_ms: i64) {
         let idx = item as usize;
-        if idx >= self.scores.len() {
-            self.scores.resize(idx + 1, 0.0);
-            self.in_top.resize(idx + 1, false);
-        }
+        self.scores.grow(idx + 1, 0.0);
+        self.in_top.grow(idx + 1, false);
         let landmark = *self.landmark_ms.get_or_insert(ts_ms);
         let mut exponent = (ts_ms - landmark) as f64 / self.config.half_life_ms as f64;
         if exponent > MAX_EXPONENT {
@@ -124,7 +123,7 @@ impl Popularity {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.scores.capacity() * 8 + self.in_top.capacity() + self.top.capacity() * 4
+        self.scores.heap_bytes() + self.in_top.heap_bytes() + self.top.capacity() * 4
     }
 }
 

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunked::ChunkedVec;
 use crate::config::ContentConfig;
 use crate::intern::Interner;
 
@@ -21,7 +22,7 @@ struct Summary {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Segments {
     names: Interner,
-    summaries: Vec<Summary>,
+    summaries: ChunkedVec<Summary>,
     landmark_ms: Option<i64>,
     half_life_ms: i64,
 }
@@ -44,9 +45,19 @@ impl Segments {
     pub fn new(half_life_ms: i64) -> Segments {
         Segments {
             names: Interner::default(),
-            summaries: Vec::new(),
+            summaries: ChunkedVec::new(),
             landmark_ms: None,
             half_life_ms,
+        }
+    }
+
+    /// What a checkpoint stores, shared in chunks (see `Interner::stored_copy`).
+    pub fn stored_copy(&self) -> Segments {
+        Segments {
+            names: self.names.stored_copy(),
+            summaries: self.summaries.clone(),
+            landmark_ms: self.landmark_ms,
+            half_life_ms: self.half_life_ms,
         }
     }
 
@@ -96,7 +107,7 @@ impl Segments {
     fn rebase(&mut self, new_landmark_ms: i64) {
         let old = self.landmark_ms.expect("rebase after the first event");
         let factor = (-((new_landmark_ms - old) as f64) / self.half_life_ms as f64).exp2();
-        for summary in &mut self.summaries {
+        for summary in self.summaries.iter_mut() {
             summary.counters.iter_mut().for_each(|c| c.1 *= factor);
         }
         self.landmark_ms = Some(new_landmark_ms);

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
+use crate::chunked::ChunkedVec;
 use crate::config::EngineConfig;
 use crate::cooccurrence::Cooccurrence;
 use crate::event::ProfileUpdate;
@@ -24,7 +25,7 @@ pub struct ItemModel {
     pub ids: Interner,
     pub categories: Interner,
     /// Last category seen per item, `NO_CATEGORY` if none.
-    pub category_of: Vec<u32>,
+    pub category_of: ChunkedVec<u32>,
     pub factors: ItemFactors,
     pub cooccurrence: Cooccurrence,
     pub popularity: Popularity,
@@ -157,11 +158,32 @@ impl UserState {
 }
 
 impl ItemModel {
+    /// A copy for a checkpoint to encode while learning goes on: everything large is shared
+    /// copy-on-write in chunks (see `chunked`), and the id lookups, which are not stored, are
+    /// left out, so it takes microseconds whatever the model's size. It cannot intern ids.
+    pub fn stored_copy(&self) -> ItemModel {
+        ItemModel {
+            ids: self.ids.stored_copy(),
+            categories: self.categories.stored_copy(),
+            category_of: self.category_of.clone(),
+            factors: self.factors.clone(),
+            cooccurrence: self.cooccurrence.clone(),
+            popularity: self.popularity.clone(),
+            pool: self.pool.clone(),
+            catalog: self.catalog.stored_copy(),
+            segments: self.segments.stored_copy(),
+            watchers: self.watchers.clone(),
+            followed: self.followed.clone(),
+            latest_ts_ms: self.latest_ts_ms,
+            items_stored: self.items_stored,
+        }
+    }
+
     pub fn new(config: &EngineConfig) -> ItemModel {
         ItemModel {
             ids: Interner::default(),
             categories: Interner::default(),
-            category_of: Vec::new(),
+            category_of: ChunkedVec::new(),
             factors: ItemFactors::new(config.factorization.rank),
             cooccurrence: Cooccurrence::new(config.cooccurrence.clone()),
             popularity: Popularity::new(config.popularity.clone()),

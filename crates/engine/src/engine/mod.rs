@@ -582,7 +582,7 @@ impl Engine {
             + model.factors.heap_bytes()
             + model.cooccurrence.heap_bytes()
             + model.popularity.heap_bytes()
-            + model.category_of.capacity() * 4
+            + model.category_of.heap_bytes()
             + model.catalog.heap_bytes()
             + model.segments.heap_bytes();
         MemoryUse {

@@ -3,8 +3,9 @@
 //! The item side is one small record of what is not per item (ids, marginals, popularity,
 //! catalog, segments, ...) and one record per item (its factor vector and pair-table rows),
 //! written only when the item changed, as users are. A checkpoint's cut ([`Changes`]) is cheap
-//! to take: the small parts are encoded at once, the changed items' rows are shared copy-on-write
-//! and their vectors copied, so the bulk of the encoding happens off the thread that learns.
+//! to take: the item model is shared copy-on-write in chunks (`ItemModel::stored_copy`, a few
+//! hundred pointers) and users one by one, so all of the encoding happens off the thread that
+//! learns.
 //! Every record is encoded canonically (maps in key order) with bincode: the same logical state
 //! always gives the same bytes.
 
@@ -17,7 +18,7 @@ use crate::changed::ChangedItems;
 use crate::config::EngineConfig;
 use crate::dedup::DedupWindow;
 use crate::engine::StreamClocks;
-use crate::neighbors::{Row, SharedRow};
+use crate::neighbors::Row;
 use crate::rng::SplitMix64;
 use crate::triggers::TriggerState;
 
@@ -105,12 +106,6 @@ struct ItemRecord {
     cross: Option<Row>,
 }
 
-/// A changed item at the cut: its vector copied, its rows shared.
-struct ItemAtCut {
-    item: u32,
-    rows: (SharedRow, SharedRow),
-}
-
 /// One worker's part of a cut: its changed users, shared copy-on-write like the rows, and the
 /// rest of its shard (dedup window, clocks, RNG, trigger state).
 pub struct UserCut {
@@ -123,6 +118,24 @@ impl ItemCut {
     pub fn items_changed(&self) -> usize {
         self.changed.len()
     }
+
+    /// The shared record and the changed items' records.
+    fn encode(self) -> (Vec<u8>, Vec<(u32, Vec<u8>)>) {
+        let model = &self.model;
+        let item_records = self.changed.iter().map(|&item| {
+            let (cooc, cross) = model.cooccurrence.rows(item);
+            let factors = model.factors.get(item);
+            (
+                item,
+                encode(&ItemRecordRef {
+                    factors,
+                    cooc,
+                    cross,
+                }),
+            )
+        });
+        (encode(model), item_records.collect())
+    }
 }
 
 impl UserCut {
@@ -132,14 +145,11 @@ impl UserCut {
     }
 }
 
-/// The item side's part of a cut: the shared record encoded, the changed items' vectors
-/// copied and their rows shared.
+/// The item side's part of a cut: the model as it was, shared copy-on-write in chunks
+/// (`ItemModel::stored_copy`), and the items changed since the last cut, in index order.
 pub struct ItemCut {
-    items: Vec<u8>,
-    rank: usize,
-    /// The changed items' vectors, `rank` floats each, in the order of `changed`.
-    factors: Vec<f32>,
-    changed: Vec<ItemAtCut>,
+    model: ItemModel,
+    changed: Vec<u32>,
 }
 
 /// A checkpoint's cut, taken where the engine lives and encoded anywhere (see the module doc):
@@ -165,24 +175,7 @@ impl Changes {
     /// Encodes the cut, letting go of each shared row and user once encoded: a write to one
     /// of them meanwhile copies it, so the sooner they are released the fewer copies.
     pub fn encode(self) -> EngineRecords {
-        let ItemCut {
-            items,
-            rank,
-            factors,
-            changed,
-        } = self.items;
-        let item_records = changed
-            .into_iter()
-            .zip(factors.chunks_exact(rank.max(1)))
-            .map(|(at, factors)| {
-                let record = ItemRecordRef {
-                    factors,
-                    cooc: at.rows.0.as_deref(),
-                    cross: at.rows.1.as_deref(),
-                };
-                (at.item, encode(&record))
-            })
-            .collect();
+        let (items, item_records) = self.items.encode();
         let mut users = Vec::new();
         let mut shards = Vec::with_capacity(self.workers.len());
         for part in self.workers {
@@ -321,22 +314,8 @@ impl Engine {
         } else {
             changed_items(&items).iter().collect()
         };
-        let rank = items.factors.rank();
-        let mut factors = Vec::with_capacity(changed.len() * rank);
-        for &item in &changed {
-            factors.extend_from_slice(items.factors.get(item));
-        }
-        let changed = changed
-            .into_iter()
-            .map(|item| ItemAtCut {
-                item,
-                rows: items.cooccurrence.shared_rows(item),
-            })
-            .collect();
         ItemCut {
-            items: encode(&*items),
-            rank,
-            factors,
+            model: items.stored_copy(),
             changed,
         }
     }

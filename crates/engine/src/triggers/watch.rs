@@ -2,6 +2,7 @@
 //! Item-side state: bounded per item, and kept only while such a rule is configured.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -13,13 +14,17 @@ const WATCHERS_PER_ITEM: usize = 32;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Watchers {
-    /// Per item: (user, last view or cart time), oldest first.
-    by_item: BTreeMap<u32, VecDeque<(Box<str>, i64)>>,
+    /// Per item: (user, last view or cart time), oldest first. Each item's list is shared
+    /// copy-on-write, so a checkpoint's cut copies no user ids.
+    by_item: BTreeMap<u32, Arc<ItemWatchers>>,
 }
+
+/// One item's watchers: (user, last view or cart time), oldest first.
+type ItemWatchers = VecDeque<(Box<str>, i64)>;
 
 impl Watchers {
     pub fn watch(&mut self, item: u32, user_id: &str, ts_ms: i64) {
-        let watchers = self.by_item.entry(item).or_default();
+        let watchers = Arc::make_mut(self.by_item.entry(item).or_default());
         if let Some(at) = watchers.iter().position(|(u, _)| &**u == user_id) {
             let (user, seen) = watchers.remove(at).expect("found");
             watchers.push_back((user, seen.max(ts_ms)));
@@ -74,7 +79,7 @@ impl Watchers {
                 ) => (watch_ms, json!({ "in_stock": true })),
                 _ => continue,
             };
-            for (user, seen) in watchers {
+            for (user, seen) in watchers.iter() {
                 if now_ms.saturating_sub(*seen) > watch_ms {
                     continue;
                 }
