@@ -109,8 +109,7 @@ async fn write(
         acks.extend(sent.map_err(RunError::Changelog)?);
     }
     let store = to.store;
-    let written = tokio::task::spawn_blocking(move || cut.write(&store));
-    let (size, _) = written.await.map_err(RunError::Panicked)??;
+    let (size, _) = cut.write_in_background(store).await??;
     for ack in acks {
         match ack.await {
             Ok(Ok(_)) => {}
