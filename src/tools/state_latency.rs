@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::engine::{Changes, Engine, USERS_PER_STEP};
 use crate::event::Event;
 use crate::ranking::Filters;
+use crate::store::priority::lower_writer_priority;
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
 
 /// One window's latencies, in milliseconds.
@@ -41,24 +42,28 @@ pub struct CheckpointUnderLoad {
 /// Runs `events` at `rate` per second through `engine` from `start` on, measuring each from
 /// its scheduled arrival to its recommendations.
 pub fn window(engine: &mut Engine, events: &[Event], rate: f64, start: Instant) -> Window {
-    window_stepping(engine, events, rate, start, |_| {})
+    window_stepping(engine, events, rate, start, |_| false)
 }
 
-/// `window`, with `step` run on the engine before each event.
+/// `window`, with `step` run on the engine before each event, and again while the next event
+/// is not due yet, as long as it returns true (work left), as `run`'s worker does.
 fn window_stepping(
     engine: &mut Engine,
     events: &[Event],
     rate: f64,
     start: Instant,
-    mut step: impl FnMut(&mut Engine),
+    mut step: impl FnMut(&mut Engine) -> bool,
 ) -> Window {
     let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
     for (n, event) in events.iter().enumerate() {
         let arrival = start + Duration::from_secs_f64(n as f64 / rate);
+        let mut more = step(engine);
+        while more && Instant::now() < arrival {
+            more = step(engine);
+        }
         if let Some(early) = arrival.checked_duration_since(Instant::now()) {
             std::thread::sleep(early);
         }
-        step(engine);
         engine.apply(event);
         std::hint::black_box(engine.recommend(&event.user_id, 10, &Filters::default()));
         let _ = latencies.record(arrival.elapsed().as_micros().max(1) as u64);
@@ -88,6 +93,7 @@ pub fn window_with_checkpoint(
     let (store, offsets) = (store.clone(), offsets.clone());
     let (users_tx, users_rx) = std::sync::mpsc::sync_channel(1);
     let writer = std::thread::spawn(move || -> Result<(CheckpointSize, f64), StoreError> {
+        lower_writer_priority();
         let users = users_rx.recv().expect("the worker completes its cut");
         let started = Instant::now();
         let size = store.write(&Changes::of(items, vec![users]).encode(), &offsets)?;
@@ -101,6 +107,7 @@ pub fn window_with_checkpoint(
         {
             let _ = users_tx.take().expect("once").send(users);
         }
+        users_tx.is_some()
     };
     // The window starts before the cut: the first events wait for it.
     let window = window_stepping(engine, events, rate, started, step);

@@ -12,10 +12,11 @@
 use std::sync::Arc;
 
 use super::records::{ShardRest, UserCut};
-use super::{Engine, UserState};
+use super::{DirtyUsers, Engine, UserState};
 
-/// Users looked up per step of a cut.
-pub const USERS_PER_STEP: usize = 256;
+/// Users looked up per step of a cut: tens of microseconds, so a step before each input adds
+/// little to its latency (the edge takes more steps while no input waits).
+pub const USERS_PER_STEP: usize = 32;
 
 /// The steps whose changes a cut holds: users touched after `since` and no later than `at`.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +80,7 @@ impl Engine {
     /// way is finished first and returned.
     pub fn begin_users_cut(&mut self) -> Option<UserCut> {
         let unfinished = self.continue_users_cut(usize::MAX);
-        let dirty = std::mem::take(&mut self.shard.dirty);
+        let dirty = std::mem::replace(&mut self.shard.dirty, DirtyUsers::after_cut());
         let span = Span {
             since: self.shard.checkpointed,
             at: self.shard.steps,

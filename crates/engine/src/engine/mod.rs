@@ -99,20 +99,34 @@ impl UserShard {
     }
 }
 
-/// The users touched since the last checkpoint, each once. Bounded: past a quarter of the users
-/// (and so with no checkpoints at all) it drops the list, and the next cut scans every user.
+/// The users touched since the last checkpoint, each once. Bounded: before the shard's first
+/// cut (an engine that may never be checkpointed) past a quarter of the users, after it past
+/// all of them, it drops the list, and the next cut scans every user at once. So a shard that
+/// is checkpointed keeps its list however many of its users an interval touches, and its cuts
+/// stay in steps.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DirtyUsers {
     pub(crate) ids: Vec<Box<str>>,
     pub(crate) overflowed: bool,
+    /// Whether the shard was cut before this list began.
+    after_cut: bool,
 }
 
 impl DirtyUsers {
+    /// The list a cut leaves behind.
+    pub(crate) fn after_cut() -> DirtyUsers {
+        DirtyUsers {
+            after_cut: true,
+            ..DirtyUsers::default()
+        }
+    }
+
     fn note(&mut self, id: &str, users: usize) {
         if self.overflowed {
             return;
         }
-        if self.ids.len() >= (users / 4).max(1024) {
+        let bound = if self.after_cut { users } else { users / 4 };
+        if self.ids.len() >= bound.max(1024) {
             self.ids = Vec::new();
             self.overflowed = true;
             return;

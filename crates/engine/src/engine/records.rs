@@ -246,7 +246,7 @@ impl Engine {
 
     pub(super) fn mark_users_checkpointed(&mut self) {
         self.shard.checkpointed = self.shard.steps;
-        self.shard.dirty = DirtyUsers::default();
+        self.shard.dirty = DirtyUsers::after_cut();
     }
 
     /// The shard besides its users, as a cut stores it.
@@ -687,17 +687,24 @@ mod tests {
     #[test]
     fn a_cut_past_the_dirty_list_bound_scans_and_finds_the_same_users() {
         let mut engine = engine_with_items();
-        engine.cut();
         let view = |n: usize| Event::new(EventType::View, &format!("v{n}"), "a", 5_000 + n as i64);
         for n in 0..2_000 {
             engine.apply(&view(n));
         }
         assert!(
             engine.shard.dirty.overflowed,
-            "2,000 of 2,002 users touched"
+            "2,000 of 2,002 users touched before any cut"
+        );
+        assert_eq!(engine.cut_users().users_changed(), 2_002);
+        assert!(!engine.shard.dirty.overflowed, "a cut starts a new list");
+        for n in 0..2_000 {
+            engine.apply(&view(n + 2_000));
+        }
+        assert!(
+            !engine.shard.dirty.overflowed,
+            "a shard that is cut lists up to all its users"
         );
         assert_eq!(engine.cut_users().users_changed(), 2_000);
-        assert!(!engine.shard.dirty.overflowed, "a cut starts a new list");
         engine.apply(&Event::new(EventType::View, "v7", "b", 9_000));
         engine.apply(&Event::new(EventType::View, "u1", "b", 9_001));
         let users: Vec<String> = engine
