@@ -109,7 +109,8 @@ async fn write(
         acks.extend(sent.map_err(RunError::Changelog)?);
     }
     let store = to.store;
-    let (size, _) = cut.write_in_background(store).await??;
+    let written = tokio::task::spawn_blocking(move || cut.write(&store));
+    let (size, _) = written.await.map_err(RunError::Panicked)??;
     for ack in acks {
         match ack.await {
             Ok(Ok(_)) => {}

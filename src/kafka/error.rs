@@ -67,8 +67,6 @@ pub enum RunError {
     Abandoned(#[from] crate::runtime::rounds::Abandoned),
     #[error("a task of run panicked (a bug: please report it)")]
     Panicked(#[source] tokio::task::JoinError),
-    #[error(transparent)]
-    WriterPanicked(#[from] crate::runtime::checkpoint::WriterPanicked),
     #[error("cannot start the admin listener: {0}")]
     Admin(#[source] std::io::Error),
     #[error(transparent)]
@@ -96,7 +94,6 @@ impl RunError {
             | RunError::ChangelogTooSmall { .. }
             | RunError::WorkerGone { .. }
             | RunError::Panicked(_)
-            | RunError::WriterPanicked(_)
             | RunError::Admin(_)
             | RunError::Store(_)
             | RunError::Config(_) => Retry::Fatal,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Changes, Engine, ItemCut, UserCut};
 use crate::offsets::{by_name, NextOffsets, PartitionKey};
-use crate::store::priority::lower_writer_priority;
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
 
 /// When a checkpoint is due.
@@ -95,28 +94,7 @@ impl Cut {
         let size = store.write(&records, &self.offsets)?;
         Ok((size, self.covers))
     }
-
-    /// `write` on a thread of its own at a lower CPU priority (`store::priority`), so that a
-    /// worker with events to process preempts it. Err if the writer panicked.
-    pub async fn write_in_background(self, store: StateStore) -> Result<Written, WriterPanicked> {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        let writer = std::thread::Builder::new().name("checkpoint-writer".into());
-        let spawned = writer.spawn(move || {
-            lower_writer_priority();
-            let _ = done.send(self.write(&store));
-        });
-        spawned.map_err(|_| WriterPanicked)?;
-        outcome.await.map_err(|_| WriterPanicked)
-    }
 }
-
-/// What `Cut::write` returns.
-pub type Written = Result<(CheckpointSize, NextOffsets), StoreError>;
-
-/// The checkpoint writer thread could not start or panicked (a bug).
-#[derive(Debug, thiserror::Error)]
-#[error("the checkpoint writer stopped without an outcome (a bug: please report it)")]
-pub struct WriterPanicked;
 
 impl Checkpointer {
     /// Checkpoints into `store`, whose state reflects `durable`.

@@ -16,7 +16,6 @@ use crate::config::EngineConfig;
 use crate::engine::{records_digest, Engine, EngineRecords};
 
 mod pages;
-pub mod priority;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The format this build writes and reads. 5 split the item model into a record per item;

@@ -15,7 +15,6 @@ use serde::Serialize;
 use crate::engine::{Changes, Engine, USERS_PER_STEP};
 use crate::event::Event;
 use crate::ranking::Filters;
-use crate::store::priority::lower_writer_priority;
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
 
 /// One window's latencies, in milliseconds.
@@ -93,7 +92,6 @@ pub fn window_with_checkpoint(
     let (store, offsets) = (store.clone(), offsets.clone());
     let (users_tx, users_rx) = std::sync::mpsc::sync_channel(1);
     let writer = std::thread::spawn(move || -> Result<(CheckpointSize, f64), StoreError> {
-        lower_writer_priority();
         let users = users_rx.recv().expect("the worker completes its cut");
         let started = Instant::now();
         let size = store.write(&Changes::of(items, vec![users]).encode(), &offsets)?;
