@@ -1,9 +1,11 @@
-//! `streamrec bench-instances`: throughput of several instances in one group.
+//! `streamrec bench-instances`: throughput of several instances in one group, as processes on
+//! a real broker (`--brokers`) or in this process on the mock cluster.
 
 use anyhow::bail;
 use clap::Args;
 
 use super::runtime;
+use crate::tools::bench_processes::{bench_processes, Bench, ProcessesRow};
 
 #[derive(Debug, Args)]
 pub struct BenchInstancesArgs {
@@ -16,8 +18,17 @@ pub struct BenchInstancesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// A real broker (host:port): run each instance as a `streamrec run` process and report
+    /// the CPU seconds of all of them per 100k events. Without it: instances in this process
+    /// on the mock cluster.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Partitions of the input and internal topics (with --brokers; the mock cluster has 6).
+    #[arg(long, default_value_t = 24)]
+    pub partitions: i32,
     /// No state dirs and no changelog (by default each instance checkpoints to its own state
-    /// dir and writes changed users to a changelog topic, as a deployment does).
+    /// dir and writes changed users to a changelog topic, as a deployment does). Mock cluster
+    /// only.
     #[arg(long)]
     pub no_state: bool,
 }
@@ -26,6 +37,51 @@ pub(super) fn bench_instances(args: BenchInstancesArgs) -> anyhow::Result<()> {
     if args.instances.first() != Some(&1) || args.instances.contains(&0) {
         bail!("--instances must start with 1 (the baseline) and hold no 0");
     }
+    match &args.brokers {
+        Some(brokers) => on_broker(&args, brokers),
+        None => in_process(&args),
+    }
+}
+
+fn on_broker(args: &BenchInstancesArgs, brokers: &str) -> anyhow::Result<()> {
+    if args.no_state {
+        bail!("--no-state is for the mock cluster: processes run as deployed, with state");
+    }
+    let bench = Bench {
+        brokers,
+        events: args.events,
+        partitions: args.partitions,
+        seed: args.seed,
+        exe: std::env::current_exe()?,
+    };
+    let rows = runtime()?.block_on(bench_processes(&bench, &args.instances))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{} events, broker {brokers}, {} partitions, `streamrec run` processes with state dirs, the changelog and model-updates",
+        args.events, args.partitions
+    );
+    for row in rows {
+        print_row(&row);
+    }
+    Ok(())
+}
+
+fn print_row(row: &ProcessesRow) {
+    println!(
+        "  {} process(es): {:>8.0} events/s, scaling efficiency {:.2}, {:.2} CPU s per 100k events ({:.2} × one), {:.2} model updates per event",
+        row.instances,
+        row.events_per_s,
+        row.efficiency,
+        row.cpu_s_per_100k_events,
+        row.cpu_relative,
+        row.model_updates_per_event
+    );
+}
+
+fn in_process(args: &BenchInstancesArgs) -> anyhow::Result<()> {
     let rows = runtime()?.block_on(crate::tools::bench_instances::bench_instances(
         args.events,
         args.seed,

@@ -71,10 +71,10 @@ pub async fn bench_instances(
 }
 
 /// State dirs of one bench, removed when it ends.
-struct ScratchDir(std::path::PathBuf);
+pub(crate) struct ScratchDir(pub(crate) std::path::PathBuf);
 
 impl ScratchDir {
-    fn new() -> anyhow::Result<ScratchDir> {
+    pub(crate) fn new() -> anyhow::Result<ScratchDir> {
         let path = std::env::temp_dir().join(format!("streamrec-bench-{}", std::process::id()));
         std::fs::create_dir_all(&path)
             .with_context(|| format!("cannot make {}", path.display()))?;

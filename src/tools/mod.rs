@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod bench_instances;
+pub mod bench_processes;
 pub mod demo;
+mod scrape;
 pub mod state_bench;
 pub mod state_latency;
 pub mod state_restart;

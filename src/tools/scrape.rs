@@ -1,0 +1,82 @@
+//! What the process benchmark reads of a running `streamrec`: its `/metrics` over plain HTTP
+//! and its CPU time from `/proc`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Ticks of `/proc/<pid>/stat`'s times: USER_HZ, 100 on every Linux ABI.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The figures of one scrape.
+#[derive(Debug, Default)]
+pub struct Scraped {
+    pub consumed: u64,
+    pub assigned: u64,
+    /// Outputs published to the topic asked for.
+    pub published: u64,
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// User and system CPU seconds of a process, all its threads.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // Fields after the command name (which may hold spaces) in parentheses; utime and stime
+    // are the 14th and 15th fields, so the 12th and 13th after it.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |n: usize| -> anyhow::Result<f64> {
+        let field = fields.get(n).context("a short /proc stat line")?;
+        Ok(field.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// `/metrics` of the admin listener at `address`; `None` while it does not answer.
+pub fn scrape(address: &str, topic: &str) -> Option<Scraped> {
+    let body = get(address, "/metrics").ok()?;
+    let published = format!("streamrec_outputs_published_total{{topic=\"{topic}\"}}");
+    let mut scraped = Scraped::default();
+    for line in body.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value = value.parse::<f64>().unwrap_or(0.0) as u64;
+        match name {
+            "streamrec_events_consumed_total" => scraped.consumed = value,
+            "streamrec_assigned_partitions" => scraped.assigned = value,
+            _ if name == published => scraped.published = value,
+            _ => {}
+        }
+    }
+    Some(scraped)
+}
+
+fn get(address: &str, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (_, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    Ok(body.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_used_cpu() {
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {}
+        assert!(cpu_seconds(std::process::id()).unwrap() > 0.0);
+    }
+}
