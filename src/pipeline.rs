@@ -391,6 +391,8 @@ impl Processor {
         let Effects {
             fired,
             model_updates,
+            // Empty: the pipeline's engines apply their item side themselves.
+            item_work: _,
         } = outcome.effects;
         self.push_triggers(record, fired, &mut processed);
         self.push_model_updates(record, model_updates, &mut processed);

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::load_config;
-use crate::eval::{evaluate, standard_methods, Mode, Protocol};
+use crate::eval::{evaluate, standard_methods, Mode, Protocol, Topology};
 use crate::formats::{load, Format};
 
 /// `eval --mode`: what counts as a hit.
@@ -56,9 +56,21 @@ pub struct EvalArgs {
     /// replica of the item model, kept in step by item-model updates.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
-    /// With several instances, updates reach the other replicas every this many events.
+    /// How the instances share the item side: `replicated` (each learns into its replica and
+    /// follows the others' model updates, as `run` does today) or `owned` (the item side owned
+    /// by item: instances send item-side work to the owners and rank on their published state).
+    #[arg(long, value_enum, default_value_t = TopologyArg::Replicated)]
+    pub topology: TopologyArg,
+    /// The lag: replicated, updates reach the other replicas every this many events; owned,
+    /// work reaches the owners and their state the read model every this many.
     #[arg(long, default_value_t = 1000)]
     pub sync_every: usize,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TopologyArg {
+    Replicated,
+    Owned,
 }
 
 pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
@@ -112,6 +124,10 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
         mode,
         top_n: args.top_n,
         instances: args.instances,
+        topology: match args.topology {
+            TopologyArg::Replicated => Topology::Replicated,
+            TopologyArg::Owned => Topology::Owned,
+        },
         sync_every: args.sync_every,
     };
     let report = evaluate(

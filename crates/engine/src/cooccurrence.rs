@@ -163,6 +163,83 @@ pub struct PairEvent<'a> {
     pub first_purchase: bool,
 }
 
+/// One count an event adds, addressed to the item whose state it changes (the first item of
+/// a pair owns the pair's row).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum PairOp {
+    /// The item entered a user's recent list (its co-occurrence marginal).
+    Entered { item: u32, weight: f32 },
+    /// `row` and `partner` were in a user's recent list together.
+    Pair { row: u32, partner: u32, weight: f32 },
+    /// A user bought the item for the first time (its cross-occurrence marginal).
+    Purchased { item: u32 },
+    /// A user who had viewed `viewed` bought `bought`.
+    Cross {
+        viewed: u32,
+        bought: u32,
+        weight: f32,
+    },
+}
+
+impl PairOp {
+    /// The item whose state the count changes.
+    pub fn item(&self) -> u32 {
+        match *self {
+            PairOp::Entered { item, .. } | PairOp::Purchased { item } => item,
+            PairOp::Pair { row, .. } => row,
+            PairOp::Cross { viewed, .. } => viewed,
+        }
+    }
+}
+
+/// The counts one event adds, in the order they are applied: the item's entry and its pairs
+/// with each partner of the user's window (both rows), then its first purchase and the
+/// partners' cross rows. Only the event and the user's window decide them.
+pub fn pair_ops(config: &CoocConfig, event: PairEvent<'_>, mut emit: impl FnMut(PairOp)) {
+    let window = config.window_items;
+    let start = event.history.len().saturating_sub(window);
+    let partners = || {
+        event
+            .history
+            .range(start..)
+            .filter(|p| p.item != event.item)
+    };
+    let item = event.item;
+    if event.new_to_user {
+        emit(PairOp::Entered {
+            item,
+            weight: event.weight,
+        });
+        for partner in partners() {
+            let age = event.ts_ms - partner.last_ts_ms;
+            let weight = event.weight * decay_factor(age, config.pair_half_life_ms);
+            let partner = partner.item;
+            emit(PairOp::Pair {
+                row: item,
+                partner,
+                weight,
+            });
+            emit(PairOp::Pair {
+                row: partner,
+                partner: item,
+                weight,
+            });
+        }
+    }
+    if event.first_purchase {
+        emit(PairOp::Purchased { item });
+        for partner in partners() {
+            let age = event.ts_ms - partner.last_ts_ms;
+            let weight = decay_factor(age, config.pair_half_life_ms);
+            emit(PairOp::Cross {
+                viewed: partner.item,
+                bought: item,
+                weight,
+            });
+        }
+    }
+}
+
 impl Cooccurrence {
     pub fn new(config: CoocConfig) -> Cooccurrence {
         Cooccurrence {
@@ -174,27 +251,32 @@ impl Cooccurrence {
         }
     }
 
+    pub fn config(&self) -> &CoocConfig {
+        &self.config
+    }
+
+    /// Counts one event's pairs at once (one model learning alone).
     pub fn observe(&mut self, event: PairEvent<'_>) {
+        let config = self.config.clone();
+        pair_ops(&config, event, |op| self.apply(op));
+    }
+
+    /// Applies one count of an event, in the order `pair_ops` gives them.
+    pub fn apply(&mut self, op: PairOp) {
         let alpha = self.config.alpha;
-        let window = self.config.window_items;
-        let start = event.history.len().saturating_sub(window);
-        let partners = || event.history.range(start..);
-        if event.new_to_user {
-            self.entries.add(event.item, event.weight, alpha);
-            for partner in partners().filter(|p| p.item != event.item) {
-                let age = event.ts_ms - partner.last_ts_ms;
-                let w = event.weight * decay_factor(age, self.config.pair_half_life_ms);
-                self.add_cooc(event.item, partner.item, w);
-                self.add_cooc(partner.item, event.item, w);
-            }
-        }
-        if event.first_purchase {
-            self.purchases.add(event.item, 1.0, alpha);
-            for partner in partners().filter(|p| p.item != event.item) {
-                let age = event.ts_ms - partner.last_ts_ms;
-                let w = decay_factor(age, self.config.pair_half_life_ms);
-                self.add_cross(partner.item, event.item, w);
-            }
+        match op {
+            PairOp::Entered { item, weight } => self.entries.add(item, weight, alpha),
+            PairOp::Pair {
+                row,
+                partner,
+                weight,
+            } => self.add_cooc(row, partner, weight),
+            PairOp::Purchased { item } => self.purchases.add(item, 1.0, alpha),
+            PairOp::Cross {
+                viewed,
+                bought,
+                weight,
+            } => self.add_cross(viewed, bought, weight),
         }
     }
 

@@ -178,39 +178,96 @@ impl SamplePool {
     }
 }
 
-/// One event's updates: a positive step on `item`, then negatives drawn from `pool`. With
-/// `deltas`, each item vector's change is recorded there (for replicas of the item model).
-pub fn learn(
+/// What a user's SGD steps read of the item side and the work they send it. Learning alone,
+/// the item side is the live model and applies each step at once; split by item owner, it is a
+/// read model, and the steps become work for the items' owners.
+pub trait FactorSide {
+    fn vector(&self, item: u32) -> &[f32];
+    /// A negative item, drawn from recently seen items.
+    fn negative(&self, rng: &mut SplitMix64) -> Option<u32>;
+    /// The item's half of an SGD step: `err` and the learning rate of the step, and the user's
+    /// vector before it (see [`item_step`]).
+    fn step(&mut self, item: u32, err: f32, learning_rate: f32, user_before: &[f32]);
+}
+
+/// Vectors this long are copied on the stack during a step.
+const STACK_RANK: usize = 128;
+
+/// One event's updates: a positive step on `item`, then negatives drawn by the item side.
+/// The user's half of each step happens here, the item's half in `side.step`; together they
+/// are exactly [`sgd_step`].
+pub fn learn<S: FactorSide>(
     user: &mut [f32],
     item: u32,
     strength: f32,
-    (factors, pool): (&mut ItemFactors, &SamplePool),
+    side: &mut S,
     rng: &mut SplitMix64,
     config: &MfConfig,
-    mut deltas: Option<&mut Vec<(u32, Vec<f32>)>>,
 ) {
     let lr = config.learning_rate * strength;
-    let mut step = |factors: &mut ItemFactors, user: &mut [f32], target: u32, label: f32| {
-        let before = deltas.as_ref().map(|_| factors.get(target).to_vec());
-        sgd_step(
-            user,
-            factors.get_mut(target),
-            label,
-            lr,
-            config.regularization,
-        );
-        if let (Some(deltas), Some(before)) = (deltas.as_deref_mut(), before) {
-            let after = factors.get(target);
-            let delta = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-            deltas.push((target, delta));
-        }
+    let mut stack = [0.0f32; STACK_RANK];
+    let mut heap = Vec::new();
+    let before = if user.len() <= STACK_RANK {
+        &mut stack[..user.len()]
+    } else {
+        heap.resize(user.len(), 0.0);
+        &mut heap[..]
     };
-    step(factors, user, item, 1.0);
+    let mut step = |side: &mut S, user: &mut [f32], target: u32, label: f32| {
+        before.copy_from_slice(user);
+        let err = user_step(user, side.vector(target), label, lr, config);
+        side.step(target, err, lr, before);
+    };
+    step(side, user, item, 1.0);
     for _ in 0..config.negatives {
-        match pool.sample(rng) {
-            Some(negative) if negative != item => step(factors, user, negative, 0.0),
+        match side.negative(rng) {
+            Some(negative) if negative != item => step(side, user, negative, 0.0),
             _ => {}
         }
+    }
+}
+
+/// The user's half of [`sgd_step`]; returns the error.
+fn user_step(user: &mut [f32], item: &[f32], target: f32, lr: f32, config: &MfConfig) -> f32 {
+    let err = target - dot(user, item);
+    for (pk, qk) in user.iter_mut().zip(item) {
+        let p_old = *pk;
+        *pk += lr * (err * *qk - config.regularization * p_old);
+    }
+    err
+}
+
+/// The item's half of [`sgd_step`], given the error and the user's vector before the step.
+pub fn item_step(item: &mut [f32], user_before: &[f32], err: f32, lr: f32, regularization: f32) {
+    for (qk, p_old) in item.iter_mut().zip(user_before) {
+        *qk += lr * (err * p_old - regularization * *qk);
+    }
+}
+
+/// The live item side of one model learning alone: steps apply at once.
+pub struct LiveFactors<'a> {
+    pub factors: &'a mut ItemFactors,
+    pub pool: &'a SamplePool,
+    pub regularization: f32,
+}
+
+impl FactorSide for LiveFactors<'_> {
+    fn vector(&self, item: u32) -> &[f32] {
+        self.factors.get(item)
+    }
+
+    fn negative(&self, rng: &mut SplitMix64) -> Option<u32> {
+        self.pool.sample(rng)
+    }
+
+    fn step(&mut self, item: u32, err: f32, lr: f32, user_before: &[f32]) {
+        item_step(
+            self.factors.get_mut(item),
+            user_before,
+            err,
+            lr,
+            self.regularization,
+        );
     }
 }
 
@@ -251,6 +308,27 @@ mod tests {
     }
 
     #[test]
+    fn the_user_and_item_halves_of_a_step_are_the_whole_step() {
+        let c = config();
+        let (user, item) = (initial_vector("u", 1, &c), initial_vector("i", 1, &c));
+        let (mut whole_user, mut whole_item) = (user.to_vec(), item.to_vec());
+        let err = sgd_step(
+            &mut whole_user,
+            &mut whole_item,
+            1.0,
+            0.05,
+            c.regularization,
+        );
+        let (mut half_user, mut half_item) = (user.to_vec(), item.to_vec());
+        let half_err = user_step(&mut half_user, &item, 1.0, 0.05, &c);
+        item_step(&mut half_item, &user, half_err, 0.05, c.regularization);
+        assert_eq!(
+            (err, whole_user, whole_item),
+            (half_err, half_user, half_item)
+        );
+    }
+
+    #[test]
     fn positive_steps_raise_the_score_and_negatives_lower_it() {
         let c = config();
         let mut user = initial_vector("u", 1, &c).to_vec();
@@ -261,7 +339,12 @@ mod tests {
         pool.push(1);
         let mut rng = SplitMix64::new(3);
         for _ in 0..200 {
-            learn(&mut user, 0, 1.0, (&mut factors, &pool), &mut rng, &c, None);
+            let mut side = LiveFactors {
+                factors: &mut factors,
+                pool: &pool,
+                regularization: c.regularization,
+            };
+            learn(&mut user, 0, 1.0, &mut side, &mut rng, &c);
         }
         let liked = dot(&user, factors.get(0));
         let other = dot(&user, factors.get(1));

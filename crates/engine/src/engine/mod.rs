@@ -10,8 +10,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 
 use crate::catalog::{CatalogUpdate, ListingChange, Scores};
+use crate::config::CoocConfig;
 use crate::config::{Blend, EngineConfig};
-use crate::cooccurrence::PairEvent;
+use crate::cooccurrence::{pair_ops, PairEvent};
 use crate::dedup::DedupWindow;
 use crate::event::{Event, EventType, ProfileUpdate};
 use crate::factorization::{initial_vector, learn};
@@ -27,12 +28,14 @@ use crate::triggers::{EventFacts, Fired, Rules, TriggerState};
 mod capture;
 mod clocks;
 mod firing;
+mod item_side;
 mod portable;
 mod records;
 mod replica;
 
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use clocks::StreamClocks;
+pub use item_side::{intern_like, Deferred, ItemOp, ItemSide, ItemWork, LiveItems, Seen};
 
 use capture::Capture;
 pub use capture::USERS_PER_STEP;
@@ -63,6 +66,10 @@ pub struct UserShard {
     replicate: bool,
     /// Item-model updates of the input being applied (returned with its effects).
     model_updates: Vec<ModelUpdate>,
+    /// Whether `apply` sends its item-side work to the items' owners instead of applying it.
+    defer: bool,
+    /// Item-side work of the input being applied, when deferred (returned with its effects).
+    item_work: ItemWork,
     /// Events applied by this shard (the clock of `UserState::touched`).
     steps: u64,
     /// `steps` at the last checkpoint: users touched later are dirty.
@@ -91,6 +98,8 @@ impl UserShard {
             fired: Vec::new(),
             replicate: false,
             model_updates: Vec::new(),
+            defer: false,
+            item_work: ItemWork::default(),
             steps: 0,
             checkpointed: 0,
             dirty: DirtyUsers::default(),
@@ -182,6 +191,8 @@ pub enum Applied {
 pub struct Effects {
     pub fired: Vec<Fired>,
     pub model_updates: Vec<ModelUpdate>,
+    /// The item-side work of a deferring engine (see `Engine::defer_item_work`).
+    pub item_work: ItemWork,
 }
 
 /// `apply`'s result.
@@ -325,6 +336,7 @@ impl Engine {
         Effects {
             fired: std::mem::take(&mut self.shard.fired),
             model_updates: std::mem::take(&mut self.shard.model_updates),
+            item_work: std::mem::take(&mut self.shard.item_work),
         }
     }
 
@@ -345,16 +357,13 @@ impl Engine {
         };
         let items = &mut *guard;
         let (item, new_item) = intern_item(items, &event.item_id, &self.config);
-        let category = match event.category.as_deref() {
-            Some(name) => {
-                let c = items.categories.intern(name);
-                items.category_of[item as usize] = c;
-                items.catalog.observe_event_category(item, c, name);
-                Some(c)
-            }
-            // The catalog's category, when events carry none.
-            None => Some(items.category_of[item as usize]).filter(|&c| c != NO_CATEGORY),
-        };
+        let named = event
+            .category
+            .as_deref()
+            .map(|n| items.categories.intern(n));
+        // The catalog's category, when events carry none.
+        let category =
+            named.or(Some(items.category_of[item as usize]).filter(|&c| c != NO_CATEGORY));
         items.latest_ts_ms = items.latest_ts_ms.max(event.ts_ms);
         let new_user = !self.shard.users.contains_key(event.user_id.as_str());
         let config = &self.config;
@@ -385,18 +394,26 @@ impl Engine {
             .shard
             .replicate
             .then(|| ModelUpdate::begin(items, event, &pair_event, config));
-        items.cooccurrence.observe(pair_event);
-        let strength = weight / config.weights.view.max(f32::MIN_POSITIVE);
-        let mut deltas = update.as_ref().map(|_| Vec::new());
-        learn(
-            &mut user.factors,
-            item,
-            strength.sqrt(),
-            (&mut items.factors, &items.pool),
-            &mut self.shard.rng,
-            &config.factorization,
-            deltas.as_mut(),
-        );
+        let watched = matches!(event.kind, EventType::View | EventType::AddToCart);
+        let learned = Learned {
+            pair_event,
+            named,
+            segment: user.segment,
+            watcher: (watched && self.rules.watch_items()).then_some(&*event.user_id),
+        };
+        let cooc = items.cooccurrence.config().clone();
+        let rng = &mut self.shard.rng;
+        let deltas = if self.shard.defer {
+            let work = &mut self.shard.item_work;
+            let mut side = Deferred { read: items, work };
+            send_item_work(&mut side, &mut user.factors, learned, (&cooc, rng), config);
+            None
+        } else {
+            let mut side = LiveItems::new(items, config);
+            side.deltas = update.as_ref().map(|_| Vec::new());
+            send_item_work(&mut side, &mut user.factors, learned, (&cooc, rng), config);
+            side.deltas.take()
+        };
         if let (Some(update), Some(deltas)) = (update.as_mut(), deltas) {
             update.factor_deltas = deltas
                 .into_iter()
@@ -404,22 +421,6 @@ impl Engine {
                 .collect();
         }
         self.shard.model_updates.extend(update);
-        items.pool.push(item);
-        items.popularity.observe(item, weight, event.ts_ms);
-        let cap = config.content.popular_per_attribute;
-        items
-            .catalog
-            .observe_popularity(item, cap, popularity_scores(&items.popularity));
-        if let Some(segment) = user.segment {
-            let size = config.content.segment_trending_size;
-            items
-                .segments
-                .observe(segment, item, weight, event.ts_ms, size);
-        }
-        let watched = matches!(event.kind, EventType::View | EventType::AddToCart);
-        if watched && self.rules.watch_items() {
-            items.watchers.watch(item, &event.user_id, event.ts_ms);
-        }
         drop(guard);
         let observation = Observation {
             item,
@@ -709,6 +710,53 @@ pub fn apply_listing(
         }
     };
     Some((item, change))
+}
+
+/// What an event's learning tells the item side, besides the user's vector.
+struct Learned<'a> {
+    pair_event: PairEvent<'a>,
+    /// The category the event named (interned).
+    named: Option<u32>,
+    /// The user's segment.
+    segment: Option<u32>,
+    /// The user, when catalog triggers watch who viewed or carted an item.
+    watcher: Option<&'a str>,
+}
+
+/// An event's item-side work, sent to `side` in the order one model applies it: the item's
+/// category, the pair counts, the SGD steps (the user's halves happen here), what the item was
+/// seen with, its watcher.
+fn send_item_work(
+    side: &mut impl ItemSide,
+    user_factors: &mut [f32],
+    learned: Learned<'_>,
+    (cooc, rng): (&CoocConfig, &mut SplitMix64),
+    config: &EngineConfig,
+) {
+    let Learned {
+        pair_event,
+        named,
+        segment,
+        watcher,
+    } = learned;
+    let (item, weight, ts_ms) = (pair_event.item, pair_event.weight, pair_event.ts_ms);
+    if let Some(category) = named {
+        side.category(item, category);
+    }
+    pair_ops(cooc, pair_event, |op| side.pair(op));
+    let strength = weight / config.weights.view.max(f32::MIN_POSITIVE);
+    let mf = &config.factorization;
+    learn(user_factors, item, strength.sqrt(), side, rng, mf);
+    let seen = Seen {
+        item,
+        weight,
+        ts_ms,
+        segment,
+    };
+    side.seen(seen);
+    if let Some(user_id) = watcher {
+        side.watch(item, user_id, ts_ms);
+    }
 }
 
 fn popularity_scores(popularity: &Popularity) -> Scores<impl Fn(u32) -> f64 + '_> {

@@ -88,6 +88,13 @@ impl Engine {
         self.shard.replicate = on;
     }
 
+    /// Makes `apply` learn only the user side and return the item side as work for the items'
+    /// owners (`Effects::item_work`) instead of applying it: this engine's item model becomes a
+    /// read model, which only interns the items and categories it meets (off by default).
+    pub fn defer_item_work(&mut self, on: bool) {
+        self.shard.defer = on;
+    }
+
     /// Applies another instance's update to this replica of the item model. User-side state
     /// is not touched (it lives with the instance that owns the user).
     pub fn apply_model_update(&mut self, update: &ModelUpdate) {

@@ -1,36 +1,77 @@
 //! Several streamrec instances simulated in one process, for `eval --instances N`: users are
 //! partitioned across instances as Kafka partitions them across members (by a hash of the
-//! user id), each instance owns its users' state and a replica of the item model, and item-model
-//! updates reach the other replicas in batches, every `sync_every` events — the lag of the
-//! `model-updates` topic.
+//! user id), and each instance owns its users' state. The item side follows one of two
+//! topologies (`Topology`), each with its lag of `sync_every` events:
+//! - **replicated** (today's `model-updates`): every instance holds a replica of the item model,
+//!   learns into it at once, and receives the others' updates in batches;
+//! - **owned**: instances learn only the user side and send the item side as work to the
+//!   items' owners, which apply it in batches and publish their state; every instance ranks and
+//!   learns against that published read model. The owners of disjoint items together hold one
+//!   model, so one owner model stands for all of them, and the read model is one for every
+//!   instance: the instance count changes nothing but the users' split.
 
 use rustc_hash::FxHashSet;
+use serde::Serialize;
 
 use crate::catalog::CatalogUpdate;
 use crate::config::EngineConfig;
-use crate::engine::{Engine, ModelUpdate};
+use crate::engine::{
+    apply_update, intern_like, Engine, ItemModel, ItemWork, ModelUpdate, ReplicaUpdate,
+};
 use crate::event::Event;
+
+/// How the item side is shared between instances.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    #[default]
+    Replicated,
+    Owned,
+}
 
 pub struct Instances {
     engines: Vec<Engine>,
-    /// Updates not delivered yet, with the instance that made them.
+    config: EngineConfig,
+    topology: Topology,
+    /// Replicated: updates not delivered yet, with the instance that made them.
     pending: Vec<(usize, ModelUpdate)>,
+    /// Owned: the owners' model, and the work not delivered to it yet.
+    owner: ItemModel,
+    work: ItemWork,
     sync_every: usize,
     since_sync: usize,
 }
 
 impl Instances {
-    pub fn new(count: usize, sync_every: usize, config: &EngineConfig) -> Instances {
-        let engines = (0..count.max(1))
-            .map(|_| {
-                let mut engine = Engine::new(config.clone());
-                engine.publish_model_updates(count > 1);
-                engine
-            })
-            .collect();
+    pub fn new(
+        (count, topology): (usize, Topology),
+        sync_every: usize,
+        config: &EngineConfig,
+    ) -> Instances {
+        let engines = match topology {
+            Topology::Replicated => (0..count.max(1))
+                .map(|_| {
+                    let mut engine = Engine::new(config.clone());
+                    engine.publish_model_updates(count > 1);
+                    engine
+                })
+                .collect(),
+            // One read model for all: the engines of one process's workers share theirs.
+            Topology::Owned => {
+                let mut engines = Engine::workers(config, count);
+                for engine in &mut engines {
+                    engine.defer_item_work(true);
+                }
+                engines
+            }
+        };
         Instances {
             engines,
+            config: config.clone(),
+            topology,
             pending: Vec::new(),
+            owner: ItemModel::new(config),
+            work: ItemWork::default(),
             sync_every: sync_every.max(1),
             since_sync: 0,
         }
@@ -45,28 +86,48 @@ impl Instances {
         (xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()) % self.engines.len() as u64) as usize
     }
 
-    /// Every instance reads the whole catalog topic.
+    /// Every replica reads the whole catalog topic; owned, the owners list the items and the
+    /// read model learns the listings with the next publication (here at once, before events).
     pub fn apply_catalog(&mut self, update: &CatalogUpdate) {
-        for engine in &mut self.engines {
-            engine.apply_catalog(update);
+        match self.topology {
+            Topology::Replicated => {
+                for engine in &mut self.engines {
+                    engine.apply_catalog(update);
+                }
+            }
+            Topology::Owned => {
+                let listing = ReplicaUpdate::Listing(update.clone());
+                apply_update(&mut self.owner, &listing, &self.config);
+                let read = self.engines[0].shared_items();
+                *read.write().expect("not poisoned") = self.owner.clone();
+            }
         }
     }
 
-    /// The owner learns; its item-model updates wait for the next sync.
+    /// The user's instance learns; what others need waits for the next sync.
     pub fn apply(&mut self, event: &Event) {
         let index = self.index_of(&event.user_id);
         let engine = &mut self.engines[index];
-        let updates = engine.apply(event).effects.model_updates;
-        self.pending.extend(updates.into_iter().map(|u| (index, u)));
+        let effects = engine.apply(event).effects;
+        self.pending
+            .extend(effects.model_updates.into_iter().map(|u| (index, u)));
+        self.work.append(effects.item_work);
         self.since_sync += 1;
         if self.since_sync >= self.sync_every {
             self.sync();
         }
     }
 
-    /// Delivers every pending update to every replica but its origin's.
     pub fn sync(&mut self) {
         self.since_sync = 0;
+        match self.topology {
+            Topology::Replicated => self.deliver_updates(),
+            Topology::Owned => self.deliver_work(),
+        }
+    }
+
+    /// Delivers every pending update to every replica but its origin's.
+    fn deliver_updates(&mut self) {
         for (origin, update) in self.pending.drain(..) {
             for (index, engine) in self.engines.iter_mut().enumerate() {
                 if index != origin {
@@ -74,6 +135,16 @@ impl Instances {
                 }
             }
         }
+    }
+
+    /// The owners apply the work, then publish: the read model becomes their state.
+    fn deliver_work(&mut self) {
+        let shared = self.engines[0].shared_items();
+        let mut read = shared.write().expect("not poisoned");
+        intern_like(&mut self.owner, &read, &self.config);
+        self.work.apply_to(&mut self.owner, &self.config);
+        self.work.clear();
+        *read = self.owner.clone();
     }
 
     /// Users over all instances; items as the first replica knows them.
@@ -96,6 +167,10 @@ impl Instances {
     pub fn count(&self) -> usize {
         self.engines.len()
     }
+
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
 }
 
 #[cfg(test)]
@@ -105,7 +180,7 @@ mod tests {
 
     #[test]
     fn users_stay_with_one_instance_and_items_reach_every_replica_at_each_sync() {
-        let mut instances = Instances::new(3, 4, &EngineConfig::default());
+        let mut instances = Instances::new((3, Topology::Replicated), 4, &EngineConfig::default());
         let users: Vec<String> = (0..12).map(|n| format!("u{n}")).collect();
         for (n, user) in users.iter().enumerate() {
             instances.apply(&Event::new(
@@ -136,5 +211,43 @@ mod tests {
             .filter(|e| e.item_index("late").is_some())
             .count();
         assert_eq!(knows, 1, "only the owner until the next sync");
+    }
+
+    #[test]
+    fn owned_instances_learn_the_item_side_only_at_each_sync_and_share_one_read_model() {
+        let mut instances = Instances::new((3, Topology::Owned), 4, &EngineConfig::default());
+        for n in 0..8i64 {
+            let event = Event::new(EventType::View, &format!("u{n}"), &format!("i{}", n % 3), n);
+            instances.apply(&event);
+        }
+        assert_eq!(instances.user_count(), 8);
+        let pairs_of = |instances: &Instances| {
+            let engine = instances.engine(instances.index_of("u0"));
+            let item = engine.item_index("i0").unwrap();
+            engine.similar_items(item, 5).len()
+        };
+        let before = pairs_of(&instances);
+        // u0 now views i1 after i0: a new pair that waits for the next sync.
+        for n in 0..3 {
+            instances.apply(&Event::new(
+                EventType::View,
+                "u0",
+                &format!("i{}", n + 1),
+                10 + n as i64,
+            ));
+        }
+        assert_eq!(pairs_of(&instances), before, "not before the sync");
+        instances.apply(&Event::new(EventType::View, "u9", "i0", 20));
+        assert!(
+            pairs_of(&instances) > before,
+            "the owners' new pairs are read after it"
+        );
+        for index in 0..3 {
+            assert_eq!(
+                instances.engine(index).item_count(),
+                4,
+                "one read model for all"
+            );
+        }
     }
 }

@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::event::{Event, EventType};
 use crate::ranking::Filters;
 use instances::Instances;
+pub use instances::Topology;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +107,7 @@ pub struct EvalReport {
     pub items: usize,
     pub tests: u64,
     pub instances: usize,
+    pub topology: Topology,
     pub sync_every: usize,
     /// Test cases in the cold-start slice.
     pub cold_tests: u64,
@@ -141,10 +143,12 @@ pub const COLD_EVENTS: u32 = 3;
 pub struct Protocol {
     pub mode: Mode,
     pub top_n: usize,
-    /// Instances simulated (users partitioned by hash, item model replicated); 1: one engine.
+    /// Instances simulated (users partitioned by hash); 1 replicated: one engine.
     pub instances: usize,
-    /// With several instances, item-model updates reach the other replicas every this many
-    /// events.
+    /// How the instances share the item side.
+    pub topology: Topology,
+    /// Replicated: item-model updates reach the other replicas every this many events. Owned:
+    /// item-side work reaches the owners, and their state the read model, every this many.
     pub sync_every: usize,
 }
 
@@ -154,6 +158,7 @@ impl Protocol {
             mode,
             top_n,
             instances: 1,
+            topology: Topology::Replicated,
             sync_every: 1,
         }
     }
@@ -170,7 +175,8 @@ pub fn evaluate(
 ) -> EvalReport {
     let Protocol { mode, top_n, .. } = *protocol;
     events.sort_by_key(|e| e.ts_ms);
-    let mut instances = Instances::new(protocol.instances, protocol.sync_every, config);
+    let shape = (protocol.instances, protocol.topology);
+    let mut instances = Instances::new(shape, protocol.sync_every, config);
     for update in catalog {
         instances.apply_catalog(update);
     }
@@ -253,6 +259,7 @@ pub fn evaluate(
         items: engine.item_count(),
         tests,
         instances: instances.count(),
+        topology: instances.topology(),
         sync_every: protocol.sync_every,
         cold_tests,
         catalog_items: catalog.len(),
@@ -313,11 +320,20 @@ impl EvalReport {
             self.mode, self.events, self.users, self.items, self.catalog_items, self.tests,
             self.cold_tests, self.learn_events_per_s, self.bytes_per_user, self.bytes_per_item
         );
-        if self.instances > 1 {
-            out += &format!(
-                "{} instances (users by hash), item-model updates delivered every {} events\n",
-                self.instances, self.sync_every
-            );
+        match self.topology {
+            Topology::Replicated if self.instances > 1 => {
+                out += &format!(
+                    "{} instances (users by hash), item-model updates delivered every {} events\n",
+                    self.instances, self.sync_every
+                );
+            }
+            Topology::Replicated => {}
+            Topology::Owned => {
+                out += &format!(
+                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events\n",
+                    self.instances, self.sync_every
+                );
+            }
         }
         out += &format!(
             "{:<20} {:>8} {:>8} {:>9} {:>12} {:>12}\n",
