@@ -149,3 +149,46 @@ fn four_instances_keep_within_five_percent_of_one() {
         "the replicas' lag costs something: {four} vs {one}"
     );
 }
+
+/// Eight instances with the item side owned by item (work reaching the owners, and their
+/// state the read model, every 100 events) lose at most 5 % of one engine's HR@10 (issue 17's
+/// goal), and their work travels in batches of several events.
+#[test]
+fn eight_owned_instances_keep_within_five_percent_of_one_engine() {
+    let Some(ratings) = dataset("ml-latest-small/ratings.csv") else {
+        return;
+    };
+    let one = hr(
+        &eval_json_with(&ratings, "movielens-csv", &["--methods", "hybrid"]),
+        "hybrid",
+    );
+    let owned = eval_json_with(
+        &ratings,
+        "movielens-csv",
+        &[
+            "--methods",
+            "hybrid",
+            "--instances",
+            "8",
+            "--topology",
+            "owned",
+            "--sync-every",
+            "100",
+        ],
+    );
+    assert_eq!(owned["topology"], "owned");
+    let eight = hr(&owned, "hybrid");
+    assert!(
+        eight >= 0.95 * one,
+        "8 owned instances {eight} vs one engine {one}"
+    );
+    assert!(
+        eight < one,
+        "the owners' lag costs something: {eight} vs {one}"
+    );
+    let records = owned["work_records_per_event"].as_f64().unwrap();
+    assert!(
+        records > 0.0 && records <= 0.24,
+        "{records} work records per event"
+    );
+}

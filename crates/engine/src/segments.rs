@@ -73,6 +73,10 @@ impl Segments {
         Some(self.names.intern(name))
     }
 
+    pub fn name(&self, segment: u32) -> &str {
+        self.names.name(segment)
+    }
+
     pub fn len(&self) -> usize {
         self.names.len()
     }

@@ -7,6 +7,8 @@
 //! which is the single-model learning rule. Split by item owner, the event reads a read model
 //! and collects the work ([`Deferred`] into [`ItemWork`]), applied later by the owners.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::EngineConfig;
 use crate::cooccurrence::PairOp;
 use crate::factorization::{FactorSide, LiveFactors};
@@ -26,7 +28,7 @@ pub trait ItemSide: FactorSide {
     fn watch(&mut self, item: u32, user_id: &str, ts_ms: i64);
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Seen {
     pub item: u32,
     pub weight: f32,
@@ -35,7 +37,7 @@ pub struct Seen {
 }
 
 /// One unit of item-side work.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ItemOp {
     Category {
         item: u32,
@@ -72,7 +74,7 @@ impl ItemOp {
 }
 
 /// Item-side work collected from events, in the order they made it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ItemWork {
     pub ops: Vec<ItemOp>,
     /// Users' vectors before each step, `rank` floats per step.

@@ -32,10 +32,12 @@ mod item_side;
 mod portable;
 mod records;
 mod replica;
+mod work_batch;
 
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use clocks::StreamClocks;
 pub use item_side::{intern_like, Deferred, ItemOp, ItemSide, ItemWork, LiveItems, Seen};
+pub use work_batch::{item_partition, WorkBatch};
 
 use capture::Capture;
 pub use capture::USERS_PER_STEP;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::catalog::CatalogUpdate;
 use crate::config::EngineConfig;
 use crate::engine::{
-    apply_update, intern_like, Engine, ItemModel, ItemWork, ModelUpdate, ReplicaUpdate,
+    apply_update, intern_like, Engine, ItemModel, ItemWork, ModelUpdate, ReplicaUpdate, WorkBatch,
 };
 use crate::event::Event;
 
@@ -29,6 +29,9 @@ pub enum Topology {
     Owned,
 }
 
+/// Item partitions of the simulated item-keyed topic.
+pub const ITEM_PARTITIONS: u32 = 24;
+
 pub struct Instances {
     engines: Vec<Engine>,
     config: EngineConfig,
@@ -38,6 +41,12 @@ pub struct Instances {
     /// Owned: the owners' model, and the work not delivered to it yet.
     owner: ItemModel,
     work: ItemWork,
+    /// Owned: the work's records (one per item partition with work at a sync) and their
+    /// encoded bytes, as an item-keyed topic would carry them.
+    pub work_records: u64,
+    pub work_bytes: u64,
+    /// Owned: items whose state changed at a sync, each one record of the owners' read model.
+    pub view_records: u64,
     sync_every: usize,
     since_sync: usize,
 }
@@ -72,6 +81,9 @@ impl Instances {
             pending: Vec::new(),
             owner: ItemModel::new(config),
             work: ItemWork::default(),
+            work_records: 0,
+            work_bytes: 0,
+            view_records: 0,
             sync_every: sync_every.max(1),
             since_sync: 0,
         }
@@ -137,12 +149,27 @@ impl Instances {
         }
     }
 
-    /// The owners apply the work, then publish: the read model becomes their state.
+    /// The work travels to the owners in one encoded batch per item partition; they apply it
+    /// and publish: the read model becomes their state. (The owners intern in the read model's
+    /// order first, so that the one read model can be their state; the batches still resolve
+    /// every item by name.)
     fn deliver_work(&mut self) {
         let shared = self.engines[0].shared_items();
         let mut read = shared.write().expect("not poisoned");
         intern_like(&mut self.owner, &read, &self.config);
-        self.work.apply_to(&mut self.owner, &self.config);
+        let changed: FxHashSet<u32> = self.work.ops.iter().map(|op| op.item()).collect();
+        self.view_records += changed.len() as u64;
+        for (_, batch) in self.work.batches(&read, ITEM_PARTITIONS) {
+            let bytes = bincode::serde::encode_to_vec(&batch, bincode::config::standard())
+                .expect("a batch encodes");
+            self.work_records += 1;
+            self.work_bytes += bytes.len() as u64;
+            let (batch, _): (WorkBatch, _) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                    .expect("a batch decodes");
+            let work = batch.into_work(&mut self.owner, &self.config);
+            work.apply_to(&mut self.owner, &self.config);
+        }
         self.work.clear();
         *read = self.owner.clone();
     }

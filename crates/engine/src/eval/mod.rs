@@ -109,6 +109,13 @@ pub struct EvalReport {
     pub instances: usize,
     pub topology: Topology,
     pub sync_every: usize,
+    /// Owned: records and bytes of item-side work per event, in one batch per item partition
+    /// (of `instances::ITEM_PARTITIONS`) at each sync.
+    pub work_records_per_event: f64,
+    pub work_bytes_per_event: f64,
+    /// Owned: items whose state changed, summed over the syncs, per event: the records of a
+    /// read model published at each sync.
+    pub view_records_per_event: f64,
     /// Test cases in the cold-start slice.
     pub cold_tests: u64,
     pub catalog_items: usize,
@@ -261,6 +268,9 @@ pub fn evaluate(
         instances: instances.count(),
         topology: instances.topology(),
         sync_every: protocol.sync_every,
+        work_records_per_event: ratio(instances.work_records as f64, events.len() as f64),
+        work_bytes_per_event: ratio(instances.work_bytes as f64, events.len() as f64),
+        view_records_per_event: ratio(instances.view_records as f64, events.len() as f64),
         cold_tests,
         catalog_items: catalog.len(),
         learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
@@ -330,8 +340,8 @@ impl EvalReport {
             Topology::Replicated => {}
             Topology::Owned => {
                 out += &format!(
-                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events\n",
-                    self.instances, self.sync_every
+                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events; {:.3} work records and {:.0} bytes per event, {:.3} changed items (read-model records) per event\n",
+                    self.instances, self.sync_every, self.work_records_per_event, self.work_bytes_per_event, self.view_records_per_event
                 );
             }
         }
