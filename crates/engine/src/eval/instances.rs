@@ -29,6 +29,17 @@ pub enum Topology {
     Owned,
 }
 
+/// Neighbours per item that ranking reads, for counting how often a list changes.
+pub const TOP_K: usize = 20;
+
+/// An item's `TOP_K` neighbours by co-occurrence score, best first (ties by index).
+fn top_k(items: &ItemModel, item: u32) -> Vec<u32> {
+    let mut neighbours: Vec<(u32, f32)> = items.cooccurrence.similar(item).collect();
+    neighbours.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    neighbours.truncate(TOP_K);
+    neighbours.into_iter().map(|(item, _)| item).collect()
+}
+
 /// Item partitions of the simulated item-keyed topic.
 pub const ITEM_PARTITIONS: u32 = 24;
 
@@ -47,6 +58,10 @@ pub struct Instances {
     pub work_bytes: u64,
     /// Owned: items whose state changed at a sync, each one record of the owners' read model.
     pub view_records: u64,
+    /// Owned: items whose top-`TOP_K` neighbour list (by co-occurrence) changed at a sync: in
+    /// members or order, and in members.
+    pub top_k_changes: u64,
+    pub top_k_member_changes: u64,
     sync_every: usize,
     since_sync: usize,
 }
@@ -84,6 +99,8 @@ impl Instances {
             work_records: 0,
             work_bytes: 0,
             view_records: 0,
+            top_k_changes: 0,
+            top_k_member_changes: 0,
             sync_every: sync_every.max(1),
             since_sync: 0,
         }
@@ -159,6 +176,7 @@ impl Instances {
         intern_like(&mut self.owner, &read, &self.config);
         let changed: FxHashSet<u32> = self.work.ops.iter().map(|op| op.item()).collect();
         self.view_records += changed.len() as u64;
+        let tops_before: Vec<Vec<u32>> = changed.iter().map(|&i| top_k(&self.owner, i)).collect();
         for (_, batch) in self.work.batches(&read, ITEM_PARTITIONS) {
             let bytes = bincode::serde::encode_to_vec(&batch, bincode::config::standard())
                 .expect("a batch encodes");
@@ -171,6 +189,12 @@ impl Instances {
             work.apply_to(&mut self.owner, &self.config);
         }
         self.work.clear();
+        let tops_after = changed.iter().map(|&i| top_k(&self.owner, i));
+        let members = |list: &[u32]| list.iter().copied().collect::<FxHashSet<u32>>();
+        for (after, before) in tops_after.zip(&tops_before) {
+            self.top_k_changes += u64::from(after != *before);
+            self.top_k_member_changes += u64::from(members(&after) != members(before));
+        }
         *read = self.owner.clone();
     }
 
@@ -269,6 +293,9 @@ mod tests {
             pairs_of(&instances) > before,
             "the owners' new pairs are read after it"
         );
+        assert!(instances.work_records > 0 && instances.work_bytes > 0);
+        assert!(instances.view_records >= 4, "i0 to i3 changed");
+        assert!(instances.top_k_member_changes > 0, "i0 gained neighbours");
         for index in 0..3 {
             assert_eq!(
                 instances.engine(index).item_count(),

@@ -116,6 +116,11 @@ pub struct EvalReport {
     /// Owned: items whose state changed, summed over the syncs, per event: the records of a
     /// read model published at each sync.
     pub view_records_per_event: f64,
+    /// Owned: items whose top-20 neighbour list changed (members or order), summed over the
+    /// syncs, per event.
+    pub top_k_changes_per_event: f64,
+    /// Owned: the same, counting only lists whose members changed.
+    pub top_k_member_changes_per_event: f64,
     /// Test cases in the cold-start slice.
     pub cold_tests: u64,
     pub catalog_items: usize,
@@ -271,6 +276,11 @@ pub fn evaluate(
         work_records_per_event: ratio(instances.work_records as f64, events.len() as f64),
         work_bytes_per_event: ratio(instances.work_bytes as f64, events.len() as f64),
         view_records_per_event: ratio(instances.view_records as f64, events.len() as f64),
+        top_k_changes_per_event: ratio(instances.top_k_changes as f64, events.len() as f64),
+        top_k_member_changes_per_event: ratio(
+            instances.top_k_member_changes as f64,
+            events.len() as f64,
+        ),
         cold_tests,
         catalog_items: catalog.len(),
         learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
@@ -340,8 +350,8 @@ impl EvalReport {
             Topology::Replicated => {}
             Topology::Owned => {
                 out += &format!(
-                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events; {:.3} work records and {:.0} bytes per event, {:.3} changed items (read-model records) per event\n",
-                    self.instances, self.sync_every, self.work_records_per_event, self.work_bytes_per_event, self.view_records_per_event
+                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events; {:.3} work records and {:.0} bytes per event, {:.3} changed items (read-model records) and {:.3} changed top-20 neighbour lists ({:.3} in members) per event\n",
+                    self.instances, self.sync_every, self.work_records_per_event, self.work_bytes_per_event, self.view_records_per_event, self.top_k_changes_per_event, self.top_k_member_changes_per_event
                 );
             }
         }
