@@ -25,6 +25,7 @@ use crate::rng::SplitMix64;
 use crate::segments::segment_name;
 use crate::triggers::{EventFacts, Fired, Rules, TriggerState};
 
+mod batch_check;
 mod capture;
 mod clocks;
 mod firing;
@@ -35,6 +36,7 @@ mod replica;
 mod work_batch;
 
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
+pub use batch_check::BatchError;
 pub use clocks::StreamClocks;
 pub use item_side::{intern_like, Deferred, ItemOp, ItemSide, ItemWork, LiveItems, Seen};
 pub use work_batch::{item_partition, WorkBatch};

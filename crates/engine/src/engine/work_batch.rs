@@ -5,6 +5,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::batch_check::BatchError;
 use super::item_side::{ItemOp, ItemWork, Seen};
 use super::{intern_item, ItemModel};
 use crate::config::EngineConfig;
@@ -73,8 +74,14 @@ impl ItemWork {
 }
 
 impl WorkBatch {
-    /// The batch as work on `owner`'s ids, interning there the names it meets first.
-    pub fn into_work(self, owner: &mut ItemModel, config: &EngineConfig) -> ItemWork {
+    /// The batch as work on `owner`'s ids, interning there the names it meets first; a batch
+    /// that does not pass [`WorkBatch::check`] is refused and `owner` is left unchanged.
+    pub fn into_work(
+        self,
+        owner: &mut ItemModel,
+        config: &EngineConfig,
+    ) -> Result<ItemWork, BatchError> {
+        self.check(config.factorization.rank)?;
         let items: Vec<u32> = self
             .items
             .iter()
@@ -100,7 +107,7 @@ impl WorkBatch {
         for op in &mut work.ops {
             *op = map_ids(*op, &mut resolved);
         }
-        work
+        Ok(work)
     }
 }
 
@@ -305,9 +312,8 @@ mod tests {
             let bytes = bincode::serde::encode_to_vec(&batch, bincode::config::standard()).unwrap();
             let (batch, _): (WorkBatch, _) =
                 bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
-            batch
-                .into_work(&mut owner, &config)
-                .apply_to(&mut owner, &config);
+            let work = batch.into_work(&mut owner, &config).unwrap();
+            work.apply_to(&mut owner, &config);
         }
         assert_eq!(by_name(&owner), by_name(&direct));
     }

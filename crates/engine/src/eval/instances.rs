@@ -185,7 +185,8 @@ impl Instances {
             let (batch, _): (WorkBatch, _) =
                 bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
                     .expect("a batch decodes");
-            let work = batch.into_work(&mut self.owner, &self.config);
+            let work = (batch.into_work(&mut self.owner, &self.config))
+                .expect("a batch made here passes its check");
             work.apply_to(&mut self.owner, &self.config);
         }
         self.work.clear();
