@@ -5,7 +5,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::batch_check::BatchError;
+use super::batch_check::{check, BatchError, Sizes};
 use super::item_side::{ItemOp, ItemWork, Seen};
 use super::{intern_item, ItemModel};
 use crate::config::EngineConfig;
@@ -74,6 +74,16 @@ impl ItemWork {
 }
 
 impl WorkBatch {
+    /// Whether every op of the batch can be applied (vectors of `rank` floats).
+    pub fn check(&self, rank: usize) -> Result<(), BatchError> {
+        let sizes = Sizes {
+            items: self.items.len(),
+            categories: self.categories.len(),
+            segments: self.segments.len(),
+        };
+        check(sizes, &self.work, rank)
+    }
+
     /// The batch as work on `owner`'s ids, interning there the names it meets first; a batch
     /// that does not pass [`WorkBatch::check`] is refused and `owner` is left unchanged.
     pub fn into_work(
@@ -316,5 +326,37 @@ mod tests {
             work.apply_to(&mut owner, &config);
         }
         assert_eq!(by_name(&owner), by_name(&direct));
+    }
+
+    /// A batch from another process cannot crash its owner or change its model.
+    #[test]
+    fn an_owner_refuses_a_bad_batch_whole_and_unchanged() {
+        let config = EngineConfig::default();
+        let mut owner = ItemModel::new(&config);
+        let pair = |row, partner| {
+            ItemOp::Pair(PairOp::Pair {
+                row,
+                partner,
+                weight: 1.0,
+            })
+        };
+        let bad = WorkBatch {
+            items: vec!["a".into(), "b".into()],
+            work: ItemWork {
+                ops: vec![pair(0, 1), pair(7, 0)],
+                ..ItemWork::default()
+            },
+            ..WorkBatch::default()
+        };
+        let refused = bad.into_work(&mut owner, &config).unwrap_err();
+        assert!(matches!(
+            refused,
+            BatchError::Index {
+                op: 1,
+                index: 7,
+                ..
+            }
+        ));
+        assert_eq!(owner.ids.len(), 0, "nothing interned");
     }
 }
