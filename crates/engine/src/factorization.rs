@@ -244,36 +244,36 @@ pub fn item_step(item: &mut [f32], user_before: &[f32], err: f32, lr: f32, regul
     }
 }
 
-/// The live item side of one model learning alone: steps apply at once.
-pub struct LiveFactors<'a> {
-    pub factors: &'a mut ItemFactors,
-    pub pool: &'a SamplePool,
-    pub regularization: f32,
-}
-
-impl FactorSide for LiveFactors<'_> {
-    fn vector(&self, item: u32) -> &[f32] {
-        self.factors.get(item)
-    }
-
-    fn negative(&self, rng: &mut SplitMix64) -> Option<u32> {
-        self.pool.sample(rng)
-    }
-
-    fn step(&mut self, item: u32, err: f32, lr: f32, user_before: &[f32]) {
-        item_step(
-            self.factors.get_mut(item),
-            user_before,
-            err,
-            lr,
-            self.regularization,
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An item side of vectors alone, applying each step at once.
+    struct LiveFactors<'a> {
+        factors: &'a mut ItemFactors,
+        pool: &'a SamplePool,
+        regularization: f32,
+    }
+
+    impl FactorSide for LiveFactors<'_> {
+        fn vector(&self, item: u32) -> &[f32] {
+            self.factors.get(item)
+        }
+
+        fn negative(&self, rng: &mut SplitMix64) -> Option<u32> {
+            self.pool.sample(rng)
+        }
+
+        fn step(&mut self, item: u32, err: f32, lr: f32, user_before: &[f32]) {
+            item_step(
+                self.factors.get_mut(item),
+                user_before,
+                err,
+                lr,
+                self.regularization,
+            );
+        }
+    }
 
     fn config() -> MfConfig {
         MfConfig {

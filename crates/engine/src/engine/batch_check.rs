@@ -98,27 +98,23 @@ impl Lists<'_> {
 
     fn pair(&self, pair: PairOp) -> Result<(), BatchError> {
         match pair {
+            PairOp::Purchased { item } => self.item(item),
             PairOp::Entered { item, weight } => {
                 self.item(item)?;
                 self.finite("weight", weight)
             }
             PairOp::Pair {
-                row,
-                partner,
+                row: a,
+                partner: b,
                 weight,
-            } => {
-                self.item(row)?;
-                self.item(partner)?;
-                self.finite("weight", weight)
             }
-            PairOp::Purchased { item } => self.item(item),
-            PairOp::Cross {
-                viewed,
-                bought,
+            | PairOp::Cross {
+                viewed: a,
+                bought: b,
                 weight,
             } => {
-                self.item(viewed)?;
-                self.item(bought)?;
+                self.item(a)?;
+                self.item(b)?;
                 self.finite("weight", weight)
             }
         }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::EngineConfig;
 use crate::cooccurrence::PairOp;
-use crate::factorization::{FactorSide, LiveFactors};
+use crate::factorization::{item_step, FactorSide};
 use crate::rng::SplitMix64;
 
 use super::{intern_item, popularity_scores, ItemModel};
@@ -83,10 +83,6 @@ pub struct ItemWork {
 }
 
 impl ItemWork {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
     /// Applies the work, in order, to the model that owns its items.
     pub fn apply_to(&self, items: &mut ItemModel, config: &EngineConfig) {
         let rank = config.factorization.rank;
@@ -169,14 +165,6 @@ impl<'a> LiveItems<'a> {
             deltas: None,
         }
     }
-
-    fn factors(&mut self) -> LiveFactors<'_> {
-        LiveFactors {
-            factors: &mut self.items.factors,
-            pool: &self.items.pool,
-            regularization: self.config.factorization.regularization,
-        }
-    }
 }
 
 impl FactorSide for LiveItems<'_> {
@@ -190,7 +178,9 @@ impl FactorSide for LiveItems<'_> {
 
     fn step(&mut self, item: u32, err: f32, lr: f32, user_before: &[f32]) {
         let before = self.deltas.is_some().then(|| self.vector(item).to_vec());
-        self.factors().step(item, err, lr, user_before);
+        let regularization = self.config.factorization.regularization;
+        let vector = self.items.factors.get_mut(item);
+        item_step(vector, user_before, err, lr, regularization);
         if let (Some(deltas), Some(before)) = (self.deltas.as_mut(), before) {
             let after = self.items.factors.get(item);
             deltas.push((

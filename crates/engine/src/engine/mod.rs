@@ -38,7 +38,8 @@ mod work_batch;
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use batch_check::BatchError;
 pub use clocks::StreamClocks;
-pub use item_side::{intern_like, Deferred, ItemOp, ItemSide, ItemWork, LiveItems, Seen};
+pub use item_side::{intern_like, ItemOp, ItemWork, Seen};
+use item_side::{Deferred, ItemSide, LiveItems};
 pub use work_batch::{item_partition, WorkBatch};
 
 use capture::Capture;

@@ -14,7 +14,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::{apply_listing, intern_item, popularity_scores, Engine, ItemModel};
+use super::item_side::{ItemSide, LiveItems, Seen};
+use super::{apply_listing, intern_item, Engine, ItemModel};
 use crate::catalog::CatalogUpdate;
 use crate::config::EngineConfig;
 use crate::cooccurrence::PairEvent;
@@ -121,8 +122,7 @@ fn apply_learned(items: &mut ItemModel, update: &ModelUpdate, config: &EngineCon
     let (item, _) = intern_item(items, &update.item_id, config);
     if let Some(name) = &update.category {
         let category = items.categories.intern(name);
-        items.category_of[item as usize] = category;
-        items.catalog.observe_event_category(item, category, name);
+        LiveItems::new(items, config).category(item, category);
     }
     let history: VecDeque<RecentItem> = update
         .partners
@@ -149,13 +149,14 @@ fn apply_learned(items: &mut ItemModel, update: &ModelUpdate, config: &EngineCon
             *value += change;
         }
     }
-    items.pool.push(item);
-    items.popularity.observe(item, update.weight, update.ts_ms);
-    items.catalog.observe_popularity(
+    // Segment trending stays with the instance that knows the user's segment.
+    let seen = Seen {
         item,
-        config.content.popular_per_attribute,
-        popularity_scores(&items.popularity),
-    );
+        weight: update.weight,
+        ts_ms: update.ts_ms,
+        segment: None,
+    };
+    LiveItems::new(items, config).seen(seen);
     items.latest_ts_ms = items.latest_ts_ms.max(update.ts_ms);
 }
 
