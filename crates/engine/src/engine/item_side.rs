@@ -136,7 +136,7 @@ impl ItemWork {
     }
 }
 
-/// Interns in `owner` the items and categories `read` interned after it, in the same order, so
+/// Interns in `owner` the items, categories and segments `read` interned after it, in the same order, so
 /// that work made against `read` names the same items in `owner`.
 pub fn intern_like(owner: &mut ItemModel, read: &ItemModel, config: &EngineConfig) {
     for item in owner.ids.len()..read.ids.len() {
@@ -146,6 +146,11 @@ pub fn intern_like(owner: &mut ItemModel, read: &ItemModel, config: &EngineConfi
         owner
             .categories
             .intern(read.categories.name(category as u32));
+    }
+    let max_segments = config.content.max_segments;
+    for segment in owner.segments.len()..read.segments.len() {
+        let name = read.segments.name(segment as u32);
+        owner.segments.intern(name, max_segments);
     }
 }
 
@@ -373,5 +378,22 @@ mod tests {
             differ > 0,
             "vectors learned from a read model 50 events stale"
         );
+    }
+
+    /// A user's profile interns their segment in the read model; the owner must know it by
+    /// the same id before it applies that user's trending work.
+    #[test]
+    fn an_owner_interns_the_read_models_segments_too() {
+        let config = EngineConfig::default();
+        let mut read = ItemModel::new(&config);
+        intern_item(&mut read, "i0", &config);
+        read.categories.intern("c0");
+        read.segments.intern("region=north", 8);
+        let mut owner = ItemModel::new(&config);
+        intern_like(&mut owner, &read, &config);
+        assert_eq!(owner.ids.len(), 1);
+        assert_eq!(owner.categories.len(), 1);
+        assert_eq!(owner.segments.len(), 1);
+        assert_eq!(owner.segments.name(0), "region=north");
     }
 }
