@@ -13,7 +13,7 @@ use rdkafka::mocking::MockCluster;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, KafkaConfig};
 use crate::kafka::{produce_messages, Health, Observers};
 use crate::pipeline::Stats;
 use crate::runtime::run;
@@ -102,6 +102,19 @@ fn round_config(
     kafka
         .librdkafka
         .insert("fetch.wait.max.ms".into(), "5".into());
+    name_topics(kafka, &round.to_string());
+    if !changelog {
+        kafka.changelog_topic.clear();
+    }
+    for topic in config.kafka.all_topics() {
+        cluster.create_topic(&topic, PARTITIONS, 1)?;
+    }
+    Ok(config)
+}
+
+/// Topics of one bench round, named `{topic}-{round}`: input, outputs, model updates and
+/// changelog.
+pub(crate) fn name_topics(kafka: &mut KafkaConfig, round: &str) {
     let name = |topic: &str| format!("{topic}-{round}");
     kafka.input_topics = vec![name("events")];
     kafka.recommendations_topic = name("recommendations");
@@ -109,13 +122,7 @@ fn round_config(
     kafka.dead_letter_topic = name("dead-letter");
     kafka.triggers_topic = name("triggers");
     kafka.model_updates_topic = name("model-updates");
-    if changelog {
-        kafka.changelog_topic = name("changelog");
-    }
-    for topic in config.kafka.all_topics() {
-        cluster.create_topic(&topic, PARTITIONS, 1)?;
-    }
-    Ok(config)
+    kafka.changelog_topic = name("changelog");
 }
 
 /// Runs `count` instances until `expected` events are consumed among them; events/s and the

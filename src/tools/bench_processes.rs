@@ -19,7 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use serde::Serialize;
 
-use super::bench_instances::ScratchDir;
+use super::bench_instances::{name_topics, ScratchDir};
 use super::scrape::{cpu_seconds, free_port, scrape, Scraped};
 use crate::config::{Config, KafkaConfig};
 use crate::kafka::produce_messages;
@@ -104,14 +104,7 @@ fn round_config(brokers: &str, name: &str, scratch: &Path) -> Config {
     kafka.brokers = brokers.to_owned();
     kafka.group_id = name.to_owned();
     kafka.session_timeout_ms = 6_000;
-    let topic = |suffix: &str| format!("{name}-{suffix}");
-    kafka.input_topics = vec![topic("events")];
-    kafka.recommendations_topic = topic("recommendations");
-    kafka.similar_items_topic = topic("similar-items");
-    kafka.dead_letter_topic = topic("dead-letter");
-    kafka.triggers_topic = topic("triggers");
-    kafka.changelog_topic = topic("changelog");
-    kafka.model_updates_topic = topic("model-updates");
+    name_topics(kafka, name);
     config.state.dir = scratch.join(name).display().to_string();
     config
 }
@@ -128,12 +121,7 @@ async fn create_topics(config: &Config, partitions: i32) -> anyhow::Result<()> {
         &kafka.changelog_topic,
         &kafka.model_updates_topic,
     ];
-    let narrow = [
-        &kafka.recommendations_topic,
-        &kafka.similar_items_topic,
-        &kafka.dead_letter_topic,
-        &kafka.triggers_topic,
-    ];
+    let narrow = kafka.output_topics();
     let topics: Vec<NewTopic> = wide
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
