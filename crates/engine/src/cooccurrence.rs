@@ -5,6 +5,7 @@
 //! read, so scores do not go stale as items get popular.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::changed::ChangedItems;
 use crate::chunked::ChunkedVec;
@@ -82,6 +83,18 @@ impl Marginals {
         self.total += weight;
     }
 
+    /// Sets an item's count to a value published by its owner.
+    fn set(&mut self, item: u32, count: f32, alpha: f32) {
+        self.items.grow(item as usize + 1, Marginal::default());
+        let marginal = &mut self.items[item as usize];
+        self.total += count - marginal.count;
+        *marginal = Marginal {
+            count,
+            pow_from: count.powf(alpha),
+            pow_to: count.powf(1.0 - alpha),
+        };
+    }
+
     #[inline]
     fn of(&self, item: u32) -> Marginal {
         self.items.get(item as usize).copied().unwrap_or_default()
@@ -148,6 +161,17 @@ pub struct Cooccurrence {
     entries: Marginals,
     /// Number of first purchases of each item (the cross-occurrence column marginal).
     purchases: Marginals,
+}
+
+/// One item's part of the pair counts as its owner publishes it: the item's marginals and its
+/// neighbour lists `(item, pair count)`, best first. Scores are recomputed from the reader's
+/// marginals, as the owner's are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PairView {
+    pub entries: f32,
+    pub purchases: f32,
+    pub similar: Vec<(u32, f32)>,
+    pub bought_after: Vec<(u32, f32)>,
 }
 
 /// What the engine tells co-occurrence about one event.
@@ -336,6 +360,30 @@ impl Cooccurrence {
     /// The item's rows (co-occurrence, then cross-occurrence).
     pub fn rows(&self, item: u32) -> (Option<&Row>, Option<&Row>) {
         (self.cooc.row(item), self.cross.row(item))
+    }
+
+    /// The item's published form: its two marginals and neighbour lists with pair counts.
+    pub fn view(&self, item: u32) -> PairView {
+        let listed = |table: &PairTable| {
+            let neighbors = table.neighbors(item).iter();
+            neighbors.map(|n| (n.item, n.count)).collect()
+        };
+        PairView {
+            entries: self.entries.of(item).count,
+            purchases: self.purchases.of(item).count,
+            similar: listed(&self.cooc),
+            bought_after: listed(&self.cross),
+        }
+    }
+
+    /// Puts an item's published form in place of what this model knew of it.
+    pub fn install_view(&mut self, item: u32, view: &PairView) {
+        let alpha = self.config.alpha;
+        self.entries.set(item, view.entries, alpha);
+        self.purchases.set(item, view.purchases, alpha);
+        let row = |list: &[(u32, f32)]| (!list.is_empty()).then(|| Arc::new(Row::listed(list)));
+        self.cooc.install(item, row(&view.similar));
+        self.cross.install(item, row(&view.bought_after));
     }
 
     /// Puts an item's stored rows in place.

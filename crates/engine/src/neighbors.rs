@@ -161,6 +161,32 @@ impl PairTable {
 }
 
 impl Row {
+    /// A row of a read model: a published neighbour list `(item, pair count)`, best first,
+    /// each neighbour with its counter. Readers rank from it and never add to it.
+    pub fn listed(list: &[(u32, f32)]) -> Row {
+        let top: Vec<Neighbor> = list
+            .iter()
+            .map(|&(item, count)| Neighbor {
+                item,
+                count,
+                rank_score: count,
+            })
+            .collect();
+        let counts = top.iter().enumerate().map(|(slot, n)| {
+            let counter = Counter {
+                count: n.count,
+                slot: slot as u16,
+            };
+            (n.item, counter)
+        });
+        Row {
+            counts: counts.collect(),
+            top,
+            floor: 0.0,
+            stale_updates: 0,
+        }
+    }
+
     /// Whether a stored row is one this table could have written: neighbours and counters name
     /// items below `items`, and every listed neighbour's counter points at its slot.
     pub fn check(&self, items: usize) -> Result<(), String> {

@@ -83,6 +83,26 @@ impl Popularity {
         }
     }
 
+    /// The item's score with the landmark it is relative to (`None` before any event).
+    pub fn published(&self, item: u32) -> (f64, Option<i64>) {
+        (self.score(item), self.landmark_ms)
+    }
+
+    /// Sets an item's score to one published by its owner relative to `landmark_ms`.
+    pub fn install(&mut self, item: u32, score: f64, landmark_ms: i64) {
+        let idx = item as usize;
+        self.scores.grow(idx + 1, 0.0);
+        self.in_top.grow(idx + 1, false);
+        let local = *self.landmark_ms.get_or_insert(landmark_ms);
+        let mut exponent = (landmark_ms - local) as f64 / self.config.half_life_ms as f64;
+        if exponent > MAX_EXPONENT {
+            self.rebase(landmark_ms);
+            exponent = 0.0;
+        }
+        self.scores[idx] = score * exponent.exp2();
+        self.offer(item);
+    }
+
     /// Changes whenever scores are rescaled: a floor remembered under another epoch is void.
     pub fn epoch(&self) -> i64 {
         self.landmark_ms.unwrap_or(i64::MIN)

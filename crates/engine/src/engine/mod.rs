@@ -30,6 +30,7 @@ mod capture;
 mod clocks;
 mod firing;
 mod item_side;
+mod item_view;
 mod portable;
 mod records;
 mod replica;
@@ -40,7 +41,8 @@ pub use batch_check::BatchError;
 pub use clocks::StreamClocks;
 pub use item_side::{intern_like, ItemOp, ItemWork, Seen};
 use item_side::{Deferred, ItemSide, LiveItems};
-pub use work_batch::{item_partition, WorkBatch};
+pub use item_view::{Installed, ItemKeys, ItemOwner, ItemView, ViewError};
+pub use work_batch::{item_key, item_partition, WorkBatch};
 
 use capture::Capture;
 pub use capture::USERS_PER_STEP;

@@ -21,9 +21,15 @@ pub struct WorkBatch {
     pub work: ItemWork,
 }
 
-/// The item partition that owns an item: a hash of its id, the same on every instance.
+/// An item's key: a 64-bit hash of its id, the same on every instance. Read-model records
+/// name neighbours by key (see `item_view`).
+pub fn item_key(item_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(item_id.as_bytes())
+}
+
+/// The item partition that owns an item: its key modulo the partitions.
 pub fn item_partition(item_id: &str, partitions: u32) -> u32 {
-    (xxhash_rust::xxh3::xxh3_64(item_id.as_bytes()) % u64::from(partitions.max(1))) as u32
+    (item_key(item_id) % u64::from(partitions.max(1))) as u32
 }
 
 impl ItemWork {

@@ -5,18 +5,20 @@
 //! - **replicated** (today's `model-updates`): every instance holds a replica of the item model,
 //!   learns into it at once, and receives the others' updates in batches;
 //! - **owned**: instances learn only the user side and send the item side as work to the
-//!   items' owners, which apply it in batches and publish their state; every instance ranks and
-//!   learns against that published read model. The owners of disjoint items together hold one
-//!   model, so one owner model stands for all of them, and the read model is one for every
-//!   instance: the instance count changes nothing but the users' split.
+//!   items' owners, which apply it in batches and publish one record per changed item
+//!   (`ItemView`); every instance ranks and learns against the read model those records make.
+//!   The owners of disjoint items together hold one model, so one owner stands for all of
+//!   them, and the read model is one for every instance: the instance count changes nothing but
+//!   the users' split.
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::catalog::CatalogUpdate;
 use crate::config::EngineConfig;
 use crate::engine::{
-    apply_update, intern_like, Engine, ItemModel, ItemWork, ModelUpdate, ReplicaUpdate, WorkBatch,
+    apply_update, Engine, ItemKeys, ItemModel, ItemOwner, ItemView, ItemWork, ModelUpdate,
+    ReplicaUpdate, WorkBatch,
 };
 use crate::event::Event;
 
@@ -40,6 +42,12 @@ fn top_k(items: &ItemModel, item: u32) -> Vec<u32> {
     neighbours.into_iter().map(|(item, _)| item).collect()
 }
 
+#[derive(Clone, Copy)]
+enum Travel {
+    Work,
+    View,
+}
+
 /// Item partitions of the simulated item-keyed topic.
 pub const ITEM_PARTITIONS: u32 = 24;
 
@@ -49,17 +57,23 @@ pub struct Instances {
     topology: Topology,
     /// Replicated: updates not delivered yet, with the instance that made them.
     pending: Vec<(usize, ModelUpdate)>,
-    /// Owned: the owners' model, and the work not delivered to it yet.
-    owner: ItemModel,
+    /// Owned: the owners, and the work not delivered to them yet.
+    owner: ItemOwner,
     work: ItemWork,
+    /// Owned: the read model's items by key, for installing records.
+    keys: ItemKeys,
+    /// Owned: each item's top-`TOP_K` list as last published (owner ids).
+    published_tops: FxHashMap<u32, Vec<u32>>,
     /// Owned: the work's records (one per item partition with work at a sync) and their
     /// encoded bytes, as an item-keyed topic would carry them.
     pub work_records: u64,
     pub work_bytes: u64,
-    /// Owned: items whose state changed at a sync, each one record of the owners' read model.
+    /// Owned: the read model's records (one per item changed since the last sync) and their
+    /// encoded bytes.
     pub view_records: u64,
-    /// Owned: items whose top-`TOP_K` neighbour list (by co-occurrence) changed at a sync: in
-    /// members or order, and in members.
+    pub view_bytes: u64,
+    /// Owned: published items whose top-`TOP_K` neighbour list (by co-occurrence) changed
+    /// since its last record: in members or order, and in members.
     pub top_k_changes: u64,
     pub top_k_member_changes: u64,
     sync_every: usize,
@@ -94,11 +108,14 @@ impl Instances {
             config: config.clone(),
             topology,
             pending: Vec::new(),
-            owner: ItemModel::new(config),
+            owner: ItemOwner::new(config),
             work: ItemWork::default(),
+            keys: ItemKeys::default(),
+            published_tops: FxHashMap::default(),
             work_records: 0,
             work_bytes: 0,
             view_records: 0,
+            view_bytes: 0,
             top_k_changes: 0,
             top_k_member_changes: 0,
             sync_every: sync_every.max(1),
@@ -115,21 +132,14 @@ impl Instances {
         (xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()) % self.engines.len() as u64) as usize
     }
 
-    /// Every replica reads the whole catalog topic; owned, the owners list the items and the
-    /// read model learns the listings with the next publication (here at once, before events).
+    /// Every instance reads the whole catalog topic, owners too.
     pub fn apply_catalog(&mut self, update: &CatalogUpdate) {
-        match self.topology {
-            Topology::Replicated => {
-                for engine in &mut self.engines {
-                    engine.apply_catalog(update);
-                }
-            }
-            Topology::Owned => {
-                let listing = ReplicaUpdate::Listing(update.clone());
-                apply_update(&mut self.owner, &listing, &self.config);
-                let read = self.engines[0].shared_items();
-                *read.write().expect("not poisoned") = self.owner.clone();
-            }
+        for engine in &mut self.engines {
+            engine.apply_catalog(update);
+        }
+        if self.topology == Topology::Owned {
+            let listing = ReplicaUpdate::Listing(update.clone());
+            apply_update(&mut self.owner.items, &listing, &self.config);
         }
     }
 
@@ -167,36 +177,52 @@ impl Instances {
     }
 
     /// The work travels to the owners in one encoded batch per item partition; they apply it
-    /// and publish: the read model becomes their state. (The owners intern in the read model's
-    /// order first, so that the one read model can be their state; the batches still resolve
-    /// every item by name.)
+    /// and publish a record of each item it changed, which the read model installs.
     fn deliver_work(&mut self) {
         let shared = self.engines[0].shared_items();
         let mut read = shared.write().expect("not poisoned");
-        intern_like(&mut self.owner, &read, &self.config);
-        let changed: FxHashSet<u32> = self.work.ops.iter().map(|op| op.item()).collect();
-        self.view_records += changed.len() as u64;
-        let tops_before: Vec<Vec<u32>> = changed.iter().map(|&i| top_k(&self.owner, i)).collect();
         for (_, batch) in self.work.batches(&read, ITEM_PARTITIONS) {
-            let bytes = bincode::serde::encode_to_vec(&batch, bincode::config::standard())
-                .expect("a batch encodes");
-            self.work_records += 1;
-            self.work_bytes += bytes.len() as u64;
-            let (batch, _): (WorkBatch, _) =
-                bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                    .expect("a batch decodes");
-            let work = (batch.into_work(&mut self.owner, &self.config))
-                .expect("a batch made here passes its check");
-            work.apply_to(&mut self.owner, &self.config);
+            let batch: WorkBatch = self.travel(&batch, Travel::Work);
+            (self.owner.apply(batch, &self.config)).expect("a batch made here passes its check");
         }
         self.work.clear();
-        let tops_after = changed.iter().map(|&i| top_k(&self.owner, i));
+        self.count_top_k_changes();
+        let views: Vec<ItemView> = (self.owner.publish().iter())
+            .map(|view| self.travel(view, Travel::View))
+            .collect();
+        let installed = self.keys.install(&mut read, &views, &self.config);
+        assert!(installed.refused.is_empty(), "records made here pass");
+    }
+
+    /// Encodes and decodes a record as a topic would carry it, counting it.
+    fn travel<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &mut self,
+        record: &T,
+        travel: Travel,
+    ) -> T {
+        let standard = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(record, standard).expect("a record encodes");
+        let (records, total) = match travel {
+            Travel::Work => (&mut self.work_records, &mut self.work_bytes),
+            Travel::View => (&mut self.view_records, &mut self.view_bytes),
+        };
+        *records += 1;
+        *total += bytes.len() as u64;
+        (bincode::serde::decode_from_slice(&bytes, standard))
+            .expect("a record decodes")
+            .0
+    }
+
+    fn count_top_k_changes(&mut self) {
         let members = |list: &[u32]| list.iter().copied().collect::<FxHashSet<u32>>();
-        for (after, before) in tops_after.zip(&tops_before) {
-            self.top_k_changes += u64::from(after != *before);
-            self.top_k_member_changes += u64::from(members(&after) != members(before));
+        let changed: Vec<u32> = self.owner.changed().collect();
+        for item in changed {
+            let after = top_k(&self.owner.items, item);
+            let before = self.published_tops.insert(item, after.clone());
+            let before = before.unwrap_or_default();
+            self.top_k_changes += u64::from(after != before);
+            self.top_k_member_changes += u64::from(members(&after) != members(&before));
         }
-        *read = self.owner.clone();
     }
 
     /// Users over all instances; items as the first replica knows them.

@@ -113,9 +113,10 @@ pub struct EvalReport {
     /// (of `instances::ITEM_PARTITIONS`) at each sync.
     pub work_records_per_event: f64,
     pub work_bytes_per_event: f64,
-    /// Owned: items whose state changed, summed over the syncs, per event: the records of a
-    /// read model published at each sync.
+    /// Owned: read-model records per event (one per item changed since the last sync) and
+    /// their bytes.
     pub view_records_per_event: f64,
+    pub view_bytes_per_event: f64,
     /// Owned: items whose top-20 neighbour list changed (members or order), summed over the
     /// syncs, per event.
     pub top_k_changes_per_event: f64,
@@ -276,6 +277,7 @@ pub fn evaluate(
         work_records_per_event: ratio(instances.work_records as f64, events.len() as f64),
         work_bytes_per_event: ratio(instances.work_bytes as f64, events.len() as f64),
         view_records_per_event: ratio(instances.view_records as f64, events.len() as f64),
+        view_bytes_per_event: ratio(instances.view_bytes as f64, events.len() as f64),
         top_k_changes_per_event: ratio(instances.top_k_changes as f64, events.len() as f64),
         top_k_member_changes_per_event: ratio(
             instances.top_k_member_changes as f64,
@@ -350,8 +352,8 @@ impl EvalReport {
             Topology::Replicated => {}
             Topology::Owned => {
                 out += &format!(
-                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events; {:.3} work records and {:.0} bytes per event, {:.3} changed items (read-model records) and {:.3} changed top-20 neighbour lists ({:.3} in members) per event\n",
-                    self.instances, self.sync_every, self.work_records_per_event, self.work_bytes_per_event, self.view_records_per_event, self.top_k_changes_per_event, self.top_k_member_changes_per_event
+                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events; {:.3} work records and {:.0} bytes per event, {:.3} read-model records and {:.0} bytes per event, {:.3} changed top-20 neighbour lists ({:.3} in members) per event\n",
+                    self.instances, self.sync_every, self.work_records_per_event, self.work_bytes_per_event, self.view_records_per_event, self.view_bytes_per_event, self.top_k_changes_per_event, self.top_k_member_changes_per_event
                 );
             }
         }

@@ -1,0 +1,154 @@
+//! The item-owned topology's three costs per event, on the synthetic shopper stream (rank 32,
+//! window 20, as `benches/engine.rs`): an instance's user side (learning against a read model
+//! and collecting the item-side work), an owner applying that work from its wire form, and a
+//! reader installing the owners' records. With N instances every instance installs every
+//! record, so the total per event is `user_side + owner_apply + N × records per event ×
+//! view_install`. Run: `cargo bench --bench owned`.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use streamrec::config::EngineConfig;
+use streamrec::engine::{ItemKeys, ItemModel, ItemOwner, ItemView, ItemWork, WorkBatch};
+use streamrec::synthetic::{ShopperConfig, Shoppers};
+use streamrec::{Engine, Event};
+
+const WARM_EVENTS: usize = 200_000;
+const BATCH: usize = 10_000;
+/// Work reaches the owners, and their records the readers, every this many events
+/// (`BENCH_SYNC`, default 1,000: 10 ms at 100k events/s).
+fn sync_every() -> usize {
+    std::env::var("BENCH_SYNC").map_or(1_000, |s| s.parse().expect("BENCH_SYNC is a number"))
+}
+const ITEM_PARTITIONS: u32 = 24;
+
+fn bench_config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.factorization.rank = 32;
+    config.cooccurrence.window_items = 20;
+    config
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .unwrap()
+        .0
+}
+
+/// At the end of the warm-up: a deferring engine (its read model a copy) and the owner of
+/// every item; then what the next events sent between them on the wire: work batches, then
+/// records.
+struct Owned {
+    user_side: Engine,
+    owner: ItemModel,
+    /// The read model's keys, as of the warm-up's end.
+    keys: ItemKeys,
+    batches: Vec<Vec<u8>>,
+    views: Vec<Vec<u8>>,
+}
+
+fn owned(events: &[Event]) -> Owned {
+    let config = bench_config();
+    let mut user_side = Engine::new(config.clone());
+    user_side.defer_item_work(true);
+    let mut owner = ItemOwner::new(&config);
+    let mut keys = ItemKeys::default();
+    let mut warm = None;
+    let (mut batches, mut views) = (Vec::new(), Vec::new());
+    for (n, chunk) in events.chunks(sync_every()).enumerate() {
+        if n * sync_every() == WARM_EVENTS {
+            warm = Some((user_side.clone(), owner.items.clone(), keys.clone()));
+        }
+        let mut work = ItemWork::default();
+        for event in chunk {
+            work.append(user_side.apply(event).effects.item_work);
+        }
+        let shared = user_side.shared_items();
+        let mut read = shared.write().unwrap();
+        for (_, batch) in work.batches(&read, ITEM_PARTITIONS) {
+            let bytes = encode(&batch);
+            owner.apply(decode(&bytes), &config).unwrap();
+            batches.push(bytes);
+        }
+        let published: Vec<Vec<u8>> = owner.publish().iter().map(encode).collect();
+        let records: Vec<ItemView> = published.iter().map(|bytes| decode(bytes)).collect();
+        keys.install(&mut read, &records, &config);
+        views.extend(published);
+        if warm.is_none() {
+            batches.clear();
+            views.clear();
+        }
+    }
+    let (user_side, owner, keys) = warm.expect("the stream is longer than the warm-up");
+    Owned {
+        user_side,
+        owner,
+        keys,
+        batches,
+        views,
+    }
+}
+
+fn costs(c: &mut Criterion) {
+    let events: Vec<Event> = Shoppers::new(ShopperConfig::default())
+        .take(WARM_EVENTS + BATCH)
+        .collect();
+    let owned = owned(&events);
+    let config = bench_config();
+    let bytes = |records: &[Vec<u8>]| records.iter().map(Vec::len).sum::<usize>();
+    println!(
+        "{BATCH} events after {WARM_EVENTS}, synced every {}: {} work records ({} bytes), {} item records ({} bytes)",
+        sync_every(),
+        owned.batches.len(),
+        bytes(&owned.batches),
+        owned.views.len(),
+        bytes(&owned.views),
+    );
+    let mut group = c.benchmark_group("owned");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("user_side", |b| {
+        b.iter_batched(
+            || owned.user_side.clone(),
+            |mut engine| {
+                for event in &events[WARM_EVENTS..] {
+                    engine.apply(event);
+                }
+                engine
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("owner_apply", |b| {
+        b.iter_batched(
+            || ItemOwner::from_items(owned.owner.clone()),
+            |mut owner| {
+                for bytes in &owned.batches {
+                    owner.apply(decode::<WorkBatch>(bytes), &config).unwrap();
+                }
+                owner
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.throughput(Throughput::Elements(owned.views.len() as u64));
+    group.bench_function("view_install", |b| {
+        let read = owned.user_side.shared_items();
+        let read = read.read().unwrap();
+        b.iter_batched(
+            || (read.clone(), owned.keys.clone()),
+            |(mut read, mut keys)| {
+                let records: Vec<ItemView> = owned.views.iter().map(|b| decode(b)).collect();
+                keys.install(&mut read, &records, &config);
+                (read, keys)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, costs);
+criterion_main!(benches);
