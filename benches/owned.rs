@@ -2,12 +2,13 @@
 //! window 20, as `benches/engine.rs`): an instance's user side (learning against a read model
 //! and collecting the item-side work), an owner applying that work from its wire form, and a
 //! reader installing the owners' records. With N instances every instance installs every
-//! record, so the total per event is `user_side + owner_apply + N × records per event ×
-//! view_install`. Run: `cargo bench --bench owned`.
+//! record, so the total per event is `user_side + owner_apply + N × view_install`. Run:
+//! `cargo bench --bench owned` (`BENCH_SYNC=E` for another interval, `BENCH_SIGNIFICANCE=S`
+//! for another significance).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use streamrec::config::EngineConfig;
-use streamrec::engine::{ItemKeys, ItemModel, ItemOwner, ItemView, ItemWork, WorkBatch};
+use streamrec::engine::{ItemKeys, ItemModel, ItemOwner, ItemWork, Publication, WorkBatch};
 use streamrec::synthetic::{ShopperConfig, Shoppers};
 use streamrec::{Engine, Event};
 
@@ -19,6 +20,11 @@ fn sync_every() -> usize {
     std::env::var("BENCH_SYNC").map_or(1_000, |s| s.parse().expect("BENCH_SYNC is a number"))
 }
 const ITEM_PARTITIONS: u32 = 24;
+
+/// An item's view waits until it moved by this share (`BENCH_SIGNIFICANCE`, default 0.05).
+fn significance() -> f32 {
+    std::env::var("BENCH_SIGNIFICANCE").map_or(0.05, |s| s.parse().expect("a share"))
+}
 
 fn bench_config() -> EngineConfig {
     let mut config = EngineConfig::default();
@@ -46,7 +52,7 @@ struct Owned {
     /// The read model's keys, as of the warm-up's end.
     keys: ItemKeys,
     batches: Vec<Vec<u8>>,
-    views: Vec<Vec<u8>>,
+    publications: Vec<Vec<u8>>,
 }
 
 fn owned(events: &[Event]) -> Owned {
@@ -54,9 +60,10 @@ fn owned(events: &[Event]) -> Owned {
     let mut user_side = Engine::new(config.clone());
     user_side.defer_item_work(true);
     let mut owner = ItemOwner::new(&config);
+    owner.significance = significance();
     let mut keys = ItemKeys::default();
     let mut warm = None;
-    let (mut batches, mut views) = (Vec::new(), Vec::new());
+    let (mut batches, mut publications) = (Vec::new(), Vec::new());
     for (n, chunk) in events.chunks(sync_every()).enumerate() {
         if n * sync_every() == WARM_EVENTS {
             warm = Some((user_side.clone(), owner.items.clone(), keys.clone()));
@@ -72,13 +79,12 @@ fn owned(events: &[Event]) -> Owned {
             owner.apply(decode(&bytes), &config).unwrap();
             batches.push(bytes);
         }
-        let published: Vec<Vec<u8>> = owner.publish().iter().map(encode).collect();
-        let records: Vec<ItemView> = published.iter().map(|bytes| decode(bytes)).collect();
-        keys.install(&mut read, &records, &config);
-        views.extend(published);
+        let published = encode(&owner.publish());
+        keys.install(&mut read, &decode(&published), &config);
+        publications.push(published);
         if warm.is_none() {
             batches.clear();
-            views.clear();
+            publications.clear();
         }
     }
     let (user_side, owner, keys) = warm.expect("the stream is longer than the warm-up");
@@ -87,8 +93,12 @@ fn owned(events: &[Event]) -> Owned {
         owner,
         keys,
         batches,
-        views,
+        publications,
     }
+}
+
+fn records(publications: &[Vec<u8>], count: fn(&Publication) -> usize) -> usize {
+    publications.iter().map(|bytes| count(&decode(bytes))).sum()
 }
 
 fn costs(c: &mut Criterion) {
@@ -99,12 +109,14 @@ fn costs(c: &mut Criterion) {
     let config = bench_config();
     let bytes = |records: &[Vec<u8>]| records.iter().map(Vec::len).sum::<usize>();
     println!(
-        "{BATCH} events after {WARM_EVENTS}, synced every {}: {} work records ({} bytes), {} item records ({} bytes)",
+        "{BATCH} events after {WARM_EVENTS}, synced every {}, significance {}: {} work records ({} bytes); {} item views and {} neighbour lists ({} bytes)",
         sync_every(),
+        significance(),
         owned.batches.len(),
         bytes(&owned.batches),
-        owned.views.len(),
-        bytes(&owned.views),
+        records(&owned.publications, |p| p.views.len()),
+        records(&owned.publications, |p| p.lists.len()),
+        bytes(&owned.publications),
     );
     let mut group = c.benchmark_group("owned");
     group.sample_size(10);
@@ -133,15 +145,15 @@ fn costs(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    group.throughput(Throughput::Elements(owned.views.len() as u64));
     group.bench_function("view_install", |b| {
         let read = owned.user_side.shared_items();
         let read = read.read().unwrap();
         b.iter_batched(
             || (read.clone(), owned.keys.clone()),
             |(mut read, mut keys)| {
-                let records: Vec<ItemView> = owned.views.iter().map(|b| decode(b)).collect();
-                keys.install(&mut read, &records, &config);
+                for bytes in &owned.publications {
+                    keys.install(&mut read, &decode(bytes), &config);
+                }
                 (read, keys)
             },
             BatchSize::LargeInput,

@@ -65,6 +65,10 @@ pub struct EvalArgs {
     /// work reaches the owners and their state the read model every this many.
     #[arg(long, default_value_t = 1000)]
     pub sync_every: usize,
+    /// Owned: an item's view is published only once it moved by more than this share of its
+    /// last view (vector, marginals or popularity); 0 publishes every change.
+    #[arg(long, default_value_t = 0.0)]
+    pub significance: f32,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -120,6 +124,9 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if args.instances == 0 || args.sync_every == 0 {
         bail!("--instances and --sync-every must be at least 1");
     }
+    if !(0.0..=1.0).contains(&args.significance) {
+        bail!("--significance must be a share from 0 to 1");
+    }
     let protocol = Protocol {
         mode,
         top_n: args.top_n,
@@ -129,6 +136,7 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
             TopologyArg::Owned => Topology::Owned,
         },
         sync_every: args.sync_every,
+        significance: args.significance,
     };
     let report = evaluate(
         loaded.events,

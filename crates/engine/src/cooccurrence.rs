@@ -163,16 +163,8 @@ pub struct Cooccurrence {
     purchases: Marginals,
 }
 
-/// One item's part of the pair counts as its owner publishes it: the item's marginals and its
-/// neighbour lists `(item, pair count)`, best first. Scores are recomputed from the reader's
-/// marginals, as the owner's are.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PairView {
-    pub entries: f32,
-    pub purchases: f32,
-    pub similar: Vec<(u32, f32)>,
-    pub bought_after: Vec<(u32, f32)>,
-}
+/// A neighbour list `(item, pair count)`, best first.
+pub type Listed = Vec<(u32, f32)>;
 
 /// What the engine tells co-occurrence about one event.
 pub struct PairEvent<'a> {
@@ -362,28 +354,32 @@ impl Cooccurrence {
         (self.cooc.row(item), self.cross.row(item))
     }
 
-    /// The item's published form: its two marginals and neighbour lists with pair counts.
-    pub fn view(&self, item: u32) -> PairView {
+    /// The item's marginals: weighted entries into recent lists, and first purchases.
+    pub fn marginals(&self, item: u32) -> (f32, f32) {
+        (self.entries.of(item).count, self.purchases.of(item).count)
+    }
+
+    /// The item's neighbour lists: similar, bought after.
+    pub fn lists(&self, item: u32) -> (Listed, Listed) {
         let listed = |table: &PairTable| {
             let neighbors = table.neighbors(item).iter();
             neighbors.map(|n| (n.item, n.count)).collect()
         };
-        PairView {
-            entries: self.entries.of(item).count,
-            purchases: self.purchases.of(item).count,
-            similar: listed(&self.cooc),
-            bought_after: listed(&self.cross),
-        }
+        (listed(&self.cooc), listed(&self.cross))
     }
 
-    /// Puts an item's published form in place of what this model knew of it.
-    pub fn install_view(&mut self, item: u32, view: &PairView) {
+    /// Sets the item's marginals to the values its owner published.
+    pub fn install_marginals(&mut self, item: u32, entries: f32, purchases: f32) {
         let alpha = self.config.alpha;
-        self.entries.set(item, view.entries, alpha);
-        self.purchases.set(item, view.purchases, alpha);
+        self.entries.set(item, entries, alpha);
+        self.purchases.set(item, purchases, alpha);
+    }
+
+    /// Puts the item's lists, as its owner published them, in place of its rows.
+    pub fn install_lists(&mut self, item: u32, similar: &[(u32, f32)], bought: &[(u32, f32)]) {
         let row = |list: &[(u32, f32)]| (!list.is_empty()).then(|| Arc::new(Row::listed(list)));
-        self.cooc.install(item, row(&view.similar));
-        self.cross.install(item, row(&view.bought_after));
+        self.cooc.install(item, row(similar));
+        self.cross.install(item, row(bought));
     }
 
     /// Puts an item's stored rows in place.

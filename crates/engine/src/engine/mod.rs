@@ -29,19 +29,23 @@ mod batch_check;
 mod capture;
 mod clocks;
 mod firing;
+mod item_owner;
 mod item_side;
 mod item_view;
 mod portable;
 mod records;
 mod replica;
+mod view_reader;
 mod work_batch;
 
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
 pub use batch_check::BatchError;
 pub use clocks::StreamClocks;
+pub use item_owner::ItemOwner;
 pub use item_side::{intern_like, ItemOp, ItemWork, Seen};
 use item_side::{Deferred, ItemSide, LiveItems};
-pub use item_view::{Installed, ItemKeys, ItemOwner, ItemView, ViewError};
+pub use item_view::{ItemLists, ItemView, Publication, ViewError};
+pub use view_reader::{Installed, ItemKeys};
 pub use work_batch::{item_key, item_partition, WorkBatch};
 
 use capture::Capture;

@@ -11,14 +11,14 @@
 //!   them, and the read model is one for every instance: the instance count changes nothing but
 //!   the users' split.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use crate::catalog::CatalogUpdate;
 use crate::config::EngineConfig;
 use crate::engine::{
-    apply_update, Engine, ItemKeys, ItemModel, ItemOwner, ItemView, ItemWork, ModelUpdate,
-    ReplicaUpdate, WorkBatch,
+    apply_update, Engine, ItemKeys, ItemOwner, ItemWork, ModelUpdate, Publication, ReplicaUpdate,
+    WorkBatch,
 };
 use crate::event::Event;
 
@@ -31,21 +31,11 @@ pub enum Topology {
     Owned,
 }
 
-/// Neighbours per item that ranking reads, for counting how often a list changes.
-pub const TOP_K: usize = 20;
-
-/// An item's `TOP_K` neighbours by co-occurrence score, best first (ties by index).
-fn top_k(items: &ItemModel, item: u32) -> Vec<u32> {
-    let mut neighbours: Vec<(u32, f32)> = items.cooccurrence.similar(item).collect();
-    neighbours.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    neighbours.truncate(TOP_K);
-    neighbours.into_iter().map(|(item, _)| item).collect()
-}
-
 #[derive(Clone, Copy)]
 enum Travel {
     Work,
     View,
+    Lists,
 }
 
 /// Item partitions of the simulated item-keyed topic.
@@ -62,20 +52,16 @@ pub struct Instances {
     work: ItemWork,
     /// Owned: the read model's items by key, for installing records.
     keys: ItemKeys,
-    /// Owned: each item's top-`TOP_K` list as last published (owner ids).
-    published_tops: FxHashMap<u32, Vec<u32>>,
     /// Owned: the work's records (one per item partition with work at a sync) and their
     /// encoded bytes, as an item-keyed topic would carry them.
     pub work_records: u64,
     pub work_bytes: u64,
-    /// Owned: the read model's records (one per item changed since the last sync) and their
-    /// encoded bytes.
+    /// Owned: the read model's records and their encoded bytes: views (one per item changed
+    /// since the last sync) and lists (of those whose lists' members changed).
     pub view_records: u64,
     pub view_bytes: u64,
-    /// Owned: published items whose top-`TOP_K` neighbour list (by co-occurrence) changed
-    /// since its last record: in members or order, and in members.
-    pub top_k_changes: u64,
-    pub top_k_member_changes: u64,
+    pub list_records: u64,
+    pub list_bytes: u64,
     sync_every: usize,
     since_sync: usize,
 }
@@ -111,16 +97,20 @@ impl Instances {
             owner: ItemOwner::new(config),
             work: ItemWork::default(),
             keys: ItemKeys::default(),
-            published_tops: FxHashMap::default(),
             work_records: 0,
             work_bytes: 0,
             view_records: 0,
             view_bytes: 0,
-            top_k_changes: 0,
-            top_k_member_changes: 0,
+            list_records: 0,
+            list_bytes: 0,
             sync_every: sync_every.max(1),
             since_sync: 0,
         }
+    }
+
+    /// Owned: views wait until their item moved by more than this share.
+    pub fn set_significance(&mut self, share: f32) {
+        self.owner.significance = share;
     }
 
     pub fn engine(&self, index: usize) -> &Engine {
@@ -186,11 +176,16 @@ impl Instances {
             (self.owner.apply(batch, &self.config)).expect("a batch made here passes its check");
         }
         self.work.clear();
-        self.count_top_k_changes();
-        let views: Vec<ItemView> = (self.owner.publish().iter())
-            .map(|view| self.travel(view, Travel::View))
-            .collect();
-        let installed = self.keys.install(&mut read, &views, &self.config);
+        let publication = self.owner.publish();
+        let travelled = Publication {
+            views: (publication.views.iter())
+                .map(|view| self.travel(view, Travel::View))
+                .collect(),
+            lists: (publication.lists.iter())
+                .map(|lists| self.travel(lists, Travel::Lists))
+                .collect(),
+        };
+        let installed = self.keys.install(&mut read, &travelled, &self.config);
         assert!(installed.refused.is_empty(), "records made here pass");
     }
 
@@ -205,24 +200,13 @@ impl Instances {
         let (records, total) = match travel {
             Travel::Work => (&mut self.work_records, &mut self.work_bytes),
             Travel::View => (&mut self.view_records, &mut self.view_bytes),
+            Travel::Lists => (&mut self.list_records, &mut self.list_bytes),
         };
         *records += 1;
         *total += bytes.len() as u64;
         (bincode::serde::decode_from_slice(&bytes, standard))
             .expect("a record decodes")
             .0
-    }
-
-    fn count_top_k_changes(&mut self) {
-        let members = |list: &[u32]| list.iter().copied().collect::<FxHashSet<u32>>();
-        let changed: Vec<u32> = self.owner.changed().collect();
-        for item in changed {
-            let after = top_k(&self.owner.items, item);
-            let before = self.published_tops.insert(item, after.clone());
-            let before = before.unwrap_or_default();
-            self.top_k_changes += u64::from(after != before);
-            self.top_k_member_changes += u64::from(members(&after) != members(&before));
-        }
     }
 
     /// Users over all instances; items as the first replica knows them.
@@ -322,7 +306,7 @@ mod tests {
         );
         assert!(instances.work_records > 0 && instances.work_bytes > 0);
         assert!(instances.view_records >= 4, "i0 to i3 changed");
-        assert!(instances.top_k_member_changes > 0, "i0 gained neighbours");
+        assert!(instances.list_records > 0, "i0 gained neighbours");
         for index in 0..3 {
             assert_eq!(
                 instances.engine(index).item_count(),

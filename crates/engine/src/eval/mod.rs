@@ -109,19 +109,17 @@ pub struct EvalReport {
     pub instances: usize,
     pub topology: Topology,
     pub sync_every: usize,
+    pub significance: f32,
     /// Owned: records and bytes of item-side work per event, in one batch per item partition
     /// (of `instances::ITEM_PARTITIONS`) at each sync.
     pub work_records_per_event: f64,
     pub work_bytes_per_event: f64,
-    /// Owned: read-model records per event (one per item changed since the last sync) and
-    /// their bytes.
+    /// Owned: read-model records per event and their bytes: views (one per item changed since
+    /// the last sync) and lists (of those whose lists' members changed).
     pub view_records_per_event: f64,
     pub view_bytes_per_event: f64,
-    /// Owned: items whose top-20 neighbour list changed (members or order), summed over the
-    /// syncs, per event.
-    pub top_k_changes_per_event: f64,
-    /// Owned: the same, counting only lists whose members changed.
-    pub top_k_member_changes_per_event: f64,
+    pub list_records_per_event: f64,
+    pub list_bytes_per_event: f64,
     /// Test cases in the cold-start slice.
     pub cold_tests: u64,
     pub catalog_items: usize,
@@ -163,6 +161,8 @@ pub struct Protocol {
     /// Replicated: item-model updates reach the other replicas every this many events. Owned:
     /// item-side work reaches the owners, and their state the read model, every this many.
     pub sync_every: usize,
+    /// Owned: an item's view waits until it moved by more than this share (see `ItemOwner`).
+    pub significance: f32,
 }
 
 impl Protocol {
@@ -173,6 +173,7 @@ impl Protocol {
             instances: 1,
             topology: Topology::Replicated,
             sync_every: 1,
+            significance: 0.0,
         }
     }
 }
@@ -190,6 +191,7 @@ pub fn evaluate(
     events.sort_by_key(|e| e.ts_ms);
     let shape = (protocol.instances, protocol.topology);
     let mut instances = Instances::new(shape, protocol.sync_every, config);
+    instances.set_significance(protocol.significance);
     for update in catalog {
         instances.apply_catalog(update);
     }
@@ -274,15 +276,13 @@ pub fn evaluate(
         instances: instances.count(),
         topology: instances.topology(),
         sync_every: protocol.sync_every,
+        significance: protocol.significance,
         work_records_per_event: ratio(instances.work_records as f64, events.len() as f64),
         work_bytes_per_event: ratio(instances.work_bytes as f64, events.len() as f64),
         view_records_per_event: ratio(instances.view_records as f64, events.len() as f64),
         view_bytes_per_event: ratio(instances.view_bytes as f64, events.len() as f64),
-        top_k_changes_per_event: ratio(instances.top_k_changes as f64, events.len() as f64),
-        top_k_member_changes_per_event: ratio(
-            instances.top_k_member_changes as f64,
-            events.len() as f64,
-        ),
+        list_records_per_event: ratio(instances.list_records as f64, events.len() as f64),
+        list_bytes_per_event: ratio(instances.list_bytes as f64, events.len() as f64),
         cold_tests,
         catalog_items: catalog.len(),
         learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
@@ -352,8 +352,8 @@ impl EvalReport {
             Topology::Replicated => {}
             Topology::Owned => {
                 out += &format!(
-                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events; {:.3} work records and {:.0} bytes per event, {:.3} read-model records and {:.0} bytes per event, {:.3} changed top-20 neighbour lists ({:.3} in members) per event\n",
-                    self.instances, self.sync_every, self.work_records_per_event, self.work_bytes_per_event, self.view_records_per_event, self.view_bytes_per_event, self.top_k_changes_per_event, self.top_k_member_changes_per_event
+                    "{} instance(s) (users by hash), item side owned by item: work delivered to the owners and their state published every {} events (significance {}); {:.3} work records and {:.0} bytes per event, {:.3} item views ({:.0} bytes) and {:.3} neighbour lists ({:.0} bytes) per event\n",
+                    self.instances, self.sync_every, self.significance, self.work_records_per_event, self.work_bytes_per_event, self.view_records_per_event, self.view_bytes_per_event, self.list_records_per_event, self.list_bytes_per_event
                 );
             }
         }

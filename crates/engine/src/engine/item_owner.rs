@@ -1,0 +1,247 @@
+//! The owner of some items: applies the work batches addressed to them and, when asked,
+//! publishes what changed since its last publication (see `item_view`): at most one view of
+//! each changed item however often it changed, and its lists only when their members changed.
+//! With a significance `s`, a view waits until the item moved by more than `s` of what its
+//! last view said (its vector, marginals or popularity), as a parameter server's
+//! significantly-modified filter does: small changes are delayed and summed, never lost.
+
+use rustc_hash::FxHashMap;
+
+use super::batch_check::BatchError;
+use super::item_side::{ItemOp, ItemWork, Seen};
+use super::item_view::{ItemLists, ItemView, Publication};
+use super::work_batch::WorkBatch;
+use super::ItemModel;
+use crate::config::EngineConfig;
+
+pub struct ItemOwner {
+    pub items: ItemModel,
+    /// The share an item must move by before its next view (0: after every change).
+    pub significance: f32,
+    /// What each item's last view said, kept only with a significance.
+    last_views: FxHashMap<u32, LastView>,
+    /// Items changed since the last publication, with how often each was seen.
+    changed: FxHashMap<u32, u32>,
+    /// A digest of each item's lists' members as last published. Lost on a restart, which
+    /// only publishes every changed item's lists once more.
+    published_members: FxHashMap<u32, u64>,
+}
+
+impl ItemOwner {
+    pub fn new(config: &EngineConfig) -> ItemOwner {
+        ItemOwner::from_items(ItemModel::new(config))
+    }
+
+    /// The owner of items restored from a checkpoint: nothing waits to be published.
+    pub fn from_items(items: ItemModel) -> ItemOwner {
+        ItemOwner {
+            items,
+            significance: 0.0,
+            last_views: FxHashMap::default(),
+            changed: FxHashMap::default(),
+            published_members: FxHashMap::default(),
+        }
+    }
+
+    /// Applies a batch; one that does not pass its check is refused and changes nothing.
+    pub fn apply(&mut self, batch: WorkBatch, config: &EngineConfig) -> Result<(), BatchError> {
+        let work = batch.into_work(&mut self.items, config)?;
+        work.apply_to(&mut self.items, config);
+        note_changes(&work, &mut self.changed);
+        Ok(())
+    }
+
+    /// Items changed since the last publication.
+    pub fn changed(&self) -> impl Iterator<Item = u32> + '_ {
+        self.changed.keys().copied()
+    }
+
+    /// The records of what changed since the last publication, in item order.
+    pub fn publish(&mut self) -> Publication {
+        let mut changed: Vec<(u32, u32)> = self.changed.drain().collect();
+        changed.sort_unstable();
+        let mut publication = Publication::default();
+        for (item, seen) in changed {
+            let view = ItemView::of(&self.items, item, seen);
+            if self.moved(&view, item) {
+                publication.views.push(view);
+            } else {
+                self.changed.insert(item, seen);
+            }
+            let members = self.members_digest(item);
+            if self.published_members.insert(item, members) != Some(members) {
+                publication.lists.push(ItemLists::of(&self.items, item));
+            }
+        }
+        publication
+    }
+
+    /// Whether the item's view differs enough from its last one to publish it (noting it).
+    fn moved(&mut self, view: &ItemView, item: u32) -> bool {
+        if self.significance <= 0.0 {
+            return true;
+        }
+        let now = LastView::of(view);
+        let moved = match self.last_views.get(&item) {
+            Some(last) => last.differs(&now, self.significance),
+            None => true,
+        };
+        if moved {
+            self.last_views.insert(item, now);
+        }
+        moved
+    }
+
+    fn members_digest(&self, item: u32) -> u64 {
+        let (similar, bought_after) = self.items.cooccurrence.lists(item);
+        let mut members: Vec<u32> = similar.iter().map(|n| n.0).collect();
+        members.sort_unstable();
+        // Separates the two lists: an item moving from one to the other changes the digest.
+        members.push(u32::MAX);
+        let mut bought: Vec<u32> = bought_after.iter().map(|n| n.0).collect();
+        bought.sort_unstable();
+        members.extend(bought);
+        let bytes: Vec<u8> = members.iter().flat_map(|m| m.to_le_bytes()).collect();
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+}
+
+struct LastView {
+    vector: Box<[f32]>,
+    numbers: [f64; 3],
+    landmark_ms: i64,
+}
+
+impl LastView {
+    fn of(view: &ItemView) -> LastView {
+        LastView {
+            vector: view.vector.clone().into(),
+            numbers: [view.entries.into(), view.purchases.into(), view.popularity],
+            landmark_ms: view.landmark_ms,
+        }
+    }
+
+    /// Whether `now` moved by more than `share` of this in the vector (Euclidean) or in any
+    /// number; popularity rescaled to another landmark always counts as moved.
+    fn differs(&self, now: &LastView, share: f32) -> bool {
+        let squared = |v: &mut dyn Iterator<Item = f32>| v.map(|x| x * x).sum::<f32>();
+        let change = squared(&mut self.vector.iter().zip(&*now.vector).map(|(a, b)| b - a));
+        let before = squared(&mut self.vector.iter().copied());
+        let share = f64::from(share);
+        let numbers = (self.numbers.iter().zip(&now.numbers))
+            .any(|(&before, &now)| (now - before).abs() > share * before);
+        self.landmark_ms != now.landmark_ms
+            || f64::from(change).sqrt() > share * f64::from(before).sqrt()
+            || numbers
+    }
+}
+
+/// Adds the items `work` changes to `changed`, counting how often each was seen.
+fn note_changes(work: &ItemWork, changed: &mut FxHashMap<u32, u32>) {
+    for op in &work.ops {
+        let seen = changed.entry(op.item()).or_default();
+        if let ItemOp::Seen(Seen { .. }) = op {
+            *seen += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cooccurrence::PairOp;
+    use crate::engine::intern_item;
+
+    fn seen(item: u32, ts_ms: i64) -> ItemOp {
+        ItemOp::Seen(Seen {
+            item,
+            weight: 1.0,
+            ts_ms,
+            segment: None,
+        })
+    }
+
+    fn owner_applies(owner: &mut ItemOwner, read: &ItemModel, ops: Vec<ItemOp>) {
+        let work = ItemWork {
+            ops,
+            ..ItemWork::default()
+        };
+        for (_, batch) in work.batches(read, 4) {
+            owner.apply(batch, &EngineConfig::default()).unwrap();
+        }
+    }
+
+    #[test]
+    fn each_changed_item_is_published_once_with_how_often_it_was_seen() {
+        let config = EngineConfig::default();
+        let mut read = ItemModel::new(&config);
+        let mut owner = ItemOwner::new(&config);
+        let (i0, _) = intern_item(&mut read, "i0", &config);
+        let (i2, _) = intern_item(&mut read, "i2", &config);
+        let category = read.categories.intern("c0");
+        let ops = vec![
+            ItemOp::Category { item: i2, category },
+            seen(i2, 0),
+            seen(i0, 0),
+            seen(i2, 1),
+        ];
+        owner_applies(&mut owner, &read, ops);
+        let views = owner.publish().views;
+        let published: Vec<(&str, u32)> = views.iter().map(|v| (&*v.item, v.seen)).collect();
+        let mut expected = vec![("i2", 2), ("i0", 1)];
+        expected.sort_by_key(|&(name, _)| owner.items.ids.get(name));
+        assert_eq!(published, expected);
+        let i2_view = views.iter().find(|v| v.item == "i2").unwrap();
+        assert_eq!(i2_view.category.as_deref(), Some("c0"));
+        assert_eq!(
+            owner.publish(),
+            Publication::default(),
+            "nothing changed since"
+        );
+    }
+
+    #[test]
+    fn lists_are_published_again_only_when_their_members_change() {
+        let config = EngineConfig::default();
+        let mut read = ItemModel::new(&config);
+        let mut owner = ItemOwner::new(&config);
+        let [a, b, c] = ["a", "b", "c"].map(|name| intern_item(&mut read, name, &config).0);
+        let pair = |row, partner| {
+            ItemOp::Pair(PairOp::Pair {
+                row,
+                partner,
+                weight: 1.0,
+            })
+        };
+        let listed = |publication: &Publication| -> Vec<String> {
+            publication.lists.iter().map(|l| l.item.clone()).collect()
+        };
+        owner_applies(&mut owner, &read, vec![pair(a, b)]);
+        assert_eq!(listed(&owner.publish()), ["a"], "first lists");
+        owner_applies(&mut owner, &read, vec![pair(a, b), seen(a, 0)]);
+        let publication = owner.publish();
+        assert_eq!(publication.views.len(), 1, "a changed");
+        assert!(publication.lists.is_empty(), "a count grew, no member came");
+        owner_applies(&mut owner, &read, vec![pair(a, c)]);
+        assert_eq!(listed(&owner.publish()), ["a"], "c joined a's list");
+    }
+
+    #[test]
+    fn with_a_significance_a_small_change_waits_and_is_published_once_it_adds_up() {
+        let config = EngineConfig::default();
+        let mut read = ItemModel::new(&config);
+        let mut owner = ItemOwner::new(&config);
+        owner.significance = 0.5;
+        let (a, _) = intern_item(&mut read, "a", &config);
+        let entered = |weight| ItemOp::Pair(PairOp::Entered { item: a, weight });
+        owner_applies(&mut owner, &read, vec![entered(10.0)]);
+        assert_eq!(owner.publish().views[0].entries, 10.0, "first view");
+        owner_applies(&mut owner, &read, vec![entered(3.0)]);
+        assert!(owner.publish().views.is_empty(), "30 % is not significant");
+        assert_eq!(owner.changed().count(), 1, "still owed");
+        owner_applies(&mut owner, &read, vec![entered(3.0)]);
+        let views = owner.publish().views;
+        assert_eq!(views[0].entries, 16.0, "60 % is");
+        assert_eq!(owner.changed().count(), 0);
+    }
+}
