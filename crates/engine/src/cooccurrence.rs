@@ -163,7 +163,7 @@ pub struct Cooccurrence {
     purchases: Marginals,
 }
 
-/// A neighbour list `(item, pair count)`, best first.
+/// A neighbour list `(item, pair count)`, in no particular order.
 pub type Listed = Vec<(u32, f32)>;
 
 /// What the engine tells co-occurrence about one event.
