@@ -5,7 +5,10 @@
 
 use crate::clean::Cleaner;
 use crate::config::EngineConfig;
-use crate::engine::{apply_update, Engine, EngineRecords, ModelUpdate, PortableUser};
+use crate::engine::{
+    apply_update, Engine, EngineRecords, ItemKeys, ItemOwner, ModelUpdate, PortableUser,
+    Publication, WorkBatch,
+};
 use crate::event::{Event, EventType, Input};
 use crate::kafka::PartitionPosition;
 use crate::pipeline::decode_update;
@@ -140,4 +143,58 @@ pub fn model_update(data: &[u8]) {
     let items = engine.shared_items();
     apply_update(&mut items.write().expect("not poisoned"), &update, &config);
     let _ = engine.recommend("u", 10, &Filters::default());
+}
+
+/// Item-side records of other instances (see `engine::item_view`): the bytes as a work batch
+/// that an owner applies and publishes from, and as a publication that a reader installs and
+/// ranks on. A batch or record out of its rules is refused, never applied.
+pub fn item_records(data: &[u8]) {
+    let config = EngineConfig::default();
+    if let Ok(batch) = WorkBatch::decode(data) {
+        let mut owner = ItemOwner::new(&config);
+        if owner.apply(batch, &config).is_ok() {
+            read_and_rank(&owner.publish(), &config);
+        }
+    }
+    if let Ok(publication) = Publication::decode(data) {
+        read_and_rank(&publication, &config);
+    }
+}
+
+/// A reader installs the records, then learns an event and ranks on them.
+fn read_and_rank(publication: &Publication, config: &EngineConfig) {
+    let mut engine = Engine::new(config.clone());
+    engine.defer_item_work(true);
+    {
+        let items = engine.shared_items();
+        let mut read = items.write().expect("not poisoned");
+        ItemKeys::default().install(&mut read, publication, config);
+    }
+    for item in ["i1", "i2"] {
+        engine.apply(&Event::new(EventType::View, "u", item, 1_700_000_100_000));
+    }
+    let _ = engine.recommend("u", 10, &Filters::default());
+}
+
+/// A work batch of a small shop's events and the records its owner published from it: the
+/// `item_records` seeds.
+pub fn item_records_seeds() -> (WorkBatch, Publication) {
+    let config = EngineConfig::default();
+    let mut user_side = Engine::new(config.clone());
+    user_side.defer_item_work(true);
+    let mut work = crate::engine::ItemWork::default();
+    for n in 0..30i64 {
+        let (user, item) = (format!("u{}", n % 3), format!("i{}", n % 5));
+        let mut event = Event::new(EventType::View, &user, &item, 1_700_000_000_000 + n * 1000);
+        event.category = Some(format!("c{}", n % 2));
+        work.append(user_side.apply(&event).effects.item_work);
+    }
+    let items = user_side.shared_items();
+    let read = items.read().expect("not poisoned");
+    let (_, batch) = work.batches(&read, 1).remove(0);
+    let mut owner = ItemOwner::new(&config);
+    owner
+        .apply(batch.clone(), &config)
+        .expect("a batch made here passes");
+    (batch, owner.publish())
 }

@@ -9,12 +9,13 @@ use streamrec::fuzzing;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("clean_input", fuzzing::clean_input),
     ("clean_catalog", fuzzing::clean_catalog),
     ("state_records", fuzzing::state_records),
     ("changelog_record", fuzzing::changelog_record),
     ("model_update", fuzzing::model_update),
+    ("item_records", fuzzing::item_records),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -68,6 +69,9 @@ fn write_binary_seeds() {
         "learned",
         &streamrec::pipeline::encode_update(&learned),
     );
+    let (batch, publication) = fuzzing::item_records_seeds();
+    write_seed("item_records", "work_batch", &batch.encode());
+    write_seed("item_records", "publication", &publication.encode());
 }
 
 fn write_seed(target: &str, name: &str, bytes: &[u8]) {

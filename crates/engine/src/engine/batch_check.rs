@@ -1,6 +1,7 @@
 //! What an owner checks of a work batch (`WorkBatch::check`) before it touches its model: a
 //! batch comes from another process, so every index must point into the batch's own lists and
-//! every number must be finite. A bad batch is refused whole, with the op and the rule it broke.
+//! every number must be within what learning can make of valid events (see [`Range`]). A bad
+//! batch is refused whole, with the op and the rule it broke.
 
 use super::item_side::{ItemOp, ItemWork, Seen};
 use crate::cooccurrence::PairOp;
@@ -21,10 +22,55 @@ pub enum BatchError {
         len: usize,
         rank: usize,
     },
-    #[error("op {op}: {field} is not a finite number")]
-    NotFinite { op: usize, field: &'static str },
-    #[error("the users' vectors hold a value that is not a finite number")]
-    VectorNotFinite,
+    #[error("op {op}: {field} must be {range}")]
+    OutOfRange {
+        op: usize,
+        field: &'static str,
+        range: Range,
+    },
+    #[error("the users' vectors hold a value that is not {}", Range::Signed)]
+    VectorOutOfRange,
+}
+
+/// What a number of item-side state may be. The bounds are far past what learning from valid
+/// events makes, and keep arithmetic on them finite (no time difference overflows, no score
+/// becomes infinite).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Range {
+    /// A vector value or an error: finite, within ±1e6.
+    Signed,
+    /// A weight, count or learning rate: finite, from 0 to 1e12.
+    Weight,
+    /// An event time: from 0 to 2^62 ms.
+    Time,
+    /// A forward-decayed popularity (see `popularity`): finite, from 0 to 1e200.
+    Popularity,
+}
+
+pub const MAX_SIGNED: f32 = 1e6;
+pub const MAX_WEIGHT: f32 = 1e12;
+pub const MAX_TIME_MS: i64 = 1 << 62;
+
+impl Range {
+    pub fn holds(self, value: f64) -> bool {
+        match self {
+            Range::Signed => value.abs() <= f64::from(MAX_SIGNED),
+            Range::Weight => (0.0..=f64::from(MAX_WEIGHT)).contains(&value),
+            Range::Time => (0.0..=MAX_TIME_MS as f64).contains(&value),
+            Range::Popularity => (0.0..=1e200).contains(&value),
+        }
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Range::Signed => "a finite number within ±1e6",
+            Range::Weight => "a finite number from 0 to 1e12",
+            Range::Time => "a time from 0 to 2^62 ms",
+            Range::Popularity => "a finite number from 0 to 1e200",
+        })
+    }
 }
 
 /// How many names a batch's lists hold.
@@ -38,8 +84,8 @@ pub struct Sizes {
 /// Whether every op of the work can be applied, given the batch's lists and vectors of `rank`
 /// floats.
 pub fn check(sizes: Sizes, work: &ItemWork, rank: usize) -> Result<(), BatchError> {
-    if !work.vectors.iter().all(|v| v.is_finite()) {
-        return Err(BatchError::VectorNotFinite);
+    if !work.vectors.iter().all(|&v| Range::Signed.holds(v.into())) {
+        return Err(BatchError::VectorOutOfRange);
     }
     for (op, item_op) in work.ops.iter().enumerate() {
         Lists { sizes, work, op }.check(item_op, rank)?;
@@ -69,8 +115,8 @@ impl Lists<'_> {
                 at,
             } => {
                 self.item(item)?;
-                self.finite("err", err)?;
-                self.finite("learning_rate", learning_rate)?;
+                self.within("err", err.into(), Range::Signed)?;
+                self.within("learning_rate", learning_rate.into(), Range::Weight)?;
                 let len = self.work.vectors.len();
                 if at.checked_add(rank).is_none_or(|end| end > len) {
                     let op = self.op;
@@ -82,15 +128,17 @@ impl Lists<'_> {
                 item,
                 weight,
                 segment,
-                ..
+                ts_ms,
             }) => {
                 self.item(item)?;
-                self.finite("weight", weight)?;
+                self.within("weight", weight.into(), Range::Weight)?;
+                self.within("ts_ms", ts_ms as f64, Range::Time)?;
                 let segments = self.sizes.segments;
                 segment.map_or(Ok(()), |s| self.index("segment", s as usize, segments))
             }
-            ItemOp::Watch { item, user, .. } => {
+            ItemOp::Watch { item, user, ts_ms } => {
                 self.item(item)?;
+                self.within("ts_ms", ts_ms as f64, Range::Time)?;
                 self.index("user", user, self.work.users.len())
             }
         }
@@ -101,7 +149,7 @@ impl Lists<'_> {
             PairOp::Purchased { item } => self.item(item),
             PairOp::Entered { item, weight } => {
                 self.item(item)?;
-                self.finite("weight", weight)
+                self.within("weight", weight.into(), Range::Weight)
             }
             PairOp::Pair {
                 row: a,
@@ -115,7 +163,7 @@ impl Lists<'_> {
             } => {
                 self.item(a)?;
                 self.item(b)?;
-                self.finite("weight", weight)
+                self.within("weight", weight.into(), Range::Weight)
             }
         }
     }
@@ -137,12 +185,12 @@ impl Lists<'_> {
         })
     }
 
-    fn finite(&self, field: &'static str, value: f32) -> Result<(), BatchError> {
-        if value.is_finite() {
+    fn within(&self, field: &'static str, value: f64, range: Range) -> Result<(), BatchError> {
+        if range.holds(value) {
             return Ok(());
         }
         let op = self.op;
-        Err(BatchError::NotFinite { op, field })
+        Err(BatchError::OutOfRange { op, field, range })
     }
 }
 
@@ -169,6 +217,15 @@ mod tests {
             row,
             partner,
             weight,
+        })
+    }
+
+    fn seen_at(ts_ms: i64) -> ItemOp {
+        ItemOp::Seen(Seen {
+            item: 0,
+            weight: 1.0,
+            ts_ms,
+            segment: None,
         })
     }
 
@@ -212,11 +269,23 @@ mod tests {
             ),
             (
                 work(vec![pair(0, 1, f32::NAN)], vec![]),
-                "op 0: weight is not a finite number",
+                "op 0: weight must be a finite number from 0 to 1e12",
+            ),
+            (
+                work(vec![pair(0, 1, -1.0)], vec![]),
+                "op 0: weight must be a finite number from 0 to 1e12",
+            ),
+            (
+                work(vec![seen_at(-5)], vec![]),
+                "op 0: ts_ms must be a time from 0 to 2^62 ms",
             ),
             (
                 work(vec![], vec![f32::INFINITY]),
-                "the users' vectors hold a value that is not a finite number",
+                "the users' vectors hold a value that is not a finite number within ±1e6",
+            ),
+            (
+                work(vec![], vec![2e6]),
+                "the users' vectors hold a value that is not a finite number within ±1e6",
             ),
         ];
         for (work, message) in cases {

@@ -17,6 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::batch_check::Range;
+use super::records::{decode_within, encode, DecodeError, SMALL_RECORD_LIMIT};
 use super::work_batch::item_key;
 use super::{ItemModel, NO_CATEGORY};
 use crate::config::EngineConfig;
@@ -57,6 +59,18 @@ pub struct Publication {
     pub lists: Vec<ItemLists>,
 }
 
+impl Publication {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Records another instance published: a length past `SMALL_RECORD_LIMIT` is an error, not
+    /// an allocation. (Each record is checked when a reader installs it.)
+    pub fn decode(bytes: &[u8]) -> Result<Publication, DecodeError> {
+        decode_within::<_, SMALL_RECORD_LIMIT>(bytes, "item records")
+    }
+}
+
 /// Why a reader refused a record: it came from another process, so it is checked before the
 /// reader interns anything.
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -74,8 +88,12 @@ pub enum ViewError {
         found: usize,
         limit: usize,
     },
-    #[error("record of item {item:?}: {field} is not a finite number of at least 0")]
-    NotFinite { item: String, field: &'static str },
+    #[error("record of item {item:?}: {field} must be {range}")]
+    OutOfRange {
+        item: String,
+        field: &'static str,
+        range: Range,
+    },
 }
 
 impl ItemView {
@@ -106,16 +124,31 @@ impl ItemView {
                 rank,
             });
         }
+        let vector = self.vector.iter().all(|&v| Range::Signed.holds(v.into()));
         let numbers = [
-            ("vector", self.vector.iter().all(|v| v.is_finite())),
-            ("entries", count_ok(self.entries)),
-            ("purchases", count_ok(self.purchases)),
+            ("vector", Range::Signed, vector),
+            (
+                "entries",
+                Range::Weight,
+                Range::Weight.holds(self.entries.into()),
+            ),
+            (
+                "purchases",
+                Range::Weight,
+                Range::Weight.holds(self.purchases.into()),
+            ),
             (
                 "popularity",
-                self.popularity.is_finite() && self.popularity >= 0.0,
+                Range::Popularity,
+                Range::Popularity.holds(self.popularity),
+            ),
+            (
+                "landmark_ms",
+                Range::Time,
+                Range::Time.holds(self.landmark_ms as f64),
             ),
         ];
-        not_finite(&self.item, numbers)
+        out_of_range(&self.item, numbers)
     }
 }
 
@@ -150,24 +183,21 @@ impl ItemLists {
             });
         }
         let mut counts = (self.similar.iter()).chain(&self.bought_after);
-        let numbers = [("a neighbour's count", counts.all(|n| count_ok(n.1)))];
-        not_finite(&self.item, numbers)
+        let counts = counts.all(|n| Range::Weight.holds(n.1.into()));
+        out_of_range(&self.item, [("a neighbour's count", Range::Weight, counts)])
     }
 }
 
-fn count_ok(count: f32) -> bool {
-    count.is_finite() && count >= 0.0
-}
-
-/// The first field that fails its rule, as an error.
-fn not_finite<const N: usize>(
+/// The first field that breaks its range, as an error.
+fn out_of_range<const N: usize>(
     item: &str,
-    fields: [(&'static str, bool); N],
+    fields: [(&'static str, Range, bool); N],
 ) -> Result<(), ViewError> {
-    match fields.into_iter().find(|(_, ok)| !ok) {
-        Some((field, _)) => Err(ViewError::NotFinite {
+    match fields.into_iter().find(|(_, _, ok)| !ok) {
+        Some((field, range, _)) => Err(ViewError::OutOfRange {
             item: item.to_owned(),
             field,
+            range,
         }),
         None => Ok(()),
     }

@@ -39,7 +39,7 @@ mod view_reader;
 mod work_batch;
 
 pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STREAM, NO_CATEGORY};
-pub use batch_check::BatchError;
+pub use batch_check::{BatchError, Range};
 pub use clocks::StreamClocks;
 pub use item_owner::ItemOwner;
 pub use item_side::{intern_like, ItemOp, ItemWork, Seen};

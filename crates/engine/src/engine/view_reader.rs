@@ -121,6 +121,7 @@ fn install_view(read: &mut ItemModel, view: &ItemView, config: &EngineConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::batch_check::Range;
     use crate::engine::{Engine, ItemOwner};
     use crate::event::{Event, EventType};
     use serde::{de::DeserializeOwned, Serialize};
@@ -250,9 +251,10 @@ mod tests {
         assert!(matches!(installed.refused[0], ViewError::Rank { .. }));
         assert_eq!(
             installed.refused[1],
-            ViewError::NotFinite {
+            ViewError::OutOfRange {
                 item: view.item.clone(),
-                field: "a neighbour's count"
+                field: "a neighbour's count",
+                range: Range::Weight,
             }
         );
         assert!(matches!(

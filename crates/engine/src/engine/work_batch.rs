@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch_check::{check, BatchError, Sizes};
 use super::item_side::{ItemOp, ItemWork, Seen};
+use super::records::{decode_within, encode, DecodeError, SMALL_RECORD_LIMIT};
 use super::{intern_item, ItemModel};
 use crate::config::EngineConfig;
 use crate::cooccurrence::PairOp;
@@ -80,6 +81,16 @@ impl ItemWork {
 }
 
 impl WorkBatch {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// A batch another instance sent: a length past `SMALL_RECORD_LIMIT` is an error, not an
+    /// allocation. (What the batch says is checked when an owner applies it.)
+    pub fn decode(bytes: &[u8]) -> Result<WorkBatch, DecodeError> {
+        decode_within::<_, SMALL_RECORD_LIMIT>(bytes, "work batch")
+    }
+
     /// Whether every op of the batch can be applied (vectors of `rank` floats).
     pub fn check(&self, rank: usize) -> Result<(), BatchError> {
         let sizes = Sizes {
