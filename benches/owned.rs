@@ -6,13 +6,19 @@
 //! `cargo bench --bench owned` (`BENCH_SYNC=E` for another interval, `BENCH_SIGNIFICANCE=S`
 //! for another significance).
 
+use std::time::{Duration, Instant};
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use streamrec::config::EngineConfig;
 use streamrec::engine::{ItemKeys, ItemModel, ItemOwner, ItemWork, Publication, WorkBatch};
 use streamrec::synthetic::{ShopperConfig, Shoppers};
 use streamrec::{Engine, Event};
 
-const WARM_EVENTS: usize = 200_000;
+/// Events learned before the measured ones (`BENCH_WARM`, default 200,000): a longer warm-up
+/// fills more neighbour lists.
+fn warm_events() -> usize {
+    std::env::var("BENCH_WARM").map_or(200_000, |s| s.parse().expect("BENCH_WARM is a number"))
+}
 const BATCH: usize = 10_000;
 /// Work reaches the owners, and their records the readers, every this many events
 /// (`BENCH_SYNC`, default 1,000: 10 ms at 100k events/s).
@@ -65,7 +71,7 @@ fn owned(events: &[Event]) -> Owned {
     let mut warm = None;
     let (mut batches, mut publications) = (Vec::new(), Vec::new());
     for (n, chunk) in events.chunks(sync_every()).enumerate() {
-        if n * sync_every() == WARM_EVENTS {
+        if n * sync_every() == warm_events() {
             warm = Some((user_side.clone(), owner.items.clone(), keys.clone()));
         }
         let mut work = ItemWork::default();
@@ -97,19 +103,64 @@ fn owned(events: &[Event]) -> Owned {
     }
 }
 
+/// The costs per event over the measured events in one pass with nothing cloned: a
+/// clone shares copy-on-write rows with the model, so criterion's copies make the first write
+/// to each row copy it, which a running owner does not (only a checkpoint's cut shares rows).
+fn one_pass(events: &[Event]) -> [f64; 4] {
+    let config = bench_config();
+    let mut user_side = Engine::new(config.clone());
+    user_side.defer_item_work(true);
+    let mut owner = ItemOwner::new(&config);
+    owner.significance = significance();
+    let mut keys = ItemKeys::default();
+    let mut spent = [Duration::ZERO; 4];
+    for (n, chunk) in events.chunks(sync_every()).enumerate() {
+        let timed = n * sync_every() >= warm_events();
+        let mut time = |part: usize, started: Instant| {
+            if timed {
+                spent[part] += started.elapsed();
+            }
+        };
+        let started = Instant::now();
+        let mut work = ItemWork::default();
+        for event in chunk {
+            work.append(user_side.apply(event).effects.item_work);
+        }
+        time(0, started);
+        let shared = user_side.shared_items();
+        let mut read = shared.write().unwrap();
+        let batches: Vec<Vec<u8>> = (work.batches(&read, ITEM_PARTITIONS).iter())
+            .map(|(_, batch)| encode(batch))
+            .collect();
+        let started = Instant::now();
+        for bytes in &batches {
+            owner.apply(decode(bytes), &config).unwrap();
+        }
+        time(1, started);
+        let started = Instant::now();
+        let published = encode(&owner.publish());
+        time(2, started);
+        let started = Instant::now();
+        keys.install(&mut read, &decode(&published), &config);
+        time(3, started);
+    }
+    spent.map(|d| d.as_secs_f64() * 1e6 / BATCH as f64)
+}
+
 fn records(publications: &[Vec<u8>], count: fn(&Publication) -> usize) -> usize {
     publications.iter().map(|bytes| count(&decode(bytes))).sum()
 }
 
 fn costs(c: &mut Criterion) {
     let events: Vec<Event> = Shoppers::new(ShopperConfig::default())
-        .take(WARM_EVENTS + BATCH)
+        .take(warm_events() + BATCH)
         .collect();
     let owned = owned(&events);
     let config = bench_config();
     let bytes = |records: &[Vec<u8>]| records.iter().map(Vec::len).sum::<usize>();
     println!(
-        "{BATCH} events after {WARM_EVENTS}, synced every {}, significance {}: {} work records ({} bytes); {} item views and {} neighbour lists ({} bytes)",
+        "{BATCH} events after {}, synced every {}, significance {}: {} work records ({} bytes); {} item views and {} neighbour lists ({} bytes)",
+        warm_events(),
         sync_every(),
         significance(),
         owned.batches.len(),
@@ -118,6 +169,10 @@ fn costs(c: &mut Criterion) {
         records(&owned.publications, |p| p.lists.len()),
         bytes(&owned.publications),
     );
+    let [user, owner, publish, installs] = one_pass(&events);
+    println!(
+        "one pass, nothing cloned, per event: user side {user:.1} us, owner applying {owner:.1} us and publishing {publish:.1} us, a reader installing {installs:.1} us"
+    );
     let mut group = c.benchmark_group("owned");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -125,7 +180,7 @@ fn costs(c: &mut Criterion) {
         b.iter_batched(
             || owned.user_side.clone(),
             |mut engine| {
-                for event in &events[WARM_EVENTS..] {
+                for event in &events[warm_events()..] {
                     engine.apply(event);
                 }
                 engine
