@@ -6,10 +6,10 @@
 //! significantly-modified filter does. A small change waits until the item's next changes make
 //! it add up: what a reader misses of an item's view is bounded by `s` of its last record.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::batch_check::BatchError;
-use super::item_side::{ItemOp, ItemWork, Seen};
+use super::item_side::{ItemOp, Seen};
 use super::item_view::{ItemLists, ItemView, Publication};
 use super::work_batch::WorkBatch;
 use super::ItemModel;
@@ -22,10 +22,11 @@ pub struct ItemOwner {
     pub significance: f32,
     /// What each item's last view said, kept only with a significance.
     last_views: FxHashMap<u32, LastView>,
-    /// How often items were seen since their last view, when it waits for significance.
-    owed_seen: FxHashMap<u32, u32>,
-    /// Items changed since the last publication, with how often each was seen.
-    changed: FxHashMap<u32, u32>,
+    /// Items changed since the last publication.
+    changed: FxHashSet<u32>,
+    /// How often items were seen since their last view (a view held back for significance
+    /// leaves its count to the next).
+    seen: FxHashMap<u32, u32>,
     /// A digest of each item's lists' members as last published. Lost on a restart, which
     /// only publishes every changed item's lists once more.
     published_members: FxHashMap<u32, u64>,
@@ -42,8 +43,8 @@ impl ItemOwner {
             items,
             significance: 0.0,
             last_views: FxHashMap::default(),
-            owed_seen: FxHashMap::default(),
-            changed: FxHashMap::default(),
+            changed: FxHashSet::default(),
+            seen: FxHashMap::default(),
             published_members: FxHashMap::default(),
         }
     }
@@ -52,30 +53,36 @@ impl ItemOwner {
     pub fn apply(&mut self, batch: WorkBatch, config: &EngineConfig) -> Result<(), BatchError> {
         let work = batch.into_work(&mut self.items, config)?;
         work.apply_to(&mut self.items, config);
-        note_changes(&work, &mut self.changed);
+        for op in &work.ops {
+            self.changed.insert(op.item());
+            if let ItemOp::Seen(Seen { item, .. }) = op {
+                *self.seen.entry(*item).or_default() += 1;
+            }
+        }
         Ok(())
     }
 
     /// Items changed since the last publication.
     pub fn changed(&self) -> impl Iterator<Item = u32> + '_ {
-        self.changed.keys().copied()
+        self.changed.iter().copied()
     }
 
     /// The records of what changed since the last publication, in item order.
     pub fn publish(&mut self) -> Publication {
-        let mut changed: Vec<(u32, u32)> = self.changed.drain().collect();
+        let mut changed: Vec<u32> = self.changed.drain().collect();
         changed.sort_unstable();
         let mut publication = Publication::default();
-        for (item, seen) in changed {
-            let seen = seen + self.owed_seen.remove(&item).unwrap_or(0);
+        for item in changed {
+            let seen = self.seen.get(&item).copied().unwrap_or(0);
             let view = ItemView::of(&self.items, item, seen);
             if self.moved(&view, item) {
+                self.seen.remove(&item);
                 publication.views.push(view);
-            } else if seen > 0 {
-                self.owed_seen.insert(item, seen);
             }
-            if self.lists_moved(item) {
-                publication.lists.push(ItemLists::of(&self.items, item));
+            let (similar, bought_after) = self.items.cooccurrence.lists(item);
+            if self.lists_moved(item, &similar, &bought_after) {
+                let lists = ItemLists::keyed(&self.items, item, similar, bought_after);
+                publication.lists.push(lists);
             }
         }
         publication
@@ -100,13 +107,12 @@ impl ItemOwner {
     /// Whether the item's lists' members changed since their last record (noting them).
     /// Every change counts, however light the new member: holding lists back until their
     /// new members carry a share of the similarity cost 3 % of HR@10 on ml-latest-small.
-    fn lists_moved(&mut self, item: u32) -> bool {
-        let (similar, bought_after) = self.items.cooccurrence.lists(item);
+    fn lists_moved(&mut self, item: u32, similar: &Listed, bought_after: &Listed) -> bool {
         if similar.is_empty() && bought_after.is_empty() {
             // Lists only grow: an item without any has none to publish.
             return false;
         }
-        let members = members_digest(&similar, &bought_after);
+        let members = members_digest(similar, bought_after);
         self.published_members.insert(item, members) != Some(members)
     }
 }
@@ -156,20 +162,11 @@ impl LastView {
     }
 }
 
-/// Adds the items `work` changes to `changed`, counting how often each was seen.
-fn note_changes(work: &ItemWork, changed: &mut FxHashMap<u32, u32>) {
-    for op in &work.ops {
-        let seen = changed.entry(op.item()).or_default();
-        if let ItemOp::Seen(Seen { .. }) = op {
-            *seen += 1;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cooccurrence::PairOp;
+    use crate::engine::ItemWork;
     use crate::engine::intern_item;
 
     fn seen(item: u32, ts_ms: i64) -> ItemOp {

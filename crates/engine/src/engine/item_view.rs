@@ -22,6 +22,7 @@ use super::records::{decode_within, encode, DecodeError, SMALL_RECORD_LIMIT};
 use super::work_batch::item_key;
 use super::{ItemModel, NO_CATEGORY};
 use crate::config::EngineConfig;
+use crate::cooccurrence::Listed;
 
 /// An item's state as its owner publishes it, after every change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,7 +157,12 @@ impl ItemLists {
     /// The owner's lists of `item`.
     pub fn of(owner: &ItemModel, item: u32) -> ItemLists {
         let (similar, bought_after) = owner.cooccurrence.lists(item);
-        let keyed = |list: Vec<(u32, f32)>| {
+        ItemLists::keyed(owner, item, similar, bought_after)
+    }
+
+    /// The record of lists the owner already read (`Cooccurrence::lists`).
+    pub fn keyed(owner: &ItemModel, item: u32, similar: Listed, bought_after: Listed) -> ItemLists {
+        let keyed = |list: Listed| {
             let key = |(item, count)| (item_key(owner.ids.name(item)), count);
             list.into_iter().map(key).collect()
         };
