@@ -35,17 +35,24 @@ impl Popularity {
     }
 
     pub fn observe(&mut self, item: u32, weight: f32, ts_ms: i64) {
+        let scale = self.scale_at(item, ts_ms);
+        self.scores[item as usize] += weight as f64 * scale;
+        self.offer(item);
+    }
+
+    /// The factor a value at `ts_ms` takes relative to the landmark (moving the landmark
+    /// first if the factor would overflow), with the item's slots grown.
+    fn scale_at(&mut self, item: u32, ts_ms: i64) -> f64 {
         let idx = item as usize;
         self.scores.grow(idx + 1, 0.0);
         self.in_top.grow(idx + 1, false);
         let landmark = *self.landmark_ms.get_or_insert(ts_ms);
-        let mut exponent = (ts_ms - landmark) as f64 / self.config.half_life_ms as f64;
+        let exponent = (ts_ms - landmark) as f64 / self.config.half_life_ms as f64;
         if exponent > MAX_EXPONENT {
             self.rebase(ts_ms);
-            exponent = 0.0;
+            return 1.0;
         }
-        self.scores[idx] += weight as f64 * exponent.exp2();
-        self.offer(item);
+        exponent.exp2()
     }
 
     fn rebase(&mut self, new_landmark_ms: i64) {
@@ -90,16 +97,8 @@ impl Popularity {
 
     /// Sets an item's score to one published by its owner relative to `landmark_ms`.
     pub fn install(&mut self, item: u32, score: f64, landmark_ms: i64) {
-        let idx = item as usize;
-        self.scores.grow(idx + 1, 0.0);
-        self.in_top.grow(idx + 1, false);
-        let local = *self.landmark_ms.get_or_insert(landmark_ms);
-        let mut exponent = (landmark_ms - local) as f64 / self.config.half_life_ms as f64;
-        if exponent > MAX_EXPONENT {
-            self.rebase(landmark_ms);
-            exponent = 0.0;
-        }
-        self.scores[idx] = score * exponent.exp2();
+        let scale = self.scale_at(item, landmark_ms);
+        self.scores[item as usize] = score * scale;
         self.offer(item);
     }
 

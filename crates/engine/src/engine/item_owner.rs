@@ -166,8 +166,8 @@ impl LastView {
 mod tests {
     use super::*;
     use crate::cooccurrence::PairOp;
-    use crate::engine::ItemWork;
     use crate::engine::intern_item;
+    use crate::engine::ItemWork;
 
     fn seen(item: u32, ts_ms: i64) -> ItemOp {
         ItemOp::Seen(Seen {
