@@ -161,8 +161,8 @@ impl PairTable {
 }
 
 impl Row {
-    /// A row of a read model: a published neighbour list `(item, pair count)`, best first,
-    /// each neighbour with its counter. Readers rank from it and never add to it.
+    /// A row of a read model: a published neighbour list `(item, pair count)` in the owner's
+    /// order, each neighbour with its counter. Readers rank from it and never add to it.
     pub fn listed(list: &[(u32, f32)]) -> Row {
         let top: Vec<Neighbor> = list
             .iter()

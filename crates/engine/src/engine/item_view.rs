@@ -125,29 +125,16 @@ impl ItemView {
                 rank,
             });
         }
-        let vector = self.vector.iter().all(|&v| Range::Signed.holds(v.into()));
         let numbers = [
-            ("vector", Range::Signed, vector),
             (
-                "entries",
-                Range::Weight,
-                Range::Weight.holds(self.entries.into()),
+                "vector",
+                Range::Signed,
+                first_out(Range::Signed, self.vector.iter().copied()),
             ),
-            (
-                "purchases",
-                Range::Weight,
-                Range::Weight.holds(self.purchases.into()),
-            ),
-            (
-                "popularity",
-                Range::Popularity,
-                Range::Popularity.holds(self.popularity),
-            ),
-            (
-                "landmark_ms",
-                Range::Time,
-                Range::Time.holds(self.landmark_ms as f64),
-            ),
+            ("entries", Range::Weight, self.entries.into()),
+            ("purchases", Range::Weight, self.purchases.into()),
+            ("popularity", Range::Popularity, self.popularity),
+            ("landmark_ms", Range::Time, self.landmark_ms as f64),
         ];
         out_of_range(&self.item, numbers)
     }
@@ -188,18 +175,21 @@ impl ItemLists {
                 limit,
             });
         }
-        let mut counts = (self.similar.iter()).chain(&self.bought_after);
-        let counts = counts.all(|n| Range::Weight.holds(n.1.into()));
-        out_of_range(&self.item, [("a neighbour's count", Range::Weight, counts)])
+        let counts = (self.similar.iter()).chain(&self.bought_after).map(|n| n.1);
+        let count = first_out(Range::Weight, counts);
+        out_of_range(&self.item, [("a neighbour's count", Range::Weight, count)])
     }
 }
 
-/// The first field that breaks its range, as an error.
+/// The first field whose value breaks its range, as an error.
 fn out_of_range<const N: usize>(
     item: &str,
-    fields: [(&'static str, Range, bool); N],
+    fields: [(&'static str, Range, f64); N],
 ) -> Result<(), ViewError> {
-    match fields.into_iter().find(|(_, _, ok)| !ok) {
+    match fields
+        .into_iter()
+        .find(|&(_, range, value)| !range.holds(value))
+    {
         Some((field, range, _)) => Err(ViewError::OutOfRange {
             item: item.to_owned(),
             field,
@@ -207,4 +197,10 @@ fn out_of_range<const N: usize>(
         }),
         None => Ok(()),
     }
+}
+
+/// A list's first value out of `range`, or 0 (within every range) if none is.
+fn first_out(range: Range, values: impl Iterator<Item = f32>) -> f64 {
+    let mut values = values.map(f64::from);
+    values.find(|&v| !range.holds(v)).unwrap_or(0.0)
 }

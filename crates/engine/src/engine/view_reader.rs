@@ -2,6 +2,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::item_side::{ItemSide, LiveItems};
 use super::item_view::{ItemLists, ItemView, Publication, ViewError};
 use super::work_batch::item_key;
 use super::{intern_item, popularity_scores, ItemModel};
@@ -105,8 +106,7 @@ fn install_view(read: &mut ItemModel, view: &ItemView, config: &EngineConfig) {
     read.factors.get_mut(item).copy_from_slice(&view.vector);
     if let Some(name) = &view.category {
         let category = read.categories.intern(name);
-        read.category_of[item as usize] = category;
-        read.catalog.observe_event_category(item, category, name);
+        LiveItems::new(read, config).category(item, category);
     }
     read.popularity
         .install(item, view.popularity, view.landmark_ms);
@@ -159,6 +159,12 @@ mod tests {
         bincode::serde::decode_from_slice(&bytes, standard)
             .unwrap()
             .0
+    }
+
+    fn an_item_with_neighbours(items: &ItemModel) -> u32 {
+        (0..items.ids.len() as u32)
+            .find(|&i| !items.cooccurrence.lists(i).0.is_empty())
+            .expect("the events make pairs")
     }
 
     /// The neighbours of every item by name, with scores when `scores`.
@@ -228,9 +234,7 @@ mod tests {
         let config = config();
         let alone = learned(&config);
         let owned = alone.read();
-        let with_lists = (0..owned.ids.len() as u32)
-            .find(|&i| !owned.cooccurrence.lists(i).0.is_empty())
-            .unwrap();
+        let with_lists = an_item_with_neighbours(&owned);
         let view = ItemView::of(&owned, with_lists, 0);
         let lists = ItemLists::of(&owned, with_lists);
         let mut short = view.clone();
@@ -270,9 +274,7 @@ mod tests {
         let config = config();
         let alone = learned(&config);
         let owned = alone.read();
-        let item = (0..owned.ids.len() as u32)
-            .find(|&i| !owned.cooccurrence.lists(i).0.is_empty())
-            .unwrap();
+        let item = an_item_with_neighbours(&owned);
         let lists = ItemLists::of(&owned, item);
         let mut read = ItemModel::new(&config);
         let mut keys = ItemKeys::default();
