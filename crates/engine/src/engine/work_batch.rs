@@ -163,31 +163,44 @@ struct Naming<'a> {
 
 impl Ids for Naming<'_> {
     fn item(&mut self, id: u32) -> u32 {
-        let names = &mut self.builder.batch.items;
-        let read = self.read;
-        *self.builder.items.entry(id).or_insert_with(|| {
-            names.push(read.ids.name(id).to_owned());
-            names.len() as u32 - 1
-        })
+        let name = self.read.ids.name(id);
+        name_once(
+            &mut self.builder.items,
+            &mut self.builder.batch.items,
+            id,
+            name,
+        )
     }
 
     fn category(&mut self, id: u32) -> u32 {
-        let names = &mut self.builder.batch.categories;
-        let read = self.read;
-        *self.builder.categories.entry(id).or_insert_with(|| {
-            names.push(read.categories.name(id).to_owned());
-            names.len() as u32 - 1
-        })
+        let name = self.read.categories.name(id);
+        let builder = &mut *self.builder;
+        name_once(
+            &mut builder.categories,
+            &mut builder.batch.categories,
+            id,
+            name,
+        )
     }
 
     fn segment(&mut self, id: u32) -> Option<u32> {
-        let names = &mut self.builder.batch.segments;
-        let read = self.read;
-        Some(*self.builder.segments.entry(id).or_insert_with(|| {
-            names.push(read.segments.name(id).to_owned());
-            names.len() as u32 - 1
-        }))
+        let name = self.read.segments.name(id);
+        let builder = &mut *self.builder;
+        Some(name_once(
+            &mut builder.segments,
+            &mut builder.batch.segments,
+            id,
+            name,
+        ))
     }
+}
+
+/// The batch's index of `id`, adding its name to the batch's list on first use.
+fn name_once(index: &mut FxHashMap<u32, u32>, names: &mut Vec<String>, id: u32, name: &str) -> u32 {
+    *index.entry(id).or_insert_with(|| {
+        names.push(name.to_owned());
+        names.len() as u32 - 1
+    })
 }
 
 /// From a batch's lists to an owner's ids.
