@@ -39,65 +39,114 @@ fn bench_config() -> EngineConfig {
     config
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
+/// What one interval sent on the wire (work batches, then the owner's records) and the time
+/// each part took: the user side, the owner applying, the owner publishing, a reader
+/// installing.
+struct Interval {
+    batches: Vec<Vec<u8>>,
+    publication: Vec<u8>,
+    spent: [Duration; 4],
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .unwrap()
-        .0
+/// The owner of `items` at the bench's significance.
+fn owner_of(items: ItemModel) -> ItemOwner {
+    let mut owner = ItemOwner::from_items(items);
+    owner.significance = significance();
+    owner
 }
 
-/// At the end of the warm-up: a deferring engine (its read model a copy) and the owner of
-/// every item; then what the next events sent between them on the wire: work batches, then
-/// records.
-struct Owned {
+/// The owned topology in one process, run one interval of `sync_every()` events at a time: a
+/// deferring engine, the owner of every item, and the read model's keys.
+struct Run {
+    user_side: Engine,
+    owner: ItemOwner,
+    keys: ItemKeys,
+}
+
+/// A run's state at the end of the warm-up, for criterion's copies to start from.
+struct Warm {
     user_side: Engine,
     owner: ItemModel,
-    /// The read model's keys, as of the warm-up's end.
     keys: ItemKeys,
+}
+
+impl Run {
+    fn new() -> Run {
+        let mut user_side = Engine::new(bench_config());
+        user_side.defer_item_work(true);
+        Run {
+            user_side,
+            owner: owner_of(ItemModel::new(&bench_config())),
+            keys: ItemKeys::default(),
+        }
+    }
+
+    fn warm(&self) -> Warm {
+        Warm {
+            user_side: self.user_side.clone(),
+            owner: self.owner.items.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+
+    fn interval(&mut self, chunk: &[Event]) -> Interval {
+        let config = bench_config();
+        let mut spent = [Duration::ZERO; 4];
+        let started = Instant::now();
+        let mut work = ItemWork::default();
+        for event in chunk {
+            work.append(self.user_side.apply(event).effects.item_work);
+        }
+        spent[0] = started.elapsed();
+        let shared = self.user_side.shared_items();
+        let mut read = shared.write().unwrap();
+        let batches: Vec<Vec<u8>> = (work.batches(&read, ITEM_PARTITIONS).iter())
+            .map(|(_, batch)| batch.encode())
+            .collect();
+        let started = Instant::now();
+        for bytes in &batches {
+            let batch = WorkBatch::decode(bytes).unwrap();
+            self.owner.apply(batch, &config).unwrap();
+        }
+        spent[1] = started.elapsed();
+        let started = Instant::now();
+        let publication = self.owner.publish().encode();
+        spent[2] = started.elapsed();
+        let started = Instant::now();
+        let records = Publication::decode(&publication).unwrap();
+        self.keys.install(&mut read, &records, &config);
+        spent[3] = started.elapsed();
+        Interval {
+            batches,
+            publication,
+            spent,
+        }
+    }
+}
+
+/// The run at the end of the warm-up, and what the measured events sent on the wire.
+struct Owned {
+    warm: Warm,
     batches: Vec<Vec<u8>>,
     publications: Vec<Vec<u8>>,
 }
 
 fn owned(events: &[Event]) -> Owned {
-    let config = bench_config();
-    let mut user_side = Engine::new(config.clone());
-    user_side.defer_item_work(true);
-    let mut owner = ItemOwner::new(&config);
-    owner.significance = significance();
-    let mut keys = ItemKeys::default();
+    let mut run = Run::new();
     let mut warm = None;
     let (mut batches, mut publications) = (Vec::new(), Vec::new());
     for (n, chunk) in events.chunks(sync_every()).enumerate() {
         if n * sync_every() == warm_events() {
-            warm = Some((user_side.clone(), owner.items.clone(), keys.clone()));
+            warm = Some(run.warm());
         }
-        let mut work = ItemWork::default();
-        for event in chunk {
-            work.append(user_side.apply(event).effects.item_work);
-        }
-        let shared = user_side.shared_items();
-        let mut read = shared.write().unwrap();
-        for (_, batch) in work.batches(&read, ITEM_PARTITIONS) {
-            let bytes = encode(&batch);
-            owner.apply(decode(&bytes), &config).unwrap();
-            batches.push(bytes);
-        }
-        let published = encode(&owner.publish());
-        keys.install(&mut read, &decode(&published), &config);
-        publications.push(published);
-        if warm.is_none() {
-            batches.clear();
-            publications.clear();
+        let interval = run.interval(chunk);
+        if warm.is_some() {
+            batches.extend(interval.batches);
+            publications.push(interval.publication);
         }
     }
-    let (user_side, owner, keys) = warm.expect("the stream is longer than the warm-up");
     Owned {
-        user_side,
-        owner,
-        keys,
+        warm: warm.expect("the stream is longer than the warm-up"),
         batches,
         publications,
     }
@@ -107,48 +156,24 @@ fn owned(events: &[Event]) -> Owned {
 /// clone shares copy-on-write rows with the model, so criterion's copies make the first write
 /// to each row copy it, which a running owner does not (only a checkpoint's cut shares rows).
 fn one_pass(events: &[Event]) -> [f64; 4] {
-    let config = bench_config();
-    let mut user_side = Engine::new(config.clone());
-    user_side.defer_item_work(true);
-    let mut owner = ItemOwner::new(&config);
-    owner.significance = significance();
-    let mut keys = ItemKeys::default();
+    let mut run = Run::new();
     let mut spent = [Duration::ZERO; 4];
     for (n, chunk) in events.chunks(sync_every()).enumerate() {
-        let timed = n * sync_every() >= warm_events();
-        let mut time = |part: usize, started: Instant| {
-            if timed {
-                spent[part] += started.elapsed();
+        let interval = run.interval(chunk);
+        if n * sync_every() >= warm_events() {
+            for (total, part) in spent.iter_mut().zip(interval.spent) {
+                *total += part;
             }
-        };
-        let started = Instant::now();
-        let mut work = ItemWork::default();
-        for event in chunk {
-            work.append(user_side.apply(event).effects.item_work);
         }
-        time(0, started);
-        let shared = user_side.shared_items();
-        let mut read = shared.write().unwrap();
-        let batches: Vec<Vec<u8>> = (work.batches(&read, ITEM_PARTITIONS).iter())
-            .map(|(_, batch)| encode(batch))
-            .collect();
-        let started = Instant::now();
-        for bytes in &batches {
-            owner.apply(decode(bytes), &config).unwrap();
-        }
-        time(1, started);
-        let started = Instant::now();
-        let published = encode(&owner.publish());
-        time(2, started);
-        let started = Instant::now();
-        keys.install(&mut read, &decode(&published), &config);
-        time(3, started);
     }
     spent.map(|d| d.as_secs_f64() * 1e6 / BATCH as f64)
 }
 
 fn records(publications: &[Vec<u8>], count: fn(&Publication) -> usize) -> usize {
-    publications.iter().map(|bytes| count(&decode(bytes))).sum()
+    let decoded = publications
+        .iter()
+        .map(|bytes| Publication::decode(bytes).unwrap());
+    decoded.map(|publication| count(&publication)).sum()
 }
 
 fn costs(c: &mut Criterion) {
@@ -178,7 +203,7 @@ fn costs(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("user_side", |b| {
         b.iter_batched(
-            || owned.user_side.clone(),
+            || owned.warm.user_side.clone(),
             |mut engine| {
                 for event in &events[warm_events()..] {
                     engine.apply(event);
@@ -190,10 +215,12 @@ fn costs(c: &mut Criterion) {
     });
     group.bench_function("owner_apply", |b| {
         b.iter_batched(
-            || ItemOwner::from_items(owned.owner.clone()),
+            || owner_of(owned.warm.owner.clone()),
             |mut owner| {
                 for bytes in &owned.batches {
-                    owner.apply(decode::<WorkBatch>(bytes), &config).unwrap();
+                    owner
+                        .apply(WorkBatch::decode(bytes).unwrap(), &config)
+                        .unwrap();
                 }
                 owner
             },
@@ -201,13 +228,14 @@ fn costs(c: &mut Criterion) {
         )
     });
     group.bench_function("view_install", |b| {
-        let read = owned.user_side.shared_items();
+        let read = owned.warm.user_side.shared_items();
         let read = read.read().unwrap();
         b.iter_batched(
-            || (read.clone(), owned.keys.clone()),
+            || (read.clone(), owned.warm.keys.clone()),
             |(mut read, mut keys)| {
                 for bytes in &owned.publications {
-                    keys.install(&mut read, &decode(bytes), &config);
+                    let publication = Publication::decode(bytes).unwrap();
+                    keys.install(&mut read, &publication, &config);
                 }
                 (read, keys)
             },
