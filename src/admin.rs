@@ -455,6 +455,12 @@ async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             format!("restoring the item model: {behind} updates of other instances to apply\n");
         return (StatusCode::SERVICE_UNAVAILABLE, text);
     }
+    let records = admin.health.records_behind();
+    if records > 0 {
+        let text =
+            format!("reading the item read model: {records} records of the owners to install\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
+    }
     let restoring = admin.health.restoring();
     if !restoring.is_empty() {
         let text = format!(

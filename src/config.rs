@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::items_config::ItemsConfig;
 use streamrec_engine::config as engine_rules;
 pub use streamrec_engine::config::{
     Blend, CleanConfig, ContentConfig, CoocConfig, DedupConfig, EngineConfig, InvalidSetting,
@@ -21,6 +22,7 @@ pub struct Config {
     pub state: StateConfig,
     pub admin: AdminConfig,
     pub triggers: TriggersConfig,
+    pub items: ItemsConfig,
 }
 
 /// Campaign triggers (see `config/triggers.toml`).
@@ -222,6 +224,37 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Item-owned scale-out replaces model-updates replication, and does not yet checkpoint.
+    fn validate_items(&self) -> Result<(), ConfigError> {
+        if !self.items.owned() {
+            return Ok(());
+        }
+        if !self.kafka.model_updates_topic.is_empty() {
+            return Err(invalid(
+                "items.work_topic",
+                "replaces kafka.model_updates_topic: set one of them",
+            ));
+        }
+        if !self.state.dir.is_empty() {
+            return Err(invalid(
+                "items.work_topic",
+                "does not yet work with state.dir (owners do not checkpoint yet)",
+            ));
+        }
+        let topics = self.kafka.all_topics();
+        for (key, topic) in [
+            ("items.work_topic", &self.items.work_topic),
+            ("items.records_topic", &self.items.records_topic),
+        ] {
+            if topics.contains(topic) {
+                return Err(invalid(key, "must differ from every kafka topic"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl KafkaConfig {
     /// The topics outputs go to: recommendations, similar items, dead letters, triggers.
     pub fn output_topics(&self) -> [&String; 4] {
@@ -388,6 +421,8 @@ impl Config {
         config.validate_state()?;
         config.admin.validate()?;
         config.triggers.rules()?;
+        config.items.validate()?;
+        config.validate_items()?;
         Ok(config)
     }
 }
@@ -480,6 +515,25 @@ mod tests {
                 "state.checkpoint_interval_ms",
             ),
             ("[admin]\nlisten = \"localhost\"", "admin.listen"),
+            ("[items]\nwork_topic = \"w\"", "both or neither"),
+            (
+                "[items]\nwork_topic = \"w\"\nrecords_topic = \"w\"",
+                "must differ from items.work_topic",
+            ),
+            ("[items]\nsignificance = 1.0", "items.significance"),
+            ("[items]\nmax_batch_ops = 1", "items.max_batch_ops"),
+            (
+                "[items]\nwork_topic = \"w\"\nrecords_topic = \"r\"\n[kafka]\nmodel_updates_topic = \"m\"\ninstance_id = \"i\"",
+                "replaces kafka.model_updates_topic",
+            ),
+            (
+                "[items]\nwork_topic = \"w\"\nrecords_topic = \"r\"\n[state]\ndir = \"/s\"",
+                "does not yet work with state.dir",
+            ),
+            (
+                "[items]\nwork_topic = \"events\"\nrecords_topic = \"r\"",
+                "must differ from every kafka topic",
+            ),
         ];
         for (text, expected) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

@@ -10,6 +10,10 @@ pub enum Destination {
     DeadLetter,
     Triggers,
     ModelUpdates,
+    /// Item-side work for the owners of one item partition (the topic partition it goes to).
+    ItemWork {
+        partition: i32,
+    },
 }
 
 /// A message to publish, and the input messages that wait for its acknowledgement.

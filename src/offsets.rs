@@ -113,6 +113,15 @@ impl OffsetTracker {
         self.advance(waiter.key());
     }
 
+    /// `waiter`, processed and still open, waits on `more` acknowledgements besides those
+    /// it was added with (its deferred work left in several outputs).
+    pub fn hold(&mut self, waiter: Waiter, more: u32) {
+        let open = self.partitions.get_mut(&waiter.key());
+        if let Some(count) = open.and_then(|p| p.open.get_mut(&waiter.offset)) {
+            *count += more;
+        }
+    }
+
     /// One output of `waiter` was acknowledged.
     pub fn resolve(&mut self, waiter: Waiter) {
         if let Some(partition) = self.partitions.get_mut(&waiter.key()) {

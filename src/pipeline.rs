@@ -11,10 +11,11 @@ use std::sync::Arc;
 use crate::catalog::CatalogUpdate;
 use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
-use crate::config::{Config, PipelineConfig};
+use crate::config::{Config, ItemsConfig, PipelineConfig};
 use crate::dead_letter;
 use crate::engine::{Applied, DecodeError, Effects, Engine, ModelUpdate, Position, ReplicaUpdate};
 use crate::event::{Input, ProfileUpdate};
+use crate::item_outbox::ItemOutbox;
 use crate::offsets::{PartitionKey, Waiter};
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
 use crate::ranking::Filters;
@@ -82,6 +83,8 @@ impl Processed {
 pub struct Flushed {
     pub outputs: Vec<Output>,
     pub released: Vec<Waiter>,
+    /// Inputs that wait on more acknowledgements than they were added with (see `item_outbox`).
+    pub more_holds: Vec<(Waiter, u32)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -182,6 +185,8 @@ pub struct Processor {
     /// Triggers fired outside any message (a restored partition's time passing deadlines),
     /// published with the next message processed.
     carried: Vec<Fired>,
+    /// Item-owned scale-out: the item-side work on its way to the items' owners.
+    outbox: Option<ItemOutbox>,
 }
 
 /// The engine's position of a message: its topic index and partition packed into the stream.
@@ -224,6 +229,7 @@ impl Processor {
             track_positions: false,
             stats: Stats::default(),
             carried: Vec::new(),
+            outbox: None,
         }
     }
 
@@ -232,6 +238,23 @@ impl Processor {
         self.engine.publish_model_updates(true);
         self.instance_id = Some(instance_id.to_owned());
         self
+    }
+
+    /// Learns only the user side and sends the item side to the items' owners (see
+    /// `item_outbox`), in batches per partition of the work topic.
+    pub fn sending_item_work(mut self, items: &ItemsConfig, partitions: u32) -> Processor {
+        self.engine.defer_item_work(true);
+        self.outbox = Some(ItemOutbox::new(
+            items.work_interval_ms,
+            items.max_batch_ops,
+            partitions,
+        ));
+        self
+    }
+
+    /// Whether item-side work waits in amounts that should leave before the next message.
+    pub fn item_work_full(&self) -> bool {
+        self.outbox.as_ref().is_some_and(ItemOutbox::full)
     }
 
     /// Users remember where their latest input came from; inputs their state already
@@ -345,21 +368,25 @@ impl Processor {
             }
         };
         let stream = position_of(record.source).stream;
-        let outcome = self.engine.apply_on(stream, &event);
+        let mut outcome = self.engine.apply_on(stream, &event);
         if outcome.applied == Applied::Duplicate {
             self.stats.duplicates += 1;
             return Processed::default();
         }
         self.stats.applied += 1;
         self.note_position(record, &event.user_id);
+        let mut processed = Processed::default();
+        if let Some(outbox) = &mut self.outbox {
+            let work = std::mem::take(&mut outcome.effects.item_work);
+            processed.deferred += u32::from(outbox.add(work, record.source, now_ms));
+        }
         if !self.publishes {
-            return Processed::default(); // learning only: what it caused is dropped
+            return processed; // learning only: what it caused is dropped
         }
         let cause = event
             .event_id
             .clone()
             .unwrap_or_else(|| coordinates(record));
-        let mut processed = Processed::default();
         let source = record.source;
         match self.users.offer(
             &event.user_id,
@@ -391,7 +418,7 @@ impl Processor {
         let Effects {
             fired,
             model_updates,
-            // Empty: the pipeline's engines apply their item side themselves.
+            // Taken above, or empty: an engine that does not defer applies its item side.
             item_work: _,
         } = outcome.effects;
         self.push_triggers(record, fired, &mut processed);
@@ -514,6 +541,12 @@ impl Processor {
             (self.users.due(now_ms), self.items.due(now_ms))
         };
         let mut flushed = Flushed::default();
+        if let Some(outbox) = self.outbox.as_mut().filter(|o| all || o.due(now_ms)) {
+            let read = self.engine.shared_items();
+            let sent = outbox.take(&read.read().expect("not poisoned"));
+            flushed.outputs.extend(sent.outputs);
+            flushed.more_holds = sent.more_holds;
+        }
         for (user, pending) in users {
             flushed
                 .outputs

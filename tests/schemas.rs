@@ -169,7 +169,9 @@ fn every_output_matches_its_schema() {
                     .collect();
                 assert_valid(&dead_letter, &serde_json::Value::Object(headers));
             }
-            Destination::ModelUpdates => panic!("this processor does not replicate"),
+            Destination::ModelUpdates | Destination::ItemWork { .. } => {
+                panic!("this processor neither replicates nor sends item work")
+            }
             Destination::Triggers => {
                 let value: serde_json::Value = serde_json::from_slice(&output.payload).unwrap();
                 assert_valid(&trigger, &value);

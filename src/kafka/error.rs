@@ -49,6 +49,17 @@ pub enum RunError {
         "the model updates topic {topic} does not exist; create it (partitions as the input's)"
     )]
     ModelUpdatesTopicMissing { topic: String },
+    #[error("items.records_topic {records} has {has} partitions, items.work_topic {work} has {needed}: create it compacted with as many (owner of work partition p publishes to records partition p)")]
+    ItemTopicsMismatch {
+        work: String,
+        records: String,
+        has: usize,
+        needed: usize,
+    },
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the {0} thread panicked (a bug: please report it)")]
+    ThreadPanicked(&'static str),
     #[error("the changelog topic {topic} has {partitions} partitions, the input {input} has {needed}: create it compacted with at least as many")]
     ChangelogTooSmall {
         topic: String,
@@ -92,6 +103,9 @@ impl RunError {
             | RunError::UnknownTopic { .. }
             | RunError::ModelUpdatesTopicMissing { .. }
             | RunError::ChangelogTooSmall { .. }
+            | RunError::ItemTopicsMismatch { .. }
+            | RunError::ThreadPanicked(_)
+            | RunError::Thread(_)
             | RunError::WorkerGone { .. }
             | RunError::Panicked(_)
             | RunError::Admin(_)

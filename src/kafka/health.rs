@@ -13,6 +13,9 @@ pub struct Health {
     /// Other instances' item-model updates published before this one started and not applied
     /// yet (0 once caught up, or without replication).
     model_behind: AtomicU64,
+    /// Item records published before this instance started and not installed yet (0 once
+    /// caught up, or without item-owned scale-out).
+    records_behind: AtomicU64,
     /// Partitions assigned and not flowing yet: their users are restored from the changelog
     /// (published by `restore::Restores`).
     restoring: Mutex<Vec<i32>>,
@@ -48,6 +51,14 @@ impl Health {
 
     pub(super) fn set_model_behind(&self, behind: u64) {
         self.model_behind.store(behind, Ordering::Relaxed);
+    }
+
+    pub fn records_behind(&self) -> u64 {
+        self.records_behind.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_records_behind(&self, behind: u64) {
+        self.records_behind.store(behind, Ordering::Relaxed);
     }
 
     /// Partitions waiting for their users' state from the changelog.

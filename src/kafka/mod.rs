@@ -8,6 +8,8 @@ mod client;
 mod context;
 mod error;
 mod health;
+mod item_owners;
+mod item_records;
 mod latency;
 mod log_end;
 mod model_updates;

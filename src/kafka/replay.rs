@@ -166,6 +166,7 @@ fn output_topics(config: &Config, mode: OutputMode, options: &ReplayOptions) -> 
         triggers: format!("{}{suffix}", kafka.triggers_topic),
         // A replay builds one state; it never feeds other instances.
         model_updates: String::new(),
+        item_work: String::new(),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Restored, WorkerInput};
 use super::error::RunError;
 use super::health::Health;
+use super::item_owners::Owners;
+use super::item_records::Follower;
 use super::latency::{new_latency, Latency};
 use super::log_end::{log_holds, Holds};
 use super::position::{Positions, Verdict};
@@ -238,10 +241,17 @@ pub async fn consume(
         None => Positions::default(),
     };
     let topics = kafka.consumed_topics();
+    let mut needed = topics.clone();
+    if config.items.owned() {
+        needed.extend([
+            config.items.work_topic.clone(),
+            config.items.records_topic.clone(),
+        ]);
+    }
     tokio::pin!(shutdown);
     let timeout = Duration::from_millis(kafka.missing_topic_timeout_ms);
     tokio::select! {
-        waited = wait_for_topics(&consumer, &topics, &observers.health, timeout) => waited?,
+        waited = wait_for_topics(&consumer, &needed, &observers.health, timeout) => waited?,
         _ = &mut shutdown => {
             tracing::info!("stopped while waiting for the consumed topics");
             let latency_us = observers.latency.lock().expect("not poisoned").clone();
@@ -251,9 +261,23 @@ pub async fn consume(
     let inputs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
+    let work_partitions = item_partitions(config, &consumer)?;
     let (senders, mut workers, stats, items) = start_workers(
-        config, &consumer, &producer, &observers, &metrics, restored, &rules,
+        config,
+        (&consumer, &producer),
+        &observers,
+        &metrics,
+        restored,
+        (&rules, work_partitions),
     );
+    let item_side = match config.items.owned() {
+        true => Some(OwnedItems::start(
+            config,
+            items.clone(),
+            observers.health.clone(),
+        )?),
+        false => None,
+    };
     let follower = match kafka.model_updates_topic.as_str() {
         "" => None,
         _ => Some(super::model_updates::follow(
@@ -364,9 +388,11 @@ pub async fn consume(
             other => failure = Some(cause(failure, worker_failure(other))),
         }
     }
+    let stopped = item_side.map(OwnedItems::stop);
     if let Some(err) = failure {
         return Err(err);
     }
+    stopped.transpose()?;
     if let Some(follower) = follower {
         follower.abort();
     }
@@ -471,12 +497,11 @@ async fn install(worker: &mpsc::Sender<WorkerInput>, log: PartitionLog) -> Optio
 
 fn start_workers(
     config: &Config,
-    consumer: &Arc<StreamConsumer<GroupContext>>,
-    producer: &FutureProducer,
+    (consumer, producer): (&Arc<StreamConsumer<GroupContext>>, &FutureProducer),
     observers: &Observers,
     metrics: &Arc<Metrics>,
     restored: Option<Vec<(Engine, Durable)>>,
-    rules: &Arc<Rules>,
+    (rules, work_partitions): (&Arc<Rules>, u32),
 ) -> (
     Vec<mpsc::Sender<WorkerInput>>,
     Workers,
@@ -500,6 +525,7 @@ fn start_workers(
         dead_letter: config.kafka.dead_letter_topic.clone(),
         triggers: config.kafka.triggers_topic.clone(),
         model_updates: config.kafka.model_updates_topic.clone(),
+        item_work: config.items.work_topic.clone(),
     });
     let inputs = Arc::new(config.kafka.consumed_topics());
     let workers = Workers::new();
@@ -516,7 +542,7 @@ fn start_workers(
             producer: producer.clone(),
             topics: topics.clone(),
             inputs: inputs.clone(),
-            processor: processor_for(config, engine, rules),
+            processor: processor_for(config, engine, rules, work_partitions),
             latency_us: observers.latency.clone(),
             metrics: metrics.clone(),
             users_reported: 0,
@@ -530,14 +556,86 @@ fn start_workers(
     (senders, workers, stats, items)
 }
 
-fn processor_for(config: &Config, engine: Engine, rules: &Arc<Rules>) -> Processor {
+fn processor_for(
+    config: &Config,
+    engine: Engine,
+    rules: &Arc<Rules>,
+    work_partitions: u32,
+) -> Processor {
     let mut processor = Processor::with_engine(config, engine).with_rules(rules.clone());
     if !config.kafka.changelog_topic.is_empty() {
         processor = processor.tracking_positions();
     }
+    if config.items.owned() {
+        processor = processor.sending_item_work(&config.items, work_partitions);
+    }
     match config.kafka.model_updates_topic.as_str() {
         "" => processor,
         _ => processor.replicating(&config.kafka.instance_id),
+    }
+}
+
+/// Item-owned scale-out: the partitions of the work topic (the item partitions), checked
+/// against the records topic's; 0 when off.
+fn item_partitions(
+    config: &Config,
+    consumer: &StreamConsumer<GroupContext>,
+) -> Result<u32, RunError> {
+    let items = &config.items;
+    if !items.owned() {
+        return Ok(0);
+    }
+    let work = partition_count(consumer, &items.work_topic)?;
+    let records = partition_count(consumer, &items.records_topic)?;
+    if records < work {
+        return Err(RunError::ItemTopicsMismatch {
+            work: items.work_topic.clone(),
+            records: items.records_topic.clone(),
+            has: records,
+            needed: work,
+        });
+    }
+    Ok(work as u32)
+}
+
+/// Item-owned scale-out's two threads: this instance's item owners, and the follower of
+/// every owner's records.
+struct OwnedItems {
+    owners: Owners,
+    follower: Follower,
+}
+
+impl OwnedItems {
+    fn start(
+        config: &Config,
+        items: SharedItems,
+        health: Arc<Health>,
+    ) -> Result<OwnedItems, RunError> {
+        Ok(OwnedItems {
+            follower: Follower::start(config, items, health)?,
+            owners: Owners::start(config)?,
+        })
+    }
+
+    /// Owners publish what is left; both leave.
+    fn stop(self) -> Result<(), RunError> {
+        let (owned, read) = (&self.owners.counts, &self.follower.counts);
+        let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        tracing::info!(
+            work_batches = count(&owned.batches_applied),
+            work_refused = count(&owned.batches_refused),
+            views = count(&owned.views_published),
+            lists = count(&owned.lists_published),
+            record_bytes = count(&owned.record_bytes),
+            records_failed = count(&owned.records_failed),
+            installed = count(&read.installed),
+            refused = count(&read.refused),
+            unknown_neighbours = count(&read.unknown_neighbours),
+            "item owners and read model stopped"
+        );
+        let owners = self.owners.stop();
+        self.follower.stop()?;
+        owners
     }
 }
 

@@ -123,6 +123,7 @@ pub struct Topics {
     pub dead_letter: String,
     pub triggers: String,
     pub model_updates: String,
+    pub item_work: String,
 }
 
 impl Topics {
@@ -133,6 +134,7 @@ impl Topics {
             Destination::DeadLetter => &self.dead_letter,
             Destination::Triggers => &self.triggers,
             Destination::ModelUpdates => &self.model_updates,
+            Destination::ItemWork { .. } => &self.item_work,
         }
     }
 }
@@ -165,6 +167,9 @@ pub async fn send<E: From<DeliveryError>>(
         .key(output.key.as_bytes())
         .payload(&output.payload)
         .headers(headers);
+    if let Destination::ItemWork { partition } = output.destination {
+        record = record.partition(partition);
+    }
     let err = loop {
         match producer.send_result(record) {
             Ok(delivery) => {

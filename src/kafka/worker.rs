@@ -285,6 +285,9 @@ impl Worker {
                 .applied(source.key(), source.offset);
         }
         self.send_all(state, processed.outputs).await?;
+        if self.processor.item_work_full() {
+            self.flush(state, false).await?;
+        }
         if self
             .checkpoints
             .as_ref()
@@ -345,6 +348,9 @@ impl Worker {
         let flushed = self.processor.flush(wall_clock_ms(), all);
         for waiter in flushed.released {
             state.tracker.resolve(waiter);
+        }
+        for (waiter, more) in flushed.more_holds {
+            state.tracker.hold(waiter, more);
         }
         self.send_all(state, flushed.outputs).await
     }

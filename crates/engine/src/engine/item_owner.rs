@@ -167,6 +167,7 @@ mod tests {
     use super::*;
     use crate::cooccurrence::PairOp;
     use crate::engine::intern_item;
+    use crate::engine::item_view::record_key;
     use crate::engine::ItemWork;
 
     fn seen(item: u32, ts_ms: i64) -> ItemOp {
@@ -267,5 +268,42 @@ mod tests {
         let views = owner.publish().views;
         assert_eq!(views[0].entries, 16.0, "60 % is");
         assert_eq!(views[0].seen, 2, "seen in both");
+    }
+
+    #[test]
+    fn a_publication_travels_as_keyed_records_and_comes_back_whole() {
+        let config = EngineConfig::default();
+        let mut read = ItemModel::new(&config);
+        let mut owner = ItemOwner::new(&config);
+        let [a, b] = ["a", "b"].map(|name| intern_item(&mut read, name, &config).0);
+        let pair = |row, partner| {
+            ItemOp::Pair(PairOp::Pair {
+                row,
+                partner,
+                weight: 1.0,
+            })
+        };
+        owner_applies(&mut owner, &read, vec![pair(a, b), pair(b, a), seen(a, 0)]);
+        let publication = owner.publish();
+        assert!(!publication.lists.is_empty(), "a and b are neighbours");
+        let mut back = Publication::default();
+        let mut keys = Vec::new();
+        for (key, payload) in publication.keyed_records() {
+            back.add_keyed(&key, &payload).unwrap();
+            keys.push(key);
+        }
+        assert_eq!(back, publication);
+        let [view, lists] = [b'v', b'l'].map(|kind| record_key(kind, "a"));
+        assert!(keys.contains(&view) && keys.contains(&lists), "{keys:?}");
+        let unknown = back.add_keyed(b"x123", &[]).unwrap_err();
+        assert!(
+            unknown.detail.contains("neither b'v' nor b'l'"),
+            "{unknown}"
+        );
+        assert!(
+            back.add_keyed(b"v", &[0xff; 3]).is_err(),
+            "a view that does not decode"
+        );
+        assert_eq!(back.len(), publication.len(), "refused records add nothing");
     }
 }

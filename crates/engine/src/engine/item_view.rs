@@ -72,6 +72,59 @@ impl Publication {
     }
 }
 
+/// The two kinds of record, as the first byte of a record's key.
+const VIEW_KIND: u8 = b'v';
+const LISTS_KIND: u8 = b'l';
+
+/// A record's key on a compacted topic: its kind, then its item's key (big-endian), so that
+/// compaction keeps each item's last view and last lists.
+pub fn record_key(kind: u8, item: &str) -> [u8; 9] {
+    let mut key = [kind; 9];
+    key[1..].copy_from_slice(&item_key(item).to_be_bytes());
+    key
+}
+
+impl Publication {
+    /// Its records one by one as `(key, payload)`, for a compacted topic.
+    pub fn keyed_records(&self) -> impl Iterator<Item = ([u8; 9], Vec<u8>)> + '_ {
+        let views =
+            (self.views.iter()).map(|view| (record_key(VIEW_KIND, &view.item), encode(view)));
+        let lists =
+            (self.lists.iter()).map(|lists| (record_key(LISTS_KIND, &lists.item), encode(lists)));
+        views.chain(lists)
+    }
+
+    /// Adds a record read from a compacted topic: its key's first byte says its kind. A
+    /// tombstone (no payload) or a record that does not decode is an error, and adds nothing.
+    pub fn add_keyed(&mut self, key: &[u8], payload: &[u8]) -> Result<(), DecodeError> {
+        match key.first() {
+            Some(&VIEW_KIND) => self.views.push(decode_within::<_, SMALL_RECORD_LIMIT>(
+                payload,
+                "item view",
+            )?),
+            Some(&LISTS_KIND) => self.lists.push(decode_within::<_, SMALL_RECORD_LIMIT>(
+                payload,
+                "item lists",
+            )?),
+            _ => {
+                return Err(DecodeError {
+                    what: "item record key".into(),
+                    detail: format!("starts with neither b'v' nor b'l': {key:?}"),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty() && self.lists.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.views.len() + self.lists.len()
+    }
+}
+
 /// Why a reader refused a record: it came from another process, so it is checked before the
 /// reader interns anything.
 #[derive(Debug, PartialEq, thiserror::Error)]

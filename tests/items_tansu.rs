@@ -1,0 +1,161 @@
+//! Item-owned scale-out on a real broker (Tansu): one `run` instance whose item side goes
+//! through both internal topics — its users' item work to `items.work_topic`, its owners'
+//! records to `items.records_topic`, installed by its follower. Afterwards the read model, as
+//! the records topic holds it and as the instance installed it, says what one engine that
+//! learned everything itself says: every item's pair marginals (to float rounding: sums in
+//! another order) and every item's neighbours; and every user got recommendations.
+//! `#[ignore]`d without a broker; `.ci/run` runs it.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use streamrec::config::Config;
+use streamrec::engine::{ItemLists, ItemView, Publication};
+use streamrec::kafka::produce_messages;
+use streamrec::synthetic::{ShopperConfig, Shoppers};
+use streamrec::{Engine, Event};
+
+use common::tansu::Broker;
+use common::{fresh_config, read_topic, run_for, unique};
+
+const EVENTS: usize = 3_000;
+const ITEM_PARTITIONS: i32 = 4;
+
+fn owned_config(broker: &Broker) -> Config {
+    let mut config = fresh_config(broker.address.clone());
+    let items = &mut config.items;
+    items.work_topic = unique("work");
+    items.records_topic = unique("records");
+    items.work_interval_ms = 50;
+    items.publish_interval_ms = 200;
+    // Every change published: the last view of each item is exact.
+    items.significance = 0.0;
+    // Lists hold every neighbour (150 items): members are decided by counts alone.
+    config.engine.cooccurrence.neighbors_per_item = 256;
+    config
+}
+
+fn shoppers() -> Vec<Event> {
+    let config = ShopperConfig {
+        users: 120,
+        items: 150,
+        ..ShopperConfig::default()
+    };
+    Shoppers::new(config).take(EVENTS).collect()
+}
+
+/// The last view and the last lists of each item on the records topic.
+fn last_records(config: &Config) -> (BTreeMap<String, ItemView>, BTreeMap<String, ItemLists>) {
+    let brokers = &config.kafka.brokers;
+    let topic = &config.items.records_topic;
+    let read = read_topic(
+        brokers,
+        topic,
+        ITEM_PARTITIONS,
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    let mut publication = Publication::default();
+    for record in &read {
+        // The kind is the key's first byte (ASCII: kept by the lossy text of the key).
+        (publication.add_keyed(record.key.as_bytes(), &record.payload)).expect("records decode");
+    }
+    let views = publication.views.into_iter().map(|v| (v.item.clone(), v));
+    let lists = publication.lists.into_iter().map(|l| (l.item.clone(), l));
+    (views.collect(), lists.collect())
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn one_instance_through_the_item_topics_learns_the_item_side_one_engine_learns() {
+    let broker = Broker::start();
+    let config = owned_config(&broker);
+    broker.create_topic_with(&config.kafka.input_topics[0], 3);
+    for topic in config.kafka.output_topics() {
+        broker.create_topic_with(topic, 1);
+    }
+    for topic in [&config.items.work_topic, &config.items.records_topic] {
+        broker.create_topic_with(topic, ITEM_PARTITIONS);
+    }
+    let events = shoppers();
+    let messages: Vec<(String, Vec<u8>)> = (events.iter())
+        .map(|e| (e.user_id.clone(), e.to_json().into_bytes()))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let input = &config.kafka.input_topics[0];
+    (runtime.block_on(produce_messages(
+        &config.kafka,
+        input,
+        &messages,
+        false,
+        None,
+    )))
+    .unwrap();
+    let report = runtime.block_on(run_for(&config, EVENTS as u64, Duration::from_secs(3)));
+    assert_eq!(report.stats().applied, EVENTS as u64);
+
+    let mut alone = Engine::new(config.engine.clone());
+    for event in &events {
+        alone.apply(event);
+    }
+    let learned = alone.shared_items();
+    let learned = learned.read().unwrap();
+    let (views, lists) = last_records(&config);
+    let read_model = report.processors[0].engine();
+    assert_eq!(views.len(), alone.item_count(), "a view of every item");
+    for item in 0..alone.item_count() as u32 {
+        let name = alone.item_id(item);
+        let expected = ItemView::of(&learned, item, 0);
+        let view = &views[&name];
+        assert!(
+            close(view.entries, expected.entries) && close(view.purchases, expected.purchases),
+            "{name}: published marginals {} / {}, one engine's {} / {}",
+            view.entries,
+            view.purchases,
+            expected.entries,
+            expected.purchases
+        );
+        let neighbours = |lists: &ItemLists| -> BTreeSet<u64> {
+            lists.similar.iter().map(|&(key, _)| key).collect()
+        };
+        let expected = ItemLists::of(&learned, item);
+        let published = lists.get(&name).map(neighbours).unwrap_or_default();
+        assert_eq!(
+            published,
+            neighbours(&expected),
+            "{name}: published neighbours"
+        );
+        let names = |engine: &Engine, index: Option<u32>| -> BTreeSet<String> {
+            let similar = index
+                .map(|i| engine.similar_items(i, 256))
+                .unwrap_or_default();
+            similar
+                .into_iter()
+                .map(|(n, _)| engine.item_id(n))
+                .collect()
+        };
+        assert_eq!(
+            names(read_model, read_model.item_index(&name)),
+            names(&alone, Some(item)),
+            "{name}: the instance's installed neighbours"
+        );
+    }
+    let recommended: BTreeSet<String> = (read_topic(
+        &config.kafka.brokers,
+        &config.kafka.recommendations_topic,
+        1,
+        usize::MAX,
+        Duration::from_secs(2),
+    ))
+    .into_iter()
+    .map(|r| r.key)
+    .collect();
+    let users: BTreeSet<String> = events.iter().map(|e| e.user_id.clone()).collect();
+    assert_eq!(recommended, users, "every user got recommendations");
+}
