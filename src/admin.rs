@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::item_metrics::ItemMetrics;
 use crate::kafka::Health;
 use crate::pipeline::Stats;
 
@@ -80,6 +81,8 @@ pub struct Metrics {
     /// Messages between the consumer's position and each partition's end, from librdkafka's
     /// statistics (every `statistics.interval.ms`).
     consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Item-owned scale-out's owners and follower count into these.
+    pub items_side: ItemMetrics,
     /// The totals last added to the counters.
     seen: Mutex<Stats>,
     /// Output topic names for `published`: recommendations, similar items, dead letters,
@@ -121,6 +124,7 @@ impl Metrics {
             producer_queue: Gauge::default(),
             assigned_partitions: Gauge::default(),
             consumer_lag: Family::default(),
+            items_side: ItemMetrics::default(),
             seen: Mutex::default(),
             topics,
             registry: Registry::with_prefix("streamrec"),
@@ -253,6 +257,8 @@ impl Metrics {
             "Messages between the consumer's position and the partition's end",
             &m.consumer_lag,
         );
+        let items = m.items_side.register(&mut m.registry);
+        m.families.extend(items);
         metrics
     }
 

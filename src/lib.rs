@@ -40,6 +40,7 @@ pub mod dead_letter;
 pub(crate) mod formats;
 pub mod fuzzing;
 pub(crate) mod inspect;
+pub(crate) mod item_metrics;
 pub(crate) mod item_outbox;
 pub(crate) mod items_config;
 pub mod kafka;

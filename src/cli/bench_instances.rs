@@ -4,8 +4,9 @@
 use anyhow::bail;
 use clap::Args;
 
+use super::eval::TopologyArg;
 use super::runtime;
-use crate::tools::bench_processes::{bench_processes, Bench, ProcessesRow};
+use crate::tools::bench_processes::{bench_processes, Bench, ProcessesRow, Topology};
 
 #[derive(Debug, Args)]
 pub struct BenchInstancesArgs {
@@ -26,6 +27,11 @@ pub struct BenchInstancesArgs {
     /// Partitions of the input and internal topics (with --brokers; the mock cluster has 6).
     #[arg(long, default_value_t = 24)]
     pub partitions: i32,
+    /// How the item side is shared between processes (with --brokers): `replicated` (every
+    /// process learns all of it; model-updates) or `owned` (item partitions owned through the
+    /// item topics; processes without state dirs, which it does not support yet).
+    #[arg(long, value_enum, default_value = "replicated")]
+    pub topology: TopologyArg,
     /// No state dirs and no changelog (by default each instance checkpoints to its own state
     /// dir and writes changed users to a changelog topic, as a deployment does). Mock cluster
     /// only.
@@ -53,14 +59,19 @@ fn on_broker(args: &BenchInstancesArgs, brokers: &str) -> anyhow::Result<()> {
         partitions: args.partitions,
         seed: args.seed,
         exe: std::env::current_exe()?,
+        topology: args.topology.into(),
     };
     let rows = runtime()?.block_on(bench_processes(&bench, &args.instances))?;
     if args.json {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
+    let deployed = match bench.topology {
+        Topology::Replicated => "with state dirs, the changelog and model-updates",
+        Topology::Owned => "owning item partitions through the item topics, no state dirs",
+    };
     println!(
-        "{} events, broker {brokers}, {} partitions, `streamrec run` processes with state dirs, the changelog and model-updates",
+        "{} events, broker {brokers}, {} partitions, `streamrec run` processes {deployed}",
         args.events, args.partitions
     );
     for row in rows {
@@ -71,13 +82,14 @@ fn on_broker(args: &BenchInstancesArgs, brokers: &str) -> anyhow::Result<()> {
 
 fn print_row(row: &ProcessesRow) {
     println!(
-        "  {} process(es): {:>8.0} events/s, scaling efficiency {:.2}, {:.2} CPU s per 100k events ({:.2} × one), {:.2} model updates per event",
+        "  {} process(es): {:>8.0} events/s, scaling efficiency {:.2}, {:.2} CPU s per 100k events ({:.2} × one), {:.2} model updates and {:.2} item records per event",
         row.instances,
         row.events_per_s,
         row.efficiency,
         row.cpu_s_per_100k_events,
         row.cpu_relative,
-        row.model_updates_per_event
+        row.model_updates_per_event,
+        row.item_records_per_event
     );
 }
 

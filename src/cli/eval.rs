@@ -77,6 +77,15 @@ pub enum TopologyArg {
     Owned,
 }
 
+impl From<TopologyArg> for Topology {
+    fn from(arg: TopologyArg) -> Topology {
+        match arg {
+            TopologyArg::Replicated => Topology::Replicated,
+            TopologyArg::Owned => Topology::Owned,
+        }
+    }
+}
+
 pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if args.top_n == 0 {
         bail!("--top-n must be at least 1");
@@ -131,10 +140,7 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
         mode,
         top_n: args.top_n,
         instances: args.instances,
-        topology: match args.topology {
-            TopologyArg::Replicated => Topology::Replicated,
-            TopologyArg::Owned => Topology::Owned,
-        },
+        topology: args.topology.into(),
         sync_every: args.sync_every,
         significance: args.significance,
     };

@@ -15,7 +15,7 @@
 //! thread.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,29 +29,21 @@ use super::client::{consumer_config, producer_config};
 use super::error::RunError;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{ItemOwner, WorkBatch};
+use crate::item_metrics::ItemMetrics;
+use prometheus_client::metrics::counter::Counter;
 
-/// What the owners did, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct OwnerCounts {
-    pub batches_applied: AtomicU64,
-    /// Batches that did not decode or pass their check (each logged).
-    pub batches_refused: AtomicU64,
-    pub views_published: AtomicU64,
-    pub lists_published: AtomicU64,
-    pub record_bytes: AtomicU64,
-    /// Records the records topic did not take (each logged).
-    pub records_failed: AtomicU64,
-}
+/// How often the owners' lag is measured, and how long one partition's answer may take.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The running owners; `stop` publishes what is left and waits for its acknowledgements.
 pub struct Owners {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Result<(), RunError>>,
-    pub counts: Arc<OwnerCounts>,
 }
 
 impl Owners {
-    pub fn start(config: &Config) -> Result<Owners, RunError> {
+    pub fn start(config: &Config, metrics: &ItemMetrics) -> Result<Owners, RunError> {
         let kafka = &config.kafka;
         let group = format!("{}.items", kafka.group_id);
         let mut client = consumer_config(kafka, &group);
@@ -62,34 +54,31 @@ impl Owners {
             .set("partition.assignment.strategy", "cooperative-sticky");
         let consumer: BaseConsumer = client.create()?;
         consumer.subscribe(&[&config.items.work_topic])?;
-        let counts = Arc::new(OwnerCounts::default());
         let producer: BaseProducer<Deliveries> = producer_config(kafka)
             .set("linger.ms", "20")
-            .create_with_context(Deliveries(counts.clone()))?;
+            .create_with_context(Deliveries(metrics.records_failed.clone()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut loop_ = OwnerLoop {
             consumer,
             producer,
             records_topic: config.items.records_topic.clone(),
+            work_topic: config.items.work_topic.clone(),
             interval: Duration::from_millis(config.items.publish_interval_ms),
             drain: Duration::from_millis(config.pipeline.drain_timeout_ms),
             partitions: OwnedPartitions {
                 owners: BTreeMap::new(),
                 engine: config.engine.clone(),
                 significance: config.items.significance,
-                counts: counts.clone(),
+                metrics: metrics.clone(),
             },
+            metrics: metrics.clone(),
         };
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("item-owners".into())
             .spawn(move || loop_.run(&stopping))
             .map_err(RunError::Thread)?;
-        Ok(Owners {
-            stop,
-            thread,
-            counts,
-        })
+        Ok(Owners { stop, thread })
     }
 
     /// Publishes what changed since the last publication, waits for it, and leaves the group.
@@ -100,7 +89,7 @@ impl Owners {
 }
 
 /// Counts the records the records topic did not take.
-struct Deliveries(Arc<OwnerCounts>);
+struct Deliveries(Counter);
 
 impl ClientContext for Deliveries {}
 
@@ -109,7 +98,7 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((err, message)) = result {
-            self.0.records_failed.fetch_add(1, Ordering::Relaxed);
+            self.0.inc();
             tracing::error!(error = %err, partition = message.partition(), "item record not delivered; readers miss it until the item's next change");
         }
     }
@@ -140,10 +129,10 @@ impl OwnedPartitions {
             .map_err(|err| err.to_string())
             .and_then(|batch| (owned.owner.apply(batch, engine)).map_err(|err| err.to_string()));
         match applied {
-            Ok(()) => self.counts.batches_applied.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => self.metrics.applied().inc(),
             Err(error) => {
                 tracing::warn!(partition, offset, %error, "item work batch refused");
-                self.counts.batches_refused.fetch_add(1, Ordering::Relaxed)
+                self.metrics.refused().inc()
             }
         };
     }
@@ -153,9 +142,11 @@ struct OwnerLoop {
     consumer: BaseConsumer,
     producer: BaseProducer<Deliveries>,
     records_topic: String,
+    work_topic: String,
     interval: Duration,
     drain: Duration,
     partitions: OwnedPartitions,
+    metrics: ItemMetrics,
 }
 
 /// The item partitions this instance owns, each with its owner.
@@ -163,12 +154,12 @@ struct OwnedPartitions {
     owners: BTreeMap<i32, Owned>,
     engine: EngineConfig,
     significance: f32,
-    counts: Arc<OwnerCounts>,
+    metrics: ItemMetrics,
 }
 
 impl OwnerLoop {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
-        let mut published = Instant::now();
+        let (mut published, mut lag_reported) = (Instant::now(), Instant::now());
         while !stop.load(Ordering::Relaxed) {
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(message)) => self.partitions.apply(&message),
@@ -181,10 +172,27 @@ impl OwnerLoop {
                 self.publish()?;
                 published = Instant::now();
             }
+            if lag_reported.elapsed() >= LAG_INTERVAL {
+                self.report_lag();
+                lag_reported = Instant::now();
+            }
         }
         self.publish()?;
         self.producer.flush(self.drain)?;
         Ok(())
+    }
+
+    /// Work batches between the owners' positions and their partitions' ends (one request per
+    /// owned partition: every `LAG_INTERVAL`).
+    fn report_lag(&self) {
+        let lag: i64 = (self.partitions.owners.iter())
+            .filter_map(|(&partition, owned)| {
+                let watermarks =
+                    (self.consumer).fetch_watermarks(&self.work_topic, partition, LAG_TIMEOUT);
+                watermarks.ok().map(|(_, high)| (high - owned.next).max(0))
+            })
+            .sum();
+        self.metrics.work_lag.set(lag);
     }
 
     /// Forgets the partitions the group moved elsewhere.
@@ -206,19 +214,16 @@ impl OwnerLoop {
 
     /// Each owner's records of what changed since its last publication, to its partition.
     fn publish(&mut self) -> Result<(), RunError> {
+        let (views, lists) = (
+            self.metrics.published("view"),
+            self.metrics.published("lists"),
+        );
         for (&partition, owned) in &mut self.partitions.owners {
             let publication = owned.owner.publish();
-            let counts = &self.partitions.counts;
-            counts
-                .views_published
-                .fetch_add(publication.views.len() as u64, Ordering::Relaxed);
-            counts
-                .lists_published
-                .fetch_add(publication.lists.len() as u64, Ordering::Relaxed);
+            views.inc_by(publication.views.len() as u64);
+            lists.inc_by(publication.lists.len() as u64);
             for (key, payload) in publication.keyed_records() {
-                counts
-                    .record_bytes
-                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                self.metrics.record_bytes.inc_by(payload.len() as u64);
                 let mut record = BaseRecord::to(&self.records_topic)
                     .partition(partition)
                     .key(&key[..])

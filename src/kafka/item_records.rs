@@ -7,7 +7,7 @@
 //! write lock.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -21,24 +21,14 @@ use super::error::RunError;
 use super::health::Health;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{ItemKeys, Publication, SharedItems};
+use crate::item_metrics::ItemMetrics;
 
 /// Records installed at most at once after the catch-up (the write lock's hold).
 const MAX_RECORDS_PER_INSTALL: usize = 4096;
 
-/// What the follower did, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct FollowerCounts {
-    pub installed: AtomicU64,
-    /// Records that did not decode or pass their check (each kind logged).
-    pub refused: AtomicU64,
-    /// Neighbours left out because no record had named them yet.
-    pub unknown_neighbours: AtomicU64,
-}
-
 pub struct Follower {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Result<(), RunError>>,
-    pub counts: Arc<FollowerCounts>,
 }
 
 impl Follower {
@@ -46,6 +36,7 @@ impl Follower {
         config: &Config,
         items: SharedItems,
         health: Arc<Health>,
+        metrics: &ItemMetrics,
     ) -> Result<Follower, RunError> {
         let kafka = &config.kafka;
         let group = format!("{}.records.{}", kafka.group_id, std::process::id());
@@ -66,25 +57,20 @@ impl Follower {
         }
         consumer.assign(&assignment)?;
         health.set_records_behind(behind(&targets, &BTreeMap::new()));
-        let counts = Arc::new(FollowerCounts::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut follow = Follow {
             consumer,
             items,
             keys: ItemKeys::default(),
             engine: config.engine.clone(),
-            counts: counts.clone(),
+            metrics: metrics.clone(),
         };
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("item-records".into())
             .spawn(move || follow.run(&stopping, targets, &health))
             .map_err(RunError::Thread)?;
-        Ok(Follower {
-            stop,
-            thread,
-            counts,
-        })
+        Ok(Follower { stop, thread })
     }
 
     pub fn stop(self) -> Result<(), RunError> {
@@ -107,7 +93,7 @@ struct Follow {
     items: SharedItems,
     keys: ItemKeys,
     engine: EngineConfig,
-    counts: Arc<FollowerCounts>,
+    metrics: ItemMetrics,
 }
 
 impl Follow {
@@ -156,7 +142,7 @@ impl Follow {
             None => Err("a tombstone (records are never deleted)".to_owned()),
         };
         if let Err(error) = added {
-            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            self.metrics.records_refused.inc();
             tracing::warn!(partition = message.partition(), offset = message.offset(), %error, "item record refused");
         }
     }
@@ -168,17 +154,13 @@ impl Follow {
         let mut model = self.items.write().expect("a worker panicked while ranking");
         let installed = self.keys.install(&mut model, publication, &self.engine);
         drop(model);
-        let counts = &self.counts;
-        counts.installed.fetch_add(
-            (installed.views + installed.lists) as u64,
-            Ordering::Relaxed,
-        );
-        (counts.unknown_neighbours)
-            .fetch_add(installed.unknown_neighbours as u64, Ordering::Relaxed);
+        let metrics = &self.metrics;
+        (metrics.records_installed).inc_by((installed.views + installed.lists) as u64);
+        (metrics.unknown_neighbours).inc_by(installed.unknown_neighbours as u64);
         if let Some(first) = installed.refused.first() {
-            counts
-                .refused
-                .fetch_add(installed.refused.len() as u64, Ordering::Relaxed);
+            metrics
+                .records_refused
+                .inc_by(installed.refused.len() as u64);
             tracing::warn!(refused = installed.refused.len(), error = %first, "item records refused by their checks");
         }
         *publication = Publication::default();

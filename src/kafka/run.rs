@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +39,7 @@ use crate::admin::Metrics;
 use crate::config::{Config, KafkaConfig};
 use crate::engine::Engine;
 use crate::engine::SharedItems;
+use crate::item_metrics::ItemMetrics;
 use crate::offsets::{topic_index, worker_of, PartitionKey};
 use crate::pipeline::{Processor, Stats};
 use crate::runtime::checkpoint::Durable;
@@ -275,6 +275,7 @@ pub async fn consume(
             config,
             items.clone(),
             observers.health.clone(),
+            &metrics.items_side,
         )?),
         false => None,
     };
@@ -610,29 +611,16 @@ impl OwnedItems {
         config: &Config,
         items: SharedItems,
         health: Arc<Health>,
+        metrics: &ItemMetrics,
     ) -> Result<OwnedItems, RunError> {
         Ok(OwnedItems {
-            follower: Follower::start(config, items, health)?,
-            owners: Owners::start(config)?,
+            follower: Follower::start(config, items, health, metrics)?,
+            owners: Owners::start(config, metrics)?,
         })
     }
 
     /// Owners publish what is left; both leave.
     fn stop(self) -> Result<(), RunError> {
-        let (owned, read) = (&self.owners.counts, &self.follower.counts);
-        let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        tracing::info!(
-            work_batches = count(&owned.batches_applied),
-            work_refused = count(&owned.batches_refused),
-            views = count(&owned.views_published),
-            lists = count(&owned.lists_published),
-            record_bytes = count(&owned.record_bytes),
-            records_failed = count(&owned.records_failed),
-            installed = count(&read.installed),
-            refused = count(&read.refused),
-            unknown_neighbours = count(&read.unknown_neighbours),
-            "item owners and read model stopped"
-        );
         let owners = self.owners.stop();
         self.follower.stop()?;
         owners

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::bench_instances::{name_topics, ScratchDir};
 use super::scrape::{cpu_seconds, free_port, scrape, Scraped};
 use crate::config::{Config, KafkaConfig};
+pub use crate::eval::Topology;
 use crate::kafka::produce_messages;
 use crate::tools::demo::demo_payloads;
 
@@ -40,8 +41,12 @@ pub struct ProcessesRow {
     pub cpu_s_per_100k_events: f64,
     /// `cpu_s_per_100k_events` ÷ the one-instance figure: the work amplification.
     pub cpu_relative: f64,
+    /// How the item side is shared: `replicated` (model-updates) or `owned`.
+    pub topology: Topology,
     /// Records the processes published to `model-updates`, per input event.
     pub model_updates_per_event: f64,
+    /// Item records (views and lists) the owners published, per input event.
+    pub item_records_per_event: f64,
 }
 
 /// What one round needs to know.
@@ -52,6 +57,7 @@ pub struct Bench<'a> {
     pub seed: u64,
     /// The `streamrec` binary to start (this one).
     pub exe: PathBuf,
+    pub topology: Topology,
 }
 
 pub async fn bench_processes(
@@ -64,7 +70,7 @@ pub async fn bench_processes(
     let mut rows: Vec<ProcessesRow> = Vec::new();
     for (round, &count) in counts.iter().enumerate() {
         let name = format!("bench-{run_id}-{round}");
-        let config = round_config(bench.brokers, &name, &scratch.0);
+        let config = round_config(bench, &name, &scratch.0);
         create_topics(&config, bench.partitions).await?;
         let mut group = Group::start(&config, count, bench, &scratch.0)?;
         group.wait_assigned(bench.partitions as usize)?;
@@ -85,7 +91,9 @@ pub async fn bench_processes(
             efficiency: measured.rate / (count as f64 * single_rate),
             cpu_s_per_100k_events: cpu,
             cpu_relative: cpu / single_cpu,
+            topology: bench.topology,
             model_updates_per_event: measured.model_updates as f64 / bench.events as f64,
+            item_records_per_event: measured.item_records as f64 / bench.events as f64,
         });
     }
     Ok(rows)
@@ -98,14 +106,24 @@ async fn produce(kafka: KafkaConfig, payloads: Vec<(String, Vec<u8>)>) -> anyhow
     Ok(())
 }
 
-fn round_config(brokers: &str, name: &str, scratch: &Path) -> Config {
+/// Owned: the item topics instead of model-updates, and (not yet with them) no state dirs and
+/// no changelog.
+fn round_config(bench: &Bench, name: &str, scratch: &Path) -> Config {
     let mut config = Config::default();
     let kafka = &mut config.kafka;
-    kafka.brokers = brokers.to_owned();
+    kafka.brokers = bench.brokers.to_owned();
     kafka.group_id = name.to_owned();
     kafka.session_timeout_ms = 6_000;
     name_topics(kafka, name);
-    config.state.dir = scratch.join(name).display().to_string();
+    match bench.topology {
+        Topology::Replicated => config.state.dir = scratch.join(name).display().to_string(),
+        Topology::Owned => {
+            kafka.model_updates_topic.clear();
+            kafka.changelog_topic.clear();
+            config.items.work_topic = format!("item-work-{name}");
+            config.items.records_topic = format!("item-records-{name}");
+        }
+    }
     config
 }
 
@@ -120,10 +138,11 @@ async fn create_topics(config: &Config, partitions: i32) -> anyhow::Result<()> {
         &kafka.input_topics[0],
         &kafka.changelog_topic,
         &kafka.model_updates_topic,
+        &config.items.work_topic,
+        &config.items.records_topic,
     ];
     let narrow = kafka.output_topics();
-    let topics: Vec<NewTopic> = wide
-        .iter()
+    let topics: Vec<NewTopic> = (wide.iter().filter(|t| !t.is_empty()))
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .chain(
             narrow
@@ -155,6 +174,7 @@ struct Measured {
     rate: f64,
     cpu_s: f64,
     model_updates: u64,
+    item_records: u64,
 }
 
 impl Group {
@@ -169,7 +189,9 @@ impl Group {
             let mut config = config.clone();
             let id = format!("{}-{index}", config.kafka.group_id);
             config.kafka.instance_id = id.clone();
-            config.state.dir = format!("{}/{index}", config.state.dir);
+            if !config.state.dir.is_empty() {
+                config.state.dir = format!("{}/{index}", config.state.dir);
+            }
             let address = format!("127.0.0.1:{}", free_port()?);
             config.admin.listen = address.clone();
             let path = scratch.join(format!("{id}.toml"));
@@ -245,11 +267,12 @@ impl Group {
             std::thread::sleep(Duration::from_millis(20));
         };
         let cpu = self.wait_idle()? - cpu_at_start;
-        let model_updates = self.scrape()?.iter().map(|s| s.published).sum();
+        let scraped = self.scrape()?;
         Ok(Measured {
             rate,
             cpu_s: cpu,
-            model_updates,
+            model_updates: scraped.iter().map(|s| s.published).sum(),
+            item_records: scraped.iter().map(|s| s.item_records).sum(),
         })
     }
 

@@ -17,6 +17,8 @@ pub struct Scraped {
     pub assigned: u64,
     /// Outputs published to the topic asked for.
     pub published: u64,
+    /// Item records the owners published (item-owned scale-out), views and lists.
+    pub item_records: u64,
 }
 
 /// A port nothing listens on now.
@@ -53,6 +55,9 @@ pub fn scrape(address: &str, topic: &str) -> Option<Scraped> {
             "streamrec_events_consumed_total" => scraped.consumed = value,
             "streamrec_assigned_partitions" => scraped.assigned = value,
             _ if name == published => scraped.published = value,
+            _ if name.starts_with("streamrec_item_records_published_total{") => {
+                scraped.item_records += value
+            }
             _ => {}
         }
     }

@@ -1,0 +1,126 @@
+//! The metrics of item-owned scale-out: what this instance's owners applied and published,
+//! and what its follower installed. Counters shared with the owners' and the follower's
+//! threads (a `Counter` clone counts into the same family).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Metric, Registry};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ItemMetrics {
+    /// Work batches the owners applied, or refused (undecodable or failing their check).
+    pub work_batches: Family<OutcomeLabel, Counter>,
+    /// Work batches between the owners' positions and their partitions' ends.
+    pub work_lag: Gauge,
+    /// Records published, by kind (view, lists), and their payload bytes.
+    pub records_published: Family<KindLabel, Counter>,
+    pub record_bytes: Counter,
+    /// Records the records topic did not take (the item's next change publishes it again).
+    pub records_failed: Counter,
+    /// Records the follower installed into this instance's read model, or refused.
+    pub records_installed: Counter,
+    pub records_refused: Counter,
+    /// Neighbours left out of installed lists because no record had named them yet.
+    pub unknown_neighbours: Counter,
+}
+
+impl ItemMetrics {
+    pub fn applied(&self) -> Counter {
+        self.work_batches
+            .get_or_create(&OutcomeLabel { outcome: "applied" })
+            .clone()
+    }
+
+    pub fn refused(&self) -> Counter {
+        self.work_batches
+            .get_or_create(&OutcomeLabel { outcome: "refused" })
+            .clone()
+    }
+
+    pub fn published(&self, kind: &'static str) -> Counter {
+        self.records_published
+            .get_or_create(&KindLabel { kind })
+            .clone()
+    }
+
+    /// Registers every family; returns their full names.
+    pub fn register(&self, registry: &mut Registry) -> Vec<String> {
+        // Every label a family will have, from the start: a rate over a missing series is no
+        // rate, and parsers drop families without samples.
+        let _ = (self.applied(), self.refused());
+        let _ = (self.published("view"), self.published("lists"));
+        let mut families = Vec::new();
+        let mut to = (registry, &mut families);
+        add(
+            &mut to,
+            "item_work_batches",
+            "Item work batches the owners applied or refused, by outcome",
+            &self.work_batches,
+        );
+        add(
+            &mut to,
+            "item_work_lag",
+            "Item work batches between the owners' positions and their partitions' ends",
+            &self.work_lag,
+        );
+        add(
+            &mut to,
+            "item_records_published",
+            "Item records the owners published, by kind (view, lists)",
+            &self.records_published,
+        );
+        add(
+            &mut to,
+            "item_record_bytes",
+            "Payload bytes of the item records the owners published",
+            &self.record_bytes,
+        );
+        add(
+            &mut to,
+            "item_records_failed",
+            "Item records the records topic did not take",
+            &self.records_failed,
+        );
+        add(
+            &mut to,
+            "item_records_installed",
+            "Item records installed into this instance's read model",
+            &self.records_installed,
+        );
+        add(
+            &mut to,
+            "item_records_refused",
+            "Item records refused: undecodable or failing their check",
+            &self.records_refused,
+        );
+        add(
+            &mut to,
+            "item_unknown_neighbours",
+            "Neighbours left out of installed lists: no record had named them yet",
+            &self.unknown_neighbours,
+        );
+        families
+    }
+}
+
+fn add<M: Metric + Clone>(
+    (registry, families): &mut (&mut Registry, &mut Vec<String>),
+    name: &str,
+    help: &str,
+    metric: &M,
+) {
+    families.push(format!("streamrec_{name}"));
+    registry.register(name, help, metric.clone());
+}
