@@ -4,7 +4,7 @@
 //! holds one acknowledgement; when the work leaves in `k` batches, every one of them names the
 //! input, so it holds `k - 1` more: its offset is committed only once all are acknowledged.
 
-use crate::engine::{ItemModel, ItemWork};
+use crate::engine::{ItemModel, ItemWork, Position};
 use crate::message::{Destination, Output};
 use crate::offsets::Waiter;
 
@@ -44,12 +44,15 @@ impl ItemOutbox {
         }
     }
 
-    /// Adds an input's work; true when the input now waits for it (it had work).
-    pub fn add(&mut self, work: ItemWork, waiter: Waiter, now_ms: i64) -> bool {
+    /// Adds the work of the input at `at`; true when the input now waits for it (it had
+    /// work). The batches say which input each op came from, so that an owner applies it once
+    /// however often it is sent (a crash re-reads inputs whose work was delivered).
+    pub fn add(&mut self, work: ItemWork, (waiter, at): (Waiter, Position), now_ms: i64) -> bool {
         if work.ops.is_empty() {
             return false;
         }
         self.work.append(work);
+        self.work.mark_input(at);
         self.waiters.push(waiter);
         self.since_ms.get_or_insert(now_ms);
         true
@@ -119,6 +122,14 @@ mod tests {
         }
     }
 
+    fn input(offset: i64) -> (Waiter, Position) {
+        let at = Position {
+            stream: 0,
+            seq: offset,
+        };
+        (waiter(offset), at)
+    }
+
     /// A deferring engine's work for a user viewing `items` in turn, one input each.
     fn work_of(items: &[&str]) -> (Engine, Vec<ItemWork>) {
         let mut engine = Engine::new(EngineConfig::default());
@@ -138,7 +149,7 @@ mod tests {
         let mut outbox = ItemOutbox::new(100, 1_000_000, 8);
         let mut tracker = OffsetTracker::default();
         for (offset, work) in work.into_iter().enumerate() {
-            let held = outbox.add(work, waiter(offset as i64), 0);
+            let held = outbox.add(work, input(offset as i64), 0);
             assert!(held, "a view is work for its item");
             tracker.add(waiter(offset as i64), 1);
         }
@@ -175,7 +186,7 @@ mod tests {
         let mut ops = 0;
         for (offset, work) in work.into_iter().enumerate() {
             ops += work.ops.len();
-            outbox.add(work, waiter(offset as i64), 0);
+            outbox.add(work, input(offset as i64), 0);
             assert_eq!(outbox.full(), ops >= 16, "{ops} pieces of work");
         }
         assert!(outbox.due(0), "past 16 pieces of work: {ops}");

@@ -378,7 +378,8 @@ impl Processor {
         let mut processed = Processed::default();
         if let Some(outbox) = &mut self.outbox {
             let work = std::mem::take(&mut outcome.effects.item_work);
-            processed.deferred += u32::from(outbox.add(work, record.source, now_ms));
+            let input = (record.source, position_of(record.source));
+            processed.deferred += u32::from(outbox.add(work, input, now_ms));
         }
         if !self.publishes {
             return processed; // learning only: what it caused is dropped

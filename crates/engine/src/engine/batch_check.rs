@@ -30,6 +30,12 @@ pub enum BatchError {
     },
     #[error("the users' vectors hold a value that is not {}", Range::Signed)]
     VectorOutOfRange,
+    #[error("input mark {mark}: its ops_end {ops_end} must be past the previous mark's, and the last mark's the batch's {ops} ops")]
+    Inputs {
+        mark: usize,
+        ops_end: u32,
+        ops: usize,
+    },
 }
 
 /// What a number of item-side state may be. The bounds are far past what learning from valid
@@ -87,8 +93,25 @@ pub fn check(sizes: Sizes, work: &ItemWork, rank: usize) -> Result<(), BatchErro
     if !work.vectors.iter().all(|&v| Range::Signed.holds(v.into())) {
         return Err(BatchError::VectorOutOfRange);
     }
+    check_inputs(work)?;
     for (op, item_op) in work.ops.iter().enumerate() {
         Lists { sizes, work, op }.check(item_op, rank)?;
+    }
+    Ok(())
+}
+
+/// Input marks, if any, cut the ops into non-empty runs that cover them all.
+fn check_inputs(work: &ItemWork) -> Result<(), BatchError> {
+    let ops = work.ops.len();
+    let mut previous = 0;
+    for (mark, input) in work.inputs.iter().enumerate() {
+        let last = mark + 1 == work.inputs.len();
+        let ends = input.ops_end as usize;
+        if ends <= previous || ends > ops || (last && ends != ops) {
+            let ops_end = input.ops_end;
+            return Err(BatchError::Inputs { mark, ops_end, ops });
+        }
+        previous = ends;
     }
     Ok(())
 }
@@ -208,7 +231,7 @@ mod tests {
         ItemWork {
             ops,
             vectors,
-            users: Vec::new(),
+            ..ItemWork::default()
         }
     }
 

@@ -9,7 +9,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::batch_check::BatchError;
-use super::item_side::{ItemOp, Seen};
+use super::item_side::{ItemOp, ItemWork, Seen};
 use super::item_view::{ItemLists, ItemView, Publication};
 use super::work_batch::WorkBatch;
 use super::ItemModel;
@@ -30,6 +30,9 @@ pub struct ItemOwner {
     /// A digest of each item's lists' members as last published. Lost on a restart, which
     /// only publishes every changed item's lists once more.
     published_members: FxHashMap<u32, u64>,
+    /// The last input applied of each input stream (see `ItemWork::inputs`): work from an
+    /// input at or before it arrived again (its sender re-read it after a crash) and is skipped.
+    pub applied_inputs: FxHashMap<u64, i64>,
 }
 
 impl ItemOwner {
@@ -46,12 +49,15 @@ impl ItemOwner {
             changed: FxHashSet::default(),
             seen: FxHashMap::default(),
             published_members: FxHashMap::default(),
+            applied_inputs: FxHashMap::default(),
         }
     }
 
-    /// Applies a batch; one that does not pass its check is refused and changes nothing.
+    /// Applies a batch, but for the ops of inputs applied before; one that does not pass its
+    /// check is refused and changes nothing.
     pub fn apply(&mut self, batch: WorkBatch, config: &EngineConfig) -> Result<(), BatchError> {
-        let work = batch.into_work(&mut self.items, config)?;
+        let mut work = batch.into_work(&mut self.items, config)?;
+        self.skip_applied_inputs(&mut work);
         work.apply_to(&mut self.items, config);
         for op in &work.ops {
             self.changed.insert(op.item());
@@ -60,6 +66,29 @@ impl ItemOwner {
             }
         }
         Ok(())
+    }
+
+    /// Drops the ops of inputs at or before the last applied of their stream; records the
+    /// others as applied.
+    fn skip_applied_inputs(&mut self, work: &mut ItemWork) {
+        if work.inputs.is_empty() {
+            return; // no marks: every op applies
+        }
+        let mut keep = Vec::with_capacity(work.ops.len());
+        for mark in &work.inputs {
+            let applied = self
+                .applied_inputs
+                .entry(mark.at.stream)
+                .or_insert(i64::MIN);
+            let fresh = mark.at.seq > *applied;
+            if fresh {
+                *applied = mark.at.seq;
+            }
+            keep.resize(mark.ops_end as usize, fresh);
+        }
+        let mut kept = keep.into_iter();
+        work.ops.retain(|_| kept.next().unwrap_or(true));
+        work.inputs.clear();
     }
 
     /// Items changed since the last publication.
@@ -168,7 +197,7 @@ mod tests {
     use crate::cooccurrence::PairOp;
     use crate::engine::intern_item;
     use crate::engine::item_view::record_key;
-    use crate::engine::ItemWork;
+    use crate::engine::{InputMark, Position};
 
     fn seen(item: u32, ts_ms: i64) -> ItemOp {
         ItemOp::Seen(Seen {
@@ -305,5 +334,94 @@ mod tests {
             "a view that does not decode"
         );
         assert_eq!(back.len(), publication.len(), "refused records add nothing");
+    }
+
+    #[test]
+    fn an_inputs_work_applies_once_however_often_it_arrives() {
+        let config = EngineConfig::default();
+        let mut read = ItemModel::new(&config);
+        let mut owner = ItemOwner::new(&config);
+        let [a, b] = ["a", "b"].map(|name| intern_item(&mut read, name, &config).0);
+        let entered = |item| ItemOp::Pair(PairOp::Entered { item, weight: 1.0 });
+        let at = |seq| Position { stream: 7, seq };
+        let work_of = |inputs: &[(i64, u32)]| {
+            let mut work = ItemWork::default();
+            for &(seq, item) in inputs {
+                work.ops.push(entered(item));
+                work.mark_input(at(seq));
+            }
+            work
+        };
+        let entries = |owner: &ItemOwner, name: &str| {
+            let item = owner.items.ids.get(name).unwrap();
+            ItemView::of(&owner.items, item, 0).entries
+        };
+        let apply = |owner: &mut ItemOwner, work: &ItemWork| {
+            for (_, batch) in work.batches(&read, 4) {
+                owner.apply(batch, &config).unwrap();
+            }
+        };
+        apply(&mut owner, &work_of(&[(1, a), (2, b)]));
+        assert_eq!((entries(&owner, "a"), entries(&owner, "b")), (1.0, 1.0));
+        apply(&mut owner, &work_of(&[(1, a), (2, b)]));
+        assert_eq!(
+            (entries(&owner, "a"), entries(&owner, "b")),
+            (1.0, 1.0),
+            "sent again: applied once"
+        );
+        apply(&mut owner, &work_of(&[(2, b), (3, a), (4, a)]));
+        assert_eq!(
+            (entries(&owner, "a"), entries(&owner, "b")),
+            (3.0, 1.0),
+            "only the inputs after the last applied"
+        );
+        assert_eq!(owner.applied_inputs[&7], 4);
+        let unmarked = ItemWork {
+            ops: vec![entered(b)],
+            ..ItemWork::default()
+        };
+        apply(&mut owner, &unmarked);
+        assert_eq!(
+            entries(&owner, "b"),
+            2.0,
+            "work without marks always applies"
+        );
+    }
+
+    #[test]
+    fn input_marks_that_do_not_cover_the_ops_in_runs_are_refused() {
+        let config = EngineConfig::default();
+        let entered = ItemOp::Pair(PairOp::Entered {
+            item: 0,
+            weight: 1.0,
+        });
+        let mark = |ops_end| InputMark {
+            at: Position { stream: 0, seq: 1 },
+            ops_end,
+        };
+        let batch = |marks: Vec<InputMark>| WorkBatch {
+            items: vec!["a".into()],
+            work: ItemWork {
+                ops: vec![entered; 3],
+                inputs: marks,
+                ..ItemWork::default()
+            },
+            ..WorkBatch::default()
+        };
+        for marks in [
+            vec![mark(2)],
+            vec![mark(2), mark(2), mark(3)],
+            vec![mark(4)],
+            vec![mark(0), mark(3)],
+        ] {
+            let refused = ItemOwner::new(&config).apply(batch(marks.clone()), &config);
+            assert!(
+                matches!(refused, Err(BatchError::Inputs { .. })),
+                "{marks:?}: {refused:?}"
+            );
+        }
+        assert!(ItemOwner::new(&config)
+            .apply(batch(vec![mark(1), mark(3)]), &config)
+            .is_ok());
     }
 }

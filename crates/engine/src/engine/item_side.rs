@@ -14,7 +14,7 @@ use crate::cooccurrence::PairOp;
 use crate::factorization::{item_step, FactorSide};
 use crate::rng::SplitMix64;
 
-use super::{intern_item, popularity_scores, ItemModel};
+use super::{intern_item, popularity_scores, ItemModel, Position};
 
 /// What an event's learning sends the item side besides [`FactorSide`]'s steps.
 pub trait ItemSide: FactorSide {
@@ -80,6 +80,18 @@ pub struct ItemWork {
     /// Users' vectors before each step, `rank` floats per step.
     pub vectors: Vec<f32>,
     pub users: Vec<Box<str>>,
+    /// Which input each op came from, when the caller says (the pipeline's input positions):
+    /// the ops before a mark's `ops_end` and from the previous mark's on came from the input
+    /// at its `at`. An owner applies an input's ops once, however often they arrive. Empty:
+    /// no positions (every op applies).
+    pub inputs: Vec<InputMark>,
+}
+
+/// The end of one input's ops in a piece of work (see `ItemWork::inputs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputMark {
+    pub at: Position,
+    pub ops_end: u32,
 }
 
 impl ItemWork {
@@ -103,9 +115,33 @@ impl ItemWork {
         }
     }
 
+    /// Says that the ops since the previous mark came from the input at `at`.
+    pub fn mark_input(&mut self, at: Position) {
+        let ops_end = self.ops.len() as u32;
+        let marked = self.inputs.last().map_or(0, |mark| mark.ops_end);
+        if ops_end > marked {
+            self.inputs.push(InputMark { at, ops_end });
+        }
+    }
+
+    /// Says that the last op came from the input at `at`, extending that input's mark when it
+    /// is the last one.
+    pub(super) fn mark_input_through(&mut self, at: Position) {
+        let ops_end = self.ops.len() as u32;
+        match self.inputs.last_mut() {
+            Some(mark) if mark.at == at => mark.ops_end = ops_end,
+            _ => self.inputs.push(InputMark { at, ops_end }),
+        }
+    }
+
     /// Adds another batch's work after this one's.
     pub fn append(&mut self, work: ItemWork) {
         let (vectors, users) = (self.vectors.len(), self.users.len());
+        let ops = self.ops.len() as u32;
+        (self.inputs).extend(work.inputs.iter().map(|mark| InputMark {
+            at: mark.at,
+            ops_end: ops + mark.ops_end,
+        }));
         self.ops.extend(work.ops.into_iter().map(|op| match op {
             ItemOp::Step {
                 item,
@@ -130,6 +166,7 @@ impl ItemWork {
     }
 
     pub fn clear(&mut self) {
+        self.inputs.clear();
         self.ops.clear();
         self.vectors.clear();
         self.users.clear();

@@ -42,7 +42,7 @@ pub use crate::state::{ItemModel, Position, SharedItems, UserState, DEFAULT_STRE
 pub use batch_check::{BatchError, Range};
 pub use clocks::StreamClocks;
 pub use item_owner::ItemOwner;
-pub use item_side::{intern_like, ItemOp, ItemWork, Seen};
+pub use item_side::{intern_like, InputMark, ItemOp, ItemWork, Seen};
 use item_side::{Deferred, ItemSide, LiveItems};
 pub use item_view::{ItemLists, ItemView, Publication, ViewError};
 pub use view_reader::{Installed, ItemKeys};

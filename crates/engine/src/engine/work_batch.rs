@@ -39,7 +39,13 @@ impl ItemWork {
     pub fn batches(&self, read: &ItemModel, partitions: u32) -> Vec<(u32, WorkBatch)> {
         let rank = read.factors.rank();
         let mut builders: FxHashMap<u32, Builder> = FxHashMap::default();
-        for op in &self.ops {
+        let mut inputs = self.inputs.iter().peekable();
+        for (index, op) in self.ops.iter().enumerate() {
+            while inputs
+                .next_if(|mark| mark.ops_end as usize <= index)
+                .is_some()
+            {}
+            let input = inputs.peek().map(|mark| mark.at);
             let partition = item_partition(read.ids.name(op.item()), partitions);
             let builder = builders.entry(partition).or_default();
             let op = match *op {
@@ -72,6 +78,9 @@ impl ItemWork {
             };
             let op = map_ids(op, &mut Naming { builder, read });
             builder.batch.work.ops.push(op);
+            if let Some(at) = input {
+                builder.batch.work.mark_input_through(at);
+            }
         }
         let mut batches: Vec<(u32, WorkBatch)> =
             builders.into_iter().map(|(p, b)| (p, b.batch)).collect();
