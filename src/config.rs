@@ -225,7 +225,7 @@ impl Config {
 }
 
 impl Config {
-    /// Item-owned scale-out replaces model-updates replication, and does not yet checkpoint.
+    /// Item-owned scale-out replaces model-updates replication.
     fn validate_items(&self) -> Result<(), ConfigError> {
         if !self.items.owned() {
             return Ok(());
@@ -234,12 +234,6 @@ impl Config {
             return Err(invalid(
                 "items.work_topic",
                 "replaces kafka.model_updates_topic: set one of them",
-            ));
-        }
-        if !self.state.dir.is_empty() {
-            return Err(invalid(
-                "items.work_topic",
-                "does not yet work with state.dir (owners do not checkpoint yet)",
             ));
         }
         let topics = self.kafka.all_topics();
@@ -525,10 +519,6 @@ mod tests {
             (
                 "[items]\nwork_topic = \"w\"\nrecords_topic = \"r\"\n[kafka]\nmodel_updates_topic = \"m\"\ninstance_id = \"i\"",
                 "replaces kafka.model_updates_topic",
-            ),
-            (
-                "[items]\nwork_topic = \"w\"\nrecords_topic = \"r\"\n[state]\ndir = \"/s\"",
-                "does not yet work with state.dir",
             ),
             (
                 "[items]\nwork_topic = \"events\"\nrecords_topic = \"r\"",

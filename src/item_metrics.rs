@@ -22,6 +22,10 @@ pub struct KindLabel {
 pub struct ItemMetrics {
     /// Work batches the owners applied, or refused (undecodable or failing their check).
     pub work_batches: Family<OutcomeLabel, Counter>,
+    /// Inputs whose work reached an owner again (re-read after a crash) and was skipped.
+    pub inputs_skipped: Counter,
+    /// Item partitions this instance's owners hold.
+    pub partitions_owned: Gauge,
     /// Work batches between the owners' positions and their partitions' ends.
     pub work_lag: Gauge,
     /// Records published, by kind (view, lists), and their payload bytes.
@@ -68,6 +72,18 @@ impl ItemMetrics {
             "item_work_batches",
             "Item work batches the owners applied or refused, by outcome",
             &self.work_batches,
+        );
+        add(
+            &mut to,
+            "item_work_inputs_skipped",
+            "Inputs whose item work reached an owner again (re-read after a crash) and was skipped",
+            &self.inputs_skipped,
+        );
+        add(
+            &mut to,
+            "item_partitions_owned",
+            "Item partitions this instance's owners hold",
+            &self.partitions_owned,
         );
         add(
             &mut to,

@@ -25,6 +25,10 @@ pub struct ItemsConfig {
     /// A view waits until its item moved by more than this share of its last view (0: after
     /// every change).
     pub significance: f32,
+    /// `/readyz` says not ready while this instance's owners are more than this many work
+    /// batches behind their partitions' ends (a partition just given, read from its start; a
+    /// stuck or slow owner).
+    pub ready_lag: u64,
 }
 
 impl Default for ItemsConfig {
@@ -36,6 +40,7 @@ impl Default for ItemsConfig {
             max_batch_ops: 4096,
             publish_interval_ms: 1000,
             significance: 0.05,
+            ready_lag: 1000,
         }
     }
 }

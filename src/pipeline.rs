@@ -541,13 +541,10 @@ impl Processor {
         } else {
             (self.users.due(now_ms), self.items.due(now_ms))
         };
-        let mut flushed = Flushed::default();
-        if let Some(outbox) = self.outbox.as_mut().filter(|o| all || o.due(now_ms)) {
-            let read = self.engine.shared_items();
-            let sent = outbox.take(&read.read().expect("not poisoned"));
-            flushed.outputs.extend(sent.outputs);
-            flushed.more_holds = sent.more_holds;
-        }
+        let mut flushed = match self.outbox.as_ref().is_some_and(|o| all || o.due(now_ms)) {
+            true => self.flush_item_work(),
+            false => Flushed::default(),
+        };
         for (user, pending) in users {
             flushed
                 .outputs
@@ -560,6 +557,25 @@ impl Processor {
             }
         }
         flushed
+    }
+
+    /// The item-side work waiting to leave, as batches (none when it does not send any).
+    pub fn flush_item_work(&mut self) -> Flushed {
+        let Some(outbox) = &mut self.outbox else {
+            return Flushed::default();
+        };
+        let read = self.engine.shared_items();
+        let sent = outbox.take(&read.read().expect("not poisoned"));
+        Flushed {
+            outputs: sent.outputs,
+            released: Vec::new(),
+            more_holds: sent.more_holds,
+        }
+    }
+
+    /// Whether it sends its item side to the items' owners.
+    pub fn sends_item_work(&self) -> bool {
+        self.outbox.is_some()
     }
 
     fn dead_letter(&mut self, record: &Record, payload: &[u8], reason: &str) -> Processed {

@@ -1,9 +1,11 @@
 //! Scale-out on a real broker (Tansu): `streamrec run` processes in one group on a 6-partition
-//! input loaded with the Taobao sample, sharing the item model through `model-updates` and user
-//! state through the changelog, each member with two durable workers. One member is killed with SIGKILL mid-stream and another joins
-//! later with an empty state dir; at the end every partition's user state (profiles, attributes,
-//! positions: what only a user's own events decide) has the same digest as a single instance's,
-//! so every event was applied exactly once to its user, and every user got recommendations.
+//! input loaded with the Taobao sample, sharing user state through the changelog, each member
+//! with two durable workers, and the item side through `model-updates` (replicated) or through
+//! item ownership (`[items]`). One member is killed with SIGKILL mid-stream and another joins
+//! later with an empty state dir; at the end every partition's user state (profiles,
+//! attributes, positions: what only a user's own events decide) has the same digest as a single
+//! instance's, so every event was applied exactly once to its user, and every user got
+//! recommendations. Item-owned, every item's learned marginals are also a single instance's.
 //!
 //! `#[ignore]`d like the other broker tests; `.ci/run` runs them with `--include-ignored`.
 
@@ -18,16 +20,26 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use streamrec::engine::PortableUser;
+use streamrec::engine::{PortableUser, Publication};
 
 use common::tansu::{
-    produced, start_logged, streamrec, terminate, wait_for_any_line, wait_for_line, Broker,
+    free_port, produced, start_logged, streamrec, terminate, wait_for_any_line, wait_for_line,
+    Broker,
 };
 use common::{committed, dataset, ends_by_reading, read_topic, unique};
 
 const PARTITIONS: i32 = 6;
 /// Complete rows of the Taobao sample (its last line is cut short).
 const SAMPLE_ROWS: i64 = 84_475;
+
+/// How a deployment shares the item side.
+#[derive(Clone, Copy, PartialEq)]
+enum Items {
+    /// `model-updates`: every member learns all of it.
+    Replicated,
+    /// `[items]`: item partitions owned through the work and records topics.
+    Owned,
+}
 
 /// One deployment: its topics and group on the shared broker.
 struct Deployment {
@@ -36,15 +48,22 @@ struct Deployment {
     group: String,
     /// Pipeline workers per member.
     workers: usize,
+    items: Items,
 }
 
 impl Deployment {
-    fn new(broker: &Broker, input: &str, name: &str, workers: usize) -> Deployment {
+    fn new(
+        broker: &Broker,
+        input: &str,
+        name: &str,
+        (workers, items): (usize, Items),
+    ) -> Deployment {
         let deployment = Deployment {
             name: name.to_owned(),
             input: input.to_owned(),
             group: unique(name),
             workers,
+            items,
         };
         for topic in deployment.internal_topics() {
             broker.create_topic_with(&topic, PARTITIONS);
@@ -55,11 +74,18 @@ impl Deployment {
         deployment
     }
 
-    fn internal_topics(&self) -> [String; 2] {
-        [
-            format!("{}-changelog", self.name),
-            format!("{}-model-updates", self.name),
-        ]
+    /// The changelog first, then the item side's topics.
+    fn internal_topics(&self) -> Vec<String> {
+        let name = &self.name;
+        let items = match self.items {
+            Items::Replicated => vec![format!("{name}-model-updates")],
+            Items::Owned => vec![format!("{name}-item-work"), self.records_topic()],
+        };
+        [vec![format!("{name}-changelog")], items].concat()
+    }
+
+    fn records_topic(&self) -> String {
+        format!("{}-item-records", self.name)
     }
 
     /// Writes member `member`'s config (its own state dir); returns its path.
@@ -79,23 +105,43 @@ similar_items_topic = "{name}-similar"
 dead_letter_topic = "{name}-dead"
 triggers_topic = "{name}-triggers"
 changelog_topic = "{name}-changelog"
-model_updates_topic = "{name}-model-updates"
 instance_id = "{member}"
 session_timeout_ms = 6000
+{items}
 [pipeline]
 min_update_interval_ms = 300
 workers = {workers}
 [state]
 dir = "{state}"
-checkpoint_interval_ms = 300
-checkpoint_max_events = 4000
+checkpoint_interval_ms = {checkpoint_ms}
+checkpoint_max_events = 40000
 "#,
             brokers = broker.address,
             group = self.group,
             input = self.input,
             state = state.display(),
             workers = self.workers,
+            // Item-owned: seconds between checkpoints, so that a kill leaves work delivered for
+            // inputs the next owner of their partition reads again.
+            checkpoint_ms = match self.items {
+                Items::Replicated => 300,
+                Items::Owned => 3000,
+            },
+            items = match self.items {
+                Items::Replicated => format!("model_updates_topic = \"{name}-model-updates\""),
+                Items::Owned => String::new(),
+            },
         );
+        let text = match self.items {
+            Items::Replicated => text,
+            // Every change published: each item's last view is exact.
+            // Each member's /metrics shows its owners' lag.
+            Items::Owned => text + &format!(
+                "[items]\nwork_topic = \"{name}-item-work\"\nrecords_topic = \"{}\"\nsignificance = 0.0\npublish_interval_ms = 300\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                self.records_topic(),
+                free_port()
+            ),
+        };
         let path = dir.join(format!("{name}-{member}.toml"));
         std::fs::write(&path, text).unwrap();
         path
@@ -119,6 +165,53 @@ checkpoint_max_events = 4000
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+/// The admin address a member's config names.
+fn admin_of(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .unwrap();
+    listen.trim_matches('"').to_owned()
+}
+
+/// A member's metric (0 when absent); None while it does not answer.
+fn metric(config: &Path, name: &str) -> Option<u64> {
+    let (_, body) = common::http::get(&admin_of(config), "/metrics", None)?;
+    let prefix = format!("{name} ");
+    let line = body.lines().find(|l| l.starts_with(&prefix));
+    Some(
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Waits until every member's owners have applied all work (their lag, measured each second,
+/// is 0 twice in a row), then for their last publication. Returns the inputs their owners
+/// skipped because their work came again.
+fn wait_for_owners(configs: &[PathBuf]) -> u64 {
+    let lag = |config: &PathBuf| metric(config, "streamrec_item_work_lag");
+    let started = Instant::now();
+    let mut zero_before = false;
+    loop {
+        let lags: Vec<Option<u64>> = configs.iter().map(lag).collect();
+        let zero = lags.iter().all(|l| *l == Some(0));
+        if zero && zero_before {
+            break;
+        }
+        zero_before = zero;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "owners' lag stays at {lags:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    (configs.iter())
+        .map(|c| metric(c, "streamrec_item_work_inputs_skipped_total").unwrap_or(0))
+        .sum()
 }
 
 /// What a member logs when it took a partition's users from the changelog.
@@ -215,20 +308,29 @@ fn keys(broker: &Broker, topic: &str, partitions: i32, quiet: Duration) -> BTree
         .collect()
 }
 
-#[test]
-#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
-fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
-    let Some(path) = dataset("taobao-sample/UserBehavior.csv") else {
-        return;
-    };
-    let broker = Broker::start();
+/// Each item's marginals, scaled out and on one instance, and the inputs the scaled-out
+/// owners skipped because their work came again.
+type Learned = (
+    BTreeMap<String, (f32, f32)>,
+    BTreeMap<String, (f32, f32)>,
+    u64,
+);
+
+/// Three members (two workers each) over the Taobao sample at a steady rate: b is killed a
+/// third of the way through, a and c take its partitions over, d joins after that; then one
+/// instance (one worker) over the same input. Returns both deployments, finished, and
+/// item-owned, each one's item marginals once its owners applied all work; None without the
+/// data.
+fn scaled_and_single(
+    broker: &Broker,
+    items: Items,
+) -> Option<(Deployment, Deployment, Option<Learned>)> {
+    let path = dataset("taobao-sample/UserBehavior.csv")?;
     let dir = tempfile::tempdir().unwrap();
     let input = unique("shop");
     broker.create_topic_with(&input, PARTITIONS);
-    // The scaled members checkpoint two workers each (in rounds, partitions handed over
-    // between workers' owners); the reference is one worker in one instance.
-    let scaled = Deployment::new(&broker, &input, "scaled", 2);
-    let single = Deployment::new(&broker, &input, "single", 1);
+    let scaled = Deployment::new(broker, &input, &unique("scaled"), (2, items));
+    let single = Deployment::new(broker, &input, &unique("single"), (1, items));
     let log = |name: &str| dir.path().join(format!("{name}.log"));
 
     let mut members: BTreeMap<&str, Child> = ["a", "b", "c"]
@@ -236,7 +338,7 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
         .map(|m| {
             (
                 m,
-                start_logged(&scaled.config(dir.path(), &broker, m), &log(m)),
+                start_logged(&scaled.config(dir.path(), broker, m), &log(m)),
             )
         })
         .collect();
@@ -246,38 +348,56 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
     // A steady stream (about 17 s). b is killed a third of the way through; a and c take its
     // partitions over once the group notices (the session timeout); d joins after that.
     let ends = std::thread::scope(|scope| {
-        let producing = scope.spawn(|| produce(&broker, &input, &path, 5_000));
+        let producing = scope.spawn(|| produce(broker, &input, &path, 5_000));
         scaled.wait_for_commits(
-            &broker,
+            broker,
             |c| c.iter().map(|o| (*o).max(0)).sum::<i64>() > SAMPLE_ROWS / 3,
             "a third of the stream",
         );
         let mut killed = members.remove("b").unwrap();
         killed.kill().unwrap(); // SIGKILL: no checkpoint, no commit, no leave
         killed.wait().unwrap();
-        let taken_over = RESTORED_LINE;
-        wait_for_any_line(&[log("a"), log("c")], taken_over);
+        wait_for_any_line(&[log("a"), log("c")], RESTORED_LINE);
         members.insert(
             "d",
-            start_logged(&scaled.config(dir.path(), &broker, "d"), &log("d")),
+            start_logged(&scaled.config(dir.path(), broker, "d"), &log("d")),
         );
         wait_for_line(&log("d"), RESTORED_LINE);
         producing.join().unwrap()
     });
-    scaled.wait_for_commits(&broker, |c| c == ends.as_slice(), "the end");
+    scaled.wait_for_commits(broker, |c| c == ends.as_slice(), "the end");
+    let marginals = |deployment: &Deployment, members: &[&str]| {
+        let configs: Vec<PathBuf> = (members.iter())
+            .map(|m| dir.path().join(format!("{}-{m}.toml", deployment.name)))
+            .collect();
+        let skipped = wait_for_owners(&configs);
+        (item_marginals(broker, deployment), skipped)
+    };
+    let scaled_items = (items == Items::Owned).then(|| marginals(&scaled, &["a", "c", "d"]));
     for (_, member) in members {
         terminate(member);
     }
 
     // The reference: one instance over the same input.
-    let alone = start_logged(&single.config(dir.path(), &broker, "alone"), &log("alone"));
+    let alone = start_logged(&single.config(dir.path(), broker, "alone"), &log("alone"));
     single.wait_for_commits(
-        &broker,
+        broker,
         |c| c == ends.as_slice(),
         "the single instance's end",
     );
+    let single_items = (items == Items::Owned).then(|| marginals(&single, &["alone"]));
     terminate(alone);
+    let learned = (scaled_items.zip(single_items))
+        .map(|((scaled, skipped), (single, _))| (scaled, single, skipped));
+    Some((scaled, single, learned))
+}
 
+/// Per-partition digests of user state are equal; returns the users.
+fn assert_same_user_state(
+    broker: &Broker,
+    scaled: &Deployment,
+    single: &Deployment,
+) -> BTreeSet<String> {
     let (scaled_digests, scaled_users) =
         changelog_digests(&broker.address, &scaled.internal_topics()[0]);
     let (single_digests, single_users) =
@@ -292,12 +412,96 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
         scaled_digests, single_digests,
         "per-partition digests of user state: scaled out (with a kill and a join) vs one instance"
     );
-    let recommended = keys(&broker, "scaled-recs", 1, Duration::from_secs(5));
+    let recommended = keys(
+        broker,
+        &format!("{}-recs", scaled.name),
+        1,
+        Duration::from_secs(5),
+    );
     assert_eq!(
         recommended, scaled_users,
         "every user received recommendations"
     );
-    for name in ["scaled", "single"] {
-        assert!(common::schemas::validate_named(&broker.address, name) > 0);
+    for deployment in [scaled, single] {
+        assert!(common::schemas::validate_named(&broker.address, &deployment.name) > 0);
     }
+    scaled_users
+}
+
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
+    let broker = Broker::start();
+    let Some((scaled, single, _)) = scaled_and_single(&broker, Items::Replicated) else {
+        return;
+    };
+    assert_same_user_state(&broker, &scaled, &single);
+}
+
+/// Each item's pair marginals (entries, purchases) as its last view on a records topic says.
+fn item_marginals(broker: &Broker, deployment: &Deployment) -> BTreeMap<String, (f32, f32)> {
+    let topic = deployment.records_topic();
+    let read = read_topic(
+        &broker.address,
+        &topic,
+        PARTITIONS,
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    let mut publication = Publication::default();
+    for record in &read {
+        // The kind is the key's first byte (ASCII: kept by the lossy text of the key).
+        (publication.add_keyed(record.key.as_bytes(), &record.payload)).expect("records decode");
+    }
+    (publication.views.into_iter())
+        .map(|view| (view.item, (view.entries, view.purchases)))
+        .collect()
+}
+
+/// Item-owned: with the same kill and join, the owners (moving with the `.items` group, each
+/// reading its partitions' work logs from the start) learned every input's item work once:
+/// every item's marginals are one instance's, to float rounding (sums in another order); a
+/// duplicate or a lost input moves them by at least an event's weight.
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn owned_items_learn_every_input_once_through_a_kill_and_a_join() {
+    let broker = Broker::start();
+    let Some((scaled, single, learned)) = scaled_and_single(&broker, Items::Owned) else {
+        return;
+    };
+    assert_same_user_state(&broker, &scaled, &single);
+    let (scaled_items, single_items, skipped) = learned.expect("owned: marginals");
+    assert!(single_items.len() > 1_000, "{} items", single_items.len());
+    let only = |a: &BTreeMap<String, (f32, f32)>, b: &BTreeMap<String, (f32, f32)>| {
+        let only: Vec<&String> = a.keys().filter(|item| !b.contains_key(*item)).collect();
+        (
+            only.len(),
+            only.into_iter().take(5).cloned().collect::<Vec<String>>(),
+        )
+    };
+    let (only_scaled, only_single) = (
+        only(&scaled_items, &single_items),
+        only(&single_items, &scaled_items),
+    );
+    assert!(
+        only_scaled.0 == 0 && only_single.0 == 0,
+        "items only scaled out: {only_scaled:?}; only on one instance: {only_single:?} (of {})",
+        single_items.len()
+    );
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1.0);
+    let differing: Vec<_> = (scaled_items.iter())
+        .filter(|(item, &(entries, purchases))| {
+            let (e, p) = single_items[*item];
+            !(close(entries, e) && close(purchases, p))
+        })
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "marginals differ from one instance's: {differing:?}"
+    );
+    assert!(
+        skipped > 0,
+        "the kill left inputs whose work was delivered to be read again: the owners must skip them"
+    );
 }

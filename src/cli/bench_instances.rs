@@ -29,7 +29,7 @@ pub struct BenchInstancesArgs {
     pub partitions: i32,
     /// How the item side is shared between processes (with --brokers): `replicated` (every
     /// process learns all of it; model-updates) or `owned` (item partitions owned through the
-    /// item topics; processes without state dirs, which it does not support yet).
+    /// item topics).
     #[arg(long, value_enum, default_value = "replicated")]
     pub topology: TopologyArg,
     /// No state dirs and no changelog (by default each instance checkpoints to its own state
@@ -68,7 +68,7 @@ fn on_broker(args: &BenchInstancesArgs, brokers: &str) -> anyhow::Result<()> {
     }
     let deployed = match bench.topology {
         Topology::Replicated => "with state dirs, the changelog and model-updates",
-        Topology::Owned => "owning item partitions through the item topics, no state dirs",
+        Topology::Owned => "with state dirs, the changelog and the item topics (owned)",
     };
     println!(
         "{} events, broker {brokers}, {} partitions, `streamrec run` processes {deployed}",

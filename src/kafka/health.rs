@@ -16,6 +16,8 @@ pub struct Health {
     /// Item records published before this instance started and not installed yet (0 once
     /// caught up, or without item-owned scale-out).
     records_behind: AtomicU64,
+    /// Item work batches between this instance's owners and their partitions' ends.
+    owners_behind: AtomicU64,
     /// Partitions assigned and not flowing yet: their users are restored from the changelog
     /// (published by `restore::Restores`).
     restoring: Mutex<Vec<i32>>,
@@ -59,6 +61,14 @@ impl Health {
 
     pub(super) fn set_records_behind(&self, behind: u64) {
         self.records_behind.store(behind, Ordering::Relaxed);
+    }
+
+    pub fn owners_behind(&self) -> u64 {
+        self.owners_behind.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_owners_behind(&self, behind: u64) {
+        self.owners_behind.store(behind, Ordering::Relaxed);
     }
 
     /// Partitions waiting for their users' state from the changelog.

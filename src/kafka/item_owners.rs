@@ -27,13 +27,14 @@ use rdkafka::ClientContext;
 
 use super::client::{consumer_config, producer_config};
 use super::error::RunError;
+use super::health::Health;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{ItemOwner, WorkBatch};
 use crate::item_metrics::ItemMetrics;
 use prometheus_client::metrics::counter::Counter;
 
 /// How often the owners' lag is measured, and how long one partition's answer may take.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
 const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The running owners; `stop` publishes what is left and waits for its acknowledgements.
@@ -43,7 +44,11 @@ pub struct Owners {
 }
 
 impl Owners {
-    pub fn start(config: &Config, metrics: &ItemMetrics) -> Result<Owners, RunError> {
+    pub fn start(
+        config: &Config,
+        metrics: &ItemMetrics,
+        health: Arc<Health>,
+    ) -> Result<Owners, RunError> {
         let kafka = &config.kafka;
         let group = format!("{}.items", kafka.group_id);
         let mut client = consumer_config(kafka, &group);
@@ -72,6 +77,8 @@ impl Owners {
                 metrics: metrics.clone(),
             },
             metrics: metrics.clone(),
+            health,
+            ready_lag: config.items.ready_lag,
         };
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
@@ -125,9 +132,11 @@ impl OwnedPartitions {
         }
         owned.next = offset + 1;
         let payload = message.payload().unwrap_or_default();
+        let skipped = owned.owner.skipped_inputs;
         let applied = WorkBatch::decode(payload)
             .map_err(|err| err.to_string())
             .and_then(|batch| (owned.owner.apply(batch, engine)).map_err(|err| err.to_string()));
+        (self.metrics.inputs_skipped).inc_by(owned.owner.skipped_inputs - skipped);
         match applied {
             Ok(()) => self.metrics.applied().inc(),
             Err(error) => {
@@ -147,6 +156,8 @@ struct OwnerLoop {
     drain: Duration,
     partitions: OwnedPartitions,
     metrics: ItemMetrics,
+    health: Arc<Health>,
+    ready_lag: u64,
 }
 
 /// The item partitions this instance owns, each with its owner.
@@ -177,22 +188,65 @@ impl OwnerLoop {
                 lag_reported = Instant::now();
             }
         }
+        self.catch_up(Instant::now() + self.drain);
+        self.drop_revoked();
         self.publish()?;
         self.producer.flush(self.drain)?;
         Ok(())
     }
 
+    /// Applies the work of its partitions up to their ends as of now (within the drain time),
+    /// so that what it publishes last covers every input its own workers sent.
+    fn catch_up(&mut self, deadline: Instant) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let mut ends = BTreeMap::new();
+        for element in assignment.elements() {
+            let partition = element.partition();
+            let watermarks =
+                (self.consumer).fetch_watermarks(&self.work_topic, partition, LAG_TIMEOUT);
+            if let Ok((low, high)) = watermarks {
+                if high > low {
+                    ends.insert(partition, high);
+                }
+            }
+        }
+        let behind = |owners: &BTreeMap<i32, Owned>| {
+            (ends.iter()).any(|(p, &end)| owners.get(p).is_none_or(|o| o.next < end))
+        };
+        while behind(&self.partitions.owners) && Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) => self.partitions.apply(&message),
+                Some(Err(err)) => tracing::warn!(error = %err, "item work: consumer error"),
+                None => {}
+            }
+        }
+        if behind(&self.partitions.owners) {
+            tracing::warn!("item owners stopped before applying all their partitions' work; their next owners will");
+        }
+    }
+
     /// Work batches between the owners' positions and their partitions' ends (one request per
     /// owned partition: every `LAG_INTERVAL`).
     fn report_lag(&self) {
-        let lag: i64 = (self.partitions.owners.iter())
-            .filter_map(|(&partition, owned)| {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        (self.metrics.partitions_owned).set(assignment.count() as i64);
+        let lag: i64 = (assignment.elements().iter())
+            .filter_map(|element| {
+                let partition = element.partition();
                 let watermarks =
                     (self.consumer).fetch_watermarks(&self.work_topic, partition, LAG_TIMEOUT);
-                watermarks.ok().map(|(_, high)| (high - owned.next).max(0))
+                let (low, high) = watermarks.ok()?;
+                let owner = self.partitions.owners.get(&partition);
+                Some((high - owner.map_or(low, |o| o.next)).max(0))
             })
             .sum();
         self.metrics.work_lag.set(lag);
+        let unready = (lag as u64 > self.ready_lag).then_some(lag as u64);
+        self.health.set_owners_behind(unready.unwrap_or(0));
     }
 
     /// Forgets the partitions the group moved elsewhere.

@@ -614,8 +614,8 @@ impl OwnedItems {
         metrics: &ItemMetrics,
     ) -> Result<OwnedItems, RunError> {
         Ok(OwnedItems {
-            follower: Follower::start(config, items, health, metrics)?,
-            owners: Owners::start(config, metrics)?,
+            follower: Follower::start(config, items, health.clone(), metrics)?,
+            owners: Owners::start(config, metrics, health)?,
         })
     }
 

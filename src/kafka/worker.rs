@@ -29,7 +29,9 @@ use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
 use crate::engine::{UserCut, USERS_PER_STEP};
 use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
-use crate::pipeline::{Cleaned, Destination, LoadError, Output, Processor, Ready, Record, Stats};
+use crate::pipeline::{
+    Cleaned, Destination, Flushed, LoadError, Output, Processor, Ready, Record, Stats,
+};
 use crate::runtime::checkpoint::Durable;
 use crate::runtime::rounds::{Abandoned, Arrival};
 use crate::store::{CheckpointSize, StateStore, StoreError};
@@ -346,6 +348,10 @@ impl Worker {
 
     async fn flush(&mut self, state: &mut State, all: bool) -> Result<(), RunError> {
         let flushed = self.processor.flush(wall_clock_ms(), all);
+        self.send_flushed(state, flushed).await
+    }
+
+    async fn send_flushed(&mut self, state: &mut State, flushed: Flushed) -> Result<(), RunError> {
         for waiter in flushed.released {
             state.tracker.resolve(waiter);
         }
@@ -381,6 +387,7 @@ impl Worker {
     /// last to arrive cuts the item side and writes the round; the others wait for that cut.
     async fn join_round(&mut self, state: &mut State) -> Result<(), RunError> {
         self.wait_written(state).await?;
+        self.deliver_item_work(state).await?;
         let Some(checkpoints) = &mut self.checkpoints else {
             return Ok(());
         };
@@ -421,6 +428,27 @@ impl Worker {
         }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "checkpoint cut");
         Ok(())
+    }
+
+    /// Sends the item work of the inputs applied so far and waits until everything in flight
+    /// is acknowledged: a checkpoint then covers no input whose work could still be lost (after
+    /// a crash, the inputs after it are read again, and owners skip work they applied).
+    /// Waits as long as it takes, as backpressure does: during an outage, the worker stops.
+    async fn deliver_item_work(&mut self, state: &mut State) -> Result<(), RunError> {
+        if !self.processor.sends_item_work() {
+            return Ok(());
+        }
+        let work = self.processor.flush_item_work();
+        self.send_flushed(state, work).await?;
+        loop {
+            while let Some(acked) = state.in_flight.next().await {
+                self.on_acked(state, acked)?;
+            }
+            if state.refused.is_empty() {
+                return Ok(());
+            }
+            self.send_all(state, Vec::new()).await?;
+        }
     }
 
     /// Looks up at most `budget` more users of this worker's part of a round, and hands the

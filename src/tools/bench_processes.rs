@@ -1,6 +1,6 @@
 //! `streamrec bench-instances --brokers`: N `streamrec run` processes in one consumer group on
-//! a real broker, as a deployment runs them, each with its own state dir, changelog and
-//! `model-updates` replication. Per N it reports events/s and the **total CPU seconds of all
+//! a real broker, as a deployment runs them, each with its own state dir and the changelog,
+//! sharing the item side by `model-updates` replication or by item ownership (`--topology`). Per N it reports events/s and the **total CPU seconds of all
 //! processes per 100k events** (from `/proc/<pid>/stat`), the figure that shows how much work
 //! adding instances multiplies.
 //!
@@ -73,7 +73,8 @@ pub async fn bench_processes(
         let config = round_config(bench, &name, &scratch.0);
         create_topics(&config, bench.partitions).await?;
         let mut group = Group::start(&config, count, bench, &scratch.0)?;
-        group.wait_assigned(bench.partitions as usize)?;
+        let owned = bench.topology == Topology::Owned;
+        group.wait_assigned(bench.partitions as usize, owned)?;
         let producing = tokio::spawn(produce(config.kafka.clone(), payloads.clone()));
         let measured = tokio::task::block_in_place(|| group.measure(bench.events as u64))?;
         producing.await??;
@@ -106,8 +107,7 @@ async fn produce(kafka: KafkaConfig, payloads: Vec<(String, Vec<u8>)>) -> anyhow
     Ok(())
 }
 
-/// Owned: the item topics instead of model-updates, and (not yet with them) no state dirs and
-/// no changelog.
+/// Owned: the item topics instead of model-updates.
 fn round_config(bench: &Bench, name: &str, scratch: &Path) -> Config {
     let mut config = Config::default();
     let kafka = &mut config.kafka;
@@ -115,14 +115,11 @@ fn round_config(bench: &Bench, name: &str, scratch: &Path) -> Config {
     kafka.group_id = name.to_owned();
     kafka.session_timeout_ms = 6_000;
     name_topics(kafka, name);
-    match bench.topology {
-        Topology::Replicated => config.state.dir = scratch.join(name).display().to_string(),
-        Topology::Owned => {
-            kafka.model_updates_topic.clear();
-            kafka.changelog_topic.clear();
-            config.items.work_topic = format!("item-work-{name}");
-            config.items.records_topic = format!("item-records-{name}");
-        }
+    config.state.dir = scratch.join(name).display().to_string();
+    if bench.topology == Topology::Owned {
+        kafka.model_updates_topic.clear();
+        config.items.work_topic = format!("item-work-{name}");
+        config.items.records_topic = format!("item-records-{name}");
     }
     config
 }
@@ -189,9 +186,7 @@ impl Group {
             let mut config = config.clone();
             let id = format!("{}-{index}", config.kafka.group_id);
             config.kafka.instance_id = id.clone();
-            if !config.state.dir.is_empty() {
-                config.state.dir = format!("{}/{index}", config.state.dir);
-            }
+            config.state.dir = format!("{}/{index}", config.state.dir);
             let address = format!("127.0.0.1:{}", free_port()?);
             config.admin.listen = address.clone();
             let path = scratch.join(format!("{id}.toml"));
@@ -229,14 +224,17 @@ impl Group {
     }
 
     /// Waits until every input partition is assigned and, with no more members than
-    /// partitions, every member holds one.
-    fn wait_assigned(&mut self, partitions: usize) -> anyhow::Result<()> {
+    /// partitions, every member holds one; `owned`: every item partition has an owner too.
+    fn wait_assigned(&mut self, partitions: usize, owned: bool) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             let now = self.scrape()?;
             let total: u64 = now.iter().map(|s| s.assigned).sum();
             let everyone = now.len() > partitions || now.iter().all(|s| s.assigned > 0);
-            if total == partitions as u64 && everyone {
+            let items: u64 = now.iter().map(|s| s.item_partitions).sum();
+            let owners = now.len() > partitions || now.iter().all(|s| s.item_partitions > 0);
+            let items_owned = !owned || (items == partitions as u64 && owners);
+            if total == partitions as u64 && everyone && items_owned {
                 return Ok(());
             }
             if started.elapsed() > STALL_LIMIT {

@@ -19,6 +19,8 @@ pub struct Scraped {
     pub published: u64,
     /// Item records the owners published (item-owned scale-out), views and lists.
     pub item_records: u64,
+    /// Item partitions the owners hold.
+    pub item_partitions: u64,
 }
 
 /// A port nothing listens on now.
@@ -54,6 +56,7 @@ pub fn scrape(address: &str, topic: &str) -> Option<Scraped> {
         match name {
             "streamrec_events_consumed_total" => scraped.consumed = value,
             "streamrec_assigned_partitions" => scraped.assigned = value,
+            "streamrec_item_partitions_owned" => scraped.item_partitions = value,
             _ if name == published => scraped.published = value,
             _ if name.starts_with("streamrec_item_records_published_total{") => {
                 scraped.item_records += value

@@ -33,6 +33,8 @@ pub struct ItemOwner {
     /// The last input applied of each input stream (see `ItemWork::inputs`): work from an
     /// input at or before it arrived again (its sender re-read it after a crash) and is skipped.
     pub applied_inputs: FxHashMap<u64, i64>,
+    /// Inputs whose work arrived again and was skipped, since this owner was made.
+    pub skipped_inputs: u64,
 }
 
 impl ItemOwner {
@@ -50,6 +52,7 @@ impl ItemOwner {
             seen: FxHashMap::default(),
             published_members: FxHashMap::default(),
             applied_inputs: FxHashMap::default(),
+            skipped_inputs: 0,
         }
     }
 
@@ -83,6 +86,8 @@ impl ItemOwner {
             let fresh = mark.at.seq > *applied;
             if fresh {
                 *applied = mark.at.seq;
+            } else {
+                self.skipped_inputs += 1;
             }
             keep.resize(mark.ops_end as usize, fresh);
         }
@@ -376,6 +381,7 @@ mod tests {
             "only the inputs after the last applied"
         );
         assert_eq!(owner.applied_inputs[&7], 4);
+        assert_eq!(owner.skipped_inputs, 3, "1 and 2, then 2 again");
         let unmarked = ItemWork {
             ops: vec![entered(b)],
             ..ItemWork::default()
