@@ -367,8 +367,8 @@ impl Processor {
                 return self.dead_letter(record, record.payload.unwrap_or_default(), &code);
             }
         };
-        let stream = position_of(record.source).stream;
-        let mut outcome = self.engine.apply_on(stream, &event);
+        let at = position_of(record.source);
+        let mut outcome = self.engine.apply_on(at.stream, &event);
         if outcome.applied == Applied::Duplicate {
             self.stats.duplicates += 1;
             return Processed::default();
@@ -378,7 +378,7 @@ impl Processor {
         let mut processed = Processed::default();
         if let Some(outbox) = &mut self.outbox {
             let work = std::mem::take(&mut outcome.effects.item_work);
-            let input = (record.source, position_of(record.source));
+            let input = (record.source, at);
             processed.deferred += u32::from(outbox.add(work, input, now_ms));
         }
         if !self.publishes {

@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use streamrec::config::Config;
-use streamrec::engine::{ItemLists, ItemView, Publication};
+use streamrec::engine::{ItemLists, ItemView};
 use streamrec::kafka::produce_messages;
 use streamrec::synthetic::{ShopperConfig, Shoppers};
 use streamrec::{Engine, Event};
 
 use common::tansu::Broker;
-use common::{fresh_config, read_topic, run_for, unique};
+use common::{fresh_config, read_records, read_topic, run_for, unique};
 
 const EVENTS: usize = 3_000;
 const ITEM_PARTITIONS: i32 = 4;
@@ -48,20 +48,8 @@ fn shoppers() -> Vec<Event> {
 
 /// The last view and the last lists of each item on the records topic.
 fn last_records(config: &Config) -> (BTreeMap<String, ItemView>, BTreeMap<String, ItemLists>) {
-    let brokers = &config.kafka.brokers;
     let topic = &config.items.records_topic;
-    let read = read_topic(
-        brokers,
-        topic,
-        ITEM_PARTITIONS,
-        usize::MAX,
-        Duration::from_secs(3),
-    );
-    let mut publication = Publication::default();
-    for record in &read {
-        // The kind is the key's first byte (ASCII: kept by the lossy text of the key).
-        (publication.add_keyed(record.key.as_bytes(), &record.payload)).expect("records decode");
-    }
+    let publication = read_records(&config.kafka.brokers, topic, ITEM_PARTITIONS);
     let views = publication.views.into_iter().map(|v| (v.item.clone(), v));
     let lists = publication.lists.into_iter().map(|l| (l.item.clone(), l));
     (views.collect(), lists.collect())

@@ -20,13 +20,13 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use streamrec::engine::{PortableUser, Publication};
+use streamrec::engine::PortableUser;
 
 use common::tansu::{
     free_port, produced, start_logged, streamrec, terminate, wait_for_any_line, wait_for_line,
     Broker,
 };
-use common::{committed, dataset, ends_by_reading, read_topic, unique};
+use common::{committed, dataset, ends_by_reading, read_records, read_topic, unique};
 
 const PARTITIONS: i32 = 6;
 /// Complete rows of the Taobao sample (its last line is cut short).
@@ -440,19 +440,7 @@ fn members_killed_and_joining_mid_stream_apply_every_event_once_per_user() {
 
 /// Each item's pair marginals (entries, purchases) as its last view on a records topic says.
 fn item_marginals(broker: &Broker, deployment: &Deployment) -> BTreeMap<String, (f32, f32)> {
-    let topic = deployment.records_topic();
-    let read = read_topic(
-        &broker.address,
-        &topic,
-        PARTITIONS,
-        usize::MAX,
-        Duration::from_secs(3),
-    );
-    let mut publication = Publication::default();
-    for record in &read {
-        // The kind is the key's first byte (ASCII: kept by the lossy text of the key).
-        (publication.add_keyed(record.key.as_bytes(), &record.payload)).expect("records decode");
-    }
+    let publication = read_records(&broker.address, &deployment.records_topic(), PARTITIONS);
     (publication.views.into_iter())
         .map(|view| (view.item, (view.entries, view.purchases)))
         .collect()

@@ -75,6 +75,8 @@ impl Owners {
                 engine: config.engine.clone(),
                 significance: config.items.significance,
                 metrics: metrics.clone(),
+                applied: metrics.applied(),
+                refused: metrics.refused(),
             },
             metrics: metrics.clone(),
             health,
@@ -138,14 +140,17 @@ impl OwnedPartitions {
             .and_then(|batch| (owned.owner.apply(batch, engine)).map_err(|err| err.to_string()));
         (self.metrics.inputs_skipped).inc_by(owned.owner.skipped_inputs - skipped);
         match applied {
-            Ok(()) => self.metrics.applied().inc(),
+            Ok(()) => self.applied.inc(),
             Err(error) => {
                 tracing::warn!(partition, offset, %error, "item work batch refused");
-                self.metrics.refused().inc()
+                self.refused.inc()
             }
         };
     }
 }
+
+/// Per partition, its log's low and high watermarks.
+type Logs = BTreeMap<i32, (i64, i64)>;
 
 struct OwnerLoop {
     consumer: BaseConsumer,
@@ -166,17 +171,16 @@ struct OwnedPartitions {
     engine: EngineConfig,
     significance: f32,
     metrics: ItemMetrics,
+    /// The work batches family's two counters, looked up once.
+    applied: Counter,
+    refused: Counter,
 }
 
 impl OwnerLoop {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
         let (mut published, mut lag_reported) = (Instant::now(), Instant::now());
         while !stop.load(Ordering::Relaxed) {
-            match self.consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(message)) => self.partitions.apply(&message),
-                Some(Err(err)) => tracing::warn!(error = %err, "item work: consumer error"),
-                None => {}
-            }
+            self.poll_work();
             self.producer.poll(Duration::ZERO);
             if published.elapsed() >= self.interval {
                 self.drop_revoked();
@@ -195,32 +199,45 @@ impl OwnerLoop {
         Ok(())
     }
 
+    /// Applies the next work batch, if one comes within 50 ms.
+    fn poll_work(&mut self) {
+        match self.consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(message)) => self.partitions.apply(&message),
+            Some(Err(err)) => tracing::warn!(error = %err, "item work: consumer error"),
+            None => {}
+        }
+    }
+
+    /// The partitions assigned, and the log (low, high watermarks) of each one the broker
+    /// answered for; None without an assignment.
+    fn assigned_logs(&self) -> Option<(usize, Logs)> {
+        let assignment = self.consumer.assignment().ok()?;
+        let logs = (assignment.elements().iter())
+            .filter_map(|element| {
+                let partition = element.partition();
+                let watermarks =
+                    (self.consumer).fetch_watermarks(&self.work_topic, partition, LAG_TIMEOUT);
+                watermarks.ok().map(|log| (partition, log))
+            })
+            .collect();
+        Some((assignment.count(), logs))
+    }
+
     /// Applies the work of its partitions up to their ends as of now (within the drain time),
     /// so that what it publishes last covers every input its own workers sent.
     fn catch_up(&mut self, deadline: Instant) {
-        let Ok(assignment) = self.consumer.assignment() else {
+        let Some((_, logs)) = self.assigned_logs() else {
             return;
         };
-        let mut ends = BTreeMap::new();
-        for element in assignment.elements() {
-            let partition = element.partition();
-            let watermarks =
-                (self.consumer).fetch_watermarks(&self.work_topic, partition, LAG_TIMEOUT);
-            if let Ok((low, high)) = watermarks {
-                if high > low {
-                    ends.insert(partition, high);
-                }
-            }
-        }
+        let ends: BTreeMap<i32, i64> = (logs.into_iter())
+            .filter(|(_, (low, high))| high > low)
+            .map(|(partition, (_, high))| (partition, high))
+            .collect();
         let behind = |owners: &BTreeMap<i32, Owned>| {
             (ends.iter()).any(|(p, &end)| owners.get(p).is_none_or(|o| o.next < end))
         };
         while behind(&self.partitions.owners) && Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(message)) => self.partitions.apply(&message),
-                Some(Err(err)) => tracing::warn!(error = %err, "item work: consumer error"),
-                None => {}
-            }
+            self.poll_work();
         }
         if behind(&self.partitions.owners) {
             tracing::warn!("item owners stopped before applying all their partitions' work; their next owners will");
@@ -230,18 +247,14 @@ impl OwnerLoop {
     /// Work batches between the owners' positions and their partitions' ends (one request per
     /// owned partition: every `LAG_INTERVAL`).
     fn report_lag(&self) {
-        let Ok(assignment) = self.consumer.assignment() else {
+        let Some((assigned, logs)) = self.assigned_logs() else {
             return;
         };
-        (self.metrics.partitions_owned).set(assignment.count() as i64);
-        let lag: i64 = (assignment.elements().iter())
-            .filter_map(|element| {
-                let partition = element.partition();
-                let watermarks =
-                    (self.consumer).fetch_watermarks(&self.work_topic, partition, LAG_TIMEOUT);
-                let (low, high) = watermarks.ok()?;
+        (self.metrics.partitions_owned).set(assigned as i64);
+        let lag: i64 = (logs.into_iter())
+            .map(|(partition, (low, high))| {
                 let owner = self.partitions.owners.get(&partition);
-                Some((high - owner.map_or(low, |o| o.next)).max(0))
+                (high - owner.map_or(low, |o| o.next)).max(0)
             })
             .sum();
         self.metrics.work_lag.set(lag);

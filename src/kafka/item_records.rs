@@ -19,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::client::{partition_count, replay_consumer_config};
 use super::error::RunError;
 use super::health::Health;
+use super::model_updates::behind;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{ItemKeys, Publication, SharedItems};
 use crate::item_metrics::ItemMetrics;
@@ -77,15 +78,6 @@ impl Follower {
         self.stop.store(true, Ordering::Relaxed);
         (self.thread.join()).map_err(|_| RunError::ThreadPanicked("item records follower"))?
     }
-}
-
-/// Messages between each partition's position and its target, summed.
-fn behind(targets: &BTreeMap<i32, i64>, read: &BTreeMap<i32, i64>) -> u64 {
-    (targets.iter())
-        .map(|(partition, &target)| {
-            (target - read.get(partition).copied().unwrap_or(0)).max(0) as u64
-        })
-        .sum()
 }
 
 struct Follow {
@@ -164,18 +156,5 @@ impl Follow {
             tracing::warn!(refused = installed.refused.len(), error = %first, "item records refused by their checks");
         }
         *publication = Publication::default();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn behind_counts_what_is_left_up_to_the_targets() {
-        let targets: BTreeMap<i32, i64> = [(0, 10), (1, 4)].into();
-        assert_eq!(behind(&targets, &BTreeMap::new()), 14);
-        let read: BTreeMap<i32, i64> = [(0, 7), (1, 9)].into();
-        assert_eq!(behind(&targets, &read), 3, "partition 1 is past its target");
     }
 }

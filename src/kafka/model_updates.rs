@@ -79,8 +79,9 @@ pub fn follow(
     }))
 }
 
-/// Messages between each partition's position and its target, summed.
-fn behind(targets: &BTreeMap<i32, i64>, followed: &BTreeMap<i32, i64>) -> u64 {
+/// Messages between each partition's position and its target, summed (also the item
+/// records' follower's catch-up).
+pub(super) fn behind(targets: &BTreeMap<i32, i64>, followed: &BTreeMap<i32, i64>) -> u64 {
     targets
         .iter()
         .map(|(partition, &target)| {

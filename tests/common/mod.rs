@@ -124,6 +124,18 @@ pub fn read_topic(
     read
 }
 
+/// Everything on an item records topic (item-owned scale-out), as one publication in the
+/// order read: a later record of an item comes after its earlier ones.
+pub fn read_records(brokers: &str, topic: &str, partitions: i32) -> streamrec::engine::Publication {
+    let quiet = Duration::from_secs(3);
+    let mut publication = streamrec::engine::Publication::default();
+    for record in read_topic(brokers, topic, partitions, usize::MAX, quiet) {
+        // The kind is the key's first byte (ASCII: kept by the lossy text of the key).
+        (publication.add_keyed(record.key.as_bytes(), &record.payload)).expect("records decode");
+    }
+    publication
+}
+
 /// The group's committed offsets per partition (-1001 when none).
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
