@@ -240,8 +240,9 @@ impl Config {
         for (key, topic) in [
             ("items.work_topic", &self.items.work_topic),
             ("items.records_topic", &self.items.records_topic),
+            ("items.changelog_topic", &self.items.changelog_topic),
         ] {
-            if topics.contains(topic) {
+            if !topic.is_empty() && topics.contains(topic) {
                 return Err(invalid(key, "must differ from every kafka topic"));
             }
         }
@@ -516,6 +517,11 @@ mod tests {
             ),
             ("[items]\nsignificance = 1.0", "items.significance"),
             ("[items]\nmax_batch_ops = 1", "items.max_batch_ops"),
+            ("[items]\nchangelog_topic = \"c\"", "needs items.work_topic"),
+            (
+                "[items]\nwork_topic = \"w\"\nrecords_topic = \"r\"\nchangelog_topic = \"r\"",
+                "must differ from items.work_topic and items.records_topic",
+            ),
             (
                 "[items]\nwork_topic = \"w\"\nrecords_topic = \"r\"\n[kafka]\nmodel_updates_topic = \"m\"\ninstance_id = \"i\"",
                 "replaces kafka.model_updates_topic",

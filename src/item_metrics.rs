@@ -38,6 +38,14 @@ pub struct ItemMetrics {
     pub records_refused: Counter,
     /// Neighbours left out of installed lists because no record had named them yet.
     pub unknown_neighbours: Counter,
+    /// Owners' checkpoints, by outcome (written, failed), and the bytes written.
+    pub checkpoints: Family<OutcomeLabel, Counter>,
+    pub checkpoint_bytes: Counter,
+    /// Item partitions taken on, by how: restored from a checkpoint, none found (read from
+    /// the log's start), or failed (unreadable checkpoints: read from the log's start).
+    pub restores: Family<OutcomeLabel, Counter>,
+    /// Work batches an owner never saw: its partition's log no longer held them.
+    pub work_missed: Counter,
 }
 
 impl ItemMetrics {
@@ -53,6 +61,18 @@ impl ItemMetrics {
             .clone()
     }
 
+    pub fn checkpointed(&self, outcome: &'static str) -> Counter {
+        self.checkpoints
+            .get_or_create(&OutcomeLabel { outcome })
+            .clone()
+    }
+
+    pub fn restored(&self, outcome: &'static str) -> Counter {
+        self.restores
+            .get_or_create(&OutcomeLabel { outcome })
+            .clone()
+    }
+
     pub fn published(&self, kind: &'static str) -> Counter {
         self.records_published
             .get_or_create(&KindLabel { kind })
@@ -65,6 +85,8 @@ impl ItemMetrics {
         // rate, and parsers drop families without samples.
         let _ = (self.applied(), self.refused());
         let _ = (self.published("view"), self.published("lists"));
+        let _ = (self.checkpointed("written"), self.checkpointed("failed"));
+        let _ = ["checkpoint", "none", "failed"].map(|outcome| self.restored(outcome));
         let mut families = Vec::new();
         let mut to = (registry, &mut families);
         add(
@@ -126,6 +148,30 @@ impl ItemMetrics {
             "item_unknown_neighbours",
             "Neighbours left out of installed lists: no record had named them yet",
             &self.unknown_neighbours,
+        );
+        add(
+            &mut to,
+            "item_checkpoints",
+            "Item owners' checkpoints, by outcome (written, failed)",
+            &self.checkpoints,
+        );
+        add(
+            &mut to,
+            "item_checkpoint_bytes",
+            "Bytes of the item owners' checkpoints written",
+            &self.checkpoint_bytes,
+        );
+        add(
+            &mut to,
+            "item_partition_restores",
+            "Item partitions taken on, by outcome (checkpoint, none, failed)",
+            &self.restores,
+        );
+        add(
+            &mut to,
+            "item_work_missed",
+            "Item work batches an owner never saw: its partition's log no longer held them",
+            &self.work_missed,
         );
         families
     }

@@ -16,6 +16,13 @@ pub struct ItemsConfig {
     /// The read model: owners publish item views and lists here (compacted, keyed by item and
     /// kind, partitioned like `work_topic`); every instance follows all of it.
     pub records_topic: String,
+    /// The owners' checkpoints (compacted, partitioned like `work_topic`): a partition's new
+    /// owner restores from it and reads the work log only from where it ends. Empty: owners do
+    /// not checkpoint, and a partition's new owner reads its whole work log.
+    pub changelog_topic: String,
+    /// Owners checkpoint what changed at most this often (ms): how much work log a partition's
+    /// next owner re-reads, and so the least retention the work topic needs.
+    pub checkpoint_interval_ms: u64,
     /// Work waits at most this long (ms) on the user side before it is sent.
     pub work_interval_ms: u64,
     /// ...or until this many pieces of work wait (bounds a record's size).
@@ -26,8 +33,8 @@ pub struct ItemsConfig {
     /// every change).
     pub significance: f32,
     /// `/readyz` says not ready while this instance's owners are more than this many work
-    /// batches behind their partitions' ends (a partition just given, read from its start; a
-    /// stuck or slow owner).
+    /// batches behind their partitions' ends (a partition just given, read from its last
+    /// checkpoint or its start; a stuck or slow owner).
     pub ready_lag: u64,
 }
 
@@ -36,6 +43,8 @@ impl Default for ItemsConfig {
         ItemsConfig {
             work_topic: String::new(),
             records_topic: String::new(),
+            changelog_topic: String::new(),
+            checkpoint_interval_ms: 10_000,
             work_interval_ms: 100,
             max_batch_ops: 4096,
             publish_interval_ms: 1000,
@@ -64,6 +73,23 @@ impl ItemsConfig {
                 "must differ from items.work_topic",
             ));
         }
+        if !self.changelog_topic.is_empty() && !self.owned() {
+            return Err(invalid(
+                "items.changelog_topic",
+                "needs items.work_topic (owners are what it checkpoints)",
+            ));
+        }
+        let internal = [&self.work_topic, &self.records_topic];
+        if self.owned() && internal.contains(&&self.changelog_topic) {
+            return Err(invalid(
+                "items.changelog_topic",
+                "must differ from items.work_topic and items.records_topic",
+            ));
+        }
+        positive(
+            "items.checkpoint_interval_ms",
+            self.checkpoint_interval_ms as i64,
+        )?;
         positive("items.work_interval_ms", self.work_interval_ms as i64)?;
         if !(16..=65_536).contains(&self.max_batch_ops) {
             return Err(invalid("items.max_batch_ops", "must be in 16..=65536"));

@@ -79,7 +79,11 @@ impl Deployment {
         let name = &self.name;
         let items = match self.items {
             Items::Replicated => vec![format!("{name}-model-updates")],
-            Items::Owned => vec![format!("{name}-item-work"), self.records_topic()],
+            Items::Owned => vec![
+                format!("{name}-item-work"),
+                self.records_topic(),
+                format!("{name}-item-checkpoints"),
+            ],
         };
         [vec![format!("{name}-changelog")], items].concat()
     }
@@ -137,7 +141,7 @@ checkpoint_max_events = 40000
             // Every change published: each item's last view is exact.
             // Each member's /metrics shows its owners' lag.
             Items::Owned => text + &format!(
-                "[items]\nwork_topic = \"{name}-item-work\"\nrecords_topic = \"{}\"\nsignificance = 0.0\npublish_interval_ms = 300\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                "[items]\nwork_topic = \"{name}-item-work\"\nrecords_topic = \"{}\"\nchangelog_topic = \"{name}-item-checkpoints\"\ncheckpoint_interval_ms = 3000\nsignificance = 0.0\npublish_interval_ms = 300\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
                 self.records_topic(),
                 free_port()
             ),
@@ -190,8 +194,9 @@ fn metric(config: &Path, name: &str) -> Option<u64> {
 
 /// Waits until every member's owners have applied all work (their lag, measured each second,
 /// is 0 twice in a row), then for their last publication. Returns the inputs their owners
-/// skipped because their work came again.
-fn wait_for_owners(configs: &[PathBuf]) -> u64 {
+/// skipped because their work came again, and the item partitions they restored from a
+/// checkpoint.
+fn wait_for_owners(configs: &[PathBuf]) -> (u64, u64) {
     let lag = |config: &PathBuf| metric(config, "streamrec_item_work_lag");
     let started = Instant::now();
     let mut zero_before = false;
@@ -209,9 +214,11 @@ fn wait_for_owners(configs: &[PathBuf]) -> u64 {
         std::thread::sleep(Duration::from_millis(1200));
     }
     std::thread::sleep(Duration::from_secs(1));
-    (configs.iter())
-        .map(|c| metric(c, "streamrec_item_work_inputs_skipped_total").unwrap_or(0))
-        .sum()
+    let sum = |name: &str| -> u64 { configs.iter().map(|c| metric(c, name).unwrap_or(0)).sum() };
+    (
+        sum("streamrec_item_work_inputs_skipped_total"),
+        sum("streamrec_item_partition_restores_total{outcome=\"checkpoint\"}"),
+    )
 }
 
 /// What a member logs when it took a partition's users from the changelog.
@@ -309,11 +316,12 @@ fn keys(broker: &Broker, topic: &str, partitions: i32, quiet: Duration) -> BTree
 }
 
 /// Each item's marginals, scaled out and on one instance, and the inputs the scaled-out
-/// owners skipped because their work came again.
+/// owners skipped because their work came again and the partitions they restored from a
+/// checkpoint.
 type Learned = (
     BTreeMap<String, (f32, f32)>,
     BTreeMap<String, (f32, f32)>,
-    u64,
+    (u64, u64),
 );
 
 /// Three members (two workers each) over the Taobao sample at a steady rate: b is killed a
@@ -370,8 +378,8 @@ fn scaled_and_single(
         let configs: Vec<PathBuf> = (members.iter())
             .map(|m| dir.path().join(format!("{}-{m}.toml", deployment.name)))
             .collect();
-        let skipped = wait_for_owners(&configs);
-        (item_marginals(broker, deployment), skipped)
+        let owners = wait_for_owners(&configs);
+        (item_marginals(broker, deployment), owners)
     };
     let scaled_items = (items == Items::Owned).then(|| marginals(&scaled, &["a", "c", "d"]));
     for (_, member) in members {
@@ -388,7 +396,7 @@ fn scaled_and_single(
     let single_items = (items == Items::Owned).then(|| marginals(&single, &["alone"]));
     terminate(alone);
     let learned = (scaled_items.zip(single_items))
-        .map(|((scaled, skipped), (single, _))| (scaled, single, skipped));
+        .map(|((scaled, owners), (single, _))| (scaled, single, owners));
     Some((scaled, single, learned))
 }
 
@@ -458,7 +466,7 @@ fn owned_items_learn_every_input_once_through_a_kill_and_a_join() {
         return;
     };
     assert_same_user_state(&broker, &scaled, &single);
-    let (scaled_items, single_items, skipped) = learned.expect("owned: marginals");
+    let (scaled_items, single_items, owners) = learned.expect("owned: marginals");
     assert!(single_items.len() > 1_000, "{} items", single_items.len());
     let only = |a: &BTreeMap<String, (f32, f32)>, b: &BTreeMap<String, (f32, f32)>| {
         let only: Vec<&String> = a.keys().filter(|item| !b.contains_key(*item)).collect();
@@ -488,8 +496,13 @@ fn owned_items_learn_every_input_once_through_a_kill_and_a_join() {
         differing.is_empty(),
         "marginals differ from one instance's: {differing:?}"
     );
+    let (skipped, restored) = owners;
     assert!(
         skipped > 0,
         "the kill left inputs whose work was delivered to be read again: the owners must skip them"
+    );
+    assert!(
+        restored > 0,
+        "partitions moved by the kill and the join are restored from their owners' checkpoints"
     );
 }

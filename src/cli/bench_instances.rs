@@ -68,7 +68,9 @@ fn on_broker(args: &BenchInstancesArgs, brokers: &str) -> anyhow::Result<()> {
     }
     let deployed = match bench.topology {
         Topology::Replicated => "with state dirs, the changelog and model-updates",
-        Topology::Owned => "with state dirs, the changelog and the item topics (owned)",
+        Topology::Owned => {
+            "with state dirs, the changelog and the item topics with checkpoints (owned)"
+        }
     };
     println!(
         "{} events, broker {brokers}, {} partitions, `streamrec run` processes {deployed}",
@@ -82,14 +84,15 @@ fn on_broker(args: &BenchInstancesArgs, brokers: &str) -> anyhow::Result<()> {
 
 fn print_row(row: &ProcessesRow) {
     println!(
-        "  {} process(es): {:>8.0} events/s, scaling efficiency {:.2}, {:.2} CPU s per 100k events ({:.2} × one), {:.2} model updates and {:.2} item records per event",
+        "  {} process(es): {:>8.0} events/s, scaling efficiency {:.2}, {:.2} CPU s per 100k events ({:.2} × one), {:.2} model updates, {:.2} item records and {:.0} item checkpoint bytes per event",
         row.instances,
         row.events_per_s,
         row.efficiency,
         row.cpu_s_per_100k_events,
         row.cpu_relative,
         row.model_updates_per_event,
-        row.item_records_per_event
+        row.item_records_per_event,
+        row.item_checkpoint_bytes_per_event
     );
 }
 

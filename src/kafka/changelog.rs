@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -183,6 +183,12 @@ pub enum ChangelogError {
         partition: i32,
         source: DecodeError,
     },
+    #[error("item checkpoints {topic}/{partition}: {detail}")]
+    BadCheckpoint {
+        topic: String,
+        partition: i32,
+        detail: String,
+    },
     #[error("the thread reading changelog partition {partition} panicked")]
     Panicked { partition: i32 },
 }
@@ -195,6 +201,7 @@ impl ChangelogError {
             | ChangelogError::BadPosition { partition, .. }
             | ChangelogError::KeyNotUtf8 { partition, .. }
             | ChangelogError::BadUser { partition, .. }
+            | ChangelogError::BadCheckpoint { partition, .. }
             | ChangelogError::Panicked { partition } => *partition,
         }
     }
@@ -213,63 +220,34 @@ impl ChangelogError {
 /// would silently lose those users.
 pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLog, ChangelogError> {
     let topic = &kafka.changelog_topic;
-    let kafka_error = |source| ChangelogError::Kafka {
-        topic: topic.clone(),
-        partition,
-        source,
-    };
-    let group = format!("{}.changelog", kafka.group_id);
-    let consumer: BaseConsumer<ReplayContext> = replay_consumer_config(kafka, &group)
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(ReplayContext)
-        .map_err(kafka_error)?;
-    let timeout = Duration::from_secs(10);
     let mut log = PartitionLog {
         partition,
         ..PartitionLog::default()
     };
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(kafka_error)?;
-    consumer.assign(&assignment).map_err(kafka_error)?;
     let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let mut at = 0;
-    // The end is where the fetch reports it (partition EOF), not a listed watermark: some
-    // brokers answer ListOffsets behind what they serve.
-    loop {
-        let Some(polled) = consumer.poll(timeout) else {
-            return Err(ChangelogError::Stalled {
-                topic: topic.clone(),
-                partition,
-                at,
-            });
-        };
-        let message = match polled {
-            Ok(message) => message,
-            Err(KafkaError::PartitionEOF(_)) => break,
-            Err(err) => return Err(kafka_error(err)),
-        };
-        at = message.offset() + 1;
+    read_to_end(kafka, topic, &[partition], |message| {
         log.records += 1;
         let key = message.key().unwrap_or_default().to_vec();
-        if is_position(&message) {
-            let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
-            let position = PartitionPosition::parse(message.payload().unwrap_or_default())
-                .ok_or_else(|| ChangelogError::BadPosition {
+        if !is_position(message) {
+            latest.insert(key, message.payload().unwrap_or_default().to_vec());
+            return Ok(());
+        }
+        let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
+        let position =
+            PartitionPosition::parse(message.payload().unwrap_or_default()).ok_or_else(|| {
+                ChangelogError::BadPosition {
                     topic: topic.clone(),
                     partition,
-                    offset: at - 1,
-                })?;
-            if let Some(time) = position.stream_time_ms {
-                log.stream_times.insert(topic_name.to_string(), time);
-            }
-            log.positions
-                .insert(topic_name.into_owned(), position.next_offset);
-        } else {
-            latest.insert(key, message.payload().unwrap_or_default().to_vec());
+                    offset: message.offset(),
+                }
+            })?;
+        if let Some(time) = position.stream_time_ms {
+            log.stream_times.insert(topic_name.to_string(), time);
         }
-    }
+        log.positions
+            .insert(topic_name.into_owned(), position.next_offset);
+        Ok(())
+    })?;
     let mut users = Vec::with_capacity(latest.len());
     for (key, value) in latest {
         let id = String::from_utf8(key).map_err(|_| ChangelogError::KeyNotUtf8 {
@@ -286,6 +264,59 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
     users.sort_by(|a, b| a.0.cmp(&b.0));
     log.users = users;
     Ok(log)
+}
+
+/// Hands every record of `topic`'s `partitions`, from their start to their current ends, to
+/// `each` (blocking; one consumer for all of them), stopping at the first error.
+pub fn read_to_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partitions: &[i32],
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), ChangelogError>,
+) -> Result<(), ChangelogError> {
+    let first = partitions.first().copied().unwrap_or_default();
+    let kafka_error = |source| ChangelogError::Kafka {
+        topic: topic.to_owned(),
+        partition: first,
+        source,
+    };
+    let group = format!("{}.changelog", kafka.group_id);
+    let consumer: BaseConsumer<ReplayContext> = replay_consumer_config(kafka, &group)
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(ReplayContext)
+        .map_err(kafka_error)?;
+    let timeout = Duration::from_secs(10);
+    let mut assignment = TopicPartitionList::new();
+    for &partition in partitions {
+        (assignment.add_partition_offset(topic, partition, Offset::Beginning))
+            .map_err(kafka_error)?;
+    }
+    consumer.assign(&assignment).map_err(kafka_error)?;
+    let mut reading: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
+    // The end is where the fetch reports it (partition EOF), not a listed watermark: some
+    // brokers answer ListOffsets behind what they serve.
+    while let Some((&partition, &at)) = reading.first_key_value() {
+        let Some(polled) = consumer.poll(timeout) else {
+            return Err(ChangelogError::Stalled {
+                topic: topic.to_owned(),
+                partition,
+                at,
+            });
+        };
+        match polled {
+            Ok(message) => {
+                if let Some(at) = reading.get_mut(&message.partition()) {
+                    *at = message.offset() + 1;
+                }
+                each(&message)?;
+            }
+            Err(KafkaError::PartitionEOF(partition)) => {
+                reading.remove(&partition);
+            }
+            Err(err) => return Err(kafka_error(err)),
+        }
+    }
+    Ok(())
 }
 
 fn is_position(message: &impl Message) -> bool {

@@ -49,10 +49,11 @@ pub enum RunError {
         "the model updates topic {topic} does not exist; create it (partitions as the input's)"
     )]
     ModelUpdatesTopicMissing { topic: String },
-    #[error("items.records_topic {records} has {has} partitions, items.work_topic {work} has {needed}: create it compacted with as many (owner of work partition p publishes to records partition p)")]
+    #[error("{key} {topic} has {has} partitions, items.work_topic {work} has {needed}: create it compacted with as many (the owner of work partition p writes to its partition p)")]
     ItemTopicsMismatch {
+        key: &'static str,
+        topic: String,
         work: String,
-        records: String,
         has: usize,
         needed: usize,
     },

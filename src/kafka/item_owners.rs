@@ -4,19 +4,20 @@
 //! `items.publish_interval_ms` publishes what changed to `items.records_topic` (partition p's
 //! records to partition p), which every instance follows (`item_records`).
 //!
-//! An owner's state is what its partition's work log says, applied once in log order: a
-//! partition it is given starts empty and reads its log from the start (the group commits no
-//! offsets), and an offset below the one it applied next is skipped (a rebalance that moves
-//! the fetch position back). So item state is exact however partitions move, at the price of
-//! re-reading a moved partition's log (bounded by the topic's retention); checkpoints with a
-//! changelog are the next step.
+//! An owner's state is what its partition's work log says, applied once in log order. With
+//! `items.changelog_topic`, each owner checkpoints its state with the work-log offset it
+//! reflects every `items.checkpoint_interval_ms` (`item_checkpoints`), and a partition it is
+//! given starts from the last checkpoint and reads the log from there; without, it starts
+//! empty and reads the log from its start (the group commits no offsets). An offset below the
+//! one it applies next is skipped (a rebalance or seek that moves the fetch position back), so
+//! item state is exact however partitions move.
 //!
 //! It runs on its own thread: applying work is CPU work that must not hold an async runtime's
 //! thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,14 +29,16 @@ use rdkafka::ClientContext;
 use super::client::{consumer_config, producer_config};
 use super::error::RunError;
 use super::health::Health;
+use super::item_checkpoints::{Book, ItemCheckpoints, Restored};
 use crate::config::{Config, EngineConfig};
 use crate::engine::{ItemOwner, WorkBatch};
 use crate::item_metrics::ItemMetrics;
 use prometheus_client::metrics::counter::Counter;
 
-/// How often the owners' lag is measured, and how long one partition's answer may take.
+/// How often the owners' lag is measured (from the consumer's statistics), and how long one
+/// partition's end may take to be listed when the owners stop.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
-const LAG_TIMEOUT: Duration = Duration::from_millis(500);
+const END_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The running owners; `stop` publishes what is left and waits for its acknowledgements.
 pub struct Owners {
@@ -57,11 +60,22 @@ impl Owners {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky");
-        let consumer: BaseConsumer = client.create()?;
+        // The partitions' ends come with the statistics, from the fetches themselves: a listing
+        // request per partition would queue behind the fetch on the broker's connection.
+        client.set(
+            "statistics.interval.ms",
+            LAG_INTERVAL.as_millis().to_string(),
+        );
+        let ends = Ends::default();
+        let consumer: BaseConsumer<Ends> = client.create_with_context(ends.clone())?;
         consumer.subscribe(&[&config.items.work_topic])?;
         let producer: BaseProducer<Deliveries> = producer_config(kafka)
             .set("linger.ms", "20")
             .create_with_context(Deliveries(metrics.records_failed.clone()))?;
+        let checkpoints = match config.items.changelog_topic.as_str() {
+            "" => None,
+            topic => Some(ItemCheckpoints::new(kafka, topic)?),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut loop_ = OwnerLoop {
             consumer,
@@ -70,8 +84,11 @@ impl Owners {
             work_topic: config.items.work_topic.clone(),
             interval: Duration::from_millis(config.items.publish_interval_ms),
             drain: Duration::from_millis(config.pipeline.drain_timeout_ms),
+            checkpoint_interval: Duration::from_millis(config.items.checkpoint_interval_ms),
             partitions: OwnedPartitions {
                 owners: BTreeMap::new(),
+                checkpoints,
+                writer: writer_id(),
                 engine: config.engine.clone(),
                 significance: config.items.significance,
                 metrics: metrics.clone(),
@@ -113,24 +130,152 @@ impl ProducerContext for Deliveries {
     }
 }
 
-/// One item partition's owner and the next offset of its work log it applies.
+/// One item partition's owner, the next offset of its work log it applies, and its
+/// checkpoints' book.
 struct Owned {
     owner: ItemOwner,
     next: i64,
+    book: Book,
+    /// When it was last checkpointed (or taken on).
+    checkpointed: Instant,
 }
 
+/// This process's name on the checkpoints it writes: different from any other's.
+fn writer_id() -> u64 {
+    let nanos = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{}/{nanos}", std::process::id());
+    xxhash_rust::xxh3::xxh3_64(seed.as_bytes())
+}
+
+/// How often a transient failure to read a partition's checkpoints is retried.
+const RESTORE_ATTEMPTS: u32 = 3;
+
 impl OwnedPartitions {
+    /// Takes partitions on, each restored from its last checkpoint or empty. Returns the
+    /// work-log offset each applies next.
+    fn adopt(&mut self, partitions: &[i32]) -> Vec<(i32, i64)> {
+        let mut restored = self.restore(partitions);
+        let adopted = partitions.iter().map(|&partition| {
+            let (mut owner, next, book) = match restored.remove(&partition) {
+                Some(Restored {
+                    owner, next, book, ..
+                }) => (owner, next, book),
+                None => (ItemOwner::new(&self.engine), 0, Book::new(self.writer)),
+            };
+            owner.significance = self.significance;
+            let checkpointed = Instant::now();
+            let owned = Owned {
+                owner,
+                next,
+                book,
+                checkpointed,
+            };
+            self.owners.insert(partition, owned);
+            (partition, next)
+        });
+        adopted.collect()
+    }
+
+    /// The partitions' owners as their last checkpoints left them, where they have one that
+    /// reads (the others start empty and read their logs from the start).
+    fn restore(&self, partitions: &[i32]) -> BTreeMap<i32, Restored> {
+        let Some(checkpoints) = &self.checkpoints else {
+            tracing::info!(
+                ?partitions,
+                "owning item partitions: reading their work logs"
+            );
+            return BTreeMap::new();
+        };
+        let failed = |error: &dyn std::fmt::Display, partitions: &[i32]| {
+            tracing::error!(?partitions, %error, "item partitions' checkpoints do not read: reading their work logs from the start (work a log no longer holds is missing)");
+            self.metrics
+                .restored("failed")
+                .inc_by(partitions.len() as u64);
+        };
+        let mut attempt = 1;
+        let results = loop {
+            match checkpoints.restore(partitions, &self.engine, self.writer) {
+                Ok(results) => break results,
+                Err(err) if err.is_transient() && attempt < RESTORE_ATTEMPTS => {
+                    tracing::warn!(?partitions, error = %err, "reading item partitions' checkpoints; trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                Err(err) => {
+                    failed(&err, partitions);
+                    return BTreeMap::new();
+                }
+            }
+        };
+        let mut restored = BTreeMap::new();
+        for (partition, result) in results {
+            match result {
+                Ok(Some(owner)) => {
+                    let (next, records) = (owner.next, owner.records);
+                    tracing::info!(
+                        partition,
+                        next,
+                        records,
+                        "owning an item partition: restored from its checkpoint"
+                    );
+                    self.metrics.restored("checkpoint").inc();
+                    restored.insert(partition, owner);
+                }
+                Ok(None) => {
+                    tracing::info!(
+                        partition,
+                        "owning an item partition: no checkpoint, reading its work log"
+                    );
+                    self.metrics.restored("none").inc();
+                }
+                Err(err) => failed(&err, &[partition]),
+            }
+        }
+        restored
+    }
+
+    /// Checkpoints the owned partitions that applied work since their last checkpoint: all of
+    /// them, or (`oldest_only`) the one checkpointed longest ago, so that the owners pause for
+    /// one partition's checkpoint at a time.
+    fn checkpoint(&mut self, oldest_only: bool) {
+        let Some(checkpoints) = &self.checkpoints else {
+            return;
+        };
+        let mut due: Vec<(&i32, &mut Owned)> = (self.owners.iter_mut())
+            .filter(|(_, o)| o.next != o.book.checkpointed_next() || o.book.rewrite_all)
+            .collect();
+        due.sort_by_key(|(_, owned)| owned.checkpointed);
+        due.truncate(if oldest_only { 1 } else { usize::MAX });
+        for (&partition, owned) in due {
+            owned.checkpointed = Instant::now();
+            let book = &mut owned.book;
+            match checkpoints.write(partition, &mut owned.owner, book, owned.next) {
+                Ok(bytes) => {
+                    self.metrics.checkpointed("written").inc();
+                    self.metrics.checkpoint_bytes.inc_by(bytes as u64);
+                }
+                Err(error) => {
+                    tracing::warn!(partition, %error, "item checkpoint failed; the next one writes every page");
+                    self.metrics.checkpointed("failed").inc();
+                }
+            }
+        }
+    }
+
     fn apply(&mut self, message: &impl Message) {
         let (partition, offset) = (message.partition(), message.offset());
-        let (engine, significance) = (&self.engine, self.significance);
-        let owned = self.owners.entry(partition).or_insert_with(|| {
-            tracing::info!(partition, "owning an item partition: reading its work log");
-            let mut owner = ItemOwner::new(engine);
-            owner.significance = significance;
-            Owned { owner, next: 0 }
-        });
+        let engine = &self.engine;
+        let Some(owned) = self.owners.get_mut(&partition) else {
+            return; // adopted first (`OwnerLoop::poll_work`)
+        };
         if offset < owned.next {
             return; // applied already: the fetch went back
+        }
+        if offset > owned.next {
+            let missed = offset - owned.next;
+            tracing::error!(partition, from = owned.next, to = offset, "item work missed: the log no longer holds it (keep items.work_topic's retention well above items.checkpoint_interval_ms)");
+            self.metrics.work_missed.inc_by(missed as u64);
         }
         owned.next = offset + 1;
         let payload = message.payload().unwrap_or_default();
@@ -152,13 +297,33 @@ impl OwnedPartitions {
 /// Per partition, its log's low and high watermarks.
 type Logs = BTreeMap<i32, (i64, i64)>;
 
+/// The work topic's partitions' logs as the consumer's last statistics saw them.
+#[derive(Clone, Default)]
+struct Ends(Arc<Mutex<Logs>>);
+
+impl ClientContext for Ends {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut logs = self.0.lock().expect("not poisoned");
+        for topic in statistics.topics.values() {
+            for (&partition, seen) in &topic.partitions {
+                if partition >= 0 && seen.hi_offset >= 0 {
+                    logs.insert(partition, (seen.lo_offset.max(0), seen.hi_offset));
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Ends {}
+
 struct OwnerLoop {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Ends>,
     producer: BaseProducer<Deliveries>,
     records_topic: String,
     work_topic: String,
     interval: Duration,
     drain: Duration,
+    checkpoint_interval: Duration,
     partitions: OwnedPartitions,
     metrics: ItemMetrics,
     health: Arc<Health>,
@@ -168,6 +333,9 @@ struct OwnerLoop {
 /// The item partitions this instance owns, each with its owner.
 struct OwnedPartitions {
     owners: BTreeMap<i32, Owned>,
+    /// Where owners checkpoint, if they do.
+    checkpoints: Option<ItemCheckpoints>,
+    writer: u64,
     engine: EngineConfig,
     significance: f32,
     metrics: ItemMetrics,
@@ -179,6 +347,7 @@ struct OwnedPartitions {
 impl OwnerLoop {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
         let (mut published, mut lag_reported) = (Instant::now(), Instant::now());
+        let mut checkpointed = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             self.poll_work();
             self.producer.poll(Duration::ZERO);
@@ -191,32 +360,83 @@ impl OwnerLoop {
                 self.report_lag();
                 lag_reported = Instant::now();
             }
+            // One partition at a time, each about once per interval.
+            let owned = self.partitions.owners.len().max(1) as u32;
+            if checkpointed.elapsed() >= self.checkpoint_interval / owned {
+                // Only partitions still assigned: no poll (where revokes happen) comes between.
+                self.drop_revoked();
+                self.partitions.checkpoint(true);
+                checkpointed = Instant::now();
+            }
         }
         self.catch_up(Instant::now() + self.drain);
         self.drop_revoked();
         self.publish()?;
         self.producer.flush(self.drain)?;
+        self.partitions.checkpoint(false);
         Ok(())
     }
 
     /// Applies the next work batch, if one comes within 50 ms.
     fn poll_work(&mut self) {
         match self.consumer.poll(Duration::from_millis(50)) {
-            Some(Ok(message)) => self.partitions.apply(&message),
+            Some(Ok(message)) => {
+                let partition = message.partition();
+                if !self.partitions.owners.contains_key(&partition) {
+                    let mut new = self.unowned_assigned();
+                    if !new.contains(&partition) {
+                        new.push(partition);
+                    }
+                    for (adopted, next) in self.partitions.adopt(&new) {
+                        if next > 0 && (adopted != partition || next > message.offset()) {
+                            self.skip_to(adopted, next);
+                        }
+                    }
+                }
+                self.partitions.apply(&message)
+            }
             Some(Err(err)) => tracing::warn!(error = %err, "item work: consumer error"),
             None => {}
         }
     }
 
-    /// The partitions assigned, and the log (low, high watermarks) of each one the broker
-    /// answered for; None without an assignment.
-    fn assigned_logs(&self) -> Option<(usize, Logs)> {
+    /// The partitions assigned to this instance that it does not own yet.
+    fn unowned_assigned(&self) -> Vec<i32> {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        let partitions = assignment.elements().into_iter().map(|e| e.partition());
+        (partitions.filter(|p| !self.partitions.owners.contains_key(p))).collect()
+    }
+
+    /// Moves a partition's fetch to `next` (what comes before is skipped anyway).
+    fn skip_to(&self, partition: i32, next: i64) {
+        let at = rdkafka::Offset::Offset(next);
+        let timeout = Duration::from_secs(5);
+        if let Err(err) = (self.consumer).seek(&self.work_topic, partition, at, timeout) {
+            tracing::warn!(partition, next, error = %err, "cannot seek to an item partition's checkpoint; skipping the work before it instead");
+        }
+    }
+
+    /// The partitions assigned, and the log (low, high watermarks) of each one known: listed
+    /// now (one request each), or as the last statistics saw it. None without an assignment.
+    fn assigned_logs(&self, listed: bool) -> Option<(usize, Logs)> {
         let assignment = self.consumer.assignment().ok()?;
+        let seen = self
+            .consumer
+            .context()
+            .0
+            .lock()
+            .expect("not poisoned")
+            .clone();
         let logs = (assignment.elements().iter())
             .filter_map(|element| {
                 let partition = element.partition();
+                if !listed {
+                    return seen.get(&partition).map(|&log| (partition, log));
+                }
                 let watermarks =
-                    (self.consumer).fetch_watermarks(&self.work_topic, partition, LAG_TIMEOUT);
+                    (self.consumer).fetch_watermarks(&self.work_topic, partition, END_TIMEOUT);
                 watermarks.ok().map(|log| (partition, log))
             })
             .collect();
@@ -226,7 +446,7 @@ impl OwnerLoop {
     /// Applies the work of its partitions up to their ends as of now (within the drain time),
     /// so that what it publishes last covers every input its own workers sent.
     fn catch_up(&mut self, deadline: Instant) {
-        let Some((_, logs)) = self.assigned_logs() else {
+        let Some((_, logs)) = self.assigned_logs(true) else {
             return;
         };
         let ends: BTreeMap<i32, i64> = (logs.into_iter())
@@ -244,10 +464,10 @@ impl OwnerLoop {
         }
     }
 
-    /// Work batches between the owners' positions and their partitions' ends (one request per
-    /// owned partition: every `LAG_INTERVAL`).
+    /// Work batches between the owners' positions and their partitions' ends (as of the last
+    /// statistics, at most `LAG_INTERVAL` old).
     fn report_lag(&self) {
-        let Some((assigned, logs)) = self.assigned_logs() else {
+        let Some((assigned, logs)) = self.assigned_logs(false) else {
             return;
         };
         (self.metrics.partitions_owned).set(assigned as i64);

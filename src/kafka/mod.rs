@@ -8,6 +8,7 @@ mod client;
 mod context;
 mod error;
 mod health;
+mod item_checkpoints;
 mod item_owners;
 mod item_records;
 mod latency;

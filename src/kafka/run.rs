@@ -587,14 +587,23 @@ fn item_partitions(
         return Ok(0);
     }
     let work = partition_count(consumer, &items.work_topic)?;
-    let records = partition_count(consumer, &items.records_topic)?;
-    if records < work {
-        return Err(RunError::ItemTopicsMismatch {
-            work: items.work_topic.clone(),
-            records: items.records_topic.clone(),
-            has: records,
-            needed: work,
-        });
+    for (key, topic) in [
+        ("items.records_topic", &items.records_topic),
+        ("items.changelog_topic", &items.changelog_topic),
+    ] {
+        let has = match topic.as_str() {
+            "" => continue,
+            _ => partition_count(consumer, topic)?,
+        };
+        if has < work {
+            return Err(RunError::ItemTopicsMismatch {
+                key,
+                topic: topic.clone(),
+                work: items.work_topic.clone(),
+                has,
+                needed: work,
+            });
+        }
     }
     Ok(work as u32)
 }

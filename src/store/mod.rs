@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::EngineConfig;
 use crate::engine::{records_digest, Engine, EngineRecords};
 
-mod pages;
+pub mod pages;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The format this build writes and reads. 5 split the item model into a record per item;
@@ -353,7 +353,7 @@ impl StateStore {
 
     fn page(&self, number: u32, value: &[u8]) -> Result<pages::Page, StoreError> {
         let body = self.body(format!("itempage/{number}").as_bytes(), value)?;
-        pages::decode(number, &body)
+        pages::decode(number, pages::ITEMS_PER_PAGE, &body)
             .map_err(|why| self.corrupt(format!("record itempage/{number} {why}")))
     }
 
@@ -794,7 +794,8 @@ mod tests {
         fn rewritten(edit: fn(&mut pages::Page)) -> impl Fn(&sled::Db) {
             move |db: &sled::Db| {
                 let value = db.get(page_key(0)).unwrap().unwrap();
-                let mut page = pages::decode(0, record_body(&value).unwrap()).unwrap();
+                let mut page =
+                    pages::decode(0, pages::ITEMS_PER_PAGE, record_body(&value).unwrap()).unwrap();
                 edit(&mut page);
                 db.insert(page_key(0), versioned(&pages::encode(&page)))
                     .unwrap();

@@ -31,8 +31,8 @@ pub fn encode(page: &Page) -> Vec<u8> {
     body
 }
 
-/// The records of page `number`, or what is wrong with its body.
-pub fn decode(number: u32, mut body: &[u8]) -> Result<Page, String> {
+/// The records of page `number` of pages of `per_page` items, or what is wrong with its body.
+pub fn decode(number: u32, per_page: u32, mut body: &[u8]) -> Result<Page, String> {
     let mut page = Page::new();
     while !body.is_empty() {
         let (Some((item, rest)), true) = (body.split_first_chunk::<4>(), body.len() >= 8) else {
@@ -44,10 +44,10 @@ pub fn decode(number: u32, mut body: &[u8]) -> Result<Page, String> {
         let item = u32::from_be_bytes(*item);
         let (len, rest) = rest.split_first_chunk::<4>().expect("8 bytes checked");
         let len = u32::from_be_bytes(*len) as usize;
-        if page_of(item) != number {
+        if item / per_page != number {
             return Err(format!(
                 "holds item {item}, which belongs to page {}",
-                page_of(item)
+                item / per_page
             ));
         }
         if page.last_key_value().is_some_and(|(&last, _)| last >= item) {
@@ -73,16 +73,20 @@ mod tests {
     fn a_page_reads_back_as_written_and_damage_is_described() {
         let page: Page = [(256, vec![1, 2, 3]), (300, vec![]), (511, vec![9; 40])].into();
         let body = encode(&page);
-        assert_eq!(decode(1, &body), Ok(page));
-        assert!(decode(0, &body).unwrap_err().contains("belongs to page 1"));
-        assert!(decode(1, &body[..body.len() - 1])
+        assert_eq!(decode(1, ITEMS_PER_PAGE, &body), Ok(page));
+        assert!(decode(0, ITEMS_PER_PAGE, &body)
+            .unwrap_err()
+            .contains("belongs to page 1"));
+        assert!(decode(1, ITEMS_PER_PAGE, &body[..body.len() - 1])
             .unwrap_err()
             .contains("claims 40 bytes, 39 remain"));
-        assert!(decode(1, &body[..5])
+        assert!(decode(1, ITEMS_PER_PAGE, &body[..5])
             .unwrap_err()
             .contains("inside a record header"));
         let twice = [&body[..11], &body[..11]].concat();
-        assert!(decode(1, &twice).unwrap_err().contains("out of order"));
-        assert_eq!(decode(7, &[]), Ok(Page::new()));
+        assert!(decode(1, ITEMS_PER_PAGE, &twice)
+            .unwrap_err()
+            .contains("out of order"));
+        assert_eq!(decode(7, ITEMS_PER_PAGE, &[]), Ok(Page::new()));
     }
 }

@@ -47,6 +47,8 @@ pub struct ProcessesRow {
     pub model_updates_per_event: f64,
     /// Item records (views and lists) the owners published, per input event.
     pub item_records_per_event: f64,
+    /// Bytes of the item owners' checkpoints, per input event.
+    pub item_checkpoint_bytes_per_event: f64,
 }
 
 /// What one round needs to know.
@@ -95,19 +97,20 @@ pub async fn bench_processes(
             topology: bench.topology,
             model_updates_per_event: measured.model_updates as f64 / bench.events as f64,
             item_records_per_event: measured.item_records as f64 / bench.events as f64,
+            item_checkpoint_bytes_per_event: measured.checkpoint_bytes as f64 / bench.events as f64,
         });
     }
     Ok(rows)
 }
 
-/// One deployment's config: fresh topics named after the round, a changelog and model-updates
-/// topic, state checkpointed every second (every instance's own dir is set at start).
 async fn produce(kafka: KafkaConfig, payloads: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
     produce_messages(&kafka, &kafka.input_topics[0], &payloads, false, None).await?;
     Ok(())
 }
 
-/// Owned: the item topics instead of model-updates.
+/// One deployment's config: fresh topics named after the round, a changelog and model-updates
+/// topic (owned: the item topics instead), state dirs (every instance's own dir is set at
+/// start).
 fn round_config(bench: &Bench, name: &str, scratch: &Path) -> Config {
     let mut config = Config::default();
     let kafka = &mut config.kafka;
@@ -120,6 +123,10 @@ fn round_config(bench: &Bench, name: &str, scratch: &Path) -> Config {
         kafka.model_updates_topic.clear();
         config.items.work_topic = format!("item-work-{name}");
         config.items.records_topic = format!("item-records-{name}");
+        config.items.changelog_topic = format!("item-checkpoints-{name}");
+        // Rounds last seconds: owners checkpoint every second so that each round includes
+        // several of their checkpoints.
+        config.items.checkpoint_interval_ms = 1_000;
     }
     config
 }
@@ -137,6 +144,7 @@ async fn create_topics(config: &Config, partitions: i32) -> anyhow::Result<()> {
         &kafka.model_updates_topic,
         &config.items.work_topic,
         &config.items.records_topic,
+        &config.items.changelog_topic,
     ];
     let narrow = kafka.output_topics();
     let topics: Vec<NewTopic> = (wide.iter().filter(|t| !t.is_empty()))
@@ -172,6 +180,7 @@ struct Measured {
     cpu_s: f64,
     model_updates: u64,
     item_records: u64,
+    checkpoint_bytes: u64,
 }
 
 impl Group {
@@ -271,6 +280,7 @@ impl Group {
             cpu_s: cpu,
             model_updates: scraped.iter().map(|s| s.published).sum(),
             item_records: scraped.iter().map(|s| s.item_records).sum(),
+            checkpoint_bytes: scraped.iter().map(|s| s.item_checkpoint_bytes).sum(),
         })
     }
 

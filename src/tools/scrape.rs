@@ -21,6 +21,8 @@ pub struct Scraped {
     pub item_records: u64,
     /// Item partitions the owners hold.
     pub item_partitions: u64,
+    /// Bytes of the item owners' checkpoints.
+    pub item_checkpoint_bytes: u64,
 }
 
 /// A port nothing listens on now.
@@ -57,6 +59,7 @@ pub fn scrape(address: &str, topic: &str) -> Option<Scraped> {
             "streamrec_events_consumed_total" => scraped.consumed = value,
             "streamrec_assigned_partitions" => scraped.assigned = value,
             "streamrec_item_partitions_owned" => scraped.item_partitions = value,
+            "streamrec_item_checkpoint_bytes_total" => scraped.item_checkpoint_bytes = value,
             _ if name == published => scraped.published = value,
             _ if name.starts_with("streamrec_item_records_published_total{") => {
                 scraped.item_records += value

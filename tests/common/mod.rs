@@ -127,7 +127,8 @@ pub fn read_topic(
 /// Everything on an item records topic (item-owned scale-out), as one publication in the
 /// order read: a later record of an item comes after its earlier ones.
 pub fn read_records(brokers: &str, topic: &str, partitions: i32) -> streamrec::engine::Publication {
-    let quiet = Duration::from_secs(3);
+    // Until quiet, not to the listed ends: Tansu can list them behind what it serves.
+    let quiet = Duration::from_secs(5);
     let mut publication = streamrec::engine::Publication::default();
     for record in read_topic(brokers, topic, partitions, usize::MAX, quiet) {
         // The kind is the key's first byte (ASCII: kept by the lossy text of the key).

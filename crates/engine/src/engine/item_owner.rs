@@ -12,7 +12,8 @@ use super::batch_check::BatchError;
 use super::item_side::{ItemOp, ItemWork, Seen};
 use super::item_view::{ItemLists, ItemView, Publication};
 use super::work_batch::WorkBatch;
-use super::ItemModel;
+use super::{DecodeError, ItemModel, ModelRecords};
+use crate::changed::ChangedItems;
 use crate::config::EngineConfig;
 use crate::cooccurrence::Listed;
 
@@ -35,6 +36,8 @@ pub struct ItemOwner {
     pub applied_inputs: FxHashMap<u64, i64>,
     /// Inputs whose work arrived again and was skipped, since this owner was made.
     pub skipped_inputs: u64,
+    /// The items this owner applied work to: its own (the model also names their partners).
+    owned: ChangedItems,
 }
 
 impl ItemOwner {
@@ -53,7 +56,40 @@ impl ItemOwner {
             published_members: FxHashMap::default(),
             applied_inputs: FxHashMap::default(),
             skipped_inputs: 0,
+            owned: ChangedItems::default(),
         }
+    }
+
+    /// The owner of a checkpoint's state (see `cut`): the items with a record are its own,
+    /// and each waits to be published once, since a crashed owner may have checkpointed
+    /// changes it never published.
+    pub fn restore(
+        config: &EngineConfig,
+        records: ModelRecords,
+        applied_inputs: &[(u64, i64)],
+    ) -> Result<ItemOwner, DecodeError> {
+        let mut owned = ChangedItems::default();
+        for (item, _) in &records.items {
+            owned.insert(*item);
+        }
+        let mut owner = ItemOwner::from_items(ItemModel::from_model_records(config, records)?);
+        owner.changed = owned.iter().collect();
+        owner.owned = owned;
+        owner.applied_inputs = applied_inputs.iter().copied().collect();
+        Ok(owner)
+    }
+
+    /// What a checkpoint stores of this owner: the model's shared record, its own items on the
+    /// pages of `per_page` items with a change since the last cut (every page with
+    /// `everything`), and the last input applied per stream (sorted). From here on the owner
+    /// counts as checkpointed.
+    pub fn cut(&mut self, per_page: u32, everything: bool) -> (ModelRecords, Vec<(u64, i64)>) {
+        let mut applied: Vec<(u64, i64)> = (self.applied_inputs.iter())
+            .map(|(&s, &q)| (s, q))
+            .collect();
+        applied.sort_unstable();
+        let records = self.items.cut_pages(per_page, everything, &self.owned);
+        (records, applied)
     }
 
     /// Applies a batch, but for the ops of inputs applied before; one that does not pass its
@@ -64,6 +100,7 @@ impl ItemOwner {
         work.apply_to(&mut self.items, config);
         for op in &work.ops {
             self.changed.insert(op.item());
+            self.owned.insert(op.item());
             if let ItemOp::Seen(Seen { item, .. }) = op {
                 *self.seen.entry(*item).or_default() += 1;
             }
@@ -203,6 +240,7 @@ mod tests {
     use crate::engine::intern_item;
     use crate::engine::item_view::record_key;
     use crate::engine::{InputMark, Position};
+    use std::collections::BTreeMap;
 
     fn seen(item: u32, ts_ms: i64) -> ItemOp {
         ItemOp::Seen(Seen {
@@ -391,6 +429,87 @@ mod tests {
             entries(&owner, "b"),
             2.0,
             "work without marks always applies"
+        );
+    }
+
+    #[test]
+    fn an_owner_restored_from_its_cuts_equals_it_and_publishes_everything_once() {
+        let config = EngineConfig::default();
+        let mut read = ItemModel::new(&config);
+        let mut owner = ItemOwner::new(&config);
+        let names: Vec<String> = (0..10).map(|i| format!("i{i}")).collect();
+        let ids: Vec<u32> = (names.iter())
+            .map(|name| intern_item(&mut read, name, &config).0)
+            .collect();
+        let pair = |row, partner| {
+            ItemOp::Pair(PairOp::Pair {
+                row,
+                partner,
+                weight: 1.0,
+            })
+        };
+        // Rows of i0..i7; i8 is only a partner (another owner's item).
+        let first: Vec<ItemOp> = (ids[..9].windows(2)).map(|w| pair(w[0], w[1])).collect();
+        owner_applies(&mut owner, &read, first);
+        owner.applied_inputs.insert(3, 41);
+        let (stored, applied) = owner.cut(4, false);
+        assert_eq!(applied, [(3, 41)]);
+        let index = |owner: &ItemOwner, name: &str| owner.items.ids.get(name).unwrap();
+        let partner = index(&owner, "i8");
+        let stored_items: Vec<u32> = stored.items.iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            stored_items.len(),
+            8,
+            "every item it owns is new: {stored_items:?}"
+        );
+        assert!(!stored_items.contains(&partner), "a partner has no record");
+        owner.publish();
+
+        owner_applies(
+            &mut owner,
+            &read,
+            vec![pair(ids[9], ids[0]), seen(ids[9], 5)],
+        );
+        let (later, _) = owner.cut(4, false);
+        let i9 = index(&owner, "i9");
+        let pages: Vec<u32> = later.items.iter().map(|(i, _)| i / 4).collect();
+        assert_eq!(
+            pages,
+            [i9 / 4],
+            "only i9 changed: its page, without the partner i8"
+        );
+        let mut merged: BTreeMap<u32, Vec<u8>> = stored.items.into_iter().collect();
+        merged.extend(later.items);
+        let stored = ModelRecords {
+            model: later.model,
+            items: merged.into_iter().collect(),
+        };
+
+        let mut restored = ItemOwner::restore(&config, stored, &[(3, 41)]).unwrap();
+        let state = |(owner, name): (&ItemOwner, &str)| {
+            let item = index(owner, name);
+            let (similar, _) = owner.items.cooccurrence.lists(item);
+            let view = ItemView::of(&owner.items, item, 0);
+            (similar.iter().map(|n| n.0).collect::<Vec<_>>(), view)
+        };
+        for name in &names {
+            assert_eq!(state((&restored, name)), state((&owner, name)), "{name}");
+        }
+        assert_eq!(restored.applied_inputs[&3], 41);
+        assert_eq!(
+            restored.publish().views.len(),
+            9,
+            "every item it owns, once"
+        );
+        assert!(restored.publish().views.is_empty());
+        assert!(
+            restored.cut(4, false).0.items.is_empty(),
+            "nothing changed since"
+        );
+        assert_eq!(
+            restored.cut(4, true).0.items.len(),
+            9,
+            "every page: its own items"
         );
     }
 

@@ -32,6 +32,7 @@ mod firing;
 mod item_owner;
 mod item_side;
 mod item_view;
+mod model_records;
 mod portable;
 mod records;
 mod replica;
@@ -50,6 +51,7 @@ pub use work_batch::{item_key, item_partition, WorkBatch};
 
 use capture::Capture;
 pub use capture::USERS_PER_STEP;
+pub use model_records::ModelRecords;
 pub use portable::PortableUser;
 use records::{decode_within, encode};
 pub use records::{

@@ -18,6 +18,7 @@ use crate::changed::ChangedItems;
 use crate::config::EngineConfig;
 use crate::dedup::DedupWindow;
 use crate::engine::StreamClocks;
+use crate::factorization::initial_vector;
 use crate::neighbors::Row;
 use crate::rng::SplitMix64;
 use crate::triggers::TriggerState;
@@ -120,7 +121,7 @@ impl ItemCut {
     }
 
     /// The shared record and the changed items' records.
-    fn encode(self) -> (Vec<u8>, Vec<(u32, Vec<u8>)>) {
+    pub(super) fn encode(self) -> (Vec<u8>, Vec<(u32, Vec<u8>)>) {
         let model = &self.model;
         let item_records = self.changed.iter().map(|&item| {
             let (cooc, cross) = model.cooccurrence.rows(item);
@@ -148,8 +149,8 @@ impl UserCut {
 /// The item side's part of a cut: the model as it was, shared copy-on-write in chunks
 /// (`ItemModel::stored_copy`), and the items changed since the last cut, in index order.
 pub struct ItemCut {
-    model: ItemModel,
-    changed: Vec<u32>,
+    pub(super) model: ItemModel,
+    pub(super) changed: Vec<u32>,
 }
 
 /// A checkpoint's cut, taken where the engine lives and encoded anywhere (see the module doc):
@@ -378,7 +379,7 @@ impl Engine {
 }
 
 /// Items whose record differs from the store's: vectors or rows written, or new.
-fn changed_items(items: &ItemModel) -> ChangedItems {
+pub(super) fn changed_items(items: &ItemModel) -> ChangedItems {
     let mut changed = ChangedItems::default();
     items.cooccurrence.changed_into(&mut changed);
     changed.union_with(items.factors.changed());
@@ -389,6 +390,16 @@ fn changed_items(items: &ItemModel) -> ChangedItems {
 }
 
 fn decode_items(config: &EngineConfig, records: &EngineRecords) -> Result<ItemModel, DecodeError> {
+    decode_items_filling(config, records, false)
+}
+
+/// Decodes the item model; with `fill`, an item without a record gets its initial vector and
+/// no rows (what an item owner stores of the items it does not own), else it is an error.
+pub(super) fn decode_items_filling(
+    config: &EngineConfig,
+    records: &EngineRecords,
+    fill: bool,
+) -> Result<ItemModel, DecodeError> {
     let model = "the item model";
     let mut items: ItemModel = decode_within::<_, ITEM_MODEL_LIMIT>(&records.items, model)?;
     let rank = config.factorization.rank;
@@ -402,23 +413,25 @@ fn decode_items(config: &EngineConfig, records: &EngineRecords) -> Result<ItemMo
         });
     }
     let count = items.ids.len();
-    if let Some(gap) = (0..count as u32)
-        .zip(records.item_records.iter().map(|(i, _)| *i))
-        .find(|(wanted, found)| wanted != found)
-    {
-        return Err(missing_item(gap.0, count));
-    }
-    if records.item_records.len() < count {
-        return Err(missing_item(records.item_records.len() as u32, count));
-    }
-    if let Some((extra, _)) = records.item_records.get(count) {
+    if let Some((extra, _)) = (records.item_records.iter()).find(|(i, _)| *i as usize >= count) {
         return Err(DecodeError {
             what: format!("record {}", item_record_name(*extra)),
             detail: format!("beyond the item model's {count} items"),
         });
     }
-    for (item, bytes) in &records.item_records {
-        let what = format!("record {}", item_record_name(*item));
+    let mut stored = records.item_records.iter().peekable();
+    for item in 0..count as u32 {
+        let Some((_, bytes)) = stored.next_if(|(i, _)| *i == item) else {
+            if !fill {
+                return Err(missing_item(item, count));
+            }
+            let name = items.ids.name(item);
+            let vector = initial_vector(name, config.seed, &config.factorization);
+            items.factors.push(&vector);
+            items.cooccurrence.install_rows(item, (None, None));
+            continue;
+        };
+        let what = format!("record {}", item_record_name(item));
         let record: ItemRecord = decode_within::<_, SMALL_RECORD_LIMIT>(bytes, &what)?;
         let bad = |detail: String| DecodeError {
             what: what.clone(),
@@ -435,7 +448,13 @@ fn decode_items(config: &EngineConfig, records: &EngineRecords) -> Result<ItemMo
         }
         items.factors.push(&record.factors);
         let rows = (record.cooc.map(Arc::new), record.cross.map(Arc::new));
-        items.cooccurrence.install_rows(*item, rows);
+        items.cooccurrence.install_rows(item, rows);
+    }
+    if let Some((out_of_order, _)) = stored.next() {
+        return Err(DecodeError {
+            what: format!("record {}", item_record_name(*out_of_order)),
+            detail: "out of index order or twice".into(),
+        });
     }
     items.items_stored = count;
     Ok(items)
