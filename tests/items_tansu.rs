@@ -3,21 +3,25 @@
 //! records to `items.records_topic`, installed by its follower. Afterwards the read model, as
 //! the records topic holds it and as the instance installed it, says what one engine that
 //! learned everything itself says: every item's pair marginals (to float rounding: sums in
-//! another order) and every item's neighbours; and every user got recommendations.
-//! `#[ignore]`d without a broker; `.ci/run` runs it.
+//! another order) and every item's neighbours; and every user got recommendations. And with a
+//! state dir, a checkpoint covers only inputs whose item work the broker holds (SIGKILL after
+//! the checkpoints). `#[ignore]`d without a broker; `.ci/run` runs them.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use streamrec::config::Config;
-use streamrec::engine::{ItemLists, ItemView};
+use streamrec::engine::{ItemLists, ItemView, WorkBatch};
 use streamrec::kafka::produce_messages;
+use streamrec::pipeline::partition_of;
+use streamrec::store::StateStore;
 use streamrec::synthetic::{ShopperConfig, Shoppers};
 use streamrec::{Engine, Event};
 
-use common::tansu::Broker;
+use common::tansu::{free_port, start_logged, Broker};
 use common::{fresh_config, read_records, read_topic, run_for, unique};
 
 const EVENTS: usize = 3_000;
@@ -146,4 +150,113 @@ fn one_instance_through_the_item_topics_learns_the_item_side_one_engine_learns()
     .collect();
     let users: BTreeSet<String> = events.iter().map(|e| e.user_id.clone()).collect();
     assert_eq!(recommended, users, "every user got recommendations");
+}
+
+/// A member's metric, or None while it does not answer.
+fn metric(admin: &str, name: &str) -> Option<u64> {
+    let (_, body) = common::http::get(admin, "/metrics", None)?;
+    let prefix = format!("{name} ");
+    let line = body.lines().find(|l| l.starts_with(&prefix))?;
+    line.rsplit(' ')
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .map(|v| v as u64)
+}
+
+/// Waits until the instance consumed every event and its checkpoints stopped (a checkpoint
+/// comes every 300 ms while there are events it does not cover).
+fn wait_for_checkpoint_after_everything(admin: &str) {
+    let started = Instant::now();
+    let waited = |what: &str| {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while metric(admin, "streamrec_events_consumed_total") != Some(EVENTS as u64) {
+        waited("every event consumed");
+    }
+    let checkpoints = || metric(admin, "streamrec_checkpoint_seconds_count").unwrap_or(0);
+    let mut last = (checkpoints(), Instant::now());
+    while last.0 == 0 || last.1.elapsed() < Duration::from_secs(2) {
+        let now = checkpoints();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        waited("checkpoints to stop");
+    }
+}
+
+/// A checkpoint covers only inputs whose item work the broker holds: with work kept in the
+/// outbox for ten minutes, an instance killed with SIGKILL after its checkpoints has sent the
+/// work of every input their offsets cover (a checkpoint first sends the outbox and waits for
+/// the acknowledgements). Fails with that wait disabled: the outbox still holds the work, and
+/// the restarted instance would never send it.
+#[test]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+fn a_checkpoint_covers_only_inputs_whose_item_work_the_broker_holds() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = owned_config(&broker);
+    config.items.work_interval_ms = 600_000;
+    config.items.max_batch_ops = 65_536;
+    config.state.dir = dir.path().join("state").display().to_string();
+    config.state.checkpoint_interval_ms = 300;
+    config.admin.listen = format!("127.0.0.1:{}", free_port());
+    let input = config.kafka.input_topics[0].clone();
+    broker.create_topic_with(&input, 3);
+    for topic in config.kafka.output_topics() {
+        broker.create_topic_with(topic, 1);
+    }
+    for topic in [&config.items.work_topic, &config.items.records_topic] {
+        broker.create_topic_with(topic, ITEM_PARTITIONS);
+    }
+    let messages: Vec<(String, Vec<u8>)> = (shoppers().iter())
+        .map(|e| (e.user_id.clone(), e.to_json().into_bytes()))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let produced = produce_messages(&config.kafka, &input, &messages, false, None);
+    runtime.block_on(produced).unwrap();
+    let path = dir.path().join("streamrec.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+
+    let mut member = start_logged(&path, &dir.path().join("run.log"));
+    wait_for_checkpoint_after_everything(&config.admin.listen);
+    member.kill().unwrap(); // SIGKILL: the outbox's work, if any is left, is gone
+    member.wait().unwrap();
+
+    let store = StateStore::open(Path::new(&config.state.dir), false).unwrap();
+    let covered = store.read().unwrap().expect("a checkpoint").offsets;
+    let mut delivered: BTreeMap<i32, i64> = BTreeMap::new();
+    let work = &config.items.work_topic;
+    let quiet = Duration::from_secs(3);
+    for record in read_topic(
+        &config.kafka.brokers,
+        work,
+        ITEM_PARTITIONS,
+        usize::MAX,
+        quiet,
+    ) {
+        let batch = WorkBatch::decode(&record.payload).expect("a work batch");
+        for mark in &batch.work.inputs {
+            let last = delivered.entry(partition_of(mark.at.stream)).or_default();
+            *last = (*last).max(mark.at.seq);
+        }
+    }
+    let covered: Vec<(i32, i64)> = (covered.into_iter())
+        .filter(|((topic, _), next)| *topic == input && *next > 0)
+        .map(|((_, partition), next)| (partition, next))
+        .collect();
+    assert_eq!(covered.len(), 3, "every input partition checkpointed");
+    for (partition, next) in covered {
+        // Every event makes item work, so the last input covered has some.
+        assert_eq!(
+            delivered.get(&partition).copied(),
+            Some(next - 1),
+            "input partition {partition}: the checkpoint covers offsets below {next}; the work topic holds work up to {:?}",
+            delivered.get(&partition)
+        );
+    }
 }
