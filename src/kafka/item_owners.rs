@@ -29,9 +29,9 @@ use rdkafka::ClientContext;
 use super::client::{consumer_config, producer_config};
 use super::error::RunError;
 use super::health::Health;
-use super::item_checkpoints::{Book, ItemCheckpoints, Restored};
-use crate::config::{Config, EngineConfig};
-use crate::engine::{ItemOwner, WorkBatch};
+use super::item_checkpoints::ItemCheckpoints;
+use super::owned_partitions::{Owned, OwnedPartitions};
+use crate::config::Config;
 use crate::item_metrics::ItemMetrics;
 use prometheus_client::metrics::counter::Counter;
 
@@ -85,16 +85,11 @@ impl Owners {
             interval: Duration::from_millis(config.items.publish_interval_ms),
             drain: Duration::from_millis(config.pipeline.drain_timeout_ms),
             checkpoint_interval: Duration::from_millis(config.items.checkpoint_interval_ms),
-            partitions: OwnedPartitions {
-                owners: BTreeMap::new(),
+            partitions: OwnedPartitions::new(
+                &config.engine,
+                (config.items.significance, metrics),
                 checkpoints,
-                writer: writer_id(),
-                engine: config.engine.clone(),
-                significance: config.items.significance,
-                metrics: metrics.clone(),
-                applied: metrics.applied(),
-                refused: metrics.refused(),
-            },
+            ),
             metrics: metrics.clone(),
             health,
             ready_lag: config.items.ready_lag,
@@ -127,170 +122,6 @@ impl ProducerContext for Deliveries {
             self.0.inc();
             tracing::error!(error = %err, partition = message.partition(), "item record not delivered; readers miss it until the item's next change");
         }
-    }
-}
-
-/// One item partition's owner, the next offset of its work log it applies, and its
-/// checkpoints' book.
-struct Owned {
-    owner: ItemOwner,
-    next: i64,
-    book: Book,
-    /// When it was last checkpointed (or taken on).
-    checkpointed: Instant,
-}
-
-/// This process's name on the checkpoints it writes: different from any other's.
-fn writer_id() -> u64 {
-    let nanos = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
-        .map_or(0, |d| d.as_nanos());
-    let seed = format!("{}/{nanos}", std::process::id());
-    xxhash_rust::xxh3::xxh3_64(seed.as_bytes())
-}
-
-/// How often a transient failure to read a partition's checkpoints is retried.
-const RESTORE_ATTEMPTS: u32 = 3;
-
-impl OwnedPartitions {
-    /// Takes partitions on, each restored from its last checkpoint or empty. Returns the
-    /// work-log offset each applies next.
-    fn adopt(&mut self, partitions: &[i32]) -> Vec<(i32, i64)> {
-        let mut restored = self.restore(partitions);
-        let adopted = partitions.iter().map(|&partition| {
-            let (mut owner, next, book) = match restored.remove(&partition) {
-                Some(Restored {
-                    owner, next, book, ..
-                }) => (owner, next, book),
-                None => (ItemOwner::new(&self.engine), 0, Book::new(self.writer)),
-            };
-            owner.significance = self.significance;
-            let checkpointed = Instant::now();
-            let owned = Owned {
-                owner,
-                next,
-                book,
-                checkpointed,
-            };
-            self.owners.insert(partition, owned);
-            (partition, next)
-        });
-        adopted.collect()
-    }
-
-    /// The partitions' owners as their last checkpoints left them, where they have one that
-    /// reads (the others start empty and read their logs from the start).
-    fn restore(&self, partitions: &[i32]) -> BTreeMap<i32, Restored> {
-        let Some(checkpoints) = &self.checkpoints else {
-            tracing::info!(
-                ?partitions,
-                "owning item partitions: reading their work logs"
-            );
-            return BTreeMap::new();
-        };
-        let failed = |error: &dyn std::fmt::Display, partitions: &[i32]| {
-            tracing::error!(?partitions, %error, "item partitions' checkpoints do not read: reading their work logs from the start (work a log no longer holds is missing)");
-            self.metrics
-                .restored("failed")
-                .inc_by(partitions.len() as u64);
-        };
-        let mut attempt = 1;
-        let results = loop {
-            match checkpoints.restore(partitions, &self.engine, self.writer) {
-                Ok(results) => break results,
-                Err(err) if err.is_transient() && attempt < RESTORE_ATTEMPTS => {
-                    tracing::warn!(?partitions, error = %err, "reading item partitions' checkpoints; trying again");
-                    std::thread::sleep(Duration::from_secs(1));
-                    attempt += 1;
-                }
-                Err(err) => {
-                    failed(&err, partitions);
-                    return BTreeMap::new();
-                }
-            }
-        };
-        let mut restored = BTreeMap::new();
-        for (partition, result) in results {
-            match result {
-                Ok(Some(owner)) => {
-                    let (next, records) = (owner.next, owner.records);
-                    tracing::info!(
-                        partition,
-                        next,
-                        records,
-                        "owning an item partition: restored from its checkpoint"
-                    );
-                    self.metrics.restored("checkpoint").inc();
-                    restored.insert(partition, owner);
-                }
-                Ok(None) => {
-                    tracing::info!(
-                        partition,
-                        "owning an item partition: no checkpoint, reading its work log"
-                    );
-                    self.metrics.restored("none").inc();
-                }
-                Err(err) => failed(&err, &[partition]),
-            }
-        }
-        restored
-    }
-
-    /// Checkpoints the owned partitions that applied work since their last checkpoint: all of
-    /// them, or (`oldest_only`) the one checkpointed longest ago, so that the owners pause for
-    /// one partition's checkpoint at a time.
-    fn checkpoint(&mut self, oldest_only: bool) {
-        let Some(checkpoints) = &self.checkpoints else {
-            return;
-        };
-        let mut due: Vec<(&i32, &mut Owned)> = (self.owners.iter_mut())
-            .filter(|(_, o)| o.next != o.book.checkpointed_next() || o.book.rewrite_all)
-            .collect();
-        due.sort_by_key(|(_, owned)| owned.checkpointed);
-        due.truncate(if oldest_only { 1 } else { usize::MAX });
-        for (&partition, owned) in due {
-            owned.checkpointed = Instant::now();
-            let book = &mut owned.book;
-            match checkpoints.write(partition, &mut owned.owner, book, owned.next) {
-                Ok(bytes) => {
-                    self.metrics.checkpointed("written").inc();
-                    self.metrics.checkpoint_bytes.inc_by(bytes as u64);
-                }
-                Err(error) => {
-                    tracing::warn!(partition, %error, "item checkpoint failed; the next one writes every page");
-                    self.metrics.checkpointed("failed").inc();
-                }
-            }
-        }
-    }
-
-    fn apply(&mut self, message: &impl Message) {
-        let (partition, offset) = (message.partition(), message.offset());
-        let engine = &self.engine;
-        let Some(owned) = self.owners.get_mut(&partition) else {
-            return; // adopted first (`OwnerLoop::poll_work`)
-        };
-        if offset < owned.next {
-            return; // applied already: the fetch went back
-        }
-        if offset > owned.next {
-            let missed = offset - owned.next;
-            tracing::error!(partition, from = owned.next, to = offset, "item work missed: the log no longer holds it (keep items.work_topic's retention well above items.checkpoint_interval_ms)");
-            self.metrics.work_missed.inc_by(missed as u64);
-        }
-        owned.next = offset + 1;
-        let payload = message.payload().unwrap_or_default();
-        let skipped = owned.owner.skipped_inputs;
-        let applied = WorkBatch::decode(payload)
-            .map_err(|err| err.to_string())
-            .and_then(|batch| (owned.owner.apply(batch, engine)).map_err(|err| err.to_string()));
-        (self.metrics.inputs_skipped).inc_by(owned.owner.skipped_inputs - skipped);
-        match applied {
-            Ok(()) => self.applied.inc(),
-            Err(error) => {
-                tracing::warn!(partition, offset, %error, "item work batch refused");
-                self.refused.inc()
-            }
-        };
     }
 }
 
@@ -328,20 +159,6 @@ struct OwnerLoop {
     metrics: ItemMetrics,
     health: Arc<Health>,
     ready_lag: u64,
-}
-
-/// The item partitions this instance owns, each with its owner.
-struct OwnedPartitions {
-    owners: BTreeMap<i32, Owned>,
-    /// Where owners checkpoint, if they do.
-    checkpoints: Option<ItemCheckpoints>,
-    writer: u64,
-    engine: EngineConfig,
-    significance: f32,
-    metrics: ItemMetrics,
-    /// The work batches family's two counters, looked up once.
-    applied: Counter,
-    refused: Counter,
 }
 
 impl OwnerLoop {

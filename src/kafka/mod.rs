@@ -14,6 +14,7 @@ mod item_records;
 mod latency;
 mod log_end;
 mod model_updates;
+mod owned_partitions;
 mod position;
 mod produce;
 mod publisher;
