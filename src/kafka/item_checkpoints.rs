@@ -70,7 +70,26 @@ pub struct Manifest {
     pub applied_inputs: Vec<(u64, i64)>,
 }
 
+/// The most a manifest may claim to hold (a page costs about 15 bytes of it: the 16k pages of
+/// 1M items, about 240 KB).
+const MANIFEST_LIMIT: usize = 16 << 20;
+
 impl Manifest {
+    /// Its record's value, in bincode: large catalogs stay far below a message's 1 MB.
+    fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("a manifest encodes")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Manifest, String> {
+        let config = bincode::config::standard().with_limit::<MANIFEST_LIMIT>();
+        match bincode::serde::decode_from_slice(bytes, config) {
+            Ok((manifest, read)) if read == bytes.len() => Ok(manifest),
+            Ok((_, read)) => Err(format!("{} trailing bytes", bytes.len() - read)),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
     /// The keys of the records this checkpoint is made of.
     fn keys(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
         let chunks = (0..self.model_chunks).map(|chunk| model_key(self.generation, chunk));
@@ -195,7 +214,7 @@ pub fn assemble(latest: &Latest) -> Result<Assembled, String> {
         });
     };
     let manifest: Manifest =
-        serde_json::from_slice(body).map_err(|err| format!("the manifest: {err}"))?;
+        Manifest::decode(body).map_err(|err| format!("the manifest: {err}"))?;
     let record = |key: Vec<u8>| {
         latest.get(&key).ok_or_else(|| {
             let key = String::from_utf8_lossy(&key).into_owned();
@@ -312,7 +331,7 @@ impl ItemCheckpoints {
             self.send(partition, key, Some(value));
         }
         self.acknowledged("its records")?;
-        let manifest = serde_json::to_vec(&planned.manifest).expect("a manifest encodes");
+        let manifest = planned.manifest.encode();
         bytes += manifest.len();
         self.send(partition, MANIFEST_KEY, Some(&manifest));
         self.acknowledged("its manifest")?;
@@ -437,7 +456,7 @@ mod tests {
     }
 
     fn manifest_record(planned: &Planned) -> (Vec<u8>, Vec<u8>) {
-        let body = serde_json::to_vec(&planned.manifest).unwrap();
+        let body = planned.manifest.encode();
         (MANIFEST_KEY.to_vec(), body)
     }
 
