@@ -70,6 +70,31 @@ pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
         .map_or(0, |t| t.partitions().len()))
 }
 
+/// Hands a record to a blocking producer, serving its queue while the queue is full; any other
+/// refusal is returned.
+pub fn send_waiting<C, K, P>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    use rdkafka::error::KafkaError::MessageProduction;
+    use rdkafka::types::RDKafkaErrorCode::QueueFull;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((MessageProduction(QueueFull), back)) => {
+                record = back;
+                producer.poll(std::time::Duration::from_millis(10));
+            }
+            Err((err, _)) => return Err(err),
+        }
+    }
+}
+
 /// A replay's consumer: reaching a partition's end is how a replay knows it is done, not an
 /// error worth a log line; everything else is logged as librdkafka reports it.
 pub struct ReplayContext;

@@ -24,7 +24,7 @@ use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
 
 use super::changelog::{read_to_end, ChangelogError};
-use super::client::producer_config;
+use super::client::{producer_config, send_waiting};
 use crate::config::{EngineConfig, KafkaConfig};
 use crate::engine::{ItemOwner, ModelRecords};
 use crate::store::pages::{self, Page};
@@ -356,19 +356,9 @@ impl ItemCheckpoints {
         if let Some(value) = value {
             record = record.payload(value);
         }
-        while let Err((err, back)) = self.producer.send(record) {
-            record = back;
-            if !matches!(
-                err,
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull
-                )
-            ) {
-                // Counted as a failure: the acknowledgement check fails the checkpoint.
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.producer.poll(Duration::from_millis(10));
+        if send_waiting(&self.producer, record).is_err() {
+            // Counted as a failure: the acknowledgement check fails the checkpoint.
+            self.failures.fetch_add(1, Ordering::Relaxed);
         }
     }
 

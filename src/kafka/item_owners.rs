@@ -26,7 +26,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
-use super::client::{consumer_config, producer_config};
+use super::client::{consumer_config, producer_config, send_waiting};
 use super::error::RunError;
 use super::health::Health;
 use super::item_checkpoints::ItemCheckpoints;
@@ -328,25 +328,11 @@ impl OwnerLoop {
             lists.inc_by(publication.lists.len() as u64);
             for (key, payload) in publication.keyed_records() {
                 self.metrics.record_bytes.inc_by(payload.len() as u64);
-                let mut record = BaseRecord::to(&self.records_topic)
+                let record = BaseRecord::to(&self.records_topic)
                     .partition(partition)
                     .key(&key[..])
                     .payload(&payload);
-                loop {
-                    match self.producer.send(record) {
-                        Ok(()) => break,
-                        Err((
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull,
-                            ),
-                            returned,
-                        )) => {
-                            record = returned;
-                            self.producer.poll(Duration::from_millis(10));
-                        }
-                        Err((err, _)) => return Err(err.into()),
-                    }
-                }
+                send_waiting(&self.producer, record)?;
             }
         }
         Ok(())
