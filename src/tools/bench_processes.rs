@@ -5,9 +5,11 @@
 //! adding instances multiplies.
 //!
 //! A round: fresh topics, N processes started and waited for until the group has assigned every
-//! input partition, then the events produced in one burst. The clock and the CPU count start at
-//! the first consumed event; the clock stops when every event is consumed, the CPU count when
-//! the processes fall idle (model updates and checkpoints still owed are work of the round).
+//! input partition, then the events produced in one burst. The CPU count starts just before the
+//! burst (idle members use next to none) and stops when the processes fall idle again (model
+//! updates and checkpoints still owed are work of the round). The clock starts at the first
+//! consumed event and stops when every event is consumed; a round so short that the first look
+//! finds everything consumed is timed from the burst instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,8 +79,11 @@ pub async fn bench_processes(
         let mut group = Group::start(&config, count, bench, &scratch.0)?;
         let owned = bench.topology == Topology::Owned;
         group.wait_assigned(bench.partitions as usize, owned)?;
+        let cpu_before = group.cpu_seconds()?;
+        let burst = Instant::now();
         let producing = tokio::spawn(produce(config.kafka.clone(), payloads.clone()));
-        let measured = tokio::task::block_in_place(|| group.measure(bench.events as u64))?;
+        let measured =
+            tokio::task::block_in_place(|| group.measure(bench.events as u64, burst, cpu_before))?;
         producing.await??;
         let first = rows.first();
         let single_rate = first.map_or(measured.rate, |r| r.events_per_s);
@@ -257,9 +262,22 @@ impl Group {
         self.members.iter().map(|m| cpu_seconds(m.child.id())).sum()
     }
 
-    /// Times `events` consumed among the members and counts their CPU until they are idle.
-    fn measure(&mut self, events: u64) -> anyhow::Result<Measured> {
-        let (started, cpu_at_start) = self.wait_first_event()?;
+    /// Times `events` consumed among the members and counts their CPU from `cpu_before` until
+    /// they are idle.
+    fn measure(
+        &mut self,
+        events: u64,
+        burst: Instant,
+        cpu_before: f64,
+    ) -> anyhow::Result<Measured> {
+        let (first_look, consumed_at_first_look) = self.wait_first_event()?;
+        // Everything consumed at the first look: the first event came at an unknown time after
+        // the burst began.
+        let started = if consumed_at_first_look >= events {
+            burst
+        } else {
+            first_look
+        };
         let mut last = (0, Instant::now());
         let rate = loop {
             let consumed: u64 = self.scrape()?.iter().map(|s| s.consumed).sum();
@@ -273,7 +291,7 @@ impl Group {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let cpu = self.wait_idle()? - cpu_at_start;
+        let cpu = self.wait_idle()? - cpu_before;
         let scraped = self.scrape()?;
         Ok(Measured {
             rate,
@@ -284,12 +302,13 @@ impl Group {
         })
     }
 
-    fn wait_first_event(&mut self) -> anyhow::Result<(Instant, f64)> {
+    /// When a member was first seen to consume, and how many events all had consumed then.
+    fn wait_first_event(&mut self) -> anyhow::Result<(Instant, u64)> {
         let started = Instant::now();
         loop {
-            let cpu = self.cpu_seconds()?;
-            if self.scrape()?.iter().any(|s| s.consumed > 0) {
-                return Ok((Instant::now(), cpu));
+            let consumed: u64 = self.scrape()?.iter().map(|s| s.consumed).sum();
+            if consumed > 0 {
+                return Ok((Instant::now(), consumed));
             }
             if started.elapsed() > STALL_LIMIT {
                 bail!("no member consumed an event");
