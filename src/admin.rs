@@ -467,6 +467,11 @@ async fn ready(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             format!("reading the item read model: {records} records of the owners to install\n");
         return (StatusCode::SERVICE_UNAVAILABLE, text);
     }
+    let listings = admin.health.catalog_behind();
+    if listings > 0 {
+        let text = format!("reading the catalog: {listings} listings to apply\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
+    }
     let owners = admin.health.owners_behind();
     if owners > 0 {
         let text = format!("item owners {owners} work batches behind (a partition just given is read from its start)\n");

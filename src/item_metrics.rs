@@ -46,6 +46,8 @@ pub struct ItemMetrics {
     pub restores: Family<OutcomeLabel, Counter>,
     /// Work batches an owner never saw: its partition's log no longer held them.
     pub work_missed: Counter,
+    /// Catalog listings this instance's catalog follower applied to its read model.
+    pub listings_followed: Counter,
 }
 
 impl ItemMetrics {
@@ -172,6 +174,12 @@ impl ItemMetrics {
             "item_work_missed",
             "Item work batches an owner never saw: its partition's log no longer held them",
             &self.work_missed,
+        );
+        add(
+            &mut to,
+            "catalog_listings_followed",
+            "Catalog listings read from every catalog partition into this instance's read model",
+            &self.listings_followed,
         );
         families
     }

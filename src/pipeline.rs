@@ -8,7 +8,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use std::sync::Arc;
 
-use crate::catalog::CatalogUpdate;
+use crate::catalog::{CatalogUpdate, ListingChange};
 use crate::clean::{Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, ItemsConfig, PipelineConfig};
@@ -187,6 +187,17 @@ pub struct Processor {
     carried: Vec<Fired>,
     /// Item-owned scale-out: the item-side work on its way to the items' owners.
     outbox: Option<ItemOutbox>,
+}
+
+fn trigger_output(fired: &Fired, waiters: Vec<Waiter>) -> Output {
+    Output {
+        destination: Destination::Triggers,
+        key: fired.user_id.clone(),
+        payload: trigger_json(fired),
+        headers: Vec::new(),
+        waiters,
+        cause_ts_ms: None,
+    }
 }
 
 /// The engine's position of a message: its topic index and partition packed into the stream.
@@ -498,6 +509,11 @@ impl Processor {
     /// changes may fire triggers.
     fn catalog_update(&mut self, record: &Record, update: &CatalogUpdate) -> Processed {
         self.stats.catalog_updates += 1;
+        if self.outbox.is_some() {
+            // Item-owned scale-out: every instance follows the whole catalog into its read
+            // model (`kafka::catalog_follower`); the group's member only checks the message.
+            return Processed::default();
+        }
         let listed = self.engine.apply_catalog(update);
         let applied = listed.change.is_some();
         self.stats.applied += u64::from(applied);
@@ -517,20 +533,38 @@ impl Processor {
         processed
     }
 
+    /// A listing the process's catalog follower applied to the shared item model: the
+    /// triggers of this worker's watchers. They wait for no input (a follower's listing is not
+    /// an input of this worker).
+    pub fn listing_changed(
+        &mut self,
+        item: u32,
+        change: &ListingChange,
+        updated_at_ms: i64,
+    ) -> Processed {
+        let fired = self
+            .engine
+            .listing_changed(item, change, updated_at_ms)
+            .fired;
+        let mut processed = Processed::default();
+        if self.publishes {
+            for fired in fired {
+                self.stats.triggers += 1;
+                processed.outputs.push(trigger_output(&fired, Vec::new()));
+            }
+        }
+        processed
+    }
+
     /// Triggers the engine fired while applying this message (and any carried from a
     /// partition's restore); they hold its offset.
     fn push_triggers(&mut self, record: &Record, fired: Vec<Fired>, processed: &mut Processed) {
         let carried = std::mem::take(&mut self.carried);
         for fired in carried.into_iter().chain(fired) {
             self.stats.triggers += 1;
-            processed.outputs.push(Output {
-                destination: Destination::Triggers,
-                key: fired.user_id.clone(),
-                payload: trigger_json(&fired),
-                headers: Vec::new(),
-                waiters: vec![record.source],
-                cause_ts_ms: None,
-            });
+            processed
+                .outputs
+                .push(trigger_output(&fired, vec![record.source]));
         }
     }
 

@@ -369,6 +369,43 @@ fn price_drops_and_restocks_reach_recent_watchers_only() {
     );
 }
 
+/// Item-owned scale-out: a process's workers defer their item side to the owners and share a
+/// read model; the process follows the whole catalog into it (`apply_listing`), and each
+/// worker fires the catalog triggers of its own users' views, once.
+#[test]
+fn with_deferred_item_work_each_worker_fires_for_its_own_watchers() {
+    let config = EngineConfig::default();
+    let rules = Arc::new(Rules::parse(CATALOG_RULES).unwrap());
+    let mut workers = Engine::workers(&config, 2);
+    for (worker, user) in workers.iter_mut().zip(["u0", "u1"]) {
+        worker.defer_item_work(true);
+        worker.set_trigger_rules(rules.clone());
+        let viewed = worker.apply(&event(EventType::View, user, "i1", T0));
+        assert!(
+            viewed
+                .effects
+                .item_work
+                .ops
+                .iter()
+                .all(|op| !matches!(op, streamrec::engine::ItemOp::Watch { .. })),
+            "a view stays with the user's worker, not sent to the item's owner"
+        );
+    }
+    let items = workers[0].shared_items();
+    let change = |update: &CatalogUpdate| {
+        let mut model = items.write().unwrap();
+        streamrec::engine::apply_listing(&mut model, update, &config)
+    };
+    change(&listing("i1", 100.0, true, 1));
+    let (item, dropped) = change(&listing("i1", 80.0, true, 2)).expect("a newer version");
+    let fired: Vec<Vec<String>> = workers
+        .iter_mut()
+        .map(|w| w.listing_changed(item, &dropped, 2).fired)
+        .map(|fired| fired.into_iter().map(|f| f.user_id).collect())
+        .collect();
+    assert_eq!(fired, [["u0"], ["u1"]]);
+}
+
 #[test]
 fn user_attribute_filters_pick_the_users_a_rule_is_for() {
     let rules = CART.replace(

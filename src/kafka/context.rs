@@ -30,6 +30,17 @@ pub enum WorkerInput {
         Box<super::changelog::PartitionLog>,
         tokio::sync::oneshot::Sender<Restored>,
     ),
+    /// A listing change the catalog follower applied to the shared item model: fire the
+    /// catalog triggers of this worker's watchers.
+    Listing(ListingNews),
+}
+
+/// A listing change, by the item's index in the process's item model.
+#[derive(Clone, Copy, Debug)]
+pub struct ListingNews {
+    pub item: u32,
+    pub change: crate::catalog::ListingChange,
+    pub updated_at_ms: i64,
 }
 
 /// A worker could not settle before a revoke (it logged why).

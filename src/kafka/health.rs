@@ -16,6 +16,9 @@ pub struct Health {
     /// Item records published before this instance started and not installed yet (0 once
     /// caught up, or without item-owned scale-out).
     records_behind: AtomicU64,
+    /// Catalog listings published before this instance started and not applied yet (0 once
+    /// caught up, or when the catalog is not followed).
+    catalog_behind: AtomicU64,
     /// Item work batches between this instance's owners and their partitions' ends.
     owners_behind: AtomicU64,
     /// Partitions assigned and not flowing yet: their users are restored from the changelog
@@ -61,6 +64,14 @@ impl Health {
 
     pub(super) fn set_records_behind(&self, behind: u64) {
         self.records_behind.store(behind, Ordering::Relaxed);
+    }
+
+    pub fn catalog_behind(&self) -> u64 {
+        self.catalog_behind.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_catalog_behind(&self, behind: u64) {
+        self.catalog_behind.store(behind, Ordering::Relaxed);
     }
 
     pub fn owners_behind(&self) -> u64 {

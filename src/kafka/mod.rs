@@ -2,6 +2,7 @@
 //! by `runtime::run`), replays, and the loader that puts datasets into a topic. All decisions
 //! about messages live in `pipeline`.
 
+mod catalog_follower;
 mod changelog;
 mod checkpoint_round;
 mod client;

@@ -21,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::catalog_follower::{CatalogFollower, WorkerInputs};
 use super::changelog::{read_partition, ChangelogError, PartitionLog};
 use super::checkpoint_round::CheckpointRounds;
 use super::client::{consumer_config, partition_count, producer_config};
@@ -270,10 +271,11 @@ pub async fn consume(
         restored,
         (&rules, work_partitions),
     );
+    *worker_inputs.lock().expect("not poisoned") = senders.clone();
     let item_side = match config.items.owned() {
         true => Some(OwnedItems::start(
             config,
-            items.clone(),
+            (items.clone(), worker_inputs.clone()),
             observers.health.clone(),
             &metrics.items_side,
         )?),
@@ -288,7 +290,6 @@ pub async fn consume(
         )?),
     };
     let count = config.pipeline.workers;
-    *worker_inputs.lock().expect("not poisoned") = senders.clone();
 
     if let Some(restores) = &restores {
         check_changelog(&consumer, kafka, restores.inputs())?;
@@ -608,30 +609,43 @@ fn item_partitions(
     Ok(work as u32)
 }
 
-/// Item-owned scale-out's two threads: this instance's item owners, and the follower of
-/// every owner's records.
+/// Item-owned scale-out's threads: this instance's item owners, the follower of every
+/// owner's records, and with a catalog the follower of every catalog partition.
 struct OwnedItems {
     owners: Owners,
     follower: Follower,
+    catalog: Option<CatalogFollower>,
 }
 
 impl OwnedItems {
     fn start(
         config: &Config,
-        items: SharedItems,
+        (items, workers): (SharedItems, WorkerInputs),
         health: Arc<Health>,
         metrics: &ItemMetrics,
     ) -> Result<OwnedItems, RunError> {
+        let catalog = match config.kafka.catalog_topic.as_str() {
+            "" => None,
+            _ => Some(CatalogFollower::start(
+                config,
+                items.clone(),
+                workers,
+                health.clone(),
+                metrics.listings_followed.clone(),
+            )?),
+        };
         Ok(OwnedItems {
             follower: Follower::start(config, items, health.clone(), metrics)?,
             owners: Owners::start(config, metrics, health)?,
+            catalog,
         })
     }
 
-    /// Owners publish what is left; both leave.
+    /// Owners publish what is left; all leave.
     fn stop(self) -> Result<(), RunError> {
         let owners = self.owners.stop();
         self.follower.stop()?;
+        self.catalog.map(CatalogFollower::stop).transpose()?;
         owners
     }
 }

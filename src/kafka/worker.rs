@@ -165,6 +165,10 @@ impl Worker {
                         let span = self.partition_span(key, &message);
                         self.on_message(&mut state, &message, key).instrument(span).await?
                     }
+                    Some(WorkerInput::Listing(news)) => {
+                        let processed = (self.processor).listing_changed(news.item, &news.change, news.updated_at_ms);
+                        self.send_all(&mut state, processed.outputs).await?;
+                    }
                     Some(WorkerInput::Restore(log, reply)) => {
                         let _ = reply.send(self.restore(&mut state, *log).await?);
                     }

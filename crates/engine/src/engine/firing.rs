@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{touch, Capture, Engine};
+use super::{touch, Capture, Effects, Engine};
 use crate::catalog::ListingChange;
 use crate::ranking::Filters;
 use crate::triggers::{attributes_match, trigger_id, EventFacts, Fired, Firing, Rules, Subject};
@@ -69,6 +69,25 @@ impl Engine {
                 .watchers
                 .on_change(&rules.rules, item, change, updated_at_ms, now_ms);
         self.emit(&rules, firings);
+    }
+
+    /// A listing change that another part of the process applied to the shared item model
+    /// (`apply_listing`: with item-owned scale-out, every instance follows the whole catalog):
+    /// the catalog triggers of this shard's watchers (a deferring engine's; none otherwise).
+    pub fn listing_changed(
+        &mut self,
+        item: u32,
+        change: &ListingChange,
+        updated_at_ms: i64,
+    ) -> Effects {
+        if self.shard.defer && self.rules.watch_items() {
+            let rules = self.rules.clone();
+            let now_ms = self.read().latest_ts_ms;
+            let firings =
+                (self.shard.watchers).on_change(&rules.rules, item, change, updated_at_ms, now_ms);
+            self.emit(&rules, firings);
+        }
+        self.take_effects()
     }
 
     fn emit(&mut self, rules: &Rules, firings: Vec<Firing>) {

@@ -13,6 +13,7 @@ use crate::config::EngineConfig;
 use crate::cooccurrence::PairOp;
 use crate::factorization::{item_step, FactorSide};
 use crate::rng::SplitMix64;
+use crate::triggers::Watchers;
 
 use super::{intern_item, popularity_scores, ItemModel, Position};
 
@@ -270,6 +271,8 @@ impl ItemSide for LiveItems<'_> {
 pub struct Deferred<'a> {
     pub read: &'a ItemModel,
     pub work: &'a mut ItemWork,
+    /// The engine's own watchers: a user's views stay with the user's shard.
+    pub watchers: &'a mut Watchers,
 }
 
 impl FactorSide for Deferred<'_> {
@@ -307,9 +310,7 @@ impl ItemSide for Deferred<'_> {
     }
 
     fn watch(&mut self, item: u32, user_id: &str, ts_ms: i64) {
-        let user = self.work.users.len();
-        self.work.users.push(user_id.into());
-        self.work.ops.push(ItemOp::Watch { item, user, ts_ms });
+        self.watchers.watch(item, user_id, ts_ms);
     }
 }
 

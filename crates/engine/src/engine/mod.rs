@@ -23,7 +23,7 @@ use crate::ranking::{self, Filters, Scored};
 use crate::ranking::{Source, Sources};
 use crate::rng::SplitMix64;
 use crate::segments::segment_name;
-use crate::triggers::{EventFacts, Fired, Rules, TriggerState};
+use crate::triggers::{EventFacts, Fired, Rules, TriggerState, Watchers};
 
 mod batch_check;
 mod capture;
@@ -83,6 +83,10 @@ pub struct UserShard {
     defer: bool,
     /// Item-side work of the input being applied, when deferred (returned with its effects).
     item_work: ItemWork,
+    /// Who of this shard's users recently viewed or carted each item, when deferred: the
+    /// owners never fire catalog triggers (they hold no users), so the watchers stay with the
+    /// users, and each shard fires for its own (`Engine::listing_changed`).
+    watchers: Watchers,
     /// Events applied by this shard (the clock of `UserState::touched`).
     steps: u64,
     /// `steps` at the last checkpoint: users touched later are dirty.
@@ -113,6 +117,7 @@ impl UserShard {
             model_updates: Vec::new(),
             defer: false,
             item_work: ItemWork::default(),
+            watchers: Watchers::default(),
             steps: 0,
             checkpointed: 0,
             dirty: DirtyUsers::default(),
@@ -417,8 +422,12 @@ impl Engine {
         let cooc = items.cooccurrence.config().clone();
         let rng = &mut self.shard.rng;
         let deltas = if self.shard.defer {
-            let work = &mut self.shard.item_work;
-            let mut side = Deferred { read: items, work };
+            let (work, watchers) = (&mut self.shard.item_work, &mut self.shard.watchers);
+            let mut side = Deferred {
+                read: items,
+                work,
+                watchers,
+            };
             send_item_work(&mut side, &mut user.factors, learned, (&cooc, rng), config);
             None
         } else {
