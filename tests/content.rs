@@ -98,7 +98,19 @@ fn a_new_item_nobody_touched_is_recommended_to_users_whose_taste_it_matches() {
 
 #[test]
 fn a_user_known_only_by_attributes_gets_what_trends_in_their_segment() {
+    segment_trending_reaches_a_newcomer(Engine::new(EngineConfig::default()));
+}
+
+/// Item-owned scale-out: the item side goes to the owners as work, and segment trending (a list
+/// across items, which no owner holds) stays with the process that saw the events.
+#[test]
+fn with_deferred_item_work_segment_trending_stays_with_the_users_process() {
     let mut engine = Engine::new(EngineConfig::default());
+    engine.defer_item_work(true);
+    segment_trending_reaches_a_newcomer(engine);
+}
+
+fn segment_trending_reaches_a_newcomer(mut engine: Engine) {
     let profile = |user: &str, region: &str| ProfileUpdate {
         user_id: user.into(),
         ts_ms: T0,

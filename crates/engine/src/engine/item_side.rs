@@ -269,10 +269,12 @@ impl ItemSide for LiveItems<'_> {
 /// An event's learning against a read model of the item side: the work is collected for the
 /// items' owners, and the read model does not change.
 pub struct Deferred<'a> {
-    pub read: &'a ItemModel,
+    /// Read, except for segment trending (see `seen`).
+    pub read: &'a mut ItemModel,
     pub work: &'a mut ItemWork,
     /// The engine's own watchers: a user's views stay with the user's shard.
     pub watchers: &'a mut Watchers,
+    pub segment_trending_size: usize,
 }
 
 impl FactorSide for Deferred<'_> {
@@ -305,7 +307,17 @@ impl ItemSide for Deferred<'_> {
         self.work.ops.push(ItemOp::Pair(op));
     }
 
+    /// Segment trending is a list across items, which no item's owner holds: each process
+    /// keeps it of its own users' events (a random share of the users, as partitions are).
     fn seen(&mut self, seen: Seen) {
+        if let Some(segment) = seen.segment {
+            let size = self.segment_trending_size;
+            (self.read.segments).observe(segment, seen.item, seen.weight, seen.ts_ms, size);
+        }
+        let seen = Seen {
+            segment: None,
+            ..seen
+        };
         self.work.ops.push(ItemOp::Seen(seen));
     }
 

@@ -427,6 +427,7 @@ impl Engine {
                 read: items,
                 work,
                 watchers,
+                segment_trending_size: config.content.segment_trending_size,
             };
             send_item_work(&mut side, &mut user.factors, learned, (&cooc, rng), config);
             None
