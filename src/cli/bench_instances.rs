@@ -37,6 +37,10 @@ pub struct BenchInstancesArgs {
     /// only.
     #[arg(long)]
     pub no_state: bool,
+    /// Produce the events at this many per second (with --brokers) instead of in one burst,
+    /// and report the latency from event to output (p50, p99) at that load.
+    #[arg(long)]
+    pub rate: Option<u64>,
 }
 
 pub(super) fn bench_instances(args: BenchInstancesArgs) -> anyhow::Result<()> {
@@ -60,6 +64,7 @@ fn on_broker(args: &BenchInstancesArgs, brokers: &str) -> anyhow::Result<()> {
         seed: args.seed,
         exe: std::env::current_exe()?,
         topology: args.topology.into(),
+        rate: args.rate,
     };
     let rows = runtime()?.block_on(bench_processes(&bench, &args.instances))?;
     if args.json {
@@ -94,9 +99,15 @@ fn print_row(row: &ProcessesRow) {
         row.item_records_per_event,
         row.item_checkpoint_bytes_per_event
     );
+    if let (Some(p50), Some(p99)) = (row.latency_p50_ms, row.latency_p99_ms) {
+        println!("      event to output: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    }
 }
 
 fn in_process(args: &BenchInstancesArgs) -> anyhow::Result<()> {
+    if args.rate.is_some() {
+        bail!("--rate is for --brokers: the mock cluster's instances share this process's CPU");
+    }
     let rows = runtime()?.block_on(crate::tools::bench_instances::bench_instances(
         args.events,
         args.seed,

@@ -10,6 +10,12 @@
 //! updates and checkpoints still owed are work of the round). The clock starts at the first
 //! consumed event and stops when every event is consumed; a round so short that the first look
 //! finds everything consumed is timed from the burst instead.
+//!
+//! With a `rate`, the events are produced at that steady rate instead, and each round also
+//! reports the latency from an event (its Kafka timestamp) to its outputs' acknowledgement,
+//! from the members' `streamrec_event_to_output_seconds` histograms, without coalescing
+//! (`pipeline.min_update_interval_ms = 0`: a deployment's coalescing adds at most its
+//! interval).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +28,7 @@ use rdkafka::config::ClientConfig;
 use serde::Serialize;
 
 use super::bench_instances::{name_topics, ScratchDir};
-use super::scrape::{cpu_seconds, free_port, scrape, Scraped};
+use super::scrape::{cpu_seconds, free_port, quantile, scrape, Scraped};
 use crate::config::{Config, KafkaConfig};
 pub use crate::eval::Topology;
 use crate::kafka::produce_messages;
@@ -51,6 +57,10 @@ pub struct ProcessesRow {
     pub item_records_per_event: f64,
     /// Bytes of the item owners' checkpoints, per input event.
     pub item_checkpoint_bytes_per_event: f64,
+    /// With a rate: event to output acknowledged, median and 99th percentile, in ms
+    /// (interpolated within the histogram's buckets).
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
 }
 
 /// What one round needs to know.
@@ -62,6 +72,8 @@ pub struct Bench<'a> {
     /// The `streamrec` binary to start (this one).
     pub exe: PathBuf,
     pub topology: Topology,
+    /// Events per second produced; `None`: one burst.
+    pub rate: Option<u64>,
 }
 
 pub async fn bench_processes(
@@ -81,7 +93,7 @@ pub async fn bench_processes(
         group.wait_assigned(bench.partitions as usize, owned)?;
         let cpu_before = group.cpu_seconds()?;
         let burst = Instant::now();
-        let producing = tokio::spawn(produce(config.kafka.clone(), payloads.clone()));
+        let producing = tokio::spawn(produce(config.kafka.clone(), payloads.clone(), bench.rate));
         let measured =
             tokio::task::block_in_place(|| group.measure(bench.events as u64, burst, cpu_before))?;
         producing.await??;
@@ -103,13 +115,19 @@ pub async fn bench_processes(
             model_updates_per_event: measured.model_updates as f64 / bench.events as f64,
             item_records_per_event: measured.item_records as f64 / bench.events as f64,
             item_checkpoint_bytes_per_event: measured.checkpoint_bytes as f64 / bench.events as f64,
+            latency_p50_ms: bench.rate.and(measured.latency_ms(0.5)),
+            latency_p99_ms: bench.rate.and(measured.latency_ms(0.99)),
         });
     }
     Ok(rows)
 }
 
-async fn produce(kafka: KafkaConfig, payloads: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
-    produce_messages(&kafka, &kafka.input_topics[0], &payloads, false, None).await?;
+async fn produce(
+    kafka: KafkaConfig,
+    payloads: Vec<(String, Vec<u8>)>,
+    rate: Option<u64>,
+) -> anyhow::Result<()> {
+    produce_messages(&kafka, &kafka.input_topics[0], &payloads, false, rate).await?;
     Ok(())
 }
 
@@ -124,6 +142,9 @@ fn round_config(bench: &Bench, name: &str, scratch: &Path) -> Config {
     kafka.session_timeout_ms = 6_000;
     name_topics(kafka, name);
     config.state.dir = scratch.join(name).display().to_string();
+    if bench.rate.is_some() {
+        config.pipeline.min_update_interval_ms = 0;
+    }
     if bench.topology == Topology::Owned {
         kafka.model_updates_topic.clear();
         config.items.work_topic = format!("item-work-{name}");
@@ -186,6 +207,14 @@ struct Measured {
     model_updates: u64,
     item_records: u64,
     checkpoint_bytes: u64,
+    /// Each member's event-to-output histogram at the end.
+    latency: Vec<Vec<(f64, u64)>>,
+}
+
+impl Measured {
+    fn latency_ms(&self, q: f64) -> Option<f64> {
+        quantile(&self.latency, q).map(|s| s * 1000.0)
+    }
 }
 
 impl Group {
@@ -299,6 +328,7 @@ impl Group {
             model_updates: scraped.iter().map(|s| s.published).sum(),
             item_records: scraped.iter().map(|s| s.item_records).sum(),
             checkpoint_bytes: scraped.iter().map(|s| s.item_checkpoint_bytes).sum(),
+            latency: scraped.into_iter().map(|s| s.latency_buckets).collect(),
         })
     }
 

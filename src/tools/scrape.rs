@@ -23,6 +23,8 @@ pub struct Scraped {
     pub item_partitions: u64,
     /// Bytes of the item owners' checkpoints.
     pub item_checkpoint_bytes: u64,
+    /// The event-to-output histogram: (upper bound in seconds, cumulative count) per bucket.
+    pub latency_buckets: Vec<(f64, u64)>,
 }
 
 /// A port nothing listens on now.
@@ -54,6 +56,10 @@ pub fn scrape(address: &str, topic: &str) -> Option<Scraped> {
         let Some((name, value)) = line.rsplit_once(' ') else {
             continue;
         };
+        if let Some(bucket) = latency_bucket(name, value) {
+            scraped.latency_buckets.push(bucket);
+            continue;
+        }
         let value = value.parse::<f64>().unwrap_or(0.0) as u64;
         match name {
             "streamrec_events_consumed_total" => scraped.consumed = value,
@@ -70,6 +76,47 @@ pub fn scrape(address: &str, topic: &str) -> Option<Scraped> {
     Some(scraped)
 }
 
+/// A finite bucket of `streamrec_event_to_output_seconds`.
+fn latency_bucket(name: &str, value: &str) -> Option<(f64, u64)> {
+    let bound = name.strip_prefix("streamrec_event_to_output_seconds_bucket{le=\"")?;
+    let bound = bound.strip_suffix("\"}")?.parse::<f64>().ok()?;
+    let count = value.parse::<f64>().ok()?;
+    bound.is_finite().then_some((bound, count as u64))
+}
+
+/// The `q` quantile of histograms with the same buckets, summed, in seconds: interpolated
+/// linearly within its bucket as Prometheus's `histogram_quantile` does; `None` when empty or
+/// past the last finite bucket.
+pub fn quantile(histograms: &[Vec<(f64, u64)>], q: f64) -> Option<f64> {
+    let first = histograms.first()?;
+    let summed: Vec<(f64, u64)> = (0..first.len())
+        .map(|b| {
+            (
+                first[b].0,
+                histograms
+                    .iter()
+                    .filter_map(|h| h.get(b))
+                    .map(|x| x.1)
+                    .sum(),
+            )
+        })
+        .collect();
+    let total = summed.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = (0.0, 0);
+    for &(bound, count) in &summed {
+        if count as f64 >= rank {
+            let share = (rank - below.1 as f64) / (count - below.1).max(1) as f64;
+            return Some(below.0 + (bound - below.0) * share);
+        }
+        below = (bound, count);
+    }
+    None
+}
+
 fn get(address: &str, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -83,6 +130,20 @@ fn get(address: &str, path: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quantile_interpolates_within_the_summed_buckets() {
+        let a = vec![(0.01, 10), (0.1, 90), (1.0, 100)];
+        let b = vec![(0.01, 0), (0.1, 0), (1.0, 100)];
+        // Summed: 10, 90, 200. The median (rank 100) is the 10th of the 110 in (0.1, 1.0].
+        let median = quantile(&[a.clone(), b], 0.5).unwrap();
+        assert!(
+            (median - (0.1 + 0.9 * 10.0 / 110.0)).abs() < 1e-9,
+            "{median}"
+        );
+        assert_eq!(quantile(&[a], 0.05), Some(0.005));
+        assert_eq!(quantile(&[vec![(0.01, 0)]], 0.5), None);
+    }
 
     #[test]
     fn this_process_has_used_cpu() {
