@@ -272,6 +272,9 @@ impl Metrics {
             .inc_by(total.already_applied - seen.already_applied);
         self.truncated
             .inc_by(total.dead_letters_truncated - seen.dead_letters_truncated);
+        let items = &self.items_side;
+        (items.work_sent).inc_by(total.item_work_batches - seen.item_work_batches);
+        (items.work_sent_bytes).inc_by(total.item_work_bytes - seen.item_work_bytes);
         self.restoring_partitions
             .set(health.restoring().len() as i64);
         for (reason, &count) in &total.rejected {

@@ -20,6 +20,9 @@ pub struct KindLabel {
 
 #[derive(Clone, Debug, Default)]
 pub struct ItemMetrics {
+    /// Work batches this instance's workers sent to the owners, and their payload bytes.
+    pub work_sent: Counter,
+    pub work_sent_bytes: Counter,
     /// Work batches the owners applied, or refused (undecodable or failing their check).
     pub work_batches: Family<OutcomeLabel, Counter>,
     /// Inputs whose work reached an owner again (re-read after a crash) and was skipped.
@@ -91,6 +94,18 @@ impl ItemMetrics {
         let _ = ["checkpoint", "none", "failed"].map(|outcome| self.restored(outcome));
         let mut families = Vec::new();
         let mut to = (registry, &mut families);
+        add(
+            &mut to,
+            "item_work_sent_batches",
+            "Item work batches this instance's workers sent to the items' owners",
+            &self.work_sent,
+        );
+        add(
+            &mut to,
+            "item_work_sent_bytes",
+            "Payload bytes of the item work batches this instance's workers sent",
+            &self.work_sent_bytes,
+        );
         add(
             &mut to,
             "item_work_batches",

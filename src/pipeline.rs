@@ -105,6 +105,9 @@ pub struct Stats {
     pub already_applied: u64,
     /// Dead letters published as a prefix of a larger input.
     pub dead_letters_truncated: u64,
+    /// Item-owned scale-out: work batches sent to the items' owners, and their payload bytes.
+    pub item_work_batches: u64,
+    pub item_work_bytes: u64,
 }
 
 /// One reason behind nearly every input of a while: a misconfigured producer or time rule,
@@ -161,6 +164,8 @@ impl Stats {
         self.model_updates += other.model_updates;
         self.already_applied += other.already_applied;
         self.dead_letters_truncated += other.dead_letters_truncated;
+        self.item_work_batches += other.item_work_batches;
+        self.item_work_bytes += other.item_work_bytes;
     }
 }
 
@@ -600,6 +605,9 @@ impl Processor {
         };
         let read = self.engine.shared_items();
         let sent = outbox.take(&read.read().expect("not poisoned"));
+        self.stats.item_work_batches += sent.outputs.len() as u64;
+        let bytes = sent.outputs.iter().map(|o| o.payload.len() as u64);
+        self.stats.item_work_bytes += bytes.sum::<u64>();
         Flushed {
             outputs: sent.outputs,
             released: Vec::new(),

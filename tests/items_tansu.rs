@@ -224,6 +224,9 @@ fn a_checkpoint_covers_only_inputs_whose_item_work_the_broker_holds() {
 
     let mut member = start_logged(&path, &dir.path().join("run.log"));
     wait_for_checkpoint_after_everything(&config.admin.listen);
+    let sent = |name: &str| metric(&config.admin.listen, name).expect("metrics");
+    let sent_batches = sent("streamrec_item_work_sent_batches_total");
+    let sent_bytes = sent("streamrec_item_work_sent_bytes_total");
     member.kill().unwrap(); // SIGKILL: the outbox's work, if any is left, is gone
     member.wait().unwrap();
 
@@ -232,13 +235,20 @@ fn a_checkpoint_covers_only_inputs_whose_item_work_the_broker_holds() {
     let mut delivered: BTreeMap<i32, i64> = BTreeMap::new();
     let work = &config.items.work_topic;
     let quiet = Duration::from_secs(3);
-    for record in read_topic(
+    let records = read_topic(
         &config.kafka.brokers,
         work,
         ITEM_PARTITIONS,
         usize::MAX,
         quiet,
-    ) {
+    );
+    let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+    assert_eq!(
+        (sent_batches, sent_bytes),
+        (records.len() as u64, bytes as u64),
+        "the work metrics count what the work topic holds"
+    );
+    for record in records {
         let batch = WorkBatch::decode(&record.payload).expect("a work batch");
         for mark in &batch.work.inputs {
             let last = delivered.entry(partition_of(mark.at.stream)).or_default();

@@ -38,7 +38,7 @@ pub struct BenchInstancesArgs {
     #[arg(long)]
     pub no_state: bool,
     /// Produce the events at this many per second (with --brokers) instead of in one burst,
-    /// and report the latency from event to output (p50, p99) at that load.
+    /// and report the latency from event to recommendation (p50, p99) at that load.
     #[arg(long)]
     pub rate: Option<u64>,
 }
@@ -99,8 +99,18 @@ fn print_row(row: &ProcessesRow) {
         row.item_records_per_event,
         row.item_checkpoint_bytes_per_event
     );
+    if row.topology == Topology::Owned {
+        println!(
+            "      internal topics per event: {:.3} work batches ({:.0} bytes), {:.2} item records ({:.0} bytes), {:.0} checkpoint bytes",
+            row.item_work_batches_per_event,
+            row.item_work_bytes_per_event,
+            row.item_records_per_event,
+            row.item_record_bytes_per_event,
+            row.item_checkpoint_bytes_per_event
+        );
+    }
     if let (Some(p50), Some(p99)) = (row.latency_p50_ms, row.latency_p99_ms) {
-        println!("      event to output: p50 {p50:.1} ms, p99 {p99:.1} ms");
+        println!("      event to recommendation: p50 {p50:.1} ms, p99 {p99:.1} ms");
     }
 }
 

@@ -12,7 +12,7 @@
 //! finds everything consumed is timed from the burst instead.
 //!
 //! With a `rate`, the events are produced at that steady rate instead, and each round also
-//! reports the latency from an event (its Kafka timestamp) to its outputs' acknowledgement,
+//! reports the latency from an event (its Kafka timestamp) to its recommendation's acknowledgement,
 //! from the members' `streamrec_event_to_output_seconds` histograms, without coalescing
 //! (`pipeline.min_update_interval_ms = 0`: a deployment's coalescing adds at most its
 //! interval).
@@ -57,6 +57,11 @@ pub struct ProcessesRow {
     pub item_records_per_event: f64,
     /// Bytes of the item owners' checkpoints, per input event.
     pub item_checkpoint_bytes_per_event: f64,
+    /// Payload bytes of the item records, per input event.
+    pub item_record_bytes_per_event: f64,
+    /// Item work batches the workers sent, and their payload bytes, per input event.
+    pub item_work_batches_per_event: f64,
+    pub item_work_bytes_per_event: f64,
     /// With a rate: event to output acknowledged, median and 99th percentile, in ms
     /// (interpolated within the histogram's buckets).
     pub latency_p50_ms: Option<f64>,
@@ -115,6 +120,9 @@ pub async fn bench_processes(
             model_updates_per_event: measured.model_updates as f64 / bench.events as f64,
             item_records_per_event: measured.item_records as f64 / bench.events as f64,
             item_checkpoint_bytes_per_event: measured.checkpoint_bytes as f64 / bench.events as f64,
+            item_record_bytes_per_event: measured.record_bytes as f64 / bench.events as f64,
+            item_work_batches_per_event: measured.work_batches as f64 / bench.events as f64,
+            item_work_bytes_per_event: measured.work_bytes as f64 / bench.events as f64,
             latency_p50_ms: bench.rate.and(measured.latency_ms(0.5)),
             latency_p99_ms: bench.rate.and(measured.latency_ms(0.99)),
         });
@@ -207,6 +215,9 @@ struct Measured {
     model_updates: u64,
     item_records: u64,
     checkpoint_bytes: u64,
+    record_bytes: u64,
+    work_batches: u64,
+    work_bytes: u64,
     /// Each member's event-to-output histogram at the end.
     latency: Vec<Vec<(f64, u64)>>,
 }
@@ -328,6 +339,9 @@ impl Group {
             model_updates: scraped.iter().map(|s| s.published).sum(),
             item_records: scraped.iter().map(|s| s.item_records).sum(),
             checkpoint_bytes: scraped.iter().map(|s| s.item_checkpoint_bytes).sum(),
+            record_bytes: scraped.iter().map(|s| s.item_record_bytes).sum(),
+            work_batches: scraped.iter().map(|s| s.item_work_batches).sum(),
+            work_bytes: scraped.iter().map(|s| s.item_work_bytes).sum(),
             latency: scraped.into_iter().map(|s| s.latency_buckets).collect(),
         })
     }

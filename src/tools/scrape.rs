@@ -23,6 +23,11 @@ pub struct Scraped {
     pub item_partitions: u64,
     /// Bytes of the item owners' checkpoints.
     pub item_checkpoint_bytes: u64,
+    /// Payload bytes of the item records published.
+    pub item_record_bytes: u64,
+    /// Item work batches the workers sent, and their payload bytes.
+    pub item_work_batches: u64,
+    pub item_work_bytes: u64,
     /// The event-to-output histogram: (upper bound in seconds, cumulative count) per bucket.
     pub latency_buckets: Vec<(f64, u64)>,
 }
@@ -66,6 +71,9 @@ pub fn scrape(address: &str, topic: &str) -> Option<Scraped> {
             "streamrec_assigned_partitions" => scraped.assigned = value,
             "streamrec_item_partitions_owned" => scraped.item_partitions = value,
             "streamrec_item_checkpoint_bytes_total" => scraped.item_checkpoint_bytes = value,
+            "streamrec_item_record_bytes_total" => scraped.item_record_bytes = value,
+            "streamrec_item_work_sent_batches_total" => scraped.item_work_batches = value,
+            "streamrec_item_work_sent_bytes_total" => scraped.item_work_bytes = value,
             _ if name == published => scraped.published = value,
             _ if name.starts_with("streamrec_item_records_published_total{") => {
                 scraped.item_records += value
