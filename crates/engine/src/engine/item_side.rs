@@ -267,7 +267,7 @@ impl ItemSide for LiveItems<'_> {
 }
 
 /// An event's learning against a read model of the item side: the work is collected for the
-/// items' owners, and the read model does not change.
+/// items' owners, and the read model changes only in what no owner holds (segment trending).
 pub struct Deferred<'a> {
     /// Read, except for segment trending (see `seen`).
     pub read: &'a mut ItemModel,
