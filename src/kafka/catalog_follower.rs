@@ -9,23 +9,19 @@
 //! applied without telling anyone: those changes happened before this start, and firing them
 //! again would repeat triggers (the watchers of a restarted instance are its new events').
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::client::{partition_count, replay_consumer_config};
 use super::context::{ListingNews, WorkerInput};
 use super::error::RunError;
+use super::follow::{from_start, Background, CatchUp};
 use super::health::Health;
-use super::model_updates::behind;
 use crate::catalog::CatalogUpdate;
 use crate::clean::Cleaner;
 use crate::config::{Config, EngineConfig};
@@ -34,58 +30,27 @@ use crate::engine::{apply_listing, SharedItems};
 /// The workers' inputs (filled once they run).
 pub type WorkerInputs = Arc<Mutex<Vec<mpsc::Sender<WorkerInput>>>>;
 
-pub struct CatalogFollower {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<(), RunError>>,
-}
-
-impl CatalogFollower {
-    pub fn start(
-        config: &Config,
-        items: SharedItems,
-        workers: WorkerInputs,
-        health: Arc<Health>,
-        followed: Counter,
-    ) -> Result<CatalogFollower, RunError> {
-        let kafka = &config.kafka;
-        let group = format!("{}.catalog.{}", kafka.group_id, std::process::id());
-        let mut client = replay_consumer_config(kafka, &group);
-        client.set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = client.create()?;
-        let topic = kafka.catalog_topic.clone();
-        let mut assignment = TopicPartitionList::new();
-        let mut targets = BTreeMap::new();
-        for partition in 0..partition_count(&consumer, &topic)? as i32 {
-            assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
-            let (low, high) =
-                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
-            if high > low {
-                targets.insert(partition, high);
-            }
-        }
-        consumer.assign(&assignment)?;
-        health.set_catalog_behind(behind(&targets, &BTreeMap::new()));
-        let mut follow = Follow {
-            consumer,
-            items,
-            workers,
-            cleaner: Cleaner::new(config.engine.clean.clone()),
-            engine: config.engine.clone(),
-            followed,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("catalog".into())
-            .spawn(move || follow.run(&stopping, targets, &health))
-            .map_err(RunError::Thread)?;
-        Ok(CatalogFollower { stop, thread })
-    }
-
-    pub fn stop(self) -> Result<(), RunError> {
-        self.stop.store(true, Ordering::Relaxed);
-        (self.thread.join()).map_err(|_| RunError::ThreadPanicked("catalog follower"))?
-    }
+/// Starts following the catalog on thread `catalog`; `followed` counts the listings applied.
+pub fn follow(
+    config: &Config,
+    items: SharedItems,
+    workers: WorkerInputs,
+    health: Arc<Health>,
+    followed: Counter,
+) -> Result<Background, RunError> {
+    let (consumer, catch_up) = from_start(&config.kafka, "catalog", &config.kafka.catalog_topic)?;
+    health.set_catalog_behind(catch_up.left());
+    let mut follow = Follow {
+        consumer,
+        items,
+        workers,
+        cleaner: Cleaner::new(config.engine.clean.clone()),
+        engine: config.engine.clone(),
+        followed,
+    };
+    Background::spawn("catalog", "catalog follower", move |stop| {
+        follow.run(stop, catch_up, &health)
+    })
 }
 
 struct Follow {
@@ -101,15 +66,14 @@ impl Follow {
     fn run(
         &mut self,
         stop: &AtomicBool,
-        targets: BTreeMap<i32, i64>,
+        mut catch_up: CatchUp,
         health: &Health,
     ) -> Result<(), RunError> {
-        let mut read = BTreeMap::new();
-        let mut caught_up = targets.is_empty();
         while !stop.load(Ordering::Relaxed) {
+            let caught_up = catch_up.done();
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(message)) => {
-                    read.insert(message.partition(), message.offset() + 1);
+                    catch_up.read(message.partition(), message.offset());
                     let listing = self.cleaner.clean_catalog(message.payload(), message.key());
                     // A bad listing is the group member's to dead-letter (once, not per instance).
                     if let Ok(update) = listing {
@@ -121,10 +85,8 @@ impl Follow {
                 None => {}
             }
             if !caught_up {
-                let left = behind(&targets, &read);
-                health.set_catalog_behind(left);
-                caught_up = left == 0;
-                if caught_up {
+                health.set_catalog_behind(catch_up.left());
+                if catch_up.done() {
                     tracing::info!("catalog caught up");
                 }
             }

@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -28,6 +27,7 @@ use rdkafka::ClientContext;
 
 use super::client::{consumer_config, producer_config, send_waiting};
 use super::error::RunError;
+use super::follow::Background;
 use super::health::Health;
 use super::item_checkpoints::ItemCheckpoints;
 use super::owned_partitions::{Owned, OwnedPartitions};
@@ -40,73 +40,55 @@ use prometheus_client::metrics::counter::Counter;
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 const END_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The running owners; `stop` publishes what is left and waits for its acknowledgements.
-pub struct Owners {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<(), RunError>>,
-}
-
-impl Owners {
-    pub fn start(
-        config: &Config,
-        metrics: &ItemMetrics,
-        health: Arc<Health>,
-    ) -> Result<Owners, RunError> {
-        let kafka = &config.kafka;
-        let group = format!("{}.items", kafka.group_id);
-        let mut client = consumer_config(kafka, &group);
-        // Never commit: a partition's state is its whole log (see the module's comment).
-        client
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky");
-        // The partitions' ends come with the statistics, from the fetches themselves: a listing
-        // request per partition would queue behind the fetch on the broker's connection.
-        client.set(
-            "statistics.interval.ms",
-            LAG_INTERVAL.as_millis().to_string(),
-        );
-        let ends = Ends::default();
-        let consumer: BaseConsumer<Ends> = client.create_with_context(ends.clone())?;
-        consumer.subscribe(&[&config.items.work_topic])?;
-        let producer: BaseProducer<Deliveries> = producer_config(kafka)
-            .set("linger.ms", "20")
-            .create_with_context(Deliveries(metrics.records_failed.clone()))?;
-        let checkpoints = match config.items.changelog_topic.as_str() {
-            "" => None,
-            topic => Some(ItemCheckpoints::new(kafka, topic)?),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut loop_ = OwnerLoop {
-            consumer,
-            producer,
-            records_topic: config.items.records_topic.clone(),
-            work_topic: config.items.work_topic.clone(),
-            interval: Duration::from_millis(config.items.publish_interval_ms),
-            drain: Duration::from_millis(config.pipeline.drain_timeout_ms),
-            checkpoint_interval: Duration::from_millis(config.items.checkpoint_interval_ms),
-            partitions: OwnedPartitions::new(
-                &config.engine,
-                (config.items.significance, metrics),
-                checkpoints,
-            ),
-            metrics: metrics.clone(),
-            health,
-            ready_lag: config.items.ready_lag,
-        };
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("item-owners".into())
-            .spawn(move || loop_.run(&stopping))
-            .map_err(RunError::Thread)?;
-        Ok(Owners { stop, thread })
-    }
-
-    /// Publishes what changed since the last publication, waits for it, and leaves the group.
-    pub fn stop(self) -> Result<(), RunError> {
-        self.stop.store(true, Ordering::Relaxed);
-        (self.thread.join()).map_err(|_| RunError::ThreadPanicked("item owners"))?
-    }
+/// Starts the owners on thread `item-owners`. Stopping them publishes what is left and waits
+/// for its acknowledgements.
+pub fn start(
+    config: &Config,
+    metrics: &ItemMetrics,
+    health: Arc<Health>,
+) -> Result<Background, RunError> {
+    let kafka = &config.kafka;
+    let group = format!("{}.items", kafka.group_id);
+    let mut client = consumer_config(kafka, &group);
+    // Never commit: a partition's state is its whole log (see the module's comment).
+    client
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    // The partitions' ends come with the statistics, from the fetches themselves: a listing
+    // request per partition would queue behind the fetch on the broker's connection.
+    client.set(
+        "statistics.interval.ms",
+        LAG_INTERVAL.as_millis().to_string(),
+    );
+    let ends = Ends::default();
+    let consumer: BaseConsumer<Ends> = client.create_with_context(ends.clone())?;
+    consumer.subscribe(&[&config.items.work_topic])?;
+    let producer: BaseProducer<Deliveries> = producer_config(kafka)
+        .set("linger.ms", "20")
+        .create_with_context(Deliveries(metrics.records_failed.clone()))?;
+    let checkpoints = match config.items.changelog_topic.as_str() {
+        "" => None,
+        topic => Some(ItemCheckpoints::new(kafka, topic)?),
+    };
+    let mut loop_ = OwnerLoop {
+        consumer,
+        producer,
+        records_topic: config.items.records_topic.clone(),
+        work_topic: config.items.work_topic.clone(),
+        interval: Duration::from_millis(config.items.publish_interval_ms),
+        drain: Duration::from_millis(config.pipeline.drain_timeout_ms),
+        checkpoint_interval: Duration::from_millis(config.items.checkpoint_interval_ms),
+        partitions: OwnedPartitions::new(
+            &config.engine,
+            (config.items.significance, metrics),
+            checkpoints,
+        ),
+        metrics: metrics.clone(),
+        health,
+        ready_lag: config.items.ready_lag,
+    };
+    Background::spawn("item-owners", "item owners", move |stop| loop_.run(stop))
 }
 
 /// Counts the records the records topic did not take.

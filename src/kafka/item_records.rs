@@ -6,20 +6,16 @@
 //! is installed as it comes. Its own thread: installing is CPU work under the item model's
 //! write lock.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{partition_count, replay_consumer_config};
 use super::error::RunError;
+use super::follow::{from_start, Background, CatchUp};
 use super::health::Health;
-use super::model_updates::behind;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{ItemKeys, Publication, SharedItems};
 use crate::item_metrics::ItemMetrics;
@@ -27,57 +23,25 @@ use crate::item_metrics::ItemMetrics;
 /// Records installed at most at once after the catch-up (the write lock's hold).
 const MAX_RECORDS_PER_INSTALL: usize = 4096;
 
-pub struct Follower {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<(), RunError>>,
-}
-
-impl Follower {
-    pub fn start(
-        config: &Config,
-        items: SharedItems,
-        health: Arc<Health>,
-        metrics: &ItemMetrics,
-    ) -> Result<Follower, RunError> {
-        let kafka = &config.kafka;
-        let group = format!("{}.records.{}", kafka.group_id, std::process::id());
-        let mut client = replay_consumer_config(kafka, &group);
-        client.set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = client.create()?;
-        let topic = config.items.records_topic.clone();
-        let partitions = partition_count(&consumer, &topic)? as i32;
-        let mut assignment = TopicPartitionList::new();
-        let mut targets = BTreeMap::new();
-        for partition in 0..partitions {
-            assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
-            let (low, high) =
-                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
-            if high > low {
-                targets.insert(partition, high);
-            }
-        }
-        consumer.assign(&assignment)?;
-        health.set_records_behind(behind(&targets, &BTreeMap::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut follow = Follow {
-            consumer,
-            items,
-            keys: ItemKeys::default(),
-            engine: config.engine.clone(),
-            metrics: metrics.clone(),
-        };
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("item-records".into())
-            .spawn(move || follow.run(&stopping, targets, &health))
-            .map_err(RunError::Thread)?;
-        Ok(Follower { stop, thread })
-    }
-
-    pub fn stop(self) -> Result<(), RunError> {
-        self.stop.store(true, Ordering::Relaxed);
-        (self.thread.join()).map_err(|_| RunError::ThreadPanicked("item records follower"))?
-    }
+/// Starts following the records topic on thread `item-records`.
+pub fn follow(
+    config: &Config,
+    items: SharedItems,
+    health: Arc<Health>,
+    metrics: &ItemMetrics,
+) -> Result<Background, RunError> {
+    let (consumer, catch_up) = from_start(&config.kafka, "records", &config.items.records_topic)?;
+    health.set_records_behind(catch_up.left());
+    let mut follow = Follow {
+        consumer,
+        items,
+        keys: ItemKeys::default(),
+        engine: config.engine.clone(),
+        metrics: metrics.clone(),
+    };
+    Background::spawn("item-records", "item records follower", move |stop| {
+        follow.run(stop, catch_up, &health)
+    })
 }
 
 struct Follow {
@@ -92,17 +56,15 @@ impl Follow {
     fn run(
         &mut self,
         stop: &AtomicBool,
-        targets: BTreeMap<i32, i64>,
+        mut catch_up: CatchUp,
         health: &Health,
     ) -> Result<(), RunError> {
-        let mut read = BTreeMap::new();
-        let mut caught_up = targets.is_empty();
         let mut publication = Publication::default();
         while !stop.load(Ordering::Relaxed) {
-            let polled = self.consumer.poll(Duration::from_millis(50));
-            match polled {
+            let caught_up = catch_up.done();
+            match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(message)) => {
-                    read.insert(message.partition(), message.offset() + 1);
+                    catch_up.read(message.partition(), message.offset());
                     self.add(&mut publication, &message);
                     if caught_up && publication.len() < MAX_RECORDS_PER_INSTALL {
                         continue; // more may be waiting: install them together
@@ -112,12 +74,10 @@ impl Follow {
                 None => {}
             }
             if !caught_up {
-                let left = behind(&targets, &read);
-                health.set_records_behind(left);
-                if left > 0 {
+                health.set_records_behind(catch_up.left());
+                if !catch_up.done() {
                     continue;
                 }
-                caught_up = true;
                 tracing::info!(records = publication.len(), "item read model caught up");
             }
             self.install(&mut publication);

@@ -8,6 +8,7 @@ mod checkpoint_round;
 mod client;
 mod context;
 mod error;
+mod follow;
 mod health;
 mod item_checkpoints;
 mod item_owners;

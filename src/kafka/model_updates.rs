@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{partition_count, replay_consumer_config};
 use super::error::RunError;
+use super::follow::behind;
 use super::health::Health;
 use crate::config::{Config, EngineConfig};
 use crate::engine::{apply_update, SharedItems};
@@ -79,18 +80,6 @@ pub fn follow(
     }))
 }
 
-/// Messages between each partition's position and its target, summed (also the item
-/// records' follower's catch-up).
-pub(super) fn behind(targets: &BTreeMap<i32, i64>, followed: &BTreeMap<i32, i64>) -> u64 {
-    targets
-        .iter()
-        .map(|(partition, &target)| {
-            let at = followed.get(partition).copied().unwrap_or(0);
-            (target - at).max(0) as u64
-        })
-        .sum()
-}
-
 fn apply_message(message: &impl Message, own: &str, items: &SharedItems, engine: &EngineConfig) {
     let from_self = message.headers().is_some_and(|headers| {
         headers
@@ -115,23 +104,4 @@ fn apply_message(message: &impl Message, own: &str, items: &SharedItems, engine:
     model
         .followed
         .insert(message.partition(), message.offset() + 1);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn behind_counts_what_is_left_up_to_the_targets() {
-        let targets: BTreeMap<i32, i64> = [(0, 10), (1, 4), (2, 0)].into();
-        assert_eq!(behind(&targets, &BTreeMap::new()), 14, "nothing read yet");
-        let followed: BTreeMap<i32, i64> = [(0, 7), (1, 9)].into();
-        assert_eq!(
-            behind(&targets, &followed),
-            3,
-            "partition 1 is past its target"
-        );
-        let done: BTreeMap<i32, i64> = [(0, 10), (1, 4)].into();
-        assert_eq!(behind(&targets, &done), 0);
-    }
 }

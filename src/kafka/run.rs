@@ -21,21 +21,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::catalog_follower::{CatalogFollower, WorkerInputs};
+use super::catalog_follower::{self, WorkerInputs};
 use super::changelog::{read_partition, ChangelogError, PartitionLog};
 use super::checkpoint_round::CheckpointRounds;
 use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Restored, WorkerInput};
 use super::error::RunError;
+use super::follow::Background;
 use super::health::Health;
-use super::item_owners::Owners;
-use super::item_records::Follower;
 use super::latency::{new_latency, Latency};
 use super::log_end::{log_holds, Holds};
 use super::position::{Positions, Verdict};
 use super::restore::Restores;
 use super::sink::Topics;
 use super::worker::Worker;
+use super::{item_owners, item_records};
 use crate::admin::Metrics;
 use crate::config::{Config, KafkaConfig};
 use crate::engine::Engine;
@@ -612,9 +612,9 @@ fn item_partitions(
 /// Item-owned scale-out's threads: this instance's item owners, the follower of every
 /// owner's records, and with a catalog the follower of every catalog partition.
 struct OwnedItems {
-    owners: Owners,
-    follower: Follower,
-    catalog: Option<CatalogFollower>,
+    owners: Background,
+    follower: Background,
+    catalog: Option<Background>,
 }
 
 impl OwnedItems {
@@ -626,7 +626,7 @@ impl OwnedItems {
     ) -> Result<OwnedItems, RunError> {
         let catalog = match config.kafka.catalog_topic.as_str() {
             "" => None,
-            _ => Some(CatalogFollower::start(
+            _ => Some(catalog_follower::follow(
                 config,
                 items.clone(),
                 workers,
@@ -635,8 +635,8 @@ impl OwnedItems {
             )?),
         };
         Ok(OwnedItems {
-            follower: Follower::start(config, items, health.clone(), metrics)?,
-            owners: Owners::start(config, metrics, health)?,
+            follower: item_records::follow(config, items, health.clone(), metrics)?,
+            owners: item_owners::start(config, metrics, health)?,
             catalog,
         })
     }
@@ -645,7 +645,7 @@ impl OwnedItems {
     fn stop(self) -> Result<(), RunError> {
         let owners = self.owners.stop();
         self.follower.stop()?;
-        self.catalog.map(CatalogFollower::stop).transpose()?;
+        self.catalog.map(Background::stop).transpose()?;
         owners
     }
 }
