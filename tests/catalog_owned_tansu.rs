@@ -9,19 +9,21 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use streamrec::config::Config;
 use streamrec::kafka::produce_messages;
 
+use common::http::metric;
 use common::schemas::Output;
 use common::tansu::{free_port, start_logged, terminate, Broker};
-use common::{fresh_config, read_topic, unique, Read};
+use common::{fresh_config, read_topic, unique, wait_until, Read};
 
 const T0: i64 = 1_700_000_000_000;
 const USERS: usize = 12;
 const PARTITIONS: i32 = 3;
 const ITEM_PARTITIONS: i32 = 4;
+const WAIT: Duration = Duration::from_secs(90);
 
 const PRICE_DROP: &str = "[[rule]]\nname = \"drop\"\nkind = \"price_drop\"\nmin_drop_pct = 10.0\nwatch_ms = 3600000\ncooldown_ms = 1000\n";
 
@@ -76,45 +78,17 @@ fn produce(config: &Config, topic: &str, messages: &[(String, Vec<u8>)]) {
     runtime.block_on(produced).unwrap();
 }
 
-/// A member's metric (the first series of the name), or None while it does not answer.
-fn metric(admin: &str, name: &str) -> Option<u64> {
-    let (_, body) = common::http::get(admin, "/metrics", None)?;
-    let prefix = format!("{name} ");
-    let line = body.lines().find(|l| l.starts_with(&prefix))?;
-    let value = line.rsplit(' ').next()?.parse::<f64>().ok()?;
-    Some(value as u64)
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits until every member's catalog follower has applied `listings`.
 fn wait_followed(admins: &[String], listings: u64) {
     wait_until(
         &format!("{listings} listings followed by each member"),
+        WAIT,
         || {
             admins.iter().all(|admin| {
                 metric(admin, "streamrec_catalog_listings_followed_total") >= Some(listings)
             })
         },
     );
-}
-
-fn items_of(recommendation: &serde_json::Value) -> Vec<String> {
-    recommendation["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["item_id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Each user's last recommendation (the output topic has one partition: offsets are order).
@@ -154,7 +128,7 @@ fn every_instance_follows_the_catalog_and_fires_for_its_own_users() {
         members.push(start_logged(&path, &log));
         admins.push(member.admin.listen);
     }
-    wait_until("both members holding input partitions", || {
+    wait_until("both members holding input partitions", WAIT, || {
         admins
             .iter()
             .all(|a| metric(a, "streamrec_assigned_partitions").unwrap_or(0) > 0)
@@ -217,7 +191,7 @@ fn every_instance_follows_the_catalog_and_fires_for_its_own_users() {
     let printed: Vec<String> = members.into_iter().map(terminate).collect();
     assert_eq!(all.len(), total, "{printed:?}");
     for (user, last) in last_by_user(&all) {
-        let items = items_of(&last);
+        let items = common::recommended_items(&last);
         assert!(
             !items.contains(&"x".to_owned()),
             "{user}'s next update still has x: {items:?}"

@@ -55,15 +55,6 @@ fn by_user(records: &[Read]) -> BTreeMap<String, Vec<serde_json::Value>> {
     users
 }
 
-fn items_of(recommendation: &serde_json::Value) -> Vec<String> {
-    recommendation["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["item_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 #[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
 fn catalog_updates_reach_recommendations_and_triggers_arrive_once() {
@@ -159,7 +150,7 @@ file = "{}"
         .filter(|(_, updates)| {
             updates
                 .iter()
-                .any(|u| items_of(u).contains(&"x".to_owned()))
+                .any(|u| common::recommended_items(u).contains(&"x".to_owned()))
         })
         .map(|(user, _)| user)
         .collect();
@@ -208,7 +199,7 @@ file = "{}"
     let printed = terminate(run);
     assert_eq!(all.len(), first.len() + second.len(), "{printed}");
     for (user, updates) in by_user(&all) {
-        let next = items_of(updates.last().unwrap());
+        let next = common::recommended_items(updates.last().unwrap());
         assert!(
             !next.contains(&"x".to_owned()),
             "{user}'s next update still has x: {next:?}"

@@ -21,6 +21,7 @@ use streamrec::store::StateStore;
 use streamrec::synthetic::{ShopperConfig, Shoppers};
 use streamrec::{Engine, Event};
 
+use common::http::metric;
 use common::tansu::{free_port, start_logged, Broker};
 use common::{fresh_config, read_records, read_topic, run_for, unique};
 
@@ -150,18 +151,6 @@ fn one_instance_through_the_item_topics_learns_the_item_side_one_engine_learns()
     .collect();
     let users: BTreeSet<String> = events.iter().map(|e| e.user_id.clone()).collect();
     assert_eq!(recommended, users, "every user got recommendations");
-}
-
-/// A member's metric, or None while it does not answer.
-fn metric(admin: &str, name: &str) -> Option<u64> {
-    let (_, body) = common::http::get(admin, "/metrics", None)?;
-    let prefix = format!("{name} ");
-    let line = body.lines().find(|l| l.starts_with(&prefix))?;
-    line.rsplit(' ')
-        .next()?
-        .parse::<f64>()
-        .ok()
-        .map(|v| v as u64)
 }
 
 /// Waits until the instance consumed every event and its checkpoints stopped (a checkpoint

@@ -26,6 +26,16 @@ pub fn get(address: &str, path: &str, accept: Option<&str>) -> Option<(u16, Stri
     ))
 }
 
+/// The value of the first series named `name` on `admin`'s `/metrics`; None while it does
+/// not answer or before the series exists.
+pub fn metric(admin: &str, name: &str) -> Option<u64> {
+    let (_, body) = get(admin, "/metrics", None)?;
+    let prefix = format!("{name} ");
+    let line = body.lines().find(|l| l.starts_with(&prefix))?;
+    let value = line.rsplit(' ').next()?.parse::<f64>().ok()?;
+    Some(value as u64)
+}
+
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {

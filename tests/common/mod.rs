@@ -227,3 +227,22 @@ pub fn fresh_config(brokers: String) -> streamrec::config::Config {
     kafka.triggers_topic = unique("triggers");
     config
 }
+
+/// The item ids of a `streamrec.recommendations.v1` message, best first.
+pub fn recommended_items(recommendation: &serde_json::Value) -> Vec<String> {
+    recommendation["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until `done`, checking every 100 ms; fails naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
