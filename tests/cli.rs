@@ -256,6 +256,40 @@ fn bench_state_times_a_restart_in_a_new_process() {
         part("to_first_event_s") >= part("open_store_s") + part("decode_s"),
         "{report}"
     );
+    assert!(restart["page_faults"].as_u64().unwrap_or(0) > 0, "{report}");
     assert_eq!(report["restart_cold"], false);
     assert!(!state.exists(), "the bench removes its state dir");
+}
+
+/// With `--keep` the state stays, and the command the bench prints restarts it again.
+#[test]
+fn bench_state_keeps_its_state_to_restart_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("kept");
+    let args = [
+        "--users", "200", "--events", "600", "--batch", "50", "--rate", "200",
+    ];
+    let dir_arg = ["--keep", "--json", "--dir", state.to_str().unwrap()];
+    let out = streamrec(&[&["bench-state"][..], &args, &dir_arg].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(state.exists(), "--keep keeps the state dir");
+    let again = (stderr.lines())
+        .find_map(|line| line.split_once("restart it again with: "))
+        .map(|(_, command)| command.split_whitespace().collect::<Vec<_>>())
+        .unwrap_or_else(|| panic!("no restart command in: {stderr}"));
+    let out = std::process::Command::new(again[0])
+        .args(&again[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let times: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        times["to_first_event_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{times}"
+    );
 }

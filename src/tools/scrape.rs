@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 /// Ticks of `/proc/<pid>/stat`'s times: USER_HZ, 100 on every Linux ABI.
-const TICKS_PER_SECOND: f64 = 100.0;
+pub const TICKS_PER_SECOND: f64 = 100.0;
 
 /// The figures of one scrape.
 #[derive(Debug, Default)]

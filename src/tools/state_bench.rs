@@ -32,6 +32,8 @@ pub struct StateBenchOptions {
     pub dir: PathBuf,
     /// Drop the kernel's page cache before the restart (needs root).
     pub cold: bool,
+    /// Keep the state dir (see `state_restart::command_line`).
+    pub keep: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +119,12 @@ pub fn bench_state(options: &StateBenchOptions) -> anyhow::Result<StateBenchRepo
 
     let first_event = first_event.expect("the latency windows have events");
     let restart = state_restart::restart_in_new_process(&options.dir, &first_event, options.cold);
-    let _ = std::fs::remove_dir_all(&options.dir);
+    if options.keep {
+        let again = state_restart::command_line(&options.dir, &first_event);
+        eprintln!("state kept; restart it again with: {again}");
+    } else {
+        let _ = std::fs::remove_dir_all(&options.dir);
+    }
     let restart = restart?;
     Ok(StateBenchReport {
         users,

@@ -24,6 +24,10 @@ pub struct RestartTimes {
     pub decode_s: f64,
     /// Start to the first event applied, its user read back from the store.
     pub to_first_event_s: f64,
+    /// Of that, CPU time in the kernel, and the page faults behind most of it: memory touched
+    /// for the first time (see `docs/guarantees.md` on what it costs in a fresh VM).
+    pub kernel_s: f64,
+    pub page_faults: u64,
     /// Loading every user as well, for contrast (after the first event).
     pub full_load_s: f64,
 }
@@ -45,6 +49,7 @@ pub fn restart(dir: &Path, first: &Event) -> Result<RestartTimes, StoreError> {
     }
     engine.apply(first);
     let to_first_event = started.elapsed();
+    let (kernel_s, page_faults) = kernel_time_and_faults().unwrap_or_default();
     drop(engine);
     let full = Instant::now();
     let loaded = store.load(config)?;
@@ -54,8 +59,24 @@ pub fn restart(dir: &Path, first: &Event) -> Result<RestartTimes, StoreError> {
         open_store_s: open_store.as_secs_f64(),
         decode_s: (decoded - open_store).as_secs_f64(),
         to_first_event_s: to_first_event.as_secs_f64(),
+        kernel_s,
+        page_faults,
         full_load_s: full_load.as_secs_f64(),
     })
+}
+
+/// This process's kernel CPU seconds and minor page faults so far, from `/proc/self/stat`.
+fn kernel_time_and_faults() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses: minflt is the 10th field, stime the 15th, so the
+    // 8th and 13th after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let faults = fields.get(7)?.parse().ok()?;
+    let kernel_ticks: f64 = fields.get(12)?.parse().ok()?;
+    Some((
+        kernel_ticks / crate::tools::scrape::TICKS_PER_SECOND,
+        faults,
+    ))
 }
 
 /// How the restarted process finds the state and its first event.
@@ -88,12 +109,7 @@ pub fn restart_in_new_process(
         drop_page_cache()?;
     }
     let output = Command::new(std::env::current_exe()?)
-        .arg(COMMAND)
-        .arg("--dir")
-        .arg(dir)
-        .args(["--user", &first.user_id, "--item", &first.item_id])
-        .arg("--ts-ms")
-        .arg(first.ts_ms.to_string())
+        .args(restart_args(dir, first))
         .output()?;
     if !output.status.success() {
         anyhow::bail!(
@@ -103,6 +119,25 @@ pub fn restart_in_new_process(
         );
     }
     Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn restart_args(dir: &Path, first: &Event) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let ts_ms = first.ts_ms.to_string();
+    let (user, item) = (first.user_id.clone(), first.item_id.clone());
+    let args = [
+        COMMAND, "--dir", &dir, "--user", &user, "--item", &item, "--ts-ms", &ts_ms,
+    ];
+    args.map(str::to_owned).to_vec()
+}
+
+/// The command that restarts the state in `dir` again and prints its times as JSON.
+pub fn command_line(dir: &Path, first: &Event) -> String {
+    let exe = std::env::current_exe().map_or("streamrec".into(), |p| p.display().to_string());
+    std::iter::once(exe)
+        .chain(restart_args(dir, first))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn drop_page_cache() -> anyhow::Result<()> {
