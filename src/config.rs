@@ -176,7 +176,9 @@ pub struct PipelineConfig {
     pub similar_items_n: usize,
     /// An item's neighbours are re-published when at least this share of them changed.
     pub similar_change_threshold: f32,
-    /// Input messages processed but not yet fully acknowledged before consuming pauses.
+    /// Input messages processed but not yet fully acknowledged before consuming pauses. With
+    /// coalescing an input stays open until its user's coalesced update is acknowledged, so this
+    /// caps a worker at `max_in_flight / min_update_interval` events/s.
     pub max_in_flight: usize,
     /// On SIGINT/SIGTERM, how long to wait for outputs to be acknowledged before giving up.
     pub drain_timeout_ms: u64,
@@ -196,7 +198,7 @@ impl Default for PipelineConfig {
             min_update_interval_ms: 1000,
             similar_items_n: 10,
             similar_change_threshold: 0.2,
-            max_in_flight: 50_000,
+            max_in_flight: 500_000,
             drain_timeout_ms: 10_000,
             workers: 1,
             dead_letter_max_bytes: 256 * 1024,

@@ -108,6 +108,10 @@ pub struct Stats {
     /// Item-owned scale-out: work batches sent to the items' owners, and their payload bytes.
     pub item_work_batches: u64,
     pub item_work_bytes: u64,
+    /// Wall-clock ms at which the first and the latest input were consumed (0: none yet): the
+    /// span a benchmark's rate is measured over.
+    pub first_consumed_ms: i64,
+    pub last_consumed_ms: i64,
 }
 
 /// One reason behind nearly every input of a while: a misconfigured producer or time rule,
@@ -166,6 +170,14 @@ impl Stats {
         self.dead_letters_truncated += other.dead_letters_truncated;
         self.item_work_batches += other.item_work_batches;
         self.item_work_bytes += other.item_work_bytes;
+        if other.first_consumed_ms > 0 {
+            let first = match self.first_consumed_ms {
+                0 => other.first_consumed_ms,
+                mine => mine.min(other.first_consumed_ms),
+            };
+            self.first_consumed_ms = first;
+        }
+        self.last_consumed_ms = self.last_consumed_ms.max(other.last_consumed_ms);
     }
 }
 
@@ -369,7 +381,11 @@ impl Processor {
     /// `record.payload` to the dead letters.
     pub fn process_ready(&mut self, record: &Record, ready: Ready, now_ms: i64) -> Processed {
         let cleaned = ready.0;
+        if self.stats.consumed == 0 {
+            self.stats.first_consumed_ms = now_ms;
+        }
         self.stats.consumed += 1;
+        self.stats.last_consumed_ms = now_ms;
         if self.track_positions && self.reflected(record, &cleaned) {
             self.stats.already_applied += 1;
             return Processed::default();

@@ -226,16 +226,9 @@ async fn timed_run(
             loader.send(&topic, measured, false, Some(paced.rate)).await
         })
     });
-    let (times_tx, times_rx) = tokio::sync::oneshot::channel();
     let until_done = async move {
-        let mut first = None;
-        loop {
-            let consumed = progress.borrow_and_update().consumed;
-            if consumed > 0 && first.is_none() {
-                first = Some(Instant::now());
-            }
-            if consumed >= expected || progress.changed().await.is_err() {
-                let _ = times_tx.send((first, Instant::now()));
+        while progress.borrow_and_update().consumed < expected {
+            if progress.changed().await.is_err() {
                 return;
             }
         }
@@ -244,12 +237,14 @@ async fn timed_run(
     if let Some(loader) = loader {
         loader.await??;
     }
-    let (first, last) = times_rx.await.context("the run ended early")?;
-    let first = first.context("nothing was consumed")?;
-    // Progress arrives at ticks (every 100 ms at most), so the span is known to about ±0.1 s.
+    // From the first input consumed to the last, as the workers timed them (to the ms;
+    // progress reaches this task only at the workers' ticks).
     let stats = report.stats();
-    let consumed = stats.consumed as f64;
-    let rate = consumed / last.duration_since(first).as_secs_f64().max(1e-9);
+    if stats.consumed < 2 {
+        anyhow::bail!("the run ended after {} inputs", stats.consumed);
+    }
+    let span_ms = (stats.last_consumed_ms - stats.first_consumed_ms).max(1);
+    let rate = stats.consumed.saturating_sub(1) as f64 * 1000.0 / span_ms as f64;
     let contended: u64 = report
         .processors
         .iter()
