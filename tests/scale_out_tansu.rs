@@ -192,24 +192,26 @@ fn metric(config: &Path, name: &str) -> Option<u64> {
     )
 }
 
-/// Waits until every member's owners have applied all work (their lag, measured each second,
-/// is 0 twice in a row), then for their last publication. Returns the inputs their owners
-/// skipped because their work came again, and the item partitions they restored from a
-/// checkpoint.
+/// Waits until every item partition has an owner and every owner has applied all work (their
+/// lag, measured each second, is 0 twice in a row: a partition between owners counts in no
+/// one's lag), then for their last publication. Returns the inputs their owners skipped
+/// because their work came again, and the item partitions they restored from a checkpoint.
 fn wait_for_owners(configs: &[PathBuf]) -> (u64, u64) {
     let lag = |config: &PathBuf| metric(config, "streamrec_item_work_lag");
+    let owned = |config: &PathBuf| metric(config, "streamrec_item_partitions_owned");
     let started = Instant::now();
-    let mut zero_before = false;
+    let mut done_before = false;
     loop {
         let lags: Vec<Option<u64>> = configs.iter().map(lag).collect();
-        let zero = lags.iter().all(|l| *l == Some(0));
-        if zero && zero_before {
+        let held: u64 = configs.iter().filter_map(owned).sum();
+        let done = lags.iter().all(|l| *l == Some(0)) && held == PARTITIONS as u64;
+        if done && done_before {
             break;
         }
-        zero_before = zero;
+        done_before = done;
         assert!(
             started.elapsed() < Duration::from_secs(120),
-            "owners' lag stays at {lags:?}"
+            "owners' lag stays at {lags:?}, {held} of {PARTITIONS} item partitions owned"
         );
         std::thread::sleep(Duration::from_millis(1200));
     }

@@ -36,8 +36,6 @@ use crate::runtime::checkpoint::Durable;
 use crate::runtime::rounds::{Abandoned, Arrival};
 use crate::store::{CheckpointSize, StateStore, StoreError};
 
-/// Inputs taken from the consumer's channel at once (see `Worker::work`).
-const INBOX: usize = 64;
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(super) struct Worker {
@@ -141,9 +139,6 @@ impl Worker {
             capturing: None,
         };
         let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
-        // Inputs are taken from the channel in batches: each take frees room for the consumer
-        // once per batch, not once per message (a wake-up of its thread each time).
-        let (mut arrived, mut inbox) = (Vec::with_capacity(INBOX), VecDeque::with_capacity(INBOX));
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -164,16 +159,40 @@ impl Worker {
                     self.publish_stats();
                     self.log_rejections(false);
                 }
-                received = messages.recv_many(&mut arrived, INBOX), if room && inbox.is_empty() => {
-                    if received == 0 {
-                        break; // the channel closed and every input was handled
+                input = messages.recv(), if room => match input {
+                    Some(WorkerInput::Message(message)) => {
+                        let key = self.partition_key(&message)?;
+                        let span = self.partition_span(key, &message);
+                        self.on_message(&mut state, &message, key).instrument(span).await?
                     }
-                    inbox.extend(arrived.drain(..));
-                }
-                _ = std::future::ready(()), if room && !inbox.is_empty() => {
-                    let input = inbox.pop_front().expect("not empty");
-                    self.on_input(&mut state, input, &pipeline).await?;
-                }
+                    Some(WorkerInput::Listing(news)) => {
+                        let processed = (self.processor).listing_changed(news.item, &news.change, news.updated_at_ms);
+                        self.send_all(&mut state, processed.outputs).await?;
+                    }
+                    Some(WorkerInput::Restore(log, reply)) => {
+                        let _ = reply.send(self.restore(&mut state, *log).await?);
+                    }
+                    Some(WorkerInput::Settle(reply)) => {
+                        let settled = self.settle(&mut state, pipeline.drain_timeout_ms).await;
+                        if let Err(err) = &settled {
+                            tracing::warn!(error = %err, "cannot settle before the revoke");
+                        }
+                        let _ = reply.send(settled.as_ref().map(|_| ()).map_err(|_| NotSettled));
+                        match settled {
+                            // A revoke while the brokers are unreachable (the session expired
+                            // in an outage): the outputs stay queued in the producer and their
+                            // inputs uncommitted, so whoever owns the partitions next re-reads
+                            // them. Not a reason to stop; at shutdown it is.
+                            Err(RunError::DrainTimeout { open, drain_ms }) => tracing::warn!(
+                                open,
+                                drain_ms,
+                                "outputs of revoked partitions not acknowledged in time; their inputs stay uncommitted"
+                            ),
+                            other => other?,
+                        }
+                    }
+                    None => break,
+                },
                 // Idle with a cut under way: the loop's next step goes on with it.
                 _ = std::future::ready(()), if state.capturing.is_some() => {}
             }
@@ -187,52 +206,6 @@ impl Worker {
         self.publish_stats();
         self.log_rejections(true);
         Ok(self.processor)
-    }
-
-    /// One input from the consumer, in the order the consumer sent it.
-    async fn on_input(
-        &mut self,
-        state: &mut State,
-        input: WorkerInput,
-        pipeline: &PipelineConfig,
-    ) -> Result<(), RunError> {
-        match input {
-            WorkerInput::Message(message) => {
-                let key = self.partition_key(&message)?;
-                let span = self.partition_span(key, &message);
-                self.on_message(state, &message, key)
-                    .instrument(span)
-                    .await?
-            }
-            WorkerInput::Listing(news) => {
-                let processed =
-                    (self.processor).listing_changed(news.item, &news.change, news.updated_at_ms);
-                self.send_all(state, processed.outputs).await?;
-            }
-            WorkerInput::Restore(log, reply) => {
-                let _ = reply.send(self.restore(state, *log).await?);
-            }
-            WorkerInput::Settle(reply) => {
-                let settled = self.settle(state, pipeline.drain_timeout_ms).await;
-                if let Err(err) = &settled {
-                    tracing::warn!(error = %err, "cannot settle before the revoke");
-                }
-                let _ = reply.send(settled.as_ref().map(|_| ()).map_err(|_| NotSettled));
-                match settled {
-                    // A revoke while the brokers are unreachable (the session expired in an
-                    // outage): the outputs stay queued in the producer and their inputs
-                    // uncommitted, so whoever owns the partitions next re-reads them. Not a
-                    // reason to stop; at shutdown it is.
-                    Err(RunError::DrainTimeout { open, drain_ms }) => tracing::warn!(
-                        open,
-                        drain_ms,
-                        "outputs of revoked partitions not acknowledged in time; their inputs stay uncommitted"
-                    ),
-                    other => other?,
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Applies nothing more: later rounds go on without this worker (leading the open one
