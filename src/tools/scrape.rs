@@ -39,17 +39,33 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// User and system CPU seconds of a process, all its threads.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    // Fields after the command name (which may hold spaces) in parentheses; utime and stime
-    // are the 14th and 15th fields, so the 12th and 13th after it.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |n: usize| -> anyhow::Result<f64> {
-        let field = fields.get(n).context("a short /proc stat line")?;
+    let stat = ProcStat::read(&pid.to_string())?;
+    Ok((stat.field(UTIME)? + stat.field(STIME)?) / TICKS_PER_SECOND)
+}
+
+/// `/proc/<pid>/stat` fields by their number in proc(5), 1-based.
+pub const MINFLT: usize = 10;
+pub const UTIME: usize = 14;
+pub const STIME: usize = 15;
+
+/// A process's `/proc/<pid>/stat` line (`pid` may be `self`).
+pub struct ProcStat(String);
+
+impl ProcStat {
+    pub fn read(pid: &str) -> anyhow::Result<ProcStat> {
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        Ok(ProcStat(stat))
+    }
+
+    /// Field `number` (1-based, as proc(5) counts). The command name, field 2, may hold
+    /// spaces inside its parentheses, so fields are counted from the state, field 3.
+    pub fn field(&self, number: usize) -> anyhow::Result<f64> {
+        let after_name = self.0.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let field = (after_name.split_whitespace().nth(number.saturating_sub(3)))
+            .context("a short /proc stat line")?;
         Ok(field.parse::<f64>()?)
-    };
-    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+    }
 }
 
 /// `/metrics` of the admin listener at `address`; `None` while it does not answer.

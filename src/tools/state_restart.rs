@@ -65,18 +65,12 @@ pub fn restart(dir: &Path, first: &Event) -> Result<RestartTimes, StoreError> {
     })
 }
 
-/// This process's kernel CPU seconds and minor page faults so far, from `/proc/self/stat`.
+/// This process's kernel CPU seconds and minor page faults so far.
 fn kernel_time_and_faults() -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command name in parentheses: minflt is the 10th field, stime the 15th, so the
-    // 8th and 13th after it.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let faults = fields.get(7)?.parse().ok()?;
-    let kernel_ticks: f64 = fields.get(12)?.parse().ok()?;
-    Some((
-        kernel_ticks / crate::tools::scrape::TICKS_PER_SECOND,
-        faults,
-    ))
+    use crate::tools::scrape::{ProcStat, MINFLT, STIME, TICKS_PER_SECOND};
+    let stat = ProcStat::read("self").ok()?;
+    let faults = stat.field(MINFLT).ok()? as u64;
+    Some((stat.field(STIME).ok()? / TICKS_PER_SECOND, faults))
 }
 
 /// How the restarted process finds the state and its first event.
