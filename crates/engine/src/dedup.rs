@@ -105,10 +105,9 @@ impl DedupWindow {
     /// window (a duplicate, whichever stream the first copy came on).
     pub fn first_sighting(&mut self, stream: u64, event: &Event) -> bool {
         let key = dedup_key(event);
-        if self.seen.contains(&key) {
+        if !self.seen.insert(key) {
             return false;
         }
-        self.seen.insert(key);
         self.arrivals += 1;
         self.len += 1;
         let keys = self.streams.entry(stream).or_insert_with(|| StreamKeys {

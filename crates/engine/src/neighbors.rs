@@ -122,15 +122,16 @@ impl PairTable {
             slot: NOT_LISTED,
         });
         counter.count += weight;
+        let Counter { count, slot } = *counter;
         row.stale_updates += 1;
         if row.counts.len() > 2 * bounds.counters {
             prune(row, bounds.counters);
+            // The prune may have dropped this very pair (among the lightest): it is not
+            // offered, or the list would hold a neighbour without a counter.
+            if !row.counts.contains_key(&b) {
+                return;
+            }
         }
-        // The prune may have dropped this very pair (among the lightest): it is not offered,
-        // or the list would hold a neighbour without a counter.
-        let Some(&Counter { count, slot }) = row.counts.get(&b) else {
-            return;
-        };
         if row.stale_updates as usize >= bounds.capacity {
             rebuild(row, bounds.capacity, score);
             return;
@@ -270,6 +271,8 @@ fn weakest_score(top: &[Neighbor]) -> f32 {
         .fold(f32::INFINITY, f32::min)
 }
 
+/// Out of line: it runs once per `capacity` updates of a row, and a profile names it apart.
+#[inline(never)]
 fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
     row.stale_updates = 0;
     row.top.clear();
@@ -301,6 +304,8 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
 }
 
 /// Keeps the `keep` heaviest counters plus every listed neighbour.
+/// Out of line, like `rebuild`: it runs once per `counters` new pairs of a row.
+#[inline(never)]
 fn prune(row: &mut Row, keep: usize) {
     let mut weights: Vec<f32> = row.counts.values().map(|c| c.count).collect();
     let cut = weights.len() - keep;
