@@ -62,7 +62,9 @@ async fn send_to_worker(
     input: WorkerInput,
 ) -> Result<(), mpsc::error::SendError<WorkerInput>> {
     if worker.capacity() == 0 {
-        let room = worker.reserve_many(WAKE_ROOM.min(worker.max_capacity())).await;
+        let room = worker
+            .reserve_many(WAKE_ROOM.min(worker.max_capacity()))
+            .await;
         drop(room); // the permits go back; the send below takes one of them
     }
     worker.send(input).await

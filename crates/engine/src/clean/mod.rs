@@ -5,9 +5,10 @@
 //! Profile updates and catalog items have their own rules in `clean::profile` and `clean::catalog`.
 
 mod catalog;
+mod fields;
 mod profile;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -148,25 +149,37 @@ impl Cleaner {
 
     /// Decodes and validates one v1 JSON event (files hold events only, with no write time).
     pub fn clean_json(&self, payload: &[u8]) -> Result<Event, Rejection> {
-        let object = self.object(payload)?;
-        let event = self.event_from_object(&object)?;
+        let fields = self.fields(payload)?;
+        let event = self.event_from(&fields)?;
         self.check(event, None)
     }
 
     /// Decodes and validates a message of an input topic: an event, or a profile update
     /// (`"type":"profile"`). `written_ms` is the message's Kafka timestamp, if it has one.
     pub fn clean_input(&self, payload: &[u8], written_ms: Option<i64>) -> Result<Input, Rejection> {
-        let object = self.object(payload)?;
-        if present(&object, "type").and_then(Value::as_str) == Some("profile") {
-            let update = self.profile_from_object(&object)?;
+        let fields = self.fields(payload)?;
+        if matches!(fields.view("type"), Some(View::Str("profile"))) {
+            // Decoded again as a whole: a profile's attributes are open-ended, and profile
+            // updates are few next to events.
+            let update = self.profile_from_object(&self.object(payload)?)?;
             self.check_time(update.ts_ms, written_ms)?;
             return Ok(Input::Profile(update));
         }
-        let event = self.event_from_object(&object)?;
+        let event = self.event_from(&fields)?;
         self.check(event, written_ms).map(Input::Event)
     }
 
-    fn object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+    /// An event object's fields, decoded without a map (see `clean::fields`).
+    fn fields<'a>(&self, payload: &'a [u8]) -> Result<fields::EventFields<'a>, Rejection> {
+        self.check_size(payload)?;
+        match fields::decode(payload) {
+            Ok(Some(fields)) => Ok(fields),
+            Ok(None) => Err(reject(Reason::NotObject, "expected a JSON object")),
+            Err(err) => Err(reject(Reason::NotJson, err.to_string())),
+        }
+    }
+
+    fn check_size(&self, payload: &[u8]) -> Result<(), Rejection> {
         if payload.is_empty() {
             return Err(reject(
                 Reason::EmptyPayload,
@@ -183,6 +196,11 @@ impl Cleaner {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+        self.check_size(payload)?;
         let value: Value = serde_json::from_slice(payload)
             .map_err(|err| reject(Reason::NotJson, err.to_string()))?;
         let Value::Object(object) = value else {
@@ -194,14 +212,14 @@ impl Cleaner {
     /// Applies the rules that do not depend on the encoding (ids, time, price) to a typed event
     /// written at `written_ms` (its Kafka timestamp; `None` for files).
     pub fn check(&self, mut event: Event, written_ms: Option<i64>) -> Result<Event, Rejection> {
-        event.user_id = self.id(&event.user_id, "user_id")?;
-        event.item_id = self.id(&event.item_id, "item_id")?;
+        event.user_id = self.id(std::mem::take(&mut event.user_id), "user_id")?;
+        event.item_id = self.id(std::mem::take(&mut event.item_id), "item_id")?;
         for (value, field) in [
             (&mut event.event_id, "event_id"),
             (&mut event.session_id, "session_id"),
             (&mut event.category, "category"),
         ] {
-            if let Some(raw) = value.as_deref() {
+            if let Some(raw) = value.take() {
                 *value = Some(self.id(raw, field)?);
             }
         }
@@ -212,8 +230,14 @@ impl Cleaner {
         Ok(event)
     }
 
-    fn id(&self, raw: &str, field: &'static str) -> Result<String, Rejection> {
-        id_within(raw, field, self.config.max_id_len)
+    /// `raw` itself when it needs no trimming (no copy per id per event).
+    fn id(&self, raw: String, field: &'static str) -> Result<String, Rejection> {
+        let trimmed = id_within_str(&raw, field, self.config.max_id_len)?;
+        if trimmed.len() == raw.len() {
+            Ok(raw)
+        } else {
+            Ok(trimmed.to_owned())
+        }
     }
 
     /// The time rules alone: the floor, and the skew against `written_ms` when known.
@@ -244,7 +268,7 @@ impl Cleaner {
         Ok(())
     }
 
-    fn event_from_object(&self, object: &Map<String, Value>) -> Result<Event, Rejection> {
+    fn event_from(&self, object: &impl Fields) -> Result<Event, Rejection> {
         let type_name = required_string(object, "type")?;
         let kind = EventType::parse(&type_name)
             .ok_or_else(|| reject(Reason::BadType, format!("unknown event type {type_name:?}")))?;
@@ -264,6 +288,14 @@ impl Cleaner {
 
 /// A trimmed, non-empty id of at most `max_len` bytes.
 fn id_within(raw: &str, field: &'static str, max_len: usize) -> Result<String, Rejection> {
+    id_within_str(raw, field, max_len).map(str::to_owned)
+}
+
+fn id_within_str<'a>(
+    raw: &'a str,
+    field: &'static str,
+    max_len: usize,
+) -> Result<&'a str, Rejection> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(reject(Reason::EmptyId(field), format!("{field} is empty")));
@@ -276,7 +308,7 @@ fn id_within(raw: &str, field: &'static str, max_len: usize) -> Result<String, R
             format!("{field} has {chars} characters, limit {max_len}"),
         ));
     }
-    Ok(trimmed.to_owned())
+    Ok(trimmed)
 }
 
 /// A trimmed attribute name, brand or tag of 1 to `max_len` bytes.
@@ -327,28 +359,53 @@ fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value>
     object.get(field).filter(|value| !value.is_null())
 }
 
-fn required_string(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
-    match present(object, field) {
+/// What the event rules read of a decoded object: its fields that are present and not null.
+/// A `Value` map and `fields::EventFields` both answer, so the rules are written once.
+trait Fields {
+    fn view(&self, field: &str) -> Option<View<'_>>;
+}
+
+/// A present field's value as the rules tell it apart.
+#[derive(Clone, Copy, Debug)]
+enum View<'a> {
+    Str(&'a str),
+    Number(&'a Number),
+    /// Any other kind, by its name in messages ("a boolean").
+    Other(&'static str),
+}
+
+impl View<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            View::Str(_) => "a string",
+            View::Number(_) => "a number",
+            View::Other(kind) => kind,
+        }
+    }
+}
+
+fn required_string(object: &impl Fields, field: &'static str) -> Result<String, Rejection> {
+    match object.view(field) {
         None => Err(reject(
             Reason::MissingField(field),
             format!("{field} is required"),
         )),
-        Some(Value::String(s)) => Ok(s.clone()),
+        Some(View::Str(s)) => Ok(s.to_owned()),
         Some(other) => Err(wrong_type(field, "a string", other)),
     }
 }
 
 /// Ids may arrive as strings or as integers (many shops use numeric ids).
-fn id_value(field: &'static str, value: &Value) -> Result<String, Rejection> {
+fn id_value(field: &'static str, value: View<'_>) -> Result<String, Rejection> {
     match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        View::Str(s) => Ok(s.to_owned()),
+        View::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
         other => Err(wrong_type(field, "a string or an integer", other)),
     }
 }
 
-fn required_id(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
-    match present(object, field) {
+fn required_id(object: &impl Fields, field: &'static str) -> Result<String, Rejection> {
+    match object.view(field) {
         None => Err(reject(
             Reason::MissingField(field),
             format!("{field} is required"),
@@ -357,34 +414,32 @@ fn required_id(object: &Map<String, Value>, field: &'static str) -> Result<Strin
     }
 }
 
-fn optional_id(
-    object: &Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<String>, Rejection> {
-    present(object, field)
+fn optional_id(object: &impl Fields, field: &'static str) -> Result<Option<String>, Rejection> {
+    object
+        .view(field)
         .map(|value| id_value(field, value))
         .transpose()
 }
 
 fn optional_number(
-    object: &Map<String, Value>,
+    object: &impl Fields,
     field: &'static str,
     reason: Reason,
 ) -> Result<Option<f64>, Rejection> {
-    match present(object, field) {
+    match object.view(field) {
         None => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(View::Number(n)) => Ok(n.as_f64()),
         Some(other) => Err(reject(
             reason,
-            format!("{field} must be a number, got {}", kind_name(other)),
+            format!("{field} must be a number, got {}", other.kind()),
         )),
     }
 }
 
-fn quantity(object: &Map<String, Value>) -> Result<Option<u32>, Rejection> {
-    match present(object, "quantity") {
+fn quantity(object: &impl Fields) -> Result<Option<u32>, Rejection> {
+    match object.view("quantity") {
         None => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
+        Some(View::Number(n)) => match n.as_u64() {
             Some(q) if q >= 1 && q <= u32::MAX as u64 => Ok(Some(q as u32)),
             _ => Err(reject(
                 Reason::BadQuantity,
@@ -393,29 +448,26 @@ fn quantity(object: &Map<String, Value>) -> Result<Option<u32>, Rejection> {
         },
         Some(other) => Err(reject(
             Reason::BadQuantity,
-            format!(
-                "quantity must be a positive integer, got {}",
-                kind_name(other)
-            ),
+            format!("quantity must be a positive integer, got {}", other.kind()),
         )),
     }
 }
 
-fn timestamp(object: &Map<String, Value>) -> Result<i64, Rejection> {
+fn timestamp(object: &impl Fields) -> Result<i64, Rejection> {
     let bad = |detail: String| reject(Reason::BadTimestamp, detail);
-    match present(object, "ts") {
+    match object.view("ts") {
         None => Err(reject(Reason::MissingField("ts"), "ts is required")),
-        Some(Value::Number(n)) => n
+        Some(View::Number(n)) => n
             .as_i64()
             .ok_or_else(|| bad(format!("ts must be integer epoch milliseconds, got {n}"))),
-        Some(Value::String(s)) => parse_time_text(s.trim()).ok_or_else(|| {
+        Some(View::Str(s)) => parse_time_text(s.trim()).ok_or_else(|| {
             bad(format!(
                 "ts {s:?} is neither epoch milliseconds nor RFC 3339"
             ))
         }),
         Some(other) => Err(bad(format!(
             "ts must be a number or an RFC 3339 string, got {}",
-            kind_name(other)
+            other.kind()
         ))),
     }
 }
@@ -429,10 +481,10 @@ pub fn parse_time_text(text: &str) -> Option<i64> {
     i64::try_from(instant.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
-fn wrong_type(field: &'static str, expected: &str, got: &Value) -> Rejection {
+fn wrong_type(field: &'static str, expected: &str, got: View<'_>) -> Rejection {
     reject(
         Reason::WrongFieldType(field),
-        format!("{field} must be {expected}, got {}", kind_name(got)),
+        format!("{field} must be {expected}, got {}", got.kind()),
     )
 }
 

@@ -1,0 +1,319 @@
+//! An event's JSON object decoded without building a map: the nine fields the rules read are
+//! kept, strings borrowed from the payload where they have no escapes. Anything else (unknown
+//! fields, arrays, objects) is still decoded in full as a `Value` and dropped, so the bytes
+//! accepted and refused, and the parser's messages, are those of decoding the whole object.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use super::{Fields, View};
+
+/// The fields of an event object the rules read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Name {
+    Type,
+    EventId,
+    UserId,
+    ItemId,
+    Ts,
+    SessionId,
+    Price,
+    Quantity,
+    Category,
+    Other,
+}
+
+const NAMES: [(&str, Name); 9] = [
+    ("type", Name::Type),
+    ("event_id", Name::EventId),
+    ("user_id", Name::UserId),
+    ("item_id", Name::ItemId),
+    ("ts", Name::Ts),
+    ("session_id", Name::SessionId),
+    ("price", Name::Price),
+    ("quantity", Name::Quantity),
+    ("category", Name::Category),
+];
+
+fn name_of(key: &str) -> Name {
+    NAMES
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map_or(Name::Other, |(_, name)| *name)
+}
+
+/// One field's value: what the rules tell apart, and the kind of the rest for their messages.
+#[derive(Clone, Debug, PartialEq)]
+enum Field<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Number(Number),
+    Other(&'static str),
+}
+
+/// The object's fields by `Name` (a later duplicate replaces an earlier one, as in a map).
+#[derive(Debug, Default)]
+pub(super) struct EventFields<'a> {
+    fields: [Option<Field<'a>>; NAMES.len()],
+}
+
+/// A payload's top level: an object's fields, or `None` for any other JSON value.
+struct Decoded<'a>(Option<EventFields<'a>>);
+
+/// Decodes a payload; `Err` is the parser's error, as decoding it into a `Value` gives it.
+pub(super) fn decode(payload: &[u8]) -> Result<Option<EventFields<'_>>, serde_json::Error> {
+    serde_json::from_slice(payload).map(|Decoded(fields)| fields)
+}
+
+impl Fields for EventFields<'_> {
+    fn view(&self, field: &str) -> Option<View<'_>> {
+        let index = NAMES.iter().position(|(name, _)| *name == field)?;
+        match self.fields[index].as_ref()? {
+            Field::Null => None,
+            Field::Str(s) => Some(View::Str(s)),
+            Field::Number(n) => Some(View::Number(n)),
+            Field::Other(kind) => Some(View::Other(kind)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Name, E> {
+                Ok(name_of(key))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Field<'de>, D::Error> {
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Field<'de>, E> {
+        // As `Value` does: a float JSON cannot hold is null.
+        Ok(Number::from_f64(n).map_or(Field::Null, Field::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(Field::Other("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+        while map.next_entry::<String, Value>()?.is_some() {}
+        Ok(Field::Other("an object"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Decoded<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Decoded<'de>, D::Error> {
+        deserializer.deserialize_any(TopVisitor)
+    }
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = Decoded<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decoded<'de>, A::Error> {
+        let mut object = EventFields::default();
+        while let Some(name) = map.next_key::<Name>()? {
+            if name == Name::Other {
+                map.next_value::<Value>()?;
+                continue;
+            }
+            let index = NAMES.iter().position(|(_, n)| *n == name).expect("named");
+            object.fields[index] = Some(map.next_value::<Field<'de>>()?);
+        }
+        Ok(Decoded(Some(object)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Decoded<'de>, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(Decoded(None))
+    }
+
+    fn visit_unit<E>(self) -> Result<Decoded<'de>, E> {
+        Ok(Decoded(None))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Decoded<'de>, E> {
+        Ok(Decoded(None))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Decoded<'de>, E> {
+        Ok(Decoded(None))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Decoded<'de>, E> {
+        Ok(Decoded(None))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Decoded<'de>, E> {
+        Ok(Decoded(None))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Decoded<'de>, E> {
+        Ok(Decoded(None))
+    }
+}
+
+impl Fields for Map<String, Value> {
+    fn view(&self, field: &str) -> Option<View<'_>> {
+        self.get(field).and_then(View::of)
+    }
+}
+
+impl<'a> View<'a> {
+    /// A map's value as the rules see it; null is absent.
+    fn of(value: &'a Value) -> Option<View<'a>> {
+        match value {
+            Value::Null => None,
+            Value::String(s) => Some(View::Str(s)),
+            Value::Number(n) => Some(View::Number(n)),
+            other => Some(View::Other(super::kind_name(other))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use crate::clean::{Cleaner, Rejection};
+    use crate::config::CleanConfig;
+    use crate::event::Event;
+
+    /// The reference: the whole payload decoded into a `Value` map, then the same rules.
+    fn judged_as_a_map(cleaner: &Cleaner, payload: &[u8]) -> Result<Event, Rejection> {
+        let object = cleaner.object(payload)?;
+        let event = cleaner.event_from(&object)?;
+        cleaner.check(event, None)
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        let scalar = prop_oneof![
+            Just("null".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| serde_json::json!(n).to_string()),
+            "[ a-z0-9\"\\\\\u{e9}]{0,10}".prop_map(|s| serde_json::json!(s).to_string()),
+            Just(r#""\u0041\n""#.to_string()),
+            Just(r#""2024-05-01T12:00:00Z""#.to_string()),
+            Just("1700000000000".to_string()),
+            Just(r#"[1,{"a":[null]}]"#.to_string()),
+            Just(r#"{"k":"v","k":1}"#.to_string()),
+        ];
+        scalar
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("type"),
+            Just("event_id"),
+            Just("user_id"),
+            Just("item_id"),
+            Just("ts"),
+            Just("session_id"),
+            Just("price"),
+            Just("quantity"),
+            Just("category"),
+            Just("extra"),
+            Just("us\\u0065r_id"),
+        ]
+        .prop_map(str::to_string)
+    }
+
+    /// Objects written as text, so a key can repeat (a map keeps the last).
+    fn object() -> impl Strategy<Value = String> {
+        let kind = prop_oneof![Just("view"), Just("buy"), Just("profile"), Just("refund")];
+        let base = (kind, proptest::collection::vec((key(), value()), 0..12));
+        base.prop_map(|(kind, fields)| {
+            let mut text =
+                format!(r#"{{"type":"{kind}","user_id":" u ","item_id":7,"ts":1700000000000"#);
+            for (key, value) in fields {
+                text.push_str(&format!(r#","{key}":{value}"#));
+            }
+            text.push('}');
+            text
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fields_are_judged_as_a_value_map_judges_them(text in object()) {
+            let cleaner = Cleaner::new(CleanConfig::default());
+            let payload = text.as_bytes();
+            prop_assert_eq!(cleaner.clean_json(payload), judged_as_a_map(&cleaner, payload), "{}", text);
+        }
+
+        #[test]
+        fn damaged_bytes_are_refused_with_the_same_reason_and_detail(
+            text in object(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let cleaner = Cleaner::new(CleanConfig::default());
+            let mut payload = text.into_bytes();
+            let at = at.index(payload.len());
+            payload[at] = byte;
+            prop_assert_eq!(cleaner.clean_json(&payload), judged_as_a_map(&cleaner, &payload));
+        }
+    }
+}
