@@ -275,27 +275,34 @@ fn weakest_score(top: &[Neighbor]) -> f32 {
 #[inline(never)]
 fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
     row.stale_updates = 0;
-    row.top.clear();
+    let bar = admission_bar(row, capacity, &score);
+    let mut candidates = Vec::with_capacity(row.counts.len().min(4 * capacity));
     for (&item, counter) in row.counts.iter_mut() {
         counter.slot = NOT_LISTED;
-        row.top.push(Neighbor {
-            item,
-            count: counter.count,
-            rank_score: score(item, counter.count),
-        });
+        let rank_score = score(item, counter.count);
+        if rank_score >= bar {
+            candidates.push(Neighbor {
+                item,
+                count: counter.count,
+                rank_score,
+            });
+        }
     }
     let order = |x: &Neighbor, y: &Neighbor| {
         y.rank_score
             .total_cmp(&x.rank_score)
             .then(x.item.cmp(&y.item))
     };
-    if row.top.len() > capacity {
-        row.top.select_nth_unstable_by(capacity - 1, order);
-        row.top.truncate(capacity);
+    if candidates.len() > capacity {
+        candidates.select_nth_unstable_by(capacity - 1, order);
+        candidates.truncate(capacity);
     }
     // A canonical order: the counters were visited in hash-map order, which differs between
     // an engine and its restored copy; slots and the weakest pick must not.
-    row.top.sort_unstable_by(order);
+    candidates.sort_unstable_by(order);
+    row.top.clear();
+    row.top.extend_from_slice(&candidates);
+    row.top.shrink_to(capacity);
     for slot in 0..row.top.len() {
         let item = row.top[slot].item;
         row.set_slot(item, slot);
@@ -303,7 +310,20 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
     row.floor = weakest_score(&row.top);
 }
 
-/// Keeps the `keep` heaviest counters plus every listed neighbour.
+/// A score every member of the rebuilt list reaches: with a full list, the lowest fresh score
+/// of its members, since those `capacity` counters alone already reach it. Counters below it
+/// are left out before the selection, which then sorts tens of candidates, not hundreds.
+fn admission_bar(row: &Row, capacity: usize, score: impl Fn(u32, f32) -> f32) -> f32 {
+    if row.top.len() < capacity {
+        return f32::NEG_INFINITY;
+    }
+    let fresh = row
+        .top
+        .iter()
+        .map(|n| score(n.item, row.counts[&n.item].count));
+    fresh.fold(f32::INFINITY, f32::min)
+}
+
 /// Out of line, like `rebuild`: it runs once per `counters` new pairs of a row.
 #[inline(never)]
 fn prune(row: &mut Row, keep: usize) {
@@ -355,6 +375,46 @@ mod tests {
             let row = table.row(0).unwrap();
             assert!(row.counts.len() <= 16);
             assert_eq!(row.check(40), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_list_is_the_best_of_every_counter_and_holds_no_more_room_than_it_lists() {
+        let mut table = PairTable::default();
+        let bounds = Bounds {
+            counters: 256,
+            capacity: 10,
+        };
+        let mut rng = crate::rng::SplitMix64::new(9);
+        // Scores drift with time (as marginals do), so listed members go stale.
+        let score = |step: usize| {
+            move |b: u32, count: f32| count / (1.0 + ((b as usize * 7 + step / 50) % 13) as f32)
+        };
+        for step in 0..20_000 {
+            let b = rng.below(300) as u32;
+            table.add(0, b, 1.0, bounds, score(step));
+            let row = table.row(0).unwrap();
+            if row.stale_updates == 0 {
+                let mut every: Vec<Neighbor> = (row.counts.iter())
+                    .map(|(&item, c)| Neighbor {
+                        item,
+                        count: c.count,
+                        rank_score: score(step)(item, c.count),
+                    })
+                    .collect();
+                every.sort_by(|x, y| {
+                    y.rank_score
+                        .total_cmp(&x.rank_score)
+                        .then(x.item.cmp(&y.item))
+                });
+                every.truncate(bounds.capacity);
+                assert_eq!(row.top, every, "step {step}");
+            }
+            assert!(
+                row.top.capacity() < 2 * bounds.capacity,
+                "{} slots",
+                row.top.capacity()
+            );
         }
     }
 
