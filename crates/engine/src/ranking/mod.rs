@@ -205,7 +205,7 @@ pub fn recommend(
         }
         ranked.retain(|r| r.score > 0.0 && r.score.is_finite());
         keep_best(&mut ranked, n);
-        ranked.sort_by(best_first);
+        ranked.sort_unstable_by_key(|r| r.key);
         ranked
             .iter()
             .map(|r| Scored {
@@ -217,12 +217,44 @@ pub fn recommend(
     })
 }
 
-/// A candidate during ranking: its slot in `Candidates` and its blended score so far.
-#[derive(Clone, Copy)]
+/// A candidate during ranking: its slot in `Candidates`, its blended score so far, and its place
+/// in the ranking as one integer (see `rank_key`), so selecting the best compares integers.
+#[derive(Clone, Copy, Debug)]
 struct Ranked {
+    key: u64,
     slot: u32,
-    item: u32,
     score: f32,
+}
+
+impl Ranked {
+    fn new(slot: u32, item: u32, score: f32) -> Ranked {
+        Ranked {
+            key: rank_key(score, item),
+            slot,
+            score,
+        }
+    }
+
+    fn item(&self) -> u32 {
+        self.key as u32
+    }
+
+    fn add_score(&mut self, more: f32) {
+        *self = Ranked::new(self.slot, self.item(), self.score + more);
+    }
+}
+
+/// Best first as ascending integers: the highest score (in `f32::total_cmp`'s order), then the
+/// lowest item. A score's bits, negatives all flipped and positives with the sign bit set, order
+/// as `total_cmp` orders the floats; inverted, the highest comes first.
+fn rank_key(score: f32, item: u32) -> u64 {
+    let bits = score.to_bits();
+    let ascending = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
+    (u64::from(!ascending) << 32) | u64::from(item)
 }
 
 fn gather(
@@ -321,8 +353,10 @@ fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; SOURCE_COUNT]
     let mut best = [0.0f32; SOURCE_COUNT];
     for (slot, scores) in candidates.scores.iter().enumerate() {
         if !candidates.excluded[slot] {
-            for (b, s) in best.iter_mut().zip(scores) {
-                *b = b.max(*s);
+            // Not `f32::max`, whose NaN rule keeps the loop from being vectorised; `best`
+            // starts at 0 and never holds a NaN, so the result is the same.
+            for (b, &s) in best.iter_mut().zip(scores) {
+                *b = if s > *b { s } else { *b };
             }
         }
     }
@@ -345,7 +379,7 @@ fn blend_without_mf(candidates: &Candidates, factors: &[f32; SOURCE_COUNT]) -> V
             let score = scores.iter().zip(factors).map(|(s, f)| s * f).sum();
             let item = candidates.items[slot];
             let slot = slot as u32;
-            ranked.push(Ranked { slot, item, score });
+            ranked.push(Ranked::new(slot, item, score));
         }
     }
     ranked
@@ -363,7 +397,7 @@ fn add_mf(
     let mf = Source::Mf as usize;
     let mut best = 0.0f32;
     for r in ranked.iter() {
-        let score = dot(user_factors, items.factors.get(r.item));
+        let score = dot(user_factors, items.factors.get(r.item()));
         candidates.scores[r.slot as usize][mf] = score;
         best = best.max(score);
     }
@@ -372,7 +406,7 @@ fn add_mf(
     }
     let factor = weight / best;
     for r in ranked.iter_mut() {
-        r.score += factor * candidates.scores[r.slot as usize][mf].max(0.0);
+        r.add_score(factor * candidates.scores[r.slot as usize][mf].max(0.0));
     }
     factor
 }
@@ -387,16 +421,48 @@ fn sources_of(scores: &[f32; SOURCE_COUNT], factors: &[f32; SOURCE_COUNT]) -> So
     sources
 }
 
-fn best_first(a: &Ranked, b: &Ranked) -> std::cmp::Ordering {
-    b.score.total_cmp(&a.score).then(a.item.cmp(&b.item))
-}
-
 /// Keeps the `n` best (in no particular order).
 fn keep_best(ranked: &mut Vec<Ranked>, n: usize) {
     if n == 0 {
         ranked.clear();
     } else if ranked.len() > n {
-        ranked.select_nth_unstable_by(n - 1, best_first);
+        ranked.select_nth_unstable_by_key(n - 1, |r| r.key);
         ranked.truncate(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::rank_key;
+
+    /// The order ranking promises: the highest score by `total_cmp`, then the lowest item.
+    fn best_first(a: (f32, u32), b: (f32, u32)) -> std::cmp::Ordering {
+        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+    }
+
+    fn score() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            any::<f32>(),
+            Just(0.0),
+            Just(-0.0),
+            Just(f32::INFINITY),
+            Just(f32::NEG_INFINITY),
+            Just(f32::NAN),
+            Just(-f32::NAN),
+            Just(f32::MIN_POSITIVE),
+            (0u32..4).prop_map(|i| i as f32 * 0.5),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn rank_keys_order_as_scores_then_items_do(
+            a in (score(), 0u32..4), b in (score(), 0u32..4)
+        ) {
+            let keys = rank_key(a.0, a.1).cmp(&rank_key(b.0, b.1));
+            prop_assert_eq!(keys, best_first(a, b), "{:?} vs {:?}", a, b);
+        }
     }
 }
