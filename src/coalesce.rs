@@ -53,19 +53,24 @@ impl Coalescer {
         &mut self,
         key: &str,
         waiter: Waiter,
-        cause_event_id: Option<String>,
+        cause_event_id: Option<&str>,
         cause_ts_ms: Option<i64>,
         now_ms: i64,
     ) -> Offer {
         if let Some(pending) = self.pending.get_mut(key) {
             pending.waiters.push(waiter);
-            pending.cause_event_id = cause_event_id;
+            // Most inputs of a busy key land here: the cause is copied into the held one's
+            // buffer rather than allocated for each of them.
+            match (&mut pending.cause_event_id, cause_event_id) {
+                (Some(held), Some(cause)) => cause.clone_into(held),
+                (held, cause) => *held = cause.map(str::to_owned),
+            }
             pending.cause_ts_ms = cause_ts_ms;
             return Offer::Deferred;
         }
         let update = Pending {
             waiters: vec![waiter],
-            cause_event_id,
+            cause_event_id: cause_event_id.map(str::to_owned),
             cause_ts_ms,
         };
         match self.last_sent.get(key) {
@@ -164,15 +169,15 @@ mod tests {
     fn at_most_one_update_per_interval_and_the_last_cause_wins() {
         let mut c = Coalescer::new(100);
         assert!(matches!(
-            c.offer("u", Waiter::at(1), Some("e1".into()), None, 0),
+            c.offer("u", Waiter::at(1), Some("e1"), None, 0),
             Offer::Now(_)
         ));
         assert_eq!(
-            c.offer("u", Waiter::at(2), Some("e2".into()), None, 10),
+            c.offer("u", Waiter::at(2), Some("e2"), None, 10),
             Offer::Deferred
         );
         assert_eq!(
-            c.offer("u", Waiter::at(3), Some("e3".into()), Some(7), 20),
+            c.offer("u", Waiter::at(3), Some("e3"), Some(7), 20),
             Offer::Deferred
         );
         assert!(c.due(99).is_empty());

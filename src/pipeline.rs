@@ -2,6 +2,7 @@
 //! outputs it causes, with per-key coalescing. The Kafka edge (`kafka::consume`) moves bytes and
 //! offsets; everything decided about them is decided here, so it is tested without a broker.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -416,15 +417,15 @@ impl Processor {
         if !self.publishes {
             return processed; // learning only: what it caused is dropped
         }
-        let cause = event
-            .event_id
-            .clone()
-            .unwrap_or_else(|| coordinates(record));
+        let cause = match &event.event_id {
+            Some(id) => Cow::Borrowed(id.as_str()),
+            None => Cow::Owned(coordinates(record)),
+        };
         let source = record.source;
         match self.users.offer(
             &event.user_id,
             source,
-            Some(cause.clone()),
+            Some(&cause),
             record.timestamp_ms,
             now_ms,
         ) {
@@ -438,7 +439,7 @@ impl Processor {
         match self.items.offer(
             &event.item_id,
             source,
-            Some(cause),
+            Some(&cause),
             record.timestamp_ms,
             now_ms,
         ) {
@@ -512,7 +513,7 @@ impl Processor {
         match self.users.offer(
             &update.user_id,
             record.source,
-            Some(coordinates(record)),
+            Some(&coordinates(record)),
             record.timestamp_ms,
             now_ms,
         ) {
