@@ -40,12 +40,23 @@ pub fn hash64(text: &str, seed: u64) -> u64 {
 
 /// A stable 128-bit hash of byte parts, each length-prefixed so ("ab","c") differs from ("a","bc").
 pub fn hash128(parts: &[&[u8]]) -> u128 {
-    let mut buffer = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    let len: usize = parts.iter().map(|p| p.len() + 8).sum();
+    // An event's key (dedup, once per event) fits on the stack; longer inputs are rare.
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let buffer = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap[..]
+    };
+    let mut at = 0;
     for part in parts {
-        buffer.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        buffer.extend_from_slice(part);
+        buffer[at..at + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
+        buffer[at + 8..at + 8 + part.len()].copy_from_slice(part);
+        at += 8 + part.len();
     }
-    xxh3_128_with_seed(&buffer, 0)
+    xxh3_128_with_seed(buffer, 0)
 }
 
 #[cfg(test)]
@@ -79,5 +90,16 @@ mod tests {
     fn hash128_separates_part_boundaries() {
         assert_ne!(hash128(&[b"ab", b"c"]), hash128(&[b"a", b"bc"]));
         assert_eq!(hash128(&[b"ab", b"c"]), hash128(&[b"ab", b"c"]));
+        // Keys are stored (dedup windows, record names): the value is the hash of each part
+        // after its length, whether the parts fit on the stack or not.
+        let long = vec![7u8; 300];
+        for parts in [&[&b"id"[..], b"e1"][..], &[&b"x"[..], &long]] {
+            let mut written = Vec::new();
+            for part in parts {
+                written.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                written.extend_from_slice(part);
+            }
+            assert_eq!(hash128(parts), xxh3_128_with_seed(&written, 0));
+        }
     }
 }
