@@ -1,7 +1,7 @@
 //! Seeded randomness and stable hashing: the engine must give the same state for the same events,
 //! seed and config on every machine, so nothing here depends on process-random state.
 
-use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
+use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
 /// SplitMix64: tiny, fast, and good enough for negative sampling and initialisation.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -40,27 +40,20 @@ pub fn hash64(text: &str, seed: u64) -> u64 {
 
 /// A stable 128-bit hash of byte parts, each length-prefixed so ("ab","c") differs from ("a","bc").
 pub fn hash128(parts: &[&[u8]]) -> u128 {
-    let len: usize = parts.iter().map(|p| p.len() + 8).sum();
-    // An event's key (dedup, once per event) fits on the stack; longer inputs are rare.
-    let mut stack = [0u8; 256];
-    let mut heap = Vec::new();
-    let buffer = if len <= stack.len() {
-        &mut stack[..len]
-    } else {
-        heap.resize(len, 0);
-        &mut heap[..]
-    };
-    let mut at = 0;
+    // Streamed, so no buffer is built per call (it runs once per event, for the dedup key);
+    // the digest is that of the concatenation.
+    let mut hasher = Xxh3::new();
     for part in parts {
-        buffer[at..at + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
-        buffer[at + 8..at + 8 + part.len()].copy_from_slice(part);
-        at += 8 + part.len();
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
     }
-    xxh3_128_with_seed(buffer, 0)
+    hasher.digest128()
 }
 
 #[cfg(test)]
 mod tests {
+    use xxhash_rust::xxh3::xxh3_128_with_seed;
+
     use super::*;
 
     #[test]
@@ -91,7 +84,7 @@ mod tests {
         assert_ne!(hash128(&[b"ab", b"c"]), hash128(&[b"a", b"bc"]));
         assert_eq!(hash128(&[b"ab", b"c"]), hash128(&[b"ab", b"c"]));
         // Keys are stored (dedup windows, record names): the value is the hash of each part
-        // after its length, whether the parts fit on the stack or not.
+        // after its length, short or long.
         let long = vec![7u8; 300];
         for parts in [&[&b"id"[..], b"e1"][..], &[&b"x"[..], &long]] {
             let mut written = Vec::new();
