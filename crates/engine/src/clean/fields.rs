@@ -7,42 +7,26 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use super::{Fields, View};
 
-/// The fields of an event object the rules read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Name {
-    Type,
-    EventId,
-    UserId,
-    ItemId,
-    Ts,
-    SessionId,
-    Price,
-    Quantity,
-    Category,
-    Other,
-}
-
-const NAMES: [(&str, Name); 9] = [
-    ("type", Name::Type),
-    ("event_id", Name::EventId),
-    ("user_id", Name::UserId),
-    ("item_id", Name::ItemId),
-    ("ts", Name::Ts),
-    ("session_id", Name::SessionId),
-    ("price", Name::Price),
-    ("quantity", Name::Quantity),
-    ("category", Name::Category),
+/// The fields of an event object the rules read; a field's place here is its slot in
+/// `EventFields`.
+const NAMES: [&str; 9] = [
+    "type",
+    "event_id",
+    "user_id",
+    "item_id",
+    "ts",
+    "session_id",
+    "price",
+    "quantity",
+    "category",
 ];
 
-fn name_of(key: &str) -> Name {
-    NAMES
-        .iter()
-        .find(|(name, _)| *name == key)
-        .map_or(Name::Other, |(_, name)| *name)
+fn slot_of(name: &str) -> Option<usize> {
+    NAMES.iter().position(|known| *known == name)
 }
 
 /// One field's value: what the rules tell apart, and the kind of the rest for their messages.
@@ -54,7 +38,8 @@ enum Field<'a> {
     Other(&'static str),
 }
 
-/// The object's fields by `Name` (a later duplicate replaces an earlier one, as in a map).
+/// The object's fields by their slot in `NAMES` (a later duplicate replaces an earlier one, as
+/// in a map).
 #[derive(Debug, Default)]
 pub(super) struct EventFields<'a> {
     fields: [Option<Field<'a>>; NAMES.len()],
@@ -70,8 +55,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Option<EventFields<'_>>, serde_js
 
 impl Fields for EventFields<'_> {
     fn view(&self, field: &str) -> Option<View<'_>> {
-        let index = NAMES.iter().position(|(name, _)| *name == field)?;
-        match self.fields[index].as_ref()? {
+        match self.fields[slot_of(field)?].as_ref()? {
             Field::Null => None,
             Field::Str(s) => Some(View::Str(s)),
             Field::Number(n) => Some(View::Number(n)),
@@ -80,19 +64,22 @@ impl Fields for EventFields<'_> {
     }
 }
 
-impl<'de> Deserialize<'de> for Name {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
-        struct NameVisitor;
-        impl Visitor<'_> for NameVisitor {
-            type Value = Name;
+/// An object's key: the slot of a field the rules read, or `None`.
+struct Key(Option<usize>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a field name")
             }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Name, E> {
-                Ok(name_of(key))
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Key(slot_of(key)))
             }
         }
-        deserializer.deserialize_str(NameVisitor)
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -172,13 +159,11 @@ impl<'de> Visitor<'de> for TopVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decoded<'de>, A::Error> {
         let mut object = EventFields::default();
-        while let Some(name) = map.next_key::<Name>()? {
-            if name == Name::Other {
-                map.next_value::<Value>()?;
-                continue;
+        while let Some(Key(slot)) = map.next_key()? {
+            match slot {
+                Some(slot) => object.fields[slot] = Some(map.next_value::<Field<'de>>()?),
+                None => drop(map.next_value::<Value>()?),
             }
-            let index = NAMES.iter().position(|(_, n)| *n == name).expect("named");
-            object.fields[index] = Some(map.next_value::<Field<'de>>()?);
         }
         Ok(Decoded(Some(object)))
     }
@@ -210,24 +195,6 @@ impl<'de> Visitor<'de> for TopVisitor {
 
     fn visit_str<E>(self, _: &str) -> Result<Decoded<'de>, E> {
         Ok(Decoded(None))
-    }
-}
-
-impl Fields for Map<String, Value> {
-    fn view(&self, field: &str) -> Option<View<'_>> {
-        self.get(field).and_then(View::of)
-    }
-}
-
-impl<'a> View<'a> {
-    /// A map's value as the rules see it; null is absent.
-    fn of(value: &'a Value) -> Option<View<'a>> {
-        match value {
-            Value::Null => None,
-            Value::String(s) => Some(View::Str(s)),
-            Value::Number(n) => Some(View::Number(n)),
-            other => Some(View::Other(super::kind_name(other))),
-        }
     }
 }
 

@@ -374,7 +374,22 @@ enum View<'a> {
     Other(&'static str),
 }
 
-impl View<'_> {
+impl Fields for Map<String, Value> {
+    fn view(&self, field: &str) -> Option<View<'_>> {
+        present(self, field).map(View::of)
+    }
+}
+
+impl<'a> View<'a> {
+    /// A map's value (not null) as the rules see it.
+    fn of(value: &'a Value) -> View<'a> {
+        match value {
+            Value::String(s) => View::Str(s),
+            Value::Number(n) => View::Number(n),
+            other => View::Other(kind_name(other)),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             View::Str(_) => "a string",
