@@ -252,15 +252,18 @@ impl Row {
     }
 }
 
-/// The lowest-scoring neighbour; among equals the highest item index, whatever the list order.
+/// A list's order: the highest score first, and among equals the lowest item index.
+fn best_first(x: &Neighbor, y: &Neighbor) -> std::cmp::Ordering {
+    y.rank_score
+        .total_cmp(&x.rank_score)
+        .then(x.item.cmp(&y.item))
+}
+
+/// The last neighbour in `best_first` order, whatever the list order.
 fn weakest(top: &[Neighbor]) -> (usize, f32) {
     top.iter()
         .enumerate()
-        .min_by(|(_, x), (_, y)| {
-            x.rank_score
-                .total_cmp(&y.rank_score)
-                .then(y.item.cmp(&x.item))
-        })
+        .max_by(|(_, x), (_, y)| best_first(x, y))
         .map(|(i, n)| (i, n.rank_score))
         .expect("a full list is not empty")
 }
@@ -288,18 +291,13 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
             });
         }
     }
-    let order = |x: &Neighbor, y: &Neighbor| {
-        y.rank_score
-            .total_cmp(&x.rank_score)
-            .then(x.item.cmp(&y.item))
-    };
     if candidates.len() > capacity {
-        candidates.select_nth_unstable_by(capacity - 1, order);
+        candidates.select_nth_unstable_by(capacity - 1, best_first);
         candidates.truncate(capacity);
     }
     // A canonical order: the counters were visited in hash-map order, which differs between
     // an engine and its restored copy; slots and the weakest pick must not.
-    candidates.sort_unstable_by(order);
+    candidates.sort_unstable_by(best_first);
     row.top.clear();
     row.top.extend_from_slice(&candidates);
     row.top.shrink_to(capacity);
@@ -312,15 +310,14 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
 
 /// A score every member of the rebuilt list reaches: with a full list, the lowest fresh score
 /// of its members, since those `capacity` counters alone already reach it. Counters below it
-/// are left out before the selection, which then sorts tens of candidates, not hundreds.
+/// are left out before the selection, which then sorts tens of candidates, not hundreds. A
+/// listed neighbour's count is its counter's (every write to a listed counter rewrites its
+/// entry), so no counter is looked up.
 fn admission_bar(row: &Row, capacity: usize, score: impl Fn(u32, f32) -> f32) -> f32 {
     if row.top.len() < capacity {
         return f32::NEG_INFINITY;
     }
-    let fresh = row
-        .top
-        .iter()
-        .map(|n| score(n.item, row.counts[&n.item].count));
+    let fresh = row.top.iter().map(|n| score(n.item, n.count));
     fresh.fold(f32::INFINITY, f32::min)
 }
 
@@ -402,11 +399,7 @@ mod tests {
                         rank_score: score(step)(item, c.count),
                     })
                     .collect();
-                every.sort_by(|x, y| {
-                    y.rank_score
-                        .total_cmp(&x.rank_score)
-                        .then(x.item.cmp(&y.item))
-                });
+                every.sort_by(best_first);
                 every.truncate(bounds.capacity);
                 assert_eq!(row.top, every, "step {step}");
             }
