@@ -1,6 +1,7 @@
 //! Hot-path benchmarks: `Engine::apply` and `Engine::recommend` on a synthetic shopper stream.
 //! Run: `cargo bench --bench engine`.
 
+use std::borrow::Borrow;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -27,10 +28,11 @@ fn stream() -> Vec<Event> {
         .collect()
 }
 
-fn warmed(events: &[Event]) -> Engine {
+/// An engine that learned the first `WARM_EVENTS` of `events`.
+fn warmed<E: Borrow<Event>>(events: impl IntoIterator<Item = E>) -> Engine {
     let mut engine = Engine::new(bench_config());
-    for event in &events[..WARM_EVENTS] {
-        engine.apply(event);
+    for event in events.into_iter().take(WARM_EVENTS) {
+        engine.apply(event.borrow());
     }
     engine
 }
@@ -41,10 +43,7 @@ fn warmed(events: &[Event]) -> Engine {
 /// checkpoint holds.
 fn apply(c: &mut Criterion) {
     let mut shoppers = Shoppers::new(ShopperConfig::default());
-    let mut engine = Engine::new(bench_config());
-    for event in shoppers.by_ref().take(WARM_EVENTS) {
-        engine.apply(&event);
-    }
+    let mut engine = warmed(shoppers.by_ref());
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
