@@ -660,7 +660,7 @@ impl Processor {
         self.stats.recommendations += 1;
         let filters = Filters {
             exclude_seen: self.config.exclude_seen,
-            exclude_items: None,
+            ..Filters::default()
         };
         let list = self.engine.recommend(user, self.config.top_n, &filters);
         let payload = recommendations_json(

@@ -73,6 +73,11 @@ impl Segments {
         Some(self.names.intern(name))
     }
 
+    /// The segment's index, if it exists (a reader never makes one).
+    pub fn find(&self, name: &str) -> Option<u32> {
+        self.names.get(name)
+    }
+
     pub fn name(&self, segment: u32) -> &str {
         self.names.name(segment)
     }

@@ -36,6 +36,7 @@ mod model_records;
 mod portable;
 mod records;
 mod replica;
+mod request;
 mod view_reader;
 mod work_batch;
 
@@ -58,6 +59,7 @@ pub use records::{
     records_digest, Changes, DecodeError, EngineRecords, ItemCut, UserCut, SMALL_RECORD_LIMIT,
 };
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
+pub use request::{Answer, Request, Visitor};
 
 /// User-side state for the users one worker owns.
 #[derive(Clone, Debug)]
@@ -935,7 +937,7 @@ mod tests {
         engine.apply(&event(EventType::Purchase, "d", "case", ts + 2000));
         let filters = Filters {
             exclude_seen: true,
-            exclude_items: None,
+            ..Filters::default()
         };
         let list = engine.recommend("d", 5, &filters);
         let names = ids(&engine, &list);

@@ -216,6 +216,7 @@ pub fn evaluate(
                 let filters = Filters {
                     exclude_seen: false,
                     exclude_items: Some(excluded),
+                    ..Filters::default()
                 };
                 for (method, tally) in methods.iter().zip(tallies.iter_mut()) {
                     let hit = score_case(

@@ -103,6 +103,24 @@ pub struct Filters<'a> {
     pub exclude_seen: bool,
     /// Also drop these engine item indices.
     pub exclude_items: Option<&'a FxHashSet<u32>>,
+    /// Only items with this catalog attribute (`Catalog::category_attribute`); the attribute's
+    /// popular items join the candidates, so a narrow filter still finds some.
+    pub attribute: Option<u32>,
+    /// Only items the catalog lists at a price in this range; an unlisted item has no price.
+    pub price: Option<PriceRange>,
+}
+
+/// Inclusive price bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PriceRange {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl PriceRange {
+    fn holds(&self, price: f64) -> bool {
+        self.min <= price && price <= self.max
+    }
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -145,6 +163,13 @@ impl Candidates {
     fn add(&mut self, item: u32, source: Source, score: f32) {
         let slot = self.slot(item);
         self.scores[slot][source as usize] += score;
+    }
+
+    /// Sets the source's score to at least `score` (a second opinion of the same source).
+    fn raise(&mut self, item: u32, source: Source, score: f32) {
+        let slot = self.slot(item);
+        let current = &mut self.scores[slot][source as usize];
+        *current = current.max(score);
     }
 
     fn exclude(&mut self, item: u32) {
@@ -191,8 +216,12 @@ pub fn recommend(
         let mut candidates = scratch.borrow_mut();
         candidates.clear();
         gather(&mut candidates, items, (user, now_ms), config, blend);
+        if let Some(attribute) = filters.attribute {
+            gather_with_attribute(&mut candidates, items, attribute);
+        }
         apply_filters(&mut candidates, user, filters);
         exclude_unavailable(&mut candidates, items);
+        exclude_restricted(&mut candidates, items, filters);
         let mut factors = source_factors(&candidates, blend);
         let mut ranked = blend_without_mf(&candidates, &factors);
         if let Some(user) = user.filter(|_| blend.mf > 0.0) {
@@ -314,6 +343,41 @@ fn gather(
 fn exclude_unavailable(candidates: &mut Candidates, items: &ItemModel) {
     for slot in 0..candidates.items.len() {
         if !items.catalog.recommendable(candidates.items[slot]) {
+            candidates.excluded[slot] = true;
+        }
+    }
+}
+
+/// A filtered request's own candidates: the attribute's popular items, as popular ones.
+fn gather_with_attribute(candidates: &mut Candidates, items: &ItemModel, attribute: u32) {
+    let popular = items.catalog.popular_with(attribute);
+    let best = popular
+        .iter()
+        .map(|&item| items.popularity.score(item))
+        .fold(f64::MIN_POSITIVE, f64::max);
+    for &item in popular {
+        let relative = (items.popularity.score(item) / best) as f32;
+        candidates.raise(item, Source::Popular, relative);
+    }
+}
+
+/// A request's restrictions: the attribute and the price range.
+fn exclude_restricted(candidates: &mut Candidates, items: &ItemModel, filters: &Filters) {
+    if filters.attribute.is_none() && filters.price.is_none() {
+        return;
+    }
+    let catalog = &items.catalog;
+    for slot in 0..candidates.items.len() {
+        let item = candidates.items[slot];
+        let has_attribute = filters
+            .attribute
+            .is_none_or(|a| catalog.attributes_of(item).contains(&a));
+        let priced = filters.price.is_none_or(|range| {
+            catalog
+                .listing(item)
+                .is_some_and(|listing| range.holds(listing.price))
+        });
+        if !(has_attribute && priced) {
             candidates.excluded[slot] = true;
         }
     }
