@@ -22,6 +22,7 @@ use prometheus_client::registry::{Metric, Registry};
 use crate::item_metrics::ItemMetrics;
 use crate::kafka::Health;
 use crate::pipeline::Stats;
+use crate::query::QueryMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -83,6 +84,7 @@ pub struct Metrics {
     consumer_lag: Family<PartitionLabel, Gauge>,
     /// Item-owned scale-out's owners and follower count into these.
     pub items_side: ItemMetrics,
+    pub query: QueryMetrics,
     /// The totals last added to the counters.
     seen: Mutex<Stats>,
     /// Output topic names for `published`: recommendations, similar items, dead letters,
@@ -125,6 +127,7 @@ impl Metrics {
             assigned_partitions: Gauge::default(),
             consumer_lag: Family::default(),
             items_side: ItemMetrics::default(),
+            query: QueryMetrics::default(),
             seen: Mutex::default(),
             topics,
             registry: Registry::with_prefix("streamrec"),
@@ -259,6 +262,8 @@ impl Metrics {
         );
         let items = m.items_side.register(&mut m.registry);
         m.families.extend(items);
+        let query = m.query.register(&mut m.registry);
+        m.families.extend(query);
         metrics
     }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use crate::items_config::ItemsConfig;
+pub use crate::query::QueryConfig;
 use streamrec_engine::config as engine_rules;
 pub use streamrec_engine::config::{
     Blend, CleanConfig, ContentConfig, CoocConfig, DedupConfig, EngineConfig, InvalidSetting,
@@ -23,6 +24,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub triggers: TriggersConfig,
     pub items: ItemsConfig,
+    pub query: QueryConfig,
 }
 
 /// Campaign triggers (see `config/triggers.toml`).
@@ -420,11 +422,22 @@ impl Config {
         config.triggers.rules()?;
         config.items.validate()?;
         config.validate_items()?;
+        config.query.validate()?;
+        config.validate_listeners()?;
         Ok(config)
+    }
+
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let (admin, query) = (self.admin.address(), self.query.address());
+        if admin.is_some() && admin == query {
+            let rule = "must differ from admin.listen: the query API has its own listener";
+            return Err(invalid("query.listen", rule));
+        }
+        Ok(())
     }
 }
 
-fn invalid(key: &'static str, rule: &str) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, rule: &str) -> ConfigError {
     engine_rules::invalid(key, rule).into()
 }
 

@@ -141,9 +141,12 @@ fn set(value: &mut Value, keys: &[&str], new: Value) {
         .insert(last.to_string(), new);
 }
 
-/// The configuration as TOML, with librdkafka secrets masked.
+/// The configuration as TOML, with librdkafka secrets and the query token masked.
 pub fn render_masked(config: &Config) -> String {
     let mut shown = config.clone();
+    if !shown.query.token.is_empty() {
+        shown.query.token = "***".into();
+    }
     for (key, value) in shown.kafka.librdkafka.iter_mut() {
         if SECRET_MARKERS
             .iter()
@@ -247,8 +250,10 @@ mod tests {
         ] {
             config.kafka.librdkafka.insert(key.into(), value.into());
         }
+        config.query.token = "query-secret".into();
         let text = render_masked(&config);
         assert!(!text.contains("hunter2") && !text.contains("\"k\"") && !text.contains("\"s\""));
+        assert!(!text.contains("query-secret"), "{text}");
         assert!(text.contains("SASL_SSL"), "{text}");
         assert!(text.contains("***"));
     }

@@ -49,6 +49,7 @@ pub(crate) mod message;
 pub mod offsets;
 pub(crate) mod outputs;
 pub mod pipeline;
+pub mod query;
 pub(crate) mod replay_plan;
 pub mod runtime;
 pub mod store;

@@ -40,7 +40,7 @@ pub fn trigger_json(fired: &Fired) -> Vec<u8> {
 }
 
 #[derive(Serialize)]
-struct RecommendedItem {
+pub(crate) struct RecommendedItem {
     item_id: String,
     score: f32,
     sources: Vec<&'static str>,
@@ -56,7 +56,7 @@ struct Recommendations<'a> {
 }
 
 #[derive(Serialize)]
-struct Neighbor {
+pub(crate) struct Neighbor {
     item_id: String,
     score: f32,
 }
@@ -77,6 +77,29 @@ pub fn rfc3339(epoch_ms: i64) -> String {
         .unwrap_or_else(|| epoch_ms.to_string())
 }
 
+/// A ranked list as published: each item's id, score and sources.
+pub(crate) fn recommended_items(engine: &Engine, list: &[Scored]) -> Vec<RecommendedItem> {
+    let ids = engine.item_ids(list.iter().map(|s| s.item));
+    list.iter()
+        .zip(ids)
+        .map(|(s, item_id)| RecommendedItem {
+            item_id,
+            score: s.score,
+            sources: s.sources.names(),
+        })
+        .collect()
+}
+
+/// Neighbours as published: each item's id and score.
+pub(crate) fn neighbor_items(engine: &Engine, neighbors: &[(u32, f32)]) -> Vec<Neighbor> {
+    let ids = engine.item_ids(neighbors.iter().map(|n| n.0));
+    neighbors
+        .iter()
+        .zip(ids)
+        .map(|(&(_, score), item_id)| Neighbor { item_id, score })
+        .collect()
+}
+
 pub fn recommendations_json(
     engine: &Engine,
     user_id: &str,
@@ -84,19 +107,10 @@ pub fn recommendations_json(
     now_ms: i64,
     cause: Option<&str>,
 ) -> Vec<u8> {
-    let ids = engine.item_ids(list.iter().map(|s| s.item));
     let payload = Recommendations {
         schema: RECOMMENDATIONS_SCHEMA,
         user_id,
-        items: list
-            .iter()
-            .zip(ids)
-            .map(|(s, item_id)| RecommendedItem {
-                item_id,
-                score: s.score,
-                sources: s.sources.names(),
-            })
-            .collect(),
+        items: recommended_items(engine, list),
         generated_at: rfc3339(now_ms),
         cause_event_id: cause,
     };
@@ -109,15 +123,10 @@ pub fn similar_items_json(
     neighbors: &[(u32, f32)],
     now_ms: i64,
 ) -> Vec<u8> {
-    let ids = engine.item_ids(neighbors.iter().map(|n| n.0));
     let payload = SimilarItems {
         schema: SIMILAR_ITEMS_SCHEMA,
         item_id,
-        neighbors: neighbors
-            .iter()
-            .zip(ids)
-            .map(|(&(_, score), item_id)| Neighbor { item_id, score })
-            .collect(),
+        neighbors: neighbor_items(engine, neighbors),
         generated_at: rfc3339(now_ms),
     };
     serde_json::to_vec(&payload).expect("plain structs serialise")

@@ -337,17 +337,35 @@ impl Processor {
         cleaned: Cleaned,
         stored: impl FnOnce(&str) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<Ready, LoadError<E>> {
-        if let Some(user) = cleaned.user_id().filter(|u| !self.engine.has_user(u)) {
-            if let Some(record) = stored(user).map_err(LoadError::Store)? {
-                self.engine
-                    .insert_user(user, &record)
-                    .map_err(|source| LoadError::Corrupt {
-                        user: user.to_owned(),
-                        source,
-                    })?;
-            }
+        if let Some(user) = cleaned.user_id() {
+            self.load_user(user, stored)?;
         }
         Ok(Ready(cleaned.0))
+    }
+
+    /// Puts a stored user back in memory unless already there.
+    pub fn load_user<E>(
+        &mut self,
+        user: &str,
+        stored: impl FnOnce(&str) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<(), LoadError<E>> {
+        if self.engine.has_user(user) {
+            return Ok(());
+        }
+        if let Some(record) = stored(user).map_err(LoadError::Store)? {
+            self.engine
+                .insert_user(user, &record)
+                .map_err(|source| LoadError::Corrupt {
+                    user: user.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Whether published lists leave out the user's recent items (`pipeline.exclude_seen`).
+    pub fn exclude_seen(&self) -> bool {
+        self.config.exclude_seen
     }
 
     /// For a processor whose every user is in memory (no store behind it): nothing to load.

@@ -166,6 +166,9 @@ impl ConsumerContext for GroupContext {
                     restore.hold(consumer, assigned);
                 }
                 self.health.assignments.fetch_add(1, Ordering::Relaxed);
+                let given = assigned.elements();
+                let given = given.iter().map(|e| (e.topic(), e.partition()));
+                self.health.change_held(true, !incremental, given);
                 match incremental {
                     true => count.fetch_add(assigned.count(), Ordering::Relaxed),
                     false => count.swap(assigned.count(), Ordering::Relaxed),
@@ -177,6 +180,9 @@ impl ConsumerContext for GroupContext {
                 if let Some(restore) = &self.restore {
                     restore.revoked(revoked);
                 }
+                let taken = revoked.elements();
+                let taken = taken.iter().map(|e| (e.topic(), e.partition()));
+                self.health.change_held(false, !incremental, taken);
                 let gone = if incremental {
                     revoked.count()
                 } else {

@@ -81,6 +81,8 @@ pub enum RunError {
     Panicked(#[source] tokio::task::JoinError),
     #[error("cannot start the admin listener: {0}")]
     Admin(#[source] std::io::Error),
+    #[error("cannot start the query listener: {0}")]
+    Query(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -110,6 +112,7 @@ impl RunError {
             | RunError::WorkerGone { .. }
             | RunError::Panicked(_)
             | RunError::Admin(_)
+            | RunError::Query(_)
             | RunError::Store(_)
             | RunError::Config(_) => Retry::Fatal,
         }

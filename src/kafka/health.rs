@@ -2,6 +2,7 @@
 //! restores and replication under way — read by `/readyz`, the metrics and callers that must
 //! not produce before the group has formed.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -24,6 +25,8 @@ pub struct Health {
     /// Partitions assigned and not flowing yet: their users are restored from the changelog
     /// (published by `restore::Restores`).
     restoring: Mutex<Vec<i32>>,
+    /// The partitions this member holds, by topic (what the query API routes by).
+    held: Mutex<BTreeSet<(String, i32)>>,
     /// Consumed topics that do not exist (checked at start).
     missing_topics: Mutex<Vec<String>>,
     /// Every broker unreachable (librdkafka said so) and none seen up since.
@@ -89,6 +92,32 @@ impl Health {
 
     pub(super) fn set_restoring(&self, partitions: Vec<i32>) {
         *self.restoring.lock().expect("not poisoned") = partitions;
+    }
+
+    /// Whether this member holds the topic's partition now.
+    pub fn holds(&self, topic: &str, partition: i32) -> bool {
+        let held = self.held.lock().expect("not poisoned");
+        held.contains(&(topic.to_owned(), partition))
+    }
+
+    /// A rebalance gave (`true`) or took these partitions; `whole`: they are the whole new
+    /// assignment (eager rebalancing), not an increment.
+    pub(super) fn change_held<'a>(
+        &self,
+        given: bool,
+        whole: bool,
+        partitions: impl Iterator<Item = (&'a str, i32)>,
+    ) {
+        let mut held = self.held.lock().expect("not poisoned");
+        if whole {
+            held.clear();
+        }
+        for (topic, partition) in partitions {
+            match given {
+                true => held.insert((topic.to_owned(), partition)),
+                false => held.remove(&(topic.to_owned(), partition)),
+            };
+        }
     }
 
     pub fn assigned_partitions(&self) -> usize {

@@ -43,6 +43,7 @@ use crate::engine::SharedItems;
 use crate::item_metrics::ItemMetrics;
 use crate::offsets::{topic_index, worker_of, PartitionKey};
 use crate::pipeline::{Processor, Stats};
+use crate::query::Queries;
 use crate::runtime::checkpoint::Durable;
 use crate::triggers::Rules;
 use rdkafka::error::KafkaError;
@@ -195,6 +196,8 @@ pub struct Observers {
     pub health: Arc<Health>,
     /// Shared so a watcher can read (or reset) it while the pipeline runs.
     pub latency: Latency,
+    /// The query listener's bound address, once bound (`query.listen` may name port 0).
+    pub query_address: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl Default for Observers {
@@ -203,6 +206,7 @@ impl Default for Observers {
             progress: None,
             health: Arc::default(),
             latency: new_latency(),
+            query_address: Arc::default(),
         }
     }
 }
@@ -217,6 +221,8 @@ pub struct Prepared {
     /// With a state dir: per worker, the stored engine (or a fresh one, all on one item
     /// model) and its checkpoints.
     pub durable: Option<Vec<(Engine, Durable)>>,
+    /// With the query API: its routes, and each worker's end of its query queue.
+    pub queries: Option<Queries>,
 }
 
 /// Consumes until `shutdown` resolves, then drains and commits.
@@ -231,6 +237,7 @@ pub async fn consume(
         rules,
         metrics,
         durable: restored,
+        queries,
     } = prepared;
     let kafka = &config.kafka;
     let mut context = GroupContext::new(
@@ -278,6 +285,10 @@ pub async fn consume(
             return Ok(RunReport { processors: Vec::new(), latency_us, elapsed: started.elapsed() });
         }
     }
+    if let Some((routes, _)) = &queries {
+        let events = partition_count(&*consumer, &kafka.input_topics[0])?;
+        routes.set_partitions(events as i32);
+    }
     let inputs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
@@ -287,7 +298,7 @@ pub async fn consume(
         (&consumer, &producer),
         &observers,
         &metrics,
-        restored,
+        (restored, queries),
         (&rules, work_partitions),
     );
     *worker_inputs.lock().expect("not poisoned") = senders.clone();
@@ -521,7 +532,7 @@ fn start_workers(
     (consumer, producer): (&Arc<StreamConsumer<GroupContext>>, &FutureProducer),
     observers: &Observers,
     metrics: &Arc<Metrics>,
-    restored: Option<Vec<(Engine, Durable)>>,
+    (restored, queries): (Option<Vec<(Engine, Durable)>>, Option<Queries>),
     (rules, work_partitions): (&Arc<Rules>, u32),
 ) -> (
     Vec<mpsc::Sender<WorkerInput>>,
@@ -551,6 +562,11 @@ fn start_workers(
     let inputs = Arc::new(config.kafka.consumed_topics());
     let workers = Workers::new();
     let mut senders = Vec::new();
+    let (routes, receivers) = match queries {
+        Some((routes, receivers)) => (Some(routes), receivers.into_iter().map(Some).collect()),
+        None => (None, Vec::new()),
+    };
+    let mut receivers = receivers.into_iter();
     for (index, (engine, checkpoints)) in engines.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         senders.push(tx);
@@ -571,6 +587,9 @@ fn start_workers(
             last_rejection_log: Instant::now(),
             partition_spans: BTreeMap::new(),
             stats: stats.clone(),
+            queries: receivers.next().flatten(),
+            routes: routes.clone(),
+            partitioner_checked: false,
         };
         workers.push(tokio::spawn(worker.run(rx, config.pipeline.clone())));
     }

@@ -32,6 +32,8 @@ use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, Partition
 use crate::pipeline::{
     Cleaned, Destination, Flushed, LoadError, Output, Processor, Ready, Record, Stats,
 };
+use crate::query::job::Ask;
+use crate::query::{answer, QueryJob, Routes};
 use crate::runtime::checkpoint::Durable;
 use crate::runtime::rounds::{Abandoned, Arrival};
 use crate::store::{CheckpointSize, StateStore, StoreError};
@@ -61,6 +63,11 @@ pub(super) struct Worker {
     pub partition_spans: BTreeMap<PartitionKey, tracing::Span>,
     /// One slot per worker, summed for progress reports.
     pub stats: Arc<Mutex<Vec<Stats>>>,
+    /// With the query API: this worker's queries, answered between two inputs.
+    pub queries: Option<mpsc::Receiver<QueryJob>>,
+    pub routes: Option<Arc<Routes>>,
+    /// Whether a keyed event has been checked against `query.partitioner` yet.
+    pub partitioner_checked: bool,
 }
 
 struct State {
@@ -96,6 +103,14 @@ impl Drop for Member {
         if let Some(rounds) = &self.0 {
             rounds.abandon();
         }
+    }
+}
+
+/// The next query (never, without the query API).
+async fn next_query(queries: &mut Option<mpsc::Receiver<QueryJob>>) -> Option<QueryJob> {
+    match queries {
+        Some(queries) => queries.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -148,6 +163,7 @@ impl Worker {
                 biased;
                 Some(acked) = state.in_flight.next() => self.on_acked(&mut state, acked)?,
                 done = written(&mut state.writing) => self.on_written(&mut state, done)?,
+                Some(job) = next_query(&mut self.queries) => self.on_query(job)?,
                 Ok(()) = self.called.changed(), if self.checkpoints.is_some() => {
                     if self.rounds.is_open() {
                         self.join_round(&mut state).await?;
@@ -255,12 +271,54 @@ impl Worker {
         Ok(PartitionKey::new(index, message.partition()))
     }
 
+    /// Answers a query from this worker's state, putting a stored user back in memory first
+    /// as their next event would.
+    fn on_query(&mut self, job: QueryJob) -> Result<(), RunError> {
+        if let (Ask::User(ask), Some(checkpoints)) = (&job.ask, &self.checkpoints) {
+            let store = checkpoints.checkpointer.store();
+            load_stored_user(&mut self.processor, store, &ask.user_id)?;
+        }
+        let exclude_seen = self.processor.exclude_seen();
+        let reply = answer(
+            self.processor.engine(),
+            &job.ask,
+            exclude_seen,
+            wall_clock_ms(),
+        );
+        let _ = job.reply.send(reply);
+        Ok(())
+    }
+
+    /// Warns once when the first keyed event's partition is not the one `query.partitioner`
+    /// gives its key: user queries would then go to the wrong worker.
+    fn check_partitioner(&mut self, message: &OwnedMessage, key: PartitionKey) {
+        let Some(routes) = &self.routes else { return };
+        let Some(user) = message.key().filter(|k| !k.is_empty() && key.topic == 0) else {
+            return;
+        };
+        if self.partitioner_checked || routes.partitions() == 0 {
+            return;
+        }
+        self.partitioner_checked = true;
+        let expected = routes.partitioner().partition(user, routes.partitions());
+        if expected != message.partition() {
+            tracing::error!(
+                topic = message.topic(),
+                partition = message.partition(),
+                expected,
+                "query.partitioner does not place this event's key where its producer did: user queries would ask the wrong worker; set it to the producers' partitioner (librdkafka: consistent_random, Java: murmur2_random)"
+            );
+            self.metrics.query.partitioner_mismatches.inc();
+        }
+    }
+
     async fn on_message(
         &mut self,
         state: &mut State,
         message: &OwnedMessage,
         key: PartitionKey,
     ) -> Result<(), RunError> {
+        self.check_partitioner(message, key);
         let topic = message.topic();
         let record = Record {
             source: Waiter {
@@ -686,6 +744,24 @@ impl Worker {
             .producer_queue
             .set(self.producer.in_flight_count() as i64);
     }
+}
+
+/// Puts a user the store holds back in memory, unless already there, before a query reads it.
+fn load_stored_user(
+    processor: &mut Processor,
+    store: &StateStore,
+    user_id: &str,
+) -> Result<(), RunError> {
+    processor
+        .load_user(user_id, |user| store.user(user))
+        .map_err(|err| match err {
+            LoadError::Store(err) => err,
+            LoadError::Corrupt { user, source } => StoreError::Corrupt {
+                path: store.path().display().to_string(),
+                detail: format!("user {user:?}: {source}"),
+            },
+        })?;
+    Ok(())
 }
 
 /// Puts a user the store holds back in memory before their event is applied.

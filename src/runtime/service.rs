@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::kafka::{consume, Observers, Prepared, RunError, RunReport};
 use crate::offsets::{by_index, worker_of, Offsets};
+use crate::query::{self, Queries, Routes};
 use crate::store::StateStore;
 
 /// Runs until `shutdown` resolves, then drains and commits.
@@ -39,6 +40,7 @@ pub async fn run(
             .await
             .map_err(RunError::Admin)?;
     }
+    let queries = serve_queries(config, &observers, &metrics).await?;
     let durable = open_state(config)?;
     if let Some((_, durable)) = durable.as_ref().and_then(|workers| workers.first()) {
         let stored = durable.checkpointer.store().users_stored()?;
@@ -50,8 +52,34 @@ pub async fn run(
         rules,
         metrics,
         durable,
+        queries,
     };
     consume(config, shutdown, observers, prepared).await
+}
+
+/// With `query.listen`: the query API's listener, and the workers' ends of its queues. The
+/// bound address goes to `observers.query_address`.
+async fn serve_queries(
+    config: &Config,
+    observers: &Observers,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Queries>, RunError> {
+    if config.query.address().is_none() {
+        return Ok(None);
+    }
+    let (routes, receivers) = Routes::new(
+        config.pipeline.workers,
+        config.query.partitioner(),
+        &config.kafka.input_topics[0],
+        observers.health.clone(),
+    );
+    let bound = query::server::serve(config, routes.clone(), metrics.clone())
+        .await
+        .map_err(RunError::Query)?;
+    if let Some(bound) = bound {
+        let _ = observers.query_address.set(bound);
+    }
+    Ok(Some((routes, receivers)))
 }
 
 /// With a state dir: per worker, the stored engine (or a fresh one, all on one item model) and

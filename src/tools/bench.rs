@@ -205,6 +205,7 @@ async fn timed_run(
         progress: Some(progress_tx),
         health: health.clone(),
         latency: latency.clone(),
+        ..Observers::default()
     };
     let loader = paced.map(|paced| {
         let (kafka, topic) = (config.kafka.clone(), config.kafka.input_topics[0].clone());

@@ -1,0 +1,497 @@
+//! The query API over the wire: `run` on librdkafka's mock cluster with `query.listen` on port
+//! 0, asked with plain HTTP/1.1. Every answer is validated against `docs/openapi.json`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use streamrec::catalog::CatalogItem;
+use streamrec::config::Config;
+use streamrec::kafka::{produce_messages, Health, Observers};
+use streamrec::pipeline::Stats;
+use streamrec::query::partitioner::Partitioner;
+use streamrec::query::server::ROUTES;
+use streamrec::runtime::run;
+use tokio::sync::watch;
+
+use common::http::{encode, request, Answer};
+use common::{fresh_config, read_topic, unique, wait_until};
+
+const PARTITIONS: i32 = 3;
+const ITEMS: usize = 40;
+
+/// The OpenAPI document, with a validator per component schema.
+struct Contract {
+    doc: serde_json::Value,
+}
+
+impl Contract {
+    fn load() -> Contract {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        let doc = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        Contract { doc }
+    }
+
+    /// The schema an operation documents for a status, checked against the answer's body.
+    fn check(&self, method: &str, route: &str, answer: &Answer) {
+        let operation = &self.doc["paths"][route][method];
+        let status = answer.status.to_string();
+        let content = &operation["responses"][&status]["content"]["application/json"];
+        assert!(
+            content.is_object(),
+            "{method} {route} documents no {status} answer; got {}",
+            answer.body
+        );
+        let mut root = self.doc.clone();
+        root["$ref"] = content["schema"]["$ref"].clone();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap();
+        let body = answer.json();
+        if let Err(err) = validator.validate(&body) {
+            panic!("{method} {route} {status}: {err}\n{body}");
+        }
+    }
+}
+
+/// A listing per item: category `c{i % 4}`, price `10 × i`.
+fn catalog() -> Vec<(String, Vec<u8>)> {
+    (0..ITEMS)
+        .map(|i| {
+            let item = CatalogItem {
+                item_id: format!("i{i}"),
+                category: format!("c{}", i % 4),
+                price: 10.0 * i as f64,
+                in_stock: true,
+                brand: None,
+                tags: Vec::new(),
+                updated_at_ms: 1,
+            };
+            (item.item_id.clone(), item.to_json().into_bytes())
+        })
+        .collect()
+}
+
+fn events(step_from: i64, steps: i64) -> Vec<(String, Vec<u8>)> {
+    let base = 1_700_000_000_000i64;
+    let mut messages = Vec::new();
+    for step in step_from..step_from + steps {
+        for u in 0..20i64 {
+            let item = format!("i{}", (u * 7 + step * 3) % ITEMS as i64);
+            let kind = if step % 9 == 8 { "purchase" } else { "view" };
+            let ts = base + step * 60_000 + u;
+            let json =
+                format!(r#"{{"type":"{kind}","user_id":"u{u}","item_id":"{item}","ts":{ts}}}"#);
+            messages.push((format!("u{u}"), json.into_bytes()));
+        }
+    }
+    messages
+}
+
+fn setup(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Config {
+    let mut config = fresh_config(cluster.bootstrap_servers());
+    config.kafka.catalog_topic = unique("catalog");
+    config.pipeline.min_update_interval_ms = 0;
+    config.query.listen = "127.0.0.1:0".into();
+    let kafka = &config.kafka;
+    for topic in [
+        &kafka.input_topics[0],
+        &kafka.catalog_topic,
+        &kafka.recommendations_topic,
+        &kafka.similar_items_topic,
+        &kafka.dead_letter_topic,
+        &kafka.triggers_topic,
+    ] {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    config
+}
+
+/// A running instance: its query address, its progress and the way to stop it.
+struct Instance {
+    address: String,
+    progress: watch::Receiver<Stats>,
+    health: Arc<Health>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl Instance {
+    async fn start(config: &Config) -> Instance {
+        let (progress_tx, progress) = watch::channel(Stats::default());
+        let observers = Observers {
+            progress: Some(progress_tx),
+            ..Observers::default()
+        };
+        let (health, address) = (observers.health.clone(), observers.query_address.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = config.clone();
+        let running = tokio::spawn(async move {
+            let until = async { stopped.await.unwrap_or(()) };
+            run(&config, until, observers)
+                .await
+                .expect("the run succeeds");
+        });
+        let started = std::time::Instant::now();
+        while address.get().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the query listener binds"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Instance {
+            address: address.get().unwrap().to_string(),
+            progress,
+            health,
+            stop: Some(stop),
+            running,
+        }
+    }
+
+    async fn consumed(&mut self, total: u64) {
+        let wait = self.progress.wait_for(|s| s.consumed >= total);
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("consumed in time")
+            .unwrap();
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.call("GET", path, headers, Vec::new()).await
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Answer {
+        let (address, method, path) = (self.address.clone(), method.to_owned(), path.to_owned());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            request(&address, &method, &path, &headers, &body).expect("an answer")
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), self.running)
+            .await
+            .expect("stops in time")
+            .unwrap();
+    }
+}
+
+const TOKEN: &str = "s3cret-token";
+const AUTH: (&str, &str) = ("Authorization", "Bearer s3cret-token");
+
+/// The last update the recommendations topic holds for each user (read until quiet).
+fn published(config: &Config) -> BTreeMap<String, serde_json::Value> {
+    let brokers = &config.kafka.brokers;
+    let topic = &config.kafka.recommendations_topic;
+    let records = read_topic(
+        brokers,
+        topic,
+        PARTITIONS,
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    records
+        .into_iter()
+        .map(|r| (r.key.clone(), r.json()))
+        .collect()
+}
+
+fn item_ids(items: &serde_json::Value) -> Vec<String> {
+    let items = items.as_array().unwrap();
+    items
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn index(item: &str) -> usize {
+    item.trim_start_matches('i').parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_answer_from_live_state_with_filters_and_refuse_bad_requests_by_name() {
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = setup(&cluster);
+    config.query.token = TOKEN.into();
+    let contract = Contract::load();
+    let (user_route, session_route, similar_route) = (ROUTES[0].1, ROUTES[1].1, ROUTES[2].1);
+    let mut instance = Instance::start(&config).await;
+    // The catalog first: listings arriving after a user's last event would change its ranking
+    // after its last update was published.
+    let listings = catalog();
+    produce_messages(
+        &config.kafka,
+        &config.kafka.catalog_topic,
+        &listings,
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    instance.consumed(listings.len() as u64).await;
+    let first = events(0, 10);
+    produce_messages(
+        &config.kafka,
+        &config.kafka.input_topics[0],
+        &first,
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    instance
+        .consumed((listings.len() + first.len()) as u64)
+        .await;
+
+    // Every user is known here.
+    let updates = published(&config);
+    assert_eq!(updates.len(), 20);
+    for user in updates.keys() {
+        let answer = instance
+            .get(&format!("/v1/users/{user}/recommendations"), &[AUTH])
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        contract.check("get", user_route, &answer);
+        let json = answer.json();
+        assert_eq!(json["known_user"], true);
+        assert_eq!(
+            answer.header("streamrec-degraded"),
+            None,
+            "one instance holds every partition"
+        );
+    }
+
+    // Filters and exclusions hold.
+    let user = "/v1/users/u3/recommendations";
+    let filtered = [
+        (
+            "?category=c1&n=20",
+            Box::new(|i: usize| i % 4 == 1) as Box<dyn Fn(usize) -> bool>,
+        ),
+        (
+            "?min_price=50&max_price=150&n=20",
+            Box::new(|i| (5..=15).contains(&i)),
+        ),
+    ];
+    for (query, holds) in filtered {
+        let answer = instance.get(&format!("{user}{query}"), &[AUTH]).await;
+        contract.check("get", user_route, &answer);
+        let items = item_ids(&answer.json()["items"]);
+        assert!(!items.is_empty(), "{query}");
+        assert!(items.iter().all(|i| holds(index(i))), "{query}: {items:?}");
+    }
+    let plain = item_ids(&instance.get(user, &[AUTH]).await.json()["items"]);
+    let excluded = format!("{user}?exclude={},{}&n=3", plain[0], plain[1]);
+    let items = item_ids(&instance.get(&excluded, &[AUTH]).await.json()["items"]);
+    assert_eq!(items.len(), 3);
+    assert!(
+        !items.contains(&plain[0]) && !items.contains(&plain[1]),
+        "{items:?}"
+    );
+    let context = format!("{user}?context_item=i39");
+    let items = item_ids(&instance.get(&context, &[AUTH]).await.json()["items"]);
+    assert!(
+        !items.contains(&"i39".to_string()),
+        "the page's item is not offered"
+    );
+    let nothing = instance
+        .get(&format!("{user}?category=garden"), &[AUTH])
+        .await;
+    assert_eq!(
+        (nothing.status, nothing.json()["items"].clone()),
+        (200, serde_json::json!([]))
+    );
+
+    // A stranger gets trending items; a session without an id its items' neighbours.
+    let stranger = instance
+        .get("/v1/users/nobody/recommendations", &[AUTH])
+        .await;
+    contract.check("get", user_route, &stranger);
+    assert_eq!(stranger.json()["known_user"], false);
+    assert!(!item_ids(&stranger.json()["items"]).is_empty());
+    let body = br#"{"items":["i1","i8","unknown"],"n":5}"#.to_vec();
+    let session = instance.call("POST", session_route, &[AUTH], body).await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    contract.check("post", session_route, &session);
+    let items = item_ids(&session.json()["items"]);
+    assert!(
+        !items.is_empty() && !items.contains(&"i1".to_string()),
+        "{items:?}"
+    );
+    assert_eq!(session.json()["unknown_items"], 1);
+    let similar = instance.get("/v1/items/i1/similar?n=5", &[AUTH]).await;
+    contract.check("get", similar_route, &similar);
+    assert!(!similar.json()["neighbors"].as_array().unwrap().is_empty());
+    let unknown = instance.get("/v1/items/nope/similar", &[AUTH]).await;
+    assert_eq!(
+        (unknown.status, unknown.json()["error"].as_str()),
+        (404, Some("unknown_item"))
+    );
+    contract.check("get", similar_route, &unknown);
+
+    // Bad requests: a 4xx with a reason each, and ingestion goes on.
+    let bad = [
+        (format!("{user}?n=abc"), Some("n"), 400),
+        (format!("{user}?n=100000"), Some("n"), 400),
+        (format!("{user}?colour=red"), Some("colour"), 400),
+        (
+            format!("{user}?min_price=9&max_price=1"),
+            Some("max_price"),
+            400,
+        ),
+        (
+            format!("/v1/users/{}/recommendations", encode(&"x".repeat(200))),
+            Some("user_id"),
+            400,
+        ),
+    ];
+    for (path, parameter, status) in bad {
+        let answer = instance.get(&path, &[AUTH]).await;
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert_eq!(answer.json()["parameter"].as_str(), parameter, "{path}");
+        contract.check("get", user_route, &answer);
+    }
+    let huge = format!(r#"{{"items":["{}"]}}"#, "i".repeat(20_000)).into_bytes();
+    let too_large = instance.call("POST", session_route, &[AUTH], huge).await;
+    assert_eq!(too_large.status, 413, "{}", too_large.body);
+    contract.check("post", session_route, &too_large);
+    let malformed = instance
+        .call("POST", session_route, &[AUTH], b"{\"items\":".to_vec())
+        .await;
+    assert_eq!(
+        (malformed.status, malformed.json()["parameter"].as_str()),
+        (400, Some("body"))
+    );
+    let nowhere = instance.get("/v1/users", &[AUTH]).await;
+    assert_eq!(
+        (nowhere.status, nowhere.json()["error"].as_str()),
+        (404, Some("not_found"))
+    );
+    let wrong_method = instance.call("DELETE", user, &[AUTH], Vec::new()).await;
+    assert_eq!(wrong_method.status, 405);
+    let no_token = instance.get(user, &[]).await;
+    assert_eq!(no_token.status, 401);
+    contract.check("get", user_route, &no_token);
+    let wrong_token = instance
+        .get(user, &[("Authorization", "Bearer guess")])
+        .await;
+    assert_eq!(wrong_token.status, 401);
+
+    // Read your writes: after u19's next events (and no other), its answer is the update
+    // they published, from the same state.
+    let more: Vec<_> = events(10, 2)
+        .into_iter()
+        .filter(|(user, _)| user == "u19")
+        .collect();
+    let before = instance
+        .get("/v1/users/u19/recommendations", &[AUTH])
+        .await
+        .json();
+    produce_messages(
+        &config.kafka,
+        &config.kafka.input_topics[0],
+        &more,
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    let total = listings.len() + first.len() + more.len();
+    instance.consumed(total as u64).await;
+    let updates = published(&config);
+    let last = instance
+        .get("/v1/users/u19/recommendations", &[AUTH])
+        .await
+        .json();
+    assert_eq!(last["items"], updates["u19"]["items"]);
+    assert_ne!(
+        last["items"], before["items"],
+        "the new events changed the list"
+    );
+    instance.stop().await;
+    drop(cluster);
+}
+
+/// With two instances in a group, each answers for every user and says so when another
+/// instance holds the user's partition. Our CRC-32 partitioner agrees with librdkafka's,
+/// which placed every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_for_a_user_another_instance_holds_is_marked_degraded() {
+    let cluster = MockCluster::new(1).unwrap();
+    let config = setup(&cluster);
+    let messages = events(0, 3);
+    let topic = &config.kafka.input_topics[0];
+    produce_messages(&config.kafka, topic, &messages, false, None)
+        .await
+        .unwrap();
+    let placed = read_topic(
+        &config.kafka.brokers,
+        topic,
+        PARTITIONS,
+        messages.len(),
+        Duration::from_secs(3),
+    );
+    for record in &placed {
+        let ours = Partitioner::Crc32.partition(record.key.as_bytes(), PARTITIONS);
+        assert_eq!(ours, record.partition, "key {}", record.key);
+    }
+    let mut second = config.clone();
+    second.query.listen = "127.0.0.1:0".into();
+    let first = Instance::start(&config).await;
+    let other = Instance::start(&second).await;
+    let (a, b, events) = (first.health.clone(), other.health.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || {
+        let held = |health: &Health| {
+            (0..PARTITIONS)
+                .filter(|&p| health.holds(&events, p))
+                .count()
+        };
+        let split = || held(&a) > 0 && held(&b) > 0 && held(&a) + held(&b) == PARTITIONS as usize;
+        wait_until(
+            "both instances hold events partitions",
+            Duration::from_secs(30),
+            split,
+        );
+    })
+    .await
+    .unwrap();
+    for u in 0..20 {
+        let user = format!("u{u}");
+        let partition = Partitioner::Crc32.partition(user.as_bytes(), PARTITIONS);
+        let held = first.health.holds(topic, partition);
+        let answer = first
+            .get(&format!("/v1/users/{user}/recommendations"), &[])
+            .await;
+        assert_eq!(answer.status, 200);
+        let degraded = answer.header("streamrec-degraded");
+        assert_eq!(
+            degraded,
+            (!held).then_some("not-owner"),
+            "{user} on partition {partition}"
+        );
+    }
+    first.stop().await;
+    other.stop().await;
+    drop(cluster);
+}
