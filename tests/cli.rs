@@ -293,3 +293,26 @@ fn bench_state_keeps_its_state_to_restart_again() {
         "{times}"
     );
 }
+
+/// README's first command: the demo streams a shop through the real pipeline and asks the
+/// query API a user's, a filtered, a session's and an item's question, and a bad one.
+#[test]
+fn the_demo_runs_the_pipeline_and_shows_the_query_api() {
+    let out = streamrec(&["demo", "--events", "20000", "--rate", "20000"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("consumed 20000 of 20000"), "{text}");
+    for answered in [
+        "GET /v1/users/u0/recommendations?n=5 → 200",
+        "GET /v1/users/u0/recommendations?n=5&category=",
+        "POST /v1/recommendations {\"items\":",
+        "/similar?n=5 → 200",
+        "GET /v1/users/u0/recommendations?n=abc → 400",
+    ] {
+        assert!(text.contains(answered), "{answered} in\n{text}");
+    }
+}

@@ -17,6 +17,7 @@ use crate::pipeline::Stats;
 use crate::rng::SplitMix64;
 use crate::runtime::run;
 use crate::synthetic::{ShopperConfig, Shoppers};
+use crate::tools::demo_queries::show_queries;
 
 pub struct DemoOptions {
     pub events: usize,
@@ -62,14 +63,19 @@ cooldown_ms = 600000
 const DUPLICATE_RATE: f64 = 0.01;
 const MALFORMED_RATE: f64 = 0.005;
 
-/// The demo's input: a synthetic stream with ~1% exact duplicates and ~0.5% broken payloads.
-pub fn demo_payloads(events: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
-    let shop = ShopperConfig {
+/// The demo's synthetic shop.
+pub fn demo_shop(seed: u64) -> ShopperConfig {
+    ShopperConfig {
         users: DEMO_USERS,
         items: 5_000,
         seed,
         ..ShopperConfig::default()
-    };
+    }
+}
+
+/// The demo's input: a synthetic stream with ~1% exact duplicates and ~0.5% broken payloads.
+pub fn demo_payloads(events: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    let shop = demo_shop(seed);
     let mut rng = SplitMix64::new(seed ^ 0x5eed);
     let mut previous: Option<(String, Vec<u8>)> = None;
     let mut payloads = Vec::with_capacity(events);
@@ -121,6 +127,7 @@ pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.group_id = "streamrec-demo".into();
     config.kafka.session_timeout_ms = 6_000;
+    config.query.listen = "127.0.0.1:0".into();
     for (topic, partitions) in [
         ("events", 3),
         ("recommendations", 3),
@@ -157,7 +164,14 @@ pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
         produce_messages(&producer_config, "events", &payloads, false, Some(rate)).await
     });
     let deadline = Instant::now() + options.duration;
-    let watcher = show_progress(progress_rx, total, deadline);
+    let query_address = observers.query_address.clone();
+    let shop = demo_shop(options.seed);
+    let watcher = async move {
+        show_progress(progress_rx, total, deadline).await;
+        if let Some(&address) = query_address.get() {
+            show_queries(address, &shop).await;
+        }
+    };
     let report = run(&config, watcher, observers).await;
     let _ = std::fs::remove_file(&rules);
     let report = report?;

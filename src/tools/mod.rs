@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_instances;
 pub mod bench_processes;
 pub mod demo;
+mod demo_queries;
 mod scrape;
 pub mod state_bench;
 pub mod state_latency;

@@ -41,6 +41,15 @@ impl Default for ShopperConfig {
 }
 
 /// An endless iterator of events.
+impl ShopperConfig {
+    /// The category of item `i{item}`: one of its cluster's categories.
+    pub fn category_of(&self, item: usize) -> String {
+        let cluster = item % self.clusters;
+        let category = cluster * self.categories_per_cluster + item % self.categories_per_cluster;
+        format!("c{category}")
+    }
+}
+
 pub struct Shoppers {
     config: ShopperConfig,
     rng: SplitMix64,
@@ -90,9 +99,6 @@ impl Shoppers {
     fn event(&mut self, kind: EventType, user: usize, item: usize) -> Event {
         self.clock_ms += 1 + self.rng.below(20) as i64;
         self.next_event += 1;
-        let cluster = item % self.config.clusters;
-        let category = cluster * self.config.categories_per_cluster
-            + item % self.config.categories_per_cluster;
         let mut event = Event::new(
             kind,
             &format!("u{user}"),
@@ -100,7 +106,7 @@ impl Shoppers {
             self.clock_ms,
         );
         event.event_id = Some(format!("e{}", self.next_event));
-        event.category = Some(format!("c{category}"));
+        event.category = Some(self.config.category_of(item));
         event.price = Some(5.0 + (item % 200) as f64);
         event
     }
