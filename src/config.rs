@@ -433,6 +433,10 @@ impl Config {
             let rule = "must differ from admin.listen: the query API has its own listener";
             return Err(invalid("query.listen", rule));
         }
+        if !self.query.members_topic.is_empty() && self.kafka.instance_id.trim().is_empty() {
+            let rule = "must name this instance with query.members_topic";
+            return Err(invalid("kafka.instance_id", rule));
+        }
         Ok(())
     }
 }
@@ -525,6 +529,14 @@ mod tests {
                 "state.checkpoint_interval_ms",
             ),
             ("[admin]\nlisten = \"localhost\"", "admin.listen"),
+            ("[query]\nlisten = \"localhost:80\"", "query.listen"),
+            ("[query]\npartitioner = \"random\"", "query.partitioner"),
+            ("[query]\nmax_n = 0", "query.max_n"),
+            ("[query]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:1\"", "query.listen"),
+            ("[query]\nmembers_topic = \"m\"", "query.members_topic"),
+            ("[query]\nlisten = \"0.0.0.0:8080\"\nmembers_topic = \"m\"", "query.advertise_url"),
+            ("[query]\nlisten = \"127.0.0.1:8080\"\nmembers_topic = \"m\"\nadvertise_url = \"10.0.0.1:8080\"", "query.advertise_url"),
+            ("[query]\nlisten = \"127.0.0.1:8080\"\nmembers_topic = \"m\"", "kafka.instance_id"),
             ("[items]\nwork_topic = \"w\"", "both or neither"),
             (
                 "[items]\nwork_topic = \"w\"\nrecords_topic = \"w\"",

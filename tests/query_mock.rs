@@ -495,3 +495,89 @@ async fn an_answer_for_a_user_another_instance_holds_is_marked_degraded() {
     other.stop().await;
     drop(cluster);
 }
+
+/// With `query.members_topic`, each instance announces the partitions it holds, and a user's
+/// query reaching the instance that does not hold the user is redirected to the one that does,
+/// which knows the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_of_another_instance_is_redirected_to_it() {
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = setup(&cluster);
+    config.query.members_topic = unique("members");
+    cluster
+        .create_topic(&config.query.members_topic, 1, 1)
+        .unwrap();
+    config.kafka.instance_id = "a".into();
+    let mut second = config.clone();
+    second.kafka.instance_id = "b".into();
+    let topic = config.kafka.input_topics[0].clone();
+    let first = Instance::start(&config).await;
+    let mut other = Instance::start(&second).await;
+    let (a, b, watched) = (first.health.clone(), other.health.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || {
+        let held = |health: &Health| {
+            (0..PARTITIONS)
+                .filter(|&p| health.holds(&watched, p))
+                .count()
+        };
+        let split = || held(&a) > 0 && held(&b) > 0 && held(&a) + held(&b) == PARTITIONS as usize;
+        wait_until(
+            "both instances hold events partitions",
+            Duration::from_secs(30),
+            split,
+        );
+    })
+    .await
+    .unwrap();
+    let messages = events(0, 3);
+    produce_messages(&config.kafka, &topic, &messages, false, None)
+        .await
+        .unwrap();
+    let b_users = (0..20).filter(|u| {
+        let partition = Partitioner::Crc32.partition(format!("u{u}").as_bytes(), PARTITIONS);
+        other.health.holds(&topic, partition)
+    });
+    let b_events = 3 * b_users.count() as u64;
+    other.consumed(b_events).await;
+    let contract = Contract::load();
+    // The announcements travel through the topic: wait until a's routing knows b's partitions.
+    let mut redirected = 0;
+    for u in 0..20 {
+        let user = format!("u{u}");
+        let path = format!("/v1/users/{user}/recommendations?n=3");
+        let partition = Partitioner::Crc32.partition(user.as_bytes(), PARTITIONS);
+        let mut answer = first.get(&path, &[]).await;
+        if first.health.holds(&topic, partition) {
+            assert_eq!(answer.status, 200, "{user}: {}", answer.body);
+            continue;
+        }
+        let started = std::time::Instant::now();
+        while answer.status != 307 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = first.get(&path, &[]).await;
+        }
+        let location = answer
+            .header("location")
+            .expect("a 307 names the owner")
+            .to_owned();
+        assert_eq!(
+            location,
+            format!("http://{}{path}", other.address),
+            "{user}"
+        );
+        let owned = other.get(&path, &[]).await;
+        assert_eq!(owned.status, 200);
+        contract.check("get", ROUTES[0].1, &owned);
+        assert_eq!(
+            owned.json()["known_user"],
+            true,
+            "{user} is known where it is held"
+        );
+        assert_eq!(owned.header("streamrec-degraded"), None);
+        redirected += 1;
+    }
+    assert!(redirected > 0, "b holds some users");
+    first.stop().await;
+    other.stop().await;
+    drop(cluster);
+}

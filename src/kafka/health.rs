@@ -100,6 +100,13 @@ impl Health {
         held.contains(&(topic.to_owned(), partition))
     }
 
+    /// The partitions of `topic` this member holds, in order.
+    pub fn held_partitions(&self, topic: &str) -> Vec<i32> {
+        let held = self.held.lock().expect("not poisoned");
+        let of_topic = held.iter().filter(|(t, _)| t == topic);
+        of_topic.map(|&(_, partition)| partition).collect()
+    }
+
     /// A rebalance gave (`true`) or took these partitions; `whole`: they are the whole new
     /// assignment (eager rebalancing), not an increment.
     pub(super) fn change_held<'a>(

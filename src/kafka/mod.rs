@@ -15,6 +15,7 @@ mod item_owners;
 mod item_records;
 mod latency;
 mod log_end;
+mod members;
 mod model_updates;
 mod owned_partitions;
 mod position;

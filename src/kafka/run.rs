@@ -35,7 +35,7 @@ use super::position::{Positions, Verdict};
 use super::restore::Restores;
 use super::sink::Topics;
 use super::worker::Worker;
-use super::{item_owners, item_records};
+use super::{item_owners, item_records, members};
 use crate::admin::Metrics;
 use crate::config::{Config, KafkaConfig};
 use crate::engine::Engine;
@@ -275,6 +275,9 @@ pub async fn consume(
             config.items.records_topic.clone(),
         ]);
     }
+    if !config.query.members_topic.is_empty() {
+        needed.push(config.query.members_topic.clone());
+    }
     tokio::pin!(shutdown);
     let timeout = Duration::from_millis(kafka.missing_topic_timeout_ms);
     tokio::select! {
@@ -292,6 +295,12 @@ pub async fn consume(
     let inputs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let producer: FutureProducer = producer_config(kafka).create()?;
+    let mut membership = None;
+    if let Some(members) = queries.as_ref().and_then(|(routes, _)| routes.members()) {
+        let bound = observers.query_address.get().copied();
+        let announcer = members::Announcer::new(config, producer.clone(), bound);
+        membership = Some((members::follow(config, members)?, announcer));
+    }
     let work_partitions = item_partitions(config, &consumer)?;
     let (senders, mut workers, stats, items) = start_workers(
         config,
@@ -339,6 +348,9 @@ pub async fn consume(
             }
             _ = tick.tick() => {
                 report_progress(&observers, &stats, &metrics);
+                if let Some((_, announcer)) = &mut membership {
+                    announcer.announce_if_changed(&observers.health);
+                }
                 if let Some(restores) = &restores {
                     start_reading(restores, kafka, &restored_tx);
                 }
@@ -421,10 +433,12 @@ pub async fn consume(
         }
     }
     let stopped = item_side.map(OwnedItems::stop);
+    let members_stopped = membership.map(|(follower, _)| follower.stop());
     if let Some(err) = failure {
         return Err(err);
     }
     stopped.transpose()?;
+    members_stopped.transpose()?;
     if let Some(follower) = follower {
         follower.abort();
     }

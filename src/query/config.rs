@@ -27,6 +27,13 @@ pub struct QueryConfig {
     /// asks the worker that owns the user's partition. librdkafka clients default to
     /// `consistent_random`, Java clients to `murmur2_random`.
     pub partitioner: String,
+    /// A compacted topic where the instances of a group announce their query addresses and
+    /// the events partitions they hold; with it, a user's query reaching an instance that
+    /// does not hold the user's partition is redirected (307) to the one that does. Empty: off.
+    pub members_topic: String,
+    /// The URL other instances' callers are sent to, e.g. `http://10.0.0.5:8080`; empty: the
+    /// address `listen` bound (so it must name one, not `0.0.0.0`).
+    pub advertise_url: String,
 }
 
 impl Default for QueryConfig {
@@ -40,6 +47,8 @@ impl Default for QueryConfig {
             timeout_ms: 1_000,
             max_in_flight: 256,
             partitioner: "consistent_random".into(),
+            members_topic: String::new(),
+            advertise_url: String::new(),
         }
     }
 }
@@ -80,6 +89,21 @@ impl QueryConfig {
                 self.partitioner
             );
             return Err(invalid("query.partitioner", &rule));
+        }
+        if !self.members_topic.is_empty() {
+            if self.address().is_none() {
+                return Err(invalid("query.members_topic", "needs query.listen"));
+            }
+            let unspecified = self.address().is_some_and(|a| a.ip().is_unspecified());
+            let url = self.advertise_url.strip_prefix("http://").unwrap_or("");
+            let given = !self.advertise_url.is_empty();
+            if (given && (url.is_empty() || url.contains('/'))) || (!given && unspecified) {
+                let rule = format!(
+                    "must be http://host:port with query.members_topic when query.listen binds every address, got {:?}",
+                    self.advertise_url
+                );
+                return Err(invalid("query.advertise_url", &rule));
+            }
         }
         Ok(())
     }

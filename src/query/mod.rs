@@ -5,6 +5,7 @@
 
 mod config;
 pub mod job;
+pub mod members;
 mod metrics;
 pub mod params;
 pub mod partitioner;

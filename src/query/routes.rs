@@ -1,8 +1,9 @@
 //! Which worker answers a query: a user's query goes to the worker that owns the user's
 //! partition (the partition the events' producers give the user id, `partitioner`), since
 //! that worker holds the user's state; item and session queries, which read only the item
-//! model, go to the workers in turn. An answer whose user this instance cannot serve fully
-//! says why (`Degraded`).
+//! model, go to the workers in turn. A user of a partition another instance of the group
+//! announced is sent there (`members`); an answer this instance cannot give fully says why
+//! (`Degraded`).
 
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::job::QueryJob;
+use super::members::Members;
 use super::partitioner::Partitioner;
 use crate::kafka::Health;
 use crate::offsets::worker_of;
@@ -36,10 +38,13 @@ impl Degraded {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub worker: usize,
     pub degraded: Option<Degraded>,
+    /// The query address of the instance that holds the user's partition, when another one
+    /// does (with `query.members_topic`): the caller is sent there.
+    pub redirect: Option<String>,
 }
 
 /// The query queue of a worker is full or gone: the caller is told to come back (503).
@@ -54,6 +59,8 @@ pub struct Routes {
     partitions: AtomicI32,
     health: Arc<Health>,
     next: AtomicUsize,
+    /// With `query.members_topic`: the group's announcements, and this instance's id.
+    members: Option<(Arc<Members>, String)>,
 }
 
 /// The routes, and each worker's end of its query queue (handed to the workers at start).
@@ -69,6 +76,7 @@ impl Routes {
         partitioner: Partitioner,
         events_topic: &str,
         health: Arc<Health>,
+        members: Option<(Arc<Members>, String)>,
     ) -> Queries {
         let (senders, receivers) = (0..workers).map(|_| mpsc::channel(QUERY_QUEUE)).unzip();
         let routes = Routes {
@@ -78,12 +86,18 @@ impl Routes {
             partitions: AtomicI32::new(0),
             health,
             next: AtomicUsize::new(0),
+            members,
         };
         (Arc::new(routes), receivers)
     }
 
     pub fn set_partitions(&self, partitions: i32) {
         self.partitions.store(partitions, Ordering::Relaxed);
+    }
+
+    /// The group's announcements (with `query.members_topic`).
+    pub fn members(&self) -> Option<Arc<Members>> {
+        self.members.as_ref().map(|(members, _)| members.clone())
     }
 
     pub fn partitioner(&self) -> Partitioner {
@@ -102,12 +116,15 @@ impl Routes {
             return Route {
                 worker: 0,
                 degraded: Some(Degraded::Starting),
+                redirect: None,
             };
         }
         let partition = self.partitioner.partition(user_id.as_bytes(), partitions);
+        let held = self.health.holds(&self.events_topic, partition);
+        let redirect = (!held).then(|| self.owner_elsewhere(partition)).flatten();
         let degraded = if self.health.restoring().contains(&partition) {
             Some(Degraded::Restoring)
-        } else if !self.health.holds(&self.events_topic, partition) {
+        } else if !held && redirect.is_none() {
             Some(Degraded::NotOwner)
         } else {
             None
@@ -115,7 +132,15 @@ impl Routes {
         Route {
             worker: worker_of(partition, self.workers.len()),
             degraded,
+            redirect,
         }
+    }
+
+    /// The query address of the other instance that announced `partition` last.
+    fn owner_elsewhere(&self, partition: i32) -> Option<String> {
+        let (members, me) = self.members.as_ref()?;
+        let (owner, url) = members.owner_of(partition)?;
+        (owner != *me).then_some(url)
     }
 
     /// A worker for a query that reads only the item model: each in turn.
@@ -124,6 +149,7 @@ impl Routes {
         Route {
             worker: next % self.workers.len(),
             degraded: None,
+            redirect: None,
         }
     }
 

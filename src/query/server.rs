@@ -93,6 +93,7 @@ pub async fn serve(
 async fn user_recommendations(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -100,7 +101,10 @@ async fn user_recommendations(
         .handle("user", &headers, async move {
             let Path(user_id) = path.map_err(bad_path)?;
             let ask = user_ask(&user_id, query.as_deref(), &api.limits).map_err(bad_request)?;
-            let route = api.routes.user(&ask.user_id);
+            let mut route = api.routes.user(&ask.user_id);
+            if let (Some(owner), Some(target)) = (&mut route.redirect, uri.path_and_query()) {
+                owner.push_str(target.as_str());
+            }
             Ok((route, Ask::User(ask)))
         })
         .await
@@ -188,7 +192,28 @@ impl Api {
                 }
                 Ok(_permit) => match read.await {
                     Err(reply) => (reply, None),
-                    Ok((route, ask)) => (self.ask(route, ask).await, route.degraded),
+                    Ok((
+                        Route {
+                            redirect: Some(location),
+                            ..
+                        },
+                        _,
+                    )) => {
+                        self.count(
+                            endpoint,
+                            &Reply {
+                                status: 307,
+                                body: Vec::new(),
+                            },
+                            None,
+                            started,
+                        );
+                        return redirect(&location);
+                    }
+                    Ok((route, ask)) => {
+                        let degraded = route.degraded;
+                        (self.ask(route, ask).await, degraded)
+                    }
                 },
             },
         };
@@ -275,6 +300,22 @@ fn respond(reply: Reply, degraded: Option<Degraded>) -> Response {
     if let Some(degraded) = degraded {
         let value = HeaderValue::from_static(degraded.as_str());
         response.headers_mut().insert(DEGRADED_HEADER, value);
+    }
+    response
+}
+
+/// Sends the caller to the instance that holds the user (307 keeps the method and the query).
+fn redirect(location: &str) -> Response {
+    let body = serde_json::json!({ "location": location }).to_string();
+    let mut response = respond(
+        Reply {
+            status: 307,
+            body: body.into_bytes(),
+        },
+        None,
+    );
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
     }
     response
 }

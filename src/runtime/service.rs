@@ -67,11 +67,14 @@ async fn serve_queries(
     if config.query.address().is_none() {
         return Ok(None);
     }
+    let members = (!config.query.members_topic.is_empty())
+        .then(|| (Arc::default(), config.kafka.instance_id.clone()));
     let (routes, receivers) = Routes::new(
         config.pipeline.workers,
         config.query.partitioner(),
         &config.kafka.input_topics[0],
         observers.health.clone(),
+        members,
     );
     let bound = query::server::serve(config, routes.clone(), metrics.clone())
         .await
