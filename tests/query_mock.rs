@@ -93,7 +93,14 @@ fn events(step_from: i64, steps: i64) -> Vec<(String, Vec<u8>)> {
 }
 
 fn setup(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Config {
-    let mut config = fresh_config(cluster.bootstrap_servers());
+    setup_on(cluster.bootstrap_servers(), |topic, partitions| {
+        cluster.create_topic(topic, partitions, 1).unwrap()
+    })
+}
+
+/// A config on `brokers` with fresh topics, made by `create(name, partitions)`.
+fn setup_on(brokers: String, create: impl Fn(&str, i32)) -> Config {
+    let mut config = fresh_config(brokers);
     config.kafka.catalog_topic = unique("catalog");
     config.pipeline.min_update_interval_ms = 0;
     config.query.listen = "127.0.0.1:0".into();
@@ -106,7 +113,7 @@ fn setup(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContex
         &kafka.dead_letter_topic,
         &kafka.triggers_topic,
     ] {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+        create(topic, PARTITIONS);
     }
     config
 }
@@ -502,11 +509,29 @@ async fn an_answer_for_a_user_another_instance_holds_is_marked_degraded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_of_another_instance_is_redirected_to_it() {
     let cluster = MockCluster::new(1).unwrap();
-    let mut config = setup(&cluster);
-    config.query.members_topic = unique("members");
-    cluster
-        .create_topic(&config.query.members_topic, 1, 1)
-        .unwrap();
+    let config = setup(&cluster);
+    let members = unique("members");
+    cluster.create_topic(&members, 1, 1).unwrap();
+    redirect_scenario(config, members).await;
+    drop(cluster);
+}
+
+/// The same on the Tansu broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
+async fn a_user_of_another_instance_is_redirected_to_it_on_tansu() {
+    let broker = common::tansu::Broker::start();
+    let config = setup_on(broker.address.clone(), |topic, partitions| {
+        broker.create_topic_with(topic, partitions)
+    });
+    let members = unique("members");
+    broker.create_topic_with(&members, 1);
+    redirect_scenario(config, members).await;
+    drop(broker);
+}
+
+async fn redirect_scenario(mut config: Config, members: String) {
+    config.query.members_topic = members;
     config.kafka.instance_id = "a".into();
     let mut second = config.clone();
     second.kafka.instance_id = "b".into();
@@ -579,5 +604,4 @@ async fn a_user_of_another_instance_is_redirected_to_it() {
     assert!(redirected > 0, "b holds some users");
     first.stop().await;
     other.stop().await;
-    drop(cluster);
 }
