@@ -32,7 +32,7 @@ use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, Partition
 use crate::pipeline::{
     Cleaned, Destination, Flushed, LoadError, Output, Processor, Ready, Record, Stats,
 };
-use crate::query::job::Ask;
+use crate::query::job::{error, Ask};
 use crate::query::{answer, QueryJob, Routes};
 use crate::runtime::checkpoint::Durable;
 use crate::runtime::rounds::{Abandoned, Arrival};
@@ -163,7 +163,7 @@ impl Worker {
                 biased;
                 Some(acked) = state.in_flight.next() => self.on_acked(&mut state, acked)?,
                 done = written(&mut state.writing) => self.on_written(&mut state, done)?,
-                Some(job) = next_query(&mut self.queries) => self.on_query(job)?,
+                Some(job) = next_query(&mut self.queries) => self.on_query(job),
                 Ok(()) = self.called.changed(), if self.checkpoints.is_some() => {
                     if self.rounds.is_open() {
                         self.join_round(&mut state).await?;
@@ -272,11 +272,17 @@ impl Worker {
     }
 
     /// Answers a query from this worker's state, putting a stored user back in memory first
-    /// as their next event would.
-    fn on_query(&mut self, job: QueryJob) -> Result<(), RunError> {
+    /// as their next event would. A user the store cannot give back is the caller's 500, not
+    /// the worker's end: a query never stops ingestion (the user's next event would).
+    fn on_query(&mut self, job: QueryJob) {
         if let (Ask::User(ask), Some(checkpoints)) = (&job.ask, &self.checkpoints) {
             let store = checkpoints.checkpointer.store();
-            load_stored_user(&mut self.processor, store, &ask.user_id)?;
+            if let Err(err) = load_stored_user(&mut self.processor, store, &ask.user_id) {
+                tracing::error!(error = %err, "a query's user cannot be read from the store");
+                let detail = "the user's stored state cannot be read; see the instance's log";
+                let _ = job.reply.send(error(500, "state_unreadable", detail));
+                return;
+            }
         }
         let exclude_seen = self.processor.exclude_seen();
         let reply = answer(
@@ -286,7 +292,6 @@ impl Worker {
             wall_clock_ms(),
         );
         let _ = job.reply.send(reply);
-        Ok(())
     }
 
     /// Warns once when the first keyed event's partition is not the one `query.partitioner`
@@ -751,17 +756,9 @@ fn load_stored_user(
     processor: &mut Processor,
     store: &StateStore,
     user_id: &str,
-) -> Result<(), RunError> {
-    processor
-        .load_user(user_id, |user| store.user(user))
-        .map_err(|err| match err {
-            LoadError::Store(err) => err,
-            LoadError::Corrupt { user, source } => StoreError::Corrupt {
-                path: store.path().display().to_string(),
-                detail: format!("user {user:?}: {source}"),
-            },
-        })?;
-    Ok(())
+) -> Result<(), StoreError> {
+    let loaded = processor.load_user(user_id, |user| store.user(user));
+    loaded.map_err(|err| store_error(store, err))
 }
 
 /// Puts a user the store holds back in memory before their event is applied.
@@ -770,16 +767,19 @@ fn load_user(
     store: &StateStore,
     cleaned: Cleaned,
 ) -> Result<Ready, RunError> {
-    let ready = processor
-        .load(cleaned, |user| store.user(user))
-        .map_err(|err| match err {
-            LoadError::Store(err) => err,
-            LoadError::Corrupt { user, source } => StoreError::Corrupt {
-                path: store.path().display().to_string(),
-                detail: format!("user {user:?}: {source}"),
-            },
-        })?;
-    Ok(ready)
+    let loaded = processor.load(cleaned, |user| store.user(user));
+    Ok(loaded.map_err(|err| store_error(store, err))?)
+}
+
+/// A user the store cannot give back, as the store's error (naming its path and the user).
+fn store_error(store: &StateStore, err: LoadError<StoreError>) -> StoreError {
+    match err {
+        LoadError::Store(err) => err,
+        LoadError::Corrupt { user, source } => StoreError::Corrupt {
+            path: store.path().display().to_string(),
+            detail: format!("user {user:?}: {source}"),
+        },
+    }
 }
 
 fn record_ack(
