@@ -150,7 +150,7 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    /// The held count comes from the rebalance itself, never from asking the consumer: during
+    /// The held partitions come from the rebalance itself, never from asking the consumer: during
     /// the consumer's close that request waits on the queue being closed, forever. Eager
     /// rebalancing (the default) assigns and revokes the whole set; cooperative, increments.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -159,7 +159,6 @@ impl ConsumerContext for GroupContext {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
-        let count = &self.health.assigned_partitions;
         match rebalance {
             Rebalance::Assign(assigned) => {
                 if let Some(restore) = &self.restore {
@@ -169,11 +168,7 @@ impl ConsumerContext for GroupContext {
                 let given = assigned.elements();
                 let given = given.iter().map(|e| (e.topic(), e.partition()));
                 self.health.change_held(true, !incremental, given);
-                match incremental {
-                    true => count.fetch_add(assigned.count(), Ordering::Relaxed),
-                    false => count.swap(assigned.count(), Ordering::Relaxed),
-                };
-                let held = count.load(Ordering::Relaxed);
+                let held = self.health.assigned_partitions();
                 tracing::info!(partitions = held, "partition assignment changed");
             }
             Rebalance::Revoke(revoked) => {
@@ -183,15 +178,7 @@ impl ConsumerContext for GroupContext {
                 let taken = revoked.elements();
                 let taken = taken.iter().map(|e| (e.topic(), e.partition()));
                 self.health.change_held(false, !incremental, taken);
-                let gone = if incremental {
-                    revoked.count()
-                } else {
-                    usize::MAX
-                };
-                let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                    Some(held.saturating_sub(gone))
-                });
-                let held = count.load(Ordering::Relaxed);
+                let held = self.health.assigned_partitions();
                 tracing::info!(partitions = held, "partition assignment changed");
             }
             Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance failed"),

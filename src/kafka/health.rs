@@ -2,14 +2,13 @@
 //! restores and replication under way — read by `/readyz`, the metrics and callers that must
 //! not produce before the group has formed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Shared, lock-free state of a running pipeline.
 #[derive(Debug, Default)]
 pub struct Health {
-    pub(super) assigned_partitions: AtomicUsize,
     pub(super) assignments: AtomicUsize,
     /// Other instances' item-model updates published before this one started and not applied
     /// yet (0 once caught up, or without replication).
@@ -25,8 +24,9 @@ pub struct Health {
     /// Partitions assigned and not flowing yet: their users are restored from the changelog
     /// (published by `restore::Restores`).
     restoring: Mutex<Vec<i32>>,
-    /// The partitions this member holds, by topic (what the query API routes by).
-    held: Mutex<BTreeSet<(String, i32)>>,
+    /// The partitions this member holds, by topic (their count is `/readyz`'s and the
+    /// metrics'; the query API routes by them).
+    held: Mutex<BTreeMap<String, BTreeSet<i32>>>,
     /// Consumed topics that do not exist (checked at start).
     missing_topics: Mutex<Vec<String>>,
     /// Every broker unreachable (librdkafka said so) and none seen up since.
@@ -90,6 +90,14 @@ impl Health {
         self.restoring.lock().expect("not poisoned").clone()
     }
 
+    /// Whether the partition waits for its users' state from the changelog.
+    pub fn is_restoring(&self, partition: i32) -> bool {
+        self.restoring
+            .lock()
+            .expect("not poisoned")
+            .contains(&partition)
+    }
+
     pub(super) fn set_restoring(&self, partitions: Vec<i32>) {
         *self.restoring.lock().expect("not poisoned") = partitions;
     }
@@ -97,18 +105,18 @@ impl Health {
     /// Whether this member holds the topic's partition now.
     pub fn holds(&self, topic: &str, partition: i32) -> bool {
         let held = self.held.lock().expect("not poisoned");
-        held.contains(&(topic.to_owned(), partition))
+        held.get(topic).is_some_and(|p| p.contains(&partition))
     }
 
     /// The partitions of `topic` this member holds, in order.
     pub fn held_partitions(&self, topic: &str) -> Vec<i32> {
         let held = self.held.lock().expect("not poisoned");
-        let of_topic = held.iter().filter(|(t, _)| t == topic);
-        of_topic.map(|&(_, partition)| partition).collect()
+        held.get(topic)
+            .map_or(Vec::new(), |p| p.iter().copied().collect())
     }
 
-    /// A rebalance gave (`true`) or took these partitions; `whole`: they are the whole new
-    /// assignment (eager rebalancing), not an increment.
+    /// A rebalance gave (`true`) or took these partitions; `whole`: the rebalance is eager, so
+    /// they are the whole new assignment, or all of it revoked, not an increment.
     pub(super) fn change_held<'a>(
         &self,
         given: bool,
@@ -120,15 +128,18 @@ impl Health {
             held.clear();
         }
         for (topic, partition) in partitions {
-            match given {
-                true => held.insert((topic.to_owned(), partition)),
-                false => held.remove(&(topic.to_owned(), partition)),
-            };
+            if given {
+                held.entry(topic.to_owned()).or_default().insert(partition);
+            } else if let Some(of_topic) = held.get_mut(topic) {
+                of_topic.remove(&partition);
+            }
         }
     }
 
+    /// Partitions held, over all consumed topics.
     pub fn assigned_partitions(&self) -> usize {
-        self.assigned_partitions.load(Ordering::Relaxed)
+        let held = self.held.lock().expect("not poisoned");
+        held.values().map(BTreeSet::len).sum()
     }
 
     /// How many assignments this member has received (0 before the group formed).

@@ -122,7 +122,7 @@ impl Routes {
         let partition = self.partitioner.partition(user_id.as_bytes(), partitions);
         let held = self.health.holds(&self.events_topic, partition);
         let redirect = (!held).then(|| self.owner_elsewhere(partition)).flatten();
-        let degraded = if self.health.restoring().contains(&partition) {
+        let degraded = if self.health.is_restoring(partition) {
             Some(Degraded::Restoring)
         } else if !held && redirect.is_none() {
             Some(Degraded::NotOwner)
