@@ -101,8 +101,7 @@ fn register<M: Metric + Clone>(
     help: &str,
     metric: &M,
 ) {
-    families.push(format!("streamrec_{name}"));
-    registry.register(name, help, metric.clone());
+    crate::families::add(&mut (registry, families), name, help, metric);
 }
 
 impl Metrics {

@@ -6,7 +6,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Metric, Registry};
+use prometheus_client::registry::Registry;
+
+use crate::families::add;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -198,14 +200,4 @@ impl ItemMetrics {
         );
         families
     }
-}
-
-fn add<M: Metric + Clone>(
-    (registry, families): &mut (&mut Registry, &mut Vec<String>),
-    name: &str,
-    help: &str,
-    metric: &M,
-) {
-    families.push(format!("streamrec_{name}"));
-    registry.register(name, help, metric.clone());
 }

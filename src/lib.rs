@@ -37,6 +37,7 @@ pub(crate) mod coalesce;
 pub mod config;
 pub(crate) mod config_layers;
 pub mod dead_letter;
+pub(crate) mod families;
 pub(crate) mod formats;
 pub mod fuzzing;
 pub(crate) mod inspect;

@@ -6,6 +6,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::routes::Degraded;
+use crate::families::add;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabel {
     pub endpoint: &'static str,
@@ -65,41 +68,27 @@ impl QueryMetrics {
                 .responses
                 .get_or_create(&ResponseLabel { endpoint, status });
         }
-        for reason in ["starting", "restoring", "not-owner"] {
+        for reason in Degraded::ALL.map(Degraded::as_str) {
             let endpoint = "user";
             let _ = self
                 .degraded
                 .get_or_create(&DegradedLabel { endpoint, reason });
         }
-        registry.register(
-            "query_responses",
-            "Query API answers by endpoint and HTTP status",
-            self.responses.clone(),
-        );
-        registry.register(
-            "query_seconds",
-            "Query API latency from request to answer, by endpoint",
-            self.seconds.clone(),
-        );
-        registry.register(
-            "query_degraded",
-            "Query API answers marked degraded, by endpoint and reason",
-            self.degraded.clone(),
-        );
-        registry.register(
+        let mut names = Vec::new();
+        let mut to = (registry, &mut names);
+        let help = "Query API answers by endpoint and HTTP status";
+        add(&mut to, "query_responses", help, &self.responses);
+        let help = "Query API latency from request to answer, by endpoint";
+        add(&mut to, "query_seconds", help, &self.seconds);
+        let help = "Query API answers marked degraded, by endpoint and reason";
+        add(&mut to, "query_degraded", help, &self.degraded);
+        let help = "Workers whose first keyed event was not where query.partitioner puts its key";
+        add(
+            &mut to,
             "query_partitioner_mismatches",
-            "Workers whose first keyed event was not where query.partitioner puts its key",
-            self.partitioner_mismatches.clone(),
+            help,
+            &self.partitioner_mismatches,
         );
-        let names = [
-            "query_responses",
-            "query_seconds",
-            "query_degraded",
-            "query_partitioner_mismatches",
-        ];
         names
-            .iter()
-            .map(|name| format!("streamrec_{name}"))
-            .collect()
     }
 }

@@ -28,6 +28,8 @@ pub enum Degraded {
 }
 
 impl Degraded {
+    pub const ALL: [Degraded; 3] = [Degraded::Starting, Degraded::Restoring, Degraded::NotOwner];
+
     /// The `Streamrec-Degraded` header's value.
     pub fn as_str(self) -> &'static str {
         match self {
