@@ -3,7 +3,7 @@
 //! offers its most popular items and its newest listings, so an item nobody has touched yet
 //! can be recommended to the users whose taste it matches.
 
-use super::{Candidates, Source};
+use super::{relative_popularity, Candidates, Source};
 use crate::config::EngineConfig;
 use crate::state::{ItemModel, UserState};
 
@@ -31,12 +31,7 @@ pub(super) fn gather(
         } else {
             &[]
         };
-        let best = popular
-            .iter()
-            .map(|&item| items.popularity.score(item))
-            .fold(f64::MIN_POSITIVE, f64::max);
-        for &item in popular {
-            let relative = (items.popularity.score(item) / best) as f32;
+        for (item, relative) in relative_popularity(items, popular) {
             let share = NEW_LISTING_SHARE + (1.0 - NEW_LISTING_SHARE) * relative;
             candidates.add(item, Source::Content, weight * share);
         }

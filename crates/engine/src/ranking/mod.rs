@@ -351,14 +351,23 @@ fn exclude_unavailable(candidates: &mut Candidates, items: &ItemModel) {
 /// A filtered request's own candidates: the attribute's popular items, as popular ones.
 fn gather_with_attribute(candidates: &mut Candidates, items: &ItemModel, attribute: u32) {
     let popular = items.catalog.popular_with(attribute);
-    let best = popular
-        .iter()
-        .map(|&item| items.popularity.score(item))
-        .fold(f64::MIN_POSITIVE, f64::max);
-    for &item in popular {
-        let relative = (items.popularity.score(item) / best) as f32;
+    for (item, relative) in relative_popularity(items, popular) {
         candidates.raise(item, Source::Popular, relative);
     }
+}
+
+/// Each item with its trending score relative to the best of `list`.
+fn relative_popularity<'a>(
+    items: &'a ItemModel,
+    list: &'a [u32],
+) -> impl Iterator<Item = (u32, f32)> + 'a {
+    let score = |item: u32| items.popularity.score(item);
+    let best = list
+        .iter()
+        .map(|&item| score(item))
+        .fold(f64::MIN_POSITIVE, f64::max);
+    list.iter()
+        .map(move |&item| (item, (score(item) / best) as f32))
 }
 
 /// A request's restrictions: the attribute and the price range.
