@@ -204,6 +204,19 @@ impl Instance {
     }
 }
 
+/// Waits until the group split the events topic's partitions between the two instances.
+async fn both_hold_partitions(first: &Instance, other: &Instance, topic: &str) {
+    let (a, b, topic) = (first.health.clone(), other.health.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let held = |health: &Health| (0..PARTITIONS).filter(|&p| health.holds(&topic, p)).count();
+        let split = || held(&a) > 0 && held(&b) > 0 && held(&a) + held(&b) == PARTITIONS as usize;
+        let limit = Duration::from_secs(30);
+        wait_until("both instances hold events partitions", limit, split);
+    })
+    .await
+    .unwrap();
+}
+
 const TOKEN: &str = "s3cret-token";
 const AUTH: (&str, &str) = ("Authorization", "Bearer s3cret-token");
 
@@ -467,22 +480,7 @@ async fn an_answer_for_a_user_another_instance_holds_is_marked_degraded() {
     second.query.listen = "127.0.0.1:0".into();
     let first = Instance::start(&config).await;
     let other = Instance::start(&second).await;
-    let (a, b, events) = (first.health.clone(), other.health.clone(), topic.clone());
-    tokio::task::spawn_blocking(move || {
-        let held = |health: &Health| {
-            (0..PARTITIONS)
-                .filter(|&p| health.holds(&events, p))
-                .count()
-        };
-        let split = || held(&a) > 0 && held(&b) > 0 && held(&a) + held(&b) == PARTITIONS as usize;
-        wait_until(
-            "both instances hold events partitions",
-            Duration::from_secs(30),
-            split,
-        );
-    })
-    .await
-    .unwrap();
+    both_hold_partitions(&first, &other, topic).await;
     for u in 0..20 {
         let user = format!("u{u}");
         let partition = Partitioner::Crc32.partition(user.as_bytes(), PARTITIONS);
@@ -538,22 +536,7 @@ async fn redirect_scenario(mut config: Config, members: String) {
     let topic = config.kafka.input_topics[0].clone();
     let first = Instance::start(&config).await;
     let mut other = Instance::start(&second).await;
-    let (a, b, watched) = (first.health.clone(), other.health.clone(), topic.clone());
-    tokio::task::spawn_blocking(move || {
-        let held = |health: &Health| {
-            (0..PARTITIONS)
-                .filter(|&p| health.holds(&watched, p))
-                .count()
-        };
-        let split = || held(&a) > 0 && held(&b) > 0 && held(&a) + held(&b) == PARTITIONS as usize;
-        wait_until(
-            "both instances hold events partitions",
-            Duration::from_secs(30),
-            split,
-        );
-    })
-    .await
-    .unwrap();
+    both_hold_partitions(&first, &other, &topic).await;
     let messages = events(0, 3);
     produce_messages(&config.kafka, &topic, &messages, false, None)
         .await

@@ -58,8 +58,7 @@ pub fn answer(engine: &Engine, ask: &Ask, exclude_seen: bool, now_ms: i64) -> Re
     let generated_at = rfc3339(now_ms);
     match ask {
         Ask::User(ask) => {
-            let viewing: Vec<String> = ask.context_item.iter().cloned().collect();
-            let request = request(&ask.wanted, &viewing, exclude_seen);
+            let request = request(&ask.wanted, ask.context_item.as_slice(), exclude_seen);
             let found = engine.answer(Visitor::User(&ask.user_id), &request);
             ok(&UserAnswer {
                 user_id: &ask.user_id,

@@ -199,15 +199,7 @@ impl Api {
                         },
                         _,
                     )) => {
-                        self.count(
-                            endpoint,
-                            &Reply {
-                                status: 307,
-                                body: Vec::new(),
-                            },
-                            None,
-                            started,
-                        );
+                        self.count(endpoint, 307, None, started);
                         return redirect(&location);
                     }
                     Ok((route, ask)) => {
@@ -217,7 +209,7 @@ impl Api {
                 },
             },
         };
-        self.count(endpoint, &reply, degraded, started);
+        self.count(endpoint, reply.status, degraded, started);
         respond(reply, degraded)
     }
 
@@ -264,12 +256,11 @@ impl Api {
     fn count(
         &self,
         endpoint: &'static str,
-        reply: &Reply,
+        status: u16,
         degraded: Option<Degraded>,
         started: Instant,
     ) {
         let metrics = &self.metrics.query;
-        let status = reply.status;
         metrics
             .responses
             .get_or_create(&ResponseLabel { endpoint, status })

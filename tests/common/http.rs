@@ -1,29 +1,12 @@
-//! A minimal HTTP/1.1 GET for the admin endpoints and Prometheus's API: the status and body.
+//! A minimal HTTP/1.1 client for the admin endpoints, Prometheus's API and the query API.
 
 use std::io::{Read, Write};
 
 /// `GET path` on `address`, with an `Accept` header if given; None when nothing answers.
 pub fn get(address: &str, path: &str, accept: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{accept}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let chunked = head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    Some((
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    ))
+    let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+    let answer = request(address, "GET", path, &headers, &[])?;
+    Some((answer.status, answer.body))
 }
 
 /// An HTTP/1.1 answer: status, headers (names lowercased) and body.
@@ -47,7 +30,6 @@ impl Answer {
 }
 
 /// `method path` on `address` with extra header lines and a body; None when nothing answers.
-#[allow(dead_code)]
 pub fn request(
     address: &str,
     method: &str,

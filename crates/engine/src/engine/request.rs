@@ -6,7 +6,7 @@ use rustc_hash::FxHashSet;
 
 use super::Engine;
 use crate::event::EventType;
-use crate::profile::{Observation, UserProfile};
+use crate::profile::Observation;
 use crate::ranking::{self, Filters, PriceRange, Scored};
 use crate::segments::segment_name;
 use crate::state::{ItemModel, UserState, NO_CATEGORY};
@@ -108,7 +108,6 @@ impl Engine {
         let mut state = match user {
             Some(user) => user.clone(),
             None => UserState {
-                profile: UserProfile::new(now_ms),
                 // MF knows nothing of a visitor: zero factors score every item 0.
                 factors: vec![0.0; config.factorization.rank].into(),
                 ..UserState::new("", now_ms, config)
