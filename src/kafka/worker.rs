@@ -297,13 +297,15 @@ impl Worker {
     /// Warns once when the first keyed event's partition is not the one `query.partitioner`
     /// gives its key: user queries would then go to the wrong worker.
     fn check_partitioner(&mut self, message: &OwnedMessage, key: PartitionKey) {
-        let Some(routes) = &self.routes else { return };
+        if self.partitioner_checked {
+            return;
+        }
+        let Some(routes) = self.routes.as_ref().filter(|r| r.partitions() > 0) else {
+            return;
+        };
         let Some(user) = message.key().filter(|k| !k.is_empty() && key.topic == 0) else {
             return;
         };
-        if self.partitioner_checked || routes.partitions() == 0 {
-            return;
-        }
         self.partitioner_checked = true;
         let expected = routes.partitioner().partition(user, routes.partitions());
         if expected != message.partition() {
