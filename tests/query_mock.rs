@@ -385,6 +385,7 @@ async fn queries_answer_from_live_state_with_filters_and_refuse_bad_requests_by_
             Some("user_id"),
             400,
         ),
+        ("/v1/users/%FF/recommendations".to_string(), None, 400),
     ];
     for (path, parameter, status) in bad {
         let answer = instance.get(&path, &[AUTH]).await;
