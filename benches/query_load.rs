@@ -61,6 +61,8 @@ fn oha(args: &[&str], qps: u64, seconds: u64) -> std::process::Child {
         "--output-format",
         "json",
         "--latency-correction",
+        // Requests under way when the time is up are answered, not counted as errors.
+        "--wait-ongoing-requests-after-deadline",
         "-c",
         "32",
     ];

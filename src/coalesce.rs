@@ -96,11 +96,12 @@ impl Coalescer {
         self.sent_order.push_back((now_ms, key.to_owned()));
     }
 
-    /// Updates whose interval has passed, in due order.
-    pub fn due(&mut self, now_ms: i64) -> Vec<(String, Pending)> {
+    /// Updates whose interval has passed, in due order, at most `limit` of them (the rest
+    /// stay due: `owes`).
+    pub fn due(&mut self, now_ms: i64, limit: usize) -> Vec<(String, Pending)> {
         let mut ready = Vec::new();
         while let Some(entry) = self.due.first_entry() {
-            if entry.key().0 > now_ms {
+            if entry.key().0 > now_ms || ready.len() >= limit {
                 break;
             }
             let key = entry.remove();
@@ -111,6 +112,13 @@ impl Coalescer {
         }
         self.forget_quiet_keys(now_ms);
         ready
+    }
+
+    /// Whether an update is due at `now_ms`.
+    pub fn owes(&self, now_ms: i64) -> bool {
+        self.due
+            .first_key_value()
+            .is_some_and(|(at, _)| at.0 <= now_ms)
     }
 
     /// Every owed update, due or not (shutdown).
@@ -180,8 +188,8 @@ mod tests {
             c.offer("u", Waiter::at(3), Some("e3"), Some(7), 20),
             Offer::Deferred
         );
-        assert!(c.due(99).is_empty());
-        let ready = c.due(100);
+        assert!(c.due(99, usize::MAX).is_empty());
+        let ready = c.due(100, usize::MAX);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].1.waiters, vec![Waiter::at(2), Waiter::at(3)]);
         assert_eq!(ready[0].1.cause_event_id.as_deref(), Some("e3"));
@@ -201,10 +209,36 @@ mod tests {
         c.offer("b", Waiter::at(2), None, None, 500);
         c.offer("b", Waiter::at(3), None, None, 600);
         c.offer("a", Waiter::at(4), None, None, 700);
-        let keys: Vec<String> = c.due(1000).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = c
+            .due(1000, usize::MAX)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec!["a"]);
-        let keys: Vec<String> = c.due(1500).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = c
+            .due(1500, usize::MAX)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec!["b"]);
+    }
+
+    #[test]
+    fn a_limited_step_leaves_the_rest_due_in_order() {
+        let mut c = Coalescer::new(100);
+        for user in 0..5 {
+            let key = format!("u{user}");
+            c.offer(&key, Waiter::at(user), None, None, 0);
+            c.offer(&key, Waiter::at(10 + user), None, None, user);
+        }
+        let keys = |ready: Vec<(String, Pending)>| -> Vec<String> {
+            ready.into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(keys(c.due(200, 2)), vec!["u0", "u1"]);
+        assert!(c.owes(200));
+        assert_eq!(keys(c.due(200, 2)), vec!["u2", "u3"]);
+        assert_eq!(keys(c.due(200, 2)), vec!["u4"]);
+        assert!(!c.owes(200));
     }
 
     #[test]
@@ -213,7 +247,7 @@ mod tests {
         for user in 0..100 {
             c.offer(&format!("u{user}"), Waiter::at(user), None, None, user);
         }
-        c.due(200);
+        c.due(200, usize::MAX);
         assert_eq!(c.remembered_len(), 0);
     }
 }

@@ -608,17 +608,40 @@ impl Processor {
         }
     }
 
-    /// Emits the coalesced outputs that are due (`all`: every one, for shutdown).
-    pub fn flush(&mut self, now_ms: i64, all: bool) -> Flushed {
-        let (users, items) = if all {
-            (self.users.drain(), self.items.drain())
-        } else {
-            (self.users.due(now_ms), self.items.due(now_ms))
-        };
-        let mut flushed = match self.outbox.as_ref().is_some_and(|o| all || o.due(now_ms)) {
+    /// Emits every coalesced output, due or not (shutdown).
+    pub fn flush_all(&mut self, now_ms: i64) -> Flushed {
+        let flushed = match self.outbox.is_some() {
             true => self.flush_item_work(),
             false => Flushed::default(),
         };
+        let (users, items) = (self.users.drain(), self.items.drain());
+        self.emit(flushed, users, items, now_ms)
+    }
+
+    /// Emits the coalesced outputs that are due, at most `limit` of them, so that a caller
+    /// can answer others between steps (`owes` says whether more are due).
+    pub fn flush_due(&mut self, now_ms: i64, limit: usize) -> Flushed {
+        let flushed = match self.outbox.as_ref().is_some_and(|o| o.due(now_ms)) {
+            true => self.flush_item_work(),
+            false => Flushed::default(),
+        };
+        let users = self.users.due(now_ms, limit);
+        let items = self.items.due(now_ms, limit - users.len());
+        self.emit(flushed, users, items, now_ms)
+    }
+
+    /// Whether coalesced outputs are due at `now_ms`.
+    pub fn owes(&self, now_ms: i64) -> bool {
+        self.users.owes(now_ms) || self.items.owes(now_ms)
+    }
+
+    fn emit(
+        &mut self,
+        mut flushed: Flushed,
+        users: Vec<(String, Pending)>,
+        items: Vec<(String, Pending)>,
+        now_ms: i64,
+    ) -> Flushed {
         for (user, pending) in users {
             flushed
                 .outputs
@@ -935,8 +958,8 @@ mod tests {
             2,
             "the user waits; each item is new"
         );
-        assert!(p.flush(500, false).outputs.is_empty());
-        let flushed = p.flush(1000, false);
+        assert!(p.flush_due(500, usize::MAX).outputs.is_empty());
+        let flushed = p.flush_due(1000, usize::MAX);
         let rec = flushed
             .outputs
             .iter()

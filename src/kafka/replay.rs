@@ -265,7 +265,7 @@ impl Replay<'_> {
 
     fn every_so_often(&mut self, now: i64) -> Result<(), ReplayError> {
         if let Some(publisher) = &mut self.publisher {
-            for output in self.processor.flush(now, false).outputs {
+            for output in self.processor.flush_due(now, usize::MAX).outputs {
                 publisher.send(output)?;
             }
         }
@@ -285,7 +285,7 @@ impl Replay<'_> {
     /// Publishes what is owed, waits for every acknowledgement, then the final checkpoint.
     fn finish(&mut self) -> Result<(), ReplayError> {
         if let Some(publisher) = &mut self.publisher {
-            for output in self.processor.flush(wall_clock_ms(), true).outputs {
+            for output in self.processor.flush_all(wall_clock_ms()).outputs {
                 publisher.send(output)?;
             }
             publisher.finish(Duration::from_millis(self.config.pipeline.drain_timeout_ms))?;

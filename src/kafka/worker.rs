@@ -40,6 +40,10 @@ use crate::store::{CheckpointSize, StateStore, StoreError};
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Coalesced updates ranked per step of the loop (~0.5 ms): a query or an acknowledgement
+/// waits for one step, not for a whole flush of thousands.
+const FLUSH_STEP: usize = 32;
+
 pub(super) struct Worker {
     pub index: usize,
     pub checkpoints: Option<Durable>,
@@ -83,6 +87,8 @@ struct State {
     /// Where this worker's users go once its part of a round's cut is complete (taken in
     /// steps between messages: `engine::capture`).
     capturing: Option<oneshot::Sender<UserCut>>,
+    /// Coalesced updates are due beyond the last step's `FLUSH_STEP`.
+    flush_owed: bool,
 }
 
 /// A checkpoint's cut is taken on the workers (a consistent state, cheap to take), then encoded
@@ -152,6 +158,7 @@ impl Worker {
             stored: BTreeMap::new(),
             writing: None,
             capturing: None,
+            flush_owed: false,
         };
         let tick_ms = (pipeline.min_update_interval_ms / 4).clamp(10, 100);
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
@@ -170,11 +177,14 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
-                    self.flush(&mut state, false).await?;
+                    self.flush_step(&mut state).await?;
                     self.checkpoint_if_due(&mut state).await?;
                     self.publish_stats();
                     self.log_rejections(false);
                 }
+                // Before new input, as a whole flush was; after queries, which wait at most
+                // one step.
+                _ = std::future::ready(()), if state.flush_owed => self.flush_step(&mut state).await?,
                 input = messages.recv(), if room => match input {
                     Some(WorkerInput::Message(message)) => {
                         let key = self.partition_key(&message)?;
@@ -357,7 +367,7 @@ impl Worker {
         }
         self.send_all(state, processed.outputs).await?;
         if self.processor.item_work_full() {
-            self.flush(state, false).await?;
+            self.flush_step(state).await?;
         }
         if self
             .checkpoints
@@ -415,8 +425,12 @@ impl Worker {
         )
     }
 
-    async fn flush(&mut self, state: &mut State, all: bool) -> Result<(), RunError> {
-        let flushed = self.processor.flush(wall_clock_ms(), all);
+    /// Publishes the item work and at most `FLUSH_STEP` coalesced updates that are due
+    /// (ranking each), noting whether more are due.
+    async fn flush_step(&mut self, state: &mut State) -> Result<(), RunError> {
+        let now_ms = wall_clock_ms();
+        let flushed = self.processor.flush_due(now_ms, FLUSH_STEP);
+        state.flush_owed = self.processor.owes(now_ms);
         self.send_flushed(state, flushed).await
     }
 
@@ -682,7 +696,9 @@ impl Worker {
 
     /// Publishes everything owed and waits for acknowledgements (the caller commits).
     async fn drain(&mut self, state: &mut State, drain_ms: u64) -> Result<(), RunError> {
-        self.flush(state, true).await?;
+        let flushed = self.processor.flush_all(wall_clock_ms());
+        self.send_flushed(state, flushed).await?;
+        state.flush_owed = false;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(drain_ms);
         while let Ok(Some(acked)) = tokio::time::timeout_at(deadline, state.in_flight.next()).await
         {
