@@ -502,6 +502,70 @@ async fn an_answer_for_a_user_another_instance_holds_is_marked_degraded() {
     drop(cluster);
 }
 
+/// One view by each of `users` users `v0…`, for a changelog long enough to take a while to
+/// restore.
+fn views_by_many(users: usize) -> Vec<(String, Vec<u8>)> {
+    (0..users)
+        .map(|u| {
+            let (user, ts) = (format!("v{u}"), 1_700_000_000_000i64 + u as i64);
+            let item = format!("i{}", u % ITEMS);
+            let json =
+                format!(r#"{{"type":"view","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#);
+            (user, json.into_bytes())
+        })
+        .collect()
+}
+
+/// A partition that moves to an instance with an empty state dir is restored from the
+/// changelog before its events flow; a user's query meanwhile is answered (200) and marked
+/// `restoring`, and once restored it is answered unmarked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_during_a_partition_restore_is_marked_degraded() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = setup(&cluster);
+    config.kafka.changelog_topic = unique("changelog");
+    cluster
+        .create_topic(&config.kafka.changelog_topic, PARTITIONS, 1)
+        .unwrap();
+    config.state.dir = dirs.path().join("a").display().to_string();
+    let messages = views_by_many(20_000);
+    let topic = &config.kafka.input_topics[0];
+    produce_messages(&config.kafka, topic, &messages, false, None)
+        .await
+        .unwrap();
+    let mut first = Instance::start(&config).await;
+    first.consumed(messages.len() as u64).await;
+    first.stop().await;
+
+    let mut fresh = config.clone();
+    fresh.state.dir = dirs.path().join("b").display().to_string();
+    let second = Instance::start(&fresh).await;
+    let mut marks = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        let answer = second.get("/v1/users/v1/recommendations", &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let degraded = answer.header("streamrec-degraded").map(str::to_owned);
+        if marks.last() != Some(&degraded) {
+            marks.push(degraded.clone());
+        }
+        if degraded.is_none() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "restored in time; marks {marks:?}"
+        );
+    }
+    assert!(
+        marks.contains(&Some("restoring".to_owned())),
+        "answers during the restore are marked: {marks:?}"
+    );
+    second.stop().await;
+    drop(cluster);
+}
+
 /// With `query.members_topic`, each instance announces the partitions it holds, and a user's
 /// query reaching the instance that does not hold the user is redirected to the one that does,
 /// which knows the user.
