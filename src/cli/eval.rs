@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::load_config;
-use crate::eval::{evaluate, standard_methods, Mode, Protocol, Topology};
+use crate::eval::{evaluate, standard_methods, Mode, Protocol, Publish, Topology};
 use crate::formats::{load, Format};
 
 /// `eval --mode`: what counts as a hit.
@@ -40,6 +40,11 @@ pub struct EvalArgs {
     /// Engine settings (TOML); defaults when left out.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Also show each user, after each event, the list `run` would publish then (the
+    /// configured blend, `pipeline.exclude_seen`), and report the online metrics that `run`
+    /// would count for their next events.
+    #[arg(long)]
+    pub online: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -143,6 +148,9 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
         topology: args.topology.into(),
         sync_every: args.sync_every,
         significance: args.significance,
+        publish: args.online.then_some(Publish {
+            exclude_seen: config.pipeline.exclude_seen,
+        }),
     };
     let report = evaluate(
         loaded.events,

@@ -20,6 +20,7 @@ pub struct EngineConfig {
     pub popularity: PopularityConfig,
     pub content: ContentConfig,
     pub ranking: RankingConfig,
+    pub online: OnlineConfig,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +36,37 @@ impl Default for EngineConfig {
             popularity: PopularityConfig::default(),
             content: ContentConfig::default(),
             ranking: RankingConfig::default(),
+            online: OnlineConfig::default(),
+        }
+    }
+}
+
+/// Online metrics (see `online`): how long a list shown to a user counts as seen, and how
+/// many of its items that they touched a later purchase can be attributed to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// An event is judged against the user's last list if it comes at most this long (event
+    /// time) after the user's event the list was made for.
+    pub horizon_ms: i64,
+    /// Recommended items a user touched, kept per user for attributing purchases.
+    pub max_engaged: usize,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            horizon_ms: 3_600_000,
+            max_engaged: 16,
+        }
+    }
+}
+
+impl OnlineConfig {
+    pub fn limits(&self) -> crate::online::OnlineLimits {
+        crate::online::OnlineLimits {
+            horizon_ms: self.horizon_ms,
+            max_engaged: self.max_engaged,
         }
     }
 }
@@ -450,6 +482,8 @@ impl EngineConfig {
         ] {
             positive(key, value as i64)?;
         }
+        positive("engine.online.horizon_ms", self.online.horizon_ms)?;
+        positive("engine.online.max_engaged", self.online.max_engaged as i64)?;
         positive("engine.ranking.seed_items", self.ranking.seed_items as i64)?;
         positive("engine.ranking.mf_rescore", self.ranking.mf_rescore as i64)?;
         for (key, value) in [

@@ -16,6 +16,7 @@
 //!   candidates (cold start).
 //! - [`ranking`]: candidates → blended score → filters → top-N.
 //! - [`triggers`]: campaign trigger rules, evaluated in event time on the engine's state.
+//! - [`online`]: online metrics — each event judged against what its user was last shown.
 //! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)` (plus
 //!   `apply_profile`, `apply_catalog` and the fired triggers), split into item-side (shared) and
 //!   user-side (per worker) state; `engine::ModelUpdate` replicates the item side between
@@ -44,6 +45,7 @@ pub mod event;
 pub mod factorization;
 pub mod intern;
 pub mod neighbors;
+pub mod online;
 pub mod popularity;
 pub mod profile;
 pub mod ranking;

@@ -13,6 +13,7 @@ use crate::cooccurrence::Cooccurrence;
 use crate::event::ProfileUpdate;
 use crate::factorization::{initial_vector, ItemFactors, SamplePool};
 use crate::intern::Interner;
+use crate::online::Shown;
 use crate::popularity::Popularity;
 use crate::profile::UserProfile;
 use crate::segments::Segments;
@@ -80,6 +81,10 @@ pub struct UserState {
     /// state: it tells checkpoints what changed and eviction who is cold.
     #[serde(skip)]
     pub(crate) touched: u64,
+    /// What the user was last shown (online metrics). Observed, not learned: stored after the
+    /// learned state in the user's record, outside the state digest (see `engine::records`).
+    #[serde(skip)]
+    pub shown: Option<Box<Shown>>,
 }
 
 impl UserState {
@@ -93,6 +98,7 @@ impl UserState {
             position: None,
             stream: DEFAULT_STREAM,
             touched: 0,
+            shown: None,
         }
     }
 
@@ -105,10 +111,9 @@ impl UserState {
             });
         }
         let (item_count, category_count) = (items.ids.len(), items.categories.len());
-        if let Some(bad) = self
-            .profile
-            .max_item()
-            .filter(|&i| i as usize >= item_count)
+        let shown = self.shown.as_ref().and_then(|s| s.max_item());
+        if let Some(bad) =
+            (self.profile.max_item().max(shown)).filter(|&i| i as usize >= item_count)
         {
             return Err(Mismatch::Item {
                 index: bad as usize,

@@ -16,6 +16,7 @@ use crate::cooccurrence::{pair_ops, PairEvent};
 use crate::dedup::DedupWindow;
 use crate::event::{Event, EventType, ProfileUpdate};
 use crate::factorization::{initial_vector, learn};
+use crate::online::{Observed, OnlineCounts};
 use crate::popularity::Popularity;
 use crate::profile::Observation;
 use crate::ranking::{self, Filters, Scored};
@@ -37,6 +38,7 @@ mod portable;
 mod records;
 mod replica;
 mod request;
+mod shown;
 mod view_reader;
 mod work_batch;
 
@@ -60,6 +62,7 @@ pub use records::{
 };
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 pub use request::{Answer, Request, Visitor};
+use shown::worth;
 
 /// User-side state for the users one worker owns.
 #[derive(Clone, Debug)]
@@ -75,6 +78,8 @@ pub struct UserShard {
     pub contended: u64,
     /// Trigger deadlines and cooldowns of this shard's users.
     pub triggers: TriggerState,
+    /// Online metrics of this shard's users' events (see `online`).
+    pub online: OnlineCounts,
     /// Triggers fired by the input being applied (returned with its effects).
     fired: Vec<Fired>,
     /// Whether `apply` records what it did to the item model for other replicas.
@@ -114,6 +119,7 @@ impl UserShard {
             rng,
             contended: 0,
             triggers,
+            online: OnlineCounts::default(),
             fired: Vec::new(),
             replicate: false,
             model_updates: Vec::new(),
@@ -410,6 +416,12 @@ impl Engine {
             new_to_user: profile.recent_position(item).is_none(),
             first_purchase: event.kind == EventType::Purchase && !profile.has_purchased(item),
         };
+        let observed = Observed {
+            item,
+            ts_ms: event.ts_ms,
+            new_item: pair_event.new_to_user,
+            purchase: (event.kind == EventType::Purchase).then(|| worth(event, items, item)),
+        };
         let mut update = self
             .shard
             .replicate
@@ -454,6 +466,11 @@ impl Engine {
             weight,
             category,
         };
+        if let Some(shown) = user.shown.as_deref_mut() {
+            self.shard
+                .online
+                .judge(shown, observed, config.online.limits());
+        }
         user.profile.record(observation, &config.profile);
         if !self.rules.is_empty() {
             let facts = EventFacts {
@@ -674,7 +691,7 @@ impl Engine {
     /// (a damaged or mismatched state dir), never used.
     pub fn insert_user(&mut self, user_id: &str, record: &[u8]) -> Result<(), DecodeError> {
         let what = format!("user {user_id:?}");
-        let state: UserState = decode_within::<_, SMALL_RECORD_LIMIT>(record, &what)?;
+        let state = records::decode_user(record, &what)?;
         state
             .check_indices(&self.read(), self.config.factorization.rank)
             .map_err(|mismatch| DecodeError {

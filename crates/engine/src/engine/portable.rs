@@ -136,6 +136,7 @@ impl Engine {
                 .position
                 .map_or(super::DEFAULT_STREAM, |p| p.stream),
             touched: 0,
+            shown: None,
         })
     }
 }

@@ -20,6 +20,7 @@ use crate::dedup::DedupWindow;
 use crate::engine::StreamClocks;
 use crate::factorization::initial_vector;
 use crate::neighbors::Row;
+use crate::online::{OnlineCounts, Shown};
 use crate::rng::SplitMix64;
 use crate::triggers::TriggerState;
 
@@ -64,12 +65,7 @@ pub(super) fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(
     bytes: &[u8],
     what: &str,
 ) -> Result<T, DecodeError> {
-    let config = bincode::config::standard().with_limit::<LIMIT>();
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError {
-            what: what.to_owned(),
-            detail: e.to_string(),
-        })?;
+    let (value, read) = decode_prefix::<T, LIMIT>(bytes, what)?;
     if read != bytes.len() {
         return Err(DecodeError {
             what: what.to_owned(),
@@ -77,6 +73,63 @@ pub(super) fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(
         });
     }
     Ok(value)
+}
+
+/// Decodes the value a record starts with; returns it and the bytes it took.
+fn decode_prefix<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(T, usize), DecodeError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Decodes a record made of a learned part and, optionally (records written before it
+/// existed have none), an observed part after it (see [`encode_user`]).
+fn decode_with_tail<T, U, const LIMIT: usize>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(T, Option<U>), DecodeError>
+where
+    T: serde::de::DeserializeOwned,
+    U: serde::de::DeserializeOwned,
+{
+    let (learned, read) = decode_prefix::<T, LIMIT>(bytes, what)?;
+    let tail = &bytes[read..];
+    let observed = match tail.is_empty() {
+        true => None,
+        false => Some(decode_within::<U, LIMIT>(tail, what)?),
+    };
+    Ok((learned, observed))
+}
+
+/// A user's record: the learned state, then what the user was last shown, if anything. The
+/// state digest covers only the learned part ([`learned_part`]): what was shown depends on
+/// when updates were published and who asked, not only on the inputs.
+pub(super) fn encode_user(state: &UserState) -> Vec<u8> {
+    let mut bytes = encode(state);
+    if let Some(shown) = &state.shown {
+        bytes.extend(encode(&**shown));
+    }
+    bytes
+}
+
+pub(super) fn decode_user(bytes: &[u8], what: &str) -> Result<UserState, DecodeError> {
+    let (mut state, shown) = decode_with_tail::<UserState, Shown, SMALL_RECORD_LIMIT>(bytes, what)?;
+    state.shown = shown.map(Box::new);
+    Ok(state)
+}
+
+/// The learned part of a record made of `T` and an observed tail (the whole record if it does
+/// not decode: the digest of damage is still a digest).
+fn learned_part<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> &[u8] {
+    match decode_prefix::<T, SHARD_RECORD_LIMIT>(bytes, "") {
+        Ok((_, read)) => &bytes[..read],
+        Err(_) => bytes,
+    }
 }
 
 /// An item record's name in errors.
@@ -91,6 +144,24 @@ pub(super) struct ShardRest {
     clocks: StreamClocks,
     rng: SplitMix64,
     triggers: TriggerState,
+    /// Observed, not learned: encoded after the rest, outside the digest (as a user's list).
+    #[serde(skip)]
+    online: OnlineCounts,
+}
+
+impl ShardRest {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = encode(self);
+        bytes.extend(encode(&self.online));
+        bytes
+    }
+
+    fn decode(bytes: &[u8], what: &str) -> Result<ShardRest, DecodeError> {
+        let (mut rest, online) =
+            decode_with_tail::<ShardRest, OnlineCounts, SHARD_RECORD_LIMIT>(bytes, what)?;
+        rest.online = online.unwrap_or_default();
+        Ok(rest)
+    }
 }
 
 #[derive(Serialize)]
@@ -181,8 +252,8 @@ impl Changes {
         let mut shards = Vec::with_capacity(self.workers.len());
         for part in self.workers {
             let encoded = part.users.into_iter();
-            users.extend(encoded.map(|(id, state)| (id.into_string(), encode(&*state))));
-            shards.push(encode(&part.shard));
+            users.extend(encoded.map(|(id, state)| (id.into_string(), encode_user(&state))));
+            shards.push(part.shard.encode());
         }
         users.sort_by(|a, b| a.0.cmp(&b.0));
         // A user captured twice in a stepped cut (see `engine::capture`) is the same state.
@@ -257,6 +328,7 @@ impl Engine {
             clocks: self.shard.clocks.clone(),
             rng: self.shard.rng.clone(),
             triggers: self.shard.triggers.clone(),
+            online: self.shard.online.clone(),
         }
     }
 
@@ -361,8 +433,9 @@ impl Engine {
         worker: usize,
     ) -> Result<Engine, DecodeError> {
         let what = format!("shard {worker} (dedup window, clocks, RNG, triggers)");
-        let rest: ShardRest = decode_within::<_, SHARD_RECORD_LIMIT>(shard, &what)?;
-        let shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
+        let rest = ShardRest::decode(shard, &what)?;
+        let mut shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
+        shard.online = rest.online;
         Ok(Engine {
             config,
             items,
@@ -483,11 +556,11 @@ pub fn records_digest(records: &EngineRecords) -> String {
         parts.push(bytes);
     }
     for shard in &records.shards {
-        parts.extend([&b"shard"[..], shard]);
+        parts.extend([&b"shard"[..], learned_part::<ShardRest>(shard)]);
     }
     for (id, bytes) in &records.users {
         parts.push(id.as_bytes());
-        parts.push(bytes);
+        parts.push(learned_part::<UserState>(bytes));
     }
     format!("{:032x}", crate::rng::hash128(&parts))
 }

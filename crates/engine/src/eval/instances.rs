@@ -21,6 +21,8 @@ use crate::engine::{
     WorkBatch,
 };
 use crate::event::Event;
+use crate::online::OnlineCounts;
+use crate::ranking::Filters;
 
 /// How the item side is shared between instances.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -145,6 +147,24 @@ impl Instances {
         if self.since_sync >= self.sync_every {
             self.sync();
         }
+    }
+
+    /// Shows the user the list `run` would publish now: online metrics judge the user's next
+    /// events against it (see `online`).
+    pub fn show(&mut self, user_id: &str, top_n: usize, filters: &Filters) {
+        let index = self.index_of(user_id);
+        let engine = &mut self.engines[index];
+        let list = engine.recommend(user_id, top_n, filters);
+        engine.show(user_id, &list);
+    }
+
+    /// The online counters of every instance, summed.
+    pub fn online_counts(&self) -> OnlineCounts {
+        let mut total = OnlineCounts::default();
+        for engine in &self.engines {
+            total.add(engine.online_counts());
+        }
+        total
     }
 
     pub fn sync(&mut self) {

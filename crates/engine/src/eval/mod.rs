@@ -17,6 +17,7 @@ mod instances;
 
 use crate::engine::Engine;
 use crate::event::{Event, EventType};
+use crate::online::OnlineCounts;
 use crate::ranking::Filters;
 use instances::Instances;
 pub use instances::Topology;
@@ -127,6 +128,8 @@ pub struct EvalReport {
     pub bytes_per_user: f64,
     pub bytes_per_item: f64,
     pub methods: Vec<MethodReport>,
+    /// With [`Protocol::publish`]: the online metrics of the lists shown.
+    pub online: Option<OnlineCounts>,
 }
 
 #[derive(Default)]
@@ -163,6 +166,16 @@ pub struct Protocol {
     pub sync_every: usize,
     /// Owned: an item's view waits until it moved by more than this share (see `ItemOwner`).
     pub significance: f32,
+    /// Also show each user, after each of their events, the list `run` would publish then
+    /// (the configured blend, `exclude_seen` as given), and report the online metrics of
+    /// their next events judged against it (see `online`).
+    pub publish: Option<Publish>,
+}
+
+/// How `run` publishes, for [`Protocol::publish`].
+#[derive(Clone, Copy, Debug)]
+pub struct Publish {
+    pub exclude_seen: bool,
 }
 
 impl Protocol {
@@ -174,6 +187,7 @@ impl Protocol {
             topology: Topology::Replicated,
             sync_every: 1,
             significance: 0.0,
+            publish: None,
         }
     }
 }
@@ -235,6 +249,13 @@ pub fn evaluate(
         let started = Instant::now();
         instances.apply(event);
         learning += started.elapsed();
+        if let Some(publish) = protocol.publish {
+            let filters = Filters {
+                exclude_seen: publish.exclude_seen,
+                ..Filters::default()
+            };
+            instances.show(&event.user_id, top_n, &filters);
+        }
         let item = instances
             .engine(owner)
             .item_index(&event.item_id)
@@ -290,6 +311,7 @@ pub fn evaluate(
         bytes_per_user: memory.bytes_per_user(),
         bytes_per_item: memory.bytes_per_item(),
         methods: method_reports,
+        online: protocol.publish.map(|_| instances.online_counts()),
     }
 }
 
@@ -371,6 +393,12 @@ impl EvalReport {
             out += &format!(
                 "{:<20} {:>8.4} {:>8.4} {:>9.3} {:>12.0} {:>12.4}\n",
                 m.method, m.hr_at_n, m.mrr_at_n, m.coverage, m.events_per_s, m.cold_hr_at_n
+            );
+        }
+        if let Some(online) = &self.online {
+            out += &format!(
+                "as published after each event (online metrics): HR@{n} {:.4}, MRR@{n} {:.4} over {} events on items new to the user; {} of {} purchases converted\n",
+                online.hit_rate(), online.mrr(), online.new_item_events, online.conversions, online.purchases
             );
         }
         out

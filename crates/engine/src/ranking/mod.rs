@@ -28,9 +28,10 @@ pub enum Source {
     Segment = 6,
 }
 
-const SOURCE_COUNT: usize = 7;
+pub const SOURCE_COUNT: usize = 7;
 
-const SOURCES: [Source; SOURCE_COUNT] = [
+/// Every source, in bit order.
+pub const SOURCES: [Source; SOURCE_COUNT] = [
     Source::History,
     Source::Cooc,
     Source::Cross,
@@ -73,6 +74,11 @@ pub struct Sources(u8);
 impl Sources {
     pub fn contains(self, source: Source) -> bool {
         self.0 & (1 << source as u8) != 0
+    }
+
+    /// The set as bits: bit `Source as u8` for each source in it.
+    pub fn bits(self) -> u8 {
+        self.0
     }
 
     fn insert(&mut self, source: Source) {

@@ -1,0 +1,284 @@
+//! Online metrics from the stream itself. What was last shown to a user (a published update, a
+//! query's answer) stays with the user; each of their next events is judged against it: was
+//! the event's item in the list, at which rank, from which sources, and was a purchase of an
+//! item recommended to them (a conversion, with its revenue). Bounded per user — the last list
+//! (at most `MAX_SHOWN` items) and the last `engine.online.max_engaged` recommended items they
+//! went on to touch — and counted per shard, stored with the state.
+//!
+//! The definition matches prequential evaluation's discovery test (`eval`): a test case is an
+//! event on an item new to the user, a hit is that item in the list shown. `eval` ranks just
+//! before the event; here the list is the one the user was shown, so the two agree when a list
+//! is published after every event and nothing else happens in between.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// The most items of a shown list kept (longer lists are judged on their first `MAX_SHOWN`).
+pub const MAX_SHOWN: usize = 100;
+
+/// Source bits (see `ranking::Sources`) have this many places.
+pub const SOURCE_BITS: usize = 8;
+
+/// What a user was last shown, and which recommended items they went on to touch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shown {
+    /// The user's time when the list was made: their latest event's time.
+    pub at_ms: i64,
+    /// (item index, source bits), best first.
+    pub items: Vec<(u32, u8)>,
+    /// Items of earlier lists the user touched while the list was fresh, oldest first: a
+    /// purchase of one within the horizon is a conversion even once a later list left it out.
+    pub engaged: VecDeque<Engaged>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Engaged {
+    pub item: u32,
+    pub sources: u8,
+    pub at_ms: i64,
+}
+
+/// One event of a user as online metrics see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed {
+    pub item: u32,
+    pub ts_ms: i64,
+    /// The user had not touched the item (by their bounded recent history).
+    pub new_item: bool,
+    /// A purchase, and what it is worth (price × quantity; 0 when no price is known).
+    pub purchase: Option<f64>,
+}
+
+/// Online counters of one shard (or summed over several).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OnlineCounts {
+    /// Events of users whose last list was shown within the horizon (judged events).
+    pub judged: u64,
+    /// Judged events on items new to the user: online HR@N's test cases.
+    pub new_item_events: u64,
+    /// Those whose item was in the list.
+    pub hits: u64,
+    /// Sum of 1 / rank over the hits (MRR = this / `new_item_events`).
+    pub reciprocal_rank: f64,
+    /// Hits whose item the source proposed (an item can have several), by source bit.
+    pub hits_by_source: [u64; SOURCE_BITS],
+    /// Judged purchases, and what they were worth.
+    pub purchases: u64,
+    pub purchase_revenue: f64,
+    /// Judged purchases of an item in the list or engaged within the horizon, and their worth.
+    pub conversions: u64,
+    pub attributed_revenue: f64,
+    pub conversions_by_source: [u64; SOURCE_BITS],
+}
+
+impl OnlineCounts {
+    pub fn add(&mut self, other: &OnlineCounts) {
+        self.judged += other.judged;
+        self.new_item_events += other.new_item_events;
+        self.hits += other.hits;
+        self.reciprocal_rank += other.reciprocal_rank;
+        self.purchases += other.purchases;
+        self.purchase_revenue += other.purchase_revenue;
+        self.conversions += other.conversions;
+        self.attributed_revenue += other.attributed_revenue;
+        for bit in 0..SOURCE_BITS {
+            self.hits_by_source[bit] += other.hits_by_source[bit];
+            self.conversions_by_source[bit] += other.conversions_by_source[bit];
+        }
+    }
+
+    /// Online HR@N: hits per event on an item new to the user.
+    pub fn hit_rate(&self) -> f64 {
+        ratio(self.hits as f64, self.new_item_events as f64)
+    }
+
+    pub fn mrr(&self) -> f64 {
+        ratio(self.reciprocal_rank, self.new_item_events as f64)
+    }
+
+    /// Conversions per judged purchase.
+    pub fn conversion_rate(&self) -> f64 {
+        ratio(self.conversions as f64, self.purchases as f64)
+    }
+
+    /// Judges `event` against what its user was last shown, and counts it.
+    pub fn judge(&mut self, shown: &mut Shown, event: Observed, limits: OnlineLimits) {
+        if event.ts_ms - shown.at_ms > limits.horizon_ms {
+            return;
+        }
+        self.judged += 1;
+        let in_list = shown.items.iter().position(|&(item, _)| item == event.item);
+        let sources = in_list.map(|rank| shown.items[rank].1);
+        if event.new_item {
+            self.new_item_events += 1;
+            if let (Some(rank), Some(bits)) = (in_list, sources) {
+                self.hits += 1;
+                self.reciprocal_rank += 1.0 / (rank as f64 + 1.0);
+                count_bits(&mut self.hits_by_source, bits);
+            }
+        }
+        if let Some(worth) = event.purchase {
+            self.purchases += 1;
+            self.purchase_revenue += worth;
+            let engaged = shown.engaged_within(event.item, event.ts_ms, limits.horizon_ms);
+            if let Some(bits) = sources.or(engaged) {
+                self.conversions += 1;
+                self.attributed_revenue += worth;
+                count_bits(&mut self.conversions_by_source, bits);
+            }
+        }
+        if let Some(bits) = sources {
+            shown.engage(event.item, bits, event.ts_ms, limits.max_engaged);
+        }
+    }
+}
+
+/// The bounds of judging: how long a list counts as seen, how many engaged items are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct OnlineLimits {
+    pub horizon_ms: i64,
+    pub max_engaged: usize,
+}
+
+impl Shown {
+    /// A list shown at the user's time `at_ms`, keeping what they engaged with before.
+    pub fn replace(&mut self, at_ms: i64, items: impl Iterator<Item = (u32, u8)>) {
+        self.at_ms = at_ms;
+        self.items.clear();
+        self.items.extend(items.take(MAX_SHOWN));
+    }
+
+    /// The largest item index the lists hold (a record naming more is refused on load).
+    pub fn max_item(&self) -> Option<u32> {
+        let listed = self.items.iter().map(|&(item, _)| item);
+        listed.chain(self.engaged.iter().map(|e| e.item)).max()
+    }
+
+    fn engaged_within(&self, item: u32, ts_ms: i64, horizon_ms: i64) -> Option<u8> {
+        let recent = self.engaged.iter().rev();
+        let mut within = recent.filter(|e| ts_ms - e.at_ms <= horizon_ms);
+        within.find(|e| e.item == item).map(|e| e.sources)
+    }
+
+    fn engage(&mut self, item: u32, sources: u8, at_ms: i64, max: usize) {
+        self.engaged.retain(|e| e.item != item);
+        self.engaged.push_back(Engaged {
+            item,
+            sources,
+            at_ms,
+        });
+        while self.engaged.len() > max {
+            self.engaged.pop_front();
+        }
+    }
+}
+
+fn count_bits(counts: &mut [u64; SOURCE_BITS], bits: u8) {
+    for (bit, count) in counts.iter_mut().enumerate() {
+        *count += u64::from(bits & (1 << bit) != 0);
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: OnlineLimits = OnlineLimits {
+        horizon_ms: 1_000,
+        max_engaged: 2,
+    };
+
+    fn shown(at_ms: i64, items: &[(u32, u8)]) -> Shown {
+        let mut shown = Shown::default();
+        shown.replace(at_ms, items.iter().copied());
+        shown
+    }
+
+    fn view(item: u32, ts_ms: i64, new_item: bool) -> Observed {
+        Observed {
+            item,
+            ts_ms,
+            new_item,
+            purchase: None,
+        }
+    }
+
+    fn purchase(item: u32, ts_ms: i64, worth: f64) -> Observed {
+        Observed {
+            purchase: Some(worth),
+            ..view(item, ts_ms, false)
+        }
+    }
+
+    #[test]
+    fn a_new_item_in_the_list_is_a_hit_at_its_rank_with_its_sources() {
+        let mut counts = OnlineCounts::default();
+        let mut list = shown(100, &[(7, 0b01), (9, 0b10)]);
+        counts.judge(&mut list, view(9, 150, true), LIMITS);
+        counts.judge(&mut list, view(3, 160, true), LIMITS);
+        assert_eq!(
+            (counts.judged, counts.new_item_events, counts.hits),
+            (2, 2, 1)
+        );
+        assert_eq!(counts.reciprocal_rank, 0.5);
+        assert_eq!(counts.hits_by_source[..2], [0, 1]);
+        assert_eq!(counts.hit_rate(), 0.5);
+    }
+
+    #[test]
+    fn an_item_the_user_had_touched_is_judged_but_not_a_test_case() {
+        let mut counts = OnlineCounts::default();
+        let mut list = shown(100, &[(7, 1)]);
+        counts.judge(&mut list, view(7, 150, false), LIMITS);
+        assert_eq!(
+            (counts.judged, counts.new_item_events, counts.hits),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_list_older_than_the_horizon_judges_nothing() {
+        let mut counts = OnlineCounts::default();
+        let mut list = shown(100, &[(7, 1)]);
+        counts.judge(&mut list, view(7, 1_101, true), LIMITS);
+        assert_eq!(counts, OnlineCounts::default());
+    }
+
+    #[test]
+    fn a_purchase_of_an_item_engaged_earlier_converts_within_the_horizon() {
+        let mut counts = OnlineCounts::default();
+        let mut list = shown(100, &[(7, 0b100)]);
+        counts.judge(&mut list, view(7, 150, true), LIMITS);
+        // The next list leaves 7 out (seen); buying it still converts, with 7's sources.
+        list.replace(150, [(8, 1)].into_iter());
+        counts.judge(&mut list, purchase(7, 900, 30.0), LIMITS);
+        assert_eq!((counts.purchases, counts.conversions), (1, 1));
+        assert_eq!(counts.attributed_revenue, 30.0);
+        assert_eq!(counts.conversions_by_source[2], 1);
+        // Past the horizon from the engagement, a purchase is judged but not attributed.
+        list.replace(900, [(8, 1)].into_iter());
+        counts.judge(&mut list, purchase(7, 1_200, 30.0), LIMITS);
+        assert_eq!((counts.purchases, counts.conversions), (2, 1));
+        assert_eq!(counts.purchase_revenue, 60.0);
+    }
+
+    #[test]
+    fn engaged_items_are_bounded_oldest_out() {
+        let mut counts = OnlineCounts::default();
+        let mut list = shown(0, &[(1, 1), (2, 1), (3, 1)]);
+        for item in 1..=3 {
+            counts.judge(&mut list, view(item, 10, true), LIMITS);
+        }
+        let kept: Vec<u32> = list.engaged.iter().map(|e| e.item).collect();
+        assert_eq!(kept, vec![2, 3]);
+    }
+}
