@@ -21,6 +21,7 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::item_metrics::ItemMetrics;
 use crate::kafka::Health;
+use crate::online_metrics::OnlineMetrics;
 use crate::pipeline::Stats;
 use crate::query::QueryMetrics;
 
@@ -85,6 +86,7 @@ pub struct Metrics {
     /// Item-owned scale-out's owners and follower count into these.
     pub items_side: ItemMetrics,
     pub query: QueryMetrics,
+    online: OnlineMetrics,
     /// The totals last added to the counters.
     seen: Mutex<Stats>,
     /// Output topic names for `published`: recommendations, similar items, dead letters,
@@ -127,6 +129,7 @@ impl Metrics {
             consumer_lag: Family::default(),
             items_side: ItemMetrics::default(),
             query: QueryMetrics::default(),
+            online: OnlineMetrics::default(),
             seen: Mutex::default(),
             topics,
             registry: Registry::with_prefix("streamrec"),
@@ -263,6 +266,8 @@ impl Metrics {
         m.families.extend(items);
         let query = m.query.register(&mut m.registry);
         m.families.extend(query);
+        let online = m.online.register(&mut m.registry);
+        m.families.extend(online);
         metrics
     }
 
@@ -281,6 +286,7 @@ impl Metrics {
         (items.work_sent_bytes).inc_by(total.item_work_bytes - seen.item_work_bytes);
         self.restoring_partitions
             .set(health.restoring().len() as i64);
+        self.online.record(&total.online, &seen.online);
         for (reason, &count) in &total.rejected {
             let before = seen.rejected.get(reason).copied().unwrap_or(0);
             self.rejected

@@ -48,6 +48,7 @@ pub mod kafka;
 pub(crate) mod merge;
 pub(crate) mod message;
 pub mod offsets;
+pub(crate) mod online_metrics;
 pub(crate) mod outputs;
 pub mod pipeline;
 pub mod query;
@@ -58,7 +59,7 @@ pub(crate) mod tools;
 
 pub use streamrec_engine::{
     canonical, catalog, clean, cooccurrence, decay, dedup, engine, eval, event, factorization,
-    intern, neighbors, popularity, profile, ranking, rng, segments, similarity, synthetic,
+    intern, neighbors, online, popularity, profile, ranking, rng, segments, similarity, synthetic,
     triggers,
 };
 pub use streamrec_engine::{Applied, Engine, Event, EventType};

@@ -18,6 +18,7 @@ use crate::engine::{Applied, DecodeError, Effects, Engine, ModelUpdate, Position
 use crate::event::{Input, ProfileUpdate};
 use crate::item_outbox::ItemOutbox;
 use crate::offsets::{PartitionKey, Waiter};
+use crate::online::OnlineCounts;
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
 use crate::ranking::Filters;
 use crate::triggers::{Fired, Rules};
@@ -113,6 +114,9 @@ pub struct Stats {
     /// span a benchmark's rate is measured over.
     pub first_consumed_ms: i64,
     pub last_consumed_ms: i64,
+    /// Online metrics: the users' events judged against what they were last shown (kept in
+    /// the engine, with the state; filled in by `Processor::totals`).
+    pub online: OnlineCounts,
 }
 
 /// One reason behind nearly every input of a while: a misconfigured producer or time rule,
@@ -179,6 +183,7 @@ impl Stats {
             self.first_consumed_ms = first;
         }
         self.last_consumed_ms = self.last_consumed_ms.max(other.last_consumed_ms);
+        self.online.add(&other.online);
     }
 }
 
@@ -382,6 +387,15 @@ impl Processor {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters with the engine's online metrics (which a checkpoint restores, unlike the
+    /// rest, which count this process's work).
+    pub fn totals(&self) -> Stats {
+        Stats {
+            online: self.engine.online_counts().clone(),
+            ..self.stats.clone()
+        }
     }
 
     /// Coalesced outputs still owed.
@@ -704,6 +718,7 @@ impl Processor {
             ..Filters::default()
         };
         let list = self.engine.recommend(user, self.config.top_n, &filters);
+        self.engine.show(user, &list);
         let payload = recommendations_json(
             &self.engine,
             user,

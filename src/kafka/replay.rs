@@ -119,7 +119,7 @@ pub fn replay(
     run.progress.bar.finish_and_clear();
     let inputs = &config.kafka.input_topics;
     Ok(ReplayReport {
-        stats: run.processor.stats().clone(),
+        stats: run.processor.totals(),
         elapsed: started_at.elapsed(),
         started: by_name(&run.started, inputs),
         stopped: by_name(run.checkpointer.applied_offsets(), inputs),

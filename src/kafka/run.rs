@@ -177,7 +177,8 @@ pub struct RunReport {
 impl RunReport {
     /// Counters summed over workers.
     pub fn stats(&self) -> Stats {
-        sum(self.processors.iter().map(|p| p.stats()))
+        let totals: Vec<Stats> = self.processors.iter().map(Processor::totals).collect();
+        sum(totals.iter())
     }
 }
 

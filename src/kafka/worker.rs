@@ -296,7 +296,7 @@ impl Worker {
         }
         let exclude_seen = self.processor.exclude_seen();
         let reply = answer(
-            self.processor.engine(),
+            self.processor.engine_mut(),
             &job.ask,
             exclude_seen,
             wall_clock_ms(),
@@ -753,7 +753,7 @@ impl Worker {
 
     fn publish_stats(&mut self) {
         let mut slots = self.stats.lock().expect("not poisoned");
-        slots[self.index] = self.processor.stats().clone();
+        slots[self.index] = self.processor.totals();
         // Workers add their own users; the item model is shared.
         let users = self.processor.engine().user_count() as i64;
         self.metrics

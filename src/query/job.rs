@@ -53,13 +53,16 @@ struct SimilarAnswer<'a> {
 }
 
 /// Answers `ask` from `engine`; `exclude_seen` is the pipeline's setting, so a plain user
-/// query is the list the user's published update holds.
-pub fn answer(engine: &Engine, ask: &Ask, exclude_seen: bool, now_ms: i64) -> Reply {
+/// query is the list the user's published update holds. A known user's answer is noted as
+/// what they were shown (online metrics), as a published update is.
+pub fn answer(engine: &mut Engine, ask: &Ask, exclude_seen: bool, now_ms: i64) -> Reply {
     let generated_at = rfc3339(now_ms);
     match ask {
         Ask::User(ask) => {
             let request = request(&ask.wanted, ask.context_item.as_slice(), exclude_seen);
             let found = engine.answer(Visitor::User(&ask.user_id), &request);
+            // What the page shows the user: their next events are judged against it.
+            engine.show(&ask.user_id, &found.items);
             ok(&UserAnswer {
                 user_id: &ask.user_id,
                 items: recommended_items(engine, &found.items),
