@@ -135,6 +135,9 @@ pub struct KafkaConfig {
     /// checkpoint writes its changed users there, and an instance given a partition restores
     /// that partition's users from it. Empty: none (needs `state.dir`).
     pub changelog_topic: String,
+    /// Where each instance publishes its online metrics (`streamrec.online-metrics.v1`, keyed
+    /// by `instance_id`, which it then requires); empty: none.
+    pub online_metrics_topic: String,
     pub session_timeout_ms: u64,
     /// How long `run` waits at start for a consumed topic (input or catalog) that does not exist
     /// before it stops naming it; `/readyz` names it meanwhile.
@@ -157,6 +160,7 @@ impl Default for KafkaConfig {
             model_updates_topic: String::new(),
             instance_id: String::new(),
             changelog_topic: String::new(),
+            online_metrics_topic: String::new(),
             session_timeout_ms: 10_000,
             missing_topic_timeout_ms: 30_000,
             librdkafka: Default::default(),
@@ -190,6 +194,9 @@ pub struct PipelineConfig {
     /// A rejected input larger than this goes to the dead letters as a prefix of this size (with
     /// headers saying so): the producer and the topic must accept every dead letter.
     pub dead_letter_max_bytes: usize,
+    /// How often (ms of wall time) each instance publishes its online metrics on
+    /// `kafka.online_metrics_topic` (and once more at shutdown).
+    pub online_summary_interval_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -204,6 +211,7 @@ impl Default for PipelineConfig {
             drain_timeout_ms: 10_000,
             workers: 1,
             dead_letter_max_bytes: 256 * 1024,
+            online_summary_interval_ms: 60_000,
         }
     }
 }
@@ -269,7 +277,11 @@ impl KafkaConfig {
     pub fn all_topics(&self) -> Vec<String> {
         let mut topics = self.consumed_topics();
         topics.extend(self.output_topics().into_iter().cloned());
-        for internal in [&self.model_updates_topic, &self.changelog_topic] {
+        for internal in [
+            &self.model_updates_topic,
+            &self.changelog_topic,
+            &self.online_metrics_topic,
+        ] {
             if !internal.is_empty() {
                 topics.push(internal.clone());
             }
@@ -313,10 +325,22 @@ impl KafkaConfig {
                 "must not include an output topic",
             ));
         }
-        if !self.model_updates_topic.is_empty() && self.instance_id.trim().is_empty() {
+        for (key, topic) in [
+            ("kafka.model_updates_topic", &self.model_updates_topic),
+            ("kafka.online_metrics_topic", &self.online_metrics_topic),
+        ] {
+            if !topic.is_empty() && self.instance_id.trim().is_empty() {
+                let rule = format!("must name this instance when {key} is set");
+                return Err(invalid("kafka.instance_id", &rule));
+            }
+        }
+        let consumed = self.consumed_topics();
+        if consumed.contains(&self.online_metrics_topic)
+            || outputs.contains(&&self.online_metrics_topic)
+        {
             return Err(invalid(
-                "kafka.instance_id",
-                "must name this instance when kafka.model_updates_topic is set",
+                "kafka.online_metrics_topic",
+                "must differ from the consumed and output topics",
             ));
         }
         if outputs.contains(&&self.catalog_topic) || self.input_topics.contains(&self.catalog_topic)
@@ -345,6 +369,10 @@ impl PipelineConfig {
             ));
         }
         positive("pipeline.max_in_flight", self.max_in_flight as i64)?;
+        positive(
+            "pipeline.online_summary_interval_ms",
+            self.online_summary_interval_ms as i64,
+        )?;
         positive("pipeline.drain_timeout_ms", self.drain_timeout_ms as i64)?;
         if !(1..=256).contains(&self.workers) {
             return Err(invalid("pipeline.workers", "must be in 1..=256"));

@@ -49,6 +49,7 @@ pub(crate) mod merge;
 pub(crate) mod message;
 pub mod offsets;
 pub(crate) mod online_metrics;
+pub mod online_summary;
 pub(crate) mod outputs;
 pub mod pipeline;
 pub mod query;

@@ -1,7 +1,8 @@
 //! Online metrics computed two ways: `run` replaying MovieLens (the first 40k ratings of
 //! ml-latest-small) on the mock cluster, publishing after every event, counts exactly what `eval --online` counts on the
 //! same log with the same settings, and its online HR@10 is eval's prequential HR@10 within
-//! rounding. Skips when the data is absent.
+//! rounding; the summaries it publishes validate against their schema and the last holds its
+//! totals. Skips when the data is absent.
 
 mod common;
 
@@ -13,7 +14,8 @@ use rdkafka::mocking::MockCluster;
 use streamrec::config::Config;
 use streamrec::online::OnlineCounts;
 
-use common::{dataset, fresh_config, run_for};
+use common::schemas::{validate_topics, Output};
+use common::{dataset, fresh_config, read_topic, run_for, unique};
 
 /// Publishing after every event, excluding all the user touched (the whole history fits the
 /// profile, as eval's exclusions are unbounded), and no horizon (ratings come years apart).
@@ -88,6 +90,9 @@ async fn a_replayed_log_s_online_metrics_equal_eval_s() {
     let loaded = Config::load(&settings).unwrap();
     let mut config = fresh_config(cluster.bootstrap_servers());
     (config.engine, config.pipeline) = (loaded.engine, loaded.pipeline);
+    config.kafka.instance_id = "a".into();
+    config.kafka.online_metrics_topic = unique("online");
+    config.pipeline.online_summary_interval_ms = 200;
     for topic in config.kafka.all_topics() {
         // One input partition: `run` applies the events in the log's time order, as eval does.
         let partitions = if topic == config.kafka.input_topics[0] {
@@ -120,5 +125,15 @@ async fn a_replayed_log_s_online_metrics_equal_eval_s() {
         "online HR@10 {} against eval's prequential {prequential}",
         live.hit_rate()
     );
+    let brokers = &config.kafka.brokers;
+    let topic = &config.kafka.online_metrics_topic;
+    let checked = validate_topics(brokers, &[(topic.as_str(), Output::OnlineMetrics)]);
+    assert!(checked > 0, "summaries were published");
+    let summaries = read_topic(brokers, topic, 1, checked, Duration::from_secs(1));
+    let last = summaries.last().unwrap();
+    assert_eq!(last.key, "a");
+    let last = last.json();
+    assert_eq!(last["hits"], live.hits, "the shutdown's summary holds the totals");
+    assert_eq!(last["new_item_events"], live.new_item_events);
     drop(cluster);
 }

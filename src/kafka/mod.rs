@@ -17,6 +17,7 @@ mod latency;
 mod log_end;
 mod members;
 mod model_updates;
+mod online_publisher;
 mod owned_partitions;
 mod position;
 mod produce;

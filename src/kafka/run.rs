@@ -31,6 +31,7 @@ use super::follow::Background;
 use super::health::Health;
 use super::latency::{new_latency, Latency};
 use super::log_end::{log_holds, Holds};
+use super::online_publisher::OnlinePublisher;
 use super::position::{Positions, Verdict};
 use super::restore::Restores;
 use super::sink::Topics;
@@ -302,6 +303,7 @@ pub async fn consume(
         let announcer = members::Announcer::new(config, producer.clone(), bound);
         membership = Some((members::follow(config, members)?, announcer));
     }
+    let mut online = OnlinePublisher::new(config, &producer);
     let work_partitions = item_partitions(config, &consumer)?;
     let (senders, mut workers, stats, items) = start_workers(
         config,
@@ -348,7 +350,10 @@ pub async fn consume(
                 break;
             }
             _ = tick.tick() => {
-                report_progress(&observers, &stats, &metrics);
+                let totals = report_progress(&observers, &stats, &metrics);
+                if let Some(online) = &mut online {
+                    online.publish_if_due(&totals.online);
+                }
                 if let Some((_, announcer)) = &mut membership {
                     announcer.announce_if_changed(&observers.health);
                 }
@@ -443,8 +448,11 @@ pub async fn consume(
     if let Some(follower) = follower {
         follower.abort();
     }
+    let totals = report_progress(&observers, &stats, &metrics);
+    if let Some(online) = &mut online {
+        online.publish(&totals.online);
+    }
     finish(&consumer, &producer, config.pipeline.drain_timeout_ms)?;
-    report_progress(&observers, &stats, &metrics);
     let latency_us = observers.latency.lock().expect("not poisoned").clone();
     Ok(RunReport {
         processors,
@@ -728,13 +736,14 @@ fn worker_failure(
 }
 
 /// Counters summed over workers, to the metrics first, then to the progress watcher (so a
-/// watcher that sees a count finds it in the metrics too).
-fn report_progress(observers: &Observers, stats: &Mutex<Vec<Stats>>, metrics: &Metrics) {
+/// watcher that sees a count finds it in the metrics too); returns them.
+fn report_progress(observers: &Observers, stats: &Mutex<Vec<Stats>>, metrics: &Metrics) -> Stats {
     let total = sum(stats.lock().expect("not poisoned").iter());
     metrics.record(&total, &observers.health);
     if let Some(progress) = &observers.progress {
-        progress.send_replace(total);
+        progress.send_replace(total.clone());
     }
+    total
 }
 
 /// Workers have stored every acknowledged offset: flush the producer, commit synchronously.

@@ -16,6 +16,7 @@ pub enum Output {
     SimilarItems,
     DeadLetters,
     Triggers,
+    OnlineMetrics,
 }
 
 impl Output {
@@ -25,6 +26,7 @@ impl Output {
             Output::SimilarItems => "similar-items.v1.json",
             Output::DeadLetters => "dead-letter.headers.json",
             Output::Triggers => "trigger.v1.json",
+            Output::OnlineMetrics => "online-metrics.v1.json",
         }
     }
 }
@@ -86,27 +88,32 @@ pub fn validate_topics(brokers: &str, topics: &[(&str, Output)]) -> usize {
     checked
 }
 
-/// `validate_topics` over the four output topics of a config.
+/// `validate_topics` over the output topics of a config (the online metrics' when set).
 pub fn validate_outputs_of(brokers: &str, kafka: &streamrec::config::KafkaConfig) -> usize {
-    validate_topics(
-        brokers,
-        &[
-            (&kafka.recommendations_topic, Output::Recommendations),
-            (&kafka.similar_items_topic, Output::SimilarItems),
-            (&kafka.dead_letter_topic, Output::DeadLetters),
-            (&kafka.triggers_topic, Output::Triggers),
-        ],
-    )
+    let mut topics = vec![
+        (
+            kafka.recommendations_topic.as_str(),
+            Output::Recommendations,
+        ),
+        (&kafka.similar_items_topic, Output::SimilarItems),
+        (&kafka.dead_letter_topic, Output::DeadLetters),
+        (&kafka.triggers_topic, Output::Triggers),
+    ];
+    if !kafka.online_metrics_topic.is_empty() {
+        topics.push((&kafka.online_metrics_topic, Output::OnlineMetrics));
+    }
+    validate_topics(brokers, &topics)
 }
 
 /// `validate_topics` over the output topics a `tansu::state_config` named `name` writes.
 pub fn validate_named(brokers: &str, name: &str) -> usize {
     let topic = |suffix: &str| format!("{name}-{suffix}");
-    let (recs, similar, dead, triggers) = (
+    let (recs, similar, dead, triggers, online) = (
         topic("recs"),
         topic("similar"),
         topic("dead"),
         topic("triggers"),
+        topic("online"),
     );
     validate_topics(
         brokers,
@@ -115,6 +122,7 @@ pub fn validate_named(brokers: &str, name: &str) -> usize {
             (&similar, Output::SimilarItems),
             (&dead, Output::DeadLetters),
             (&triggers, Output::Triggers),
+            (&online, Output::OnlineMetrics),
         ],
     )
 }
