@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::engine::Engine;
+use crate::engine::{records_online, Engine, EngineRecords};
 use crate::ranking::Filters;
 use crate::store::{Offsets, Stored};
 
@@ -40,7 +40,20 @@ pub fn stats(stored: &Stored, engine: &Engine) -> String {
         shard_bytes
     );
     let _ = writeln!(out, "digest: {}", stored.digest());
+    out += &online_text(&stored.records);
     out + &offsets_text(&stored.offsets)
+}
+
+/// The online counters the state holds (summed over workers).
+fn online_text(records: &EngineRecords) -> String {
+    match records_online(records) {
+        Ok(c) => format!(
+            "online: {} judged, {} on new items, {} hits (HR {:.4}), {} purchases, {} conversions, revenue {:.2} of {:.2}\n",
+            c.judged, c.new_item_events, c.hits, c.hit_rate(), c.purchases, c.conversions,
+            c.attributed_revenue, c.purchase_revenue
+        ),
+        Err(err) => format!("online: unreadable ({err})\n"),
+    }
 }
 
 fn offsets_text(offsets: &Offsets) -> String {

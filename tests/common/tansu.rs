@@ -168,9 +168,12 @@ input_topics = ["{input}"]
 recommendations_topic = "{name}-recs"
 similar_items_topic = "{name}-similar"
 dead_letter_topic = "{name}-dead"
+instance_id = "{name}"
+online_metrics_topic = "{name}-online"
 session_timeout_ms = 6000
 [pipeline]
 min_update_interval_ms = 300
+online_summary_interval_ms = 500
 [state]
 dir = "{}"
 checkpoint_interval_ms = 200
@@ -197,6 +200,15 @@ pub fn state_command(config: &Path, command: &str) -> std::process::Output {
         .args(["state", command, "--state-dir", dir])
         .output()
         .unwrap()
+}
+
+/// The online metrics line of `state stats` (see `inspect`).
+pub fn stored_online(config: &Path) -> String {
+    let out = state_command(config, "stats");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.lines().find(|l| l.starts_with("online: "));
+    line.unwrap_or_else(|| panic!("no online line in {text}"))
+        .to_owned()
 }
 
 /// The stored offsets line of `state stats`, or why there is none.

@@ -58,7 +58,8 @@ pub use model_records::ModelRecords;
 pub use portable::PortableUser;
 use records::{decode_within, encode};
 pub use records::{
-    records_digest, Changes, DecodeError, EngineRecords, ItemCut, UserCut, SMALL_RECORD_LIMIT,
+    records_digest, records_online, Changes, DecodeError, EngineRecords, ItemCut, UserCut,
+    SMALL_RECORD_LIMIT,
 };
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 pub use request::{Answer, Request, Visitor};

@@ -543,6 +543,16 @@ fn missing_item(item: u32, count: usize) -> DecodeError {
     }
 }
 
+/// The online counters of every worker's shard in `records`, summed.
+pub fn records_online(records: &EngineRecords) -> Result<OnlineCounts, DecodeError> {
+    let mut total = OnlineCounts::default();
+    for (worker, shard) in records.shards.iter().enumerate() {
+        let rest = ShardRest::decode(shard, &format!("shard {worker}"))?;
+        total.add(&rest.online);
+    }
+    Ok(total)
+}
+
 /// The digest of records, as `Engine::digest` computes it.
 pub fn records_digest(records: &EngineRecords) -> String {
     let indices: Vec<[u8; 4]> = records

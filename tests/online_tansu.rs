@@ -1,0 +1,90 @@
+//! Online metrics survive SIGKILL exactly: `streamrec run` on a real broker (Tansu), publishing
+//! an update per event, killed three times mid-stream, ends with the same online counters in
+//! its state as a crash-free run's (the lists and counters are checkpointed with the users
+//! and offsets, so events after a checkpoint are judged again, never twice). Every online
+//! metrics summary it published validates against `docs/schemas/online-metrics.v1.json`.
+//! `#[ignore]`d like every Tansu test (see `tests/e2e_tansu.rs`).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::tansu::{
+    produce_file, run_to_end, start_run, state_config, state_digest, stored_online, Broker,
+};
+use common::{committed, dataset, ends_by_reading, read_topic, unique};
+
+/// A `state_config` that publishes an update after every event: what a user was shown then
+/// depends on the inputs alone, so two runs' online counters can be compared.
+fn per_event(
+    dir: &Path,
+    broker: &Broker,
+    name: &str,
+    input: &str,
+    group: &str,
+) -> std::path::PathBuf {
+    let path = state_config(dir, broker, name, input, group);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let per_event = text.replace("min_update_interval_ms = 300", "min_update_interval_ms = 0");
+    assert_ne!(per_event, text);
+    std::fs::write(&path, per_event).unwrap();
+    for suffix in ["recs", "similar", "dead", "online"] {
+        broker.create_topic_with(&format!("{name}-{suffix}"), 1);
+    }
+    path
+}
+
+#[test]
+#[ignore = "needs a Tansu broker: STREAMREC_TANSU=path/to/tansu"]
+fn online_metrics_after_sigkills_equal_a_crash_free_run_s() {
+    let Some(path) = dataset("taobao-sample/UserBehavior.csv") else {
+        return;
+    };
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = unique("taobao");
+    broker.create_topic_with(&input, 1);
+    produce_file(&broker.address, &input, &path, "taobao");
+    let end = ends_by_reading(&broker.address, &input, 1, 84_475)[0];
+
+    let (crashy_group, calm_group) = (unique("crashy"), unique("calm"));
+    let crashy = per_event(dir.path(), &broker, "crashy", &input, &crashy_group);
+    for fraction in [0.2, 0.5, 0.8] {
+        let mut child = start_run(&crashy);
+        let target = (end as f64 * fraction) as i64;
+        let started = Instant::now();
+        while committed(&broker.address, &crashy_group, &input, 1)[0] < target {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no progress to {target}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    run_to_end(&broker, &crashy, &crashy_group, &input, end);
+    let calm = per_event(dir.path(), &broker, "calm", &input, &calm_group);
+    run_to_end(&broker, &calm, &calm_group, &input, end);
+
+    let online = stored_online(&calm);
+    assert!(!online.starts_with("online: 0 judged"), "{online}");
+    assert_eq!(
+        stored_online(&crashy),
+        online,
+        "crashes changed the online counters"
+    );
+    assert_eq!(state_digest(&crashy), state_digest(&calm));
+    for name in ["crashy", "calm"] {
+        let summaries = read_topic(
+            &broker.address,
+            &format!("{name}-online"),
+            1,
+            1,
+            Duration::from_secs(2),
+        );
+        assert!(!summaries.is_empty(), "{name} published its online metrics");
+        assert!(common::schemas::validate_named(&broker.address, name) > 0);
+    }
+}
