@@ -149,6 +149,13 @@ impl Shown {
         self.items.extend(items.take(MAX_SHOWN));
     }
 
+    /// Bytes on the heap: the box, the list and the engaged items.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Shown>()
+            + self.items.capacity() * std::mem::size_of::<(u32, u8)>()
+            + self.engaged.capacity() * std::mem::size_of::<Engaged>()
+    }
+
     /// The largest item index the lists hold (a record naming more is refused on load).
     pub fn max_item(&self) -> Option<u32> {
         let listed = self.items.iter().map(|&(item, _)| item);

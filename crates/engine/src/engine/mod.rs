@@ -632,6 +632,7 @@ impl Engine {
                             .iter()
                             .map(|(k, v)| k.len() + v.len() + 32)
                             .sum::<usize>()
+                        + u.shown.as_ref().map_or(0, |s| s.heap_bytes())
                         + std::mem::size_of::<UserState>()
                 })
                 .sum::<usize>();
