@@ -61,8 +61,8 @@ pub fn answer(engine: &mut Engine, ask: &Ask, exclude_seen: bool, now_ms: i64) -
         Ask::User(ask) => {
             let request = request(&ask.wanted, ask.context_item.as_slice(), exclude_seen);
             let found = engine.answer(Visitor::User(&ask.user_id), &request);
-            // What the page shows the user: their next events are judged against it.
-            engine.show(&ask.user_id, &found.items);
+            // What the page shows the user now: their next events are judged against it.
+            engine.show_at(&ask.user_id, &found.items, now_ms);
             ok(&UserAnswer {
                 user_id: &ask.user_id,
                 items: recommended_items(engine, &found.items),

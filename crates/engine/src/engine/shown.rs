@@ -8,9 +8,16 @@ use crate::online::{OnlineCounts, Shown};
 use crate::ranking::Scored;
 
 impl Engine {
-    /// Notes that `user_id` was shown `list` (best first) as of their latest event. A user the
-    /// shard does not hold is not noted (a query for a stranger creates no state).
+    /// Notes that `user_id` was shown `list` (best first) as of their latest event: a
+    /// published update, made for that event. A user the shard does not hold is not noted (a
+    /// query for a stranger creates no state).
     pub fn show(&mut self, user_id: &str, list: &[Scored]) {
+        self.show_at(user_id, list, i64::MIN);
+    }
+
+    /// The same, for a list shown at `at_ms` (a query's time) if that is later than the user's
+    /// latest event: their next events are judged from when they saw it.
+    pub fn show_at(&mut self, user_id: &str, list: &[Scored], at_ms: i64) {
         let shard = &mut self.shard;
         let count = shard.users.len();
         let Some(shared) = shard.users.get_mut(user_id) else {
@@ -25,7 +32,7 @@ impl Engine {
             user_id,
             user,
         );
-        let at_ms = user.profile.last_seen_ms;
+        let at_ms = user.profile.last_seen_ms.max(at_ms);
         let items = list.iter().map(|s| (s.item, s.sources.bits()));
         user.shown
             .get_or_insert_with(Box::default)
@@ -92,6 +99,21 @@ mod tests {
         );
         assert_eq!((counts.purchases, counts.conversions), (1, 1));
         assert_eq!(counts.attributed_revenue, 25.0);
+    }
+
+    #[test]
+    fn a_list_queried_long_after_the_user_s_last_event_judges_from_the_query() {
+        let hour = 3_600_000;
+        let mut engine = engine_with_history();
+        engine.apply(&Event::new(EventType::View, "c", "x", 10));
+        let filters = Filters {
+            exclude_seen: true,
+            ..Filters::default()
+        };
+        let list = engine.recommend("c", 10, &filters);
+        engine.show_at("c", &list, 2 * hour);
+        engine.apply(&Event::new(EventType::View, "c", "y", 2 * hour + 60_000));
+        assert_eq!(engine.online_counts().hits, 1, "judged from the query's time");
     }
 
     #[test]
