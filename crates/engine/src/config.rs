@@ -46,8 +46,8 @@ impl Default for EngineConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OnlineConfig {
-    /// An event is judged against the user's last list if it comes at most this long (event
-    /// time) after the user's event the list was made for.
+    /// An event is judged against the user's last list if it comes at most this long after
+    /// the list was shown (the user's event it was made for, or a later query's time).
     pub horizon_ms: i64,
     /// Recommended items a user touched, kept per user for attributing purchases.
     pub max_engaged: usize,
