@@ -133,7 +133,10 @@ async fn a_replayed_log_s_online_metrics_equal_eval_s() {
     let last = summaries.last().unwrap();
     assert_eq!(last.key, "a");
     let last = last.json();
-    assert_eq!(last["hits"], live.hits, "the shutdown's summary holds the totals");
+    assert_eq!(
+        last["hits"], live.hits,
+        "the shutdown's summary holds the totals"
+    );
     assert_eq!(last["new_item_events"], live.new_item_events);
     drop(cluster);
 }

@@ -113,7 +113,11 @@ mod tests {
         let list = engine.recommend("c", 10, &filters);
         engine.show_at("c", &list, 2 * hour);
         engine.apply(&Event::new(EventType::View, "c", "y", 2 * hour + 60_000));
-        assert_eq!(engine.online_counts().hits, 1, "judged from the query's time");
+        assert_eq!(
+            engine.online_counts().hits,
+            1,
+            "judged from the query's time"
+        );
     }
 
     #[test]
