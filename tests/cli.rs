@@ -315,4 +315,21 @@ fn the_demo_runs_the_pipeline_and_shows_the_query_api() {
     ] {
         assert!(text.contains(answered), "{answered} in\n{text}");
     }
+    let online = text
+        .lines()
+        .find(|l| l.contains("online metrics"))
+        .expect("an online line");
+    let events: u64 = online
+        .split(" over ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        events > 1000,
+        "events are judged against the lists shown: {online}"
+    );
 }

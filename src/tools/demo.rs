@@ -227,6 +227,17 @@ fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
          (abandoned browsing and carts, returning shoppers, new favourite categories)",
         stats.recommendations, stats.similar_items, stats.triggers
     );
+    let online = &stats.online;
+    println!(
+        "  online metrics (each event judged against the list its user was last shown): HR@N {:.3} \
+         over {} events on items new to the user; {} of {} purchases converted, revenue {:.0} of {:.0}",
+        online.hit_rate(),
+        online.new_item_events,
+        online.conversions,
+        online.purchases,
+        online.attributed_revenue,
+        online.purchase_revenue
+    );
     let l = &report.latency_us;
     if !l.is_empty() {
         let ms = |q: f64| l.value_at_quantile(q) as f64 / 1000.0;
