@@ -62,15 +62,6 @@ impl Default for OnlineConfig {
     }
 }
 
-impl OnlineConfig {
-    pub fn limits(&self) -> crate::online::OnlineLimits {
-        crate::online::OnlineLimits {
-            horizon_ms: self.horizon_ms,
-            max_engaged: self.max_engaged,
-        }
-    }
-}
-
 /// Content-based candidates (catalog attributes) and segment popularity (user attributes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -14,6 +14,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::OnlineConfig;
+
 /// The most items of a shown list kept (longer lists are judged on their first `MAX_SHOWN`).
 pub const MAX_SHOWN: usize = 100;
 
@@ -103,7 +105,7 @@ impl OnlineCounts {
     }
 
     /// Judges `event` against what its user was last shown, and counts it.
-    pub fn judge(&mut self, shown: &mut Shown, event: Observed, limits: OnlineLimits) {
+    pub fn judge(&mut self, shown: &mut Shown, event: Observed, limits: &OnlineConfig) {
         if event.ts_ms - shown.at_ms > limits.horizon_ms {
             return;
         }
@@ -132,13 +134,6 @@ impl OnlineCounts {
             shown.engage(event.item, bits, event.ts_ms, limits.max_engaged);
         }
     }
-}
-
-/// The bounds of judging: how long a list counts as seen, how many engaged items are kept.
-#[derive(Clone, Copy, Debug)]
-pub struct OnlineLimits {
-    pub horizon_ms: i64,
-    pub max_engaged: usize,
 }
 
 impl Shown {
@@ -199,7 +194,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 mod tests {
     use super::*;
 
-    const LIMITS: OnlineLimits = OnlineLimits {
+    const LIMITS: OnlineConfig = OnlineConfig {
         horizon_ms: 1_000,
         max_engaged: 2,
     };
@@ -230,8 +225,8 @@ mod tests {
     fn a_new_item_in_the_list_is_a_hit_at_its_rank_with_its_sources() {
         let mut counts = OnlineCounts::default();
         let mut list = shown(100, &[(7, 0b01), (9, 0b10)]);
-        counts.judge(&mut list, view(9, 150, true), LIMITS);
-        counts.judge(&mut list, view(3, 160, true), LIMITS);
+        counts.judge(&mut list, view(9, 150, true), &LIMITS);
+        counts.judge(&mut list, view(3, 160, true), &LIMITS);
         assert_eq!(
             (counts.judged, counts.new_item_events, counts.hits),
             (2, 2, 1)
@@ -245,7 +240,7 @@ mod tests {
     fn an_item_the_user_had_touched_is_judged_but_not_a_test_case() {
         let mut counts = OnlineCounts::default();
         let mut list = shown(100, &[(7, 1)]);
-        counts.judge(&mut list, view(7, 150, false), LIMITS);
+        counts.judge(&mut list, view(7, 150, false), &LIMITS);
         assert_eq!(
             (counts.judged, counts.new_item_events, counts.hits),
             (1, 0, 0)
@@ -256,7 +251,7 @@ mod tests {
     fn a_list_older_than_the_horizon_judges_nothing() {
         let mut counts = OnlineCounts::default();
         let mut list = shown(100, &[(7, 1)]);
-        counts.judge(&mut list, view(7, 1_101, true), LIMITS);
+        counts.judge(&mut list, view(7, 1_101, true), &LIMITS);
         assert_eq!(counts, OnlineCounts::default());
     }
 
@@ -264,16 +259,16 @@ mod tests {
     fn a_purchase_of_an_item_engaged_earlier_converts_within_the_horizon() {
         let mut counts = OnlineCounts::default();
         let mut list = shown(100, &[(7, 0b100)]);
-        counts.judge(&mut list, view(7, 150, true), LIMITS);
+        counts.judge(&mut list, view(7, 150, true), &LIMITS);
         // The next list leaves 7 out (seen); buying it still converts, with 7's sources.
         list.replace(150, [(8, 1)].into_iter());
-        counts.judge(&mut list, purchase(7, 900, 30.0), LIMITS);
+        counts.judge(&mut list, purchase(7, 900, 30.0), &LIMITS);
         assert_eq!((counts.purchases, counts.conversions), (1, 1));
         assert_eq!(counts.attributed_revenue, 30.0);
         assert_eq!(counts.conversions_by_source[2], 1);
         // Past the horizon from the engagement, a purchase is judged but not attributed.
         list.replace(900, [(8, 1)].into_iter());
-        counts.judge(&mut list, purchase(7, 1_200, 30.0), LIMITS);
+        counts.judge(&mut list, purchase(7, 1_200, 30.0), &LIMITS);
         assert_eq!((counts.purchases, counts.conversions), (2, 1));
         assert_eq!(counts.purchase_revenue, 60.0);
     }
@@ -283,7 +278,7 @@ mod tests {
         let mut counts = OnlineCounts::default();
         let mut list = shown(0, &[(1, 1), (2, 1), (3, 1)]);
         for item in 1..=3 {
-            counts.judge(&mut list, view(item, 10, true), LIMITS);
+            counts.judge(&mut list, view(item, 10, true), &LIMITS);
         }
         let kept: Vec<u32> = list.engaged.iter().map(|e| e.item).collect();
         assert_eq!(kept, vec![2, 3]);

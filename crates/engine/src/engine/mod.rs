@@ -468,9 +468,7 @@ impl Engine {
             category,
         };
         if let Some(shown) = user.shown.as_deref_mut() {
-            self.shard
-                .online
-                .judge(shown, observed, config.online.limits());
+            self.shard.online.judge(shown, observed, &config.online);
         }
         user.profile.record(observation, &config.profile);
         if !self.rules.is_empty() {
