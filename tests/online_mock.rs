@@ -15,6 +15,7 @@ use streamrec::config::Config;
 use streamrec::online::OnlineCounts;
 
 use common::schemas::{validate_topics, Output};
+use common::tansu::produce_file_with;
 use common::{dataset, fresh_config, read_topic, run_for, unique};
 
 /// Publishing after every event, excluding all the user touched (the whole history fits the
@@ -63,20 +64,6 @@ fn eval_online(ratings: &Path, config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn produce(brokers: &str, topic: &str, ratings: &Path, config: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamrec"))
-        .args(["produce", "--format", "movielens-csv", "--quiet"])
-        .args(["--input", ratings.to_str().unwrap(), "--brokers", brokers])
-        .args(["--topic", topic, "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_log_s_online_metrics_equal_eval_s() {
     let Some(ratings) = dataset("ml-latest-small/ratings.csv") else {
@@ -102,12 +89,8 @@ async fn a_replayed_log_s_online_metrics_equal_eval_s() {
         };
         cluster.create_topic(&topic, partitions, 1).unwrap();
     }
-    produce(
-        &config.kafka.brokers,
-        &config.kafka.input_topics[0],
-        &ratings,
-        &settings,
-    );
+    let (brokers, input) = (&config.kafka.brokers, &config.kafka.input_topics[0]);
+    produce_file_with(brokers, input, &ratings, "movielens-csv", Some(&settings));
     let eval = eval_online(&ratings, &settings);
     let events = eval["events"].as_u64().unwrap();
     let report = run_for(&config, events, Duration::from_millis(200)).await;
