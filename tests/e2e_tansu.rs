@@ -17,8 +17,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use common::schemas::Output;
 use common::tansu::{
-    produce_file, run_to_end, start_run, state_config, state_digest, stored_offsets, streamrec,
-    terminate, Broker, PARTITIONS,
+    produce_file, run_to_end, run_until_committed, state_config, state_digest, stored_offsets,
+    streamrec, terminate, Broker, PARTITIONS,
 };
 use common::{committed, dataset, ends_by_reading, read_topic, unique};
 
@@ -289,16 +289,9 @@ fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
         (0.7, 30),
         (0.85, 0),
     ] {
-        let mut child = start_run(&crashy);
         let target = (end as f64 * fraction) as i64;
-        let started = Instant::now();
-        while target > 0 && committed(&broker.address, &crashy_group, &input, 1)[0] < target {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "no progress to {target}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let at = (crashy_group.as_str(), input.as_str());
+        let mut child = run_until_committed(&broker, &crashy, at, target);
         std::thread::sleep(Duration::from_millis(extra_ms));
         if fraction >= 0.85 {
             Command::new("kill")

@@ -8,12 +8,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::tansu::{
-    produce_file, run_to_end, start_run, state_config, state_digest, stored_online, Broker,
+    produce_file, run_to_end, run_until_committed, state_config, state_digest, stored_online,
+    Broker,
 };
-use common::{committed, dataset, ends_by_reading, read_topic, unique};
+use common::{dataset, ends_by_reading, read_topic, unique};
 
 /// A `state_config` that publishes an update after every event: what a user was shown then
 /// depends on the inputs alone, so two runs' online counters can be compared.
@@ -51,16 +52,9 @@ fn online_metrics_after_sigkills_equal_a_crash_free_run_s() {
     let (crashy_group, calm_group) = (unique("crashy"), unique("calm"));
     let crashy = per_event(dir.path(), &broker, "crashy", &input, &crashy_group);
     for fraction in [0.2, 0.5, 0.8] {
-        let mut child = start_run(&crashy);
         let target = (end as f64 * fraction) as i64;
-        let started = Instant::now();
-        while committed(&broker.address, &crashy_group, &input, 1)[0] < target {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "no progress to {target}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let at = (crashy_group.as_str(), input.as_str());
+        let mut child = run_until_committed(&broker, &crashy, at, target);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }

@@ -228,6 +228,26 @@ pub fn state_digest(config: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Starts `streamrec run` and returns it once its group committed `target` on the
+/// one-partition `input` (at once for 0): a process to kill at a known point of the stream.
+pub fn run_until_committed(
+    broker: &Broker,
+    config: &Path,
+    (group, input): (&str, &str),
+    target: i64,
+) -> Child {
+    let child = start_run(config);
+    let started = Instant::now();
+    while target > 0 && committed(&broker.address, group, input, 1)[0] < target {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no progress to {target}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 /// Starts `streamrec run`; its log (appended across runs) lies beside the config, so a failing
 /// test can show why a run stopped or stalled.
 pub fn start_run(config: &Path) -> Child {
