@@ -195,11 +195,13 @@ pub async fn run_for(
 ) -> streamrec::kafka::RunReport {
     use streamrec::kafka::Observers;
     use streamrec::runtime::run;
-    let (progress_tx, mut progress) =
+    log_if_asked();
+    let (progress_tx, progress) =
         tokio::sync::watch::channel(streamrec::pipeline::Stats::default());
+    let mut watched = progress.clone();
     let until = async move {
-        while progress.borrow_and_update().consumed < consumed {
-            progress.changed().await.unwrap();
+        while watched.borrow_and_update().consumed < consumed {
+            watched.changed().await.unwrap();
         }
         tokio::time::sleep(linger).await;
     };
@@ -207,10 +209,32 @@ pub async fn run_for(
         progress: Some(progress_tx),
         ..Observers::default()
     };
-    tokio::time::timeout(Duration::from_secs(60), run(config, until, observers))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds")
+    let health = observers.health.clone();
+    let ran = tokio::time::timeout(Duration::from_secs(60), run(config, until, observers)).await;
+    // Where a run that never ended stood: the group, the restores, the inputs.
+    let Ok(ran) = ran else {
+        panic!(
+            "the run did not end in 60 s: {} of {consumed} inputs consumed; {} partitions \
+             assigned ({} assignments), restoring {:?}, brokers down: {}",
+            progress.borrow().consumed,
+            health.assigned_partitions(),
+            health.assignments(),
+            health.restoring(),
+            health.brokers_down()
+        );
+    };
+    ran.expect("the run succeeds")
+}
+
+/// Sends the runs' logs to the test's output when `STREAMREC_TEST_LOG` holds a filter (e.g.
+/// `info`): how a flaky run is diagnosed.
+pub fn log_if_asked() {
+    if let Ok(filter) = std::env::var("STREAMREC_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 /// A config on `brokers` with a fresh group, input and output topics (created by the caller).
