@@ -155,7 +155,25 @@ pub fn render_masked(config: &Config) -> String {
             *value = "***".into();
         }
     }
-    toml::to_string_pretty(&shown).expect("the config serialises")
+    let mut value = toml::Value::try_from(&shown).expect("the config serialises");
+    shortest_floats(&mut value);
+    toml::to_string_pretty(&value).expect("the config serialises")
+}
+
+/// Writes each float that an `f32` setting widened to `f64` as the `f32` reads: `0.3`, not
+/// `0.30000001192092896`.
+fn shortest_floats(value: &mut toml::Value) {
+    match value {
+        toml::Value::Float(x) => {
+            let narrow = *x as f32;
+            if f64::from(narrow) == *x {
+                *x = narrow.to_string().parse().unwrap_or(*x);
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(shortest_floats),
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, v)| shortest_floats(v)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +185,18 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn settings_print_as_written() {
+        let text = render_masked(&Config::default());
+        assert!(text.contains("\nmf = 0.3\n"), "{text}");
+        let reparsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(
+            reparsed,
+            Config::default(),
+            "the printed config reads back the same"
+        );
     }
 
     #[test]
