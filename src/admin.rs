@@ -107,7 +107,8 @@ fn register<M: Metric + Clone>(
 }
 
 impl Metrics {
-    pub fn new(topics: [String; 5]) -> Metrics {
+    /// `arms`: each experiment variant (experiment, variant) with series of its own.
+    pub fn new(topics: [String; 5], arms: &[(String, String)]) -> Metrics {
         let mut metrics = Metrics {
             consumed: Counter::default(),
             applied: Counter::default(),
@@ -266,7 +267,7 @@ impl Metrics {
         m.families.extend(items);
         let query = m.query.register(&mut m.registry);
         m.families.extend(query);
-        let online = m.online.register(&mut m.registry);
+        let online = m.online.register(&mut m.registry, arms);
         m.families.extend(online);
         metrics
     }
@@ -511,7 +512,7 @@ mod tests {
     use super::*;
 
     fn metrics() -> Metrics {
-        Metrics::new(["r", "s", "d", "t", "m"].map(String::from))
+        Metrics::new(["r", "s", "d", "t", "m"].map(String::from), &[])
     }
 
     fn bucket(exposition: &str, le: &str) -> u64 {

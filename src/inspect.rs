@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::engine::{records_online, Engine, EngineRecords};
+use crate::online::OnlineCounts;
 use crate::ranking::Filters;
 use crate::store::{Offsets, Stored};
 
@@ -44,16 +45,31 @@ pub fn stats(stored: &Stored, engine: &Engine) -> String {
     out + &offsets_text(&stored.offsets)
 }
 
-/// The online counters the state holds (summed over workers).
+/// The online counters the state holds (summed over workers), and each variant's.
 fn online_text(records: &EngineRecords) -> String {
-    match records_online(records) {
-        Ok(c) => format!(
-            "online: {} judged, {} on new items, {} hits (HR {:.4}), {} purchases, {} conversions, revenue {:.2} of {:.2}\n",
-            c.judged, c.new_item_events, c.hits, c.hit_rate(), c.purchases, c.conversions,
-            c.attributed_revenue, c.purchase_revenue
-        ),
-        Err(err) => format!("online: unreadable ({err})\n"),
+    let tally = match records_online(records) {
+        Ok(tally) => tally,
+        Err(err) => return format!("online: unreadable ({err})\n"),
+    };
+    let mut out = format!("online: {}\n", counts_text(&tally.total));
+    for v in &tally.variants {
+        let _ = writeln!(
+            out,
+            "  {}/{}: {}",
+            v.experiment,
+            v.variant,
+            counts_text(&v.counts)
+        );
     }
+    out
+}
+
+fn counts_text(c: &OnlineCounts) -> String {
+    format!(
+        "{} judged, {} on new items, {} hits (HR {:.4}), {} purchases, {} conversions, revenue {:.2} of {:.2}",
+        c.judged, c.new_item_events, c.hits, c.hit_rate(), c.purchases, c.conversions,
+        c.attributed_revenue, c.purchase_revenue
+    )
 }
 
 fn offsets_text(offsets: &Offsets) -> String {

@@ -59,8 +59,8 @@ pub mod store;
 pub(crate) mod tools;
 
 pub use streamrec_engine::{
-    canonical, catalog, clean, cooccurrence, decay, dedup, engine, eval, event, factorization,
-    intern, neighbors, online, popularity, profile, ranking, rng, segments, similarity, synthetic,
-    triggers,
+    canonical, catalog, clean, cooccurrence, decay, dedup, engine, eval, event, experiments,
+    factorization, intern, neighbors, online, popularity, profile, ranking, rng, segments,
+    similarity, synthetic, triggers,
 };
 pub use streamrec_engine::{Applied, Engine, Event, EventType};

@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::families::add;
-use crate::online::OnlineCounts;
+use crate::online::{OnlineCounts, OnlineTally};
 use crate::ranking::SOURCES;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -18,8 +18,28 @@ pub struct SourceLabel {
 
 type Revenue = Counter<f64, std::sync::atomic::AtomicU64>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantLabel {
+    pub experiment: String,
+    pub variant: String,
+}
+
+type ByVariant<M> = Family<VariantLabel, M>;
+
+/// Each experiment variant's share of the online counters: what a significance test needs.
+#[derive(Clone, Debug, Default)]
+struct VariantMetrics {
+    judged: ByVariant<Counter>,
+    new_item_events: ByVariant<Counter>,
+    hits: ByVariant<Counter>,
+    purchases: ByVariant<Counter>,
+    conversions: ByVariant<Counter>,
+    attributed_revenue: ByVariant<Revenue>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct OnlineMetrics {
+    variants: VariantMetrics,
     judged: Counter,
     new_item_events: Counter,
     hits: Counter,
@@ -33,8 +53,9 @@ pub struct OnlineMetrics {
 }
 
 impl OnlineMetrics {
-    /// Registers the families; returns their names (as `/metrics` shows them).
-    pub fn register(&self, registry: &mut Registry) -> Vec<String> {
+    /// Registers the families, with a series per experiment variant in `arms` (experiment,
+    /// variant); returns their names (as `/metrics` shows them).
+    pub fn register(&self, registry: &mut Registry, arms: &[(String, String)]) -> Vec<String> {
         // Every source's series from the start: parsers drop families without samples.
         for source in SOURCES.map(|s| s.as_str()) {
             let _ = self.source_hits.get_or_create(&SourceLabel { source });
@@ -89,11 +110,27 @@ impl OnlineMetrics {
             help,
             &self.source_conversions,
         );
+        if !arms.is_empty() {
+            self.variants.register(&mut to, arms);
+        }
         names
     }
 
-    /// Adds what the totals grew by since `seen`.
-    pub fn record(&self, total: &OnlineCounts, seen: &OnlineCounts) {
+    /// Adds what the tallies grew by since `seen`.
+    pub fn record(&self, total: &OnlineTally, seen: &OnlineTally) {
+        self.record_total(&total.total, &seen.total);
+        let none = OnlineCounts::default();
+        for (arm, now) in total.variants.iter().enumerate() {
+            let before = seen.variants.get(arm).map_or(&none, |v| &v.counts);
+            let label = VariantLabel {
+                experiment: now.experiment.clone(),
+                variant: now.variant.clone(),
+            };
+            self.variants.record(&label, &now.counts, before);
+        }
+    }
+
+    fn record_total(&self, total: &OnlineCounts, seen: &OnlineCounts) {
         self.judged.inc_by(total.judged - seen.judged);
         (self.new_item_events).inc_by(total.new_item_events - seen.new_item_events);
         self.hits.inc_by(total.hits - seen.hits);
@@ -115,5 +152,56 @@ impl OnlineMetrics {
                 .get_or_create(&label)
                 .inc_by(converted);
         }
+    }
+}
+
+impl VariantMetrics {
+    fn register(&self, to: &mut crate::families::Families<'_>, arms: &[(String, String)]) {
+        for (experiment, variant) in arms {
+            let label = VariantLabel {
+                experiment: experiment.clone(),
+                variant: variant.clone(),
+            };
+            let _ = self.judged.get_or_create(&label);
+            let _ = self.new_item_events.get_or_create(&label);
+            let _ = self.hits.get_or_create(&label);
+            let _ = self.purchases.get_or_create(&label);
+            let _ = self.conversions.get_or_create(&label);
+            let _ = self.attributed_revenue.get_or_create(&label);
+        }
+        let help = "Judged events of the variant's users";
+        add(to, "online_variant_judged_events", help, &self.judged);
+        let help = "Judged events on items new to the variant's users (HR@N's trials)";
+        add(
+            to,
+            "online_variant_new_item_events",
+            help,
+            &self.new_item_events,
+        );
+        let help = "Those whose item was in the list shown (HR@N's successes)";
+        add(to, "online_variant_hits", help, &self.hits);
+        let help = "Judged purchases of the variant's users (conversion rate's trials)";
+        add(to, "online_variant_purchases", help, &self.purchases);
+        let help = "Judged purchases of an item shown or engaged (conversion rate's successes)";
+        add(to, "online_variant_conversions", help, &self.conversions);
+        let help = "What the variant's conversions were worth (price x quantity)";
+        add(
+            to,
+            "online_variant_attributed_revenue",
+            help,
+            &self.attributed_revenue,
+        );
+    }
+
+    fn record(&self, label: &VariantLabel, now: &OnlineCounts, before: &OnlineCounts) {
+        let grew = |a: u64, b: u64| a.saturating_sub(b);
+        (self.judged.get_or_create(label)).inc_by(grew(now.judged, before.judged));
+        (self.new_item_events.get_or_create(label))
+            .inc_by(grew(now.new_item_events, before.new_item_events));
+        (self.hits.get_or_create(label)).inc_by(grew(now.hits, before.hits));
+        (self.purchases.get_or_create(label)).inc_by(grew(now.purchases, before.purchases));
+        (self.conversions.get_or_create(label)).inc_by(grew(now.conversions, before.conversions));
+        let revenue = (now.attributed_revenue - before.attributed_revenue).max(0.0);
+        self.attributed_revenue.get_or_create(label).inc_by(revenue);
     }
 }

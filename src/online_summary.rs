@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::online::OnlineCounts;
+use crate::online::{OnlineTally, VariantCounts};
 use crate::outputs::rfc3339;
 use crate::ranking::SOURCES;
 
@@ -37,6 +37,41 @@ struct Summary<'a> {
     purchase_revenue: f64,
     attributed_revenue: f64,
     sources: Vec<BySource>,
+    variants: Vec<ByVariant<'a>>,
+}
+
+/// An experiment variant's counts: successes and trials of HR@N and the conversion rate, for
+/// a two-proportion test between variants.
+#[derive(Serialize)]
+struct ByVariant<'a> {
+    experiment: &'a str,
+    variant: &'a str,
+    judged_events: u64,
+    new_item_events: u64,
+    hits: u64,
+    hr_at_n: f64,
+    purchases: u64,
+    conversions: u64,
+    conversion_rate: f64,
+    attributed_revenue: f64,
+}
+
+impl<'a> ByVariant<'a> {
+    fn of(v: &'a VariantCounts) -> ByVariant<'a> {
+        let c = &v.counts;
+        ByVariant {
+            experiment: &v.experiment,
+            variant: &v.variant,
+            judged_events: c.judged,
+            new_item_events: c.new_item_events,
+            hits: c.hits,
+            hr_at_n: c.hit_rate(),
+            purchases: c.purchases,
+            conversions: c.conversions,
+            conversion_rate: c.conversion_rate(),
+            attributed_revenue: c.attributed_revenue,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -46,7 +81,8 @@ struct BySource {
     conversions: u64,
 }
 
-pub fn online_metrics_json(of: &SummaryOf<'_>, counts: &OnlineCounts) -> Vec<u8> {
+pub fn online_metrics_json(of: &SummaryOf<'_>, tally: &OnlineTally) -> Vec<u8> {
+    let counts = &tally.total;
     let sources = SOURCES.iter().enumerate().map(|(bit, source)| BySource {
         source: source.as_str(),
         hits: counts.hits_by_source[bit],
@@ -69,6 +105,7 @@ pub fn online_metrics_json(of: &SummaryOf<'_>, counts: &OnlineCounts) -> Vec<u8>
         purchase_revenue: counts.purchase_revenue,
         attributed_revenue: counts.attributed_revenue,
         sources: sources.collect(),
+        variants: tally.variants.iter().map(ByVariant::of).collect(),
     };
     serde_json::to_vec(&summary).expect("plain structs serialise")
 }
@@ -76,6 +113,7 @@ pub fn online_metrics_json(of: &SummaryOf<'_>, counts: &OnlineCounts) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::online::OnlineCounts;
 
     fn schema() -> jsonschema::Validator {
         let text = include_str!("../docs/schemas/online-metrics.v1.json");
@@ -87,13 +125,21 @@ mod tests {
     }
 
     fn summary(counts: &OnlineCounts) -> serde_json::Value {
+        let tally = OnlineTally {
+            total: counts.clone(),
+            variants: vec![VariantCounts {
+                experiment: "blend".into(),
+                variant: "b".into(),
+                counts: counts.clone(),
+            }],
+        };
         let of = SummaryOf {
             instance_id: "a",
             now_ms: 1_700_000_000_000,
             horizon_ms: 3_600_000,
             top_n: 10,
         };
-        serde_json::from_slice(&online_metrics_json(&of, counts)).unwrap()
+        serde_json::from_slice(&online_metrics_json(&of, &tally)).unwrap()
     }
 
     #[test]
@@ -132,5 +178,15 @@ mod tests {
         assert_eq!(value["conversion_rate"], 0.25);
         assert_eq!(value["sources"].as_array().unwrap().len(), SOURCES.len());
         assert_eq!(value["sources"][1]["source"], "cooc");
+        let variant = &value["variants"][0];
+        assert_eq!(
+            (&variant["experiment"], &variant["variant"]),
+            (&"blend".into(), &"b".into())
+        );
+        assert_eq!(
+            (&variant["hits"], &variant["new_item_events"]),
+            (&2.into(), &8.into())
+        );
+        assert_eq!(variant["hr_at_n"], 0.25);
     }
 }

@@ -1,5 +1,7 @@
 //! Output payloads, as documented in `docs/schemas/`: recommendations and similar items as JSON.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -53,6 +55,15 @@ struct Recommendations<'a> {
     items: Vec<RecommendedItem>,
     generated_at: String,
     cause_event_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Variants::is_empty")]
+    variants: Variants<'a>,
+}
+
+/// Each experiment the user is in → their variant (none without experiments).
+pub(crate) type Variants<'a> = BTreeMap<&'a str, &'a str>;
+
+pub(crate) fn variants_of<'a>(engine: &'a Engine, user_id: &'a str) -> Variants<'a> {
+    engine.variants_of(user_id).collect()
 }
 
 #[derive(Serialize)]
@@ -113,6 +124,7 @@ pub fn recommendations_json(
         items: recommended_items(engine, list),
         generated_at: rfc3339(now_ms),
         cause_event_id: cause,
+        variants: variants_of(engine, user_id),
     };
     serde_json::to_vec(&payload).expect("plain structs serialise")
 }

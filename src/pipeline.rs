@@ -18,7 +18,7 @@ use crate::engine::{Applied, DecodeError, Effects, Engine, ModelUpdate, Position
 use crate::event::{Input, ProfileUpdate};
 use crate::item_outbox::ItemOutbox;
 use crate::offsets::{PartitionKey, Waiter};
-use crate::online::OnlineCounts;
+use crate::online::OnlineTally;
 use crate::outputs::{recommendations_json, similar_items_json, trigger_json};
 use crate::ranking::Filters;
 use crate::triggers::{Fired, Rules};
@@ -116,7 +116,7 @@ pub struct Stats {
     pub last_consumed_ms: i64,
     /// Online metrics: the users' events judged against what they were last shown (kept in
     /// the engine, with the state; filled in by `Processor::totals`).
-    pub online: OnlineCounts,
+    pub online: OnlineTally,
 }
 
 /// One reason behind nearly every input of a while: a misconfigured producer or time rule,
@@ -393,7 +393,7 @@ impl Processor {
     /// rest, which count this process's work).
     pub fn totals(&self) -> Stats {
         Stats {
-            online: self.engine.online_counts().clone(),
+            online: self.engine.online_tally().clone(),
             ..self.stats.clone()
         }
     }

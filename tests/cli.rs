@@ -294,8 +294,9 @@ fn bench_state_keeps_its_state_to_restart_again() {
     );
 }
 
-/// README's first command: the demo streams a shop through the real pipeline and asks the
-/// query API a user's, a filtered, a session's and an item's question, and a bad one.
+/// README's first command: the demo streams a shop through the real pipeline, splits its
+/// shoppers between two ranking variants, and asks the query API a user's, a filtered, a
+/// session's and an item's question, and a bad one.
 #[test]
 fn the_demo_runs_the_pipeline_and_shows_the_query_api() {
     let out = streamrec(&["demo", "--events", "20000", "--rate", "20000"]);
@@ -332,4 +333,14 @@ fn the_demo_runs_the_pipeline_and_shows_the_query_api() {
         events > 1000,
         "events are judged against the lists shown: {online}"
     );
+    for variant in [
+        "    hybrid    HR@N ",
+        "    trending  HR@N ",
+        "trending against hybrid: HR@N z = ",
+    ] {
+        assert!(
+            text.contains(variant),
+            "the demo's experiment: {variant} in\n{text}"
+        );
+    }
 }

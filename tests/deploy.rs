@@ -237,13 +237,10 @@ fn the_dockerfile_builds_like_ci_and_runs_as_a_non_root_user() {
 fn the_dashboard_queries_only_metrics_run_exports() {
     let text = std::fs::read_to_string(deploy("grafana/streamrec.json")).unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let metrics = streamrec::admin::Metrics::new([
-        "r".into(),
-        "s".into(),
-        "d".into(),
-        "t".into(),
-        "m".into(),
-    ]);
+    // With an experiment configured, so that the per-variant panels' families exist.
+    let arms = [("experiment".to_owned(), "variant".to_owned())];
+    let topics = ["r", "s", "d", "t", "m"].map(String::from);
+    let metrics = streamrec::admin::Metrics::new(topics, &arms);
     let exported = metrics.families();
     let mut queried = 0;
     for panel in dashboard["panels"].as_array().unwrap() {

@@ -68,7 +68,9 @@ fn parse(format: &str, body: &str) -> Vec<(String, String, usize)> {
 
 fn metrics_with_counts() -> Metrics {
     let topics = ["recs", "similar", "dead", "triggers", ""].map(String::from);
-    let metrics = Metrics::new(topics);
+    // An experiment's variants have series of their own.
+    let arms = [("blend", "a"), ("blend", "b")].map(|(e, v)| (e.to_owned(), v.to_owned()));
+    let metrics = Metrics::new(topics, &arms);
     let mut stats = Stats {
         consumed: 10,
         applied: 7,

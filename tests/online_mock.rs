@@ -1,8 +1,9 @@
 //! Online metrics computed two ways: `run` replaying MovieLens (the first 40k ratings of
-//! ml-latest-small) on the mock cluster, publishing after every event, counts exactly what `eval --online` counts on the
-//! same log with the same settings, and its online HR@10 is eval's prequential HR@10 within
-//! rounding; the summaries it publishes validate against their schema and the last holds its
-//! totals. Skips when the data is absent.
+//! ml-latest-small) on the mock cluster, publishing after every event, counts exactly what
+//! `eval --online` counts on the same log with the same settings — in total and per experiment
+//! variant — and its online HR@10 is eval's prequential HR@10 within rounding; the summaries it
+//! publishes validate against their schema and the last holds its totals. Skips when the data
+//! is absent.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use streamrec::config::Config;
-use streamrec::online::OnlineCounts;
+use streamrec::online::{OnlineCounts, VariantCounts};
 
 use common::schemas::{validate_topics, Output};
 use common::tansu::produce_file_with;
@@ -20,6 +21,8 @@ use common::{dataset, fresh_config, read_topic, run_for, unique};
 
 /// Publishing after every event, excluding all the user touched (the whole history fits the
 /// profile, as eval's exclusions are unbounded), and no horizon (ratings come years apart).
+/// An experiment whose variants rank alike (b sets what the base sets), so the prequential
+/// comparison holds while users are split, assigned and counted by both.
 const SETTINGS: &str = r#"
 [engine.clean]
 min_ts_ms = 0
@@ -29,6 +32,15 @@ max_recent_items = 5000
 horizon_ms = 1000000000000
 [pipeline]
 min_update_interval_ms = 0
+exclude_seen = true
+[[engine.experiments]]
+name = "split"
+[[engine.experiments.variants]]
+name = "a"
+share = 0.3
+[[engine.experiments.variants]]
+name = "b"
+share = 0.7
 exclude_seen = true
 "#;
 
@@ -94,8 +106,16 @@ async fn a_replayed_log_s_online_metrics_equal_eval_s() {
     let eval = eval_online(&ratings, &settings);
     let events = eval["events"].as_u64().unwrap();
     let report = run_for(&config, events, Duration::from_millis(200)).await;
-    let live = report.stats().online;
+    let tally = report.stats().online;
+    let live = &tally.total;
     let offline: OnlineCounts = serde_json::from_value(eval["online"].clone()).unwrap();
+    let variants: Vec<VariantCounts> =
+        serde_json::from_value(eval["online_variants"].clone()).unwrap();
+    assert_eq!(tally.variants, variants, "each variant counted alike");
+    let split: Vec<u64> = (variants.iter())
+        .map(|v| v.counts.new_item_events)
+        .collect();
+    assert!(split[0] > 8_000 && split[1] > 20_000, "{split:?}");
     assert!(live.new_item_events > 35_000, "{live:?}");
     assert_eq!(
         (live.judged, live.new_item_events, live.hits),
@@ -121,5 +141,7 @@ async fn a_replayed_log_s_online_metrics_equal_eval_s() {
         "the shutdown's summary holds the totals"
     );
     assert_eq!(last["new_item_events"], live.new_item_events);
+    assert_eq!(last["variants"][1]["variant"], "b");
+    assert_eq!(last["variants"][1]["hits"], variants[1].counts.hits);
     drop(cluster);
 }

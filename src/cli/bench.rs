@@ -3,7 +3,7 @@
 use anyhow::bail;
 use clap::Args;
 
-use super::runtime;
+use super::{load_config, runtime};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -18,13 +18,19 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Engine settings (TOML, its `[engine]` tables: ranking, experiments …); defaults when
+    /// left out. The benchmark's own Kafka and pipeline settings stay.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 pub(super) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
+    let engine = load_config(args.config.as_ref(), &[])?.engine;
     let report = runtime()?.block_on(crate::tools::bench::bench(
+        engine,
         args.events,
         args.seed,
         args.workers,

@@ -6,8 +6,12 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::load_config;
-use crate::eval::{evaluate, standard_methods, Mode, Protocol, Publish, Topology};
+use crate::eval::{
+    evaluate, experiment_methods, standard_methods, EvalReport, MethodReport, Mode, Protocol,
+    Publish, Topology,
+};
 use crate::formats::{load, Format};
+use crate::online::two_proportion_z;
 
 /// `eval --mode`: what counts as a hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +55,11 @@ pub struct EvalArgs {
     /// Score only these methods (comma-separated names from the table); default all.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
+    /// Score the variants of this experiment (`engine.experiments` in `--config`) side by
+    /// side, each ranking every user, instead of the standard methods; each is compared with
+    /// the first variant (the control) by a two-proportion z test on HR@N.
+    #[arg(long, conflicts_with = "methods")]
+    pub experiment: Option<String>,
     /// A catalog applied before the events: item.v1 JSON lines or MovieLens movies.csv.
     #[arg(long)]
     pub catalog: Option<PathBuf>,
@@ -126,7 +135,15 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
             eprintln!("  {example}");
         }
     }
-    let mut methods = standard_methods(&config.engine.ranking.blend);
+    let mut methods = match &args.experiment {
+        None => standard_methods(&config.engine.ranking),
+        Some(name) => experiment_methods(&config.engine, name).with_context(|| {
+            let known: Vec<&str> = (config.engine.experiments.iter())
+                .map(|e| e.name.as_str())
+                .collect();
+            format!("no experiment {name:?} in the config; known: {known:?}")
+        })?,
+    };
     if !args.methods.is_empty() {
         let known: Vec<String> = methods.iter().map(|m| m.name.clone()).collect();
         if let Some(unknown) = args.methods.iter().find(|m| !known.contains(m)) {
@@ -159,13 +176,54 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
         &config.engine,
         &methods,
     );
+    let versus = args.experiment.as_ref().map(|_| versus_control(&report));
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["input"] = args.input.display().to_string().into();
         value["skipped_rows"] = serde_json::to_value(&loaded.skipped)?;
+        if let (Some(name), Some(versus)) = (&args.experiment, &versus) {
+            value["experiment"] = serde_json::json!({ "name": name, "versus_control": versus });
+        }
         println!("{value}");
     } else {
         print!("{}", report.table());
+        for v in versus.iter().flatten() {
+            println!(
+                "{} vs {}: HR@{} {:+.4} (z = {:.2}{})",
+                v.variant,
+                v.control,
+                report.top_n,
+                v.hr_difference,
+                v.z,
+                if v.z.abs() > 1.96 {
+                    ", significant at 5 %"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(())
+}
+
+/// A variant's HR@N against the control's (the first method): difference and z statistic.
+#[derive(Debug, serde::Serialize)]
+struct Versus {
+    variant: String,
+    control: String,
+    hr_difference: f64,
+    z: f64,
+}
+
+fn versus_control(report: &EvalReport) -> Vec<Versus> {
+    let Some((control, rest)) = report.methods.split_first() else {
+        return Vec::new();
+    };
+    let versus = |m: &MethodReport| Versus {
+        variant: m.method.clone(),
+        control: control.method.clone(),
+        hr_difference: m.hr_at_n - control.hr_at_n,
+        z: two_proportion_z((control.hits, control.tests), (m.hits, m.tests)),
+    };
+    rest.iter().map(versus).collect()
 }

@@ -9,7 +9,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::latency::wall_clock_ms;
 use crate::config::Config;
-use crate::online::OnlineCounts;
+use crate::online::OnlineTally;
 use crate::online_summary::{online_metrics_json, SummaryOf};
 
 pub struct OnlinePublisher {
@@ -37,13 +37,13 @@ impl OnlinePublisher {
         })
     }
 
-    pub fn publish_if_due(&mut self, totals: &OnlineCounts) {
+    pub fn publish_if_due(&mut self, totals: &OnlineTally) {
         if self.last.elapsed() >= self.interval {
             self.publish(totals);
         }
     }
 
-    pub fn publish(&mut self, totals: &OnlineCounts) {
+    pub fn publish(&mut self, totals: &OnlineTally) {
         self.last = Instant::now();
         let of = SummaryOf {
             instance_id: &self.instance_id,

@@ -7,7 +7,9 @@ use tokio::sync::oneshot;
 
 use super::params::{SessionAsk, UserAsk, Wanted};
 use crate::engine::{Answer, Engine, Request, Visitor};
-use crate::outputs::{neighbor_items, recommended_items, rfc3339, Neighbor, RecommendedItem};
+use crate::outputs::{
+    neighbor_items, recommended_items, rfc3339, variants_of, Neighbor, RecommendedItem, Variants,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ask {
@@ -36,6 +38,8 @@ struct UserAnswer<'a> {
     items: Vec<RecommendedItem>,
     known_user: bool,
     generated_at: String,
+    #[serde(skip_serializing_if = "Variants::is_empty")]
+    variants: Variants<'a>,
 }
 
 #[derive(Serialize)]
@@ -68,6 +72,7 @@ pub fn answer(engine: &mut Engine, ask: &Ask, exclude_seen: bool, now_ms: i64) -
                 items: recommended_items(engine, &found.items),
                 known_user: found.known_user,
                 generated_at,
+                variants: variants_of(engine, &ask.user_id),
             })
         }
         Ask::Session(ask) => {
@@ -141,5 +146,76 @@ pub fn error_with(status: u16, code: &str, parameter: Option<&str>, detail: &str
     Reply {
         status,
         body: serde_json::to_vec(&body).expect("plain structs serialise"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EngineConfig;
+    use crate::event::{Event, EventType};
+    use crate::experiments::{Experiment, Variant};
+    use crate::outputs::recommendations_json;
+    use crate::ranking::Filters;
+
+    /// An experiment whose second variant ranks without the user's own history.
+    fn engine_in_an_experiment() -> Engine {
+        let mut off = Variant {
+            name: "off".into(),
+            share: 0.5,
+            ..Variant::default()
+        };
+        off.blend.history = Some(0.0);
+        let control = Variant {
+            name: "control".into(),
+            share: 0.5,
+            ..Variant::default()
+        };
+        let config = EngineConfig {
+            experiments: vec![Experiment {
+                name: "history".into(),
+                variants: vec![control, off],
+            }],
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config);
+        for u in 0..20 {
+            for (i, item) in ["a", "b", "c", "d"].iter().enumerate().skip(u % 3) {
+                let event =
+                    Event::new(EventType::View, &format!("u{u}"), item, (u * 10 + i) as i64);
+                engine.apply(&event);
+            }
+        }
+        engine
+    }
+
+    #[test]
+    fn a_user_s_answer_names_their_variant_and_holds_their_published_items() {
+        let mut engine = engine_in_an_experiment();
+        let mut seen = std::collections::BTreeSet::new();
+        for u in 0..20 {
+            let user_id = format!("u{u}");
+            let list = engine.recommend(&user_id, 10, &Filters::default());
+            let published: serde_json::Value =
+                serde_json::from_slice(&recommendations_json(&engine, &user_id, &list, 0, None))
+                    .unwrap();
+            let ask = Ask::User(UserAsk {
+                user_id: user_id.clone(),
+                wanted: Wanted {
+                    n: 10,
+                    category: None,
+                    price: None,
+                    exclude: Vec::new(),
+                },
+                context_item: None,
+            });
+            let reply = answer(&mut engine, &ask, false, 0);
+            let answered: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(answered["items"], published["items"], "{user_id}");
+            assert_eq!(answered["variants"], published["variants"], "{user_id}");
+            let variant = answered["variants"]["history"].as_str().unwrap().to_owned();
+            seen.insert(variant);
+        }
+        assert_eq!(seen.len(), 2, "both variants answered: {seen:?}");
     }
 }

@@ -11,6 +11,7 @@ use super::checkpoint::{Cadence, Checkpointer, Durable};
 use crate::admin::{serve, Metrics};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::experiments;
 use crate::kafka::{consume, Observers, Prepared, RunError, RunReport};
 use crate::offsets::{by_index, worker_of, Offsets};
 use crate::query::{self, Queries, Routes};
@@ -25,13 +26,16 @@ pub async fn run(
     let started = Instant::now();
     let rules = Arc::new(config.triggers.rules()?);
     let kafka = &config.kafka;
-    let metrics = Arc::new(Metrics::new([
-        kafka.recommendations_topic.clone(),
-        kafka.similar_items_topic.clone(),
-        kafka.dead_letter_topic.clone(),
-        kafka.triggers_topic.clone(),
-        kafka.model_updates_topic.clone(),
-    ]));
+    let metrics = Arc::new(Metrics::new(
+        [
+            kafka.recommendations_topic.clone(),
+            kafka.similar_items_topic.clone(),
+            kafka.dead_letter_topic.clone(),
+            kafka.triggers_topic.clone(),
+            kafka.model_updates_topic.clone(),
+        ],
+        &experiments::arms(&config.engine.experiments),
+    ));
     // `/readyz` says "loading state" until the state dir is open.
     let state_loaded = Arc::new(AtomicBool::new(false));
     if let Some(listen) = config.admin.address() {

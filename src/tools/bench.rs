@@ -22,7 +22,7 @@ use rdkafka::mocking::MockCluster;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, EngineConfig};
 use crate::kafka::{
     new_latency, produce_messages, replay, Health, Loader, Observers, ReplayOptions,
 };
@@ -54,9 +54,18 @@ pub struct BenchReport {
     pub latency_max_ms: f64,
 }
 
-pub async fn bench(events: usize, seed: u64, workers: usize) -> anyhow::Result<BenchReport> {
+/// Runs every phase with `engine`'s settings (ranking, experiments …) on the mock cluster.
+pub async fn bench(
+    engine: EngineConfig,
+    events: usize,
+    seed: u64,
+    workers: usize,
+) -> anyhow::Result<BenchReport> {
     let cluster = MockCluster::new(1).context("cannot start the mock cluster")?;
-    let mut config = Config::default();
+    let mut config = Config {
+        engine,
+        ..Config::default()
+    };
     config.pipeline.workers = workers;
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.session_timeout_ms = 6_000;

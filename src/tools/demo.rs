@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::Event;
+use crate::experiments::{BlendOverride, Experiment, Variant};
 use crate::kafka::{produce_messages, Health, Observers, RunReport};
+use crate::online::{two_proportion_z, OnlineCounts, OnlineTally};
 use crate::pipeline::Stats;
 use crate::rng::SplitMix64;
 use crate::runtime::run;
@@ -128,6 +130,7 @@ pub async fn demo(options: DemoOptions) -> anyhow::Result<()> {
     config.kafka.group_id = "streamrec-demo".into();
     config.kafka.session_timeout_ms = 6_000;
     config.query.listen = "127.0.0.1:0".into();
+    config.engine.experiments = vec![demo_experiment()];
     for (topic, partitions) in [
         ("events", 3),
         ("recommendations", 3),
@@ -208,6 +211,70 @@ async fn show_progress(mut progress: watch::Receiver<Stats>, total: u64, deadlin
     }
 }
 
+/// Half the shoppers get the hybrid ranking, half only what is trending: the split shows how a
+/// shop reads an experiment (docs/experiments.md).
+fn demo_experiment() -> Experiment {
+    let trending = Variant {
+        name: "trending".into(),
+        share: 0.5,
+        blend: BlendOverride {
+            history: Some(0.0),
+            cooc: Some(0.0),
+            cross: Some(0.0),
+            mf: Some(0.0),
+            popular: Some(1.0),
+            content: Some(0.0),
+            segment: Some(0.0),
+        },
+        ..Variant::default()
+    };
+    let hybrid = Variant {
+        name: "hybrid".into(),
+        share: 0.5,
+        ..Variant::default()
+    };
+    Experiment {
+        name: "ranking".into(),
+        variants: vec![hybrid, trending],
+    }
+}
+
+/// Each variant's online metrics, and each against the first by a two-proportion z test.
+fn print_experiment(tally: &OnlineTally) {
+    let Some((control, rest)) = tally.variants.split_first() else {
+        return;
+    };
+    println!(
+        "  experiment \"{}\" (users split by a stable hash; docs/experiments.md):",
+        control.experiment
+    );
+    for v in &tally.variants {
+        let c = &v.counts;
+        println!(
+            "    {:<9} HR@N {:.3} over {} events on new items; {} of {} purchases converted ({:.1} %)",
+            v.variant,
+            c.hit_rate(),
+            c.new_item_events,
+            c.conversions,
+            c.purchases,
+            100.0 * c.conversion_rate()
+        );
+    }
+    let trials = |c: &OnlineCounts| (c.hits, c.new_item_events);
+    for v in rest {
+        let z = two_proportion_z(trials(&control.counts), trials(&v.counts));
+        let verdict = if z.abs() > 1.96 {
+            "significant at 5 %"
+        } else {
+            "not significant"
+        };
+        println!(
+            "    {} against {}: HR@N z = {z:.1} ({verdict})",
+            v.variant, control.variant
+        );
+    }
+}
+
 fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
     let stats = &report.stats();
     let seconds = report.elapsed.as_secs_f64();
@@ -227,7 +294,7 @@ fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
          (abandoned browsing and carts, returning shoppers, new favourite categories)",
         stats.recommendations, stats.similar_items, stats.triggers
     );
-    let online = &stats.online;
+    let online = &stats.online.total;
     println!(
         "  online metrics (each event judged against the list its user was last shown): HR@N {:.3} \
          over {} events on items new to the user; {} of {} purchases converted, revenue {:.0} of {:.0}",
@@ -238,6 +305,7 @@ fn print_summary(report: &RunReport, total: u64, coalescing_ms: u64) {
         online.attributed_revenue,
         online.purchase_revenue
     );
+    print_experiment(&stats.online);
     let l = &report.latency_us;
     if !l.is_empty() {
         let ms = |q: f64| l.value_at_quantile(q) as f64 / 1000.0;
@@ -263,7 +331,23 @@ fn print_examples(report: &RunReport) {
         }
     }
     users.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    for (user, _, engine) in users.into_iter().take(3) {
+    // The two most active shoppers of the hybrid variant, and the most active of trending.
+    let variant = |user: &str, engine: &Engine| {
+        let mut variants = engine.variants_of(user);
+        variants.next().map_or(String::new(), |(_, v)| v.to_owned())
+    };
+    let mut quotas: [(&str, usize); 2] = [("hybrid", 2), ("trending", 1)];
+    users.retain(|(user, _, engine)| {
+        let of = variant(user, engine);
+        match quotas.iter_mut().find(|(name, _)| *name == of) {
+            Some((_, left)) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    });
+    for (user, _, engine) in users {
         let user = user.as_str();
         let state = engine.user(user).expect("listed users exist");
         let recent: Vec<String> = state
@@ -275,7 +359,8 @@ fn print_examples(report: &RunReport) {
             .map(|r| format!("{} ({})", engine.item_id(r.item), r.strongest.as_str()))
             .collect();
         println!(
-            "\n  {user}: {} events; recent: {}",
+            "\n  {user} ({} variant): {} events; recent: {}",
+            variant(user, engine),
             state.profile.events(),
             recent.join(", ")
         );

@@ -203,12 +203,19 @@ pub fn state_command(config: &Path, command: &str) -> std::process::Output {
 }
 
 /// The online metrics line of `state stats` (see `inspect`).
+/// The online lines of `state stats`: the totals, then each experiment variant's.
 pub fn stored_online(config: &Path) -> String {
     let out = state_command(config, "stats");
     let text = String::from_utf8(out.stdout).unwrap();
-    let line = text.lines().find(|l| l.starts_with("online: "));
-    line.unwrap_or_else(|| panic!("no online line in {text}"))
-        .to_owned()
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("online: "));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no online line in {text}"));
+    let variants = lines.take_while(|l| l.starts_with("  "));
+    std::iter::once(first)
+        .chain(variants)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The stored offsets line of `state stats`, or why there is none.

@@ -21,6 +21,8 @@ pub struct EngineConfig {
     pub content: ContentConfig,
     pub ranking: RankingConfig,
     pub online: OnlineConfig,
+    /// A/B experiments on ranking (`[[engine.experiments]]`); see `experiments`.
+    pub experiments: Vec<crate::experiments::Experiment>,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +39,7 @@ impl Default for EngineConfig {
             content: ContentConfig::default(),
             ranking: RankingConfig::default(),
             online: OnlineConfig::default(),
+            experiments: Vec::new(),
         }
     }
 }
@@ -438,18 +441,8 @@ impl EngineConfig {
             "engine.popularity.trending_size",
             self.popularity.trending_size as i64,
         )?;
-        let b = &self.ranking.blend;
-        for (key, value) in [
-            ("engine.ranking.blend.history", b.history),
-            ("engine.ranking.blend.cooc", b.cooc),
-            ("engine.ranking.blend.cross", b.cross),
-            ("engine.ranking.blend.mf", b.mf),
-            ("engine.ranking.blend.popular", b.popular),
-            ("engine.ranking.blend.content", b.content),
-            ("engine.ranking.blend.segment", b.segment),
-        ] {
-            finite_non_negative(key, value)?;
-        }
+        self.ranking.validate()?;
+        crate::experiments::validate(&self.experiments, &self.ranking)?;
         positive(
             "engine.clean.max_attribute_len",
             self.clean.max_attribute_len as i64,
@@ -475,11 +468,29 @@ impl EngineConfig {
         }
         positive("engine.online.horizon_ms", self.online.horizon_ms)?;
         positive("engine.online.max_engaged", self.online.max_engaged as i64)?;
-        positive("engine.ranking.seed_items", self.ranking.seed_items as i64)?;
-        positive("engine.ranking.mf_rescore", self.ranking.mf_rescore as i64)?;
+        Ok(())
+    }
+}
+
+impl RankingConfig {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let b = &self.blend;
         for (key, value) in [
-            ("engine.ranking.seed_decay", self.ranking.seed_decay),
-            ("engine.ranking.history_decay", self.ranking.history_decay),
+            ("engine.ranking.blend.history", b.history),
+            ("engine.ranking.blend.cooc", b.cooc),
+            ("engine.ranking.blend.cross", b.cross),
+            ("engine.ranking.blend.mf", b.mf),
+            ("engine.ranking.blend.popular", b.popular),
+            ("engine.ranking.blend.content", b.content),
+            ("engine.ranking.blend.segment", b.segment),
+        ] {
+            finite_non_negative(key, value)?;
+        }
+        positive("engine.ranking.seed_items", self.seed_items as i64)?;
+        positive("engine.ranking.mf_rescore", self.mf_rescore as i64)?;
+        for (key, value) in [
+            ("engine.ranking.seed_decay", self.seed_decay),
+            ("engine.ranking.history_decay", self.history_decay),
         ] {
             if !(value > 0.0 && value <= 1.0) {
                 return Err(invalid(key, "must be in (0.0, 1.0]"));

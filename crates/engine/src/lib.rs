@@ -16,7 +16,8 @@
 //!   candidates (cold start).
 //! - [`ranking`]: candidates → blended score → filters → top-N.
 //! - [`triggers`]: campaign trigger rules, evaluated in event time on the engine's state.
-//! - [`online`]: online metrics — each event judged against what its user was last shown.
+//! - [`online`]: online metrics — each event judged against what its user was last shown;
+//!   [`experiments`]: A/B variants of the ranking, users assigned by a stable hash.
 //! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)` (plus
 //!   `apply_profile`, `apply_catalog` and the fired triggers), split into item-side (shared) and
 //!   user-side (per worker) state; `engine::ModelUpdate` replicates the item side between
@@ -42,6 +43,7 @@ pub mod dedup;
 pub mod engine;
 pub mod eval;
 pub mod event;
+pub mod experiments;
 pub mod factorization;
 pub mod intern;
 pub mod neighbors;

@@ -106,37 +106,130 @@ impl OnlineCounts {
 
     /// Judges `event` against what its user was last shown, and counts it.
     pub fn judge(&mut self, shown: &mut Shown, event: Observed, limits: &OnlineConfig) {
-        if event.ts_ms - shown.at_ms > limits.horizon_ms {
-            return;
+        if let Some(judgement) = shown.judge(event, limits) {
+            self.count(&judgement);
         }
+    }
+
+    /// Counts a judged event.
+    pub fn count(&mut self, judgement: &Judgement) {
         self.judged += 1;
-        let in_list = shown.items.iter().position(|&(item, _)| item == event.item);
-        let sources = in_list.map(|rank| shown.items[rank].1);
-        if event.new_item {
+        if judgement.new_item {
             self.new_item_events += 1;
-            if let (Some(rank), Some(bits)) = (in_list, sources) {
+            if let Some((rank, bits)) = judgement.hit {
                 self.hits += 1;
                 self.reciprocal_rank += 1.0 / (rank as f64 + 1.0);
                 count_bits(&mut self.hits_by_source, bits);
             }
         }
-        if let Some(worth) = event.purchase {
+        if let Some(worth) = judgement.purchase {
             self.purchases += 1;
             self.purchase_revenue += worth;
-            let engaged = shown.engaged_within(event.item, event.ts_ms, limits.horizon_ms);
-            if let Some(bits) = sources.or(engaged) {
+            if let Some(bits) = judgement.converted {
                 self.conversions += 1;
                 self.attributed_revenue += worth;
                 count_bits(&mut self.conversions_by_source, bits);
             }
         }
-        if let Some(bits) = sources {
-            shown.engage(event.item, bits, event.ts_ms, limits.max_engaged);
+    }
+}
+
+/// A shard's online counters: every judged event's, and each experiment variant's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OnlineTally {
+    pub total: OnlineCounts,
+    /// One per (experiment, variant) of the config, in its order (`experiments::arms`).
+    pub variants: Vec<VariantCounts>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariantCounts {
+    pub experiment: String,
+    pub variant: String,
+    pub counts: OnlineCounts,
+}
+
+impl OnlineTally {
+    /// Counts a judged event in the total and in each of `arms` (indices into `variants`).
+    pub fn count(&mut self, judgement: &Judgement, arms: impl Iterator<Item = usize>) {
+        self.total.count(judgement);
+        for arm in arms {
+            if let Some(variant) = self.variants.get_mut(arm) {
+                variant.counts.count(judgement);
+            }
+        }
+    }
+
+    /// Lays `variants` out as `arms` (experiment, variant names) are, keeping the counts of
+    /// the ones still there: an experiment left out of the config takes its counts with it.
+    pub fn align(&mut self, arms: &[(String, String)]) {
+        let mut old = std::mem::take(&mut self.variants);
+        self.variants = (arms.iter())
+            .map(|(experiment, variant)| {
+                let kept = old
+                    .iter()
+                    .position(|v| &v.experiment == experiment && &v.variant == variant);
+                let counts = kept.map(|i| old.swap_remove(i).counts);
+                VariantCounts {
+                    experiment: experiment.clone(),
+                    variant: variant.clone(),
+                    counts: counts.unwrap_or_default(),
+                }
+            })
+            .collect();
+    }
+
+    /// Sums `other` into this tally (variants matched by name, new ones appended).
+    pub fn add(&mut self, other: &OnlineTally) {
+        self.total.add(&other.total);
+        for theirs in &other.variants {
+            let same = |v: &&mut VariantCounts| {
+                v.experiment == theirs.experiment && v.variant == theirs.variant
+            };
+            match self.variants.iter_mut().find(same) {
+                Some(ours) => ours.counts.add(&theirs.counts),
+                None => self.variants.push(theirs.clone()),
+            }
         }
     }
 }
 
+/// What one event says about the list its user was shown.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judgement {
+    /// A test case of online HR@N: an item new to the user.
+    pub new_item: bool,
+    /// A new item in the list: its rank (0 = first) and sources.
+    pub hit: Option<(usize, u8)>,
+    /// A purchase, and what it is worth.
+    pub purchase: Option<f64>,
+    /// A purchase of an item in the list or engaged within the horizon: its sources.
+    pub converted: Option<u8>,
+}
+
 impl Shown {
+    /// Judges `event` against this list, noting a listed item the user touched; None when
+    /// the list is older than the horizon.
+    pub fn judge(&mut self, event: Observed, limits: &OnlineConfig) -> Option<Judgement> {
+        if event.ts_ms - self.at_ms > limits.horizon_ms {
+            return None;
+        }
+        let in_list = self.items.iter().position(|&(item, _)| item == event.item);
+        let sources = in_list.map(|rank| self.items[rank].1);
+        let converted = event.purchase.and_then(|_| {
+            sources.or_else(|| self.engaged_within(event.item, event.ts_ms, limits.horizon_ms))
+        });
+        if let Some(bits) = sources {
+            self.engage(event.item, bits, event.ts_ms, limits.max_engaged);
+        }
+        Some(Judgement {
+            new_item: event.new_item,
+            hit: in_list.zip(sources).filter(|_| event.new_item),
+            purchase: event.purchase,
+            converted,
+        })
+    }
+
     /// A list shown at the user's time `at_ms`, keeping what they engaged with before.
     pub fn replace(&mut self, at_ms: i64, items: impl Iterator<Item = (u32, u8)>) {
         self.at_ms = at_ms;
@@ -173,6 +266,23 @@ impl Shown {
         while self.engaged.len() > max {
             self.engaged.pop_front();
         }
+    }
+}
+
+/// The two-proportion z statistic of `b` against `a` (successes, trials), pooled: how many
+/// standard errors b's rate lies above a's; |z| > 1.96 is significant at 5 % (two-sided).
+/// 0 when either has no trials or neither varies.
+pub fn two_proportion_z((a_hits, a_trials): (u64, u64), (b_hits, b_trials): (u64, u64)) -> f64 {
+    if a_trials == 0 || b_trials == 0 {
+        return 0.0;
+    }
+    let (na, nb) = (a_trials as f64, b_trials as f64);
+    let pooled = (a_hits + b_hits) as f64 / (na + nb);
+    let error = (pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb)).sqrt();
+    if error > 0.0 {
+        (b_hits as f64 / nb - a_hits as f64 / na) / error
+    } else {
+        0.0
     }
 }
 
@@ -219,6 +329,15 @@ mod tests {
             purchase: Some(worth),
             ..view(item, ts_ms, false)
         }
+    }
+
+    #[test]
+    fn the_z_statistic_matches_a_worked_example() {
+        // 200 of 1000 against 250 of 1000: pooled 0.225, error 0.018675, z = 2.6774.
+        let z = two_proportion_z((200, 1000), (250, 1000));
+        assert!((z - 2.6774).abs() < 1e-4, "{z}");
+        assert_eq!(two_proportion_z((0, 0), (5, 10)), 0.0);
+        assert_eq!(two_proportion_z((0, 10), (0, 10)), 0.0);
     }
 
     #[test]

@@ -11,12 +11,13 @@ use rustc_hash::FxHashMap;
 
 use crate::catalog::{CatalogUpdate, ListingChange, Scores};
 use crate::config::CoocConfig;
-use crate::config::{Blend, EngineConfig};
+use crate::config::{EngineConfig, RankingConfig};
 use crate::cooccurrence::{pair_ops, PairEvent};
 use crate::dedup::DedupWindow;
 use crate::event::{Event, EventType, ProfileUpdate};
+use crate::experiments;
 use crate::factorization::{initial_vector, learn};
-use crate::online::{Observed, OnlineCounts};
+use crate::online::{Observed, OnlineTally};
 use crate::popularity::Popularity;
 use crate::profile::Observation;
 use crate::ranking::{self, Filters, Scored};
@@ -39,6 +40,7 @@ mod records;
 mod replica;
 mod request;
 mod shown;
+mod variants;
 mod view_reader;
 mod work_batch;
 
@@ -64,6 +66,7 @@ pub use records::{
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 pub use request::{Answer, Request, Visitor};
 use shown::worth;
+use variants::treated;
 
 /// User-side state for the users one worker owns.
 #[derive(Clone, Debug)]
@@ -80,7 +83,7 @@ pub struct UserShard {
     /// Trigger deadlines and cooldowns of this shard's users.
     pub triggers: TriggerState,
     /// Online metrics of this shard's users' events (see `online`).
-    pub online: OnlineCounts,
+    pub online: OnlineTally,
     /// Triggers fired by the input being applied (returned with its effects).
     fired: Vec<Fired>,
     /// Whether `apply` records what it did to the item model for other replicas.
@@ -120,7 +123,7 @@ impl UserShard {
             rng,
             contended: 0,
             triggers,
-            online: OnlineCounts::default(),
+            online: OnlineTally::default(),
             fired: Vec::new(),
             replicate: false,
             model_updates: Vec::new(),
@@ -277,12 +280,13 @@ impl Engine {
 
     /// A worker's engine on a shared item model; `worker` varies the sampling seed.
     pub fn with_items(config: EngineConfig, items: SharedItems, worker: u64) -> Engine {
-        let shard = UserShard::from_parts(
+        let mut shard = UserShard::from_parts(
             DedupWindow::new(config.dedup.clone()),
             StreamClocks::default(),
             SplitMix64::new(config.seed.wrapping_add(worker)),
             TriggerState::default(),
         );
+        shard.online.align(&experiments::arms(&config.experiments));
         Engine {
             config,
             items,
@@ -468,7 +472,10 @@ impl Engine {
             category,
         };
         if let Some(shown) = user.shown.as_deref_mut() {
-            self.shard.online.judge(shown, observed, &config.online);
+            if let Some(judgement) = shown.judge(observed, &config.online) {
+                let arms = experiments::arm_indices(&config.experiments, &event.user_id);
+                self.shard.online.count(&judgement, arms);
+            }
         }
         user.profile.record(observation, &config.profile);
         if !self.rules.is_empty() {
@@ -489,25 +496,31 @@ impl Engine {
         Applied::Learned { new_user, new_item }
     }
 
-    /// Top-`n` items for `user_id` with the configured blend.
+    /// Top-`n` items for `user_id`, ranked as their experiment variants say (the configured
+    /// ranking when there are no experiments).
     pub fn recommend(&self, user_id: &str, n: usize, filters: &Filters) -> Vec<Scored> {
-        self.recommend_with(user_id, n, filters, &self.config.ranking.blend)
+        if self.config.experiments.is_empty() {
+            return self.recommend_ranked(user_id, n, filters, &self.config.ranking);
+        }
+        let treatment = self.treatment(user_id);
+        let filters = treated(filters, &treatment);
+        self.recommend_ranked(user_id, n, &filters, &treatment.ranking)
     }
 
-    /// Top-`n` items with an explicit blend (evaluation compares several).
-    pub fn recommend_with(
+    /// Top-`n` items with an explicit ranking (evaluation compares several).
+    pub fn recommend_ranked(
         &self,
         user_id: &str,
         n: usize,
         filters: &Filters,
-        blend: &Blend,
+        ranking: &RankingConfig,
     ) -> Vec<Scored> {
         let user = self.shard.users.get(user_id).map(|user| &**user);
         let items = self.read();
         let now_ms = user
             .and_then(|u| self.shard.clocks.time(u.stream))
             .unwrap_or(items.latest_ts_ms);
-        ranking::recommend(&items, user, now_ms, &self.config, blend, n, filters)
+        ranking::recommend(&items, user, now_ms, &self.config, ranking, n, filters)
     }
 
     /// The time of input `stream`: the latest event time applied from it.

@@ -18,9 +18,10 @@ use crate::changed::ChangedItems;
 use crate::config::EngineConfig;
 use crate::dedup::DedupWindow;
 use crate::engine::StreamClocks;
+use crate::experiments;
 use crate::factorization::initial_vector;
 use crate::neighbors::Row;
-use crate::online::{OnlineCounts, Shown};
+use crate::online::{OnlineTally, Shown};
 use crate::rng::SplitMix64;
 use crate::triggers::TriggerState;
 
@@ -146,7 +147,7 @@ pub(super) struct ShardRest {
     triggers: TriggerState,
     /// Observed, not learned: encoded after the rest, outside the digest (as a user's list).
     #[serde(skip)]
-    online: OnlineCounts,
+    online: OnlineTally,
 }
 
 impl ShardRest {
@@ -158,7 +159,7 @@ impl ShardRest {
 
     fn decode(bytes: &[u8], what: &str) -> Result<ShardRest, DecodeError> {
         let (mut rest, online) =
-            decode_with_tail::<ShardRest, OnlineCounts, SHARD_RECORD_LIMIT>(bytes, what)?;
+            decode_with_tail::<ShardRest, OnlineTally, SHARD_RECORD_LIMIT>(bytes, what)?;
         rest.online = online.unwrap_or_default();
         Ok(rest)
     }
@@ -436,6 +437,7 @@ impl Engine {
         let rest = ShardRest::decode(shard, &what)?;
         let mut shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
         shard.online = rest.online;
+        shard.online.align(&experiments::arms(&config.experiments));
         Ok(Engine {
             config,
             items,
@@ -544,8 +546,8 @@ fn missing_item(item: u32, count: usize) -> DecodeError {
 }
 
 /// The online counters of every worker's shard in `records`, summed.
-pub fn records_online(records: &EngineRecords) -> Result<OnlineCounts, DecodeError> {
-    let mut total = OnlineCounts::default();
+pub fn records_online(records: &EngineRecords) -> Result<OnlineTally, DecodeError> {
+    let mut total = OnlineTally::default();
     for (worker, shard) in records.shards.iter().enumerate() {
         let rest = ShardRest::decode(shard, &format!("shard {worker}"))?;
         total.add(&rest.online);

@@ -6,6 +6,7 @@ use rustc_hash::FxHashSet;
 
 use super::Engine;
 use crate::event::EventType;
+use crate::experiments::Treatment;
 use crate::profile::Observation;
 use crate::ranking::{self, Filters, PriceRange, Scored};
 use crate::segments::segment_name;
@@ -72,8 +73,16 @@ impl Engine {
             },
         };
         let excluded: FxHashSet<u32> = exclude.into_iter().chain(viewing.iter().copied()).collect();
+        // A user is ranked as their variants say; an anonymous visitor as configured.
+        let treatment = match visitor {
+            Visitor::User(id) => self.treatment(id),
+            Visitor::Anonymous { .. } => Treatment {
+                ranking: self.config.ranking.clone(),
+                exclude_seen: None,
+            },
+        };
         let filters = Filters {
-            exclude_seen: request.exclude_seen,
+            exclude_seen: treatment.exclude_seen.unwrap_or(request.exclude_seen),
             exclude_items: (!excluded.is_empty()).then_some(&excluded),
             attribute,
             price: request.price,
@@ -85,12 +94,12 @@ impl Engine {
             Visitor::Anonymous { attributes } => attributes,
             Visitor::User(_) => &[],
         };
-        let (config, blend, n) = (&self.config, &self.config.ranking.blend, request.n);
+        let (config, ranking, n) = (&self.config, &treatment.ranking, request.n);
         answer.items = if viewing.is_empty() && attributes.is_empty() {
-            ranking::recommend(&items, user, now_ms, config, blend, n, &filters)
+            ranking::recommend(&items, user, now_ms, config, ranking, n, &filters)
         } else {
             let visitor = self.visitor_state(&items, user, (&viewing, attributes), now_ms);
-            ranking::recommend(&items, Some(&visitor), now_ms, config, blend, n, &filters)
+            ranking::recommend(&items, Some(&visitor), now_ms, config, ranking, n, &filters)
         };
         answer
     }

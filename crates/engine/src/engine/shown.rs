@@ -4,7 +4,7 @@
 
 use super::{touch, Capture, Engine, ItemModel};
 use crate::event::Event;
-use crate::online::{OnlineCounts, Shown};
+use crate::online::{OnlineCounts, OnlineTally, Shown};
 use crate::ranking::Scored;
 
 impl Engine {
@@ -41,6 +41,11 @@ impl Engine {
 
     /// This shard's online counters.
     pub fn online_counts(&self) -> &OnlineCounts {
+        &self.shard.online.total
+    }
+
+    /// This shard's online counters, with each experiment variant's.
+    pub fn online_tally(&self) -> &OnlineTally {
         &self.shard.online
     }
 

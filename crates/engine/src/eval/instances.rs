@@ -21,7 +21,7 @@ use crate::engine::{
     WorkBatch,
 };
 use crate::event::Event;
-use crate::online::OnlineCounts;
+use crate::online::OnlineTally;
 use crate::ranking::Filters;
 
 /// How the item side is shared between instances.
@@ -159,10 +159,10 @@ impl Instances {
     }
 
     /// The online counters of every instance, summed.
-    pub fn online_counts(&self) -> OnlineCounts {
-        let mut total = OnlineCounts::default();
+    pub fn online_tally(&self) -> OnlineTally {
+        let mut total = OnlineTally::default();
         for engine in &self.engines {
-            total.add(engine.online_counts());
+            total.add(engine.online_tally());
         }
         total
     }

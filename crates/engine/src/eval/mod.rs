@@ -11,13 +11,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::catalog::CatalogUpdate;
-use crate::config::{Blend, EngineConfig};
+use crate::config::{Blend, EngineConfig, RankingConfig};
 
 mod instances;
 
 use crate::engine::Engine;
 use crate::event::{Event, EventType};
-use crate::online::OnlineCounts;
+use crate::experiments::{Treatment, Variant};
+use crate::online::{OnlineCounts, VariantCounts};
 use crate::ranking::Filters;
 use instances::Instances;
 pub use instances::Topology;
@@ -29,11 +30,26 @@ pub enum Mode {
     Purchase,
 }
 
-/// A named ranking blend to score.
+/// A named ranking to score.
 #[derive(Clone, Debug)]
 pub struct Method {
     pub name: String,
-    pub blend: Blend,
+    pub treatment: Treatment,
+}
+
+impl Method {
+    fn with_blend(name: &str, base: &RankingConfig, blend: Blend) -> Method {
+        Method {
+            name: name.to_owned(),
+            treatment: Treatment {
+                ranking: RankingConfig {
+                    blend,
+                    ..base.clone()
+                },
+                exclude_seen: None,
+            },
+        }
+    }
 }
 
 fn only(f: impl FnOnce(&mut Blend)) -> Blend {
@@ -50,12 +66,28 @@ fn only(f: impl FnOnce(&mut Blend)) -> Blend {
     blend
 }
 
-/// Single-source baselines, the configured hybrid, and the hybrid without each source.
-pub fn standard_methods(hybrid: &Blend) -> Vec<Method> {
-    let method = |name: &str, blend: Blend| Method {
-        name: name.to_owned(),
-        blend,
+/// One method per variant of the experiment `name`, each ranking every user as that variant
+/// does (the base ranking with its overrides); None when no experiment has that name.
+pub fn experiment_methods(config: &EngineConfig, name: &str) -> Option<Vec<Method>> {
+    let experiment = config.experiments.iter().find(|e| e.name == name)?;
+    let method = |variant: &Variant| {
+        let mut treatment = Treatment {
+            ranking: config.ranking.clone(),
+            exclude_seen: None,
+        };
+        variant.apply(&mut treatment);
+        Method {
+            name: variant.name.clone(),
+            treatment,
+        }
     };
+    Some(experiment.variants.iter().map(method).collect())
+}
+
+/// Single-source baselines, the configured hybrid, and the hybrid without each source.
+pub fn standard_methods(base: &RankingConfig) -> Vec<Method> {
+    let hybrid = &base.blend;
+    let method = |name: &str, blend: Blend| Method::with_blend(name, base, blend);
     let mut methods = vec![
         method("popularity", only(|b| b.popular = 1.0)),
         method("history", only(|b| b.history = 1.0)),
@@ -130,6 +162,10 @@ pub struct EvalReport {
     pub methods: Vec<MethodReport>,
     /// With [`Protocol::publish`]: the online metrics of the lists shown.
     pub online: Option<OnlineCounts>,
+    /// With [`Protocol::publish`] and experiments configured: each variant's online metrics
+    /// (users assigned as `run` assigns them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub online_variants: Vec<VariantCounts>,
 }
 
 #[derive(Default)]
@@ -311,7 +347,11 @@ pub fn evaluate(
         bytes_per_user: memory.bytes_per_user(),
         bytes_per_item: memory.bytes_per_item(),
         methods: method_reports,
-        online: protocol.publish.map(|_| instances.online_counts()),
+        online: protocol.publish.map(|_| instances.online_tally().total),
+        online_variants: match protocol.publish {
+            Some(_) => instances.online_tally().variants,
+            None => Vec::new(),
+        },
     }
 }
 
@@ -340,7 +380,12 @@ fn score_case(
     tally: &mut Tally,
 ) -> bool {
     let started = Instant::now();
-    let list = engine.recommend_with(&event.user_id, top_n, filters, &method.blend);
+    let treatment = &method.treatment;
+    let filters = Filters {
+        exclude_seen: treatment.exclude_seen.unwrap_or(filters.exclude_seen),
+        ..*filters
+    };
+    let list = engine.recommend_ranked(&event.user_id, top_n, &filters, &treatment.ranking);
     tally.ranking_time += started.elapsed();
     tally
         .recommended
@@ -401,6 +446,18 @@ impl EvalReport {
                 online.hit_rate(), online.mrr(), online.new_item_events, online.conversions, online.purchases
             );
         }
+        for v in &self.online_variants {
+            let c = &v.counts;
+            out += &format!(
+                "  {}/{}: HR@{n} {:.4} over {} events; {} of {} purchases converted\n",
+                v.experiment,
+                v.variant,
+                c.hit_rate(),
+                c.new_item_events,
+                c.conversions,
+                c.purchases
+            );
+        }
         out
     }
 }
@@ -420,7 +477,7 @@ mod tests {
             &[],
             &Protocol::new(mode, top_n),
             &config,
-            &standard_methods(&config.ranking.blend),
+            &standard_methods(&config.ranking),
         )
     }
 

@@ -4,7 +4,7 @@
 //! can be recommended to the users whose taste it matches.
 
 use super::{relative_popularity, Candidates, Source};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, RankingConfig};
 use crate::state::{ItemModel, UserState};
 
 /// A newest listing counts as much as the least popular of the attribute's popular items.
@@ -18,10 +18,11 @@ pub(super) fn gather(
     candidates: &mut Candidates,
     items: &ItemModel,
     (user, now_ms): (&UserState, i64),
-    config: &EngineConfig,
+    (config, ranking): (&EngineConfig, &RankingConfig),
 ) {
     let cold = user.profile.events() <= config.content.cold_user_events;
-    let mut taste = taste(items, user, now_ms, config);
+    let seeds = ranking.seed_items;
+    let mut taste = taste(items, (user, now_ms), config, seeds);
     if !cold {
         taste.truncate(WARM_TASTE_ATTRIBUTES);
     }
@@ -45,11 +46,16 @@ pub(super) fn gather(
 
 /// The user's strongest attributes: the decayed interest in each of their latest items (as many
 /// as seed neighbours), summed per attribute.
-fn taste(items: &ItemModel, user: &UserState, now: i64, config: &EngineConfig) -> Vec<(u32, f32)> {
+fn taste(
+    items: &ItemModel,
+    (user, now): (&UserState, i64),
+    config: &EngineConfig,
+    seeds: usize,
+) -> Vec<(u32, f32)> {
     let half_life = config.profile.half_life_ms;
     let mut taste: Vec<(u32, f32)> = Vec::new();
     let latest = user.profile.recent.iter().rev();
-    for recent in latest.take(config.ranking.seed_items) {
+    for recent in latest.take(seeds) {
         let interest = recent.interest.value_at(now, half_life);
         for &attribute in items.catalog.attributes_of(recent.item) {
             match taste.iter_mut().find(|t| t.0 == attribute) {

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use rustc_hash::FxHashSet;
 
-use crate::config::{Blend, EngineConfig};
+use crate::config::{Blend, EngineConfig, RankingConfig};
 use crate::factorization::dot;
 use crate::state::{ItemModel, UserState};
 
@@ -192,6 +192,16 @@ thread_local! {
     static SCRATCH: RefCell<Candidates> = RefCell::new(Candidates::default());
 }
 
+const TRENDING_ONLY: Blend = Blend {
+    history: 0.0,
+    cooc: 0.0,
+    cross: 0.0,
+    mf: 0.0,
+    popular: 1.0,
+    content: 0.0,
+    segment: 0.0,
+};
+
 /// Top-`n` items for `user`; `now_ms` is the user's time (their input stream's), against which
 /// their interests decay.
 pub fn recommend(
@@ -199,29 +209,26 @@ pub fn recommend(
     user: Option<&UserState>,
     now_ms: i64,
     config: &EngineConfig,
-    blend: &Blend,
+    ranking: &RankingConfig,
     n: usize,
     filters: &Filters,
 ) -> Vec<Scored> {
     // A stranger gets what is trending, whatever the blend.
-    let trending_only = Blend {
-        history: 0.0,
-        cooc: 0.0,
-        cross: 0.0,
-        mf: 0.0,
-        popular: 1.0,
-        content: 0.0,
-        segment: 0.0,
-    };
-    let blend = if user.is_some() {
-        blend
+    let trending_only;
+    let ranking = if user.is_some() {
+        ranking
     } else {
+        trending_only = RankingConfig {
+            blend: TRENDING_ONLY,
+            ..ranking.clone()
+        };
         &trending_only
     };
+    let blend = &ranking.blend;
     SCRATCH.with(|scratch| {
         let mut candidates = scratch.borrow_mut();
         candidates.clear();
-        gather(&mut candidates, items, (user, now_ms), config, blend);
+        gather(&mut candidates, items, (user, now_ms), config, ranking);
         if let Some(attribute) = filters.attribute {
             gather_with_attribute(&mut candidates, items, attribute);
         }
@@ -233,7 +240,7 @@ pub fn recommend(
         if let Some(user) = user.filter(|_| blend.mf > 0.0) {
             let only_mf = ranked.iter().all(|r| r.score == 0.0);
             if !only_mf {
-                keep_best(&mut ranked, config.ranking.mf_rescore);
+                keep_best(&mut ranked, ranking.mf_rescore);
             }
             factors[Source::Mf as usize] =
                 add_mf(&mut ranked, &mut candidates, &user.factors, items, blend.mf);
@@ -297,8 +304,9 @@ fn gather(
     items: &ItemModel,
     (user, now): (Option<&UserState>, i64),
     config: &EngineConfig,
-    blend: &Blend,
+    ranking: &RankingConfig,
 ) {
+    let blend = &ranking.blend;
     let retrieve_neighbors = blend.cooc > 0.0 || blend.mf > 0.0;
     if let Some(user) = user {
         let profile = &user.profile;
@@ -307,12 +315,12 @@ fn gather(
         for (rank, recent) in profile.recent.iter().rev().enumerate() {
             let decayed = recent.interest.value_at(now, half_life);
             let interest = decayed * seed_weight;
-            seed_weight *= config.ranking.seed_decay;
+            seed_weight *= ranking.seed_decay;
             if blend.history > 0.0 && !profile.has_purchased(recent.item) {
                 candidates.add(recent.item, Source::History, decayed * history_weight);
             }
-            history_weight *= config.ranking.history_decay;
-            if rank >= config.ranking.seed_items {
+            history_weight *= ranking.history_decay;
+            if rank >= ranking.seed_items {
                 continue;
             }
             if retrieve_neighbors {
@@ -334,7 +342,7 @@ fn gather(
     }
     if let Some(user) = user {
         if blend.content > 0.0 {
-            content::gather(candidates, items, (user, now), config);
+            content::gather(candidates, items, (user, now), (config, ranking));
         }
         if let Some(segment) = user.segment.filter(|_| blend.segment > 0.0) {
             let size = config.content.segment_trending_size;
