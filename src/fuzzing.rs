@@ -9,17 +9,27 @@ use crate::engine::{
     apply_update, Engine, EngineRecords, ItemKeys, ItemOwner, ModelUpdate, PortableUser,
     Publication, WorkBatch,
 };
-use crate::event::{Event, EventType, Input};
+use crate::event::{Event, EventType, FeedbackKind, Input};
 use crate::kafka::PartitionPosition;
 use crate::pipeline::decode_update;
 use crate::ranking::Filters;
 
-/// Input-topic messages (events and profile updates): what cleaning accepts is within limits.
+/// Input-topic messages (events, profile updates, feedback): what cleaning accepts is within
+/// limits.
 pub fn clean_input(data: &[u8]) {
     let cleaner = Cleaner::new(Default::default());
-    if let Ok(Input::Event(event)) = cleaner.clean_input(data, Some(1_767_225_600_000)) {
-        assert!(!event.user_id.is_empty() && event.user_id.chars().count() <= 128);
-        assert!(!event.item_id.is_empty() && event.item_id.chars().count() <= 128);
+    match cleaner.clean_input(data, Some(1_767_225_600_000)) {
+        Ok(Input::Event(event)) => {
+            assert!(!event.user_id.is_empty() && event.user_id.chars().count() <= 128);
+            assert!(!event.item_id.is_empty() && event.item_id.chars().count() <= 128);
+        }
+        Ok(Input::Feedback(feedback)) => {
+            assert!(!feedback.user_id.is_empty() && feedback.user_id.chars().count() <= 128);
+            if let FeedbackKind::Impression { item_ids } = &feedback.kind {
+                assert!((1..=100).contains(&item_ids.len()));
+            }
+        }
+        _ => {}
     }
     let _ = cleaner.clean_json(data);
 }

@@ -35,6 +35,8 @@ struct VariantMetrics {
     purchases: ByVariant<Counter>,
     conversions: ByVariant<Counter>,
     attributed_revenue: ByVariant<Revenue>,
+    impressions: ByVariant<Counter>,
+    impression_clicks: ByVariant<Counter>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -50,6 +52,8 @@ pub struct OnlineMetrics {
     conversions: Counter,
     attributed_revenue: Revenue,
     source_conversions: Family<SourceLabel, Counter>,
+    impressions: Counter,
+    impression_clicks: Counter,
 }
 
 impl OnlineMetrics {
@@ -110,6 +114,15 @@ impl OnlineMetrics {
             help,
             &self.source_conversions,
         );
+        let help = "Items shown by impression events (of items the model knows)";
+        add(&mut to, "online_impressions", help, &self.impressions);
+        let help = "Impressed items the user then touched within the horizon, once per impression";
+        add(
+            &mut to,
+            "online_impression_clicks",
+            help,
+            &self.impression_clicks,
+        );
         if !arms.is_empty() {
             self.variants.register(&mut to, arms);
         }
@@ -141,6 +154,13 @@ impl OnlineMetrics {
             .inc_by(total.conversions - seen.conversions);
         (self.attributed_revenue)
             .inc_by((total.attributed_revenue - seen.attributed_revenue).max(0.0));
+        self.impressions
+            .inc_by(total.impressions.saturating_sub(seen.impressions));
+        (self.impression_clicks).inc_by(
+            total
+                .impression_clicks
+                .saturating_sub(seen.impression_clicks),
+        );
         for (bit, source) in SOURCES.iter().enumerate() {
             let label = SourceLabel {
                 source: source.as_str(),
@@ -168,6 +188,8 @@ impl VariantMetrics {
             let _ = self.purchases.get_or_create(&label);
             let _ = self.conversions.get_or_create(&label);
             let _ = self.attributed_revenue.get_or_create(&label);
+            let _ = self.impressions.get_or_create(&label);
+            let _ = self.impression_clicks.get_or_create(&label);
         }
         let help = "Judged events of the variant's users";
         add(to, "online_variant_judged_events", help, &self.judged);
@@ -191,6 +213,15 @@ impl VariantMetrics {
             help,
             &self.attributed_revenue,
         );
+        let help = "Items shown to the variant's users by impression events (CTR's trials)";
+        add(to, "online_variant_impressions", help, &self.impressions);
+        let help = "Impressed items the variant's users then touched (CTR's successes)";
+        add(
+            to,
+            "online_variant_impression_clicks",
+            help,
+            &self.impression_clicks,
+        );
     }
 
     fn record(&self, label: &VariantLabel, now: &OnlineCounts, before: &OnlineCounts) {
@@ -203,5 +234,9 @@ impl VariantMetrics {
         (self.conversions.get_or_create(label)).inc_by(grew(now.conversions, before.conversions));
         let revenue = (now.attributed_revenue - before.attributed_revenue).max(0.0);
         self.attributed_revenue.get_or_create(label).inc_by(revenue);
+        let shown = grew(now.impressions, before.impressions);
+        self.impressions.get_or_create(label).inc_by(shown);
+        let clicks = grew(now.impression_clicks, before.impression_clicks);
+        self.impression_clicks.get_or_create(label).inc_by(clicks);
     }
 }

@@ -36,6 +36,9 @@ struct Summary<'a> {
     conversion_rate: f64,
     purchase_revenue: f64,
     attributed_revenue: f64,
+    impressions: u64,
+    impression_clicks: u64,
+    click_through_rate: f64,
     sources: Vec<BySource>,
     variants: Vec<ByVariant<'a>>,
 }
@@ -54,6 +57,9 @@ struct ByVariant<'a> {
     conversions: u64,
     conversion_rate: f64,
     attributed_revenue: f64,
+    impressions: u64,
+    impression_clicks: u64,
+    click_through_rate: f64,
 }
 
 impl<'a> ByVariant<'a> {
@@ -70,6 +76,9 @@ impl<'a> ByVariant<'a> {
             conversions: c.conversions,
             conversion_rate: c.conversion_rate(),
             attributed_revenue: c.attributed_revenue,
+            impressions: c.impressions,
+            impression_clicks: c.impression_clicks,
+            click_through_rate: c.click_through_rate(),
         }
     }
 }
@@ -104,6 +113,9 @@ pub fn online_metrics_json(of: &SummaryOf<'_>, tally: &OnlineTally) -> Vec<u8> {
         conversion_rate: counts.conversion_rate(),
         purchase_revenue: counts.purchase_revenue,
         attributed_revenue: counts.attributed_revenue,
+        impressions: counts.impressions,
+        impression_clicks: counts.impression_clicks,
+        click_through_rate: counts.click_through_rate(),
         sources: sources.collect(),
         variants: tally.variants.iter().map(ByVariant::of).collect(),
     };
@@ -153,6 +165,8 @@ mod tests {
             conversions: 1,
             purchase_revenue: 90.0,
             attributed_revenue: 30.0,
+            impressions: 40,
+            impression_clicks: 6,
             ..OnlineCounts::default()
         };
         counts.hits_by_source[1] = 2;

@@ -15,7 +15,7 @@ use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, ItemsConfig, PipelineConfig};
 use crate::dead_letter;
 use crate::engine::{Applied, DecodeError, Effects, Engine, ModelUpdate, Position, ReplicaUpdate};
-use crate::event::{Input, ProfileUpdate};
+use crate::event::{Feedback, Input, ProfileUpdate};
 use crate::item_outbox::ItemOutbox;
 use crate::offsets::{PartitionKey, Waiter};
 use crate::online::OnlineTally;
@@ -100,6 +100,8 @@ pub struct Stats {
     /// Profile updates and catalog messages applied (also counted in `applied`).
     pub profile_updates: u64,
     pub catalog_updates: u64,
+    /// Impressions and dismissals applied (also counted in `applied`).
+    pub feedback: u64,
     pub triggers: u64,
     pub model_updates: u64,
     /// Inputs skipped because their user's state already reflected them (a replay after the
@@ -168,6 +170,7 @@ impl Stats {
         self.recommendations += other.recommendations;
         self.similar_items += other.similar_items;
         self.profile_updates += other.profile_updates;
+        self.feedback += other.feedback;
         self.catalog_updates += other.catalog_updates;
         self.triggers += other.triggers;
         self.model_updates += other.model_updates;
@@ -426,6 +429,7 @@ impl Processor {
         let event = match cleaned {
             Ok(Input::Event(event)) => event,
             Ok(Input::Profile(update)) => return self.profile_update(record, &update, now_ms),
+            Ok(Input::Feedback(feedback)) => return self.feedback(record, &feedback, now_ms),
             Ok(Input::Catalog(update)) => return self.catalog_update(record, &update),
             Err(rejection) => {
                 let code = rejection.reason.code();
@@ -542,18 +546,44 @@ impl Processor {
         if !self.publishes {
             return processed;
         }
-        match self.users.offer(
-            &update.user_id,
+        self.offer_user(record, &update.user_id, now_ms, &mut processed);
+        self.push_triggers(record, effects.fired, &mut processed);
+        processed
+    }
+
+    /// The user's list is owed: published now, or once the coalescing interval passes.
+    fn offer_user(&mut self, record: &Record, user: &str, now_ms: i64, into: &mut Processed) {
+        let cause = coordinates(record);
+        let offer = (self.users).offer(
+            user,
             record.source,
-            Some(&coordinates(record)),
+            Some(&cause),
             record.timestamp_ms,
             now_ms,
-        ) {
+        );
+        match offer {
             Offer::Now(pending) => {
-                let output = self.recommendation(&update.user_id, pending, now_ms);
-                processed.outputs.push(output)
+                let output = self.recommendation(user, pending, now_ms);
+                into.outputs.push(output)
             }
-            Offer::Deferred => processed.deferred += 1,
+            Offer::Deferred => into.deferred += 1,
+        }
+    }
+
+    /// An impression or a dismissal: the user's list is published again when it changes the
+    /// ranking (a dismissal, an item demoted), not after every page view.
+    fn feedback(&mut self, record: &Record, feedback: &Feedback, now_ms: i64) -> Processed {
+        let stream = position_of(record.source).stream;
+        let (reranks, effects) = self.engine.apply_feedback_on(stream, feedback);
+        self.note_position(record, &feedback.user_id);
+        self.stats.applied += 1;
+        self.stats.feedback += 1;
+        let mut processed = Processed::default();
+        if !self.publishes {
+            return processed;
+        }
+        if reranks {
+            self.offer_user(record, &feedback.user_id, now_ms, &mut processed);
         }
         self.push_triggers(record, effects.fired, &mut processed);
         processed
@@ -930,6 +960,39 @@ mod tests {
         assert_eq!(rec.destination, Destination::Recommendations);
         let json: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
         assert_eq!(json["cause_event_id"], "events/0/4");
+    }
+
+    #[test]
+    fn a_dismissal_republishes_without_the_item_and_an_impression_does_not() {
+        let mut p = Processor::new(&config(0));
+        let mut inputs = Vec::new();
+        for (n, user) in ["a", "b", "c"].iter().enumerate() {
+            let ts = 1_000 + 10 * n as i64;
+            inputs.push(record(2 * n as i64, &view(user, "x", ts)));
+            inputs.push(record(2 * n as i64 + 1, &view(user, "y", ts + 1)));
+        }
+        inputs.push(record(6, &view("u", "x", 2_000)));
+        run(&mut p, &inputs, 0);
+        let items = |processed: &Processed| -> Vec<String> {
+            let rec = &processed.outputs[0];
+            let json: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
+            let listed = json["items"].as_array().unwrap().iter();
+            listed
+                .map(|i| i["item_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let shown = r#"{"type":"impression","user_id":"u","ts":2001,"item_ids":["y"]}"#;
+        let dismissed = r#"{"type":"dismiss","user_id":"u","ts":2002,"item_id":"y"}"#;
+        let out = run(&mut p, &[record(7, shown), record(8, dismissed)], 0);
+        assert!(out[0].outputs.is_empty(), "one showing changes no ranking");
+        assert_eq!(out[1].outputs[0].destination, Destination::Recommendations);
+        assert!(
+            !items(&out[1]).contains(&"y".to_owned()),
+            "{:?}",
+            items(&out[1])
+        );
+        assert_eq!(p.stats().feedback, 2);
+        assert_eq!(p.totals().online.total.impressions, 1);
     }
 
     #[test]

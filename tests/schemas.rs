@@ -302,6 +302,39 @@ fn headers_json(headers: &[(&str, String)]) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+#[test]
+fn the_feedback_schema_matches_the_cleaner() {
+    let ids: Vec<String> = (0..101).map(|n| format!("i{n}")).collect();
+    let too_many =
+        serde_json::json!({"type": "impression", "user_id": "u", "ts": 1, "item_ids": ids})
+            .to_string();
+    check_contract(
+        "feedback.v1.json",
+        &[
+            r#"{"type":"impression","user_id":"u1","ts":1700000000000,"item_ids":["i1",2,"i1"]}"#,
+            r#"{"type":"dismiss","user_id":7,"ts":"2024-05-01T12:00:00Z","item_id":"i1"}"#,
+            r#"{"type":"dismiss","user_id":"u1","ts":1700000000000,"item_id":"i1","category":true}"#,
+        ],
+        &[
+            r#"{"type":"impression","user_id":"u1","ts":1700000000000}"#,
+            r#"{"type":"impression","user_id":"u1","ts":1700000000000,"item_ids":[]}"#,
+            r#"{"type":"impression","user_id":"u1","ts":1700000000000,"item_ids":"i1"}"#,
+            r#"{"type":"impression","user_id":"u1","ts":1700000000000,"item_ids":[""]}"#,
+            r#"{"type":"dismiss","user_id":"u1","ts":1700000000000}"#,
+            r#"{"type":"dismiss","user_id":"u1","ts":1700000000000,"item_id":"i1","category":"yes"}"#,
+            r#"{"type":"dismiss","item_id":"i1","ts":1700000000000}"#,
+            &too_many,
+        ],
+        |bytes| {
+            let cleaner = streamrec::clean::Cleaner::new(Default::default());
+            matches!(
+                cleaner.clean_input(bytes, None),
+                Ok(streamrec::event::Input::Feedback(_))
+            )
+        },
+    );
+}
+
 /// Every reason code the cleaner has, and every refusal code the producer side can name, is a
 /// valid `streamrec-reason`; truncated and replacement dead letters carry valid headers.
 #[test]
@@ -319,6 +352,7 @@ fn every_dead_letter_the_code_can_make_matches_the_header_schema() {
         "attributes",
         "tags",
         "brand",
+        "item_ids",
     ];
     for field in fields {
         for reason in streamrec::clean::Reason::every(field) {

@@ -21,6 +21,7 @@ pub struct EngineConfig {
     pub content: ContentConfig,
     pub ranking: RankingConfig,
     pub online: OnlineConfig,
+    pub feedback: FeedbackConfig,
     /// A/B experiments on ranking (`[[engine.experiments]]`); see `experiments`.
     pub experiments: Vec<crate::experiments::Experiment>,
 }
@@ -39,7 +40,39 @@ impl Default for EngineConfig {
             content: ContentConfig::default(),
             ranking: RankingConfig::default(),
             online: OnlineConfig::default(),
+            feedback: FeedbackConfig::default(),
             experiments: Vec::new(),
+        }
+    }
+}
+
+/// Impressions and dismissals (see `feedback`): how long they count and how many are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Impressed items kept per user (the least recently shown leaves first).
+    pub max_impressed_items: usize,
+    /// Dismissals kept per user (the oldest leaves first).
+    pub max_dismissed: usize,
+    /// An item shown this many times since the user last touched it is demoted for them.
+    pub demote_after: u16,
+    /// For this long after it was last shown.
+    pub demote_for_ms: i64,
+    /// A demoted item's score is multiplied by this.
+    pub demote_factor: f32,
+    /// A dismissed item (or category) is not recommended to the user for this long.
+    pub dismiss_for_ms: i64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig {
+            max_impressed_items: 200,
+            max_dismissed: 100,
+            demote_after: 3,
+            demote_for_ms: 7 * 24 * 3_600_000,
+            demote_factor: 0.1,
+            dismiss_for_ms: 30 * 24 * 3_600_000,
         }
     }
 }
@@ -150,6 +183,8 @@ pub struct CleanConfig {
     pub max_attributes: usize,
     /// Characters per attribute value, brand or tag (`attribute_too_long:<field>`).
     pub max_attribute_len: usize,
+    /// Items per impression event (`too_many_items:item_ids`).
+    pub max_impression_items: usize,
 }
 
 impl Default for CleanConfig {
@@ -161,6 +196,7 @@ impl Default for CleanConfig {
             max_future_skew_ms: 24 * 3600 * 1000,
             max_attributes: 32,
             max_attribute_len: 128,
+            max_impression_items: 100,
         }
     }
 }
@@ -467,6 +503,25 @@ impl EngineConfig {
             positive(key, value as i64)?;
         }
         positive("engine.online.horizon_ms", self.online.horizon_ms)?;
+        let f = &self.feedback;
+        positive(
+            "engine.feedback.max_impressed_items",
+            f.max_impressed_items as i64,
+        )?;
+        positive("engine.feedback.max_dismissed", f.max_dismissed as i64)?;
+        positive("engine.feedback.demote_after", i64::from(f.demote_after))?;
+        positive("engine.feedback.demote_for_ms", f.demote_for_ms)?;
+        positive("engine.feedback.dismiss_for_ms", f.dismiss_for_ms)?;
+        if !(f.demote_factor >= 0.0 && f.demote_factor <= 1.0) {
+            return Err(invalid(
+                "engine.feedback.demote_factor",
+                "must be in [0.0, 1.0]",
+            ));
+        }
+        positive(
+            "engine.clean.max_impression_items",
+            self.clean.max_impression_items as i64,
+        )?;
         positive("engine.online.max_engaged", self.online.max_engaged as i64)?;
         Ok(())
     }

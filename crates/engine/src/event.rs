@@ -113,11 +113,29 @@ pub struct ProfileUpdate {
     pub attributes: Vec<(String, Option<String>)>,
 }
 
+/// What a page showed a user (`"type":"impression"`), or what they said they do not want
+/// (`"type":"dismiss"`): feedback on recommendations, kept per user and never learned from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Feedback {
+    pub user_id: String,
+    pub ts_ms: i64,
+    pub kind: FeedbackKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedbackKind {
+    /// Items shown together (a page, a widget), each once, in the order given.
+    Impression { item_ids: Vec<String> },
+    /// "Not interested" in the item — or, with `category`, in every item of its category.
+    Dismiss { item_id: String, category: bool },
+}
+
 /// A cleaned input message.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     Event(Event),
     Profile(ProfileUpdate),
+    Feedback(Feedback),
     Catalog(crate::catalog::CatalogUpdate),
 }
 
@@ -127,6 +145,7 @@ impl Input {
         match self {
             Input::Event(event) => Some(&event.user_id),
             Input::Profile(update) => Some(&update.user_id),
+            Input::Feedback(feedback) => Some(&feedback.user_id),
             Input::Catalog(_) => None,
         }
     }

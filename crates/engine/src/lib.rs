@@ -16,6 +16,7 @@
 //!   candidates (cold start).
 //! - [`ranking`]: candidates → blended score → filters → top-N.
 //! - [`triggers`]: campaign trigger rules, evaluated in event time on the engine's state.
+//! - [`feedback`]: impressions and dismissals per user: demotion and blocking, never learned.
 //! - [`online`]: online metrics — each event judged against what its user was last shown;
 //!   [`experiments`]: A/B variants of the ranking, users assigned by a stable hash.
 //! - [`engine`]: ties the above into `apply(event)` / `recommend(user, n)` (plus
@@ -45,6 +46,7 @@ pub mod eval;
 pub mod event;
 pub mod experiments;
 pub mod factorization;
+pub mod feedback;
 pub mod intern;
 pub mod neighbors;
 pub mod online;

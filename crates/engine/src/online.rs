@@ -72,6 +72,10 @@ pub struct OnlineCounts {
     pub conversions: u64,
     pub attributed_revenue: f64,
     pub conversions_by_source: [u64; SOURCE_BITS],
+    /// Items shown by impression events (of items the model knows).
+    pub impressions: u64,
+    /// Impressed items the user then touched within the horizon, once per impression.
+    pub impression_clicks: u64,
 }
 
 impl OnlineCounts {
@@ -84,6 +88,8 @@ impl OnlineCounts {
         self.purchase_revenue += other.purchase_revenue;
         self.conversions += other.conversions;
         self.attributed_revenue += other.attributed_revenue;
+        self.impressions += other.impressions;
+        self.impression_clicks += other.impression_clicks;
         for bit in 0..SOURCE_BITS {
             self.hits_by_source[bit] += other.hits_by_source[bit];
             self.conversions_by_source[bit] += other.conversions_by_source[bit];
@@ -97,6 +103,11 @@ impl OnlineCounts {
 
     pub fn mrr(&self) -> f64 {
         ratio(self.reciprocal_rank, self.new_item_events as f64)
+    }
+
+    /// The click-through rate: clicks per impressed item.
+    pub fn click_through_rate(&self) -> f64 {
+        ratio(self.impression_clicks as f64, self.impressions as f64)
     }
 
     /// Conversions per judged purchase.
@@ -156,6 +167,26 @@ impl OnlineTally {
         for arm in arms {
             if let Some(variant) = self.variants.get_mut(arm) {
                 variant.counts.count(judgement);
+            }
+        }
+    }
+
+    /// `shown` items were impressed on a user in each of `arms`.
+    pub fn count_impressions(&mut self, shown: u64, arms: impl Iterator<Item = usize>) {
+        self.total.impressions += shown;
+        for arm in arms {
+            if let Some(variant) = self.variants.get_mut(arm) {
+                variant.counts.impressions += shown;
+            }
+        }
+    }
+
+    /// A user in each of `arms` touched an item shown to them.
+    pub fn count_click(&mut self, arms: impl Iterator<Item = usize>) {
+        self.total.impression_clicks += 1;
+        for arm in arms {
+            if let Some(variant) = self.variants.get_mut(arm) {
+                variant.counts.impression_clicks += 1;
             }
         }
     }

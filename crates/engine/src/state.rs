@@ -12,6 +12,7 @@ use crate::config::EngineConfig;
 use crate::cooccurrence::Cooccurrence;
 use crate::event::ProfileUpdate;
 use crate::factorization::{initial_vector, ItemFactors, SamplePool};
+use crate::feedback::FeedbackMemory;
 use crate::intern::Interner;
 use crate::online::Shown;
 use crate::popularity::Popularity;
@@ -77,6 +78,8 @@ pub struct UserState {
     pub position: Option<Position>,
     /// The input stream (partition) of the user's latest input: its time is the user's time.
     pub stream: u64,
+    /// Impressions and dismissals (see `feedback`); none until the first.
+    pub feedback: Option<Box<FeedbackMemory>>,
     /// The shard's step count at this user's latest event (0: unchanged since loaded). Not
     /// state: it tells checkpoints what changed and eviction who is cold.
     #[serde(skip)]
@@ -97,6 +100,7 @@ impl UserState {
             triggers: UserTriggers::default(),
             position: None,
             stream: DEFAULT_STREAM,
+            feedback: None,
             touched: 0,
             shown: None,
         }
@@ -112,18 +116,17 @@ impl UserState {
         }
         let (item_count, category_count) = (items.ids.len(), items.categories.len());
         let shown = self.shown.as_ref().and_then(|s| s.max_item());
-        if let Some(bad) =
-            (self.profile.max_item().max(shown)).filter(|&i| i as usize >= item_count)
-        {
+        let feedback = self.feedback.as_ref().and_then(|f| f.max_item());
+        let held = self.profile.max_item().max(shown).max(feedback);
+        if let Some(bad) = held.filter(|&i| i as usize >= item_count) {
             return Err(Mismatch::Item {
                 index: bad as usize,
                 count: item_count,
             });
         }
-        if let Some(bad) = self
-            .profile
-            .max_category()
-            .filter(|&c| c as usize >= category_count)
+        let dismissed = self.feedback.as_ref().and_then(|f| f.max_category());
+        if let Some(bad) =
+            (self.profile.max_category().max(dismissed)).filter(|&c| c as usize >= category_count)
         {
             return Err(Mismatch::Category {
                 index: bad as usize,

@@ -5,6 +5,7 @@
 //! Profile updates and catalog items have their own rules in `clean::profile` and `clean::catalog`.
 
 mod catalog;
+mod feedback;
 mod fields;
 mod profile;
 
@@ -39,6 +40,8 @@ pub enum Reason {
     KeyMismatch,
     TooManyAttributes(&'static str),
     AttributeTooLong(&'static str),
+    /// An impression listing more items than `engine.clean.max_impression_items`.
+    TooManyItems(&'static str),
 }
 
 impl Reason {
@@ -63,6 +66,7 @@ impl Reason {
             KeyMismatch,
             TooManyAttributes(field),
             AttributeTooLong(field),
+            TooManyItems(field),
             EmptyPayload,
         ];
         for reason in &every {
@@ -70,7 +74,7 @@ impl Reason {
                 PayloadTooLarge | NotJson | NotObject | MissingField(_) | WrongFieldType(_)
                 | EmptyId(_) | IdTooLong(_) | BadType | BadTimestamp | BadPrice | BadQuantity
                 | BadSchema | MissingKey | KeyMismatch | TooManyAttributes(_)
-                | AttributeTooLong(_) | EmptyPayload => {}
+                | AttributeTooLong(_) | TooManyItems(_) | EmptyPayload => {}
             }
         }
         every
@@ -95,6 +99,7 @@ impl Reason {
             Reason::KeyMismatch => "key_mismatch".into(),
             Reason::TooManyAttributes(f) => format!("too_many_attributes:{f}"),
             Reason::AttributeTooLong(f) => format!("attribute_too_long:{f}"),
+            Reason::TooManyItems(f) => format!("too_many_items:{f}"),
         }
     }
 }
@@ -105,7 +110,8 @@ pub fn hint(code: &str) -> &'static str {
         "bad_timestamp" => "event times before engine.clean.min_ts_ms, or more than engine.clean.max_future_skew_ms ahead of their message's Kafka timestamp; a history loaded with `streamrec produce` wants --shift-to-now",
         "not_json" | "not_object" | "empty_payload" => "the topic does not carry event v1 JSON: check what produces to it (docs/configuration.md#events-v1-json)",
         "missing_field" | "wrong_field_type" | "bad_type" => "the producers' events do not follow event v1 (docs/schemas/event.v1.json)",
-        "payload_too_large" | "id_too_long" | "too_many_attributes" | "attribute_too_long" => "inputs exceed the engine.clean limits: raise them if the inputs are legitimate",
+        "payload_too_large" | "id_too_long" | "too_many_attributes" | "attribute_too_long"
+        | "too_many_items" => "inputs exceed the engine.clean limits: raise them if the inputs are legitimate",
         _ => "see the rejection reasons in docs/configuration.md#events-v1-json",
     }
 }
@@ -158,12 +164,20 @@ impl Cleaner {
     /// (`"type":"profile"`). `written_ms` is the message's Kafka timestamp, if it has one.
     pub fn clean_input(&self, payload: &[u8], written_ms: Option<i64>) -> Result<Input, Rejection> {
         let fields = self.fields(payload)?;
-        if matches!(fields.view("type"), Some(View::Str("profile"))) {
-            // Decoded again as a whole: a profile's attributes are open-ended, and profile
-            // updates are few next to events.
-            let update = self.profile_from_object(&self.object(payload)?)?;
-            self.check_time(update.ts_ms, written_ms)?;
-            return Ok(Input::Profile(update));
+        match fields.view("type") {
+            Some(View::Str("profile")) => {
+                // Decoded again as a whole: a profile's attributes are open-ended, and
+                // profile updates are few next to events.
+                let update = self.profile_from_object(&self.object(payload)?)?;
+                self.check_time(update.ts_ms, written_ms)?;
+                return Ok(Input::Profile(update));
+            }
+            Some(View::Str(kind @ ("impression" | "dismiss"))) => {
+                let feedback = self.feedback_from_object(kind, &self.object(payload)?)?;
+                self.check_time(feedback.ts_ms, written_ms)?;
+                return Ok(Input::Feedback(feedback));
+            }
+            _ => {}
         }
         let event = self.event_from(&fields)?;
         self.check(event, written_ms).map(Input::Event)

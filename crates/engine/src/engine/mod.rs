@@ -30,6 +30,7 @@ use crate::triggers::{EventFacts, Fired, Rules, TriggerState, Watchers};
 mod batch_check;
 mod capture;
 mod clocks;
+mod feedback;
 mod firing;
 mod item_owner;
 mod item_side;
@@ -477,6 +478,12 @@ impl Engine {
                 self.shard.online.count(&judgement, arms);
             }
         }
+        if let Some(feedback) = user.feedback.as_deref_mut() {
+            if feedback.touched(item, event.ts_ms, config.online.horizon_ms) {
+                let arms = experiments::arm_indices(&config.experiments, &event.user_id);
+                self.shard.online.count_click(arms);
+            }
+        }
         user.profile.record(observation, &config.profile);
         if !self.rules.is_empty() {
             let facts = EventFacts {
@@ -644,6 +651,7 @@ impl Engine {
                             .map(|(k, v)| k.len() + v.len() + 32)
                             .sum::<usize>()
                         + u.shown.as_ref().map_or(0, |s| s.heap_bytes())
+                        + u.feedback.as_ref().map_or(0, |f| f.heap_bytes())
                         + std::mem::size_of::<UserState>()
                 })
                 .sum::<usize>();

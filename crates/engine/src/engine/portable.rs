@@ -135,6 +135,8 @@ impl Engine {
             stream: portable
                 .position
                 .map_or(super::DEFAULT_STREAM, |p| p.stream),
+            // Impressions and dismissals stay behind, as the list shown does.
+            feedback: None,
             touched: 0,
             shown: None,
         })

@@ -10,9 +10,10 @@ use std::cell::RefCell;
 
 use rustc_hash::FxHashSet;
 
-use crate::config::{Blend, EngineConfig, RankingConfig};
+use crate::config::{Blend, EngineConfig, FeedbackConfig, RankingConfig};
 use crate::factorization::dot;
-use crate::state::{ItemModel, UserState};
+use crate::feedback::FeedbackMemory;
+use crate::state::{ItemModel, UserState, NO_CATEGORY};
 
 mod content;
 
@@ -233,6 +234,9 @@ pub fn recommend(
             gather_with_attribute(&mut candidates, items, attribute);
         }
         apply_filters(&mut candidates, user, filters);
+        if let Some(user) = user {
+            exclude_dismissed(&mut candidates, items, (user, now_ms), &config.feedback);
+        }
         exclude_unavailable(&mut candidates, items);
         exclude_restricted(&mut candidates, items, filters);
         let mut factors = source_factors(&candidates, blend);
@@ -244,6 +248,9 @@ pub fn recommend(
             }
             factors[Source::Mf as usize] =
                 add_mf(&mut ranked, &mut candidates, &user.factors, items, blend.mf);
+        }
+        if let Some(memory) = user.and_then(|u| u.feedback.as_deref()) {
+            demote_ignored(&mut ranked, &candidates, memory, (now_ms, &config.feedback));
         }
         ranked.retain(|r| r.score > 0.0 && r.score.is_finite());
         keep_best(&mut ranked, n);
@@ -431,6 +438,45 @@ fn apply_filters(candidates: &mut Candidates, user: Option<&UserState>, filters:
                 candidates.excluded[slot] = true;
             }
         }
+    }
+}
+
+/// What the user dismissed (an item, or its category) within the horizon.
+fn exclude_dismissed(
+    candidates: &mut Candidates,
+    items: &ItemModel,
+    (user, now_ms): (&UserState, i64),
+    limits: &FeedbackConfig,
+) {
+    let Some(memory) = user.feedback.as_deref().filter(|m| !m.dismissed.is_empty()) else {
+        return;
+    };
+    for slot in 0..candidates.items.len() {
+        let item = candidates.items[slot];
+        let category = items.category_of.get(item as usize).copied();
+        let category = category.filter(|&c| c != NO_CATEGORY);
+        if memory.blocks(item, category, now_ms, limits) {
+            candidates.excluded[slot] = true;
+        }
+    }
+}
+
+/// Items shown to the user again and again without a touch rank lower, for a while.
+fn demote_ignored(
+    ranked: &mut [Ranked],
+    candidates: &Candidates,
+    memory: &FeedbackMemory,
+    (now_ms, limits): (i64, &FeedbackConfig),
+) {
+    let demoted: Vec<u32> = (memory.demoted(now_ms, limits))
+        .filter_map(|item| candidates.slot_of.get(item as usize).copied())
+        .filter(|&slot| slot != NO_SLOT)
+        .collect();
+    if demoted.is_empty() {
+        return;
+    }
+    for r in ranked.iter_mut().filter(|r| demoted.contains(&r.slot)) {
+        *r = Ranked::new(r.slot, r.item(), r.score * limits.demote_factor);
     }
 }
 
