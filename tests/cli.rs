@@ -133,6 +133,47 @@ fn a_bad_config_names_the_key() {
     assert!(stderr.contains("engine.factorization.rank"), "{stderr}");
 }
 
+/// `config check` refuses a broken experiment, naming the key and the rule.
+#[test]
+fn config_check_refuses_bad_experiments() {
+    let variants = |second: &str| {
+        format!(
+            "[[engine.experiments]]\nname = \"e\"\n[[engine.experiments.variants]]\n\
+             name = \"a\"\nshare = 0.5\n[[engine.experiments.variants]]\n{second}\n"
+        )
+    };
+    let cases = [
+        (
+            variants("name = \"b\"\nshare = 0.4"),
+            "`engine.experiments`: experiment \"e\": shares must sum to 1, got 0.9",
+        ),
+        (
+            variants("name = \"a\"\nshare = 0.5"),
+            "experiment \"e\" variant \"a\" is named twice",
+        ),
+        (
+            variants("name = \"b\"\nshare = 0.5\nblend = { mff = 0.0 }"),
+            "unknown field `mff`",
+        ),
+        (
+            variants("name = \"b\"\nshare = 0.5\nseed_decay = 2.0"),
+            "variant \"b\": engine.ranking.seed_decay must be in (0.0, 1.0]",
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = fixture(&text);
+        let out = streamrec(&[
+            "config",
+            "check",
+            "--config",
+            config.path().to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
+}
+
 #[test]
 fn run_and_produce_refuse_bad_settings_before_touching_kafka() {
     let config = fixture("[pipeline]\nworkers = 0\n");
