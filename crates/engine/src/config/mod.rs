@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventType;
 
+pub mod experiments;
+
 /// Everything the sans-IO engine needs; nothing here knows about Kafka or files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,7 +25,7 @@ pub struct EngineConfig {
     pub online: OnlineConfig,
     pub feedback: FeedbackConfig,
     /// A/B experiments on ranking (`[[engine.experiments]]`); see `experiments`.
-    pub experiments: Vec<crate::experiments::Experiment>,
+    pub experiments: Vec<experiments::Experiment>,
 }
 
 impl Default for EngineConfig {
@@ -478,7 +480,7 @@ impl EngineConfig {
             self.popularity.trending_size as i64,
         )?;
         self.ranking.validate()?;
-        crate::experiments::validate(&self.experiments, &self.ranking)?;
+        experiments::validate(&self.experiments, &self.ranking)?;
         positive(
             "engine.clean.max_attribute_len",
             self.clean.max_attribute_len as i64,
