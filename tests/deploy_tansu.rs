@@ -204,6 +204,8 @@ fn broken_messages(n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+const EXPERIMENT: &str = r#"[{name = "mf-weight", variants = [{name = "control", share = 0.5}, {name = "heavy", share = 0.5, blend = {mf = 0.9}}]}]"#;
+
 #[test]
 #[ignore = "needs the Tansu broker, prometheus and promtool: set STREAMREC_TANSU (.ci/run does)"]
 fn the_compose_loading_recipe_feeds_run_and_every_dashboard_query_returns_data() {
@@ -218,7 +220,9 @@ fn the_compose_loading_recipe_feeds_run_and_every_dashboard_query_returns_data()
     let broker = Broker::start();
     make_setup_topics(&broker);
     let admin = format!("127.0.0.1:{}", free_port());
-    let env = service_env(&broker, &admin, &paths);
+    let mut env = service_env(&broker, &admin, &paths);
+    // An experiment, set the way a deployment sets any key: the per-variant panels get data.
+    env.insert("STREAMREC__ENGINE__EXPERIMENTS".into(), EXPERIMENT.into());
     let compose = compose();
 
     // docker compose run --rm load: the image's entrypoint, then the service's command.
