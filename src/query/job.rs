@@ -160,21 +160,12 @@ mod tests {
 
     /// An experiment whose second variant ranks without the user's own history.
     fn engine_in_an_experiment() -> Engine {
-        let mut off = Variant {
-            name: "off".into(),
-            share: 0.5,
-            ..Variant::default()
-        };
+        let mut off = Variant::new("off", 0.5);
         off.blend.history = Some(0.0);
-        let control = Variant {
-            name: "control".into(),
-            share: 0.5,
-            ..Variant::default()
-        };
         let config = EngineConfig {
             experiments: vec![Experiment {
                 name: "history".into(),
-                variants: vec![control, off],
+                variants: vec![Variant::new("control", 0.5), off],
             }],
             ..EngineConfig::default()
         };

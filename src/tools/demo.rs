@@ -9,7 +9,7 @@ use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Blend, Config};
 use crate::engine::Engine;
 use crate::event::Event;
 use crate::experiments::{BlendOverride, Experiment, Variant};
@@ -215,27 +215,12 @@ async fn show_progress(mut progress: watch::Receiver<Stats>, total: u64, deadlin
 /// shop reads an experiment (docs/experiments.md).
 fn demo_experiment() -> Experiment {
     let trending = Variant {
-        name: "trending".into(),
-        share: 0.5,
-        blend: BlendOverride {
-            history: Some(0.0),
-            cooc: Some(0.0),
-            cross: Some(0.0),
-            mf: Some(0.0),
-            popular: Some(1.0),
-            content: Some(0.0),
-            segment: Some(0.0),
-        },
-        ..Variant::default()
-    };
-    let hybrid = Variant {
-        name: "hybrid".into(),
-        share: 0.5,
-        ..Variant::default()
+        blend: BlendOverride::all(&Blend::TRENDING),
+        ..Variant::new("trending", 0.5)
     };
     Experiment {
         name: "ranking".into(),
-        variants: vec![hybrid, trending],
+        variants: vec![Variant::new("hybrid", 0.5), trending],
     }
 }
 

@@ -9,6 +9,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 pub use crate::config::experiments::{BlendOverride, Experiment, Variant};
 use crate::config::RankingConfig;
+use crate::ranking::Filters;
 
 /// How a user is ranked: the base ranking with their variants' overrides.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +17,24 @@ pub struct Treatment {
     pub ranking: RankingConfig,
     /// Set when a variant decides whether the user's own recent items may be recommended.
     pub exclude_seen: Option<bool>,
+}
+
+impl Treatment {
+    /// The base ranking, no variant.
+    pub fn base(ranking: &RankingConfig) -> Treatment {
+        Treatment {
+            ranking: ranking.clone(),
+            exclude_seen: None,
+        }
+    }
+
+    /// `filters` with the treatment's word on the user's own recent items.
+    pub fn filters<'a>(&self, filters: &Filters<'a>) -> Filters<'a> {
+        Filters {
+            exclude_seen: self.exclude_seen.unwrap_or(filters.exclude_seen),
+            ..*filters
+        }
+    }
 }
 
 impl Variant {
@@ -82,10 +101,7 @@ pub fn arms(experiments: &[Experiment]) -> Vec<(String, String)> {
 
 /// How `user_id` is ranked under `base`.
 pub fn treatment(experiments: &[Experiment], base: &RankingConfig, user_id: &str) -> Treatment {
-    let mut treatment = Treatment {
-        ranking: base.clone(),
-        exclude_seen: None,
-    };
+    let mut treatment = Treatment::base(base);
     for (experiment, variant) in assignments(experiments, user_id) {
         experiment.variants[variant].apply(&mut treatment);
     }
@@ -96,24 +112,8 @@ pub fn treatment(experiments: &[Experiment], base: &RankingConfig, user_id: &str
 mod tests {
     use super::*;
 
-    fn variant(name: &str, share: f64) -> Variant {
-        Variant {
-            name: name.into(),
-            share,
-            ..Variant::default()
-        }
-    }
-
     fn experiment(name: &str, shares: &[f64]) -> Experiment {
-        let variants = shares
-            .iter()
-            .enumerate()
-            .map(|(i, &share)| variant(&format!("v{i}"), share))
-            .collect();
-        Experiment {
-            name: name.into(),
-            variants,
-        }
+        Experiment::with_shares(name, shares)
     }
 
     #[test]
@@ -143,13 +143,13 @@ mod tests {
 
     #[test]
     fn a_variant_overrides_only_what_it_names() {
-        let mut tuned = variant("b", 0.5);
+        let mut tuned = Variant::new("b", 0.5);
         tuned.blend.mf = Some(0.0);
         tuned.seed_items = Some(3);
         tuned.exclude_seen = Some(true);
         let split = Experiment {
             name: "mf".into(),
-            variants: vec![variant("a", 0.5), tuned],
+            variants: vec![Variant::new("a", 0.5), tuned],
         };
         let base = RankingConfig::default();
         let users = (0..100).map(|u| format!("u{u}"));

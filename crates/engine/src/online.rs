@@ -115,7 +115,9 @@ impl OnlineCounts {
         ratio(self.conversions as f64, self.purchases as f64)
     }
 
-    /// Judges `event` against what its user was last shown, and counts it.
+    /// Judges `event` against what its user was last shown, and counts it (the engine judges
+    /// once and counts in several tallies; see `OnlineTally::count`).
+    #[cfg(test)]
     pub fn judge(&mut self, shown: &mut Shown, event: Observed, limits: &OnlineConfig) {
         if let Some(judgement) = shown.judge(event, limits) {
             self.count(&judgement);
@@ -163,30 +165,25 @@ pub struct VariantCounts {
 impl OnlineTally {
     /// Counts a judged event in the total and in each of `arms` (indices into `variants`).
     pub fn count(&mut self, judgement: &Judgement, arms: impl Iterator<Item = usize>) {
-        self.total.count(judgement);
-        for arm in arms {
-            if let Some(variant) = self.variants.get_mut(arm) {
-                variant.counts.count(judgement);
-            }
-        }
+        self.each(arms, |counts| counts.count(judgement));
     }
 
     /// `shown` items were impressed on a user in each of `arms`.
     pub fn count_impressions(&mut self, shown: u64, arms: impl Iterator<Item = usize>) {
-        self.total.impressions += shown;
-        for arm in arms {
-            if let Some(variant) = self.variants.get_mut(arm) {
-                variant.counts.impressions += shown;
-            }
-        }
+        self.each(arms, |counts| counts.impressions += shown);
     }
 
     /// A user in each of `arms` touched an item shown to them.
     pub fn count_click(&mut self, arms: impl Iterator<Item = usize>) {
-        self.total.impression_clicks += 1;
+        self.each(arms, |counts| counts.impression_clicks += 1);
+    }
+
+    /// Applies `change` to the total and to each of `arms` (indices into `variants`).
+    fn each(&mut self, arms: impl Iterator<Item = usize>, change: impl Fn(&mut OnlineCounts)) {
+        change(&mut self.total);
         for arm in arms {
             if let Some(variant) = self.variants.get_mut(arm) {
-                variant.counts.impression_clicks += 1;
+                change(&mut variant.counts);
             }
         }
     }

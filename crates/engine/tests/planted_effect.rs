@@ -3,7 +3,7 @@
 //! lists after every event, as `run` publishes them, by two variants; the two-proportion z
 //! statistic of the variants' online HR@10 tells them apart.
 
-use streamrec_engine::config::EngineConfig;
+use streamrec_engine::config::{Blend, EngineConfig};
 use streamrec_engine::eval::{evaluate, Mode, Protocol, Publish};
 use streamrec_engine::experiments::{BlendOverride, Experiment, Variant};
 use streamrec_engine::online::{two_proportion_z, VariantCounts};
@@ -13,24 +13,14 @@ const EVENTS: usize = 40_000;
 
 fn variant(name: &str, blend: BlendOverride) -> Variant {
     Variant {
-        name: name.into(),
-        share: 0.5,
         blend,
-        ..Variant::default()
+        ..Variant::new(name, 0.5)
     }
 }
 
 /// Only what is trending: blind to what the user viewed.
 fn popular_only() -> BlendOverride {
-    BlendOverride {
-        history: Some(0.0),
-        cooc: Some(0.0),
-        cross: Some(0.0),
-        mf: Some(0.0),
-        popular: Some(1.0),
-        content: Some(0.0),
-        segment: Some(0.0),
-    }
+    BlendOverride::all(&Blend::TRENDING)
 }
 
 /// Each variant's online counts after the synthetic stream, with `a` and `b` as the variants.

@@ -77,19 +77,36 @@ impl BlendOverride {
         ]
     }
 
+    /// Every weight of `blend`: a variant that ranks with that blend whatever the base.
+    pub fn all(blend: &Blend) -> BlendOverride {
+        BlendOverride {
+            history: Some(blend.history),
+            cooc: Some(blend.cooc),
+            cross: Some(blend.cross),
+            mf: Some(blend.mf),
+            popular: Some(blend.popular),
+            content: Some(blend.content),
+            segment: Some(blend.segment),
+        }
+    }
+
     fn apply(&self, blend: &mut Blend) {
-        let set = |to: &mut f32, from: Option<f32>| *to = from.unwrap_or(*to);
-        set(&mut blend.history, self.history);
-        set(&mut blend.cooc, self.cooc);
-        set(&mut blend.cross, self.cross);
-        set(&mut blend.mf, self.mf);
-        set(&mut blend.popular, self.popular);
-        set(&mut blend.content, self.content);
-        set(&mut blend.segment, self.segment);
+        for (weight, (_, set)) in blend.weights_mut().into_iter().zip(self.fields()) {
+            *weight = set.unwrap_or(*weight);
+        }
     }
 }
 
 impl Variant {
+    /// A variant with `share` of the users and no overrides yet.
+    pub fn new(name: &str, share: f64) -> Variant {
+        Variant {
+            name: name.into(),
+            share,
+            ..Variant::default()
+        }
+    }
+
     /// The settings this variant overrides, by name.
     pub fn overrides(&self) -> Vec<&'static str> {
         let mut keys: Vec<&'static str> = (self.blend.fields().into_iter())
@@ -191,27 +208,23 @@ fn validate_variants(experiment: &Experiment, base: &RankingConfig) -> Result<()
 }
 
 #[cfg(test)]
+impl Experiment {
+    /// Variants v0, v1 … with these shares and no overrides.
+    pub(crate) fn with_shares(name: &str, shares: &[f64]) -> Experiment {
+        let named = |(i, &share): (usize, &f64)| Variant::new(&format!("v{i}"), share);
+        Experiment {
+            name: name.into(),
+            variants: shares.iter().enumerate().map(named).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn variant(name: &str, share: f64) -> Variant {
-        Variant {
-            name: name.into(),
-            share,
-            ..Variant::default()
-        }
-    }
-
     fn experiment(name: &str, shares: &[f64]) -> Experiment {
-        let variants = shares
-            .iter()
-            .enumerate()
-            .map(|(i, &share)| variant(&format!("v{i}"), share))
-            .collect();
-        Experiment {
-            name: name.into(),
-            variants,
-        }
+        Experiment::with_shares(name, shares)
     }
 
     fn check(experiments: &[Experiment]) -> Result<(), String> {

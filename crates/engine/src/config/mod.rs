@@ -341,6 +341,32 @@ pub struct Blend {
     pub segment: f32,
 }
 
+impl Blend {
+    /// Only what is trending: a stranger's ranking.
+    pub const TRENDING: Blend = Blend {
+        history: 0.0,
+        cooc: 0.0,
+        cross: 0.0,
+        mf: 0.0,
+        popular: 1.0,
+        content: 0.0,
+        segment: 0.0,
+    };
+
+    /// Every weight, in the order of `experiments::BlendOverride::fields`.
+    pub fn weights_mut(&mut self) -> [&mut f32; 7] {
+        [
+            &mut self.history,
+            &mut self.cooc,
+            &mut self.cross,
+            &mut self.mf,
+            &mut self.popular,
+            &mut self.content,
+            &mut self.segment,
+        ]
+    }
+}
+
 impl Default for Blend {
     fn default() -> Self {
         Blend {

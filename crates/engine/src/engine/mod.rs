@@ -67,7 +67,6 @@ pub use records::{
 pub use replica::{apply_update, ModelUpdate, ReplicaUpdate};
 pub use request::{Answer, Request, Visitor};
 use shown::worth;
-use variants::treated;
 
 /// User-side state for the users one worker owns.
 #[derive(Clone, Debug)]
@@ -510,7 +509,7 @@ impl Engine {
             return self.recommend_ranked(user_id, n, filters, &self.config.ranking);
         }
         let treatment = self.treatment(user_id);
-        let filters = treated(filters, &treatment);
+        let filters = treatment.filters(filters);
         self.recommend_ranked(user_id, n, &filters, &treatment.ranking)
     }
 

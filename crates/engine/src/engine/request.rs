@@ -76,17 +76,14 @@ impl Engine {
         // A user is ranked as their variants say; an anonymous visitor as configured.
         let treatment = match visitor {
             Visitor::User(id) => self.treatment(id),
-            Visitor::Anonymous { .. } => Treatment {
-                ranking: self.config.ranking.clone(),
-                exclude_seen: None,
-            },
+            Visitor::Anonymous { .. } => Treatment::base(&self.config.ranking),
         };
-        let filters = Filters {
-            exclude_seen: treatment.exclude_seen.unwrap_or(request.exclude_seen),
+        let filters = treatment.filters(&Filters {
+            exclude_seen: request.exclude_seen,
             exclude_items: (!excluded.is_empty()).then_some(&excluded),
             attribute,
             price: request.price,
-        };
+        });
         let now_ms = user
             .and_then(|u| self.shard.clocks.time(u.stream))
             .unwrap_or(items.latest_ts_ms);

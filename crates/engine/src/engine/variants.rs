@@ -3,7 +3,6 @@
 
 use super::Engine;
 use crate::experiments::{self, Treatment};
-use crate::ranking::Filters;
 
 impl Engine {
     /// How `user_id` is ranked: the configured ranking with their variants' overrides.
@@ -21,36 +20,21 @@ impl Engine {
     }
 }
 
-/// `filters` with the treatment's word on the user's own recent items.
-pub(super) fn treated<'a>(filters: &Filters<'a>, treatment: &Treatment) -> Filters<'a> {
-    Filters {
-        exclude_seen: treatment.exclude_seen.unwrap_or(filters.exclude_seen),
-        ..*filters
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::EngineConfig;
     use crate::event::{Event, EventType};
     use crate::experiments::{Experiment, Variant};
+    use crate::ranking::Filters;
 
     /// "history": a control, and a variant that ranks without the user's own history and
     /// never shows what they saw.
     fn with_experiment() -> EngineConfig {
-        let mut off = Variant {
-            name: "off".into(),
-            share: 0.5,
-            exclude_seen: Some(true),
-            ..Variant::default()
-        };
+        let mut off = Variant::new("off", 0.5);
+        off.exclude_seen = Some(true);
         off.blend.history = Some(0.0);
-        let control = Variant {
-            name: "control".into(),
-            share: 0.5,
-            ..Variant::default()
-        };
+        let control = Variant::new("control", 0.5);
         EngineConfig {
             experiments: vec![Experiment {
                 name: "history".into(),

@@ -41,13 +41,10 @@ impl Method {
     fn with_blend(name: &str, base: &RankingConfig, blend: Blend) -> Method {
         Method {
             name: name.to_owned(),
-            treatment: Treatment {
-                ranking: RankingConfig {
-                    blend,
-                    ..base.clone()
-                },
-                exclude_seen: None,
-            },
+            treatment: Treatment::base(&RankingConfig {
+                blend,
+                ..base.clone()
+            }),
         }
     }
 }
@@ -71,10 +68,7 @@ fn only(f: impl FnOnce(&mut Blend)) -> Blend {
 pub fn experiment_methods(config: &EngineConfig, name: &str) -> Option<Vec<Method>> {
     let experiment = config.experiments.iter().find(|e| e.name == name)?;
     let method = |variant: &Variant| {
-        let mut treatment = Treatment {
-            ranking: config.ranking.clone(),
-            exclude_seen: None,
-        };
+        let mut treatment = Treatment::base(&config.ranking);
         variant.apply(&mut treatment);
         Method {
             name: variant.name.clone(),
@@ -381,10 +375,7 @@ fn score_case(
 ) -> bool {
     let started = Instant::now();
     let treatment = &method.treatment;
-    let filters = Filters {
-        exclude_seen: treatment.exclude_seen.unwrap_or(filters.exclude_seen),
-        ..*filters
-    };
+    let filters = treatment.filters(filters);
     let list = engine.recommend_ranked(&event.user_id, top_n, &filters, &treatment.ranking);
     tally.ranking_time += started.elapsed();
     tally

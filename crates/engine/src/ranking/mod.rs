@@ -193,16 +193,6 @@ thread_local! {
     static SCRATCH: RefCell<Candidates> = RefCell::new(Candidates::default());
 }
 
-const TRENDING_ONLY: Blend = Blend {
-    history: 0.0,
-    cooc: 0.0,
-    cross: 0.0,
-    mf: 0.0,
-    popular: 1.0,
-    content: 0.0,
-    segment: 0.0,
-};
-
 /// Top-`n` items for `user`; `now_ms` is the user's time (their input stream's), against which
 /// their interests decay.
 pub fn recommend(
@@ -220,7 +210,7 @@ pub fn recommend(
         ranking
     } else {
         trending_only = RankingConfig {
-            blend: TRENDING_ONLY,
+            blend: Blend::TRENDING,
             ..ranking.clone()
         };
         &trending_only
