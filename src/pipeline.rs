@@ -539,14 +539,28 @@ impl Processor {
     ) -> Processed {
         let stream = position_of(record.source).stream;
         let effects = self.engine.apply_profile_on(stream, update);
-        self.note_position(record, &update.user_id);
-        self.stats.applied += 1;
         self.stats.profile_updates += 1;
+        self.user_input_applied(record, &update.user_id, (true, effects), now_ms)
+    }
+
+    /// After a user's input that taught nothing (a profile update, feedback): its position,
+    /// the user's list when `reranks` (published now or once coalesced), and what it fired.
+    fn user_input_applied(
+        &mut self,
+        record: &Record,
+        user: &str,
+        (reranks, effects): (bool, Effects),
+        now_ms: i64,
+    ) -> Processed {
+        self.note_position(record, user);
+        self.stats.applied += 1;
         let mut processed = Processed::default();
         if !self.publishes {
             return processed;
         }
-        self.offer_user(record, &update.user_id, now_ms, &mut processed);
+        if reranks {
+            self.offer_user(record, user, now_ms, &mut processed);
+        }
         self.push_triggers(record, effects.fired, &mut processed);
         processed
     }
@@ -574,19 +588,9 @@ impl Processor {
     /// ranking (a dismissal, an item demoted), not after every page view.
     fn feedback(&mut self, record: &Record, feedback: &Feedback, now_ms: i64) -> Processed {
         let stream = position_of(record.source).stream;
-        let (reranks, effects) = self.engine.apply_feedback_on(stream, feedback);
-        self.note_position(record, &feedback.user_id);
-        self.stats.applied += 1;
+        let applied = self.engine.apply_feedback_on(stream, feedback);
         self.stats.feedback += 1;
-        let mut processed = Processed::default();
-        if !self.publishes {
-            return processed;
-        }
-        if reranks {
-            self.offer_user(record, &feedback.user_id, now_ms, &mut processed);
-        }
-        self.push_triggers(record, effects.fired, &mut processed);
-        processed
+        self.user_input_applied(record, &feedback.user_id, applied, now_ms)
     }
 
     /// A listing: availability filters apply from the next recommendation on; price and stock
