@@ -18,7 +18,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use common::schemas::Output;
 use common::tansu::{
     produce_file, run_to_end, run_until_committed, state_config, state_digest, stored_offsets,
-    streamrec, terminate, Broker, PARTITIONS,
+    streamrec, taobao_topic, terminate, Broker, PARTITIONS,
 };
 use common::{committed, dataset, ends_by_reading, read_topic, unique};
 
@@ -258,11 +258,7 @@ fn sigkill_at_any_point_loses_nothing_and_applies_nothing_twice() {
     };
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    // One partition: the processing order is then the same in every run, so states compare bit for bit.
-    let input = unique("taobao");
-    broker.create_topic_with(&input, 1);
-    produce_file(&broker.address, &input, &path, "taobao");
-    let end = ends_by_reading(&broker.address, &input, 1, 84_475)[0];
+    let (input, end) = taobao_topic(&broker, &path);
 
     let (crashy_group, calm_group) = (unique("crashy"), unique("calm"));
     let crashy = state_config(dir.path(), &broker, "crashy", &input, &crashy_group);

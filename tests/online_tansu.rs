@@ -13,10 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::tansu::{
-    produce_file, run_to_end, run_until_committed, state_config, state_digest, stored_online,
+    run_to_end, run_until_committed, state_config, state_digest, stored_online, taobao_topic,
     Broker,
 };
-use common::{dataset, ends_by_reading, read_topic, unique};
+use common::{dataset, read_topic, unique};
 
 /// A `state_config` that publishes an update after every event: what a user was shown then
 /// depends on the inputs alone, so two runs' online counters can be compared.
@@ -81,10 +81,7 @@ fn online_metrics_after_sigkills_equal_a_crash_free_run_s() {
     };
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = unique("taobao");
-    broker.create_topic_with(&input, 1);
-    produce_file(&broker.address, &input, &path, "taobao");
-    let end = ends_by_reading(&broker.address, &input, 1, 84_475)[0];
+    let (input, end) = taobao_topic(&broker, &path);
 
     let (crashy_group, calm_group) = (unique("crashy"), unique("calm"));
     let crashy = per_event(dir.path(), &broker, "crashy", &input, &crashy_group);

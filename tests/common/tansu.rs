@@ -97,6 +97,16 @@ pub fn streamrec() -> Command {
 }
 
 /// Loads a dataset file into `topic` with `streamrec produce`; returns its report line.
+/// The Taobao sample (`path`) on a fresh topic of one partition, so that every run processes it
+/// in the same order and states compare bit for bit: the topic and its end offset.
+pub fn taobao_topic(broker: &Broker, path: &Path) -> (String, i64) {
+    let input = super::unique("taobao");
+    broker.create_topic_with(&input, 1);
+    produce_file(&broker.address, &input, path, "taobao");
+    let end = super::ends_by_reading(&broker.address, &input, 1, 84_475)[0];
+    (input, end)
+}
+
 pub fn produce_file(brokers: &str, topic: &str, path: &Path, format: &str) -> String {
     produce_file_with(brokers, topic, path, format, None)
 }
