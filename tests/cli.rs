@@ -70,6 +70,54 @@ fn eval_json_has_the_figures_per_method() {
 }
 
 #[test]
+fn eval_grid_scores_each_setting_on_a_fresh_engine() {
+    let file = fixture(RATINGS);
+    let path = file.path().to_str().unwrap();
+    let grid = |axis: &str| {
+        let args = [
+            "eval",
+            "--input",
+            path,
+            "--format",
+            "movielens-csv",
+            "--json",
+        ];
+        let only_cooc = [
+            "--set",
+            "engine.ranking.blend.popular=0",
+            "--set",
+            "engine.ranking.blend.mf=0",
+        ];
+        streamrec(
+            &[
+                &args[..],
+                &only_cooc,
+                &["--methods", "hybrid", "--grid", axis],
+            ]
+            .concat(),
+        )
+    };
+    let out = grid("engine.ranking.blend.cooc=0,1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let points = report["grid"].as_array().unwrap();
+    let hits = |i: usize| &points[i]["report"]["methods"][0]["hits"];
+    assert_eq!(points[0]["settings"][0], "engine.ranking.blend.cooc=0");
+    assert_eq!(hits(0), 0, "history only: nothing leads from 10 to 20");
+    assert_eq!(points[1]["settings"][0], "engine.ranking.blend.cooc=1");
+    assert_eq!(hits(1), 2);
+    let out = grid("engine.nothing=1,2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--grid engine.nothing=1"), "{stderr}");
+    assert!(stderr.contains("names no setting"), "{stderr}");
+}
+
+#[test]
 fn bad_invocations_fail_with_a_clear_message() {
     let file = fixture(RATINGS);
     let path = file.path().to_str().unwrap();

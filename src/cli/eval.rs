@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::load_config;
+use super::{eval_grid, load_config};
+use crate::config::Config;
 use crate::eval::{
-    evaluate, experiment_methods, standard_methods, EvalReport, MethodReport, Mode, Protocol,
-    Publish, Topology,
+    evaluate, experiment_methods, standard_methods, EvalReport, Method, MethodReport, Mode,
+    Protocol, Publish, Topology,
 };
 use crate::formats::{load, Format};
 use crate::online::two_proportion_z;
@@ -44,6 +45,13 @@ pub struct EvalArgs {
     /// Engine settings (TOML); defaults when left out.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// section.key=value, applied after the file and the environment (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// section.key=v1,v2,...: evaluate every combination of these settings' values
+    /// (repeatable), each on a fresh engine, one row per combination and method.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    pub grid: Vec<String>,
     /// Also show each user, after each event, the list `run` would publish then (the
     /// configured blend, `pipeline.exclude_seen`), and report the online metrics that `run`
     /// would count for their next events.
@@ -104,7 +112,13 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if args.top_n == 0 {
         bail!("--top-n must be at least 1");
     }
-    let config = load_config(args.config.as_ref(), &[])?;
+    if args.instances == 0 || args.sync_every == 0 {
+        bail!("--instances and --sync-every must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.significance) {
+        bail!("--significance must be a share from 0 to 1");
+    }
+    let config = load_config(args.config.as_ref(), &args.set)?;
     let loaded = load(&args.input, args.format, &config.engine.clean)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     if loaded.events.is_empty() {
@@ -135,29 +149,7 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
             eprintln!("  {example}");
         }
     }
-    let mut methods = match &args.experiment {
-        None => standard_methods(&config.engine.ranking),
-        Some(name) => experiment_methods(&config.engine, name).with_context(|| {
-            let known: Vec<&str> = (config.engine.experiments.iter())
-                .map(|e| e.name.as_str())
-                .collect();
-            format!("no experiment {name:?} in the config; known: {known:?}")
-        })?,
-    };
-    if !args.methods.is_empty() {
-        let known: Vec<String> = methods.iter().map(|m| m.name.clone()).collect();
-        if let Some(unknown) = args.methods.iter().find(|m| !known.contains(m)) {
-            bail!("unknown method {unknown:?}; known: {}", known.join(", "));
-        }
-        methods.retain(|m| args.methods.contains(&m.name));
-    }
     let listings = super::catalog::for_eval(&args, &loaded.events, &config)?;
-    if args.instances == 0 || args.sync_every == 0 {
-        bail!("--instances and --sync-every must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&args.significance) {
-        bail!("--significance must be a share from 0 to 1");
-    }
     let protocol = Protocol {
         mode,
         top_n: args.top_n,
@@ -169,6 +161,23 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
             exclude_seen: config.pipeline.exclude_seen,
         }),
     };
+    if !args.grid.is_empty() {
+        let point = |settings: &[String]| {
+            let sets = [args.set.as_slice(), settings].concat();
+            let config = load_config(args.config.as_ref(), &sets)?;
+            let methods = methods_of(&args, &config)?;
+            let events = loaded.events.clone();
+            Ok(evaluate(
+                events,
+                &listings,
+                &protocol,
+                &config.engine,
+                &methods,
+            ))
+        };
+        return eval_grid::run(&args.grid, args.json, point);
+    }
+    let methods = methods_of(&args, &config)?;
     let report = evaluate(
         loaded.events,
         &listings,
@@ -204,6 +213,27 @@ pub(super) fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The standard methods or the experiment's variants, narrowed to `--methods`.
+fn methods_of(args: &EvalArgs, config: &Config) -> anyhow::Result<Vec<Method>> {
+    let mut methods = match &args.experiment {
+        None => standard_methods(&config.engine.ranking),
+        Some(name) => experiment_methods(&config.engine, name).with_context(|| {
+            let known: Vec<&str> = (config.engine.experiments.iter())
+                .map(|e| e.name.as_str())
+                .collect();
+            format!("no experiment {name:?} in the config; known: {known:?}")
+        })?,
+    };
+    if !args.methods.is_empty() {
+        let known: Vec<String> = methods.iter().map(|m| m.name.clone()).collect();
+        if let Some(unknown) = args.methods.iter().find(|m| !known.contains(m)) {
+            bail!("unknown method {unknown:?}; known: {}", known.join(", "));
+        }
+        methods.retain(|m| args.methods.contains(&m.name));
+    }
+    Ok(methods)
 }
 
 /// A variant's HR@N against the control's (the first method): difference and z statistic.

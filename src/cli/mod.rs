@@ -15,6 +15,7 @@ mod catalog;
 mod config;
 mod demo;
 mod eval;
+mod eval_grid;
 mod produce;
 mod replay;
 mod run;

@@ -123,6 +123,9 @@ pub struct MethodReport {
     /// HR@N on the cold-start slice: test cases whose user had fewer than `COLD_EVENTS` events.
     pub cold_hr_at_n: f64,
     pub cold_hits: u64,
+    /// HR@N of the test cases in the first half of the log's events, then the last half: a
+    /// setting tuned to one half and worse on the other is tuned to the test.
+    pub halves_hr_at_n: [f64; 2],
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -149,6 +152,8 @@ pub struct EvalReport {
     pub list_bytes_per_event: f64,
     /// Test cases in the cold-start slice.
     pub cold_tests: u64,
+    /// Test cases in the first half of the log's events, then the last half.
+    pub halves_tests: [u64; 2],
     pub catalog_items: usize,
     pub learn_events_per_s: f64,
     pub bytes_per_user: f64,
@@ -166,6 +171,7 @@ pub struct EvalReport {
 struct Tally {
     hits: u64,
     cold_hits: u64,
+    halves_hits: [u64; 2],
     reciprocal_rank: f64,
     /// (instance, item index) recommended: replicas index items in their own order.
     recommended: FxHashSet<(usize, u32)>,
@@ -243,8 +249,10 @@ pub fn evaluate(
     let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
     let mut tests = 0u64;
     let mut cold_tests = 0u64;
+    let mut halves_tests = [0u64; 2];
     let mut learning = Duration::ZERO;
-    for event in &events {
+    for (position, event) in events.iter().enumerate() {
+        let half = usize::from(position >= events.len() / 2);
         let owner = instances.index_of(&event.user_id);
         let engine = instances.engine(owner);
         let target = engine.item_index(&event.item_id);
@@ -253,6 +261,7 @@ pub fn evaluate(
                 tests += 1;
                 let cold = track.events < COLD_EVENTS;
                 cold_tests += u64::from(cold);
+                halves_tests[half] += 1;
                 let excluded = match mode {
                     Mode::Discovery => &track.touched,
                     Mode::Purchase => &track.purchased,
@@ -273,6 +282,7 @@ pub fn evaluate(
                         tally,
                     );
                     tally.cold_hits += u64::from(hit && cold);
+                    tally.halves_hits[half] += u64::from(hit);
                 }
             }
         }
@@ -316,6 +326,8 @@ pub fn evaluate(
             ),
             cold_hr_at_n: ratio(tally.cold_hits as f64, cold_tests as f64),
             cold_hits: tally.cold_hits,
+            halves_hr_at_n: [0, 1]
+                .map(|h| ratio(tally.halves_hits[h] as f64, halves_tests[h] as f64)),
         })
         .collect();
     EvalReport {
@@ -336,6 +348,7 @@ pub fn evaluate(
         list_records_per_event: ratio(instances.list_records as f64, events.len() as f64),
         list_bytes_per_event: ratio(instances.list_bytes as f64, events.len() as f64),
         cold_tests,
+        halves_tests,
         catalog_items: catalog.len(),
         learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
         bytes_per_user: memory.bytes_per_user(),
@@ -417,18 +430,28 @@ impl EvalReport {
             }
         }
         out += &format!(
-            "{:<20} {:>8} {:>8} {:>9} {:>12} {:>12}\n",
+            "{:<20} {:>8} {:>8} {:>9} {:>12} {:>12} {:>9} {:>9}\n",
             "method",
             format!("HR@{n}"),
             format!("MRR@{n}"),
             "coverage",
             "events/s",
-            format!("cold HR@{n}")
+            format!("cold HR@{n}"),
+            "1st half",
+            "2nd half"
         );
         for m in &self.methods {
+            let [first, last] = m.halves_hr_at_n;
             out += &format!(
-                "{:<20} {:>8.4} {:>8.4} {:>9.3} {:>12.0} {:>12.4}\n",
-                m.method, m.hr_at_n, m.mrr_at_n, m.coverage, m.events_per_s, m.cold_hr_at_n
+                "{:<20} {:>8.4} {:>8.4} {:>9.3} {:>12.0} {:>12.4} {:>9.4} {:>9.4}\n",
+                m.method,
+                m.hr_at_n,
+                m.mrr_at_n,
+                m.coverage,
+                m.events_per_s,
+                m.cold_hr_at_n,
+                first,
+                last
             );
         }
         if let Some(online) = &self.online {
@@ -498,6 +521,12 @@ mod tests {
         assert_eq!(cooc.hits, 2);
         assert!((cooc.hr_at_n - 2.0 / 3.0).abs() < 1e-9);
         assert!((cooc.mrr_at_n - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(
+            report.halves_tests,
+            [0, 3],
+            "all B events come after the 4th of 9"
+        );
+        assert!((cooc.halves_hr_at_n[1] - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(method(&report, "popularity").hits, 0);
     }
 
