@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn settings_print_as_written() {
         let text = render_masked(&Config::default());
-        assert!(text.contains("\nmf = 0.3\n"), "{text}");
+        assert!(text.contains("\nposition_decay = 0.85\n"), "{text}");
         let reparsed: Config = toml::from_str(&text).unwrap();
         assert_eq!(
             reparsed,

@@ -226,14 +226,17 @@ pub fn pair_ops(config: &CoocConfig, event: PairEvent<'_>, mut emit: impl FnMut(
             item,
             weight: event.weight,
         });
-        for partner in partners() {
+        let count = partners().count();
+        for (index, partner) in partners().enumerate() {
             let age = event.ts_ms - partner.last_ts_ms;
-            let weight = event.weight * decay_factor(age, config.pair_half_life_ms);
+            let steps_back = (count - 1 - index) as i32;
+            let position = config.position_decay.powi(steps_back);
+            let weight = event.weight * decay_factor(age, config.pair_half_life_ms) * position;
             let partner = partner.item;
             emit(PairOp::Pair {
                 row: item,
                 partner,
-                weight,
+                weight: weight * config.backward_weight,
             });
             emit(PairOp::Pair {
                 row: partner,
@@ -424,6 +427,8 @@ mod tests {
             counters_per_item: counters,
             similarity: Similarity::Cosine,
             alpha: 0.5,
+            backward_weight: 1.0,
+            position_decay: 1.0,
         }
     }
 
@@ -449,6 +454,21 @@ mod tests {
         let similar: Vec<u32> = c.similar(4).map(|(i, _)| i).collect();
         assert_eq!(similar.len(), 2);
         assert!(similar.contains(&2) && similar.contains(&3));
+    }
+
+    #[test]
+    fn a_pair_weighs_more_forward_and_less_the_further_apart() {
+        let mut c = Cooccurrence::new(CoocConfig {
+            window_items: 3,
+            backward_weight: 0.5,
+            position_decay: 0.5,
+            ..config(5, 10)
+        });
+        let history = [recent(1, 0), recent(2, 0), recent(3, 0)];
+        view(&mut c, 4, 0, &history);
+        let counts =
+            [(3, 4), (4, 3), (2, 4), (4, 2), (1, 4), (4, 1)].map(|(a, b)| c.pair_count(a, b));
+        assert_eq!(counts, [1.0, 0.5, 0.5, 0.25, 0.25, 0.125]);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Variant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mf_rescore: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repurchase_weight: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_seen: Option<bool>,
 }
 
@@ -117,6 +119,7 @@ impl Variant {
             ("seed_decay", self.seed_decay.is_some()),
             ("history_decay", self.history_decay.is_some()),
             ("mf_rescore", self.mf_rescore.is_some()),
+            ("repurchase_weight", self.repurchase_weight.is_some()),
             ("exclude_seen", self.exclude_seen.is_some()),
         ] {
             if set {
@@ -134,6 +137,7 @@ impl Variant {
         ranking.seed_decay = self.seed_decay.unwrap_or(ranking.seed_decay);
         ranking.history_decay = self.history_decay.unwrap_or(ranking.history_decay);
         ranking.mf_rescore = self.mf_rescore.unwrap_or(ranking.mf_rescore);
+        ranking.repurchase_weight = (self.repurchase_weight).unwrap_or(ranking.repurchase_weight);
         ranking
     }
 }

@@ -267,6 +267,12 @@ pub struct CoocConfig {
     /// Asymmetric cosine `c_ab / (n_a^alpha · n_b^(1−alpha))`: 0.5 is plain cosine; higher
     /// favours neighbours that are popular in their own right.
     pub alpha: f32,
+    /// A pair counts this much in the row of the item that came later (1 = undirected): what
+    /// a user does next depends on what they just did, more than the other way round.
+    pub backward_weight: f32,
+    /// A pair counts this much less for each item between the two in the user's window
+    /// (1 = all equal).
+    pub position_decay: f32,
 }
 
 impl Default for CoocConfig {
@@ -278,6 +284,8 @@ impl Default for CoocConfig {
             counters_per_item: 256,
             similarity: Similarity::Cosine,
             alpha: 0.8,
+            backward_weight: 0.6,
+            position_decay: 0.85,
         }
     }
 }
@@ -287,6 +295,9 @@ impl Default for CoocConfig {
 pub struct MfConfig {
     pub rank: usize,
     pub learning_rate: f32,
+    /// The rate of the user's half of each step: high, so a user's vector follows what they
+    /// do now (recency) rather than the average of their past.
+    pub user_learning_rate: f32,
     pub regularization: f32,
     /// Sampled negatives (target 0) per positive update.
     pub negatives: usize,
@@ -299,7 +310,8 @@ impl Default for MfConfig {
     fn default() -> Self {
         MfConfig {
             rank: 32,
-            learning_rate: 0.05,
+            learning_rate: 0.1,
+            user_learning_rate: 1.0,
             regularization: 0.01,
             negatives: 2,
             sample_pool: 10_000,
@@ -373,7 +385,7 @@ impl Default for Blend {
             history: 10.0,
             cooc: 1.0,
             cross: 0.5,
-            mf: 0.3,
+            mf: 0.5,
             popular: 0.2,
             content: 0.3,
             segment: 0.3,
@@ -394,6 +406,9 @@ pub struct RankingConfig {
     pub history_decay: f32,
     /// Candidates with the best blended score that matrix factorisation re-scores.
     pub mf_rescore: usize,
+    /// An item the user bought may be recommended again (consumables), its history score
+    /// times this; 0 = never.
+    pub repurchase_weight: f32,
 }
 
 impl Default for RankingConfig {
@@ -404,6 +419,7 @@ impl Default for RankingConfig {
             seed_decay: 0.8,
             history_decay: 0.95,
             mf_rescore: 100,
+            repurchase_weight: 0.0,
         }
     }
 }
@@ -486,14 +502,29 @@ impl EngineConfig {
                 "must be >= engine.cooccurrence.neighbors_per_item",
             ));
         }
-        if !(0.0..=1.0).contains(&c.alpha) {
-            return Err(invalid("engine.cooccurrence.alpha", "must be in 0.0..=1.0"));
+        for (key, value) in [
+            ("engine.cooccurrence.alpha", c.alpha),
+            ("engine.cooccurrence.backward_weight", c.backward_weight),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(invalid(key, "must be in 0.0..=1.0"));
+            }
+        }
+        if !(c.position_decay > 0.0 && c.position_decay <= 1.0) {
+            return Err(invalid(
+                "engine.cooccurrence.position_decay",
+                "must be in (0.0, 1.0]",
+            ));
         }
         let m = &self.factorization;
         if !(1..=512).contains(&m.rank) {
             return Err(invalid("engine.factorization.rank", "must be in 1..=512"));
         }
         finite_non_negative("engine.factorization.learning_rate", m.learning_rate)?;
+        finite_non_negative(
+            "engine.factorization.user_learning_rate",
+            m.user_learning_rate,
+        )?;
         finite_non_negative("engine.factorization.regularization", m.regularization)?;
         finite_non_negative("engine.factorization.init_scale", m.init_scale)?;
         positive("engine.factorization.sample_pool", m.sample_pool as i64)?;
@@ -571,6 +602,12 @@ impl RankingConfig {
         }
         positive("engine.ranking.seed_items", self.seed_items as i64)?;
         positive("engine.ranking.mf_rescore", self.mf_rescore as i64)?;
+        if !(0.0..=1.0).contains(&self.repurchase_weight) {
+            return Err(invalid(
+                "engine.ranking.repurchase_weight",
+                "must be in 0.0..=1.0",
+            ));
+        }
         for (key, value) in [
             ("engine.ranking.seed_decay", self.seed_decay),
             ("engine.ranking.history_decay", self.history_decay),

@@ -961,6 +961,29 @@ mod tests {
     }
 
     #[test]
+    fn a_bought_item_comes_back_only_with_a_repurchase_weight() {
+        let events = [
+            event(EventType::Purchase, "u", "coffee", 1_000),
+            event(EventType::View, "u", "mug", 2_000),
+        ];
+        let recommended = |repurchase_weight| {
+            let mut config = EngineConfig::default();
+            config.ranking.repurchase_weight = repurchase_weight;
+            let mut engine = Engine::new(config);
+            for e in &events {
+                engine.apply(e);
+            }
+            ids(&engine, &engine.recommend("u", 5, &Filters::default()))
+        };
+        assert_eq!(recommended(0.0), ["mug"]);
+        assert_eq!(
+            recommended(0.1),
+            ["mug", "coffee"],
+            "bought, so below the viewed mug"
+        );
+    }
+
+    #[test]
     fn neighbours_of_recent_items_are_recommended_and_purchases_never_are() {
         let mut engine = Engine::new(EngineConfig::default());
         let mut ts = 1_000_000;

@@ -262,9 +262,10 @@ pub fn evaluate(
                 let cold = track.events < COLD_EVENTS;
                 cold_tests += u64::from(cold);
                 halves_tests[half] += 1;
+                let nothing = FxHashSet::default();
                 let excluded = match mode {
                     Mode::Discovery => &track.touched,
-                    Mode::Purchase => &track.purchased,
+                    Mode::Purchase => &nothing,
                 };
                 let filters = Filters {
                     exclude_seen: false,

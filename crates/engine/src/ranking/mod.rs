@@ -223,7 +223,7 @@ pub fn recommend(
         if let Some(attribute) = filters.attribute {
             gather_with_attribute(&mut candidates, items, attribute);
         }
-        apply_filters(&mut candidates, user, filters);
+        apply_filters(&mut candidates, user, filters, ranking);
         if let Some(user) = user {
             exclude_dismissed(&mut candidates, items, (user, now_ms), &config.feedback);
         }
@@ -313,8 +313,19 @@ fn gather(
             let decayed = recent.interest.value_at(now, half_life);
             let interest = decayed * seed_weight;
             seed_weight *= ranking.seed_decay;
-            if blend.history > 0.0 && !profile.has_purchased(recent.item) {
-                candidates.add(recent.item, Source::History, decayed * history_weight);
+            if blend.history > 0.0 {
+                let again = if profile.has_purchased(recent.item) {
+                    ranking.repurchase_weight
+                } else {
+                    1.0
+                };
+                if again > 0.0 {
+                    candidates.add(
+                        recent.item,
+                        Source::History,
+                        decayed * history_weight * again,
+                    );
+                }
             }
             history_weight *= ranking.history_decay;
             if rank >= ranking.seed_items {
@@ -403,10 +414,17 @@ fn exclude_restricted(candidates: &mut Candidates, items: &ItemModel, filters: &
     }
 }
 
-fn apply_filters(candidates: &mut Candidates, user: Option<&UserState>, filters: &Filters) {
+fn apply_filters(
+    candidates: &mut Candidates,
+    user: Option<&UserState>,
+    filters: &Filters,
+    ranking: &RankingConfig,
+) {
     if let Some(user) = user {
-        for item in user.profile.purchased() {
-            candidates.exclude(item);
+        if ranking.repurchase_weight == 0.0 {
+            for item in user.profile.purchased() {
+                candidates.exclude(item);
+            }
         }
         if filters.exclude_seen {
             for recent in &user.profile.recent {
