@@ -83,6 +83,14 @@ impl Marginals {
         self.total += weight;
     }
 
+    /// Recomputes every cached power for a new `alpha`.
+    fn follow_alpha(&mut self, alpha: f32) {
+        for marginal in self.items.iter_mut() {
+            marginal.pow_from = marginal.count.powf(alpha);
+            marginal.pow_to = marginal.count.powf(1.0 - alpha);
+        }
+    }
+
     /// Sets an item's count to a value published by its owner.
     fn set(&mut self, item: u32, count: f32, alpha: f32) {
         self.items.grow(item as usize + 1, Marginal::default());
@@ -272,6 +280,16 @@ impl Cooccurrence {
 
     pub fn config(&self) -> &CoocConfig {
         &self.config
+    }
+
+    /// Takes the running settings in place of those the state was stored with: counts already
+    /// made stay as they were counted, and new ones follow the new settings.
+    pub fn follow(&mut self, config: &CoocConfig) {
+        if config.alpha != self.config.alpha {
+            self.entries.follow_alpha(config.alpha);
+            self.purchases.follow_alpha(config.alpha);
+        }
+        self.config = config.clone();
     }
 
     /// Counts one event's pairs at once (one model learning alone).

@@ -79,6 +79,16 @@ pub fn dedup_key(event: &Event) -> u128 {
 }
 
 impl DedupWindow {
+    /// Takes the running settings in place of those the window was stored with; a smaller
+    /// bound applies from the next key on.
+    pub fn follow(&mut self, config: &DedupConfig) {
+        self.config = config.clone();
+    }
+
+    pub fn config(&self) -> &DedupConfig {
+        &self.config
+    }
+
     /// A copy of what is stored, without the lookup index (rebuilt on load): what a checkpoint's
     /// cut takes. The keys are shared in chunks, so it costs microseconds at any size.
     pub fn stored_copy(&self) -> DedupWindow {

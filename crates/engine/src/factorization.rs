@@ -165,6 +165,19 @@ impl SamplePool {
         }
     }
 
+    /// Takes a new capacity, keeping the most recent occurrences that fit.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        if capacity == self.capacity {
+            return;
+        }
+        let (newer, older) = self.items.split_at(self.next);
+        let mut oldest_first = [older, newer].concat();
+        oldest_first.drain(..oldest_first.len().saturating_sub(capacity));
+        self.items = oldest_first;
+        self.next = 0;
+        self.capacity = capacity;
+    }
+
     pub fn push(&mut self, item: u32) {
         if self.items.len() < self.capacity {
             self.items.push(item);
@@ -259,6 +272,8 @@ pub fn item_step(item: &mut [f32], user_before: &[f32], err: f32, lr: f32, regul
 
 #[cfg(test)]
 mod tests {
+    use rustc_hash::FxHashSet;
+
     use super::*;
 
     /// An item side of vectors alone, applying each step at once.
@@ -380,6 +395,19 @@ mod tests {
         let err = user_step(&mut user, &item, 0.0, 1.0, &c);
         assert_eq!(err, -1.0, "score 20 against target 0");
         assert_eq!(user, [9.0, 9.0]);
+    }
+
+    #[test]
+    fn a_smaller_sample_pool_keeps_the_newest_and_overwrites_the_oldest_first() {
+        let mut pool = SamplePool::new(3);
+        for item in 1..=5 {
+            pool.push(item);
+        }
+        pool.set_capacity(2);
+        pool.push(6);
+        let mut rng = SplitMix64::new(1);
+        let drawn: FxHashSet<u32> = (0..50).filter_map(|_| pool.sample(&mut rng)).collect();
+        assert_eq!(drawn, [5, 6].into_iter().collect());
     }
 
     #[test]

@@ -34,6 +34,25 @@ impl Popularity {
         }
     }
 
+    /// Takes the running settings in place of those the state was stored with: a shorter
+    /// trending list keeps its best items; scores made stay as they were.
+    pub fn follow(&mut self, config: &PopularityConfig) {
+        if *config == self.config {
+            return;
+        }
+        self.config = config.clone();
+        if self.top.len() > config.trending_size {
+            let keep: Vec<u32> = (self.trending(config.trending_size).into_iter())
+                .map(|(item, _)| item)
+                .collect();
+            for &dropped in self.top.iter().filter(|item| !keep.contains(item)) {
+                self.in_top[dropped as usize] = false;
+            }
+            self.top = keep;
+        }
+        self.floor = 0.0; // a lower bound under any list
+    }
+
     pub fn observe(&mut self, item: u32, weight: f32, ts_ms: i64) {
         let scale = self.scale_at(item, ts_ms);
         self.scores[item as usize] += weight as f64 * scale;

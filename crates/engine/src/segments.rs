@@ -51,6 +51,11 @@ impl Segments {
         }
     }
 
+    /// Takes the running half-life in place of the stored one, for events from now on.
+    pub fn follow_half_life(&mut self, half_life_ms: i64) {
+        self.half_life_ms = half_life_ms;
+    }
+
     /// What a checkpoint stores, shared in chunks (see `Interner::stored_copy`).
     pub fn stored_copy(&self) -> Segments {
         Segments {

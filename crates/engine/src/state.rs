@@ -166,6 +166,16 @@ impl UserState {
 }
 
 impl ItemModel {
+    /// Takes the running settings in place of those a stored model was written with, so a
+    /// changed setting applies after a restart.
+    pub(crate) fn follow(&mut self, config: &EngineConfig) {
+        self.cooccurrence.follow(&config.cooccurrence);
+        self.popularity.follow(&config.popularity);
+        self.pool.set_capacity(config.factorization.sample_pool);
+        self.segments
+            .follow_half_life(config.popularity.half_life_ms);
+    }
+
     /// A copy for a checkpoint to encode while learning goes on: everything large is shared
     /// copy-on-write in chunks (see `chunked`), and the id lookups, which are not stored, are
     /// left out, so it takes microseconds whatever the model's size. It cannot intern ids.

@@ -434,7 +434,8 @@ impl Engine {
         worker: usize,
     ) -> Result<Engine, DecodeError> {
         let what = format!("shard {worker} (dedup window, clocks, RNG, triggers)");
-        let rest = ShardRest::decode(shard, &what)?;
+        let mut rest = ShardRest::decode(shard, &what)?;
+        rest.dedup.follow(&config.dedup);
         let mut shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
         shard.online = rest.online;
         shard.online.align(&experiments::arms(&config.experiments));
@@ -477,6 +478,7 @@ pub(super) fn decode_items_filling(
 ) -> Result<ItemModel, DecodeError> {
     let model = "the item model";
     let mut items: ItemModel = decode_within::<_, ITEM_MODEL_LIMIT>(&records.items, model)?;
+    items.follow(config);
     let rank = config.factorization.rank;
     if items.factors.rank() != rank {
         return Err(DecodeError {
@@ -748,6 +750,31 @@ mod tests {
             engine.apply(&Event::new(EventType::View, user, item, 1_000 + n as i64));
         }
         engine
+    }
+
+    /// The stored model was learned under other settings; the running ones apply from the
+    /// restart on, as if they had been set from the start where that is exact (alpha).
+    #[test]
+    fn settings_changed_since_the_state_was_stored_apply_after_a_restart() {
+        let records = engine_with_items().to_records();
+        let mut changed = EngineConfig::default();
+        changed.cooccurrence.alpha = 0.5;
+        changed.cooccurrence.window_items = 3;
+        changed.popularity.trending_size = 1;
+        changed.dedup.window_ms = 1;
+        let restored = Engine::from_records(changed.clone(), &records).unwrap();
+        assert_eq!(restored.read().cooccurrence.config(), &changed.cooccurrence);
+        assert_eq!(restored.read().popularity.trending(10).len(), 1);
+        assert_eq!(restored.shard.dedup.config(), &changed.dedup);
+        let mut fresh = Engine::new(changed);
+        for (n, (user, item)) in [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "c")]
+            .into_iter()
+            .enumerate()
+        {
+            fresh.apply(&Event::new(EventType::View, user, item, 1_000 + n as i64));
+        }
+        let a = restored.item_index("a").unwrap();
+        assert_eq!(restored.similar_items(a, 5), fresh.similar_items(a, 5));
     }
 
     fn decode_error(records: &EngineRecords) -> String {
