@@ -43,7 +43,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// One SGD step on `(p·q − target)²` with L2, the error clipped to [−1, 1] (see
-/// [`clipped_error`]); returns the error.
+/// `clipped_error`); returns the error.
 pub fn sgd_step(
     p: &mut [f32],
     q: &mut [f32],
