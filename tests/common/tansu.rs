@@ -96,7 +96,6 @@ pub fn streamrec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_streamrec"))
 }
 
-/// Loads a dataset file into `topic` with `streamrec produce`; returns its report line.
 /// The Taobao sample (`path`) on a fresh topic of one partition, so that every run processes it
 /// in the same order and states compare bit for bit: the topic and its end offset.
 pub fn taobao_topic(broker: &Broker, path: &Path) -> (String, i64) {
@@ -107,6 +106,7 @@ pub fn taobao_topic(broker: &Broker, path: &Path) -> (String, i64) {
     (input, end)
 }
 
+/// Loads a dataset file into `topic` with `streamrec produce`; returns its report line.
 pub fn produce_file(brokers: &str, topic: &str, path: &Path, format: &str) -> String {
     produce_file_with(brokers, topic, path, format, None)
 }
