@@ -2,7 +2,8 @@
 //!
 //! Every event is first a possible test case, then learned. `discovery`: the user has an earlier
 //! event and never touched the item; everything they touched is excluded from the list.
-//! `purchase`: a purchase by a user with an earlier event; only purchased items are excluded.
+//! `purchase`: a purchase by a user with an earlier event; the engine excludes what it always
+//! does (items the user bought, unless `ranking.repurchase_weight` lets them back).
 //! All methods share one engine (learning is identical); they differ only in the ranking blend.
 
 use std::time::{Duration, Instant};
@@ -182,7 +183,6 @@ struct Tally {
 struct UserTrack {
     events: u32,
     touched: FxHashSet<u32>,
-    purchased: FxHashSet<u32>,
 }
 
 /// Users with fewer events than this before a test case make it a cold-start case.
@@ -262,14 +262,14 @@ pub fn evaluate(
                 let cold = track.events < COLD_EVENTS;
                 cold_tests += u64::from(cold);
                 halves_tests[half] += 1;
-                let nothing = FxHashSet::default();
+                // Purchase mode leaves bought items to the engine, as `run` does.
                 let excluded = match mode {
-                    Mode::Discovery => &track.touched,
-                    Mode::Purchase => &nothing,
+                    Mode::Discovery => Some(&track.touched),
+                    Mode::Purchase => None,
                 };
                 let filters = Filters {
                     exclude_seen: false,
-                    exclude_items: Some(excluded),
+                    exclude_items: excluded,
                     ..Filters::default()
                 };
                 for (method, tally) in methods.iter().zip(tallies.iter_mut()) {
@@ -304,9 +304,6 @@ pub fn evaluate(
         let track = tracks.entry(event.user_id.clone()).or_default();
         track.events += 1;
         track.touched.insert(item);
-        if event.kind == EventType::Purchase {
-            track.purchased.insert(item);
-        }
     }
     let engine = instances.engine(0);
     let item_count = engine.item_count().max(1) as f64;
