@@ -73,21 +73,28 @@ impl From<Marginals> for MarginalsRecord {
     }
 }
 
+impl Marginal {
+    fn of_count(count: f32, alpha: f32) -> Marginal {
+        Marginal {
+            count,
+            pow_from: count.powf(alpha),
+            pow_to: count.powf(1.0 - alpha),
+        }
+    }
+}
+
 impl Marginals {
     fn add(&mut self, item: u32, weight: f32, alpha: f32) {
         self.items.grow(item as usize + 1, Marginal::default());
         let marginal = &mut self.items[item as usize];
-        marginal.count += weight;
-        marginal.pow_from = marginal.count.powf(alpha);
-        marginal.pow_to = marginal.count.powf(1.0 - alpha);
+        *marginal = Marginal::of_count(marginal.count + weight, alpha);
         self.total += weight;
     }
 
     /// Recomputes every cached power for a new `alpha`.
     fn follow_alpha(&mut self, alpha: f32) {
         for marginal in self.items.iter_mut() {
-            marginal.pow_from = marginal.count.powf(alpha);
-            marginal.pow_to = marginal.count.powf(1.0 - alpha);
+            *marginal = Marginal::of_count(marginal.count, alpha);
         }
     }
 
@@ -96,11 +103,7 @@ impl Marginals {
         self.items.grow(item as usize + 1, Marginal::default());
         let marginal = &mut self.items[item as usize];
         self.total += count - marginal.count;
-        *marginal = Marginal {
-            count,
-            pow_from: count.powf(alpha),
-            pow_to: count.powf(1.0 - alpha),
-        };
+        *marginal = Marginal::of_count(count, alpha);
     }
 
     #[inline]
