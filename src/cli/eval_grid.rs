@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 
-use crate::eval::EvalReport;
+use crate::eval::{EvalReport, MethodReport};
 
 /// One `--grid` axis: a setting and the values it takes.
 #[derive(Debug, PartialEq)]
@@ -31,15 +31,15 @@ impl Axis {
 /// Every combination of the axes' values as `key=value` assignments, the last axis fastest.
 fn points(axes: &[Axis]) -> Vec<Vec<String>> {
     axes.iter().fold(vec![Vec::new()], |points, axis| {
-        let extend = |point: &Vec<String>| {
-            let with = |value: &String| [point.clone(), vec![format!("{}={value}", axis.key)]];
-            axis.values
-                .iter()
-                .map(with)
-                .map(|p| p.concat())
-                .collect::<Vec<_>>()
-        };
-        points.iter().flat_map(extend).collect()
+        let mut extended = Vec::with_capacity(points.len() * axis.values.len());
+        for point in &points {
+            for value in &axis.values {
+                let mut point = point.clone();
+                point.push(format!("{}={value}", axis.key));
+                extended.push(point);
+            }
+        }
+        extended
     })
 }
 
@@ -91,7 +91,7 @@ fn header(report: &EvalReport, width: usize) -> String {
 
 fn rows(point: &[String], report: &EvalReport, width: usize) -> String {
     let settings = point.join(" ");
-    let row = |m: &crate::eval::MethodReport| {
+    let row = |m: &MethodReport| {
         let [first, last] = m.halves_hr_at_n;
         format!(
             "{settings:<width$} {:<20} {:>8.4} {:>8.4} {:>9.3} {:>9.4} {:>9.4} {:>10.0}\n",

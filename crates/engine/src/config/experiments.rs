@@ -137,7 +137,8 @@ impl Variant {
         ranking.seed_decay = self.seed_decay.unwrap_or(ranking.seed_decay);
         ranking.history_decay = self.history_decay.unwrap_or(ranking.history_decay);
         ranking.mf_rescore = self.mf_rescore.unwrap_or(ranking.mf_rescore);
-        ranking.repurchase_weight = (self.repurchase_weight).unwrap_or(ranking.repurchase_weight);
+        let repurchase = self.repurchase_weight;
+        ranking.repurchase_weight = repurchase.unwrap_or(ranking.repurchase_weight);
         ranking
     }
 }
