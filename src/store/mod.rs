@@ -20,9 +20,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// The format this build writes and reads. 5 split the item model into a record per item; 6
 /// added impressions and dismissals to the user record; 7 added co-occurrence's direction and
-/// position settings to the item model's record. An older dir is refused with the way to
-/// rebuild it.
-pub const FORMAT_VERSION: u8 = 7;
+/// position settings to the item model's record; 8 added the re-buy tally to each worker's
+/// shard record. An older dir is refused with the way to rebuild it.
+pub const FORMAT_VERSION: u8 = 8;
 
 const FORMAT_KEY: &[u8] = b"meta/format";
 const USERS_KEY: &[u8] = b"meta/users";

@@ -7,6 +7,7 @@
 //!   stable reason code.
 //! - [`dedup`]: exact duplicate detection in a window bounded by count and event time.
 //! - [`profile`]: per-user history, purchases and category affinity, all bounded.
+//! - [`rebuy`]: how often buyers re-buy, per category: which bought items may come back.
 //! - [`cooccurrence`] on [`neighbors`] + [`similarity`]: item pair counts, cross-occurrence,
 //!   bounded top-K neighbour lists.
 //! - [`factorization`]: online SGD matrix factorisation with sampled negatives.
@@ -53,6 +54,7 @@ pub mod online;
 pub mod popularity;
 pub mod profile;
 pub mod ranking;
+pub mod rebuy;
 pub mod rng;
 pub mod segments;
 pub mod similarity;

@@ -226,7 +226,7 @@ impl Default for DedupConfig {
 pub struct ProfileConfig {
     /// Distinct recent items kept per user.
     pub max_recent_items: usize,
-    /// Purchased items kept per user (the never-recommend-again filter).
+    /// Purchased items kept per user (the filter of bought items, the re-buy count).
     pub max_purchased_items: usize,
     /// Categories kept per user in the affinity list.
     pub max_categories: usize,
@@ -406,9 +406,13 @@ pub struct RankingConfig {
     pub history_decay: f32,
     /// Candidates with the best blended score that matrix factorisation re-scores.
     pub mf_rescore: usize,
-    /// An item the user bought may be recommended again (consumables), its history score
-    /// times this; 0 = never.
+    /// A bought item may come back, its history score times its category's learned re-buy
+    /// rate (see `rebuy`) times this; 0 = a bought item never comes back.
     pub repurchase_weight: f32,
+    /// Bought items of a category re-bought less often than this never come back.
+    pub repurchase_min_rate: f32,
+    /// A category's re-buy rate counts the shop's as this many purchases of its own.
+    pub repurchase_prior: f32,
 }
 
 impl Default for RankingConfig {
@@ -419,7 +423,9 @@ impl Default for RankingConfig {
             seed_decay: 0.8,
             history_decay: 0.95,
             mf_rescore: 100,
-            repurchase_weight: 0.0,
+            repurchase_weight: 1.0,
+            repurchase_min_rate: 0.01,
+            repurchase_prior: 20.0,
         }
     }
 }
@@ -602,11 +608,26 @@ impl RankingConfig {
         }
         positive("engine.ranking.seed_items", self.seed_items as i64)?;
         positive("engine.ranking.mf_rescore", self.mf_rescore as i64)?;
-        if !(0.0..=1.0).contains(&self.repurchase_weight) {
-            return Err(invalid(
+        for (key, value, max) in [
+            (
                 "engine.ranking.repurchase_weight",
-                "must be in 0.0..=1.0",
-            ));
+                self.repurchase_weight,
+                10.0,
+            ),
+            (
+                "engine.ranking.repurchase_min_rate",
+                self.repurchase_min_rate,
+                1.0,
+            ),
+            (
+                "engine.ranking.repurchase_prior",
+                self.repurchase_prior,
+                1e6,
+            ),
+        ] {
+            if !(0.0..=max).contains(&value) {
+                return Err(invalid(key, &format!("must be in 0.0..={max}")));
+            }
         }
         for (key, value) in [
             ("engine.ranking.seed_decay", self.seed_decay),

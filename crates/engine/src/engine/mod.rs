@@ -20,9 +20,10 @@ use crate::factorization::{initial_vector, learn};
 use crate::online::{Observed, OnlineTally};
 use crate::popularity::Popularity;
 use crate::profile::Observation;
-use crate::ranking::{self, Filters, Scored};
+use crate::ranking::{self, Asker, Filters, Scored};
 #[cfg(test)]
 use crate::ranking::{Source, Sources};
+use crate::rebuy::RebuyTally;
 use crate::rng::SplitMix64;
 use crate::segments::segment_name;
 use crate::triggers::{EventFacts, Fired, Rules, TriggerState, Watchers};
@@ -84,6 +85,8 @@ pub struct UserShard {
     pub triggers: TriggerState,
     /// Online metrics of this shard's users' events (see `online`).
     pub online: OnlineTally,
+    /// How often this shard's users re-buy, by category (see `rebuy`).
+    pub rebuys: RebuyTally,
     /// Triggers fired by the input being applied (returned with its effects).
     fired: Vec<Fired>,
     /// Whether `apply` records what it did to the item model for other replicas.
@@ -124,6 +127,7 @@ impl UserShard {
             contended: 0,
             triggers,
             online: OnlineTally::default(),
+            rebuys: RebuyTally::default(),
             fired: Vec::new(),
             replicate: false,
             model_updates: Vec::new(),
@@ -421,6 +425,10 @@ impl Engine {
             new_to_user: profile.recent_position(item).is_none(),
             first_purchase: event.kind == EventType::Purchase && !profile.has_purchased(item),
         };
+        if event.kind == EventType::Purchase {
+            let rebuy = !pair_event.first_purchase;
+            self.shard.rebuys.record(category, rebuy);
+        }
         let observed = Observed {
             item,
             ts_ms: event.ts_ms,
@@ -526,7 +534,12 @@ impl Engine {
         let now_ms = user
             .and_then(|u| self.shard.clocks.time(u.stream))
             .unwrap_or(items.latest_ts_ms);
-        ranking::recommend(&items, user, now_ms, &self.config, ranking, n, filters)
+        let asker = Asker {
+            user,
+            now_ms,
+            rebuys: &self.shard.rebuys,
+        };
+        ranking::recommend(&items, asker, &self.config, ranking, n, filters)
     }
 
     /// The time of input `stream`: the latest event time applied from it.
@@ -961,11 +974,30 @@ mod tests {
     }
 
     #[test]
-    fn a_bought_item_comes_back_only_with_a_repurchase_weight() {
-        let events = [
-            event(EventType::Purchase, "u", "coffee", 1_000),
-            event(EventType::View, "u", "mug", 2_000),
-        ];
+    fn a_bought_item_comes_back_only_in_a_category_its_buyers_rebuy() {
+        let bought = |user: &str, item: &str, category: &str, ts| {
+            let mut e = event(EventType::Purchase, user, item, ts);
+            e.category = Some(category.into());
+            e
+        };
+        // Two shoppers buy coffee twice; two hundred buy a television once.
+        let mut events = Vec::new();
+        for (n, user) in ["a", "b"].into_iter().enumerate() {
+            for again in 0..2 {
+                events.push(bought(
+                    user,
+                    "coffee",
+                    "grocery",
+                    1_000 + 10 * n as i64 + again,
+                ));
+            }
+        }
+        for n in 0..200 {
+            events.push(bought(&format!("t{n}"), "tv", "electronics", 2_000 + n));
+        }
+        events.push(bought("u", "coffee", "grocery", 5_000));
+        events.push(bought("u", "tv", "electronics", 5_001));
+        events.push(event(EventType::View, "u", "mug", 6_000));
         let recommended = |repurchase_weight| {
             let mut config = EngineConfig::default();
             config.ranking.repurchase_weight = repurchase_weight;
@@ -975,12 +1007,12 @@ mod tests {
             }
             ids(&engine, &engine.recommend("u", 5, &Filters::default()))
         };
-        assert_eq!(recommended(0.0), ["mug"]);
         assert_eq!(
-            recommended(0.1),
+            recommended(1.0),
             ["mug", "coffee"],
             "bought, so below the viewed mug"
         );
+        assert_eq!(recommended(0.0), ["mug"]);
     }
 
     #[test]
@@ -1175,17 +1207,28 @@ mod tests {
         }
 
         #[test]
-        fn purchased_items_are_never_recommended(events in arbitrary_events()) {
-            let mut engine = Engine::new(EngineConfig::default());
+        fn purchased_items_come_back_only_where_buyers_rebuy(
+            events in arbitrary_events(),
+            repurchase_weight in prop_oneof![Just(0.0f32), Just(1.0f32)],
+        ) {
+            let mut config = EngineConfig::default();
+            config.ranking.repurchase_weight = repurchase_weight;
+            let mut engine = Engine::new(config);
             for e in &events {
                 engine.apply(e);
             }
+            let items = engine.read();
+            let category = |item: u32| {
+                Some(items.category_of[item as usize]).filter(|&c| c != NO_CATEGORY)
+            };
             for u in 0..8 {
                 let user = format!("u{u}");
                 let Some(state) = engine.user(&user) else { continue };
                 let bought: Vec<u32> = state.profile.purchased().collect();
                 for scored in engine.recommend(&user, 20, &Filters::default()) {
-                    prop_assert!(!bought.contains(&scored.item));
+                    let rebuys = &engine.shard.rebuys;
+                    let back = rebuys.comeback(category(scored.item), &engine.config.ranking);
+                    prop_assert!(!bought.contains(&scored.item) || back.is_some());
                     prop_assert!(scored.score.is_finite() && scored.score > 0.0);
                 }
             }

@@ -22,11 +22,12 @@ use crate::experiments;
 use crate::factorization::initial_vector;
 use crate::neighbors::Row;
 use crate::online::{OnlineTally, Shown};
+use crate::rebuy::RebuyTally;
 use crate::rng::SplitMix64;
 use crate::triggers::TriggerState;
 
 /// Engine state as records: the item model's shared part, one record per item and per user,
-/// and the worker's own dedup window, clocks, RNG and trigger state.
+/// and the worker's own dedup window, clocks, RNG, trigger state and re-buy tally.
 #[derive(Clone, Debug)]
 pub struct EngineRecords {
     /// The item model without its per-item vectors and rows.
@@ -35,7 +36,7 @@ pub struct EngineRecords {
     pub item_records: Vec<(u32, Vec<u8>)>,
     /// (user id, record), in id order.
     pub users: Vec<(String, Vec<u8>)>,
-    /// Each worker's dedup window, clocks, RNG and trigger state, in worker order (one when
+    /// Each worker's dedup window, clocks, RNG, trigger state and re-buy tally, in worker order (one when
     /// one worker wrote them).
     pub shards: Vec<Vec<u8>>,
 }
@@ -145,6 +146,7 @@ pub(super) struct ShardRest {
     clocks: StreamClocks,
     rng: SplitMix64,
     triggers: TriggerState,
+    rebuys: RebuyTally,
     /// Observed, not learned: encoded after the rest, outside the digest (as a user's list).
     #[serde(skip)]
     online: OnlineTally,
@@ -180,7 +182,7 @@ struct ItemRecord {
 }
 
 /// One worker's part of a cut: its changed users, shared copy-on-write like the rows, and the
-/// rest of its shard (dedup window, clocks, RNG, trigger state).
+/// rest of its shard (dedup window, clocks, RNG, trigger state, re-buy tally).
 pub struct UserCut {
     pub(super) users: Vec<(Box<str>, Arc<UserState>)>,
     pub(super) shard: ShardRest,
@@ -329,6 +331,7 @@ impl Engine {
             clocks: self.shard.clocks.clone(),
             rng: self.shard.rng.clone(),
             triggers: self.shard.triggers.clone(),
+            rebuys: self.shard.rebuys.clone(),
             online: self.shard.online.clone(),
         }
     }
@@ -433,10 +436,11 @@ impl Engine {
         shard: &[u8],
         worker: usize,
     ) -> Result<Engine, DecodeError> {
-        let what = format!("shard {worker} (dedup window, clocks, RNG, triggers)");
+        let what = format!("shard {worker} (dedup window, clocks, RNG, triggers, re-buys)");
         let mut rest = ShardRest::decode(shard, &what)?;
         rest.dedup.follow(&config.dedup);
         let mut shard = UserShard::from_parts(rest.dedup, rest.clocks, rest.rng, rest.triggers);
+        shard.rebuys = rest.rebuys;
         shard.online = rest.online;
         shard.online.align(&experiments::arms(&config.experiments));
         Ok(Engine {

@@ -8,7 +8,7 @@ use super::Engine;
 use crate::event::EventType;
 use crate::experiments::Treatment;
 use crate::profile::Observation;
-use crate::ranking::{self, Filters, PriceRange, Scored};
+use crate::ranking::{self, Asker, Filters, PriceRange, Scored};
 use crate::segments::segment_name;
 use crate::state::{ItemModel, UserState, NO_CATEGORY};
 
@@ -92,11 +92,22 @@ impl Engine {
             Visitor::User(_) => &[],
         };
         let (config, ranking, n) = (&self.config, &treatment.ranking, request.n);
+        let rebuys = &self.shard.rebuys;
         answer.items = if viewing.is_empty() && attributes.is_empty() {
-            ranking::recommend(&items, user, now_ms, config, ranking, n, &filters)
+            let asker = Asker {
+                user,
+                now_ms,
+                rebuys,
+            };
+            ranking::recommend(&items, asker, config, ranking, n, &filters)
         } else {
             let visitor = self.visitor_state(&items, user, (&viewing, attributes), now_ms);
-            ranking::recommend(&items, Some(&visitor), now_ms, config, ranking, n, &filters)
+            let asker = Asker {
+                user: Some(&visitor),
+                now_ms,
+                rebuys,
+            };
+            ranking::recommend(&items, asker, config, ranking, n, &filters)
         };
         answer
     }
