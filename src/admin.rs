@@ -62,6 +62,8 @@ pub struct Metrics {
     applied: Counter,
     duplicates: Counter,
     already_applied: Counter,
+    purchases_learned: Counter,
+    rebuys_learned: Counter,
     restoring_partitions: Gauge,
     rejected: Family<ReasonLabel, Counter>,
     published: Family<TopicLabel, Counter>,
@@ -114,6 +116,8 @@ impl Metrics {
             applied: Counter::default(),
             duplicates: Counter::default(),
             already_applied: Counter::default(),
+            purchases_learned: Counter::default(),
+            rebuys_learned: Counter::default(),
             restoring_partitions: Gauge::default(),
             rejected: Family::default(),
             published: Family::default(),
@@ -164,6 +168,20 @@ impl Metrics {
             "inputs_already_applied",
             "Inputs skipped because their user's state (restored from the changelog) reflects them",
             &m.already_applied,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "purchases_learned",
+            "Purchases learned since the state began (the base of the re-buy rates)",
+            &m.purchases_learned,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "rebuys_learned",
+            "Purchases learned that re-bought an item the buyer had bought before",
+            &m.rebuys_learned,
         );
         register(
             &mut m.registry,
@@ -280,6 +298,13 @@ impl Metrics {
         self.duplicates.inc_by(total.duplicates - seen.duplicates);
         self.already_applied
             .inc_by(total.already_applied - seen.already_applied);
+        self.purchases_learned.inc_by(
+            total
+                .purchases_learned
+                .saturating_sub(seen.purchases_learned),
+        );
+        self.rebuys_learned
+            .inc_by(total.rebuys_learned.saturating_sub(seen.rebuys_learned));
         self.truncated
             .inc_by(total.dead_letters_truncated - seen.dead_letters_truncated);
         let items = &self.items_side;

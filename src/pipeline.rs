@@ -119,6 +119,10 @@ pub struct Stats {
     /// Online metrics: the users' events judged against what they were last shown (kept in
     /// the engine, with the state; filled in by `Processor::totals`).
     pub online: OnlineTally,
+    /// Purchases learned, and those that re-bought an item the buyer bought before: the
+    /// shop's re-buy share (kept in the engine, with the state; filled in by `totals`).
+    pub purchases_learned: u64,
+    pub rebuys_learned: u64,
 }
 
 /// One reason behind nearly every input of a while: a misconfigured producer or time rule,
@@ -187,6 +191,8 @@ impl Stats {
         }
         self.last_consumed_ms = self.last_consumed_ms.max(other.last_consumed_ms);
         self.online.add(&other.online);
+        self.purchases_learned += other.purchases_learned;
+        self.rebuys_learned += other.rebuys_learned;
     }
 }
 
@@ -395,8 +401,11 @@ impl Processor {
     /// The counters with the engine's online metrics (which a checkpoint restores, unlike the
     /// rest, which count this process's work).
     pub fn totals(&self) -> Stats {
+        let (purchases_learned, rebuys_learned) = self.engine.rebuy_tally().shop();
         Stats {
             online: self.engine.online_tally().clone(),
+            purchases_learned,
+            rebuys_learned,
             ..self.stats.clone()
         }
     }
@@ -997,6 +1006,27 @@ mod tests {
         );
         assert_eq!(p.stats().feedback, 2);
         assert_eq!(p.totals().online.total.impressions, 1);
+    }
+
+    #[test]
+    fn totals_count_purchases_and_rebuys_learned() {
+        let mut p = Processor::new(&config(0));
+        let bought = |user: &str, item: &str, ts| {
+            format!(r#"{{"type":"purchase","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#)
+        };
+        let inputs = [
+            record(0, &bought("u", "coffee", 1_000)),
+            record(1, &bought("u", "coffee", 2_000)),
+            record(2, &bought("v", "coffee", 3_000)),
+            record(3, &view("v", "tv", 4_000)),
+        ];
+        run(&mut p, &inputs, 0);
+        let totals = p.totals();
+        assert_eq!((totals.purchases_learned, totals.rebuys_learned), (3, 1));
+        let mut merged = Stats::default();
+        merged.merge(&totals);
+        merged.merge(&totals);
+        assert_eq!((merged.purchases_learned, merged.rebuys_learned), (6, 2));
     }
 
     #[test]

@@ -318,6 +318,12 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
     };
     assert_eq!(sample(&text, "streamrec_events_applied_total"), Some(200.0));
     assert_eq!(sample(&text, "streamrec_events_duplicate_total"), Some(8.0));
+    // Ten users bought an item once each: purchases, and no re-buy.
+    assert_eq!(
+        sample(&text, "streamrec_purchases_learned_total"),
+        Some(10.0)
+    );
+    assert_eq!(sample(&text, "streamrec_rebuys_learned_total"), Some(0.0));
     for reason in bad.values() {
         let series = format!("streamrec_events_rejected_total{{reason=\"{reason}\"}}");
         assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");

@@ -51,6 +51,11 @@ impl RebuyTally {
         }
     }
 
+    /// Purchases counted, and how many of them re-bought an item.
+    pub fn shop(&self) -> (u64, u64) {
+        (self.shop.purchases, self.shop.rebuys)
+    }
+
     /// The share of purchases that re-buy an item, in `category` (the shop's without one).
     pub fn rate(&self, category: Option<u32>, prior: f32) -> f32 {
         let shop = share(self.shop.rebuys as f32, self.shop.purchases as f32);

@@ -49,6 +49,11 @@ impl Engine {
         &self.shard.online
     }
 
+    /// This worker's count of purchases and re-buys (see `rebuy`).
+    pub fn rebuy_tally(&self) -> &crate::rebuy::RebuyTally {
+        &self.shard.rebuys
+    }
+
     /// What `user_id` was last shown, if the shard holds them and they were shown anything.
     pub fn shown(&self, user_id: &str) -> Option<&Shown> {
         self.shard.users.get(user_id)?.shown.as_deref()
