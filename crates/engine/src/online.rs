@@ -320,7 +320,8 @@ fn count_bits(counts: &mut [u64; SOURCE_BITS], bits: u8) {
     }
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+/// `a / b`, 0 when `b` is not positive (a share of nothing is none).
+pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
     } else {

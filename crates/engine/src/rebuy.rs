@@ -6,11 +6,13 @@
 //! the category has purchases of its own (a prior of `RankingConfig::repurchase_prior`
 //! purchases at the shop's rate).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::RankingConfig;
+use crate::online::ratio;
 
 /// Categories counted apart; purchases in any further category count only for the shop.
 pub const MAX_CATEGORIES: usize = 65_536;
@@ -44,10 +46,10 @@ impl RebuyTally {
             return;
         };
         let room = self.categories.len() < MAX_CATEGORIES;
-        if let Some(counts) = self.categories.get_mut(&category) {
-            counts.record(rebuy);
-        } else if room {
-            self.categories.entry(category).or_default().record(rebuy);
+        match self.categories.entry(category) {
+            Entry::Occupied(mut counts) => counts.get_mut().record(rebuy),
+            Entry::Vacant(slot) if room => slot.insert(Counts::default()).record(rebuy),
+            Entry::Vacant(_) => {}
         }
     }
 
@@ -77,12 +79,9 @@ impl RebuyTally {
     }
 }
 
+/// `part / whole` in f32 (the division in f64 rounds to the same f32).
 fn share(part: f32, whole: f32) -> f32 {
-    if whole > 0.0 {
-        part / whole
-    } else {
-        0.0
-    }
+    ratio(f64::from(part), f64::from(whole)) as f32
 }
 
 #[cfg(test)]

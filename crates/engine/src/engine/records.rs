@@ -36,8 +36,8 @@ pub struct EngineRecords {
     pub item_records: Vec<(u32, Vec<u8>)>,
     /// (user id, record), in id order.
     pub users: Vec<(String, Vec<u8>)>,
-    /// Each worker's dedup window, clocks, RNG, trigger state and re-buy tally, in worker order (one when
-    /// one worker wrote them).
+    /// Each worker's dedup window, clocks, RNG, trigger state and re-buy tally, in worker
+    /// order (one when one worker wrote them).
     pub shards: Vec<Vec<u8>>,
 }
 

@@ -3,7 +3,7 @@
 //! Every event is first a possible test case, then learned. `discovery`: the user has an earlier
 //! event and never touched the item; everything they touched is excluded from the list.
 //! `purchase`: a purchase by a user with an earlier event; the engine excludes what it always
-//! does (items the user bought, unless `ranking.repurchase_weight` lets them back).
+//! does (items the user bought, unless buyers re-buy in their category: see `rebuy`).
 //! All methods share one engine (learning is identical); they differ only in the ranking blend.
 
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ mod instances;
 use crate::engine::Engine;
 use crate::event::{Event, EventType};
 use crate::experiments::{Treatment, Variant};
-use crate::online::{OnlineCounts, VariantCounts};
+use crate::online::{ratio, OnlineCounts, VariantCounts};
 use crate::ranking::Filters;
 use instances::Instances;
 pub use instances::Topology;
@@ -357,14 +357,6 @@ pub fn evaluate(
             Some(_) => instances.online_tally().variants,
             None => Vec::new(),
         },
-    }
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 {
-        a / b
-    } else {
-        0.0
     }
 }
 
