@@ -526,6 +526,18 @@ mod tests {
                 "[engine.ranking.blend]\nmf = nan",
                 "engine.ranking.blend.mf",
             ),
+            (
+                "[engine.ranking]\nrepurchase_min_rate = 1.5",
+                "engine.ranking.repurchase_min_rate`: must be in 0.0..=1.0",
+            ),
+            (
+                "[engine.ranking]\nrepurchase_weight = -1.0",
+                "engine.ranking.repurchase_weight`: must be in 0.0..=10.0",
+            ),
+            (
+                "[engine.ranking]\nrepurchase_prior = nan",
+                "engine.ranking.repurchase_prior",
+            ),
             ("[kafka]\ninput_topics = []", "kafka.input_topics"),
             (
                 "[kafka]\ninput_topics = [\"dead-letter\"]",

@@ -626,7 +626,7 @@ impl RankingConfig {
             ),
         ] {
             if !(0.0..=max).contains(&value) {
-                return Err(invalid(key, &format!("must be in 0.0..={max}")));
+                return Err(invalid(key, &format!("must be in 0.0..={max:?}")));
             }
         }
         for (key, value) in [
