@@ -50,7 +50,11 @@ impl Interner {
         if let Some(&idx) = self.index.get(name) {
             return idx;
         }
-        let idx = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct ids");
+        // u32::MAX stays free: pair counter tables mark empty entries with it.
+        let idx = u32::try_from(self.names.len())
+            .ok()
+            .filter(|&idx| idx != u32::MAX)
+            .expect("fewer than 2^32 - 1 distinct ids");
         self.names.push(name.into());
         self.index.insert(name.into(), idx);
         idx

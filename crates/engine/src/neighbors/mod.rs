@@ -10,13 +10,15 @@
 //! Rows are shared copy-on-write: a checkpoint holds the rows it encodes while learning goes on,
 //! and a write clones only a row a checkpoint still holds. Each write marks its row changed.
 
+mod counters;
+
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::changed::ChangedItems;
 use crate::chunked::ChunkedVec;
+use counters::{Counter, Counters};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Neighbor {
@@ -28,18 +30,10 @@ pub struct Neighbor {
 
 const NOT_LISTED: u16 = u16::MAX;
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct Counter {
-    count: f32,
-    /// Index in `top`, or `NOT_LISTED`.
-    slot: u16,
-}
-
 /// One item's pair counters and neighbour list: an item record holds its rows.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Row {
-    #[serde(serialize_with = "crate::canonical::sorted_map")]
-    counts: FxHashMap<u32, Counter>,
+    counts: Counters,
     top: Vec<Neighbor>,
     /// A lower bound of the weakest listed score: candidates below it are turned away unscanned.
     floor: f32,
@@ -82,7 +76,7 @@ impl PairTable {
 
     pub fn count(&self, a: u32, b: u32) -> f32 {
         self.row(a)
-            .and_then(|r| r.counts.get(&b))
+            .and_then(|r| r.counts.get(b))
             .map_or(0.0, |c| c.count)
     }
 
@@ -117,10 +111,11 @@ impl PairTable {
         score: impl Fn(u32, f32) -> f32,
     ) {
         let row = self.row_mut(a);
-        let counter = row.counts.entry(b).or_insert(Counter {
+        let unlisted = Counter {
             count: 0.0,
             slot: NOT_LISTED,
-        });
+        };
+        let counter = row.counts.get_or_insert(b, unlisted);
         counter.count += weight;
         let Counter { count, slot } = *counter;
         row.stale_updates += 1;
@@ -128,7 +123,7 @@ impl PairTable {
             prune(row, bounds.counters);
             // The prune may have dropped this very pair (among the lightest): it is not
             // offered, or the list would hold a neighbour without a counter.
-            if !row.counts.contains_key(&b) {
+            if !row.counts.contains(b) {
                 return;
             }
         }
@@ -153,7 +148,7 @@ impl PairTable {
             .flatten()
             .map(|r| {
                 shared
-                    + r.counts.capacity() * (std::mem::size_of::<(u32, Counter)>() + 1)
+                    + r.counts.capacity() * Counters::entry_bytes()
                     + r.top.capacity() * std::mem::size_of::<Neighbor>()
             })
             .sum();
@@ -192,19 +187,19 @@ impl Row {
     /// items below `items`, and every listed neighbour's counter points at its slot.
     pub fn check(&self, items: usize) -> Result<(), String> {
         let known = |item: u32| (item as usize) < items;
-        if let Some(bad) = self.counts.keys().copied().find(|&i| !known(i)) {
+        if let Some((bad, _)) = self.counts.iter().find(|&(i, _)| !known(i)) {
             return Err(format!("a counter names item {bad} of {items}"));
         }
         for (slot, neighbor) in self.top.iter().enumerate() {
-            match self.counts.get(&neighbor.item) {
+            match self.counts.get(neighbor.item) {
                 Some(counter) if counter.slot as usize == slot => {}
                 _ => return Err(format!("neighbour {slot} has no counter pointing at it")),
             }
         }
         let listed = self
             .counts
-            .values()
-            .filter(|c| c.slot != NOT_LISTED)
+            .iter()
+            .filter(|(_, c)| c.slot != NOT_LISTED)
             .count();
         if listed != self.top.len() {
             return Err(format!(
@@ -246,7 +241,7 @@ impl Row {
     }
 
     fn set_slot(&mut self, item: u32, slot: usize) {
-        if let Some(counter) = self.counts.get_mut(&item) {
+        if let Some(counter) = self.counts.get_mut(item) {
             counter.slot = slot as u16;
         }
     }
@@ -280,7 +275,7 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
     row.stale_updates = 0;
     let bar = admission_bar(row, capacity, &score);
     let mut candidates = Vec::with_capacity(row.counts.len().min(4 * capacity));
-    for (&item, counter) in row.counts.iter_mut() {
+    for (item, counter) in row.counts.iter_mut() {
         counter.slot = NOT_LISTED;
         let rank_score = score(item, counter.count);
         if rank_score >= bar {
@@ -324,7 +319,7 @@ fn admission_bar(row: &Row, capacity: usize, score: impl Fn(u32, f32) -> f32) ->
 /// Out of line, like `rebuild`: it runs once per `counters` new pairs of a row.
 #[inline(never)]
 fn prune(row: &mut Row, keep: usize) {
-    let mut weights: Vec<f32> = row.counts.values().map(|c| c.count).collect();
+    let mut weights: Vec<f32> = row.counts.iter().map(|(_, c)| c.count).collect();
     let cut = weights.len() - keep;
     let (_, threshold, _) = weights.select_nth_unstable_by(cut, |a, b| a.total_cmp(b));
     let threshold = *threshold;
@@ -393,7 +388,7 @@ mod tests {
             let row = table.row(0).unwrap();
             if row.stale_updates == 0 {
                 let mut every: Vec<Neighbor> = (row.counts.iter())
-                    .map(|(&item, c)| Neighbor {
+                    .map(|(item, c)| Neighbor {
                         item,
                         count: c.count,
                         rank_score: score(step)(item, c.count),
@@ -465,7 +460,7 @@ mod tests {
         assert_eq!(row.check(8), Ok(()));
         assert!(row.check(7).unwrap_err().contains("item 7 of 7"));
         let mut bad = row.clone();
-        bad.counts.get_mut(&7).unwrap().slot = 3;
+        bad.counts.get_mut(7).unwrap().slot = 3;
         assert!(bad.check(8).is_err());
         let mut bad = row;
         bad.top.push(bad.top[0]);
