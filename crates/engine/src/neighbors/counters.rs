@@ -92,9 +92,18 @@ impl Counters {
         used.map(|e| (e.item, &e.counter))
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut Counter)> {
-        let used = self.entries.iter_mut().filter(|e| e.item != EMPTY);
-        used.map(|e| (e.item, &mut e.counter))
+    /// Visits every counter, a block of entries at a time: which entries are used is read
+    /// into a mask first, so half-full tables do not cost a mispredicted branch per entry.
+    #[inline]
+    pub fn for_each_mut(&mut self, mut visit: impl FnMut(u32, &mut Counter)) {
+        for block in self.entries.chunks_mut(64) {
+            let mut used = used_mask(block);
+            while used != 0 {
+                let entry = &mut block[used.trailing_zeros() as usize];
+                used &= used - 1;
+                visit(entry.item, &mut entry.counter);
+            }
+        }
     }
 
     /// Keeps the counters `keep` accepts, in a table of the same size.
@@ -102,9 +111,14 @@ impl Counters {
         let size = self.entries.len();
         let old = std::mem::replace(&mut self.entries, vec![FREE; size]);
         self.len = 0;
-        for entry in old.into_iter().filter(|e| e.item != EMPTY) {
-            if keep(entry.item, &entry.counter) {
-                self.put(entry);
+        for block in old.chunks(64) {
+            let mut used = used_mask(block);
+            while used != 0 {
+                let entry = block[used.trailing_zeros() as usize];
+                used &= used - 1;
+                if keep(entry.item, &entry.counter) {
+                    self.put(entry);
+                }
             }
         }
     }
@@ -145,6 +159,13 @@ impl Counters {
         self.entries[free] = entry;
         self.len += 1;
     }
+}
+
+/// Bit `i` set where `block[i]` is used (a block holds at most 64 entries).
+#[inline]
+fn used_mask(block: &[Entry]) -> u64 {
+    let used = block.iter().enumerate();
+    used.fold(0, |mask, (i, e)| mask | u64::from(e.item != EMPTY) << i)
 }
 
 /// Fibonacci hashing: consecutive item indices spread over the table.

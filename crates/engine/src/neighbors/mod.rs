@@ -275,7 +275,7 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
     row.stale_updates = 0;
     let bar = admission_bar(row, capacity, &score);
     let mut candidates = Vec::with_capacity(row.counts.len().min(4 * capacity));
-    for (item, counter) in row.counts.iter_mut() {
+    row.counts.for_each_mut(|item, counter| {
         counter.slot = NOT_LISTED;
         let rank_score = score(item, counter.count);
         if rank_score >= bar {
@@ -285,7 +285,7 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
                 rank_score,
             });
         }
-    }
+    });
     if candidates.len() > capacity {
         candidates.select_nth_unstable_by(capacity - 1, best_first);
         candidates.truncate(capacity);
@@ -319,7 +319,8 @@ fn admission_bar(row: &Row, capacity: usize, score: impl Fn(u32, f32) -> f32) ->
 /// Out of line, like `rebuild`: it runs once per `counters` new pairs of a row.
 #[inline(never)]
 fn prune(row: &mut Row, keep: usize) {
-    let mut weights: Vec<f32> = row.counts.iter().map(|(_, c)| c.count).collect();
+    let mut weights = Vec::with_capacity(row.counts.len());
+    row.counts.for_each_mut(|_, c| weights.push(c.count));
     let cut = weights.len() - keep;
     let (_, threshold, _) = weights.select_nth_unstable_by(cut, |a, b| a.total_cmp(b));
     let threshold = *threshold;
