@@ -73,18 +73,26 @@ impl Counters {
     #[inline]
     pub fn get_or_insert(&mut self, item: u32, new: Counter) -> &mut Counter {
         assert_ne!(item, EMPTY, "item index {EMPTY} is reserved");
-        if (self.len + 1) * 8 > self.entries.len() * 7 {
-            self.grow();
-        }
         let at = match self.find(item) {
             Ok(at) => at,
-            Err(free) => {
-                self.entries[free] = Entry { item, counter: new };
-                self.len += 1;
-                free
-            }
+            Err(free) => self.insert(free, Entry { item, counter: new }),
         };
         &mut self.entries[at].counter
+    }
+
+    /// Puts a new entry at `free`, or where it goes after the table grew: a table grows only
+    /// when an item is added, never for a lookup.
+    fn insert(&mut self, free: usize, entry: Entry) -> usize {
+        let mut at = free;
+        if (self.len + 1) * 8 > self.entries.len() * 7 {
+            self.grow();
+            at = self
+                .find(entry.item)
+                .expect_err("a new item is not in the table");
+        }
+        self.entries[at] = entry;
+        self.len += 1;
+        at
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Counter)> {
@@ -266,6 +274,18 @@ mod tests {
                     .unwrap();
             prop_assert_eq!(bytes(&restored), bytes(&model));
         }
+    }
+
+    #[test]
+    fn a_full_table_grows_for_a_new_item_and_not_for_a_known_one() {
+        let mut counters: Counters = (0..7).map(|item| (item, counter(1.0))).collect();
+        assert_eq!(counters.capacity(), 8);
+        counters.get_or_insert(3, counter(0.0)).count += 1.0;
+        assert_eq!(counters.capacity(), 8);
+        assert_eq!(counters.get(3), Some(&counter(2.0)));
+        counters.get_or_insert(7, counter(5.0));
+        assert_eq!((counters.len(), counters.capacity()), (8, 16));
+        assert!((0..8).all(|item| counters.contains(item)));
     }
 
     #[test]
