@@ -46,13 +46,8 @@ impl Counters {
         self.len
     }
 
-    /// Entries allocated, for memory accounting.
-    pub fn capacity(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn entry_bytes() -> usize {
-        std::mem::size_of::<Entry>()
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 
     pub fn get(&self, item: u32) -> Option<&Counter> {
@@ -100,35 +95,20 @@ impl Counters {
         used.map(|e| (e.item, &e.counter))
     }
 
-    /// Visits every counter, a block of entries at a time: which entries are used is read
-    /// into a mask first, so half-full tables do not cost a mispredicted branch per entry.
+    /// Visits every counter (see `for_each_used`).
     #[inline]
     pub fn for_each_mut(&mut self, mut visit: impl FnMut(u32, &mut Counter)) {
-        for block in self.entries.chunks_mut(64) {
-            let mut used = used_mask(block);
-            while used != 0 {
-                let entry = &mut block[used.trailing_zeros() as usize];
-                used &= used - 1;
-                visit(entry.item, &mut entry.counter);
-            }
-        }
+        for_each_used(&mut self.entries, |e| visit(e.item, &mut e.counter));
     }
 
     /// Keeps the counters `keep` accepts, in a table of the same size.
     pub fn retain(&mut self, mut keep: impl FnMut(u32, &Counter) -> bool) {
-        let size = self.entries.len();
-        let old = std::mem::replace(&mut self.entries, vec![FREE; size]);
-        self.len = 0;
-        for block in old.chunks(64) {
-            let mut used = used_mask(block);
-            while used != 0 {
-                let entry = block[used.trailing_zeros() as usize];
-                used &= used - 1;
-                if keep(entry.item, &entry.counter) {
-                    self.put(entry);
-                }
-            }
-        }
+        self.refill(self.entries.len(), |e| keep(e.item, &e.counter));
+    }
+
+    /// Sets the item's counter, whether it had one or not.
+    fn set(&mut self, item: u32, counter: Counter) {
+        *self.get_or_insert(item, counter) = counter;
     }
 
     /// The item's entry, or the free entry where it would go. The table always has a free
@@ -151,12 +131,18 @@ impl Counters {
 
     #[cold]
     fn grow(&mut self) {
-        let size = (self.entries.len() * 2).max(MIN_ENTRIES);
-        let old = std::mem::replace(&mut self.entries, vec![FREE; size]);
+        self.refill((self.entries.len() * 2).max(MIN_ENTRIES), |_| true);
+    }
+
+    /// Places the entries `keep` accepts in a new table of `size` entries.
+    fn refill(&mut self, size: usize, mut keep: impl FnMut(&Entry) -> bool) {
+        let mut old = std::mem::replace(&mut self.entries, vec![FREE; size]);
         self.len = 0;
-        for entry in old.into_iter().filter(|e| e.item != EMPTY) {
-            self.put(entry);
-        }
+        for_each_used(&mut old, |entry| {
+            if keep(entry) {
+                self.put(*entry);
+            }
+        });
     }
 
     /// Places an entry whose item is not in the table yet.
@@ -169,11 +155,18 @@ impl Counters {
     }
 }
 
-/// Bit `i` set where `block[i]` is used (a block holds at most 64 entries).
+/// Visits the used entries, a block of 64 at a time: which are used is read into a mask
+/// first, so half-full tables do not cost a mispredicted branch per entry.
 #[inline]
-fn used_mask(block: &[Entry]) -> u64 {
-    let used = block.iter().enumerate();
-    used.fold(0, |mask, (i, e)| mask | u64::from(e.item != EMPTY) << i)
+fn for_each_used(entries: &mut [Entry], mut visit: impl FnMut(&mut Entry)) {
+    for block in entries.chunks_mut(64) {
+        let marks = block.iter().enumerate();
+        let mut used = marks.fold(0u64, |mask, (i, e)| mask | u64::from(e.item != EMPTY) << i);
+        while used != 0 {
+            visit(&mut block[used.trailing_zeros() as usize]);
+            used &= used - 1;
+        }
+    }
 }
 
 /// Fibonacci hashing: consecutive item indices spread over the table.
@@ -187,7 +180,7 @@ impl FromIterator<(u32, Counter)> for Counters {
     fn from_iter<I: IntoIterator<Item = (u32, Counter)>>(iter: I) -> Counters {
         let mut counters = Counters::default();
         for (item, counter) in iter {
-            *counters.get_or_insert(item, counter) = counter;
+            counters.set(item, counter);
         }
         counters
     }
@@ -222,7 +215,7 @@ impl<'de> Visitor<'de> for CountersVisitor {
                     "a counter names the reserved item {EMPTY}"
                 )));
             }
-            *counters.get_or_insert(item, counter) = counter;
+            counters.set(item, counter);
         }
         Ok(counters)
     }
@@ -263,7 +256,7 @@ mod tests {
                     model.entry(item).or_insert(counter(0.0)).count += f32::from(weight);
                 }
                 prop_assert_eq!(counters.len(), model.len());
-                prop_assert!(counters.len() * 8 <= counters.capacity() * 7);
+                prop_assert!(counters.len() * 8 <= counters.entries.len() * 7);
             }
             for item in 0..300 {
                 prop_assert_eq!(counters.get(item), model.get(&item));
@@ -279,22 +272,23 @@ mod tests {
     #[test]
     fn a_full_table_grows_for_a_new_item_and_not_for_a_known_one() {
         let mut counters: Counters = (0..7).map(|item| (item, counter(1.0))).collect();
-        assert_eq!(counters.capacity(), 8);
+        assert_eq!(counters.entries.len(), 8);
         counters.get_or_insert(3, counter(0.0)).count += 1.0;
-        assert_eq!(counters.capacity(), 8);
+        assert_eq!(counters.entries.len(), 8);
         assert_eq!(counters.get(3), Some(&counter(2.0)));
         counters.get_or_insert(7, counter(5.0));
-        assert_eq!((counters.len(), counters.capacity()), (8, 16));
+        assert_eq!((counters.len(), counters.entries.len()), (8, 16));
         assert!((0..8).all(|item| counters.contains(item)));
     }
 
     #[test]
     fn consecutive_items_fill_a_table_without_long_probes() {
         let counters: Counters = (0..448).map(|item| (item, counter(1.0))).collect();
-        assert_eq!(counters.capacity(), 512);
+        assert_eq!(counters.entries.len(), 512);
         let probes = |item: u32| {
             let found = counters.find(item).unwrap();
-            (found + counters.capacity() - home(item, counters.capacity())) % counters.capacity()
+            (found + counters.entries.len() - home(item, counters.entries.len()))
+                % counters.entries.len()
         };
         let longest = (0..448).map(probes).max().unwrap();
         assert!(longest < 16, "longest probe {longest}");

@@ -147,9 +147,7 @@ impl PairTable {
             .iter()
             .flatten()
             .map(|r| {
-                shared
-                    + r.counts.capacity() * Counters::entry_bytes()
-                    + r.top.capacity() * std::mem::size_of::<Neighbor>()
+                shared + r.counts.heap_bytes() + r.top.capacity() * std::mem::size_of::<Neighbor>()
             })
             .sum();
         self.rows.heap_bytes() + per_row + self.changed.heap_bytes()
@@ -290,7 +288,7 @@ fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
         candidates.select_nth_unstable_by(capacity - 1, best_first);
         candidates.truncate(capacity);
     }
-    // A canonical order: the counters were visited in hash-map order, which differs between
+    // A canonical order: the counters were visited in table order, which differs between
     // an engine and its restored copy; slots and the weakest pick must not.
     candidates.sort_unstable_by(best_first);
     row.top.clear();
