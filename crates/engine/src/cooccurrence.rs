@@ -295,6 +295,16 @@ impl Cooccurrence {
         self.config = config.clone();
     }
 
+    /// Reads the rows that the event's pairs will write (see `PairTable::touch`).
+    pub fn touch(&self, event: &PairEvent<'_>) {
+        if !event.new_to_user {
+            return;
+        }
+        let start = event.history.len().saturating_sub(self.config.window_items);
+        let partners = event.history.range(start..).map(|p| p.item);
+        std::hint::black_box(self.cooc.touch(partners, event.item));
+    }
+
     /// Counts one event's pairs at once (one model learning alone).
     pub fn observe(&mut self, event: PairEvent<'_>) {
         let config = self.config.clone();

@@ -459,6 +459,7 @@ impl Engine {
             send_item_work(&mut side, &mut user.factors, learned, (&cooc, rng), config);
             None
         } else {
+            items.cooccurrence.touch(&learned.pair_event);
             let mut side = LiveItems::new(items, config);
             side.deltas = update.as_ref().map(|_| Vec::new());
             send_item_work(&mut side, &mut user.factors, learned, (&cooc, rng), config);

@@ -60,6 +60,15 @@ impl Counters {
         Some(&mut self.entries[at].counter)
     }
 
+    /// Reads the entry where `item`'s lookup starts, so that a later lookup finds it cached.
+    #[inline]
+    pub fn touch(&self, item: u32) -> u32 {
+        match self.entries.len() {
+            0 => 0,
+            size => self.entries[home(item, size)].item,
+        }
+    }
+
     pub fn contains(&self, item: u32) -> bool {
         self.find(item).is_ok()
     }
@@ -241,6 +250,16 @@ mod tests {
     /// keeps only the counters at or above the item's index, as a prune keeps the heaviest.
     fn steps() -> impl Strategy<Value = Vec<(u32, u8)>> {
         prop::collection::vec((0u32..300, 0u8..4), 0..600)
+    }
+
+    #[test]
+    fn touching_reads_the_lookup_start_of_any_table_even_an_empty_one() {
+        let mut counters = Counters::default();
+        assert_eq!(counters.touch(7), 0, "an empty table has no entry to read");
+        counters.get_or_insert(7, counter(1.0));
+        let size = counters.entries.len();
+        assert_eq!(counters.touch(7), counters.entries[home(7, size)].item);
+        assert_eq!(counters.touch(7), 7, "one entry sits where its lookup starts");
     }
 
     proptest! {

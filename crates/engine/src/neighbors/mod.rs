@@ -70,6 +70,16 @@ impl PairTable {
         self.rows.get(item as usize).and_then(Option::as_deref)
     }
 
+    /// Reads what `add(row, item, ..)` will read first, for each row: reading every row before
+    /// writing any lets their cache misses overlap rather than come one after another.
+    pub fn touch(&self, rows: impl Iterator<Item = u32>, item: u32) -> u32 {
+        let touched = rows.filter_map(|row| self.row(row));
+        touched.fold(0, |acc, row| {
+            let top = row.top.first().map_or(0, |n| n.item);
+            acc ^ row.counts.touch(item) ^ top
+        })
+    }
+
     pub fn neighbors(&self, item: u32) -> &[Neighbor] {
         self.row(item).map_or(&[], |r| &r.top)
     }
