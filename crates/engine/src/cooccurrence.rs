@@ -305,6 +305,13 @@ impl Cooccurrence {
         std::hint::black_box(self.cooc.touch(partners, event.item));
     }
 
+    /// Reads the first neighbour of each item's list, so that walking the lists later finds
+    /// them cached (see `PairTable::touch`).
+    pub fn touch_lists(&self, items: impl Iterator<Item = u32>) {
+        let first = items.filter_map(|item| self.cooc.neighbors(item).first());
+        std::hint::black_box(first.fold(0, |acc, n| acc ^ n.item));
+    }
+
     /// Counts one event's pairs at once (one model learning alone).
     pub fn observe(&mut self, event: PairEvent<'_>) {
         let config = self.config.clone();

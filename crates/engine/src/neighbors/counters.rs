@@ -259,7 +259,11 @@ mod tests {
         counters.get_or_insert(7, counter(1.0));
         let size = counters.entries.len();
         assert_eq!(counters.touch(7), counters.entries[home(7, size)].item);
-        assert_eq!(counters.touch(7), 7, "one entry sits where its lookup starts");
+        assert_eq!(
+            counters.touch(7),
+            7,
+            "one entry sits where its lookup starts"
+        );
     }
 
     proptest! {

@@ -331,6 +331,10 @@ fn gather(
         let profile = &user.profile;
         let half_life = config.profile.half_life_ms;
         let (mut seed_weight, mut history_weight) = (1.0f32, 1.0f32);
+        if retrieve_neighbors {
+            let seeds = profile.recent.iter().rev().take(ranking.seed_items);
+            items.cooccurrence.touch_lists(seeds.map(|r| r.item));
+        }
         for (rank, recent) in profile.recent.iter().rev().enumerate() {
             let decayed = recent.interest.value_at(now, half_life);
             let interest = decayed * seed_weight;
