@@ -197,8 +197,9 @@ impl Candidates {
 }
 
 thread_local! {
-    // Reused between calls: candidate maps are the hot allocation of a request.
-    static SCRATCH: RefCell<Candidates> = RefCell::new(Candidates::default());
+    // Reused between calls: candidate maps and the ranked list are the hot allocations of a
+    // request.
+    static SCRATCH: RefCell<(Candidates, Vec<Ranked>)> = RefCell::default();
 }
 
 /// Whom a ranking is for: the user (none for a stranger), their time (their input stream's,
@@ -233,33 +234,33 @@ pub fn recommend(
     };
     let blend = &ranking.blend;
     SCRATCH.with(|scratch| {
-        let mut candidates = scratch.borrow_mut();
+        let (candidates, ranked) = &mut *scratch.borrow_mut();
         candidates.clear();
-        gather(&mut candidates, items, asker, config, ranking);
+        gather(candidates, items, asker, config, ranking);
         if let Some(attribute) = filters.attribute {
-            gather_with_attribute(&mut candidates, items, attribute);
+            gather_with_attribute(candidates, items, attribute);
         }
-        apply_filters(&mut candidates, items, asker, filters, ranking);
+        apply_filters(candidates, items, asker, filters, ranking);
         if let Some(user) = user {
-            exclude_dismissed(&mut candidates, items, (user, now_ms), &config.feedback);
+            exclude_dismissed(candidates, items, (user, now_ms), &config.feedback);
         }
-        exclude_unavailable(&mut candidates, items);
-        exclude_restricted(&mut candidates, items, filters);
-        let mut factors = source_factors(&candidates, blend);
-        let mut ranked = blend_without_mf(&candidates, &factors);
+        exclude_unavailable(candidates, items);
+        exclude_restricted(candidates, items, filters);
+        let mut factors = source_factors(candidates, blend);
+        blend_without_mf(candidates, &factors, ranked);
         if let Some(user) = user.filter(|_| blend.mf > 0.0) {
             let only_mf = ranked.iter().all(|r| r.score == 0.0);
             if !only_mf {
-                keep_best(&mut ranked, ranking.mf_rescore);
+                keep_best(ranked, ranking.mf_rescore);
             }
             factors[Source::Mf as usize] =
-                add_mf(&mut ranked, &mut candidates, &user.factors, items, blend.mf);
+                add_mf(ranked, candidates, &user.factors, items, blend.mf);
         }
         if let Some(memory) = user.and_then(|u| u.feedback.as_deref()) {
-            demote_ignored(&mut ranked, &candidates, memory, (now_ms, &config.feedback));
+            demote_ignored(ranked, candidates, memory, (now_ms, &config.feedback));
         }
         ranked.retain(|r| r.score > 0.0 && r.score.is_finite());
-        keep_best(&mut ranked, n);
+        keep_best(ranked, n);
         ranked.sort_unstable_by_key(|r| r.key);
         ranked
             .iter()
@@ -555,8 +556,12 @@ fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; SOURCE_COUNT]
 }
 
 #[inline(never)]
-fn blend_without_mf(candidates: &Candidates, factors: &[f32; SOURCE_COUNT]) -> Vec<Ranked> {
-    let mut ranked = Vec::with_capacity(candidates.items.len());
+fn blend_without_mf(
+    candidates: &Candidates,
+    factors: &[f32; SOURCE_COUNT],
+    ranked: &mut Vec<Ranked>,
+) {
+    ranked.clear();
     for (slot, scores) in candidates.scores.iter().enumerate() {
         if !candidates.excluded[slot] {
             let score = scores.iter().zip(factors).map(|(s, f)| s * f).sum();
@@ -565,7 +570,6 @@ fn blend_without_mf(candidates: &Candidates, factors: &[f32; SOURCE_COUNT]) -> V
             ranked.push(Ranked::new(slot, item, score));
         }
     }
-    ranked
 }
 
 /// Adds the MF score, scaled by the best positive one, to each ranked candidate; records raw
