@@ -1065,6 +1065,33 @@ mod tests {
         crate::synthetic::Shoppers::new(shop).take(n).collect()
     }
 
+    /// Ranking reuses per-thread buffers: what one request leaves in them must not reach the
+    /// next.
+    #[test]
+    fn a_list_is_the_same_whatever_was_ranked_before_it_on_the_thread() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let events = shop_events(3000);
+        for event in &events {
+            engine.apply(event);
+        }
+        let users: Vec<&str> = events.iter().rev().take(40).map(|e| &*e.user_id).collect();
+        let alone: Vec<Vec<Scored>> = users
+            .iter()
+            .map(|user| {
+                let on_a_fresh_thread = || engine.recommend(user, 10, &Filters::default());
+                std::thread::scope(|s| s.spawn(on_a_fresh_thread).join().unwrap())
+            })
+            .collect();
+        for (user, expected) in users.iter().zip(&alone) {
+            assert!(!expected.is_empty());
+            assert_eq!(
+                &engine.recommend(user, 10, &Filters::default()),
+                expected,
+                "{user}"
+            );
+        }
+    }
+
     /// Found by validating the real-broker tests' outputs: interests decayed for months left a
     /// source's best score subnormal, its normalising factor infinite, and scores `null` in JSON.
     #[test]
