@@ -223,14 +223,7 @@ impl PairOp {
 /// with each partner of the user's window (both rows), then its first purchase and the
 /// partners' cross rows. Only the event and the user's window decide them.
 pub fn pair_ops(config: &CoocConfig, event: PairEvent<'_>, mut emit: impl FnMut(PairOp)) {
-    let window = config.window_items;
-    let start = event.history.len().saturating_sub(window);
-    let partners = || {
-        event
-            .history
-            .range(start..)
-            .filter(|p| p.item != event.item)
-    };
+    let partners = || partners(config, &event);
     let item = event.item;
     if event.new_to_user {
         emit(PairOp::Entered {
@@ -270,6 +263,16 @@ pub fn pair_ops(config: &CoocConfig, event: PairEvent<'_>, mut emit: impl FnMut(
     }
 }
 
+/// The event's partners: the user's last `window_items` recent items other than its own.
+fn partners<'a>(
+    config: &CoocConfig,
+    event: &PairEvent<'a>,
+) -> impl Iterator<Item = &'a RecentItem> {
+    let start = event.history.len().saturating_sub(config.window_items);
+    let item = event.item;
+    event.history.range(start..).filter(move |p| p.item != item)
+}
+
 impl Cooccurrence {
     pub fn new(config: CoocConfig) -> Cooccurrence {
         Cooccurrence {
@@ -300,9 +303,8 @@ impl Cooccurrence {
         if !event.new_to_user {
             return;
         }
-        let start = event.history.len().saturating_sub(self.config.window_items);
-        let partners = event.history.range(start..).map(|p| p.item);
-        std::hint::black_box(self.cooc.touch(partners, event.item));
+        let rows = partners(&self.config, event).map(|p| p.item);
+        std::hint::black_box(self.cooc.touch(rows, event.item));
     }
 
     /// Reads the first neighbour of each item's list, so that walking the lists later finds
