@@ -226,27 +226,62 @@ fn wait_for_owners(configs: &[PathBuf]) -> (u64, u64) {
 /// What a member logs when it took a partition's users from the changelog.
 const RESTORED_LINE: &str = "partition restored from the changelog";
 
+/// Per changelog partition: the latest record of every user (by id).
+type PartitionUsers = Vec<BTreeMap<String, PortableUser>>;
+
 /// Per changelog partition: a digest of the latest record of every user, over what only the
 /// user's own events decide (not the factors, which depend on the item vectors other users
-/// shaped), and the users.
-fn changelog_digests(brokers: &str, topic: &str) -> (Vec<String>, BTreeSet<String>) {
+/// shaped), and the users' records.
+fn changelog_digests(brokers: &str, topic: &str) -> (Vec<String>, PartitionUsers) {
     let mut digests = Vec::new();
-    let mut all = BTreeSet::new();
+    let mut partitions = Vec::new();
     for partition in 0..PARTITIONS {
         let latest = read_changelog_partition(brokers, topic, partition);
-        let mut users: Vec<(&String, &Vec<u8>)> = latest.iter().collect();
-        users.sort();
+        let users: BTreeMap<String, PortableUser> = (latest.iter())
+            .map(|(user, bytes)| (user.clone(), PortableUser::decode(bytes, user).unwrap()))
+            .collect();
         let mut parts: Vec<u8> = Vec::new();
-        for (user, bytes) in users {
-            let state = PortableUser::decode(bytes, user).unwrap();
+        for (user, state) in &users {
             parts.extend_from_slice(user.as_bytes());
             parts.push(0);
             parts.extend_from_slice(&state.own_state_bytes());
-            all.insert(user.clone());
         }
         digests.push(format!("{:016x}", fxhash(&parts)));
+        partitions.push(users);
     }
-    (digests, all)
+    (digests, partitions)
+}
+
+/// What differs between two deployments' user records, per partition, for a failure message:
+/// the first few users whose own state differs, with both records' profile counts, last event
+/// and position.
+fn user_state_differences(scaled: &PartitionUsers, single: &PartitionUsers) -> Vec<String> {
+    let brief = |user: Option<&PortableUser>| {
+        user.map(|u| {
+            let recent = u.profile.recent.len();
+            let last = u.profile.last_seen_ms;
+            format!(
+                "counts {:?} recent {recent} last {last} at {:?}",
+                u.profile.counts, u.position
+            )
+        })
+    };
+    let mut differences = Vec::new();
+    for (partition, (a, b)) in scaled.iter().zip(single).enumerate() {
+        let ids: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let differing = ids.into_iter().filter(|id| {
+            a.get(*id).map(PortableUser::own_state_bytes)
+                != b.get(*id).map(PortableUser::own_state_bytes)
+        });
+        for id in differing.take(5) {
+            differences.push(format!(
+                "partition {partition} user {id}: scaled {:?}, single {:?}",
+                brief(a.get(id)),
+                brief(b.get(id))
+            ));
+        }
+    }
+    differences
 }
 
 fn fxhash(bytes: &[u8]) -> u64 {
@@ -408,10 +443,14 @@ fn assert_same_user_state(
     scaled: &Deployment,
     single: &Deployment,
 ) -> BTreeSet<String> {
-    let (scaled_digests, scaled_users) =
+    let (scaled_digests, scaled_records) =
         changelog_digests(&broker.address, &scaled.internal_topics()[0]);
-    let (single_digests, single_users) =
+    let (single_digests, single_records) =
         changelog_digests(&broker.address, &single.internal_topics()[0]);
+    let ids = |records: &PartitionUsers| -> BTreeSet<String> {
+        records.iter().flat_map(|p| p.keys().cloned()).collect()
+    };
+    let (scaled_users, single_users) = (ids(&scaled_records), ids(&single_records));
     assert_eq!(
         scaled_users.len(),
         815,
@@ -419,8 +458,11 @@ fn assert_same_user_state(
     );
     assert_eq!(scaled_users, single_users);
     assert_eq!(
-        scaled_digests, single_digests,
-        "per-partition digests of user state: scaled out (with a kill and a join) vs one instance"
+        scaled_digests,
+        single_digests,
+        "per-partition digests of user state: scaled out (with a kill and a join) vs one \
+         instance; users that differ: {:#?}",
+        user_state_differences(&scaled_records, &single_records)
     );
     let recommended = keys(
         broker,
