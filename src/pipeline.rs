@@ -245,6 +245,11 @@ pub fn stream_of(key: PartitionKey) -> u64 {
     (u64::from(key.topic) << 32) | u64::from(key.partition as u32)
 }
 
+/// The partition key a stream of `position_of` names.
+pub fn key_of_stream(stream: u64) -> PartitionKey {
+    PartitionKey::new((stream >> 32) as u16, partition_of(stream))
+}
+
 /// The partition a stream of `position_of` names.
 pub fn partition_of(stream: u64) -> i32 {
     stream as u32 as i32

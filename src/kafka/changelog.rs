@@ -26,7 +26,7 @@ use crate::config::KafkaConfig;
 use crate::engine::{DecodeError, PortableUser};
 use crate::offsets::NextOffsets;
 use crate::offsets::PartitionKey;
-use crate::pipeline::{partition_of, stream_of};
+use crate::pipeline::{key_of_stream, partition_of, stream_of};
 
 /// Header naming what a changelog record is: `user` or `position`.
 pub const KIND_HEADER: &str = "streamrec-changelog";
@@ -42,19 +42,24 @@ pub struct ChangelogRecord {
 }
 
 /// What one checkpoint writes: its changed users, then the position of every input partition
-/// it advanced past the previous checkpoint (`before`), with the partition's stream time.
-/// Users without a position (none come from the pipeline) have no partition and are left out.
+/// it advanced past the previous checkpoint (`before`), with the partition's stream time —
+/// of the partitions it `owns` now only. Users without a position (none come from the
+/// pipeline) have no partition and are left out.
 pub fn checkpoint_records(
     users: Vec<(String, PortableUser)>,
-    covers: &NextOffsets,
-    before: &NextOffsets,
+    (covers, before): (&NextOffsets, &NextOffsets),
     inputs: &[String],
     stream_times: &BTreeMap<u64, i64>,
+    owns: impl Fn(PartitionKey) -> bool,
 ) -> Vec<ChangelogRecord> {
     let mut records: Vec<ChangelogRecord> = users
         .into_iter()
         .filter_map(|(id, user)| {
-            let partition = partition_of(user.position?.stream);
+            let stream = user.position?.stream;
+            if !owns(key_of_stream(stream)) {
+                return None;
+            }
+            let partition = partition_of(stream);
             Some(ChangelogRecord {
                 partition,
                 key: id.into_bytes(),
@@ -65,7 +70,7 @@ pub fn checkpoint_records(
         .collect();
     for (&key, &next) in covers {
         let PartitionKey { topic, partition } = key;
-        if before.get(&key) == Some(&next) {
+        if before.get(&key) == Some(&next) || !owns(key) {
             continue;
         }
         let stream = stream_of(key);
@@ -360,7 +365,7 @@ mod tests {
         let covers: NextOffsets = [(key(0, 0), 4), (key(0, 2), 8), (key(0, 5), 1)].into();
         let before: NextOffsets = [(key(0, 5), 1)].into();
         let times = [(2, 1_700_000_000_000)].into();
-        let records = checkpoint_records(users, &covers, &before, &inputs, &times);
+        let records = checkpoint_records(users, (&covers, &before), &inputs, &times, |_| true);
         let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();
         assert_eq!(
             summary,

@@ -250,10 +250,13 @@ impl Worker {
     async fn settle(&mut self, state: &mut State, drain_ms: u64) -> Result<(), RunError> {
         self.drain(state, drain_ms).await?;
         self.wait_written(state).await?;
+        // The drain's publications changed users too (what they were shown): written now,
+        // while the partitions are still this worker's.
+        let changed = self.processor.engine().users_changed_since_cut();
         if self
             .checkpoints
             .as_ref()
-            .is_some_and(|c| c.checkpointer.pending())
+            .is_some_and(|c| c.checkpointer.pending() || changed)
         {
             self.checkpoint(state).await?;
             self.wait_written(state).await?;
@@ -476,13 +479,18 @@ impl Worker {
         };
         let started = Instant::now();
         let engine = self.processor.engine_mut();
+        let context = self.consumer.context();
+        let owns = |key: PartitionKey| owns_partition(context, &self.inputs, key);
         let changelog = checkpoints.changelog.clone().map(|topic| {
             let records = checkpoint_records(
                 engine.changed_portable_users(),
-                checkpoints.checkpointer.applied_offsets(),
-                checkpoints.checkpointer.durable_offsets(),
+                (
+                    checkpoints.checkpointer.applied_offsets(),
+                    checkpoints.checkpointer.durable_offsets(),
+                ),
                 &self.inputs,
                 engine.stream_times(),
+                owns,
             );
             (topic, records)
         });
@@ -767,6 +775,19 @@ impl Worker {
             .producer_queue
             .set(self.producer.in_flight_count() as i64);
     }
+}
+
+/// Whether this member holds the input partition now and its users are not on their way in
+/// from the changelog: only then are its users in memory current, and only then does a
+/// checkpoint write them (and the partition's position) to the changelog. A member that lost
+/// the partition may still hold stale copies of its users, touched since by a publication or
+/// a query; written, they would overwrite the new owner's records.
+fn owns_partition(context: &GroupContext, inputs: &[String], key: PartitionKey) -> bool {
+    let Some(topic) = inputs.get(key.topic as usize) else {
+        return false;
+    };
+    context.health.holds(topic, key.partition)
+        && !(context.restore.as_ref()).is_some_and(|r| r.holds(topic, key.partition))
 }
 
 /// Puts a user the store holds back in memory, unless already there, before a query reads it.

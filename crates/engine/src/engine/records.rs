@@ -319,6 +319,12 @@ impl Engine {
         self.mark_items_checkpointed();
     }
 
+    /// Whether a user changed since the last cut: an input, or what an input did not
+    /// cause (a list shown, a deadline fired), which the next checkpoint writes too.
+    pub fn users_changed_since_cut(&self) -> bool {
+        self.shard.steps > self.shard.checkpointed
+    }
+
     pub(super) fn mark_users_checkpointed(&mut self) {
         self.shard.checkpointed = self.shard.steps;
         self.shard.dirty = DirtyUsers::after_cut();
