@@ -358,6 +358,24 @@ mod tests {
     }
 
     #[test]
+    fn partitions_the_member_does_not_own_get_neither_users_nor_positions() {
+        let inputs = ["events".to_string()];
+        let users = vec![("a".into(), user(2, 7)), ("b".into(), user(0, 3))];
+        let key = PartitionKey::new;
+        let covers: NextOffsets = [(key(0, 0), 4), (key(0, 2), 8)].into();
+        let owns = |key: PartitionKey| key.partition != 2;
+        let records = checkpoint_records(
+            users,
+            (&covers, &NextOffsets::new()),
+            &inputs,
+            &BTreeMap::new(),
+            owns,
+        );
+        let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();
+        assert_eq!(summary, [(0, "user"), (0, "position")]);
+    }
+
+    #[test]
     fn users_go_to_their_input_partition_then_positions_of_advanced_partitions() {
         let inputs = ["events".to_string()];
         let users = vec![("a".into(), user(2, 7)), ("b".into(), user(0, 3))];
