@@ -7,7 +7,7 @@
 //! coalescing ticks, then new messages — only while fewer than `max_in_flight` messages wait for
 //! acknowledgement (backpressure that reaches the consumer through the bounded channel).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -479,8 +479,8 @@ impl Worker {
         };
         let started = Instant::now();
         let engine = self.processor.engine_mut();
-        let context = self.consumer.context();
-        let owns = |key: PartitionKey| owns_partition(context, &self.inputs, key);
+        let owned = owned_partitions(self.consumer.context(), &self.inputs);
+        let owns = |key: PartitionKey| owned.contains(&key);
         let changelog = checkpoints.changelog.clone().map(|topic| {
             let records = checkpoint_records(
                 engine.changed_portable_users(),
@@ -777,17 +777,24 @@ impl Worker {
     }
 }
 
-/// Whether this member holds the input partition now and its users are not on their way in
-/// from the changelog: only then are its users in memory current, and only then does a
-/// checkpoint write them (and the partition's position) to the changelog. A member that lost
-/// the partition may still hold stale copies of its users, touched since by a publication or
-/// a query; written, they would overwrite the new owner's records.
-fn owns_partition(context: &GroupContext, inputs: &[String], key: PartitionKey) -> bool {
-    let Some(topic) = inputs.get(key.topic as usize) else {
-        return false;
+/// The input partitions this member holds now whose users are not on their way in from the
+/// changelog: only their users in memory are current, and only theirs (and their positions)
+/// does a checkpoint write to the changelog. A member that lost a partition may still hold
+/// stale copies of its users, touched since by a publication or a query; written, they would
+/// overwrite the new owner's records.
+fn owned_partitions(context: &GroupContext, inputs: &[String]) -> BTreeSet<PartitionKey> {
+    let restoring = |topic: &str, partition| {
+        (context.restore.as_ref()).is_some_and(|r| r.holds(topic, partition))
     };
-    context.health.holds(topic, key.partition)
-        && !(context.restore.as_ref()).is_some_and(|r| r.holds(topic, key.partition))
+    let mut owned = BTreeSet::new();
+    for (index, topic) in inputs.iter().enumerate() {
+        for partition in context.health.held_partitions(topic) {
+            if !restoring(topic, partition) {
+                owned.insert(PartitionKey::new(index as u16, partition));
+            }
+        }
+    }
+    owned
 }
 
 /// Puts a user the store holds back in memory, unless already there, before a query reads it.
