@@ -26,7 +26,7 @@ use crate::config::KafkaConfig;
 use crate::engine::{DecodeError, PortableUser};
 use crate::offsets::NextOffsets;
 use crate::offsets::PartitionKey;
-use crate::pipeline::{key_of_stream, partition_of, stream_of};
+use crate::pipeline::{key_of_stream, stream_of};
 
 /// Header naming what a changelog record is: `user` or `position`.
 pub const KIND_HEADER: &str = "streamrec-changelog";
@@ -55,13 +55,12 @@ pub fn checkpoint_records(
     let mut records: Vec<ChangelogRecord> = users
         .into_iter()
         .filter_map(|(id, user)| {
-            let stream = user.position?.stream;
-            if !owns(key_of_stream(stream)) {
+            let key = key_of_stream(user.position?.stream);
+            if !owns(key) {
                 return None;
             }
-            let partition = partition_of(stream);
             Some(ChangelogRecord {
-                partition,
+                partition: key.partition,
                 key: id.into_bytes(),
                 value: user.encode(),
                 kind: "user",

@@ -22,6 +22,7 @@ use super::changelog::{checkpoint_records, PartitionLog};
 use super::checkpoint_round::{self, CheckpointRounds, Part, WriteTo};
 use super::context::{GroupContext, NotSettled, Restored, WorkerInput};
 use super::error::RunError;
+use super::health::Health;
 use super::latency::{wall_clock_ms, Latency};
 use super::sink::{send, Acked, DeliveryError, InFlight, Topics};
 use crate::admin::Metrics;
@@ -479,7 +480,7 @@ impl Worker {
         };
         let started = Instant::now();
         let engine = self.processor.engine_mut();
-        let owned = owned_partitions(self.consumer.context(), &self.inputs);
+        let owned = owned_partitions(&self.consumer.context().health, &self.inputs);
         let owns = |key: PartitionKey| owned.contains(&key);
         let changelog = checkpoints.changelog.clone().map(|topic| {
             let records = checkpoint_records(
@@ -782,14 +783,12 @@ impl Worker {
 /// does a checkpoint write to the changelog. A member that lost a partition may still hold
 /// stale copies of its users, touched since by a publication or a query; written, they would
 /// overwrite the new owner's records.
-fn owned_partitions(context: &GroupContext, inputs: &[String]) -> BTreeSet<PartitionKey> {
-    let restoring = |topic: &str, partition| {
-        (context.restore.as_ref()).is_some_and(|r| r.holds(topic, partition))
-    };
+fn owned_partitions(health: &Health, inputs: &[String]) -> BTreeSet<PartitionKey> {
+    let restoring = health.restoring();
     let mut owned = BTreeSet::new();
     for (index, topic) in inputs.iter().enumerate() {
-        for partition in context.health.held_partitions(topic) {
-            if !restoring(topic, partition) {
+        for partition in health.held_partitions(topic) {
+            if !restoring.contains(&partition) {
                 owned.insert(PartitionKey::new(index as u16, partition));
             }
         }
