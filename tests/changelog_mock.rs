@@ -19,11 +19,10 @@ use streamrec::engine::Engine;
 use streamrec::event::EventType;
 use streamrec::store::StateStore;
 
+use common::moving::{self, USERS_PER_PARTITION, VIEWS};
 use common::{fresh_config, run_for, unique};
 
 const PARTITIONS: i32 = 3;
-const USERS_PER_PARTITION: usize = 4;
-const VIEWS: usize = 5;
 
 type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
@@ -47,28 +46,8 @@ const T0: i64 = 1_700_000_000_000;
 const ROUND_SPAN: i64 = (VIEWS as i64 - 1) * 10 + USERS_PER_PARTITION as i64 - 1;
 
 fn produce_views_from(config: &Config, round: usize, start: i64) -> u64 {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .create()
-        .unwrap();
-    let mut sent = 0;
-    for k in 0..VIEWS {
-        for u in 0..USERS_PER_PARTITION {
-            for p in 0..PARTITIONS {
-                let user = format!("p{p}-u{u}");
-                let item = format!("r{round}-i{}", (u + k) % 7);
-                let ts = start + (k * 10 + u) as i64;
-                let json =
-                    format!(r#"{{"type":"view","user_id":"{user}","item_id":"{item}","ts":{ts}}}"#);
-                let topic = &config.kafka.input_topics[0];
-                let record = BaseRecord::to(topic).partition(p).key(&user).payload(&json);
-                producer.send(record).unwrap();
-                sent += 1;
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
-    sent
+    let all: Vec<i32> = (0..PARTITIONS).collect();
+    moving::produce_views(config, round, start, &all)
 }
 
 /// Views per user as the instance's state dir holds them.

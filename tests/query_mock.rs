@@ -4,21 +4,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use streamrec::catalog::CatalogItem;
 use streamrec::config::Config;
-use streamrec::kafka::{produce_messages, Health, Observers};
-use streamrec::pipeline::Stats;
+use streamrec::kafka::produce_messages;
 use streamrec::query::partitioner::Partitioner;
 use streamrec::query::server::ROUTES;
-use streamrec::runtime::run;
-use tokio::sync::watch;
 
-use common::http::{encode, request, Answer};
-use common::{fresh_config, read_topic, unique, wait_until};
+use common::http::{encode, Answer};
+use common::instance::{both_hold_partitions, Instance};
+use common::{fresh_config, read_topic, unique};
 
 const PARTITIONS: i32 = 3;
 const ITEMS: usize = 40;
@@ -116,105 +113,6 @@ fn setup_on(brokers: String, create: impl Fn(&str, i32)) -> Config {
         create(topic, PARTITIONS);
     }
     config
-}
-
-/// A running instance: its query address, its progress and the way to stop it.
-struct Instance {
-    address: String,
-    progress: watch::Receiver<Stats>,
-    health: Arc<Health>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    running: tokio::task::JoinHandle<()>,
-}
-
-impl Instance {
-    async fn start(config: &Config) -> Instance {
-        let (progress_tx, progress) = watch::channel(Stats::default());
-        let observers = Observers {
-            progress: Some(progress_tx),
-            ..Observers::default()
-        };
-        let (health, address) = (observers.health.clone(), observers.query_address.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = config.clone();
-        let running = tokio::spawn(async move {
-            let until = async { stopped.await.unwrap_or(()) };
-            run(&config, until, observers)
-                .await
-                .expect("the run succeeds");
-        });
-        let started = std::time::Instant::now();
-        while address.get().is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the query listener binds"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Instance {
-            address: address.get().unwrap().to_string(),
-            progress,
-            health,
-            stop: Some(stop),
-            running,
-        }
-    }
-
-    async fn consumed(&mut self, total: u64) {
-        let wait = self.progress.wait_for(|s| s.consumed >= total);
-        tokio::time::timeout(Duration::from_secs(60), wait)
-            .await
-            .expect("consumed in time")
-            .unwrap();
-    }
-
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        self.call("GET", path, headers, Vec::new()).await
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Answer {
-        let (address, method, path) = (self.address.clone(), method.to_owned(), path.to_owned());
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        tokio::task::spawn_blocking(move || {
-            let headers: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            request(&address, &method, &path, &headers, &body).expect("an answer")
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), self.running)
-            .await
-            .expect("stops in time")
-            .unwrap();
-    }
-}
-
-/// Waits until the group split the events topic's partitions between the two instances.
-async fn both_hold_partitions(first: &Instance, other: &Instance, topic: &str) {
-    let (a, b, topic) = (first.health.clone(), other.health.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let held = |health: &Health| (0..PARTITIONS).filter(|&p| health.holds(&topic, p)).count();
-        let split = || held(&a) > 0 && held(&b) > 0 && held(&a) + held(&b) == PARTITIONS as usize;
-        let limit = Duration::from_secs(30);
-        wait_until("both instances hold events partitions", limit, split);
-    })
-    .await
-    .unwrap();
 }
 
 const TOKEN: &str = "s3cret-token";
@@ -481,7 +379,7 @@ async fn an_answer_for_a_user_another_instance_holds_is_marked_degraded() {
     second.query.listen = "127.0.0.1:0".into();
     let first = Instance::start(&config).await;
     let other = Instance::start(&second).await;
-    both_hold_partitions(&first, &other, topic).await;
+    both_hold_partitions(&first, &other, topic, PARTITIONS).await;
     for u in 0..20 {
         let user = format!("u{u}");
         let partition = Partitioner::Crc32.partition(user.as_bytes(), PARTITIONS);
@@ -601,7 +499,7 @@ async fn redirect_scenario(mut config: Config, members: String) {
     let topic = config.kafka.input_topics[0].clone();
     let first = Instance::start(&config).await;
     let mut other = Instance::start(&second).await;
-    both_hold_partitions(&first, &other, &topic).await;
+    both_hold_partitions(&first, &other, &topic, PARTITIONS).await;
     let messages = events(0, 3);
     produce_messages(&config.kafka, &topic, &messages, false, None)
         .await

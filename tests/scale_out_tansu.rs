@@ -11,17 +11,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use streamrec::engine::PortableUser;
 
+use common::moving::changelog_users;
 use common::tansu::{
     free_port, produced, start_logged, streamrec, terminate, wait_for_any_line, wait_for_line,
     Broker,
@@ -236,7 +233,7 @@ fn changelog_digests(brokers: &str, topic: &str) -> (Vec<String>, PartitionUsers
     let mut digests = Vec::new();
     let mut partitions = Vec::new();
     for partition in 0..PARTITIONS {
-        let latest = read_changelog_partition(brokers, topic, partition);
+        let latest = changelog_users(brokers, topic, partition);
         let users: BTreeMap<String, PortableUser> = (latest.iter())
             .map(|(user, bytes)| (user.clone(), PortableUser::decode(bytes, user).unwrap()))
             .collect();
@@ -289,42 +286,6 @@ fn fxhash(bytes: &[u8]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut hasher);
     hasher.finish()
-}
-
-/// The latest user record per user id in one changelog partition.
-fn read_changelog_partition(
-    brokers: &str,
-    topic: &str,
-    partition: i32,
-) -> HashMap<String, Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("digest"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&assignment).unwrap();
-    let mut latest = HashMap::new();
-    loop {
-        let message = match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(message)) => message,
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            other => panic!("reading {topic}/{partition}: {other:?}"),
-        };
-        let is_user = message.headers().is_some_and(|h| {
-            h.iter()
-                .any(|h| h.key == "streamrec-changelog" && h.value == Some(b"user".as_slice()))
-        });
-        if is_user {
-            let user = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
-            latest.insert(user, message.payload().unwrap().to_vec());
-        }
-    }
-    latest
 }
 
 fn produce(broker: &Broker, input: &str, path: &Path, rate: u64) -> Vec<i64> {

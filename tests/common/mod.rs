@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod instance;
+pub mod moving;
 pub mod outage;
 pub mod proxy;
 pub mod schemas;
