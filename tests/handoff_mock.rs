@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamrec::config::Config;
 use streamrec::engine::{Engine, PortableUser};
 use streamrec::event::EventType;
@@ -17,7 +19,7 @@ use streamrec::store::StateStore;
 
 use common::instance::{both_hold_partitions, Instance};
 use common::moving::{changelog_users, produce_views, USERS_PER_PARTITION, VIEWS};
-use common::{fresh_config, unique, wait_until};
+use common::{fresh_config, read_topic, unique, wait_until};
 
 const PARTITIONS: i32 = 3;
 const T0: i64 = 1_700_000_000_000;
@@ -90,20 +92,8 @@ async fn hand_over(touch: Touch) -> BTreeMap<String, u64> {
     let all: Vec<i32> = (0..PARTITIONS).collect();
     let round_one = produce_round(&a, 1, &all);
     checkpointed(&mut first, round_one).await;
-    let mut second = Instance::start(&b).await;
+    let mut second = join(&first, &b).await;
     let topic = &a.kafka.input_topics[0];
-    both_hold_partitions(&first, &second, topic, PARTITIONS).await;
-    let (health_a, health_b) = (first.health.clone(), second.health.clone());
-    tokio::task::spawn_blocking(move || {
-        let restored = || health_a.restoring().is_empty() && health_b.restoring().is_empty();
-        wait_until(
-            "both restored their partitions",
-            Duration::from_secs(30),
-            restored,
-        );
-    })
-    .await
-    .unwrap();
     let (held_a, held_b) = (
         first.health.held_partitions(topic),
         second.health.held_partitions(topic),
@@ -124,6 +114,26 @@ async fn hand_over(touch: Touch) -> BTreeMap<String, u64> {
     (latest_records(&a).into_iter())
         .map(|(user, record)| (user, record.profile.counts[views]))
         .collect()
+}
+
+/// Starts a second member beside `first`, and waits until both hold partitions and have
+/// restored what they took.
+async fn join(first: &Instance, config: &Config) -> Instance {
+    let second = Instance::start(config).await;
+    let topic = &config.kafka.input_topics[0];
+    both_hold_partitions(first, &second, topic, PARTITIONS).await;
+    let (health_a, health_b) = (first.health.clone(), second.health.clone());
+    tokio::task::spawn_blocking(move || {
+        let restored = || health_a.restoring().is_empty() && health_b.restoring().is_empty();
+        wait_until(
+            "both restored their partitions",
+            Duration::from_secs(30),
+            restored,
+        );
+    })
+    .await
+    .unwrap();
+    second
 }
 
 fn assert_every_user_has_both_rounds(views: BTreeMap<String, u64>) {
@@ -182,4 +192,69 @@ async fn lists_drained_at_a_stop_are_in_the_state_dir() {
             );
         }
     }
+}
+
+const CART_WINDOW_MS: i64 = 600_000;
+
+/// One event of `kind` by user `p{p}-{who}` on each partition `p` of `partitions`.
+fn produce_on(config: &Config, (who, kind): (&str, &str), ts: i64, partitions: &[i32]) -> u64 {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .unwrap();
+    let topic = &config.kafka.input_topics[0];
+    for &p in partitions {
+        let user = format!("p{p}-{who}");
+        let json = format!(r#"{{"type":"{kind}","user_id":"{user}","item_id":"i{p}","ts":{ts}}}"#);
+        let record = BaseRecord::to(topic).partition(p).key(&user).payload(&json);
+        producer.send(record).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    partitions.len() as u64
+}
+
+/// Fails when a user's waiting trigger state stays with the member that lost the user's
+/// partition: a user carts an item on a, b takes the partition, and the partition's time
+/// passes the cart's deadline on b, which must fire the abandonment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cart_waiting_at_a_revoke_is_abandoned_on_the_new_owner() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let mut a = coalescing_config(&cluster);
+    a.pipeline.min_update_interval_ms = 0;
+    let rules = dirs.path().join("triggers.toml");
+    let rule = format!(
+        "[[rule]]\nname = \"cart\"\nkind = \"cart_abandonment\"\n\
+         window_ms = {CART_WINDOW_MS}\ncooldown_ms = 1\n"
+    );
+    std::fs::write(&rules, rule).unwrap();
+    a.triggers.file = rules.display().to_string();
+    let mut b = a.clone();
+    a.state.dir = dirs.path().join("a").display().to_string();
+    b.state.dir = dirs.path().join("b").display().to_string();
+    (a.kafka.instance_id, b.kafka.instance_id) = ("a".into(), "b".into());
+
+    let mut first = Instance::start(&a).await;
+    let all: Vec<i32> = (0..PARTITIONS).collect();
+    checkpointed(
+        &mut first,
+        produce_on(&a, ("buyer", "add_to_cart"), T0, &all),
+    )
+    .await;
+    let mut second = join(&first, &b).await;
+    let held_b = second.health.held_partitions(&a.kafka.input_topics[0]);
+    let later = T0 + CART_WINDOW_MS;
+    second
+        .consumed(produce_on(&a, ("browser", "view"), later, &held_b))
+        .await;
+    let triggers = &a.kafka.triggers_topic;
+    let quiet = Duration::from_secs(5);
+    let read = read_topic(&a.kafka.brokers, triggers, PARTITIONS, held_b.len(), quiet);
+    first.stop().await;
+    second.stop().await;
+
+    let mut fired: Vec<String> = read.iter().map(|r| r.key.clone()).collect();
+    fired.sort();
+    let carted: Vec<String> = held_b.iter().map(|p| format!("p{p}-buyer")).collect();
+    assert_eq!(fired, carted, "cart abandonments fired on the new owner");
 }

@@ -353,6 +353,7 @@ mod tests {
                 stream: u64::from(partition),
                 seq,
             }),
+            triggers: Default::default(),
         }
     }
 

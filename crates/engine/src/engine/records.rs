@@ -91,7 +91,7 @@ fn decode_prefix<T: serde::de::DeserializeOwned, const LIMIT: usize>(
 
 /// Decodes a record made of a learned part and, optionally (records written before it
 /// existed have none), an observed part after it (see [`encode_user`]).
-fn decode_with_tail<T, U, const LIMIT: usize>(
+pub(super) fn decode_with_tail<T, U, const LIMIT: usize>(
     bytes: &[u8],
     what: &str,
 ) -> Result<(T, Option<U>), DecodeError>

@@ -12,10 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+mod portable;
 pub mod rules;
 mod user;
 mod watch;
 
+pub use portable::{Name, Naming, PortableKey, PortableTriggers};
 pub use rules::{kind_names, Rule, RuleKind, Rules, RulesError, Scope};
 pub use user::{EventFacts, UserTriggers};
 pub use watch::Watchers;

@@ -15,28 +15,28 @@ const MAX_WAITING: usize = 16;
 /// A browse abandonment waiting for its quiet period: views of `key` from `first_ms` to
 /// `last_ms`; the deadline anchored at `last_ms` is the live one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Armed {
-    rule: u16,
-    key: u32,
-    views: u32,
-    first_ms: i64,
-    last_ms: i64,
+pub(super) struct Armed {
+    pub(super) rule: u16,
+    pub(super) key: u32,
+    pub(super) views: u32,
+    pub(super) first_ms: i64,
+    pub(super) last_ms: i64,
 }
 
 /// An add-to-cart waiting for its purchase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Cart {
-    rule: u16,
-    item: u32,
-    carted_ms: i64,
+pub(super) struct Cart {
+    pub(super) rule: u16,
+    pub(super) item: u32,
+    pub(super) carted_ms: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UserTriggers {
     /// Recent views: (item, category or u32::MAX, time), oldest first.
-    views: VecDeque<(u32, u32, i64)>,
-    armed: Vec<Armed>,
-    carts: Vec<Cart>,
+    pub(super) views: VecDeque<(u32, u32, i64)>,
+    pub(super) armed: Vec<Armed>,
+    pub(super) carts: Vec<Cart>,
 }
 
 /// What the engine knows about one applied event, for the rules.

@@ -1,0 +1,208 @@
+//! A user's waiting trigger state as another instance reads it: what a partition's new owner
+//! needs to fire the deadlines its previous owner set, and to keep the user's cooldowns.
+//! Items, categories and rules travel by name (each instance interns items in its own order,
+//! and its rules may differ): what waited on a rule the new owner lacks, or has as another
+//! kind or scope, is dropped.
+
+use serde::{Deserialize, Serialize};
+
+use super::user::{Armed, Cart};
+use super::{Rule, RuleKind, Scope, Timer, TriggerState, UserTriggers};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortableTriggers {
+    /// Recent views: item, category, time; oldest first.
+    views: Vec<(String, Option<String>, i64)>,
+    armed: Vec<PortableArmed>,
+    carts: Vec<PortableCart>,
+    /// When each rule last fired for the user.
+    cooldowns: Vec<(String, i64)>,
+}
+
+/// A browse abandonment waiting for its quiet period (see `user::Armed`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PortableArmed {
+    rule: String,
+    key: PortableKey,
+    views: u32,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+/// What a browse abandonment counts views of: an item or a category, by the rule's scope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PortableKey {
+    Item(String),
+    Category(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PortableCart {
+    rule: String,
+    item: String,
+    carted_ms: i64,
+}
+
+/// How one instance names its interned items and categories.
+pub struct Naming<I, C> {
+    pub item: I,
+    pub category: C,
+}
+
+/// A name for an instance to intern.
+#[derive(Clone, Copy, Debug)]
+pub enum Name<'a> {
+    Item(&'a str),
+    Category(&'a str),
+}
+
+const NO_CATEGORY: u32 = u32::MAX;
+
+impl PortableTriggers {
+    /// Nothing to carry: no views, nothing waiting, no cooldown.
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+            && self.armed.is_empty()
+            && self.carts.is_empty()
+            && self.cooldowns.is_empty()
+    }
+
+    /// The trigger state of `user_id` on this instance, by name.
+    pub fn new(
+        user: (&str, &UserTriggers),
+        state: &TriggerState,
+        rules: &[Rule],
+        names: Naming<impl Fn(u32) -> String, impl Fn(u32) -> String>,
+    ) -> PortableTriggers {
+        let (user_id, triggers) = user;
+        let rule_name = |rule: u16| rules.get(rule as usize).map(|r| r.name.clone());
+        let views = triggers.views.iter().map(|&(item, category, ts)| {
+            let category = (category != NO_CATEGORY).then(|| (names.category)(category));
+            ((names.item)(item), category, ts)
+        });
+        let armed = triggers.armed.iter().filter_map(|a| {
+            let rule = rules.get(a.rule as usize)?;
+            let key = match rule.kind {
+                RuleKind::BrowseAbandonment {
+                    scope: Scope::Item, ..
+                } => PortableKey::Item((names.item)(a.key)),
+                RuleKind::BrowseAbandonment {
+                    scope: Scope::Category,
+                    ..
+                } => PortableKey::Category((names.category)(a.key)),
+                _ => return None,
+            };
+            Some(PortableArmed {
+                rule: rule.name.clone(),
+                key,
+                views: a.views,
+                first_ms: a.first_ms,
+                last_ms: a.last_ms,
+            })
+        });
+        let carts = triggers.carts.iter().filter_map(|c| {
+            Some(PortableCart {
+                rule: rule_name(c.rule)?,
+                item: (names.item)(c.item),
+                carted_ms: c.carted_ms,
+            })
+        });
+        let cooldowns = (0..rules.len() as u16).filter_map(|rule| {
+            let last = state.cooldowns.get(&(rule, user_id.into()))?;
+            Some((rule_name(rule)?, *last))
+        });
+        PortableTriggers {
+            views: views.collect(),
+            armed: armed.collect(),
+            carts: carts.collect(),
+            cooldowns: cooldowns.collect(),
+        }
+    }
+
+    /// The trigger state on this instance. Each waiting rule's deadline is set on `stream`,
+    /// as this instance's rule gives it, and each cooldown is kept unless this instance has a
+    /// later one.
+    pub fn localize(
+        &self,
+        (user_id, stream): (&str, u64),
+        state: &mut TriggerState,
+        rules: &[Rule],
+        mut intern: impl FnMut(Name<'_>) -> u32,
+    ) -> UserTriggers {
+        let rule_index = |name: &str| rules.iter().position(|r| r.name == name);
+        let mut triggers = UserTriggers::default();
+        for (item, category, ts) in &self.views {
+            let category = category.as_deref();
+            let category = category.map_or(NO_CATEGORY, |c| intern(Name::Category(c)));
+            triggers
+                .views
+                .push_back((intern(Name::Item(item)), category, *ts));
+        }
+        for armed in &self.armed {
+            let Some(rule) = rule_index(&armed.rule) else {
+                continue;
+            };
+            let RuleKind::BrowseAbandonment {
+                scope, quiet_ms, ..
+            } = rules[rule].kind
+            else {
+                continue;
+            };
+            let key = match (&armed.key, scope) {
+                (PortableKey::Item(item), Scope::Item) => intern(Name::Item(item)),
+                (PortableKey::Category(category), Scope::Category) => {
+                    intern(Name::Category(category))
+                }
+                _ => continue,
+            };
+            let rule = rule as u16;
+            triggers.armed.push(Armed {
+                rule,
+                key,
+                views: armed.views,
+                first_ms: armed.first_ms,
+                last_ms: armed.last_ms,
+            });
+            let deadline_ms = armed.last_ms.saturating_add(quiet_ms);
+            let anchor_ms = armed.last_ms;
+            state.schedule(stream, timer(user_id, (rule, key), deadline_ms, anchor_ms));
+        }
+        for cart in &self.carts {
+            let Some(rule) = rule_index(&cart.rule) else {
+                continue;
+            };
+            let RuleKind::CartAbandonment { window_ms } = rules[rule].kind else {
+                continue;
+            };
+            let (rule, item) = (rule as u16, intern(Name::Item(&cart.item)));
+            triggers.carts.push(Cart {
+                rule,
+                item,
+                carted_ms: cart.carted_ms,
+            });
+            let deadline_ms = cart.carted_ms.saturating_add(window_ms);
+            state.schedule(
+                stream,
+                timer(user_id, (rule, item), deadline_ms, cart.carted_ms),
+            );
+        }
+        for (rule, last) in &self.cooldowns {
+            if let Some(rule) = rule_index(rule) {
+                let since = state.cooldowns.entry((rule as u16, user_id.into()));
+                let kept = since.or_insert(*last);
+                *kept = (*kept).max(*last);
+            }
+        }
+        triggers
+    }
+}
+
+fn timer(user_id: &str, (rule, key): (u16, u32), deadline_ms: i64, anchor_ms: i64) -> Timer {
+    Timer {
+        deadline_ms,
+        user_id: user_id.into(),
+        rule,
+        key,
+        anchor_ms,
+    }
+}
