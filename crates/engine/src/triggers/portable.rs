@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::user::{Armed, Cart};
+use super::user::{Armed, Cart, MAX_VIEWS, MAX_WAITING};
 use super::{Rule, RuleKind, Scope, Timer, TriggerState, UserTriggers};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -121,7 +121,8 @@ impl PortableTriggers {
 
     /// The trigger state on this instance. Each waiting rule's deadline is set on `stream`,
     /// as this instance's rule gives it, and each cooldown is kept unless this instance has a
-    /// later one.
+    /// later one. A record holding more than a user keeps (damaged or hostile) gives its
+    /// latest entries only.
     pub fn localize(
         &self,
         (user_id, stream): (&str, u64),
@@ -131,14 +132,14 @@ impl PortableTriggers {
     ) -> UserTriggers {
         let rule_index = |name: &str| rules.iter().position(|r| r.name == name);
         let mut triggers = UserTriggers::default();
-        for (item, category, ts) in &self.views {
+        for (item, category, ts) in latest(&self.views, MAX_VIEWS) {
             let category = category.as_deref();
             let category = category.map_or(NO_CATEGORY, |c| intern(Name::Category(c)));
             triggers
                 .views
                 .push_back((intern(Name::Item(item)), category, *ts));
         }
-        for armed in &self.armed {
+        for armed in latest(&self.armed, MAX_WAITING) {
             let Some(rule) = rule_index(&armed.rule) else {
                 continue;
             };
@@ -167,7 +168,7 @@ impl PortableTriggers {
             let anchor_ms = armed.last_ms;
             state.schedule(stream, timer(user_id, (rule, key), deadline_ms, anchor_ms));
         }
-        for cart in &self.carts {
+        for cart in latest(&self.carts, MAX_WAITING) {
             let Some(rule) = rule_index(&cart.rule) else {
                 continue;
             };
@@ -186,7 +187,7 @@ impl PortableTriggers {
                 timer(user_id, (rule, item), deadline_ms, cart.carted_ms),
             );
         }
-        for (rule, last) in &self.cooldowns {
+        for (rule, last) in latest(&self.cooldowns, rules.len()) {
             if let Some(rule) = rule_index(rule) {
                 let since = state.cooldowns.entry((rule as u16, user_id.into()));
                 let kept = since.or_insert(*last);
@@ -197,6 +198,11 @@ impl PortableTriggers {
     }
 }
 
+/// The last `most` of a list kept oldest first.
+fn latest<T>(list: &[T], most: usize) -> &[T] {
+    &list[list.len().saturating_sub(most)..]
+}
+
 fn timer(user_id: &str, (rule, key): (u16, u32), deadline_ms: i64, anchor_ms: i64) -> Timer {
     Timer {
         deadline_ms,
@@ -204,5 +210,30 @@ fn timer(user_id: &str, (rule, key): (u16, u32), deadline_ms: i64, anchor_ms: i6
         rule,
         key,
         anchor_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record holding more than a user keeps (damaged or hostile) grows no user past the
+    /// bounds: the latest views are kept.
+    #[test]
+    fn a_record_past_the_bounds_keeps_the_latest_views() {
+        let views = (0..1_000).map(|n| (format!("i{n}"), None, n as i64));
+        let portable = PortableTriggers {
+            views: views.collect(),
+            ..PortableTriggers::default()
+        };
+        let mut state = TriggerState::default();
+        let mut names = Vec::new();
+        let triggers = portable.localize(("u", 0), &mut state, &[], |name| {
+            names.push(format!("{name:?}"));
+            names.len() as u32
+        });
+        assert_eq!(triggers.views.len(), MAX_VIEWS);
+        assert_eq!(triggers.views.back().map(|v| v.2), Some(999));
+        assert_eq!(state.pending(), 0);
     }
 }

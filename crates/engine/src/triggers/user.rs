@@ -9,8 +9,8 @@ use serde_json::json;
 use super::{Firing, Rule, RuleKind, Scope, Subject, Timer, TriggerState};
 use crate::event::EventType;
 
-const MAX_VIEWS: usize = 64;
-const MAX_WAITING: usize = 16;
+pub(super) const MAX_VIEWS: usize = 64;
+pub(super) const MAX_WAITING: usize = 16;
 
 /// A browse abandonment waiting for its quiet period: views of `key` from `first_ms` to
 /// `last_ms`; the deadline anchored at `last_ms` is the live one.
