@@ -129,14 +129,21 @@ pub fn template_engine_and_updates() -> (Engine, Vec<ModelUpdate>) {
     (engine, updates)
 }
 
-/// Changelog records of other instances: a user record decoded and installed (items by name),
-/// a position record parsed.
+/// The trigger rules `config/triggers.toml` ships: one of each kind.
+pub fn shipped_trigger_rules() -> std::sync::Arc<crate::triggers::Rules> {
+    let text = include_str!("../config/triggers.toml");
+    std::sync::Arc::new(crate::triggers::Rules::parse(text).expect("the shipped rules parse"))
+}
+
+/// Changelog records of other instances: a user record decoded and installed (items by name,
+/// waiting triggers under the shipped rules), a position record parsed.
 pub fn changelog_record(data: &[u8]) {
     let _ = PartitionPosition::parse(data);
     let Ok(user) = PortableUser::decode(data, "u") else {
         return;
     };
     let mut engine = Engine::new(EngineConfig::default());
+    engine.set_trigger_rules(shipped_trigger_rules());
     let record = engine.localize_user("u", &user);
     if engine.insert_user("u", &record).is_ok() {
         let _ = engine.recommend("u", 10, &Filters::default());

@@ -58,6 +58,7 @@ fn write_binary_seeds() {
     write_seed("state_records", "item", &records.item_records[1].1);
     let portable = engine.changed_portable_users();
     write_seed("changelog_record", "user", &portable[0].1.encode());
+    write_seed("changelog_record", "user_waiting", &waiting_user().encode());
     write_seed(
         "changelog_record",
         "position",
@@ -72,6 +73,21 @@ fn write_binary_seeds() {
     let (batch, publication) = fuzzing::item_records_seeds();
     write_seed("item_records", "work_batch", &batch.encode());
     write_seed("item_records", "publication", &publication.encode());
+}
+
+/// A user with a browse and a cart abandonment waiting under the shipped rules.
+fn waiting_user() -> streamrec::engine::PortableUser {
+    use streamrec::event::{Event, EventType};
+    let mut engine = streamrec::engine::Engine::new(Default::default());
+    engine.set_trigger_rules(fuzzing::shipped_trigger_rules());
+    let t0 = 1_700_000_000_000;
+    for n in 0..3 {
+        engine.apply(&Event::new(EventType::View, "u", "i1", t0 + n));
+    }
+    engine.apply(&Event::new(EventType::AddToCart, "u", "i2", t0 + 10));
+    let (_, user) = engine.changed_portable_users().remove(0);
+    assert!(!user.triggers.is_empty());
+    user
 }
 
 fn write_seed(target: &str, name: &str, bytes: &[u8]) {
