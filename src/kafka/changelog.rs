@@ -156,6 +156,18 @@ pub struct PartitionLog {
     pub stream_times: BTreeMap<String, i64>,
     /// Records read.
     pub records: u64,
+    /// Records of a kind this build does not know (a later build's), left out.
+    pub unknown: u64,
+}
+
+/// What a changelog record is, by its kind header.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum RecordKind {
+    User,
+    Position,
+    /// Written by a later build: skipped, so that a group can hold both builds while it is
+    /// upgraded, losing only what the later build added.
+    Unknown,
 }
 
 /// Why a changelog partition could not be read; each names the partition.
@@ -232,9 +244,16 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
     read_to_end(kafka, topic, &[partition], |message| {
         log.records += 1;
         let key = message.key().unwrap_or_default().to_vec();
-        if !is_position(message) {
-            latest.insert(key, message.payload().unwrap_or_default().to_vec());
-            return Ok(());
+        match record_kind(message) {
+            RecordKind::User => {
+                latest.insert(key, message.payload().unwrap_or_default().to_vec());
+                return Ok(());
+            }
+            RecordKind::Unknown => {
+                log.unknown += 1;
+                return Ok(());
+            }
+            RecordKind::Position => {}
         }
         let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
         let position =
@@ -323,12 +342,17 @@ pub fn read_to_end(
     Ok(())
 }
 
-fn is_position(message: &impl Message) -> bool {
-    message.headers().is_some_and(|headers| {
-        headers
-            .iter()
-            .any(|h| h.key == KIND_HEADER && h.value == Some(b"position".as_slice()))
-    })
+/// A record without the header is a user's, as every build has written users.
+fn record_kind(message: &impl Message) -> RecordKind {
+    let kind = message.headers().and_then(|headers| {
+        let header = headers.iter().find(|h| h.key == KIND_HEADER)?;
+        header.value
+    });
+    match kind {
+        None | Some(b"user") => RecordKind::User,
+        Some(b"position") => RecordKind::Position,
+        Some(_) => RecordKind::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +360,30 @@ mod tests {
     use super::*;
     use crate::engine::Position;
     use crate::profile::PortableProfile;
+
+    fn with_kind(kind: Option<&str>) -> rdkafka::message::OwnedMessage {
+        let headers = kind.map(|kind| {
+            rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: KIND_HEADER,
+                value: Some(kind),
+            })
+        });
+        let timestamp = rdkafka::Timestamp::NotAvailable;
+        rdkafka::message::OwnedMessage::new(None, None, "c".into(), timestamp, 0, 0, headers)
+    }
+
+    /// A record kind a later build adds is left out rather than read as a user, which would
+    /// stop the restore; a record without the header is a user's.
+    #[test]
+    fn records_of_an_unknown_kind_are_told_apart_from_users() {
+        assert_eq!(record_kind(&with_kind(Some("user"))), RecordKind::User);
+        assert_eq!(record_kind(&with_kind(None)), RecordKind::User);
+        assert_eq!(
+            record_kind(&with_kind(Some("position"))),
+            RecordKind::Position
+        );
+        assert_eq!(record_kind(&with_kind(Some("dedup"))), RecordKind::Unknown);
+    }
 
     fn user(partition: u32, seq: i64) -> PortableUser {
         PortableUser {

@@ -661,6 +661,13 @@ impl Worker {
             }
         }
         self.metrics.users_in_store.set(stored as i64);
+        if log.unknown > 0 {
+            tracing::warn!(
+                partition = log.partition,
+                records = log.unknown,
+                "changelog records of a kind a later build wrote were left out; upgrade this member"
+            );
+        }
         tracing::info!(
             partition = log.partition,
             users = count,
