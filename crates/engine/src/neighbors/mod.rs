@@ -236,15 +236,19 @@ impl Row {
     }
 
     fn replace_weakest(&mut self, neighbor: Neighbor) {
-        let (weakest, lowest) = weakest(&self.top);
-        if neighbor.rank_score > lowest {
-            let evicted = self.top[weakest].item;
+        let Weakest {
+            slot,
+            score,
+            others,
+        } = weakest(&self.top);
+        if neighbor.rank_score > score {
+            let evicted = self.top[slot].item;
             self.set_slot(evicted, NOT_LISTED as usize);
-            self.set_slot(neighbor.item, weakest);
-            self.top[weakest] = neighbor;
-            self.floor = weakest_score(&self.top);
+            self.set_slot(neighbor.item, slot);
+            self.top[slot] = neighbor;
+            self.floor = others.min(neighbor.rank_score);
         } else {
-            self.floor = lowest;
+            self.floor = score;
         }
     }
 
@@ -262,13 +266,30 @@ fn best_first(x: &Neighbor, y: &Neighbor) -> std::cmp::Ordering {
         .then(x.item.cmp(&y.item))
 }
 
-/// The last neighbour in `best_first` order, whatever the list order.
-fn weakest(top: &[Neighbor]) -> (usize, f32) {
-    top.iter()
-        .enumerate()
-        .max_by(|(_, x), (_, y)| best_first(x, y))
-        .map(|(i, n)| (i, n.rank_score))
-        .expect("a full list is not empty")
+/// A full list's last neighbour in `best_first` order, and the lowest score of the others.
+struct Weakest {
+    slot: usize,
+    score: f32,
+    others: f32,
+}
+
+/// One pass: the floor after replacing the weakest is the others' lowest score or the
+/// newcomer's, so the list is not scanned again.
+fn weakest(top: &[Neighbor]) -> Weakest {
+    let mut found = Weakest {
+        slot: 0,
+        score: top[0].rank_score,
+        others: f32::INFINITY,
+    };
+    for (slot, n) in top.iter().enumerate().skip(1) {
+        if best_first(n, &top[found.slot]).is_gt() {
+            found.others = found.others.min(found.score);
+            (found.slot, found.score) = (slot, n.rank_score);
+        } else {
+            found.others = found.others.min(n.rank_score);
+        }
+    }
+    found
 }
 
 fn weakest_score(top: &[Neighbor]) -> f32 {
