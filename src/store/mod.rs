@@ -383,8 +383,9 @@ impl StateStore {
         Ok(offsets)
     }
 
-    /// The engine without its users (they load on demand with [`StateStore::user`]): what
-    /// a restart needs before it can process, in a time that does not grow with the users.
+    /// The engine without its users (they load on demand with [`StateStore::user`]), but for
+    /// those a pending deadline waits on: what a restart needs before it can process, in a time
+    /// that does not grow with the users.
     pub fn open_engine(
         &self,
         config: EngineConfig,
@@ -392,12 +393,24 @@ impl StateStore {
         let Some(records) = self.records_without_users()? else {
             return Ok(None);
         };
-        let engine =
+        let mut engine =
             Engine::from_records(config, &records).map_err(|e| self.corrupt(e.to_string()))?;
+        self.load_awaited(&mut engine)?;
         Ok(Some((engine, self.offsets()?)))
     }
 
-    /// One engine per worker on one item model, without users (see [`StateStore::open_engine`]);
+    /// Loads the users a pending deadline waits on (see [`Engine::awaited_users`]).
+    fn load_awaited(&self, engine: &mut Engine) -> Result<(), StoreError> {
+        for user in engine.awaited_users() {
+            if let Some(record) = self.user(&user)? {
+                (engine.insert_user(&user, &record)).map_err(|e| self.corrupt(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One engine per worker on one item model, with only the users of its pending deadlines
+    /// (see [`StateStore::open_engine`]);
     /// refused when the store holds another number of worker shards.
     pub fn open_workers(
         &self,
@@ -414,8 +427,11 @@ impl StateStore {
                 configured: workers,
             });
         }
-        let engines = Engine::workers_from_records(config, &records)
+        let mut engines = Engine::workers_from_records(config, &records)
             .map_err(|e| self.corrupt(e.to_string()))?;
+        for engine in &mut engines {
+            self.load_awaited(engine)?;
+        }
         Ok(Some((engines, self.offsets()?)))
     }
 
@@ -665,6 +681,48 @@ mod tests {
         }
         assert_eq!(lazy.digest(), engine.digest());
         assert!(store.user("nobody").unwrap().is_none());
+    }
+
+    /// Fails when users load only on their next event: an abandoned cart's user has none, so
+    /// its deadline, passing after a restart, found no user to fire for.
+    #[test]
+    fn users_a_deadline_waits_on_are_in_memory_after_a_restart() {
+        let rules = crate::fuzzing::shipped_trigger_rules();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state"), true).unwrap();
+        let mut engine = engine_with_events();
+        engine.set_trigger_rules(rules.clone());
+        let t0 = 1_700_000_010_000;
+        engine.apply(&Event::new(EventType::AddToCart, "u1", "a", t0));
+        store.checkpoint(&mut engine, &offsets()).unwrap();
+
+        let open = |store: &StateStore| {
+            let (mut engines, _) = store
+                .open_workers(EngineConfig::default(), 1)
+                .unwrap()
+                .unwrap();
+            engines.remove(0)
+        };
+        for mut restarted in [
+            open(&store),
+            store
+                .open_engine(EngineConfig::default())
+                .unwrap()
+                .unwrap()
+                .0,
+        ] {
+            assert!(restarted.has_user("u1"), "a deadline waits on u1");
+            assert!(!restarted.has_user("u2"), "others wait in the store");
+            restarted.set_trigger_rules(rules.clone());
+            let later = t0 + 3 * 3_600_000;
+            let fired = restarted.apply(&Event::new(EventType::View, "u2", "c", later));
+            let users: Vec<String> = fired.effects.fired.into_iter().map(|f| f.user_id).collect();
+            assert_eq!(
+                users,
+                ["u1"],
+                "the cart abandonment fires after the restart"
+            );
+        }
     }
 
     #[test]

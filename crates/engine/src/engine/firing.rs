@@ -30,6 +30,15 @@ impl Engine {
         self.fire_due(facts.stream);
     }
 
+    /// The users a pending deadline waits on that are not in memory. A restart that loads
+    /// users on their next event loads these at once: a deadline fires for its user without an
+    /// event of theirs.
+    pub fn awaited_users(&self) -> Vec<String> {
+        let awaited = self.shard.triggers.awaited_users().into_iter();
+        let absent = awaited.filter(|user| !self.shard.users.contains_key(*user));
+        absent.map(str::to_owned).collect()
+    }
+
     /// Runs the deadlines of `stream` that its time has passed.
     pub(super) fn fire_due(&mut self, stream: u64) {
         let rules = self.rules.clone();

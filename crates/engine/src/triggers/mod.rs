@@ -125,6 +125,12 @@ impl TriggerState {
         due
     }
 
+    /// The users the pending deadlines name.
+    pub fn awaited_users(&self) -> BTreeSet<&str> {
+        let timers = self.timers.values().flatten();
+        timers.map(|timer| &*timer.user_id).collect()
+    }
+
     /// Deadlines waiting, over all streams.
     pub fn pending(&self) -> usize {
         self.timers.values().map(BTreeSet::len).sum()
