@@ -82,15 +82,9 @@ impl PortableTriggers {
         });
         let armed = triggers.armed.iter().filter_map(|a| {
             let rule = rules.get(a.rule as usize)?;
-            let key = match rule.kind {
-                RuleKind::BrowseAbandonment {
-                    scope: Scope::Item, ..
-                } => PortableKey::Item((names.item)(a.key)),
-                RuleKind::BrowseAbandonment {
-                    scope: Scope::Category,
-                    ..
-                } => PortableKey::Category((names.category)(a.key)),
-                _ => return None,
+            let key = match browse_scope(rule)? {
+                Scope::Item => PortableKey::Item((names.item)(a.key)),
+                Scope::Category => PortableKey::Category((names.category)(a.key)),
             };
             Some(PortableArmed {
                 rule: rule.name.clone(),
@@ -143,16 +137,13 @@ impl PortableTriggers {
             let Some(rule) = rule_index(&armed.rule) else {
                 continue;
             };
-            let RuleKind::BrowseAbandonment {
-                scope, quiet_ms, ..
-            } = rules[rule].kind
-            else {
+            let RuleKind::BrowseAbandonment { quiet_ms, .. } = rules[rule].kind else {
                 continue;
             };
-            let key = match (&armed.key, scope) {
-                (PortableKey::Item(item), Scope::Item) => intern(Name::Item(item)),
-                (PortableKey::Category(category), Scope::Category) => {
-                    intern(Name::Category(category))
+            let key = match (&armed.key, browse_scope(&rules[rule])) {
+                (PortableKey::Item(item), Some(Scope::Item)) => intern(Name::Item(item)),
+                (PortableKey::Category(name), Some(Scope::Category)) => {
+                    intern(Name::Category(name))
                 }
                 _ => continue,
             };
@@ -195,6 +186,14 @@ impl PortableTriggers {
             }
         }
         triggers
+    }
+}
+
+/// What a browse abandonment rule counts views of; none for other kinds.
+fn browse_scope(rule: &Rule) -> Option<Scope> {
+    match rule.kind {
+        RuleKind::BrowseAbandonment { scope, .. } => Some(scope),
+        _ => None,
     }
 }
 
