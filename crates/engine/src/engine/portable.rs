@@ -4,6 +4,8 @@
 //! and only when there is some (a record without it is one an earlier build wrote, or one of a
 //! user with nothing waiting): the new owner sets its deadlines on the user's partition.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -12,8 +14,6 @@ use super::{
 };
 use crate::profile::{PortableProfile, UserProfile};
 use crate::segments::segment_name;
-use std::sync::Arc;
-
 use crate::triggers::{Name, Naming, PortableTriggers};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
