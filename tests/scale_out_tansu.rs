@@ -20,8 +20,8 @@ use streamrec::engine::PortableUser;
 
 use common::moving::changelog_users;
 use common::tansu::{
-    free_port, produced, start_logged, streamrec, terminate, wait_for_any_line, wait_for_line,
-    Broker,
+    free_port, produced, start_logged, streamrec, terminate_logged, wait_for_any_line,
+    wait_for_line, Broker,
 };
 use common::{committed, dataset, ends_by_reading, read_records, read_topic, unique};
 
@@ -380,8 +380,8 @@ fn scaled_and_single(
         (item_marginals(broker, deployment), owners)
     };
     let scaled_items = (items == Items::Owned).then(|| marginals(&scaled, &["a", "c", "d"]));
-    for (_, member) in members {
-        terminate(member);
+    for (name, member) in members {
+        terminate_logged(member, &log(name));
     }
 
     // The reference: one instance over the same input.
@@ -392,7 +392,7 @@ fn scaled_and_single(
         "the single instance's end",
     );
     let single_items = (items == Items::Owned).then(|| marginals(&single, &["alone"]));
-    terminate(alone);
+    terminate_logged(alone, &log("alone"));
     let learned = (scaled_items.zip(single_items))
         .map(|((scaled, owners), (single, _))| (scaled, single, owners));
     Some((scaled, single, learned))

@@ -142,7 +142,17 @@ pub fn produce_file_with(
 }
 
 /// Stops a `streamrec run` with SIGTERM, checks it exits cleanly, returns what it printed.
-pub fn terminate(mut child: Child) -> String {
+pub fn terminate(child: Child) -> String {
+    stop(child, None)
+}
+
+/// [`terminate`] for a run logging to `log`: one that does not exit is shown with the log's
+/// last lines, which say what its shutdown waits for.
+pub fn terminate_logged(child: Child, log: &Path) -> String {
+    stop(child, Some(log))
+}
+
+fn stop(mut child: Child, log: Option<&Path>) -> String {
     let pid = child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
@@ -156,10 +166,12 @@ pub fn terminate(mut child: Child) -> String {
             }
             return printed;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no exit within 30 s of SIGTERM"
-        );
+        if started.elapsed() >= Duration::from_secs(30) {
+            let text = log.map(|log| std::fs::read_to_string(log).unwrap_or_default());
+            let lines: Vec<&str> = text.as_deref().unwrap_or_default().lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            panic!("no exit within 30 s of SIGTERM; its log ends:\n{tail}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
