@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::user::{Armed, Cart, MAX_VIEWS, MAX_WAITING};
-use super::{Rule, RuleKind, Scope, Timer, TriggerState, UserTriggers};
+use super::user::{Armed, Cart, MAX_VIEWS, MAX_WAITING, NO_CATEGORY};
+use super::{Rule, RuleKind, Scope, TriggerState, UserTriggers};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortableTriggers {
@@ -55,8 +55,6 @@ pub enum Name<'a> {
     Item(&'a str),
     Category(&'a str),
 }
-
-const NO_CATEGORY: u32 = u32::MAX;
 
 impl PortableTriggers {
     /// Nothing to carry: no views, nothing waiting, no cooldown.
@@ -147,17 +145,15 @@ impl PortableTriggers {
                 }
                 _ => continue,
             };
-            let rule = rule as u16;
-            triggers.armed.push(Armed {
-                rule,
+            let armed = Armed {
+                rule: rule as u16,
                 key,
                 views: armed.views,
                 first_ms: armed.first_ms,
                 last_ms: armed.last_ms,
-            });
-            let deadline_ms = armed.last_ms.saturating_add(quiet_ms);
-            let anchor_ms = armed.last_ms;
-            state.schedule(stream, timer(user_id, (rule, key), deadline_ms, anchor_ms));
+            };
+            state.schedule(stream, armed.timer(user_id, quiet_ms));
+            triggers.armed.push(armed);
         }
         for cart in latest(&self.carts, MAX_WAITING) {
             let Some(rule) = rule_index(&cart.rule) else {
@@ -166,17 +162,13 @@ impl PortableTriggers {
             let RuleKind::CartAbandonment { window_ms } = rules[rule].kind else {
                 continue;
             };
-            let (rule, item) = (rule as u16, intern(Name::Item(&cart.item)));
-            triggers.carts.push(Cart {
-                rule,
-                item,
+            let cart = Cart {
+                rule: rule as u16,
+                item: intern(Name::Item(&cart.item)),
                 carted_ms: cart.carted_ms,
-            });
-            let deadline_ms = cart.carted_ms.saturating_add(window_ms);
-            state.schedule(
-                stream,
-                timer(user_id, (rule, item), deadline_ms, cart.carted_ms),
-            );
+            };
+            state.schedule(stream, cart.timer(user_id, window_ms));
+            triggers.carts.push(cart);
         }
         for (rule, last) in latest(&self.cooldowns, rules.len()) {
             if let Some(rule) = rule_index(rule) {
@@ -200,16 +192,6 @@ fn browse_scope(rule: &Rule) -> Option<Scope> {
 /// The last `most` of a list kept oldest first.
 fn latest<T>(list: &[T], most: usize) -> &[T] {
     &list[list.len().saturating_sub(most)..]
-}
-
-fn timer(user_id: &str, (rule, key): (u16, u32), deadline_ms: i64, anchor_ms: i64) -> Timer {
-    Timer {
-        deadline_ms,
-        user_id: user_id.into(),
-        rule,
-        key,
-        anchor_ms,
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use crate::event::EventType;
 
 pub(super) const MAX_VIEWS: usize = 64;
 pub(super) const MAX_WAITING: usize = 16;
+/// A view's category when the event named none.
+pub(super) const NO_CATEGORY: u32 = u32::MAX;
 
 /// A browse abandonment waiting for its quiet period: views of `key` from `first_ms` to
 /// `last_ms`; the deadline anchored at `last_ms` is the live one.
@@ -23,6 +25,19 @@ pub(super) struct Armed {
     pub(super) last_ms: i64,
 }
 
+impl Armed {
+    /// Its deadline: `quiet_ms` after the last view.
+    pub(super) fn timer(&self, user_id: &str, quiet_ms: i64) -> Timer {
+        Timer {
+            deadline_ms: self.last_ms.saturating_add(quiet_ms),
+            user_id: user_id.into(),
+            rule: self.rule,
+            key: self.key,
+            anchor_ms: self.last_ms,
+        }
+    }
+}
+
 /// An add-to-cart waiting for its purchase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(super) struct Cart {
@@ -31,9 +46,22 @@ pub(super) struct Cart {
     pub(super) carted_ms: i64,
 }
 
+impl Cart {
+    /// Its deadline: `window_ms` after the add-to-cart.
+    pub(super) fn timer(&self, user_id: &str, window_ms: i64) -> Timer {
+        Timer {
+            deadline_ms: self.carted_ms.saturating_add(window_ms),
+            user_id: user_id.into(),
+            rule: self.rule,
+            key: self.item,
+            anchor_ms: self.carted_ms,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UserTriggers {
-    /// Recent views: (item, category or u32::MAX, time), oldest first.
+    /// Recent views: (item, category or `NO_CATEGORY`, time), oldest first.
     pub(super) views: VecDeque<(u32, u32, i64)>,
     pub(super) armed: Vec<Armed>,
     pub(super) carts: Vec<Cart>,
@@ -60,7 +88,7 @@ impl UserTriggers {
     /// Whether every item and category index held is below the given counts (a stored state is
     /// checked before use). Armed keys are items or categories, by the rule's scope.
     pub fn indices_within(&self, items: usize, categories: usize) -> bool {
-        let category_ok = |c: u32| c == u32::MAX || (c as usize) < categories;
+        let category_ok = |c: u32| c == NO_CATEGORY || (c as usize) < categories;
         let views_ok = self
             .views
             .iter()
@@ -84,8 +112,11 @@ impl UserTriggers {
         facts: &EventFacts,
     ) -> Vec<Firing> {
         if facts.kind == EventType::View {
-            self.views
-                .push_back((facts.item, facts.category.unwrap_or(u32::MAX), facts.ts_ms));
+            self.views.push_back((
+                facts.item,
+                facts.category.unwrap_or(NO_CATEGORY),
+                facts.ts_ms,
+            ));
             if self.views.len() > MAX_VIEWS {
                 self.views.pop_front();
             }
@@ -124,9 +155,9 @@ impl UserTriggers {
     ) {
         let key_of = |item: u32, category: u32| match scope {
             Scope::Item => Some(item),
-            Scope::Category => (category != u32::MAX).then_some(category),
+            Scope::Category => (category != NO_CATEGORY).then_some(category),
         };
-        let Some(key) = key_of(facts.item, facts.category.unwrap_or(u32::MAX)) else {
+        let Some(key) = key_of(facts.item, facts.category.unwrap_or(NO_CATEGORY)) else {
             return;
         };
         match facts.kind {
@@ -152,26 +183,18 @@ impl UserTriggers {
                 }
                 let first = counted.iter().copied().min().unwrap_or(last);
                 self.armed.retain(|a| a.rule != rule || a.key != key);
-                self.armed.push(Armed {
+                let armed = Armed {
                     rule,
                     key,
                     views: counted.len() as u32,
                     first_ms: first,
                     last_ms: last,
-                });
+                };
+                state.schedule(facts.stream, armed.timer(facts.user_id, quiet_ms));
+                self.armed.push(armed);
                 if self.armed.len() > MAX_WAITING {
                     self.armed.remove(0);
                 }
-                state.schedule(
-                    facts.stream,
-                    Timer {
-                        deadline_ms: last.saturating_add(quiet_ms),
-                        user_id: facts.user_id.into(),
-                        rule,
-                        key,
-                        anchor_ms: last,
-                    },
-                );
             }
             _ => {}
         }
@@ -194,24 +217,16 @@ impl UserTriggers {
                 }
                 self.carts
                     .retain(|c| c.rule != rule || c.item != facts.item);
-                self.carts.push(Cart {
+                let cart = Cart {
                     rule,
                     item: facts.item,
                     carted_ms: facts.ts_ms,
-                });
+                };
+                state.schedule(facts.stream, cart.timer(facts.user_id, window_ms));
+                self.carts.push(cart);
                 if self.carts.len() > MAX_WAITING {
                     self.carts.remove(0);
                 }
-                state.schedule(
-                    facts.stream,
-                    Timer {
-                        deadline_ms: facts.ts_ms.saturating_add(window_ms),
-                        user_id: facts.user_id.into(),
-                        rule,
-                        key: facts.item,
-                        anchor_ms: facts.ts_ms,
-                    },
-                );
             }
             _ => {}
         }
