@@ -9,17 +9,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use streamrec::config::Config;
 use streamrec::engine::Engine;
 use streamrec::event::EventType;
 use streamrec::store::StateStore;
 
-use common::moving::{self, USERS_PER_PARTITION, VIEWS};
+use common::moving::{self, from_start, USERS_PER_PARTITION, VIEWS};
 use common::{fresh_config, run_for, unique};
 
 const PARTITIONS: i32 = 3;
@@ -142,17 +140,7 @@ fn copy_without_last_positions(brokers: &str, from: &str, to: &str) -> usize {
         .unwrap();
     let mut dropped = 0;
     for partition in 0..PARTITIONS {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", unique("copy"))
-            .set("enable.partition.eof", "true")
-            .create()
-            .unwrap();
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(from, partition, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&assignment).unwrap();
+        let consumer = from_start(brokers, from, partition);
         let mut records = Vec::new();
         loop {
             let message = match consumer.poll(Duration::from_secs(5)) {

@@ -83,10 +83,7 @@ async fn hand_over(touch: Touch) -> BTreeMap<String, u64> {
     if let Touch::Query = touch {
         a.pipeline.min_update_interval_ms = 0;
     }
-    let mut b = a.clone();
-    a.state.dir = dirs.path().join("a").display().to_string();
-    b.state.dir = dirs.path().join("b").display().to_string();
-    (a.kafka.instance_id, b.kafka.instance_id) = ("a".into(), "b".into());
+    let (a, b) = members_a_and_b(a, dirs.path());
 
     let mut first = Instance::start(&a).await;
     let all: Vec<i32> = (0..PARTITIONS).collect();
@@ -114,6 +111,17 @@ async fn hand_over(touch: Touch) -> BTreeMap<String, u64> {
     (latest_records(&a).into_iter())
         .map(|(user, record)| (user, record.profile.counts[views]))
         .collect()
+}
+
+/// Two members of `config`'s group, `a` and `b`, each with its own state dir under `dirs`.
+fn members_a_and_b(config: Config, dirs: &std::path::Path) -> (Config, Config) {
+    let member = |name: &str| {
+        let mut member = config.clone();
+        member.state.dir = dirs.join(name).display().to_string();
+        member.kafka.instance_id = name.into();
+        member
+    };
+    (member("a"), member("b"))
 }
 
 /// Starts a second member beside `first`, and waits until both hold partitions and have
@@ -229,10 +237,7 @@ async fn a_cart_waiting_at_a_revoke_is_abandoned_on_the_new_owner() {
     );
     std::fs::write(&rules, rule).unwrap();
     a.triggers.file = rules.display().to_string();
-    let mut b = a.clone();
-    a.state.dir = dirs.path().join("a").display().to_string();
-    b.state.dir = dirs.path().join("b").display().to_string();
-    (a.kafka.instance_id, b.kafka.instance_id) = ("a".into(), "b".into());
+    let (a, b) = members_a_and_b(a, dirs.path());
 
     let mut first = Instance::start(&a).await;
     let all: Vec<i32> = (0..PARTITIONS).collect();

@@ -43,11 +43,11 @@ pub fn produce_views(config: &Config, round: usize, start: i64, partitions: &[i3
     sent
 }
 
-/// The latest record (encoded) of every user in one changelog partition.
-pub fn changelog_users(brokers: &str, topic: &str, partition: i32) -> HashMap<String, Vec<u8>> {
+/// A consumer of one partition of `topic` from its start, which reports the partition's end.
+pub fn from_start(brokers: &str, topic: &str, partition: i32) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", unique("digest"))
+        .set("group.id", unique("from-start"))
         .set("enable.partition.eof", "true")
         .create()
         .unwrap();
@@ -56,6 +56,12 @@ pub fn changelog_users(brokers: &str, topic: &str, partition: i32) -> HashMap<St
         .add_partition_offset(topic, partition, Offset::Beginning)
         .unwrap();
     consumer.assign(&assignment).unwrap();
+    consumer
+}
+
+/// The latest record (encoded) of every user in one changelog partition.
+pub fn changelog_users(brokers: &str, topic: &str, partition: i32) -> HashMap<String, Vec<u8>> {
+    let consumer = from_start(brokers, topic, partition);
     let mut latest = HashMap::new();
     loop {
         let message = match consumer.poll(Duration::from_secs(10)) {
