@@ -186,8 +186,13 @@ pub struct PipelineConfig {
     /// coalescing an input stays open until its user's coalesced update is acknowledged, so this
     /// caps a worker at `max_in_flight / min_update_interval` events/s.
     pub max_in_flight: usize,
-    /// On SIGINT/SIGTERM, how long to wait for outputs to be acknowledged before giving up.
+    /// On SIGINT/SIGTERM, how long the drain may take: publishing what is owed, waiting for its
+    /// acknowledgements, the item owners' catch-up and the final flush share this one budget.
     pub drain_timeout_ms: u64,
+    /// After SIGINT/SIGTERM, the process exits (75) by this time whatever it still waits for
+    /// (a commit or a group leave a broker never answers): keep it below the orchestrator's
+    /// grace period, so the exit is logged rather than a SIGKILL.
+    pub shutdown_limit_ms: u64,
     /// Worker tasks; partition p goes to worker p % workers. Users stay with their partition's
     /// worker; the item model is shared. 1 keeps the engine exactly deterministic.
     pub workers: usize,
@@ -209,6 +214,7 @@ impl Default for PipelineConfig {
             similar_change_threshold: 0.2,
             max_in_flight: 500_000,
             drain_timeout_ms: 10_000,
+            shutdown_limit_ms: 30_000,
             workers: 1,
             dead_letter_max_bytes: 256 * 1024,
             online_summary_interval_ms: 60_000,
@@ -374,6 +380,12 @@ impl PipelineConfig {
             self.online_summary_interval_ms as i64,
         )?;
         positive("pipeline.drain_timeout_ms", self.drain_timeout_ms as i64)?;
+        if self.shutdown_limit_ms <= self.drain_timeout_ms {
+            return Err(invalid(
+                "pipeline.shutdown_limit_ms",
+                "must be above pipeline.drain_timeout_ms (the drain is one part of the shutdown)",
+            ));
+        }
         if !(1..=256).contains(&self.workers) {
             return Err(invalid("pipeline.workers", "must be in 1..=256"));
         }
@@ -564,6 +576,10 @@ mod tests {
                 "pipeline.similar_change_threshold",
             ),
             ("[pipeline]\nbogus = 1", "unknown field `bogus`"),
+            (
+                "[pipeline]\ndrain_timeout_ms = 30000",
+                "pipeline.shutdown_limit_ms`: must be above pipeline.drain_timeout_ms",
+            ),
             (
                 "[state]\ncheckpoint_interval_ms = 0",
                 "state.checkpoint_interval_ms",

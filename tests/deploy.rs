@@ -41,7 +41,6 @@ fn kubernetes_manifests_hold_a_stateful_set_with_probes_on_the_admin_endpoints()
         container["readinessProbe"]["httpGet"]["path"].as_str(),
         Some("/readyz")
     );
-    let config = docs[0]["data"]["streamrec.toml"].as_str().unwrap();
     let env = &container["env"];
     let instance_from_pod = env
         .as_vec()
@@ -49,9 +48,14 @@ fn kubernetes_manifests_hold_a_stateful_set_with_probes_on_the_admin_endpoints()
         .iter()
         .any(|e| e["name"].as_str() == Some("STREAMREC__KAFKA__INSTANCE_ID"));
     assert!(instance_from_pod, "each pod names itself");
-    // What the pod's environment adds.
+    pod_config(&docs);
+}
+
+/// The config a pod runs: the ConfigMap's, with what the pod's environment adds.
+fn pod_config(manifests: &[Yaml]) -> streamrec::config::Config {
+    let config = manifests[0]["data"]["streamrec.toml"].as_str().unwrap();
     let config = config.replace("[kafka]\n", "[kafka]\ninstance_id = \"streamrec-0\"\n");
-    streamrec::config::Config::parse(&config).expect("the ConfigMap's config is valid");
+    streamrec::config::Config::parse(&config).expect("the ConfigMap's config is valid")
 }
 
 #[test]
@@ -292,6 +296,36 @@ fn the_systemd_unit_verifies() {
         .filter(|l| l.contains("streamrec.service"))
         .collect();
     assert!(about_the_unit.is_empty(), "{said}");
+}
+
+#[test]
+fn every_deployment_waits_longer_than_the_shutdown_limit() {
+    // Each ships config/streamrec.toml's limit (the image's config, or the ConfigMap's).
+    let shipped = include_str!("../config/streamrec.toml");
+    let limit_s = streamrec::config::Config::parse(shipped)
+        .unwrap()
+        .pipeline
+        .shutdown_limit_ms
+        / 1000;
+    let manifests = yaml("kubernetes/streamrec.yaml");
+    let pod_limit_s = pod_config(&manifests).pipeline.shutdown_limit_ms / 1000;
+    let pod = &manifests[1]["spec"]["template"]["spec"];
+    let pod_grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap() as u64;
+    assert!(pod_grace > pod_limit_s, "Kubernetes: {pod_grace} s");
+    let unit = std::fs::read_to_string(deploy("systemd/streamrec.service")).unwrap();
+    let stop_s = unit_value(&unit, "TimeoutStopSec").parse::<u64>().unwrap();
+    assert!(stop_s > limit_s, "systemd: {stop_s} s");
+    let compose = &yaml("docker-compose.yml")[0];
+    let grace = compose["services"]["streamrec"]["stop_grace_period"]
+        .as_str()
+        .unwrap();
+    let grace_s = grace.strip_suffix('s').unwrap().parse::<u64>().unwrap();
+    assert!(grace_s > limit_s, "compose: {grace}");
+}
+
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    let line = unit.lines().find(|l| l.starts_with(&format!("{key}=")));
+    line.unwrap_or_else(|| panic!("no {key} in the unit"))[key.len() + 1..].trim()
 }
 
 /// The Pod Security Standards' "restricted" profile (which includes "baseline"), as the

@@ -1,6 +1,9 @@
 //! Command-line interface: argument parsing and the glue from files to the engine.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -115,7 +118,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         .chain()
         .find_map(|e| e.downcast_ref::<kafka::RunError>());
     match run.map(kafka::RunError::retry) {
-        Some(kafka::Retry::Transient) => 75,
+        Some(kafka::Retry::Transient) => EXIT_TEMPFAIL as u8,
         Some(kafka::Retry::Fatal) => 78,
         None => 1,
     }
@@ -139,33 +142,82 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-/// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up, while state loads, is
-/// not fatal) and returns a future that resolves on either.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
+/// The exit status of a shutdown cut short (see [`exit_code`]): what was not committed is read
+/// again at the next start, so a restart is the fix.
+const EXIT_TEMPFAIL: i32 = 75;
+
+/// SIGINT and SIGTERM, with their handlers installed on creation.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
         tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-        tracing::info!("shutdown requested: draining");
+    }
+}
+
+/// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up, while state loads, is
+/// not fatal) and returns a future that resolves on either. From then on the process exits by
+/// `limit` whatever its shutdown still waits for, and at once on a second signal; must be
+/// awaited on a runtime that keeps running while the shutdown does.
+fn shutdown_signal(limit: Duration) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut signals = Signals::install()?;
+    Ok(async move {
+        signals.next().await;
+        tracing::info!(
+            limit_ms = limit.as_millis() as u64,
+            "shutdown requested: draining"
+        );
+        exit_after(limit);
+        tokio::spawn(async move {
+            signals.next().await;
+            tracing::warn!("a second signal: exiting now, without the rest of the shutdown");
+            std::process::exit(EXIT_TEMPFAIL);
+        });
     })
 }
 
-/// A flag that SIGINT or SIGTERM sets (handlers installed before returning).
-fn stop_on_signal() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Exits the process `limit` from now unless it exited before.
+fn exit_after(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!(
+            limit_ms = limit.as_millis() as u64,
+            "shutdown not done within pipeline.shutdown_limit_ms: exiting now; what was not committed is read again at the next start"
+        );
+        std::process::exit(EXIT_TEMPFAIL);
+    });
+}
+
+/// A flag that SIGINT or SIGTERM sets (handlers installed before returning); the process exits
+/// as [`shutdown_signal`] says.
+fn stop_on_signal(limit: Duration) -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signal = runtime.block_on(async { shutdown_signal() })?;
+    let signal = runtime.block_on(async { shutdown_signal(limit) })?;
     let flag = stop.clone();
     std::thread::spawn(move || {
-        runtime.block_on(signal);
-        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        runtime.block_on(async {
+            signal.await;
+            flag.store(true, Ordering::Relaxed);
+            // Keeps the runtime, where a second signal is awaited, running.
+            std::future::pending::<()>().await
+        })
     });
     Ok(stop)
 }

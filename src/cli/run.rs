@@ -1,6 +1,7 @@
 //! `streamrec run`: the live pipeline until SIGINT/SIGTERM.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -22,7 +23,8 @@ pub(super) fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(brokers = %config.kafka.brokers, topics = ?config.kafka.input_topics, "starting");
     let runtime = runtime()?;
     let report = runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
+        let limit = Duration::from_millis(config.pipeline.shutdown_limit_ms);
+        let shutdown = shutdown_signal(limit)?;
         anyhow::Ok(crate::runtime::run(&config, shutdown, Default::default()).await?)
     })?;
     let stats = &report.stats();

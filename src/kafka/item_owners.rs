@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -40,13 +40,27 @@ use prometheus_client::metrics::counter::Counter;
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 const END_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Starts the owners on thread `item-owners`. Stopping them publishes what is left and waits
-/// for its acknowledgements.
+/// The owners' thread.
+pub struct Owners {
+    thread: Background,
+    drain_by: Arc<OnceLock<Instant>>,
+}
+
+impl Owners {
+    /// Publishes what is left and waits for its acknowledgements, by `drain_by` (the rest is
+    /// the next owners' to apply), then checkpoints and leaves.
+    pub fn stop(self, drain_by: Instant) -> Result<(), RunError> {
+        let _ = self.drain_by.set(drain_by);
+        self.thread.stop()
+    }
+}
+
+/// Starts the owners on thread `item-owners`.
 pub fn start(
     config: &Config,
     metrics: &ItemMetrics,
     health: Arc<Health>,
-) -> Result<Background, RunError> {
+) -> Result<Owners, RunError> {
     let kafka = &config.kafka;
     let group = format!("{}.items", kafka.group_id);
     let mut client = consumer_config(kafka, &group);
@@ -77,7 +91,7 @@ pub fn start(
         records_topic: config.items.records_topic.clone(),
         work_topic: config.items.work_topic.clone(),
         interval: Duration::from_millis(config.items.publish_interval_ms),
-        drain: Duration::from_millis(config.pipeline.drain_timeout_ms),
+        drain_by: Arc::default(),
         checkpoint_interval: Duration::from_millis(config.items.checkpoint_interval_ms),
         partitions: OwnedPartitions::new(
             &config.engine,
@@ -88,7 +102,9 @@ pub fn start(
         health,
         ready_lag: config.items.ready_lag,
     };
-    Background::spawn("item-owners", "item owners", move |stop| loop_.run(stop))
+    let drain_by = loop_.drain_by.clone();
+    let thread = Background::spawn("item-owners", "item owners", move |stop| loop_.run(stop))?;
+    Ok(Owners { thread, drain_by })
 }
 
 /// Counts the records the records topic did not take.
@@ -135,7 +151,8 @@ struct OwnerLoop {
     records_topic: String,
     work_topic: String,
     interval: Duration,
-    drain: Duration,
+    /// The shutdown's drain deadline, set before the stop flag.
+    drain_by: Arc<OnceLock<Instant>>,
     checkpoint_interval: Duration,
     partitions: OwnedPartitions,
     metrics: ItemMetrics,
@@ -168,10 +185,12 @@ impl OwnerLoop {
                 checkpointed = Instant::now();
             }
         }
-        self.catch_up(Instant::now() + self.drain);
+        let drain_by = self.drain_by.get().copied().unwrap_or_else(Instant::now);
+        self.catch_up(drain_by);
         self.drop_revoked();
         self.publish()?;
-        self.producer.flush(self.drain)?;
+        self.producer
+            .flush(drain_by.saturating_duration_since(Instant::now()))?;
         self.partitions.checkpoint(false);
         Ok(())
     }

@@ -429,6 +429,9 @@ pub async fn consume(
             },
         }
     }
+    // One drain budget from here, shared by its steps: the workers' drains, the item owners'
+    // catch-up and flush, the final flush.
+    let drain_by = Instant::now() + Duration::from_millis(config.pipeline.drain_timeout_ms);
     drop(senders);
     worker_inputs.lock().expect("not poisoned").clear();
     let mut processors = Vec::with_capacity(count);
@@ -438,7 +441,7 @@ pub async fn consume(
             other => failure = Some(cause(failure, worker_failure(other))),
         }
     }
-    let stopped = item_side.map(OwnedItems::stop);
+    let stopped = item_side.map(|owned| owned.stop(drain_by));
     let members_stopped = membership.map(|(follower, _)| follower.stop());
     if let Some(err) = failure {
         return Err(err);
@@ -452,7 +455,7 @@ pub async fn consume(
     if let Some(online) = &mut online {
         online.publish(&totals.online);
     }
-    finish(&consumer, &producer, config.pipeline.drain_timeout_ms)?;
+    finish(&consumer, &producer, drain_by)?;
     let latency_us = observers.latency.lock().expect("not poisoned").clone();
     Ok(RunReport {
         processors,
@@ -673,7 +676,7 @@ fn item_partitions(
 /// Item-owned scale-out's threads: this instance's item owners, the follower of every
 /// owner's records, and with a catalog the follower of every catalog partition.
 struct OwnedItems {
-    owners: Background,
+    owners: item_owners::Owners,
     follower: Background,
     catalog: Option<Background>,
 }
@@ -702,9 +705,9 @@ impl OwnedItems {
         })
     }
 
-    /// Owners publish what is left; all leave.
-    fn stop(self) -> Result<(), RunError> {
-        let owners = self.owners.stop();
+    /// Owners publish what is left by `drain_by`; all leave.
+    fn stop(self, drain_by: Instant) -> Result<(), RunError> {
+        let owners = self.owners.stop(drain_by);
         self.follower.stop()?;
         self.catalog.map(Background::stop).transpose()?;
         owners
@@ -750,9 +753,9 @@ fn report_progress(observers: &Observers, stats: &Mutex<Vec<Stats>>, metrics: &M
 fn finish(
     consumer: &StreamConsumer<GroupContext>,
     producer: &FutureProducer,
-    drain_ms: u64,
+    drain_by: Instant,
 ) -> Result<(), RunError> {
-    producer.flush(Duration::from_millis(drain_ms))?;
+    producer.flush(drain_by.saturating_duration_since(Instant::now()))?;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => Ok(()),
         // Nothing stored since the last auto-commit: nothing to do.
