@@ -29,7 +29,7 @@ use crate::admin::Metrics;
 use crate::config::PipelineConfig;
 use crate::dead_letter::{self, Refused};
 use crate::engine::{UserCut, USERS_PER_STEP};
-use crate::offsets::{by_name, topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
+use crate::offsets::{topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
 use crate::pipeline::{
     Cleaned, Destination, Flushed, LoadError, Output, Processor, Ready, Record, Stats,
 };
@@ -644,10 +644,9 @@ impl Worker {
             .iter()
             .map(|(id, user)| (id.clone(), engine.localize_user(id, user)))
             .collect();
-        let offsets = by_name(&positions.iter().copied().collect(), &self.inputs);
         let store = checkpoints.checkpointer.store().clone();
         let count = users.len();
-        let stored = tokio::task::spawn_blocking(move || store.write_restored(&users, &offsets))
+        let stored = tokio::task::spawn_blocking(move || store.write_restored(&users))
             .await
             .map_err(RunError::Panicked)??;
         for &(key, next) in &positions {

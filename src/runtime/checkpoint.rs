@@ -131,10 +131,12 @@ impl Checkpointer {
         self.applied.insert(key, next);
     }
 
-    /// A partition's state came whole from elsewhere (a changelog), written to the store.
+    /// A partition's state came whole from elsewhere (a changelog): its users are in the
+    /// store, and the next checkpoint (due at the interval) makes its position durable with
+    /// what the restore set in the engine.
     pub fn restored(&mut self, key: PartitionKey, next: i64) {
         self.applied.insert(key, next);
-        self.durable.insert(key, next);
+        self.since = self.since.max(1);
     }
 
     /// Next offsets as applied.
@@ -255,5 +257,20 @@ mod tests {
         let mut engine = Engine::new(EngineConfig::default());
         checkpoints.checkpoint_in_line(&mut engine).unwrap();
         assert_eq!(checkpoints.durable_offsets()[&PartitionKey::new(0, 1)], 7);
+    }
+
+    #[test]
+    fn a_restored_position_is_durable_with_the_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut checkpoints = checkpointer(dir.path(), None);
+        let key = PartitionKey::new(0, 2);
+        checkpoints.restored(key, 500);
+        assert!(checkpoints.durable_offsets().is_empty(), "not stored yet");
+        assert!(checkpoints.pending(), "a checkpoint is owed");
+        let mut engine = Engine::new(EngineConfig::default());
+        checkpoints.checkpoint_in_line(&mut engine).unwrap();
+        assert_eq!(checkpoints.durable_offsets()[&key], 500);
+        let stored = checkpoints.store().read().unwrap().unwrap();
+        assert_eq!(stored.offsets[&("events".to_string(), 2)], 500);
     }
 }

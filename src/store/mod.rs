@@ -204,13 +204,12 @@ impl StateStore {
         Ok(size)
     }
 
-    /// Writes users restored from the changelog (records from `Engine::localize_user`) and the
-    /// offsets they reflect as one atomic batch: a partition this instance takes over.
-    pub fn write_restored(
-        &self,
-        users: &[(String, Vec<u8>)],
-        offsets: &Offsets,
-    ) -> Result<u64, StoreError> {
+    /// Writes users restored from the changelog (records from `Engine::localize_user`), without
+    /// the offsets they reflect: those go with the worker's next checkpoint, together with the
+    /// deadlines and stream time the restore set in the worker's shard. Until then the stored
+    /// state is not current for the partition, so a crash before that checkpoint restores it
+    /// again instead of resuming without its deadlines.
+    pub fn write_restored(&self, users: &[(String, Vec<u8>)]) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
         let mut users_stored = self.users_stored()?;
         for (id, bytes) in users {
@@ -221,12 +220,6 @@ impl StateStore {
             batch.insert(key, versioned(bytes));
         }
         batch.insert(USERS_KEY, versioned(&users_stored.to_be_bytes()));
-        for ((topic, partition), next) in offsets {
-            batch.insert(
-                offset_key(topic, *partition),
-                versioned(&next.to_be_bytes()),
-            );
-        }
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(users_stored)
@@ -641,6 +634,25 @@ mod tests {
         let (loaded, offsets_back) = store.load(EngineConfig::default()).unwrap().unwrap();
         assert_eq!(loaded.digest(), engine.digest());
         assert_eq!(offsets_back, offsets());
+    }
+
+    /// A crash between a restore and the worker's next checkpoint must leave the partition
+    /// not current, so that the restart restores it again (deadlines included).
+    #[test]
+    fn a_restore_stores_its_users_and_leaves_the_offsets_to_the_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), true).unwrap();
+        store
+            .checkpoint(&mut engine_with_events(), &offsets())
+            .unwrap();
+        let restored = vec![("u9".to_string(), b"record".to_vec())];
+        assert_eq!(store.write_restored(&restored).unwrap(), 3);
+        assert_eq!(store.user("u9").unwrap().as_deref(), Some(&b"record"[..]));
+        assert_eq!(
+            store.offsets().unwrap(),
+            offsets(),
+            "as the last checkpoint left them"
+        );
     }
 
     #[test]
