@@ -189,7 +189,7 @@ pub struct PipelineConfig {
     /// On SIGINT/SIGTERM, how long the drain may take: publishing what is owed, waiting for its
     /// acknowledgements, the item owners' catch-up and the final flush share this one budget.
     pub drain_timeout_ms: u64,
-    /// After SIGINT/SIGTERM, the process exits (75) by this time whatever it still waits for
+    /// After SIGINT/SIGTERM, `run` exits (75) by this time whatever it still waits for
     /// (a commit or a group leave a broker never answers): keep it below the orchestrator's
     /// grace period, so the exit is logged rather than a SIGKILL.
     pub shutdown_limit_ms: u64,

@@ -170,18 +170,19 @@ impl Signals {
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up, while state loads, is
-/// not fatal) and returns a future that resolves on either. From then on the process exits by
-/// `limit` whatever its shutdown still waits for, and at once on a second signal; must be
-/// awaited on a runtime that keeps running while the shutdown does.
-fn shutdown_signal(limit: Duration) -> std::io::Result<impl std::future::Future<Output = ()>> {
+/// not fatal) and returns a future that resolves on either. From then on the process exits at
+/// once on a second signal, and by `limit` (if any) whatever its shutdown still waits for; must
+/// be awaited on a runtime that keeps running while the shutdown does.
+fn shutdown_signal(
+    limit: Option<Duration>,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let mut signals = Signals::install()?;
     Ok(async move {
         signals.next().await;
-        tracing::info!(
-            limit_ms = limit.as_millis() as u64,
-            "shutdown requested: draining"
-        );
-        exit_after(limit);
+        tracing::info!("shutdown requested: draining");
+        if let Some(limit) = limit {
+            exit_after(limit);
+        }
         tokio::spawn(async move {
             signals.next().await;
             tracing::warn!("a second signal: exiting now, without the rest of the shutdown");
@@ -202,14 +203,15 @@ fn exit_after(limit: Duration) {
     });
 }
 
-/// A flag that SIGINT or SIGTERM sets (handlers installed before returning); the process exits
-/// as [`shutdown_signal`] says.
-fn stop_on_signal(limit: Duration) -> anyhow::Result<Arc<AtomicBool>> {
+/// A flag that SIGINT or SIGTERM sets (handlers installed before returning); a second signal
+/// exits at once. No time limit: what sets the flag (a replay) ends with a checkpoint that may
+/// take minutes at scale, and cutting it short would lose the work since the last.
+fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signal = runtime.block_on(async { shutdown_signal(limit) })?;
+    let signal = runtime.block_on(async { shutdown_signal(None) })?;
     let flag = stop.clone();
     std::thread::spawn(move || {
         runtime.block_on(async {

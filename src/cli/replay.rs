@@ -1,7 +1,6 @@
 //! `streamrec replay`: a fresh state dir from the input topics.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
@@ -53,7 +52,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         bail!("--max-rate must be at least 1 event/s");
     }
     let config = load_config(Some(&args.config), &args.set)?;
-    let stop = stop_on_signal(Duration::from_millis(config.pipeline.shutdown_limit_ms))?;
+    let stop = stop_on_signal()?;
     let options = kafka::ReplayOptions {
         state_dir: args.state_dir.clone(),
         from: args.from,

@@ -24,7 +24,7 @@ pub(super) fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
     let report = runtime.block_on(async {
         let limit = Duration::from_millis(config.pipeline.shutdown_limit_ms);
-        let shutdown = shutdown_signal(limit)?;
+        let shutdown = shutdown_signal(Some(limit))?;
         anyhow::Ok(crate::runtime::run(&config, shutdown, Default::default()).await?)
     })?;
     let stats = &report.stats();
