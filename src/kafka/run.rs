@@ -441,7 +441,13 @@ pub async fn consume(
             other => failure = Some(cause(failure, worker_failure(other))),
         }
     }
+    // Each step of a shutdown says when it is done: the last one logged is where a shutdown
+    // that hangs (and ends at `pipeline.shutdown_limit_ms`) stood.
+    tracing::info!("shutdown: workers drained");
     let stopped = item_side.map(|owned| owned.stop(drain_by));
+    if stopped.is_some() {
+        tracing::info!("shutdown: item owners stopped");
+    }
     let members_stopped = membership.map(|(follower, _)| follower.stop());
     if let Some(err) = failure {
         return Err(err);
@@ -456,6 +462,7 @@ pub async fn consume(
         online.publish(&totals.online);
     }
     finish(&consumer, &producer, drain_by)?;
+    tracing::info!("shutdown: outputs flushed and offsets committed; leaving the group");
     let latency_us = observers.latency.lock().expect("not poisoned").clone();
     Ok(RunReport {
         processors,

@@ -159,21 +159,30 @@ fn stop(mut child: Child, log: Option<&Path>) -> String {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "streamrec run exited with {status}");
+            let tail = log_tail(log);
+            assert!(
+                status.success(),
+                "streamrec run exited with {status}; its log ends:\n{tail}"
+            );
             let mut printed = String::new();
             if let Some(mut stdout) = child.stdout.take() {
                 std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
             }
             return printed;
         }
-        if started.elapsed() >= Duration::from_secs(30) {
-            let text = log.map(|log| std::fs::read_to_string(log).unwrap_or_default());
-            let lines: Vec<&str> = text.as_deref().unwrap_or_default().lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-            panic!("no exit within 30 s of SIGTERM; its log ends:\n{tail}");
+        if started.elapsed() >= Duration::from_secs(40) {
+            let tail = log_tail(log);
+            panic!("no exit within 40 s of SIGTERM (pipeline.shutdown_limit_ms is 30 s); its log ends:\n{tail}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The last 40 lines of a run's log, if it has one.
+fn log_tail(log: Option<&Path>) -> String {
+    let text = log.map(|log| std::fs::read_to_string(log).unwrap_or_default());
+    let lines: Vec<&str> = text.as_deref().unwrap_or_default().lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Writes a run config for one input topic with a state dir; returns its path.
