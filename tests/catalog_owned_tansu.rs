@@ -16,7 +16,7 @@ use streamrec::kafka::produce_messages;
 
 use common::http::metric;
 use common::schemas::Output;
-use common::tansu::{free_port, start_logged, terminate, Broker};
+use common::tansu::{free_port, logs_end, start_logged, terminate, Broker};
 use common::{fresh_config, read_topic, unique, wait_until, Read};
 
 const T0: i64 = 1_700_000_000_000;
@@ -117,7 +117,7 @@ fn every_instance_follows_the_catalog_and_fires_for_its_own_users() {
     );
 
     let mut members: Vec<Child> = Vec::new();
-    let mut admins = Vec::new();
+    let (mut admins, mut logs) = (Vec::new(), Vec::new());
     for index in 0..2 {
         let mut member = config.clone();
         member.kafka.instance_id = format!("member-{index}");
@@ -127,6 +127,7 @@ fn every_instance_follows_the_catalog_and_fires_for_its_own_users() {
         let log = dir.path().join(format!("member-{index}.log"));
         members.push(start_logged(&path, &log));
         admins.push(member.admin.listen);
+        logs.push(log);
     }
     wait_until("both members holding input partitions", WAIT, || {
         admins
@@ -147,7 +148,12 @@ fn every_instance_follows_the_catalog_and_fires_for_its_own_users() {
         first.len(),
         Duration::from_secs(60),
     );
-    assert_eq!(phase_one.len(), first.len(), "one update per event");
+    assert_eq!(
+        phase_one.len(),
+        first.len(),
+        "one update per event; the members' logs end:\n{}",
+        logs_end(&logs)
+    );
 
     // x's price halves: one trigger per user, whichever instance holds the user and whichever
     // consumes x's catalog partition.

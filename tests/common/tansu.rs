@@ -185,6 +185,13 @@ fn log_tail(log: Option<&Path>) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// Each log's last 40 lines under its name: what a failing test shows of its runs, whose
+/// temporary dir is gone once it fails.
+pub fn logs_end(logs: &[PathBuf]) -> String {
+    let tail = |log: &PathBuf| format!("--- {}:\n{}", log.display(), log_tail(Some(log)));
+    logs.iter().map(tail).collect::<Vec<_>>().join("\n")
+}
+
 /// Writes a run config for one input topic with a state dir; returns its path.
 pub fn state_config(dir: &Path, broker: &Broker, name: &str, input: &str, group: &str) -> PathBuf {
     let state = dir.join(format!("{name}-state"));
