@@ -58,7 +58,12 @@ fn write_binary_seeds() {
     write_seed("state_records", "item", &records.item_records[1].1);
     let portable = engine.changed_portable_users();
     write_seed("changelog_record", "user", &portable[0].1.encode());
-    write_seed("changelog_record", "user_waiting", &waiting_user().encode());
+    // `user_waiting` is the bare trigger tail the build before sections wrote: kept as it is.
+    write_seed(
+        "changelog_record",
+        "user_sections",
+        &waiting_user().encode(),
+    );
     write_seed(
         "changelog_record",
         "position",
@@ -75,9 +80,10 @@ fn write_binary_seeds() {
     write_seed("item_records", "publication", &publication.encode());
 }
 
-/// A user with a browse and a cart abandonment waiting under the shipped rules.
+/// A user with a browse and a cart abandonment waiting under the shipped rules, an item
+/// dismissed and one shown: a record with both tail sections.
 fn waiting_user() -> streamrec::engine::PortableUser {
-    use streamrec::event::{Event, EventType};
+    use streamrec::event::{Event, EventType, Feedback, FeedbackKind};
     let mut engine = streamrec::engine::Engine::new(Default::default());
     engine.set_trigger_rules(fuzzing::shipped_trigger_rules());
     let t0 = 1_700_000_000_000;
@@ -85,8 +91,22 @@ fn waiting_user() -> streamrec::engine::PortableUser {
         engine.apply(&Event::new(EventType::View, "u", "i1", t0 + n));
     }
     engine.apply(&Event::new(EventType::AddToCart, "u", "i2", t0 + 10));
+    let feedback = |ts_ms, kind| Feedback {
+        user_id: "u".into(),
+        ts_ms,
+        kind,
+    };
+    let dismiss = FeedbackKind::Dismiss {
+        item_id: "i1".into(),
+        category: true,
+    };
+    engine.apply_feedback(&feedback(t0 + 11, dismiss));
+    let shown = FeedbackKind::Impression {
+        item_ids: vec!["i2".into()],
+    };
+    engine.apply_feedback(&feedback(t0 + 12, shown));
     let (_, user) = engine.changed_portable_users().remove(0);
-    assert!(!user.triggers.is_empty());
+    assert!(!user.triggers.is_empty() && !user.feedback.is_empty());
     user
 }
 

@@ -402,6 +402,7 @@ mod tests {
                 seq,
             }),
             triggers: Default::default(),
+            feedback: Default::default(),
         }
     }
 

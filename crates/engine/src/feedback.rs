@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::FeedbackConfig;
+use crate::intern::{Name, Naming};
 
 /// A user's impressions and dismissals, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -158,6 +159,97 @@ impl FeedbackMemory {
     }
 }
 
+/// A user's impressions and dismissals as another instance reads them: what a partition's new
+/// owner needs so that a dismissed item stays out and a demoted one stays demoted. Items and
+/// categories travel by name (each instance interns them in its own order).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortableFeedback {
+    impressed: Vec<PortableImpressed>,
+    /// Oldest first.
+    dismissed: Vec<PortableDismissed>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PortableImpressed {
+    item: String,
+    unanswered: u16,
+    last_shown_ms: i64,
+    clicked: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum PortableDismissed {
+    Item { item: String, at_ms: i64 },
+    Category { category: String, at_ms: i64 },
+}
+
+impl PortableFeedback {
+    pub fn new<I, C>(memory: &FeedbackMemory, names: &Naming<I, C>) -> PortableFeedback
+    where
+        I: Fn(u32) -> String,
+        C: Fn(u32) -> String,
+    {
+        let impressed = memory.impressed.iter().map(|i| PortableImpressed {
+            item: (names.item)(i.item),
+            unanswered: i.unanswered,
+            last_shown_ms: i.last_shown_ms,
+            clicked: i.clicked,
+        });
+        let dismissed = memory.dismissed.iter().map(|d| match *d {
+            Dismissed::Item { item, at_ms } => PortableDismissed::Item {
+                item: (names.item)(item),
+                at_ms,
+            },
+            Dismissed::Category { category, at_ms } => PortableDismissed::Category {
+                category: (names.category)(category),
+                at_ms,
+            },
+        });
+        PortableFeedback {
+            impressed: impressed.collect(),
+            dismissed: dismissed.collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.impressed.is_empty() && self.dismissed.is_empty()
+    }
+
+    /// This instance's memory of it, with names interned by `intern`. A record past the
+    /// limits (a damaged or hostile one) keeps its latest entries, as the memory would have.
+    pub fn localize(
+        &self,
+        limits: &FeedbackConfig,
+        mut intern: impl FnMut(Name<'_>) -> u32,
+    ) -> FeedbackMemory {
+        let mut impressed: Vec<&PortableImpressed> = self.impressed.iter().collect();
+        impressed.sort_by_key(|i| std::cmp::Reverse(i.last_shown_ms));
+        impressed.truncate(limits.max_impressed_items);
+        let impressed = impressed.into_iter().map(|i| Impressed {
+            item: intern(Name::Item(&i.item)),
+            unanswered: i.unanswered,
+            last_shown_ms: i.last_shown_ms,
+            clicked: i.clicked,
+        });
+        let impressed: Vec<Impressed> = impressed.collect();
+        let latest = self.dismissed.len().saturating_sub(limits.max_dismissed);
+        let dismissed = self.dismissed[latest..].iter().map(|d| match d {
+            PortableDismissed::Item { item, at_ms } => Dismissed::Item {
+                item: intern(Name::Item(item)),
+                at_ms: *at_ms,
+            },
+            PortableDismissed::Category { category, at_ms } => Dismissed::Category {
+                category: intern(Name::Category(category)),
+                at_ms: *at_ms,
+            },
+        });
+        FeedbackMemory {
+            impressed,
+            dismissed: dismissed.collect(),
+        }
+    }
+}
+
 fn same_target(a: &Dismissed, b: &Dismissed) -> bool {
     match (*a, *b) {
         (Dismissed::Item { item: x, .. }, Dismissed::Item { item: y, .. }) => x == y,
@@ -230,5 +322,39 @@ mod tests {
             !memory.blocks(9, Some(3), 6_000, &LIMITS),
             "the horizon passed"
         );
+    }
+
+    /// A record holding more than a user can (a damaged or hostile one) keeps the latest
+    /// impressions and dismissals, as the memory itself would have.
+    #[test]
+    fn a_record_past_the_limits_keeps_the_latest() {
+        let mut memory = FeedbackMemory::default();
+        for n in 0..10u32 {
+            memory.impressed.push(Impressed {
+                item: n,
+                unanswered: 1,
+                last_shown_ms: i64::from(n),
+                clicked: false,
+            });
+            let at_ms = i64::from(n);
+            memory.dismissed.push(Dismissed::Item { item: n, at_ms });
+        }
+        let names = Naming {
+            item: |i: u32| format!("i{i}"),
+            category: |c: u32| format!("c{c}"),
+        };
+        let portable = PortableFeedback::new(&memory, &names);
+        let intern = |name: Name<'_>| match name {
+            Name::Item(id) | Name::Category(id) => id[1..].parse().unwrap(),
+        };
+        let local = portable.localize(&LIMITS, intern);
+        let mut shown: Vec<u32> = local.impressed.iter().map(|i| i.item).collect();
+        shown.sort();
+        assert_eq!(shown, [7, 8, 9]);
+        let dismissed = [
+            Dismissed::Item { item: 8, at_ms: 8 },
+            Dismissed::Item { item: 9, at_ms: 9 },
+        ];
+        assert_eq!(local.dismissed, dismissed);
     }
 }

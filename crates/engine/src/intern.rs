@@ -4,6 +4,19 @@ use rustc_hash::FxHashMap;
 
 use crate::chunked::ChunkedVec;
 
+/// How one instance names its interned items and categories.
+pub struct Naming<I, C> {
+    pub item: I,
+    pub category: C,
+}
+
+/// A name for an instance to intern.
+#[derive(Clone, Copy, Debug)]
+pub enum Name<'a> {
+    Item(&'a str),
+    Category(&'a str),
+}
+
 /// Names are kept in copy-on-write chunks: ids only grow, so a checkpoint's cut shares them
 /// (see `stored_copy`) and a new id copies at most the last chunk.
 #[derive(Clone, Debug, Default, serde::Deserialize)]

@@ -60,7 +60,7 @@ use capture::Capture;
 pub use capture::USERS_PER_STEP;
 pub use model_records::ModelRecords;
 pub use portable::PortableUser;
-use records::{decode_with_tail, encode};
+use records::{decode_prefix, decode_within, encode};
 pub use records::{
     records_digest, records_online, Changes, DecodeError, EngineRecords, ItemCut, UserCut,
     SMALL_RECORD_LIMIT,

@@ -1,20 +1,25 @@
 //! User state another instance can restore: what the changelog carries when a partition moves.
 //! Items and categories travel by name (each instance interns them in its own order); the
-//! segment is recomputed from the attributes. Waiting trigger state travels too, after the rest
-//! and only when there is some (a record without it is one an earlier build wrote, or one of a
-//! user with nothing waiting): the new owner sets its deadlines on the user's partition.
+//! segment is recomputed from the attributes.
+//!
+//! Waiting trigger state and impressions and dismissals travel too, after the rest and only
+//! when there is some: a tail of tagged sections, so that a build skips the sections of a later
+//! one. A record without a tail is one of a user with none of them (or an earlier build's); a
+//! tail without the sections marker is the bare trigger state the build before sections wrote.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decode_with_tail, encode, intern_item, Capture, DecodeError, Engine, Position, UserState,
-    SMALL_RECORD_LIMIT,
+    decode_prefix, decode_within, encode, intern_item, Capture, DecodeError, Engine, Position,
+    UserState, SMALL_RECORD_LIMIT,
 };
+use crate::feedback::PortableFeedback;
+use crate::intern::{Name, Naming};
 use crate::profile::{PortableProfile, UserProfile};
 use crate::segments::segment_name;
-use crate::triggers::{Name, Naming, PortableTriggers};
+use crate::triggers::PortableTriggers;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PortableUser {
@@ -22,26 +27,61 @@ pub struct PortableUser {
     pub factors: Vec<f32>,
     pub attributes: Vec<(String, String)>,
     pub position: Option<Position>,
-    /// Encoded after the rest, and only when not empty.
+    /// Encoded after the rest, and only when not empty (as is `feedback`).
     #[serde(skip)]
     pub triggers: PortableTriggers,
+    #[serde(skip)]
+    pub feedback: PortableFeedback,
 }
+
+/// Starts a tail of sections: a byte that no bare trigger tail starts with (its first byte
+/// is a varint length, and bincode's varints never start with 0xFF).
+const SECTIONS: u8 = 0xFF;
+/// Section tags. A section of a tag a build does not know (a later build's) is skipped.
+const TRIGGERS: u8 = 1;
+const FEEDBACK: u8 = 2;
 
 impl PortableUser {
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = encode(self);
+        if self.triggers.is_empty() && self.feedback.is_empty() {
+            return bytes;
+        }
+        bytes.push(SECTIONS);
         if !self.triggers.is_empty() {
-            bytes.extend(encode(&self.triggers));
+            bytes.extend(encode(&(TRIGGERS, encode(&self.triggers))));
+        }
+        if !self.feedback.is_empty() {
+            bytes.extend(encode(&(FEEDBACK, encode(&self.feedback))));
         }
         bytes
     }
 
     pub fn decode(bytes: &[u8], user_id: &str) -> Result<PortableUser, DecodeError> {
         let what = format!("changelog record of user {user_id:?}");
-        let (mut user, triggers) =
-            decode_with_tail::<PortableUser, PortableTriggers, SMALL_RECORD_LIMIT>(bytes, &what)?;
-        user.triggers = triggers.unwrap_or_default();
+        let (mut user, read) = decode_prefix::<PortableUser, SMALL_RECORD_LIMIT>(bytes, &what)?;
+        match bytes[read..].split_first() {
+            None => {}
+            Some((&SECTIONS, sections)) => user.read_sections(sections, &what)?,
+            Some(_) => {
+                user.triggers = decode_within::<_, SMALL_RECORD_LIMIT>(&bytes[read..], &what)?
+            }
+        }
         Ok(user)
+    }
+
+    fn read_sections(&mut self, mut rest: &[u8], what: &str) -> Result<(), DecodeError> {
+        while !rest.is_empty() {
+            let ((tag, section), read) =
+                decode_prefix::<(u8, Vec<u8>), SMALL_RECORD_LIMIT>(rest, what)?;
+            rest = &rest[read..];
+            match tag {
+                TRIGGERS => self.triggers = decode_within::<_, SMALL_RECORD_LIMIT>(&section, what)?,
+                FEEDBACK => self.feedback = decode_within::<_, SMALL_RECORD_LIMIT>(&section, what)?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The bytes of what only the user's own inputs decide (profile, attributes, position),
@@ -92,6 +132,11 @@ impl Engine {
                     |i| items.ids.name(i).to_owned(),
                     |c| items.categories.name(c).to_owned(),
                 );
+                let names = Naming {
+                    item: |i| items.ids.name(i).to_owned(),
+                    category: |c| items.categories.name(c).to_owned(),
+                };
+                let feedback = state.feedback.as_deref();
                 let portable = PortableUser {
                     profile,
                     factors: state.factors.to_vec(),
@@ -105,11 +150,11 @@ impl Engine {
                         (id, &state.triggers),
                         &self.shard.triggers,
                         rules,
-                        Naming {
-                            item: |i| items.ids.name(i).to_owned(),
-                            category: |c| items.categories.name(c).to_owned(),
-                        },
+                        &names,
                     ),
+                    feedback: feedback.map_or_else(PortableFeedback::default, |memory| {
+                        PortableFeedback::new(memory, &names)
+                    }),
                 };
                 (id.to_string(), portable)
             })
@@ -163,6 +208,15 @@ impl Engine {
                 Name::Category(name) => items.categories.intern(name),
             },
         );
+        let feedback = (!portable.feedback.is_empty()).then(|| {
+            let localized = portable
+                .feedback
+                .localize(&config.feedback, |name| match name {
+                    Name::Item(id) => intern_item(items, id, config).0,
+                    Name::Category(name) => items.categories.intern(name),
+                });
+            Box::new(localized)
+        });
         let state = UserState {
             profile,
             factors: portable.factors.clone().into_boxed_slice(),
@@ -171,9 +225,9 @@ impl Engine {
             triggers,
             position: portable.position,
             stream,
-            // Impressions and dismissals stay behind, as the list shown does.
-            feedback: None,
+            feedback,
             touched: 0,
+            // The list shown stays behind: the new owner's next publication judges nothing.
             shown: None,
         };
         let record = encode(&state);
@@ -188,7 +242,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config::EngineConfig;
-    use crate::event::{Event, EventType};
+    use crate::event::{Event, EventType, Feedback};
 
     fn portable_of(engine: &mut Engine, user: &str) -> PortableUser {
         engine
@@ -354,5 +408,91 @@ mod tests {
         let mut damaged = bytes;
         damaged.push(7);
         assert!(PortableUser::decode(&damaged, "u").is_err());
+    }
+
+    /// Users u0..u9 view x, y and z in turns, after `first` viewed `first_item`: an engine that
+    /// interns in the order `first_item` gives.
+    fn shop(first_item: &str) -> Engine {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.apply(&Event::new(EventType::View, "first", first_item, 0));
+        for u in 0..10 {
+            for (i, item) in ["x", "y", "z"].iter().enumerate() {
+                let ts = 10 + u * 10 + i as i64;
+                engine.apply(&Event::new(EventType::View, &format!("u{u}"), item, ts));
+            }
+        }
+        engine
+    }
+
+    fn listed(engine: &Engine, user: &str) -> Vec<String> {
+        let list = engine.recommend(user, 10, &crate::ranking::Filters::default());
+        list.iter()
+            .map(|s| engine.item_id(s.item).to_owned())
+            .collect()
+    }
+
+    fn feedback(user: &str, ts_ms: i64, kind: crate::event::FeedbackKind) -> Feedback {
+        Feedback {
+            user_id: user.into(),
+            ts_ms,
+            kind,
+        }
+    }
+
+    /// A user dismissed y and was shown z three times without a touch: on a new owner that
+    /// interns items in another order, y stays out of their list and z stays demoted.
+    #[test]
+    fn impressions_and_dismissals_move_with_the_user() {
+        use crate::event::FeedbackKind::{Dismiss, Impression};
+        let mut owner = shop("x");
+        owner.apply(&Event::new(EventType::View, "me", "x", 1_000));
+        let y = Dismiss {
+            item_id: "y".into(),
+            category: false,
+        };
+        owner.apply_feedback(&feedback("me", 2_000, y));
+        for n in 0..3 {
+            let z = Impression {
+                item_ids: vec!["z".into()],
+            };
+            owner.apply_feedback(&feedback("me", 2_001 + n, z));
+        }
+        owner.record_position("me", Position { stream: 1, seq: 5 });
+        let portable = portable_of(&mut owner, "me");
+        assert!(!portable.feedback.is_empty());
+        let moved = PortableUser::decode(&portable.encode(), "me").unwrap();
+        assert_eq!(moved, portable);
+
+        let mut other = shop("z");
+        assert_ne!(other.item_index("y"), owner.item_index("y"));
+        let record = other.localize_user("me", &moved);
+        other.insert_user("me", &record).unwrap();
+        let list = listed(&other, "me");
+        assert!(!list.contains(&"y".to_owned()), "y was dismissed: {list:?}");
+        assert_eq!(
+            list.last().map(String::as_str),
+            Some("z"),
+            "z is demoted: {list:?}"
+        );
+        assert_eq!(list, listed(&owner, "me"));
+    }
+
+    /// Records of the build before sections (a bare trigger tail) still read; a section of a
+    /// tag this build does not know (a later build's) is skipped; a cut section is refused.
+    #[test]
+    fn tails_of_earlier_and_later_builds_read() {
+        let mut owner = engine_with_rules();
+        on(&mut owner, EventType::AddToCart, ("u", "boot"), 1_000);
+        let portable = portable_of(&mut owner, "u");
+        assert!(!portable.triggers.is_empty());
+        let mut bare = encode(&portable);
+        bare.extend(encode(&portable.triggers));
+        assert_eq!(PortableUser::decode(&bare, "u").unwrap(), portable);
+        let mut later = portable.encode();
+        later.extend(encode(&(9u8, vec![1u8, 2, 3])));
+        assert_eq!(PortableUser::decode(&later, "u").unwrap(), portable);
+        let mut cut = portable.encode();
+        cut.pop();
+        assert!(PortableUser::decode(&cut, "u").is_err());
     }
 }

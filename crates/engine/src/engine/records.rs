@@ -78,7 +78,7 @@ pub(super) fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(
 }
 
 /// Decodes the value a record starts with; returns it and the bytes it took.
-fn decode_prefix<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+pub(super) fn decode_prefix<T: serde::de::DeserializeOwned, const LIMIT: usize>(
     bytes: &[u8],
     what: &str,
 ) -> Result<(T, usize), DecodeError> {

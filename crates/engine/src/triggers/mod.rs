@@ -17,7 +17,7 @@ pub mod rules;
 mod user;
 mod watch;
 
-pub use portable::{Name, Naming, PortableTriggers};
+pub use portable::PortableTriggers;
 pub use rules::{kind_names, Rule, RuleKind, Rules, RulesError, Scope};
 pub use user::{EventFacts, UserTriggers};
 pub use watch::Watchers;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::user::{Armed, Cart, MAX_VIEWS, MAX_WAITING, NO_CATEGORY};
 use super::{Rule, RuleKind, Scope, TriggerState, UserTriggers};
+use crate::intern::{Name, Naming};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortableTriggers {
@@ -43,19 +44,6 @@ struct PortableCart {
     carted_ms: i64,
 }
 
-/// How one instance names its interned items and categories.
-pub struct Naming<I, C> {
-    pub item: I,
-    pub category: C,
-}
-
-/// A name for an instance to intern.
-#[derive(Clone, Copy, Debug)]
-pub enum Name<'a> {
-    Item(&'a str),
-    Category(&'a str),
-}
-
 impl PortableTriggers {
     /// Nothing to carry: no views, nothing waiting, no cooldown.
     pub fn is_empty(&self) -> bool {
@@ -70,7 +58,7 @@ impl PortableTriggers {
         user: (&str, &UserTriggers),
         state: &TriggerState,
         rules: &[Rule],
-        names: Naming<impl Fn(u32) -> String, impl Fn(u32) -> String>,
+        names: &Naming<impl Fn(u32) -> String, impl Fn(u32) -> String>,
     ) -> PortableTriggers {
         let (user_id, triggers) = user;
         let rule_name = |rule: u16| rules.get(rule as usize).map(|r| r.name.clone());
