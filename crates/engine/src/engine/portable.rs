@@ -128,14 +128,11 @@ impl Engine {
             .iter()
             .filter(|(_, state)| wanted(state))
             .map(|(id, state)| {
-                let profile = state.profile.to_portable(
-                    |i| items.ids.name(i).to_owned(),
-                    |c| items.categories.name(c).to_owned(),
-                );
                 let names = Naming {
                     item: |i| items.ids.name(i).to_owned(),
                     category: |c| items.categories.name(c).to_owned(),
                 };
+                let profile = state.profile.to_portable(names.item, names.category);
                 let feedback = state.feedback.as_deref();
                 let portable = PortableUser {
                     profile,
@@ -199,24 +196,18 @@ impl Engine {
         let stream = portable
             .position
             .map_or(super::DEFAULT_STREAM, |p| p.stream);
+        let mut intern = |name: Name<'_>| match name {
+            Name::Item(id) => intern_item(items, id, config).0,
+            Name::Category(name) => items.categories.intern(name),
+        };
         let triggers = portable.triggers.localize(
             (user_id, stream),
             &mut self.shard.triggers,
             &rules.rules,
-            |name| match name {
-                Name::Item(id) => intern_item(items, id, config).0,
-                Name::Category(name) => items.categories.intern(name),
-            },
+            &mut intern,
         );
-        let feedback = (!portable.feedback.is_empty()).then(|| {
-            let localized = portable
-                .feedback
-                .localize(&config.feedback, |name| match name {
-                    Name::Item(id) => intern_item(items, id, config).0,
-                    Name::Category(name) => items.categories.intern(name),
-                });
-            Box::new(localized)
-        });
+        let feedback = (!portable.feedback.is_empty())
+            .then(|| Box::new(portable.feedback.localize(&config.feedback, &mut intern)));
         let state = UserState {
             profile,
             factors: portable.factors.clone().into_boxed_slice(),
