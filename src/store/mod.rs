@@ -208,7 +208,8 @@ impl StateStore {
     /// the offsets they reflect: those go with the worker's next checkpoint, together with the
     /// deadlines and stream time the restore set in the worker's shard. Until then the stored
     /// state is not current for the partition, so a crash before that checkpoint restores it
-    /// again instead of resuming without its deadlines.
+    /// again instead of resuming without its deadlines. Not flushed: nothing counts on these
+    /// users surviving a crash, and the checkpoint's flush writes them out with it.
     pub fn write_restored(&self, users: &[(String, Vec<u8>)]) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
         let mut users_stored = self.users_stored()?;
@@ -221,7 +222,6 @@ impl StateStore {
         }
         batch.insert(USERS_KEY, versioned(&users_stored.to_be_bytes()));
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;
-        self.db.flush().map_err(|e| self.io(e))?;
         Ok(users_stored)
     }
 

@@ -312,9 +312,7 @@ pub fn start_run(config: &Path) -> Child {
 
 /// The last lines of the log `start_run` keeps for a config.
 pub fn run_log_tail(config: &Path) -> String {
-    let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    log_tail(Some(&config.with_extension("log")))
 }
 
 /// Runs until the group's commits (which follow checkpoints) reach the end, then SIGTERM.

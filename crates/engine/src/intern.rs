@@ -4,6 +4,9 @@ use rustc_hash::FxHashMap;
 
 use crate::chunked::ChunkedVec;
 
+/// The category index of an item or event with none.
+pub const NO_CATEGORY: u32 = u32::MAX;
+
 /// How one instance names its interned items and categories.
 pub struct Naming<I, C> {
     pub item: I,

@@ -49,7 +49,7 @@ pub struct ItemModel {
     pub(crate) items_stored: usize,
 }
 
-pub const NO_CATEGORY: u32 = u32::MAX;
+pub use crate::intern::NO_CATEGORY;
 
 /// The stream of inputs applied without one (`apply`, `apply_profile`): files, evaluations.
 pub const DEFAULT_STREAM: u64 = 0;

@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::user::{Armed, Cart, MAX_VIEWS, MAX_WAITING, NO_CATEGORY};
+use super::user::{Armed, Cart, MAX_VIEWS, MAX_WAITING};
 use super::{Rule, RuleKind, Scope, TriggerState, UserTriggers};
-use crate::intern::{Name, Naming};
+use crate::intern::{Name, Naming, NO_CATEGORY};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortableTriggers {

@@ -8,11 +8,10 @@ use serde_json::json;
 
 use super::{Firing, Rule, RuleKind, Scope, Subject, Timer, TriggerState};
 use crate::event::EventType;
+use crate::intern::NO_CATEGORY;
 
 pub(super) const MAX_VIEWS: usize = 64;
 pub(super) const MAX_WAITING: usize = 16;
-/// A view's category when the event named none.
-pub(super) const NO_CATEGORY: u32 = u32::MAX;
 
 /// A browse abandonment waiting for its quiet period: views of `key` from `first_ms` to
 /// `last_ms`; the deadline anchored at `last_ms` is the live one.
