@@ -2,8 +2,6 @@
 //! viewing now, such as the page's item), or an anonymous visitor's from the items of their
 //! session, with request-time filters. A request reads the state and changes nothing.
 
-use rustc_hash::FxHashSet;
-
 use super::Engine;
 use crate::event::EventType;
 use crate::experiments::Treatment;
@@ -72,7 +70,7 @@ impl Engine {
                 None => return answer,
             },
         };
-        let excluded: FxHashSet<u32> = exclude.into_iter().chain(viewing.iter().copied()).collect();
+        let excluded: Vec<u32> = exclude.into_iter().chain(viewing.iter().copied()).collect();
         // A user is ranked as their variants say; an anonymous visitor as configured.
         let treatment = match visitor {
             Visitor::User(id) => self.treatment(id),

@@ -183,6 +183,8 @@ struct Tally {
 struct UserTrack {
     events: u32,
     touched: FxHashSet<u32>,
+    /// `touched` as a list, which ranking walks.
+    touched_list: Vec<u32>,
 }
 
 /// Users with fewer events than this before a test case make it a cold-start case.
@@ -264,7 +266,7 @@ pub fn evaluate(
                 halves_tests[half] += 1;
                 // Purchase mode leaves bought items to the engine, as `run` does.
                 let excluded = match mode {
-                    Mode::Discovery => Some(&track.touched),
+                    Mode::Discovery => Some(track.touched_list.as_slice()),
                     Mode::Purchase => None,
                 };
                 let filters = Filters {
@@ -303,7 +305,9 @@ pub fn evaluate(
             .expect("applied items are interned");
         let track = tracks.entry(event.user_id.clone()).or_default();
         track.events += 1;
-        track.touched.insert(item);
+        if track.touched.insert(item) {
+            track.touched_list.push(item);
+        }
     }
     let engine = instances.engine(0);
     let item_count = engine.item_count().max(1) as f64;

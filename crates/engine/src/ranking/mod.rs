@@ -8,8 +8,6 @@
 
 use std::cell::RefCell;
 
-use rustc_hash::FxHashSet;
-
 use crate::config::{Blend, EngineConfig, FeedbackConfig, RankingConfig};
 use crate::factorization::dot;
 use crate::feedback::FeedbackMemory;
@@ -110,8 +108,8 @@ pub struct Scored {
 pub struct Filters<'a> {
     /// Also drop anything in the user's recent history.
     pub exclude_seen: bool,
-    /// Also drop these engine item indices.
-    pub exclude_items: Option<&'a FxHashSet<u32>>,
+    /// Also drop these engine item indices (repeats are harmless).
+    pub exclude_items: Option<&'a [u32]>,
     /// Only items with this catalog attribute (`Catalog::category_attribute`); the attribute's
     /// popular items join the candidates, so a narrow filter still finds some.
     pub attribute: Option<u32>,
@@ -136,49 +134,82 @@ const NO_SLOT: u32 = u32::MAX;
 
 /// The candidates of one request. `slot_of` is a dense item → slot index (4 bytes per catalog item
 /// per thread, small next to the item's own state) because hashing was the hot spot of ranking;
-/// `clear` resets only the entries it set.
+/// `clear` resets only the entries it set. A candidate's item and scores are one 32-byte entry,
+/// so a new candidate is one push; `excluded` is sized once gathering is done.
 #[derive(Default)]
 struct Candidates {
     slot_of: Vec<u32>,
-    items: Vec<u32>,
-    scores: Vec<[f32; SOURCE_COUNT]>,
+    entries: Vec<Candidate>,
     excluded: Vec<bool>,
+}
+
+#[derive(Clone, Copy)]
+struct Candidate {
+    item: u32,
+    scores: [f32; SOURCE_COUNT],
 }
 
 impl Candidates {
     fn clear(&mut self) {
-        for &item in &self.items {
-            self.slot_of[item as usize] = NO_SLOT;
+        for entry in &self.entries {
+            self.slot_of[entry.item as usize] = NO_SLOT;
         }
-        self.items.clear();
-        self.scores.clear();
+        self.entries.clear();
         self.excluded.clear();
     }
 
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn item(&self, slot: usize) -> u32 {
+        self.entries[slot].item
+    }
+
+    /// The scores of a candidate item.
+    fn scores_of(&self, item: u32) -> &[f32; SOURCE_COUNT] {
+        &self.entries[self.slot_of[item as usize] as usize].scores
+    }
+
+    fn scores_of_mut(&mut self, item: u32) -> &mut [f32; SOURCE_COUNT] {
+        &mut self.entries[self.slot_of[item as usize] as usize].scores
+    }
+
+    #[inline]
     fn slot(&mut self, item: u32) -> usize {
         let idx = item as usize;
         if idx >= self.slot_of.len() {
             self.slot_of.resize(idx + 1, NO_SLOT);
         }
-        if self.slot_of[idx] == NO_SLOT {
-            self.slot_of[idx] = self.items.len() as u32;
-            self.items.push(item);
-            self.scores.push([0.0; SOURCE_COUNT]);
-            self.excluded.push(false);
+        let slot = self.slot_of[idx];
+        if slot != NO_SLOT {
+            return slot as usize;
         }
-        self.slot_of[idx] as usize
+        let slot = self.entries.len();
+        self.slot_of[idx] = slot as u32;
+        self.entries.push(Candidate {
+            item,
+            scores: [0.0; SOURCE_COUNT],
+        });
+        slot
     }
 
+    #[inline]
     fn add(&mut self, item: u32, source: Source, score: f32) {
         let slot = self.slot(item);
-        self.scores[slot][source as usize] += score;
+        self.entries[slot].scores[source as usize] += score;
     }
 
     /// Sets the source's score to at least `score` (a second opinion of the same source).
     fn raise(&mut self, item: u32, source: Source, score: f32) {
         let slot = self.slot(item);
-        let current = &mut self.scores[slot][source as usize];
+        let current = &mut self.entries[slot].scores[source as usize];
         *current = current.max(score);
+    }
+
+    /// Ends gathering: from here on candidates are excluded, not added.
+    fn gathered(&mut self) {
+        self.excluded.resize(self.entries.len(), false);
     }
 
     fn holds(&self, item: u32) -> bool {
@@ -240,6 +271,7 @@ pub fn recommend(
         if let Some(attribute) = filters.attribute {
             gather_with_attribute(candidates, items, attribute);
         }
+        candidates.gathered();
         apply_filters(candidates, items, asker, filters, ranking);
         if let Some(user) = user {
             exclude_dismissed(candidates, items, (user, now_ms), &config.feedback);
@@ -249,7 +281,7 @@ pub fn recommend(
         let mut factors = source_factors(candidates, blend);
         blend_without_mf(candidates, &factors, ranked);
         if let Some(user) = user.filter(|_| blend.mf > 0.0) {
-            let only_mf = ranked.iter().all(|r| r.score == 0.0);
+            let only_mf = ranked.iter().all(|r| r.score() == 0.0);
             if !only_mf {
                 keep_best(ranked, ranking.mf_rescore);
             }
@@ -259,44 +291,40 @@ pub fn recommend(
         if let Some(memory) = user.and_then(|u| u.feedback.as_deref()) {
             demote_ignored(ranked, candidates, memory, (now_ms, &config.feedback));
         }
-        ranked.retain(|r| r.score > 0.0 && r.score.is_finite());
+        ranked.retain(|r| r.score() > 0.0 && r.score().is_finite());
         keep_best(ranked, n);
-        ranked.sort_unstable_by_key(|r| r.key);
+        ranked.sort_unstable_by_key(|r| r.0);
         ranked
             .iter()
             .map(|r| Scored {
-                item: candidates.items[r.slot as usize],
-                score: r.score,
-                sources: sources_of(&candidates.scores[r.slot as usize], &factors),
+                item: r.item(),
+                score: r.score(),
+                sources: sources_of(candidates.scores_of(r.item()), &factors),
             })
             .collect()
     })
 }
 
-/// A candidate during ranking: its slot in `Candidates`, its blended score so far, and its place
-/// in the ranking as one integer (see `rank_key`), so selecting the best compares integers.
+/// A candidate during ranking: its item and its blended score so far, as its place in the
+/// ranking (see `rank_key`), so selecting the best moves and compares 8-byte integers.
 #[derive(Clone, Copy, Debug)]
-struct Ranked {
-    key: u64,
-    slot: u32,
-    score: f32,
-}
+struct Ranked(u64);
 
 impl Ranked {
-    fn new(slot: u32, item: u32, score: f32) -> Ranked {
-        Ranked {
-            key: rank_key(score, item),
-            slot,
-            score,
-        }
+    fn new(item: u32, score: f32) -> Ranked {
+        Ranked(rank_key(score, item))
     }
 
-    fn item(&self) -> u32 {
-        self.key as u32
+    fn item(self) -> u32 {
+        self.0 as u32
+    }
+
+    fn score(self) -> f32 {
+        score_of_key(self.0)
     }
 
     fn add_score(&mut self, more: f32) {
-        *self = Ranked::new(self.slot, self.item(), self.score + more);
+        *self = Ranked::new(self.item(), self.score() + more);
     }
 }
 
@@ -311,6 +339,17 @@ fn rank_key(score: f32, item: u32) -> u64 {
         bits | 1 << 31
     };
     (u64::from(!ascending) << 32) | u64::from(item)
+}
+
+/// The score `rank_key` was given, bit for bit.
+fn score_of_key(key: u64) -> f32 {
+    let ascending = !((key >> 32) as u32);
+    let bits = if ascending >> 31 == 1 {
+        ascending & !(1 << 31)
+    } else {
+        !ascending
+    };
+    f32::from_bits(bits)
 }
 
 // Out of line, as are `apply_filters`, `source_factors` and `blend_without_mf`: inlined
@@ -390,8 +429,8 @@ fn gather(
 
 /// The catalog's word: nothing out of stock or removed.
 fn exclude_unavailable(candidates: &mut Candidates, items: &ItemModel) {
-    for slot in 0..candidates.items.len() {
-        if !items.catalog.recommendable(candidates.items[slot]) {
+    for slot in 0..candidates.len() {
+        if !items.catalog.recommendable(candidates.item(slot)) {
             candidates.excluded[slot] = true;
         }
     }
@@ -425,8 +464,8 @@ fn exclude_restricted(candidates: &mut Candidates, items: &ItemModel, filters: &
         return;
     }
     let catalog = &items.catalog;
-    for slot in 0..candidates.items.len() {
-        let item = candidates.items[slot];
+    for slot in 0..candidates.len() {
+        let item = candidates.item(slot);
         let has_attribute = filters
             .attribute
             .is_none_or(|a| catalog.attributes_of(item).contains(&a));
@@ -473,20 +512,9 @@ fn apply_filters(
             }
         }
     }
-    let Some(excluded) = filters.exclude_items else {
-        return;
-    };
-    // Walk whichever side is smaller.
-    if excluded.len() < candidates.items.len() {
-        for &item in excluded {
-            candidates.exclude(item);
-        }
-    } else {
-        for slot in 0..candidates.items.len() {
-            if excluded.contains(&candidates.items[slot]) {
-                candidates.excluded[slot] = true;
-            }
-        }
+    // A list, not a set: each look-up in `candidates` is one load, no hashing.
+    for &item in filters.exclude_items.unwrap_or_default() {
+        candidates.exclude(item);
     }
 }
 
@@ -500,8 +528,8 @@ fn exclude_dismissed(
     let Some(memory) = user.feedback.as_deref().filter(|m| !m.dismissed.is_empty()) else {
         return;
     };
-    for slot in 0..candidates.items.len() {
-        let item = candidates.items[slot];
+    for slot in 0..candidates.len() {
+        let item = candidates.item(slot);
         let category = items.category_of.get(item as usize).copied();
         let category = category.filter(|&c| c != NO_CATEGORY);
         if memory.blocks(item, category, now_ms, limits) {
@@ -518,14 +546,13 @@ fn demote_ignored(
     (now_ms, limits): (i64, &FeedbackConfig),
 ) {
     let demoted: Vec<u32> = (memory.demoted(now_ms, limits))
-        .filter_map(|item| candidates.slot_of.get(item as usize).copied())
-        .filter(|&slot| slot != NO_SLOT)
+        .filter(|&item| candidates.holds(item))
         .collect();
     if demoted.is_empty() {
         return;
     }
-    for r in ranked.iter_mut().filter(|r| demoted.contains(&r.slot)) {
-        *r = Ranked::new(r.slot, r.item(), r.score * limits.demote_factor);
+    for r in ranked.iter_mut().filter(|r| demoted.contains(&r.item())) {
+        *r = Ranked::new(r.item(), r.score() * limits.demote_factor);
     }
 }
 
@@ -534,8 +561,9 @@ fn demote_ignored(
 #[inline(never)]
 fn source_factors(candidates: &Candidates, blend: &Blend) -> [f32; SOURCE_COUNT] {
     let mut best = [0.0f32; SOURCE_COUNT];
-    for (slot, scores) in candidates.scores.iter().enumerate() {
-        if !candidates.excluded[slot] {
+    for (entry, &excluded) in candidates.entries.iter().zip(&candidates.excluded) {
+        if !excluded {
+            let scores = &entry.scores;
             // Not `f32::max`, whose NaN rule keeps the loop from being vectorised; `best`
             // starts at 0 and never holds a NaN, so the result is the same.
             for (b, &s) in best.iter_mut().zip(scores) {
@@ -562,12 +590,11 @@ fn blend_without_mf(
     ranked: &mut Vec<Ranked>,
 ) {
     ranked.clear();
-    for (slot, scores) in candidates.scores.iter().enumerate() {
-        if !candidates.excluded[slot] {
-            let score = scores.iter().zip(factors).map(|(s, f)| s * f).sum();
-            let item = candidates.items[slot];
-            let slot = slot as u32;
-            ranked.push(Ranked::new(slot, item, score));
+    let entries = candidates.entries.iter().zip(&candidates.excluded);
+    for (entry, &excluded) in entries {
+        if !excluded {
+            let score = entry.scores.iter().zip(factors).map(|(s, f)| s * f).sum();
+            ranked.push(Ranked::new(entry.item, score));
         }
     }
 }
@@ -585,7 +612,7 @@ fn add_mf(
     let mut best = 0.0f32;
     for r in ranked.iter() {
         let score = dot(user_factors, items.factors.get(r.item()));
-        candidates.scores[r.slot as usize][mf] = score;
+        candidates.scores_of_mut(r.item())[mf] = score;
         best = best.max(score);
     }
     if best < f32::MIN_POSITIVE {
@@ -593,7 +620,7 @@ fn add_mf(
     }
     let factor = weight / best;
     for r in ranked.iter_mut() {
-        r.add_score(factor * candidates.scores[r.slot as usize][mf].max(0.0));
+        r.add_score(factor * candidates.scores_of(r.item())[mf].max(0.0));
     }
     factor
 }
@@ -613,7 +640,7 @@ fn keep_best(ranked: &mut Vec<Ranked>, n: usize) {
     if n == 0 {
         ranked.clear();
     } else if ranked.len() > n {
-        ranked.select_nth_unstable_by_key(n - 1, |r| r.key);
+        ranked.select_nth_unstable_by_key(n - 1, |r| r.0);
         ranked.truncate(n);
     }
 }
@@ -622,7 +649,7 @@ fn keep_best(ranked: &mut Vec<Ranked>, n: usize) {
 mod tests {
     use proptest::prelude::*;
 
-    use super::rank_key;
+    use super::{rank_key, score_of_key};
 
     /// The order ranking promises: the highest score by `total_cmp`, then the lowest item.
     fn best_first(a: (f32, u32), b: (f32, u32)) -> std::cmp::Ordering {
@@ -650,6 +677,13 @@ mod tests {
         ) {
             let keys = rank_key(a.0, a.1).cmp(&rank_key(b.0, b.1));
             prop_assert_eq!(keys, best_first(a, b), "{:?} vs {:?}", a, b);
+        }
+
+        #[test]
+        fn a_rank_key_gives_its_score_back_bit_for_bit(s in score(), item in any::<u32>()) {
+            let key = rank_key(s, item);
+            prop_assert_eq!(score_of_key(key).to_bits(), s.to_bits());
+            prop_assert_eq!(key as u32, item);
         }
     }
 }
