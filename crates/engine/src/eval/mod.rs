@@ -233,14 +233,14 @@ impl Protocol {
 /// Applies the catalog, sorts events by time (stable: file order breaks ties), then tests and
 /// learns every event in order (each on the instance that owns its user).
 pub fn evaluate(
-    mut events: Vec<Event>,
+    events: Vec<Event>,
     catalog: &[CatalogUpdate],
     protocol: &Protocol,
     config: &EngineConfig,
     methods: &[Method],
 ) -> EvalReport {
     let Protocol { mode, top_n, .. } = *protocol;
-    events.sort_by_key(|e| e.ts_ms);
+    let events = in_time_order(events);
     let shape = (protocol.instances, protocol.topology);
     let mut instances = Instances::new(shape, protocol.sync_every, config);
     instances.set_significance(protocol.significance);
@@ -303,7 +303,12 @@ pub fn evaluate(
             .engine(owner)
             .item_index(&event.item_id)
             .expect("applied items are interned");
-        let track = tracks.entry(event.user_id.clone()).or_default();
+        if !tracks.contains_key(event.user_id.as_str()) {
+            tracks.insert(event.user_id.clone(), UserTrack::default());
+        }
+        let track = tracks
+            .get_mut(event.user_id.as_str())
+            .expect("inserted above");
         track.events += 1;
         if track.touched.insert(item) {
             track.touched_list.push(item);
@@ -362,6 +367,19 @@ pub fn evaluate(
             None => Vec::new(),
         },
     }
+}
+
+/// The events sorted by time, stable (file order breaks ties). Sorts `(time, position)` pairs
+/// and then moves each event once, rather than moving whole events at every step of the sort.
+fn in_time_order(events: Vec<Event>) -> Vec<Event> {
+    let mut order: Vec<(i64, usize)> = events.iter().map(|e| e.ts_ms).zip(0..).collect();
+    order.sort_unstable();
+    let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+    let mut take = |position: usize| events[position].take().expect("each position once");
+    order
+        .into_iter()
+        .map(|(_, position)| take(position))
+        .collect()
 }
 
 fn is_test_case(mode: Mode, event: &Event, target: Option<u32>, track: &UserTrack) -> bool {
@@ -552,5 +570,19 @@ mod tests {
         assert_eq!(in_order.tests, 1);
         let reversed = report_for(vec![purchase("u"), view("u", "X", 5)], Mode::Purchase, 10);
         assert_eq!(reversed.tests, 0);
+    }
+
+    #[test]
+    fn events_are_put_in_time_order_ties_as_they_came() {
+        let times = [7, 3, 7, 1, 3, 7];
+        let events = times.iter().enumerate();
+        let events = events
+            .map(|(i, &ts)| view("u", &i.to_string(), ts))
+            .collect();
+        let sorted: Vec<String> = in_time_order(events)
+            .into_iter()
+            .map(|e| e.item_id)
+            .collect();
+        assert_eq!(sorted, ["3", "1", "4", "0", "2", "5"]);
     }
 }
