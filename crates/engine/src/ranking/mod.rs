@@ -131,6 +131,8 @@ impl PriceRange {
 }
 
 const NO_SLOT: u32 = u32::MAX;
+/// In `slot_of`: an item the request excludes outright, turned away before it is scored.
+const BLOCKED: u32 = u32::MAX - 1;
 
 /// The candidates of one request. `slot_of` is a dense item → slot index (4 bytes per catalog item
 /// per thread, small next to the item's own state) because hashing was the hot spot of ranking;
@@ -141,6 +143,9 @@ struct Candidates {
     slot_of: Vec<u32>,
     entries: Vec<Candidate>,
     excluded: Vec<bool>,
+    /// Items the request excludes whatever their scores (`block`): they never become
+    /// candidates, which saves scoring them.
+    blocked: Vec<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -154,8 +159,28 @@ impl Candidates {
         for entry in &self.entries {
             self.slot_of[entry.item as usize] = NO_SLOT;
         }
+        for &item in &self.blocked {
+            self.slot_of[item as usize] = NO_SLOT;
+        }
         self.entries.clear();
         self.excluded.clear();
+        self.blocked.clear();
+    }
+
+    /// Keeps `item` out of this request's candidates. Only before gathering.
+    fn block(&mut self, item: u32) {
+        let idx = item as usize;
+        if idx >= self.slot_of.len() {
+            self.slot_of.resize(idx + 1, NO_SLOT);
+        }
+        if self.slot_of[idx] == NO_SLOT {
+            self.slot_of[idx] = BLOCKED;
+            self.blocked.push(item);
+        }
+    }
+
+    fn is_blocked(&self, item: u32) -> bool {
+        self.slot_of.get(item as usize) == Some(&BLOCKED)
     }
 
     fn len(&self) -> usize {
@@ -175,36 +200,41 @@ impl Candidates {
         &mut self.entries[self.slot_of[item as usize] as usize].scores
     }
 
+    /// The item's slot, a new one if it is not a candidate yet; none if it is blocked.
     #[inline]
-    fn slot(&mut self, item: u32) -> usize {
+    fn slot(&mut self, item: u32) -> Option<usize> {
         let idx = item as usize;
         if idx >= self.slot_of.len() {
             self.slot_of.resize(idx + 1, NO_SLOT);
         }
-        let slot = self.slot_of[idx];
-        if slot != NO_SLOT {
-            return slot as usize;
+        match self.slot_of[idx] {
+            NO_SLOT => {
+                let slot = self.entries.len();
+                self.slot_of[idx] = slot as u32;
+                self.entries.push(Candidate {
+                    item,
+                    scores: [0.0; SOURCE_COUNT],
+                });
+                Some(slot)
+            }
+            BLOCKED => None,
+            slot => Some(slot as usize),
         }
-        let slot = self.entries.len();
-        self.slot_of[idx] = slot as u32;
-        self.entries.push(Candidate {
-            item,
-            scores: [0.0; SOURCE_COUNT],
-        });
-        slot
     }
 
     #[inline]
     fn add(&mut self, item: u32, source: Source, score: f32) {
-        let slot = self.slot(item);
-        self.entries[slot].scores[source as usize] += score;
+        if let Some(slot) = self.slot(item) {
+            self.entries[slot].scores[source as usize] += score;
+        }
     }
 
     /// Sets the source's score to at least `score` (a second opinion of the same source).
     fn raise(&mut self, item: u32, source: Source, score: f32) {
-        let slot = self.slot(item);
-        let current = &mut self.entries[slot].scores[source as usize];
-        *current = current.max(score);
+        if let Some(slot) = self.slot(item) {
+            let current = &mut self.entries[slot].scores[source as usize];
+            *current = current.max(score);
+        }
     }
 
     /// Ends gathering: from here on candidates are excluded, not added.
@@ -215,14 +245,12 @@ impl Candidates {
     fn holds(&self, item: u32) -> bool {
         self.slot_of
             .get(item as usize)
-            .is_some_and(|&slot| slot != NO_SLOT)
+            .is_some_and(|&slot| slot != NO_SLOT && slot != BLOCKED)
     }
 
     fn exclude(&mut self, item: u32) {
-        if let Some(&slot) = self.slot_of.get(item as usize) {
-            if slot != NO_SLOT {
-                self.excluded[slot as usize] = true;
-            }
+        if self.holds(item) {
+            self.excluded[self.slot_of[item as usize] as usize] = true;
         }
     }
 }
@@ -267,12 +295,13 @@ pub fn recommend(
     SCRATCH.with(|scratch| {
         let (candidates, ranked) = &mut *scratch.borrow_mut();
         candidates.clear();
+        block_excluded(candidates, asker, filters);
         gather(candidates, items, asker, config, ranking);
         if let Some(attribute) = filters.attribute {
             gather_with_attribute(candidates, items, attribute);
         }
         candidates.gathered();
-        apply_filters(candidates, items, asker, filters, ranking);
+        exclude_bought(candidates, items, asker, ranking);
         if let Some(user) = user {
             exclude_dismissed(candidates, items, (user, now_ms), &config.feedback);
         }
@@ -352,7 +381,7 @@ fn score_of_key(key: u64) -> f32 {
     f32::from_bits(bits)
 }
 
-// Out of line, as are `apply_filters`, `source_factors` and `blend_without_mf`: inlined
+// Out of line, as are `exclude_bought`, `source_factors` and `blend_without_mf`: inlined
 // into `recommend`, ranking ran 3 – 4 % slower (`eval` on ml-latest-small).
 #[inline(never)]
 fn gather(
@@ -376,6 +405,12 @@ fn gather(
             items.cooccurrence.touch_lists(seeds.map(|r| r.item));
         }
         for (rank, recent) in profile.recent.iter().rev().enumerate() {
+            if rank >= ranking.seed_items && candidates.is_blocked(recent.item) {
+                // Neither a candidate nor a seed: its interest is not needed.
+                seed_weight *= ranking.seed_decay;
+                history_weight *= ranking.history_decay;
+                continue;
+            }
             let decayed = recent.interest.value_at(now, half_life);
             let interest = decayed * seed_weight;
             seed_weight *= ranking.seed_decay;
@@ -491,12 +526,12 @@ fn comeback(
     rebuys.comeback(category.filter(|&c| c != NO_CATEGORY), ranking)
 }
 
+/// What the user bought, unless buyers re-buy in its category.
 #[inline(never)]
-fn apply_filters(
+fn exclude_bought(
     candidates: &mut Candidates,
     items: &ItemModel,
     asker: Asker,
-    filters: &Filters,
     ranking: &RankingConfig,
 ) {
     if let Some(user) = asker.user {
@@ -506,15 +541,19 @@ fn apply_filters(
                 candidates.exclude(item);
             }
         }
-        if filters.exclude_seen {
-            for recent in &user.profile.recent {
-                candidates.exclude(recent.item);
-            }
-        }
     }
-    // A list, not a set: each look-up in `candidates` is one load, no hashing.
+}
+
+/// What the request excludes outright: its items, and the user's recent ones if asked. A
+/// list, not a set: each item is one store into the candidates' dense index, no hashing.
+fn block_excluded(candidates: &mut Candidates, asker: Asker, filters: &Filters) {
     for &item in filters.exclude_items.unwrap_or_default() {
-        candidates.exclude(item);
+        candidates.block(item);
+    }
+    if let Some(user) = asker.user.filter(|_| filters.exclude_seen) {
+        for recent in &user.profile.recent {
+            candidates.block(recent.item);
+        }
     }
 }
 
