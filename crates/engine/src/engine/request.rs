@@ -319,6 +319,27 @@ mod tests {
     }
 
     #[test]
+    fn what_one_request_excludes_is_back_in_the_next() {
+        let engine = shop();
+        let before = engine.answer(Visitor::User("d"), &request(10));
+        let exclude: Vec<String> = ids(&engine, &before).into_iter().take(2).collect();
+        assert_eq!(exclude.len(), 2, "the plain list has items to exclude");
+        let asked = Request {
+            exclude: &exclude,
+            exclude_seen: true,
+            ..request(10)
+        };
+        let answer = engine.answer(Visitor::User("d"), &asked);
+        let names = ids(&engine, &answer);
+        assert!(
+            exclude.iter().all(|item| !names.contains(item)),
+            "{names:?}"
+        );
+        let after = engine.answer(Visitor::User("d"), &request(10));
+        assert_eq!(after.items, before.items, "an item excluded once stays out");
+    }
+
+    #[test]
     fn an_anonymous_session_gets_its_items_neighbours() {
         let engine = shop();
         let session = ["phone".to_string()];
