@@ -121,9 +121,6 @@ impl Instances {
 
     /// The instance that owns a user (its partition's member).
     pub fn index_of(&self, user_id: &str) -> usize {
-        if self.engines.len() == 1 {
-            return 0;
-        }
         (xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()) % self.engines.len() as u64) as usize
     }
 

@@ -167,14 +167,21 @@ impl Candidates {
         self.blocked.clear();
     }
 
-    /// Keeps `item` out of this request's candidates. Only before gathering.
-    fn block(&mut self, item: u32) {
+    /// The item's entry in `slot_of`, which grows to hold it.
+    #[inline]
+    fn slot_of_mut(&mut self, item: u32) -> &mut u32 {
         let idx = item as usize;
         if idx >= self.slot_of.len() {
             self.slot_of.resize(idx + 1, NO_SLOT);
         }
-        if self.slot_of[idx] == NO_SLOT {
-            self.slot_of[idx] = BLOCKED;
+        &mut self.slot_of[idx]
+    }
+
+    /// Keeps `item` out of this request's candidates. Only before gathering.
+    fn block(&mut self, item: u32) {
+        let slot = self.slot_of_mut(item);
+        if *slot == NO_SLOT {
+            *slot = BLOCKED;
             self.blocked.push(item);
         }
     }
@@ -203,22 +210,19 @@ impl Candidates {
     /// The item's slot, a new one if it is not a candidate yet; none if it is blocked.
     #[inline]
     fn slot(&mut self, item: u32) -> Option<usize> {
-        let idx = item as usize;
-        if idx >= self.slot_of.len() {
-            self.slot_of.resize(idx + 1, NO_SLOT);
-        }
-        match self.slot_of[idx] {
+        let next = self.entries.len();
+        let slot = self.slot_of_mut(item);
+        match *slot {
             NO_SLOT => {
-                let slot = self.entries.len();
-                self.slot_of[idx] = slot as u32;
+                *slot = next as u32;
                 self.entries.push(Candidate {
                     item,
                     scores: [0.0; SOURCE_COUNT],
                 });
-                Some(slot)
+                Some(next)
             }
             BLOCKED => None,
-            slot => Some(slot as usize),
+            known => Some(known as usize),
         }
     }
 
@@ -407,7 +411,6 @@ fn gather(
         for (rank, recent) in profile.recent.iter().rev().enumerate() {
             if rank >= ranking.seed_items && candidates.is_blocked(recent.item) {
                 // Neither a candidate nor a seed: its interest is not needed.
-                seed_weight *= ranking.seed_decay;
                 history_weight *= ranking.history_decay;
                 continue;
             }
