@@ -130,22 +130,22 @@ impl PriceRange {
     }
 }
 
-const NO_SLOT: u32 = u32::MAX;
-/// In `slot_of`: an item the request excludes outright, turned away before it is scored.
-const BLOCKED: u32 = u32::MAX - 1;
+/// In a mark: an item the request excludes outright, turned away before it is scored.
+const BLOCKED: u32 = u32::MAX;
 
-/// The candidates of one request. `slot_of` is a dense item → slot index (4 bytes per catalog item
-/// per thread, small next to the item's own state) because hashing was the hot spot of ranking;
-/// `clear` resets only the entries it set. A candidate's item and scores are one 32-byte entry,
-/// so a new candidate is one push; `excluded` is sized once gathering is done.
+/// The candidates of one request. `marks` is a dense item → slot index (8 bytes per catalog item
+/// per thread, small next to the item's own state) because hashing was the hot spot of ranking.
+/// A mark holds the number of the request that set it beside the slot, so a new request
+/// invalidates every mark by counting on, without visiting them. A candidate's item and scores
+/// are one 32-byte entry, so a new candidate is one push; `excluded` is sized once gathering
+/// is done.
 #[derive(Default)]
 struct Candidates {
-    slot_of: Vec<u32>,
+    marks: Vec<u64>,
+    /// The request under way; a mark of another request is no mark (0: none yet).
+    request: u32,
     entries: Vec<Candidate>,
     excluded: Vec<bool>,
-    /// Items the request excludes whatever their scores (`block`): they never become
-    /// candidates, which saves scoring them.
-    blocked: Vec<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -155,39 +155,47 @@ struct Candidate {
 }
 
 impl Candidates {
+    /// Starts a request: no item is a candidate or blocked.
     fn clear(&mut self) {
-        for entry in &self.entries {
-            self.slot_of[entry.item as usize] = NO_SLOT;
-        }
-        for &item in &self.blocked {
-            self.slot_of[item as usize] = NO_SLOT;
-        }
         self.entries.clear();
         self.excluded.clear();
-        self.blocked.clear();
+        self.request = self.request.wrapping_add(1);
+        if self.request == 0 {
+            // Marks of a request 2^32 requests ago would read as current.
+            self.marks.fill(0);
+            self.request = 1;
+        }
     }
 
-    /// The item's entry in `slot_of`, which grows to hold it.
+    /// The item's mark in this request (a slot or `BLOCKED`), if it has one.
     #[inline]
-    fn slot_of_mut(&mut self, item: u32) -> &mut u32 {
+    fn mark(&self, item: u32) -> Option<u32> {
+        let mark = *self.marks.get(item as usize)?;
+        ((mark >> 32) as u32 == self.request).then_some(mark as u32)
+    }
+
+    /// The item's place in `marks`, which grows to hold it.
+    #[inline]
+    fn mark_mut(&mut self, item: u32) -> &mut u64 {
         let idx = item as usize;
-        if idx >= self.slot_of.len() {
-            self.slot_of.resize(idx + 1, NO_SLOT);
+        if idx >= self.marks.len() {
+            self.marks.resize(idx + 1, 0);
         }
-        &mut self.slot_of[idx]
+        &mut self.marks[idx]
+    }
+
+    #[inline]
+    fn marked(&self, value: u32) -> u64 {
+        (u64::from(self.request) << 32) | u64::from(value)
     }
 
     /// Keeps `item` out of this request's candidates. Only before gathering.
     fn block(&mut self, item: u32) {
-        let slot = self.slot_of_mut(item);
-        if *slot == NO_SLOT {
-            *slot = BLOCKED;
-            self.blocked.push(item);
-        }
+        *self.mark_mut(item) = self.marked(BLOCKED);
     }
 
     fn is_blocked(&self, item: u32) -> bool {
-        self.slot_of.get(item as usize) == Some(&BLOCKED)
+        self.mark(item) == Some(BLOCKED)
     }
 
     fn len(&self) -> usize {
@@ -198,29 +206,37 @@ impl Candidates {
         self.entries[slot].item
     }
 
+    /// The slot of a candidate item.
+    fn slot_of(&self, item: u32) -> usize {
+        self.marks[item as usize] as u32 as usize
+    }
+
     /// The scores of a candidate item.
     fn scores_of(&self, item: u32) -> &[f32; SOURCE_COUNT] {
-        &self.entries[self.slot_of[item as usize] as usize].scores
+        &self.entries[self.slot_of(item)].scores
     }
 
     fn scores_of_mut(&mut self, item: u32) -> &mut [f32; SOURCE_COUNT] {
-        &mut self.entries[self.slot_of[item as usize] as usize].scores
+        let slot = self.slot_of(item);
+        &mut self.entries[slot].scores
     }
 
     /// The item's slot, a new one if it is not a candidate yet; none if it is blocked.
     #[inline]
     fn slot(&mut self, item: u32) -> Option<usize> {
         let next = self.entries.len();
-        let slot = self.slot_of_mut(item);
-        match *slot {
-            NO_SLOT => {
-                *slot = next as u32;
-                self.entries.push(Candidate {
-                    item,
-                    scores: [0.0; SOURCE_COUNT],
-                });
-                Some(next)
-            }
+        let new = self.marked(next as u32);
+        let request = self.request;
+        let mark = self.mark_mut(item);
+        if (*mark >> 32) as u32 != request {
+            *mark = new;
+            self.entries.push(Candidate {
+                item,
+                scores: [0.0; SOURCE_COUNT],
+            });
+            return Some(next);
+        }
+        match *mark as u32 {
             BLOCKED => None,
             known => Some(known as usize),
         }
@@ -247,14 +263,13 @@ impl Candidates {
     }
 
     fn holds(&self, item: u32) -> bool {
-        self.slot_of
-            .get(item as usize)
-            .is_some_and(|&slot| slot != NO_SLOT && slot != BLOCKED)
+        self.mark(item).is_some_and(|mark| mark != BLOCKED)
     }
 
     fn exclude(&mut self, item: u32) {
         if self.holds(item) {
-            self.excluded[self.slot_of[item as usize] as usize] = true;
+            let slot = self.slot_of(item);
+            self.excluded[slot] = true;
         }
     }
 }
@@ -691,7 +706,33 @@ fn keep_best(ranked: &mut Vec<Ranked>, n: usize) {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{rank_key, score_of_key};
+    use super::{rank_key, score_of_key, Candidates, Source};
+
+    #[test]
+    fn a_new_request_starts_with_no_marks() {
+        let mut candidates = Candidates::default();
+        candidates.clear();
+        candidates.block(3);
+        candidates.add(5, Source::Popular, 1.0);
+        assert!(candidates.is_blocked(3) && candidates.holds(5));
+        candidates.clear();
+        assert!(!candidates.is_blocked(3) && !candidates.holds(5));
+        assert_eq!(candidates.len(), 0);
+    }
+
+    #[test]
+    fn a_request_number_that_wraps_forgets_the_marks_of_its_namesake() {
+        let mut candidates = Candidates::default();
+        candidates.clear();
+        candidates.block(3);
+        candidates.add(5, Source::Popular, 1.0);
+        // 2^32 - 1 requests later the count wraps to the number that set those marks.
+        candidates.request = u32::MAX;
+        candidates.clear();
+        assert!(!candidates.is_blocked(3) && !candidates.holds(5));
+        candidates.add(3, Source::Popular, 2.0);
+        assert_eq!(candidates.scores_of(3)[Source::Popular as usize], 2.0);
+    }
 
     /// The order ranking promises: the highest score by `total_cmp`, then the lowest item.
     fn best_first(a: (f32, u32), b: (f32, u32)) -> std::cmp::Ordering {
