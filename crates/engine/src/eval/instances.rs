@@ -136,8 +136,14 @@ impl Instances {
     }
 
     /// The user's instance learns; what others need waits for the next sync.
+    #[cfg(test)]
     pub fn apply(&mut self, event: &Event) {
-        let index = self.index_of(&event.user_id);
+        self.apply_at(self.index_of(&event.user_id), event);
+    }
+
+    /// The user's instance (`index_of`, known to the caller) learns; what others need waits
+    /// for the next sync.
+    pub fn apply_at(&mut self, index: usize, event: &Event) {
         let engine = &mut self.engines[index];
         let effects = engine.apply(event).effects;
         self.pending
@@ -149,10 +155,9 @@ impl Instances {
         }
     }
 
-    /// Shows the user the list `run` would publish now: online metrics judge the user's next
-    /// events against it (see `online`).
-    pub fn show(&mut self, user_id: &str, top_n: usize, filters: &Filters) {
-        let index = self.index_of(user_id);
+    /// Shows the user (of instance `index`) the list `run` would publish now: online metrics
+    /// judge the user's next events against it (see `online`).
+    pub fn show_at(&mut self, index: usize, user_id: &str, top_n: usize, filters: &Filters) {
         let engine = &mut self.engines[index];
         let list = engine.recommend(user_id, top_n, filters);
         engine.show(user_id, &list);

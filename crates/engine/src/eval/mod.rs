@@ -258,57 +258,59 @@ pub fn evaluate(
         let owner = instances.index_of(&event.user_id);
         let engine = instances.engine(owner);
         let target = engine.item_index(&event.item_id);
-        if let Some(track) = tracks.get(event.user_id.as_str()) {
-            if is_test_case(mode, event, target, track) {
-                tests += 1;
-                let cold = track.events < COLD_EVENTS;
-                cold_tests += u64::from(cold);
-                halves_tests[half] += 1;
-                // Purchase mode leaves bought items to the engine, as `run` does.
-                let excluded = match mode {
-                    Mode::Discovery => Some(track.touched_list.as_slice()),
-                    Mode::Purchase => None,
-                };
-                let filters = Filters {
-                    exclude_seen: false,
-                    exclude_items: excluded,
-                    ..Filters::default()
-                };
-                for (method, tally) in methods.iter().zip(tallies.iter_mut()) {
-                    let hit = score_case(
-                        (engine, owner),
-                        event,
-                        target,
-                        top_n,
-                        &filters,
-                        method,
-                        tally,
-                    );
-                    tally.cold_hits += u64::from(hit && cold);
-                    tally.halves_hits[half] += u64::from(hit);
-                }
-            }
-        }
-        let started = Instant::now();
-        instances.apply(event);
-        learning += started.elapsed();
-        if let Some(publish) = protocol.publish {
-            let filters = Filters {
-                exclude_seen: publish.exclude_seen,
-                ..Filters::default()
-            };
-            instances.show(&event.user_id, top_n, &filters);
-        }
-        let item = instances
-            .engine(owner)
-            .item_index(&event.item_id)
-            .expect("applied items are interned");
         if !tracks.contains_key(event.user_id.as_str()) {
             tracks.insert(event.user_id.clone(), UserTrack::default());
         }
         let track = tracks
             .get_mut(event.user_id.as_str())
             .expect("inserted above");
+        // A user's first event tests nothing: there is nothing to rank from yet.
+        if track.events > 0 && is_test_case(mode, event, target, track) {
+            tests += 1;
+            let cold = track.events < COLD_EVENTS;
+            cold_tests += u64::from(cold);
+            halves_tests[half] += 1;
+            // Purchase mode leaves bought items to the engine, as `run` does.
+            let excluded = match mode {
+                Mode::Discovery => Some(track.touched_list.as_slice()),
+                Mode::Purchase => None,
+            };
+            let filters = Filters {
+                exclude_seen: false,
+                exclude_items: excluded,
+                ..Filters::default()
+            };
+            for (method, tally) in methods.iter().zip(tallies.iter_mut()) {
+                let hit = score_case(
+                    (engine, owner),
+                    event,
+                    target,
+                    top_n,
+                    &filters,
+                    method,
+                    tally,
+                );
+                tally.cold_hits += u64::from(hit && cold);
+                tally.halves_hits[half] += u64::from(hit);
+            }
+        }
+        let started = Instant::now();
+        instances.apply_at(owner, event);
+        learning += started.elapsed();
+        if let Some(publish) = protocol.publish {
+            let filters = Filters {
+                exclude_seen: publish.exclude_seen,
+                ..Filters::default()
+            };
+            instances.show_at(owner, &event.user_id, top_n, &filters);
+        }
+        // An interned item keeps its index: only an item new to the owner is looked up again.
+        let item = target.unwrap_or_else(|| {
+            let engine = instances.engine(owner);
+            engine
+                .item_index(&event.item_id)
+                .expect("applied items are interned")
+        });
         track.events += 1;
         if track.touched.insert(item) {
             track.touched_list.push(item);
