@@ -25,6 +25,8 @@ pub fn initial_vector(id: &str, seed: u64, config: &MfConfig) -> Box<[f32]> {
         .collect()
 }
 
+// Inline: MF re-scoring calls it a hundred times a request, and `eval` ran 1 – 3 % faster.
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Four accumulators let the compiler vectorise without reassociating a single sum.
     let mut acc = [0.0f32; 4];
