@@ -81,7 +81,7 @@ fn write_binary_seeds() {
 }
 
 /// A user with a browse and a cart abandonment waiting under the shipped rules, an item
-/// dismissed and one shown: a record with both tail sections.
+/// dismissed, one impressed and a list shown: a record with all three tail sections.
 fn waiting_user() -> streamrec::engine::PortableUser {
     use streamrec::event::{Event, EventType, Feedback, FeedbackKind};
     let mut engine = streamrec::engine::Engine::new(Default::default());
@@ -105,8 +105,10 @@ fn waiting_user() -> streamrec::engine::PortableUser {
         item_ids: vec!["i2".into()],
     };
     engine.apply_feedback(&feedback(t0 + 12, shown));
+    let list = engine.recommend("u", 10, &Default::default());
+    engine.show("u", &list);
     let (_, user) = engine.changed_portable_users().remove(0);
-    assert!(!user.triggers.is_empty() && !user.feedback.is_empty());
+    assert!(!user.triggers.is_empty() && !user.feedback.is_empty() && user.shown.is_some());
     user
 }
 

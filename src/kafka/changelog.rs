@@ -403,6 +403,7 @@ mod tests {
             }),
             triggers: Default::default(),
             feedback: Default::default(),
+            shown: None,
         }
     }
 

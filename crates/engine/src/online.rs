@@ -41,6 +41,61 @@ pub struct Engaged {
     pub at_ms: i64,
 }
 
+/// `Shown` with items by name: what a changelog record carries to the user's new owner, which
+/// interns the names in its own order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortableShown {
+    at_ms: i64,
+    /// (item, source bits), best first.
+    items: Vec<(String, u8)>,
+    /// Oldest first.
+    engaged: Vec<PortableEngaged>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PortableEngaged {
+    item: String,
+    sources: u8,
+    at_ms: i64,
+}
+
+impl PortableShown {
+    pub fn new(shown: &Shown, item_name: impl Fn(u32) -> String) -> PortableShown {
+        let items = shown
+            .items
+            .iter()
+            .map(|&(item, bits)| (item_name(item), bits));
+        let engaged = shown.engaged.iter().map(|e| PortableEngaged {
+            item: item_name(e.item),
+            sources: e.sources,
+            at_ms: e.at_ms,
+        });
+        PortableShown {
+            at_ms: shown.at_ms,
+            items: items.collect(),
+            engaged: engaged.collect(),
+        }
+    }
+
+    /// This instance's copy, with items interned by `intern`. A record past the limits (a
+    /// damaged or hostile one) keeps the first `MAX_SHOWN` listed and the latest engaged.
+    pub fn localize(&self, limits: &OnlineConfig, mut intern: impl FnMut(&str) -> u32) -> Shown {
+        let listed = self.items.iter().take(MAX_SHOWN);
+        let items = listed.map(|(item, bits)| (intern(item), *bits)).collect();
+        let latest = self.engaged.len().saturating_sub(limits.max_engaged);
+        let engaged = self.engaged[latest..].iter().map(|e| Engaged {
+            item: intern(&e.item),
+            sources: e.sources,
+            at_ms: e.at_ms,
+        });
+        Shown {
+            at_ms: self.at_ms,
+            items,
+            engaged: engaged.collect(),
+        }
+    }
+}
+
 /// One event of a user as online metrics see it.
 #[derive(Clone, Copy, Debug)]
 pub struct Observed {

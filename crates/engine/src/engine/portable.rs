@@ -2,8 +2,8 @@
 //! Items and categories travel by name (each instance interns them in its own order); the
 //! segment is recomputed from the attributes.
 //!
-//! Waiting trigger state and impressions and dismissals travel too, after the rest and only
-//! when there is some: a tail of tagged sections, so that a build skips the sections of a later
+//! Waiting trigger state, impressions and dismissals, and the list the user was last shown
+//! (for online metrics) travel too, after the rest and only when there is some: a tail of tagged sections, so that a build skips the sections of a later
 //! one. A record without a tail is one of a user with none of them (or an earlier build's); a
 //! tail without the sections marker is the bare trigger state the build before sections wrote.
 
@@ -17,6 +17,7 @@ use super::{
 };
 use crate::feedback::PortableFeedback;
 use crate::intern::{Name, Naming};
+use crate::online::PortableShown;
 use crate::profile::{PortableProfile, UserProfile};
 use crate::segments::segment_name;
 use crate::triggers::PortableTriggers;
@@ -32,6 +33,8 @@ pub struct PortableUser {
     pub triggers: PortableTriggers,
     #[serde(skip)]
     pub feedback: PortableFeedback,
+    #[serde(skip)]
+    pub shown: Option<PortableShown>,
 }
 
 /// Starts a tail of sections: a byte that no bare trigger tail starts with (its first byte
@@ -40,11 +43,12 @@ const SECTIONS: u8 = 0xFF;
 /// Section tags. A section of a tag a build does not know (a later build's) is skipped.
 const TRIGGERS: u8 = 1;
 const FEEDBACK: u8 = 2;
+const SHOWN: u8 = 3;
 
 impl PortableUser {
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = encode(self);
-        if self.triggers.is_empty() && self.feedback.is_empty() {
+        if self.triggers.is_empty() && self.feedback.is_empty() && self.shown.is_none() {
             return bytes;
         }
         bytes.push(SECTIONS);
@@ -53,6 +57,9 @@ impl PortableUser {
         }
         if !self.feedback.is_empty() {
             bytes.extend(encode(&(FEEDBACK, encode(&self.feedback))));
+        }
+        if let Some(shown) = &self.shown {
+            bytes.extend(encode(&(SHOWN, encode(shown))));
         }
         bytes
     }
@@ -78,6 +85,7 @@ impl PortableUser {
             match tag {
                 TRIGGERS => self.triggers = decode_within::<_, SMALL_RECORD_LIMIT>(&section, what)?,
                 FEEDBACK => self.feedback = decode_within::<_, SMALL_RECORD_LIMIT>(&section, what)?,
+                SHOWN => self.shown = Some(decode_within::<_, SMALL_RECORD_LIMIT>(&section, what)?),
                 _ => {}
             }
         }
@@ -152,6 +160,8 @@ impl Engine {
                     feedback: feedback.map_or_else(PortableFeedback::default, |memory| {
                         PortableFeedback::new(memory, &names)
                     }),
+                    shown: (state.shown.as_deref())
+                        .map(|shown| PortableShown::new(shown, names.item)),
                 };
                 (id.to_string(), portable)
             })
@@ -208,6 +218,10 @@ impl Engine {
         );
         let feedback = (!portable.feedback.is_empty())
             .then(|| Box::new(portable.feedback.localize(&config.feedback, &mut intern)));
+        let shown = portable
+            .shown
+            .as_ref()
+            .map(|shown| Box::new(shown.localize(&config.online, |id| intern(Name::Item(id)))));
         let state = UserState {
             profile,
             factors: portable.factors.clone().into_boxed_slice(),
@@ -218,10 +232,9 @@ impl Engine {
             stream,
             feedback,
             touched: 0,
-            // The list shown stays behind: the new owner's next publication judges nothing.
-            shown: None,
+            shown,
         };
-        let record = encode(&state);
+        let record = super::records::encode_user(&state);
         if state.triggers.waiting() {
             self.shard.users.insert(user_id.into(), Arc::new(state));
         }
@@ -466,6 +479,39 @@ mod tests {
             "z is demoted: {list:?}"
         );
         assert_eq!(list, listed(&owner, "me"));
+    }
+
+    /// A user was shown a list and viewed its first item: on a new owner that interns items
+    /// in another order, their view of the second is judged a hit at rank 2, and a purchase of
+    /// the first (engaged on the old owner, no longer in the list) a conversion.
+    #[test]
+    fn the_list_last_shown_moves_with_the_user() {
+        let mut owner = shop("x");
+        owner.apply(&Event::new(EventType::View, "me", "x", 1_000));
+        let list = owner.recommend("me", 10, &crate::ranking::Filters::default());
+        owner.show("me", &list);
+        let names: Vec<String> = list
+            .iter()
+            .map(|s| owner.item_id(s.item).to_owned())
+            .collect();
+        assert!(names.len() >= 2, "{names:?}");
+        owner.apply(&Event::new(EventType::View, "me", &names[0], 1_001));
+        owner.record_position("me", Position { stream: 1, seq: 5 });
+        let portable = portable_of(&mut owner, "me");
+        let moved = PortableUser::decode(&portable.encode(), "me").unwrap();
+        assert_eq!(moved, portable);
+
+        let mut other = shop("z");
+        assert_ne!(other.item_index(&names[1]), owner.item_index(&names[1]));
+        let record = other.localize_user("me", &moved);
+        other.insert_user("me", &record).unwrap();
+        other.apply(&Event::new(EventType::View, "me", &names[1], 1_002));
+        let counts = other.online_counts();
+        assert_eq!((counts.judged, counts.hits), (1, 1));
+        assert_eq!(counts.reciprocal_rank, 0.5);
+        other.show("me", &[]);
+        other.apply(&Event::new(EventType::Purchase, "me", &names[0], 1_003));
+        assert_eq!(other.online_counts().conversions, 1);
     }
 
     /// Records of the build before sections (a bare trigger tail) still read; a section of a
