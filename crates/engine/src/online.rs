@@ -393,6 +393,40 @@ mod tests {
         max_engaged: 2,
     };
 
+    /// A list travels by name and comes back equal; a record past the limits (a damaged or
+    /// hostile one) keeps the first `MAX_SHOWN` listed and the latest engaged, and names only
+    /// what it keeps.
+    #[test]
+    fn a_portable_list_comes_back_within_the_limits() {
+        let name = |item: u32| format!("i{item}");
+        let mut original = shown(7, &[(3, 1), (5, 2)]);
+        original.engage(9, 4, 6, LIMITS.max_engaged);
+        let portable = PortableShown::new(&original, name);
+        let interned = std::cell::Cell::new(0);
+        let intern = |id: &str| {
+            interned.set(interned.get() + 1);
+            id[1..].parse().unwrap()
+        };
+        assert_eq!(portable.localize(&LIMITS, intern), original);
+
+        let long: Vec<(u32, u8)> = (0..MAX_SHOWN as u32 + 50).map(|i| (i, 1)).collect();
+        let mut hostile = PortableShown::new(&shown(7, &[]), name);
+        hostile.items = long.iter().map(|&(i, b)| (name(i), b)).collect();
+        for at_ms in 0..5 {
+            hostile.engaged.push(PortableEngaged {
+                item: name(1_000 + at_ms as u32),
+                sources: 1,
+                at_ms,
+            });
+        }
+        interned.set(0);
+        let local = hostile.localize(&LIMITS, intern);
+        assert_eq!(local.items, long[..MAX_SHOWN]);
+        let engaged: Vec<u32> = local.engaged.iter().map(|e| e.item).collect();
+        assert_eq!(engaged, [1_003, 1_004]);
+        assert_eq!(interned.get(), MAX_SHOWN + 2);
+    }
+
     fn shown(at_ms: i64, items: &[(u32, u8)]) -> Shown {
         let mut shown = Shown::default();
         shown.replace(at_ms, items.iter().copied());
