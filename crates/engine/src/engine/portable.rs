@@ -3,9 +3,10 @@
 //! segment is recomputed from the attributes.
 //!
 //! Waiting trigger state, impressions and dismissals, and the list the user was last shown
-//! (for online metrics) travel too, after the rest and only when there is some: a tail of tagged sections, so that a build skips the sections of a later
-//! one. A record without a tail is one of a user with none of them (or an earlier build's); a
-//! tail without the sections marker is the bare trigger state the build before sections wrote.
+//! (for online metrics) travel too, after the rest and only when there is some: a tail of
+//! tagged sections, so that a build skips the sections of a later one. A record without a tail
+//! is one of a user with none of them (or an earlier build's); a tail without the sections
+//! marker is the bare trigger state the build before sections wrote.
 
 use std::sync::Arc;
 
@@ -47,19 +48,22 @@ const SHOWN: u8 = 3;
 
 impl PortableUser {
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = encode(self);
-        if self.triggers.is_empty() && self.feedback.is_empty() && self.shown.is_none() {
-            return bytes;
-        }
-        bytes.push(SECTIONS);
+        let mut sections: Vec<(u8, Vec<u8>)> = Vec::new();
         if !self.triggers.is_empty() {
-            bytes.extend(encode(&(TRIGGERS, encode(&self.triggers))));
+            sections.push((TRIGGERS, encode(&self.triggers)));
         }
         if !self.feedback.is_empty() {
-            bytes.extend(encode(&(FEEDBACK, encode(&self.feedback))));
+            sections.push((FEEDBACK, encode(&self.feedback)));
         }
         if let Some(shown) = &self.shown {
-            bytes.extend(encode(&(SHOWN, encode(shown))));
+            sections.push((SHOWN, encode(shown)));
+        }
+        let mut bytes = encode(self);
+        if !sections.is_empty() {
+            bytes.push(SECTIONS);
+            sections
+                .iter()
+                .for_each(|section| bytes.extend(encode(section)));
         }
         bytes
     }

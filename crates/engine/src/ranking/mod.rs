@@ -171,7 +171,7 @@ impl Candidates {
     #[inline]
     fn mark(&self, item: u32) -> Option<u32> {
         let mark = *self.marks.get(item as usize)?;
-        ((mark >> 32) as u32 == self.request).then_some(mark as u32)
+        (request_of(mark) == self.request).then_some(mark as u32)
     }
 
     /// The item's place in `marks`, which grows to hold it.
@@ -228,7 +228,7 @@ impl Candidates {
         let new = self.marked(next as u32);
         let request = self.request;
         let mark = self.mark_mut(item);
-        if (*mark >> 32) as u32 != request {
+        if request_of(*mark) != request {
             *mark = new;
             self.entries.push(Candidate {
                 item,
@@ -262,16 +262,27 @@ impl Candidates {
         self.excluded.resize(self.entries.len(), false);
     }
 
+    /// The item's slot if it is a candidate of this request.
+    fn candidate_slot(&self, item: u32) -> Option<usize> {
+        let mark = self.mark(item).filter(|&mark| mark != BLOCKED)?;
+        Some(mark as usize)
+    }
+
     fn holds(&self, item: u32) -> bool {
-        self.mark(item).is_some_and(|mark| mark != BLOCKED)
+        self.candidate_slot(item).is_some()
     }
 
     fn exclude(&mut self, item: u32) {
-        if self.holds(item) {
-            let slot = self.slot_of(item);
+        if let Some(slot) = self.candidate_slot(item) {
             self.excluded[slot] = true;
         }
     }
+}
+
+/// The number of the request that set a mark.
+#[inline]
+fn request_of(mark: u64) -> u32 {
+    (mark >> 32) as u32
 }
 
 thread_local! {
@@ -708,12 +719,18 @@ mod tests {
 
     use super::{rank_key, score_of_key, Candidates, Source};
 
-    #[test]
-    fn a_new_request_starts_with_no_marks() {
+    /// A request that blocked item 3 and made item 5 a candidate.
+    fn marked_request() -> Candidates {
         let mut candidates = Candidates::default();
         candidates.clear();
         candidates.block(3);
         candidates.add(5, Source::Popular, 1.0);
+        candidates
+    }
+
+    #[test]
+    fn a_new_request_starts_with_no_marks() {
+        let mut candidates = marked_request();
         assert!(candidates.is_blocked(3) && candidates.holds(5));
         candidates.clear();
         assert!(!candidates.is_blocked(3) && !candidates.holds(5));
@@ -722,10 +739,7 @@ mod tests {
 
     #[test]
     fn a_request_number_that_wraps_forgets_the_marks_of_its_namesake() {
-        let mut candidates = Candidates::default();
-        candidates.clear();
-        candidates.block(3);
-        candidates.add(5, Source::Popular, 1.0);
+        let mut candidates = marked_request();
         // 2^32 - 1 requests later the count wraps to the number that set those marks.
         candidates.request = u32::MAX;
         candidates.clear();
