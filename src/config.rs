@@ -110,6 +110,9 @@ impl Default for StateConfig {
     }
 }
 
+/// The most dedup keys one changelog record carries (see `kafka.changelog_dedup_keys`).
+pub const MAX_CHANGELOG_DEDUP_KEYS: usize = 40_000;
+
 /// Where events come from and outputs go.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -135,6 +138,10 @@ pub struct KafkaConfig {
     /// checkpoint writes its changed users there, and an instance given a partition restores
     /// that partition's users from it. Empty: none (needs `state.dir`).
     pub changelog_topic: String,
+    /// With a changelog: how many of a partition's latest dedup keys each checkpoint writes
+    /// after the partition's position, so that its next owner drops the same duplicates
+    /// (at most 40000: 24 bytes a key; 0: none).
+    pub changelog_dedup_keys: usize,
     /// Where each instance publishes its online metrics (`streamrec.online-metrics.v1`, keyed
     /// by `instance_id`, which it then requires); empty: none.
     pub online_metrics_topic: String,
@@ -160,6 +167,7 @@ impl Default for KafkaConfig {
             model_updates_topic: String::new(),
             instance_id: String::new(),
             changelog_topic: String::new(),
+            changelog_dedup_keys: 5_000,
             online_metrics_topic: String::new(),
             session_timeout_ms: 10_000,
             missing_topic_timeout_ms: 30_000,
@@ -236,6 +244,12 @@ impl Config {
             return Err(invalid(
                 "kafka.changelog_topic",
                 "needs state.dir (checkpoints are what the changelog carries)",
+            ));
+        }
+        if self.kafka.changelog_dedup_keys > MAX_CHANGELOG_DEDUP_KEYS {
+            return Err(invalid(
+                "kafka.changelog_dedup_keys",
+                "must be at most 40000 (24 bytes a key, inside Kafka's default 1 MB message)",
             ));
         }
         Ok(())
@@ -558,6 +572,10 @@ mod tests {
             ("[kafka]\nbrokers = \" \"", "kafka.brokers"),
             ("[kafka]\nmodel_updates_topic = \"m\"", "kafka.instance_id"),
             ("[kafka]\nchangelog_topic = \"c\"", "kafka.changelog_topic"),
+            (
+                "[kafka]\nchangelog_dedup_keys = 40001",
+                "kafka.changelog_dedup_keys`: must be at most 40000",
+            ),
             (
                 "[kafka]\ncatalog_topic = \"recommendations\"",
                 "kafka.catalog_topic",

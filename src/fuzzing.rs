@@ -10,7 +10,7 @@ use crate::engine::{
     Publication, WorkBatch,
 };
 use crate::event::{Event, EventType, FeedbackKind, Input};
-use crate::kafka::PartitionPosition;
+use crate::kafka::{CarriedKeys, PartitionPosition};
 use crate::pipeline::decode_update;
 use crate::ranking::Filters;
 
@@ -136,9 +136,15 @@ pub fn shipped_trigger_rules() -> std::sync::Arc<crate::triggers::Rules> {
 }
 
 /// Changelog records of other instances: a user record decoded and installed (items by name,
-/// waiting triggers under the shipped rules), a position record parsed.
+/// waiting triggers under the shipped rules), a position record parsed, a partition's dedup
+/// keys decoded and adopted, then an event applied.
 pub fn changelog_record(data: &[u8]) {
     let _ = PartitionPosition::parse(data);
+    if let Ok(carried) = CarriedKeys::decode(data) {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.adopt_dedup_keys(0, &carried.keys);
+        engine.apply(&Event::new(EventType::View, "u", "i", 1_700_000_000_000));
+    }
     let Ok(user) = PortableUser::decode(data, "u") else {
         return;
     };

@@ -64,6 +64,7 @@ fn write_binary_seeds() {
         "user_sections",
         &waiting_user().encode(),
     );
+    write_seed("changelog_record", "dedup", &carried_keys().encode());
     write_seed(
         "changelog_record",
         "position",
@@ -78,6 +79,17 @@ fn write_binary_seeds() {
     let (batch, publication) = fuzzing::item_records_seeds();
     write_seed("item_records", "work_batch", &batch.encode());
     write_seed("item_records", "publication", &publication.encode());
+}
+
+/// Two keys of a partition, as a checkpoint writes them after the partition's position.
+fn carried_keys() -> streamrec::kafka::CarriedKeys {
+    let keys = [(1, 1_700_000_000_000), (u128::MAX, 1_700_000_000_500)];
+    streamrec::kafka::CarriedKeys {
+        next_offset: 42,
+        keys: keys
+            .map(|(key, ts_ms)| streamrec::dedup::CarriedKey { key, ts_ms })
+            .to_vec(),
+    }
 }
 
 /// A user with a browse and a cart abandonment waiting under the shipped rules, an item

@@ -263,3 +263,26 @@ async fn a_cart_waiting_at_a_revoke_is_abandoned_on_the_new_owner() {
     let carted: Vec<String> = held_b.iter().map(|p| format!("p{p}-buyer")).collect();
     assert_eq!(fired, carted, "cart abandonments fired on the new owner");
 }
+
+/// Fails when a partition's dedup keys stay with the member that lost it: each user's view is
+/// sent again (a producer's retry, say) after the partition moved to b, which must drop the
+/// copies as a would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_after_a_revoke_is_dropped_by_the_new_owner() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let (a, b) = members_a_and_b(coalescing_config(&cluster), dirs.path());
+
+    let mut first = Instance::start(&a).await;
+    let all: Vec<i32> = (0..PARTITIONS).collect();
+    let viewed = ("viewer", "view");
+    checkpointed(&mut first, produce_on(&a, viewed, T0, &all)).await;
+    let mut second = join(&first, &b).await;
+    let held_b = second.health.held_partitions(&a.kafka.input_topics[0]);
+    let copies = produce_on(&a, viewed, T0, &held_b);
+    second.consumed(copies).await;
+    let duplicates = second.progress.borrow().duplicates;
+    first.stop().await;
+    second.stop().await;
+    assert_eq!(duplicates, copies, "b dropped every copy of what a applied");
+}

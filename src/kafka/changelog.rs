@@ -20,9 +20,11 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::carried_keys::{self, CarriedKeys};
 use super::client::replay_consumer_config;
 use super::client::ReplayContext;
 use crate::config::KafkaConfig;
+use crate::dedup::CarriedKey;
 use crate::engine::{DecodeError, PortableUser};
 use crate::offsets::NextOffsets;
 use crate::offsets::PartitionKey;
@@ -42,14 +44,15 @@ pub struct ChangelogRecord {
 }
 
 /// What one checkpoint writes: its changed users, then the position of every input partition
-/// it advanced past the previous checkpoint (`before`), with the partition's stream time —
-/// of the partitions it `owns` now only. Users without a position (none come from the
-/// pipeline) have no partition and are left out.
+/// it advanced past the previous checkpoint (`before`), with the partition's stream time, each
+/// followed by the partition's latest dedup keys (`carry`; none: no record) — of the
+/// partitions it `owns` now only. Users without a position (none come from the pipeline) have
+/// no partition and are left out.
 pub fn checkpoint_records(
     users: Vec<(String, PortableUser)>,
     (covers, before): (&NextOffsets, &NextOffsets),
     inputs: &[String],
-    stream_times: &BTreeMap<u64, i64>,
+    (stream_times, carry): (&BTreeMap<u64, i64>, impl Fn(u64) -> Vec<CarriedKey>),
     owns: impl Fn(PartitionKey) -> bool,
 ) -> Vec<ChangelogRecord> {
     let mut records: Vec<ChangelogRecord> = users
@@ -77,11 +80,26 @@ pub fn checkpoint_records(
             next_offset: next,
             stream_time_ms: stream_times.get(&stream).copied(),
         };
+        let topic_name = &inputs[topic as usize];
         records.push(ChangelogRecord {
             partition,
-            key: position_key(&inputs[topic as usize]),
+            key: position_key(topic_name),
             value: serde_json::to_vec(&position).expect("a position encodes"),
             kind: "position",
+        });
+        let keys = carry(stream);
+        if keys.is_empty() {
+            continue;
+        }
+        let carried = CarriedKeys {
+            next_offset: next,
+            keys,
+        };
+        records.push(ChangelogRecord {
+            partition,
+            key: [carried_keys::KEY_PREFIX, topic_name.as_bytes()].concat(),
+            value: carried.encode(),
+            kind: carried_keys::KIND,
         });
     }
     records
@@ -156,8 +174,69 @@ pub struct PartitionLog {
     pub stream_times: BTreeMap<String, i64>,
     /// Records read.
     pub records: u64,
+    /// The latest dedup keys carried per input topic name (see `carried_keys`).
+    pub carried: BTreeMap<String, CarriedKeys>,
+    /// `dedup` records that could not be read, left out (the window starts empty then).
+    pub unreadable_carried: u64,
     /// Records of a kind this build does not know (a later build's), left out.
     pub unknown: u64,
+}
+
+impl PartitionLog {
+    /// The carried dedup keys of each input topic whose record was cut at the position the
+    /// partition restores; one cut earlier (a crash came between the checkpoint's position
+    /// record and its keys) is left out.
+    pub fn keys_at_positions(&self) -> Vec<(&str, &[CarriedKey])> {
+        let at_position = |topic: &String, carried: &CarriedKeys| {
+            self.positions.get(topic) == Some(&carried.next_offset)
+        };
+        (self.carried.iter())
+            .filter(|(topic, carried)| at_position(topic, carried))
+            .map(|(topic, carried)| (topic.as_str(), &carried.keys[..]))
+            .collect()
+    }
+
+    fn read_position(
+        &mut self,
+        topic: &str,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), ChangelogError> {
+        let key = message.key().unwrap_or_default();
+        let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
+        let position =
+            PartitionPosition::parse(message.payload().unwrap_or_default()).ok_or_else(|| {
+                ChangelogError::BadPosition {
+                    topic: topic.to_owned(),
+                    partition: self.partition,
+                    offset: message.offset(),
+                }
+            })?;
+        if let Some(time) = position.stream_time_ms {
+            self.stream_times.insert(topic_name.to_string(), time);
+        }
+        self.positions
+            .insert(topic_name.into_owned(), position.next_offset);
+        Ok(())
+    }
+
+    /// Keeps the latest keys per input topic. Unreadable ones are left out with a warning
+    /// rather than stopping the restore: without them the partition's dedup window starts
+    /// empty, as it did before partitions carried keys.
+    fn read_carried(&mut self, topic: &str, message: &BorrowedMessage<'_>) {
+        let key = message.key().unwrap_or_default();
+        let prefix = carried_keys::KEY_PREFIX.len().min(key.len());
+        let input = String::from_utf8_lossy(&key[prefix..]).into_owned();
+        match CarriedKeys::decode(message.payload().unwrap_or_default()) {
+            Ok(carried) => {
+                self.carried.insert(input, carried);
+            }
+            Err(err) => {
+                tracing::warn!(topic, partition = self.partition, offset = message.offset(), error = %err, "dedup keys left out");
+                self.unreadable_carried += 1;
+                self.carried.remove(&input);
+            }
+        }
+    }
 }
 
 /// What a changelog record is, by its kind header.
@@ -165,6 +244,8 @@ pub struct PartitionLog {
 enum RecordKind {
     User,
     Position,
+    /// A partition's latest dedup keys (see `carried_keys`).
+    Dedup,
     /// Written by a later build: skipped, so that a group can hold both builds while it is
     /// upgraded, losing only what the later build added.
     Unknown,
@@ -243,32 +324,15 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
     let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     read_to_end(kafka, topic, &[partition], |message| {
         log.records += 1;
-        let key = message.key().unwrap_or_default().to_vec();
         match record_kind(message) {
             RecordKind::User => {
+                let key = message.key().unwrap_or_default().to_vec();
                 latest.insert(key, message.payload().unwrap_or_default().to_vec());
-                return Ok(());
             }
-            RecordKind::Unknown => {
-                log.unknown += 1;
-                return Ok(());
-            }
-            RecordKind::Position => {}
+            RecordKind::Position => log.read_position(topic, message)?,
+            RecordKind::Dedup => log.read_carried(topic, message),
+            RecordKind::Unknown => log.unknown += 1,
         }
-        let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
-        let position =
-            PartitionPosition::parse(message.payload().unwrap_or_default()).ok_or_else(|| {
-                ChangelogError::BadPosition {
-                    topic: topic.clone(),
-                    partition,
-                    offset: message.offset(),
-                }
-            })?;
-        if let Some(time) = position.stream_time_ms {
-            log.stream_times.insert(topic_name.to_string(), time);
-        }
-        log.positions
-            .insert(topic_name.into_owned(), position.next_offset);
         Ok(())
     })?;
     let mut users = Vec::with_capacity(latest.len());
@@ -351,6 +415,7 @@ fn record_kind(message: &impl Message) -> RecordKind {
     match kind {
         None | Some(b"user") => RecordKind::User,
         Some(b"position") => RecordKind::Position,
+        Some(kind) if kind == carried_keys::KIND.as_bytes() => RecordKind::Dedup,
         Some(_) => RecordKind::Unknown,
     }
 }
@@ -382,7 +447,8 @@ mod tests {
             record_kind(&with_kind(Some("position"))),
             RecordKind::Position
         );
-        assert_eq!(record_kind(&with_kind(Some("dedup"))), RecordKind::Unknown);
+        assert_eq!(record_kind(&with_kind(Some("dedup"))), RecordKind::Dedup);
+        assert_eq!(record_kind(&with_kind(Some("later"))), RecordKind::Unknown);
     }
 
     fn user(partition: u32, seq: i64) -> PortableUser {
@@ -407,8 +473,40 @@ mod tests {
         }
     }
 
+    fn carried_key() -> CarriedKey {
+        CarriedKey { key: 7, ts_ms: 1 }
+    }
+
     #[test]
-    fn partitions_the_member_does_not_own_get_neither_users_nor_positions() {
+    fn only_keys_cut_at_the_restored_position_are_used() {
+        let carried = |next_offset| CarriedKeys {
+            next_offset,
+            keys: vec![carried_key()],
+        };
+        let log = PartitionLog {
+            positions: [("a".into(), 10), ("b".into(), 20)].into(),
+            carried: [
+                ("a".into(), carried(10)),
+                ("b".into(), carried(15)),
+                ("c".into(), carried(1)),
+            ]
+            .into(),
+            ..PartitionLog::default()
+        };
+        let used: Vec<&str> = log
+            .keys_at_positions()
+            .iter()
+            .map(|(topic, _)| *topic)
+            .collect();
+        assert_eq!(
+            used,
+            ["a"],
+            "b's keys are from an earlier cut; c has no position"
+        );
+    }
+
+    #[test]
+    fn partitions_the_member_does_not_own_get_no_records() {
         let inputs = ["events".to_string()];
         let users = vec![("a".into(), user(2, 7)), ("b".into(), user(0, 3))];
         let key = PartitionKey::new;
@@ -418,11 +516,11 @@ mod tests {
             users,
             (&covers, &NextOffsets::new()),
             &inputs,
-            &BTreeMap::new(),
+            (&BTreeMap::new(), |_| vec![carried_key()]),
             owns,
         );
         let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();
-        assert_eq!(summary, [(0, "user"), (0, "position")]);
+        assert_eq!(summary, [(0, "user"), (0, "position"), (0, "dedup")]);
     }
 
     #[test]
@@ -433,12 +531,33 @@ mod tests {
         let covers: NextOffsets = [(key(0, 0), 4), (key(0, 2), 8), (key(0, 5), 1)].into();
         let before: NextOffsets = [(key(0, 5), 1)].into();
         let times = [(2, 1_700_000_000_000)].into();
-        let records = checkpoint_records(users, (&covers, &before), &inputs, &times, |_| true);
+        let carry = |stream| match stream == stream_of(key(0, 2)) {
+            true => vec![carried_key()],
+            false => Vec::new(),
+        };
+        let records =
+            checkpoint_records(users, (&covers, &before), &inputs, (&times, carry), |_| {
+                true
+            });
         let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();
         assert_eq!(
             summary,
-            [(2, "user"), (0, "user"), (0, "position"), (2, "position")],
-            "partition 5 did not move: no position for it"
+            [
+                (2, "user"),
+                (0, "user"),
+                (0, "position"),
+                (2, "position"),
+                (2, "dedup")
+            ],
+            "partition 5 did not move: no position for it; partition 0 had no keys"
+        );
+        assert_eq!(
+            CarriedKeys::decode(&records[4].value),
+            Ok(CarriedKeys {
+                next_offset: 8,
+                keys: vec![carried_key()]
+            }),
+            "the keys name the position they were cut at"
         );
         assert_eq!(
             PartitionPosition::parse(&records[2].value),

@@ -2,6 +2,7 @@
 //! by `runtime::run`), replays, and the loader that puts datasets into a topic. All decisions
 //! about messages live in `pipeline`.
 
+mod carried_keys;
 mod catalog_follower;
 mod changelog;
 mod checkpoint_round;
@@ -29,6 +30,7 @@ mod run;
 mod sink;
 mod worker;
 
+pub use carried_keys::CarriedKeys;
 pub use changelog::PartitionPosition;
 pub use client::{consumer_config, producer_config, replay_consumer_config};
 pub use error::{ReplayError, Retry, RunError};

@@ -31,7 +31,7 @@ use crate::dead_letter::{self, Refused};
 use crate::engine::{UserCut, USERS_PER_STEP};
 use crate::offsets::{topic_index, NextOffsets, OffsetTracker, PartitionKey, Waiter};
 use crate::pipeline::{
-    Cleaned, Destination, Flushed, LoadError, Output, Processor, Ready, Record, Stats,
+    stream_of, Cleaned, Destination, Flushed, LoadError, Output, Processor, Ready, Record, Stats,
 };
 use crate::query::job::{error, Ask};
 use crate::query::{answer, QueryJob, Routes};
@@ -482,18 +482,20 @@ impl Worker {
         let engine = self.processor.engine_mut();
         let owned = owned_partitions(&self.consumer.context().health, &self.inputs);
         let owns = |key: PartitionKey| owned.contains(&key);
-        let changelog = checkpoints.changelog.clone().map(|topic| {
+        let changelog = checkpoints.changelog.clone().map(|changelog| {
+            let users = engine.changed_portable_users();
+            let carry = |stream| engine.latest_dedup_keys(stream, changelog.dedup_keys);
             let records = checkpoint_records(
-                engine.changed_portable_users(),
+                users,
                 (
                     checkpoints.checkpointer.applied_offsets(),
                     checkpoints.checkpointer.durable_offsets(),
                 ),
                 &self.inputs,
-                engine.stream_times(),
+                (engine.stream_times(), carry),
                 owns,
             );
-            (topic, records)
+            (changelog.topic, records)
         });
         let covers = checkpoints.checkpointer.begin_cut(engine);
         let (done, outcome) = oneshot::channel();
@@ -659,6 +661,7 @@ impl Worker {
                 self.processor.continue_stream_time(key, time);
             }
         }
+        let dedup_keys = self.adopt_carried_keys(&log);
         self.metrics.users_in_store.set(stored as i64);
         if log.unknown > 0 {
             tracing::warn!(
@@ -671,10 +674,26 @@ impl Worker {
             partition = log.partition,
             users = count,
             records = log.records,
+            dedup_keys,
+            dedup_keys_unreadable = log.unreadable_carried,
             ?positions,
             "partition restored from the changelog"
         );
         Ok(positions)
+    }
+
+    /// Takes the restored partition's dedup keys where they were cut at its position, so it
+    /// drops the duplicates its previous owner would have; returns how many.
+    fn adopt_carried_keys(&mut self, log: &PartitionLog) -> usize {
+        let mut adopted = 0;
+        for (name, keys) in log.keys_at_positions() {
+            if let Some(topic) = topic_index(&self.inputs, name) {
+                let stream = stream_of(PartitionKey::new(topic, log.partition));
+                self.processor.engine_mut().adopt_dedup_keys(stream, keys);
+                adopted += keys.len();
+            }
+        }
+        adopted
     }
 
     /// Stores for commit the offsets whose outputs are acknowledged — and, with a state dir,

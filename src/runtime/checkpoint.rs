@@ -40,8 +40,16 @@ pub struct Durable {
     pub checkpointer: Checkpointer,
     /// Users kept in memory after a checkpoint (0: all).
     pub max_users: usize,
-    /// The changelog topic each checkpoint also writes its changed users to, if any.
-    pub changelog: Option<String>,
+    /// The changelog each checkpoint also writes its changed users to, if any.
+    pub changelog: Option<Changelog>,
+}
+
+/// Where each checkpoint also writes its changed users, and how many of each advanced
+/// partition's latest dedup keys go with its position.
+#[derive(Clone, Debug)]
+pub struct Changelog {
+    pub topic: String,
+    pub dedup_keys: usize,
 }
 
 /// One worker's part of a checkpoint: its users, and the positions of its partitions they

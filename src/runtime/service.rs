@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::checkpoint::{Cadence, Checkpointer, Durable};
+use super::checkpoint::{Cadence, Changelog, Checkpointer, Durable};
 use crate::admin::{serve, Metrics};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -126,7 +126,10 @@ fn open_state(config: &Config) -> Result<Option<Vec<(Engine, Durable)>>, RunErro
         let durable = Durable {
             checkpointer: Checkpointer::new(store.clone(), cadence, topics.clone(), own),
             max_users: max_users.div_ceil(workers),
-            changelog: Some(config.kafka.changelog_topic.clone()).filter(|t| !t.is_empty()),
+            changelog: (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
+                topic: config.kafka.changelog_topic.clone(),
+                dedup_keys: config.kafka.changelog_dedup_keys,
+            }),
         };
         (engine, durable)
     });

@@ -42,6 +42,20 @@ struct StreamKeys {
     latest_ts_ms: i64,
 }
 
+impl StreamKeys {
+    fn empty() -> StreamKeys {
+        StreamKeys {
+            order: ChunkedDeque::default(),
+            latest_ts_ms: i64::MIN,
+        }
+    }
+
+    fn push(&mut self, key: u128, ts_ms: i64, arrival: u64) {
+        self.latest_ts_ms = self.latest_ts_ms.max(ts_ms);
+        self.order.push_back((key, ts_ms, arrival));
+    }
+}
+
 /// A window as stored: everything but the derived index.
 #[derive(Deserialize)]
 struct WindowRecord {
@@ -62,6 +76,13 @@ impl From<WindowRecord> for DedupWindow {
             arrivals: r.arrivals,
         }
     }
+}
+
+/// A key as a partition carries it to its next owner, with the event time it expires by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CarriedKey {
+    pub key: u128,
+    pub ts_ms: i64,
 }
 
 /// The dedup key of an event.
@@ -120,17 +141,17 @@ impl DedupWindow {
         }
         self.arrivals += 1;
         self.len += 1;
-        let keys = self.streams.entry(stream).or_insert_with(|| StreamKeys {
-            order: ChunkedDeque::default(),
-            latest_ts_ms: i64::MIN,
-        });
-        keys.latest_ts_ms = keys.latest_ts_ms.max(event.ts_ms);
-        keys.order.push_back((key, event.ts_ms, self.arrivals));
+        let keys = self.streams.entry(stream).or_insert_with(StreamKeys::empty);
+        keys.push(key, event.ts_ms, self.arrivals);
         self.expire(stream);
+        self.keep_count_bound();
+        true
+    }
+
+    fn keep_count_bound(&mut self) {
         while self.len > self.config.max_entries {
             self.evict_first_arrival();
         }
-        true
     }
 
     /// Forgets the stream's keys its own time has moved `window_ms` past.
@@ -164,6 +185,44 @@ impl DedupWindow {
             self.seen.remove(&key);
             self.len -= 1;
         }
+    }
+
+    /// `stream`'s latest keys, at most `max`, oldest first, each with its event time: what a
+    /// partition carries to its next owner.
+    pub fn latest_keys(&self, stream: u64, max: usize) -> Vec<CarriedKey> {
+        let Some(keys) = self.streams.get(&stream) else {
+            return Vec::new();
+        };
+        let skip = keys.order.len().saturating_sub(max);
+        let latest = keys.order.iter().skip(skip);
+        latest
+            .map(|&(key, ts_ms, _)| CarriedKey { key, ts_ms })
+            .collect()
+    }
+
+    /// Takes `keys` (oldest first, as `latest_keys` gives them) as `stream`'s keys in place of
+    /// those it had: a partition restored from its previous owner then drops the duplicates
+    /// that owner would have. They count as new arrivals under both bounds; a key another
+    /// stream already holds stays there.
+    pub fn adopt(&mut self, stream: u64, keys: &[CarriedKey]) {
+        if let Some(replaced) = self.streams.remove(&stream) {
+            for (key, _, _) in replaced.order.iter() {
+                self.seen.remove(key);
+            }
+            self.len -= replaced.order.len();
+        }
+        let mut adopted = StreamKeys::empty();
+        for &CarriedKey { key, ts_ms } in keys {
+            if !self.seen.insert(key) {
+                continue;
+            }
+            self.arrivals += 1;
+            self.len += 1;
+            adopted.push(key, ts_ms, self.arrivals);
+        }
+        self.streams.insert(stream, adopted);
+        self.expire(stream);
+        self.keep_count_bound();
     }
 
     pub fn len(&self) -> usize {
@@ -269,6 +328,51 @@ mod tests {
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert!(!back.first_sighting(2, &event));
         assert_eq!(back.len(), 1);
+    }
+
+    fn viewed(item: &str, ts: i64) -> Event {
+        Event::new(EventType::View, "u", item, ts)
+    }
+
+    /// A partition's next owner, given the previous owner's latest keys, drops the duplicates
+    /// the previous owner would have, and only those.
+    #[test]
+    fn adopted_keys_catch_the_duplicates_of_the_previous_owner() {
+        let mut previous = window(100, 1_000);
+        for (item, ts) in [("a", 10), ("b", 20), ("c", 30)] {
+            previous.first_sighting(7, &viewed(item, ts));
+        }
+        previous.first_sighting(8, &viewed("other stream", 30));
+        let carried = previous.latest_keys(7, 2);
+        assert_eq!(carried.len(), 2, "at most the bound, the latest");
+        assert_eq!(carried[1].ts_ms, 30, "oldest first");
+
+        let mut next = window(100, 1_000);
+        next.first_sighting(7, &viewed("stale local key", 5));
+        next.adopt(7, &carried);
+        assert_eq!(next.len(), 2, "the stream's keys were replaced");
+        assert!(!next.first_sighting(7, &viewed("c", 30)));
+        assert!(!next.first_sighting(7, &viewed("b", 20)));
+        assert!(next.first_sighting(7, &viewed("a", 10)), "beyond the bound");
+        assert!(next.first_sighting(7, &viewed("stale local key", 5)));
+        assert!(next.latest_keys(9, 10).is_empty(), "a stream never seen");
+    }
+
+    #[test]
+    fn adopted_keys_keep_both_bounds() {
+        let carried: Vec<CarriedKey> = (0..10)
+            .map(|i| CarriedKey {
+                key: i,
+                ts_ms: i as i64 * 100,
+            })
+            .collect();
+        let mut by_count = window(4, 1_000_000);
+        by_count.adopt(1, &carried);
+        assert_eq!(by_count.len(), 4);
+        assert_eq!(by_count.latest_keys(1, 10), carried[6..]);
+        let mut by_time = window(100, 250);
+        by_time.adopt(1, &carried);
+        assert_eq!(by_time.latest_keys(1, 10), carried[7..], "900 - 250 = 650");
     }
 
     proptest! {

@@ -13,7 +13,7 @@ use crate::catalog::{CatalogUpdate, ListingChange, Scores};
 use crate::config::CoocConfig;
 use crate::config::{EngineConfig, RankingConfig};
 use crate::cooccurrence::{pair_ops, PairEvent};
-use crate::dedup::DedupWindow;
+use crate::dedup::{CarriedKey, DedupWindow};
 use crate::event::{Event, EventType, ProfileUpdate};
 use crate::experiments;
 use crate::factorization::{initial_vector, learn};
@@ -561,6 +561,17 @@ impl Engine {
             self.fire_due(stream);
         }
         self.take_effects()
+    }
+
+    /// `stream`'s latest dedup keys, at most `max`: what its partition carries to a new owner.
+    pub fn latest_dedup_keys(&self, stream: u64, max: usize) -> Vec<CarriedKey> {
+        self.shard.dedup.latest_keys(stream, max)
+    }
+
+    /// Takes the dedup keys a partition's previous owner carried as `stream`'s own (see
+    /// `DedupWindow::adopt`).
+    pub fn adopt_dedup_keys(&mut self, stream: u64, keys: &[CarriedKey]) {
+        self.shard.dedup.adopt(stream, keys);
     }
 
     /// Applies a profile update of the default stream (see `apply`).
