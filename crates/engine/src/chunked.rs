@@ -229,8 +229,15 @@ impl<T: Clone> ChunkedDeque<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        let skip = self.head;
-        self.chunks.iter().flat_map(|chunk| chunk.iter()).skip(skip)
+        self.iter_last(self.len)
+    }
+
+    /// The last `n` values (all, if fewer), oldest first, skipping whole chunks to reach them:
+    /// every chunk but the last is full.
+    pub fn iter_last(&self, n: usize) -> impl Iterator<Item = &T> + '_ {
+        let skip = self.head + self.len - n.min(self.len);
+        let chunks = self.chunks.iter().skip(skip / CHUNK);
+        chunks.flat_map(|chunk| chunk.iter()).skip(skip % CHUNK)
     }
 }
 
@@ -293,6 +300,10 @@ mod tests {
         deque.push_back(2500);
         assert_eq!(deque.len(), 1001);
         assert!(deque.iter().copied().eq(1500..2501));
+        for n in [0, 1, 500, 548, 549, 1001, 5000] {
+            let from = 2501 - n.min(1001) as u64;
+            assert!(deque.iter_last(n).copied().eq(from..2501), "the last {n}");
+        }
         assert!(held.iter().copied().eq(0..2500));
         assert_eq!(deque.front(), Some(&1500));
     }

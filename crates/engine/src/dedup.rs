@@ -193,9 +193,7 @@ impl DedupWindow {
         let Some(keys) = self.streams.get(&stream) else {
             return Vec::new();
         };
-        let skip = keys.order.len().saturating_sub(max);
-        let latest = keys.order.iter().skip(skip);
-        latest
+        (keys.order.iter_last(max))
             .map(|&(key, ts_ms, _)| CarriedKey { key, ts_ms })
             .collect()
     }
