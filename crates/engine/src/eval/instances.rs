@@ -240,13 +240,12 @@ impl Instances {
     }
 
     /// Distinct items among (instance, item index) pairs.
-    pub fn distinct_items(&self, items: &FxHashSet<(usize, u32)>) -> usize {
+    pub fn distinct_items(&self, items: impl Iterator<Item = (usize, u32)>) -> usize {
         if self.engines.len() == 1 {
-            return items.len();
+            return items.count();
         }
         let names: FxHashSet<String> = items
-            .iter()
-            .map(|&(instance, item)| self.engines[instance].item_id(item))
+            .map(|(instance, item)| self.engines[instance].item_id(item))
             .collect();
         names.len()
     }

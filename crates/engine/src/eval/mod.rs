@@ -8,13 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use crate::catalog::CatalogUpdate;
 use crate::config::{Blend, EngineConfig, RankingConfig};
 
 mod instances;
+mod numbered;
 
 use crate::engine::Engine;
 use crate::event::{Event, EventType};
@@ -23,6 +24,7 @@ use crate::online::{ratio, OnlineCounts, VariantCounts};
 use crate::ranking::Filters;
 use instances::Instances;
 pub use instances::Topology;
+use numbered::{KnownItems, Numbered, Recommended};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -175,7 +177,7 @@ struct Tally {
     halves_hits: [u64; 2],
     reciprocal_rank: f64,
     /// (instance, item index) recommended: replicas index items in their own order.
-    recommended: FxHashSet<(usize, u32)>,
+    recommended: Recommended,
     ranking_time: Duration,
 }
 
@@ -247,7 +249,10 @@ pub fn evaluate(
     for update in catalog {
         instances.apply_catalog(update);
     }
-    let mut tracks: FxHashMap<String, UserTrack> = FxHashMap::default();
+    let numbered = Numbered::new(&events, &instances);
+    let mut tracks: Vec<UserTrack> = Vec::new();
+    tracks.resize_with(numbered.user_count(), UserTrack::default);
+    let mut known = KnownItems::new(instances.count(), numbered.item_count);
     let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
     let mut tests = 0u64;
     let mut cold_tests = 0u64;
@@ -255,15 +260,12 @@ pub fn evaluate(
     let mut learning = Duration::ZERO;
     for (position, event) in events.iter().enumerate() {
         let half = usize::from(position >= events.len() / 2);
-        let owner = instances.index_of(&event.user_id);
+        let user = numbered.users[position] as usize;
+        let item_number = numbered.items[position];
+        let owner = numbered.owners[user];
         let engine = instances.engine(owner);
-        let target = engine.item_index(&event.item_id);
-        if !tracks.contains_key(event.user_id.as_str()) {
-            tracks.insert(event.user_id.clone(), UserTrack::default());
-        }
-        let track = tracks
-            .get_mut(event.user_id.as_str())
-            .expect("inserted above");
+        let target = known.index((engine, owner), item_number, &event.item_id);
+        let track = &mut tracks[user];
         // A user's first event tests nothing: there is nothing to rank from yet.
         if track.events > 0 && is_test_case(mode, event, target, track) {
             tests += 1;
@@ -304,12 +306,9 @@ pub fn evaluate(
             };
             instances.show_at(owner, &event.user_id, top_n, &filters);
         }
-        // An interned item keeps its index: only an item new to the owner is looked up again.
         let item = target.unwrap_or_else(|| {
-            let engine = instances.engine(owner);
-            engine
-                .item_index(&event.item_id)
-                .expect("applied items are interned")
+            let engine = (instances.engine(owner), owner);
+            (known.index(engine, item_number, &event.item_id)).expect("applied items are interned")
         });
         track.events += 1;
         if track.touched.insert(item) {
@@ -328,7 +327,7 @@ pub fn evaluate(
             mrr_at_n: ratio(tally.reciprocal_rank, tests as f64),
             tests,
             hits: tally.hits,
-            coverage: instances.distinct_items(&tally.recommended) as f64 / item_count,
+            coverage: instances.distinct_items(tally.recommended.pairs()) as f64 / item_count,
             events_per_s: ratio(
                 events.len() as f64,
                 (learning + tally.ranking_time).as_secs_f64(),
@@ -405,9 +404,9 @@ fn score_case(
     let filters = treatment.filters(filters);
     let list = engine.recommend_ranked(&event.user_id, top_n, &filters, &treatment.ranking);
     tally.ranking_time += started.elapsed();
-    tally
-        .recommended
-        .extend(list.iter().map(|s| (instance, s.item)));
+    for scored in &list {
+        tally.recommended.note(instance, scored.item);
+    }
     let Some(rank) = target.and_then(|t| list.iter().position(|s| s.item == t)) else {
         return false;
     };
