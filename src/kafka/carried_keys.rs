@@ -100,6 +100,15 @@ mod tests {
         }
     }
 
+    /// librdkafka's `message.max.bytes` and a broker's `max.message.bytes` default to about
+    /// 1 MB; the key, headers and batch framing take well under 1 KB more.
+    #[test]
+    fn the_largest_record_fits_a_default_kafka_message() {
+        let largest = carried(MAX_KEYS).encode().len();
+        assert!(largest + 1024 <= 1_000_000, "{largest} bytes");
+        assert!(CarriedKeys::decode(&carried(MAX_KEYS).encode()).is_ok());
+    }
+
     #[test]
     fn a_record_that_does_not_fit_its_rules_is_refused_naming_the_rule() {
         let bytes = carried(2).encode();
