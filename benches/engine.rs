@@ -1,11 +1,15 @@
-//! Hot-path benchmarks: `Engine::apply` and `Engine::recommend` on a synthetic shopper stream.
-//! Run: `cargo bench --bench engine`.
+//! Hot-path benchmarks: `Engine::apply` and `Engine::recommend` on a synthetic shopper stream,
+//! and what a checkpoint with a changelog does on the worker per advanced partition: cutting
+//! its latest dedup keys into a record. Run: `cargo bench --bench engine`.
 
 use std::borrow::Borrow;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use streamrec::config::EngineConfig;
+use streamrec::dedup::DedupWindow;
+use streamrec::event::EventType;
+use streamrec::kafka::CarriedKeys;
 use streamrec::ranking::Filters;
 use streamrec::synthetic::{ShopperConfig, Shoppers};
 use streamrec::{Engine, Event};
@@ -85,5 +89,28 @@ fn recommend(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply, recommend);
+/// One partition's latest 5,000 keys (the default `kafka.changelog_dedup_keys`) out of a full
+/// window of 1M keys over 12 partitions, cut and encoded as the changelog record.
+fn dedup_keys(c: &mut Criterion) {
+    let mut window = DedupWindow::new(Default::default());
+    for n in 0..1_000_000i64 {
+        let event = Event::new(EventType::View, "u", &n.to_string(), 1_700_000_000_000 + n);
+        window.first_sighting((n % 12) as u64, &event);
+    }
+    let mut group = c.benchmark_group("checkpoint");
+    group.bench_function("dedup_keys_5000", |b| {
+        b.iter(|| {
+            let keys = window.latest_keys(7, 5_000);
+            CarriedKeys {
+                next_offset: 1,
+                keys,
+            }
+            .encode()
+            .len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, apply, recommend, dedup_keys);
 criterion_main!(benches);
