@@ -135,20 +135,28 @@ impl DedupWindow {
     /// Records the event, which arrived on `stream`; returns false if its key is already in the
     /// window (a duplicate, whichever stream the first copy came on).
     pub fn first_sighting(&mut self, stream: u64, event: &Event) -> bool {
-        let key = dedup_key(event);
+        if !self.remember(stream, dedup_key(event), event.ts_ms) {
+            return false;
+        }
+        self.keep_bounds(stream);
+        true
+    }
+
+    /// Adds `key` as `stream`'s latest arrival; false if a stream already holds it.
+    fn remember(&mut self, stream: u64, key: u128, ts_ms: i64) -> bool {
         if !self.seen.insert(key) {
             return false;
         }
         self.arrivals += 1;
         self.len += 1;
         let keys = self.streams.entry(stream).or_insert_with(StreamKeys::empty);
-        keys.push(key, event.ts_ms, self.arrivals);
-        self.expire(stream);
-        self.keep_count_bound();
+        keys.push(key, ts_ms, self.arrivals);
         true
     }
 
-    fn keep_count_bound(&mut self) {
+    /// Applies both bounds after `stream` took keys.
+    fn keep_bounds(&mut self, stream: u64) {
+        self.expire(stream);
         while self.len > self.config.max_entries {
             self.evict_first_arrival();
         }
@@ -209,18 +217,11 @@ impl DedupWindow {
             }
             self.len -= replaced.order.len();
         }
-        let mut adopted = StreamKeys::empty();
+        self.streams.insert(stream, StreamKeys::empty());
         for &CarriedKey { key, ts_ms } in keys {
-            if !self.seen.insert(key) {
-                continue;
-            }
-            self.arrivals += 1;
-            self.len += 1;
-            adopted.push(key, ts_ms, self.arrivals);
+            self.remember(stream, key, ts_ms);
         }
-        self.streams.insert(stream, adopted);
-        self.expire(stream);
-        self.keep_count_bound();
+        self.keep_bounds(stream);
     }
 
     pub fn len(&self) -> usize {
