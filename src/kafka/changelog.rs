@@ -83,7 +83,7 @@ pub fn checkpoint_records(
         let topic_name = &inputs[topic as usize];
         records.push(ChangelogRecord {
             partition,
-            key: position_key(topic_name),
+            key: input_record_key(POSITION_PREFIX, topic_name),
             value: serde_json::to_vec(&position).expect("a position encodes"),
             kind: "position",
         });
@@ -97,7 +97,7 @@ pub fn checkpoint_records(
         };
         records.push(ChangelogRecord {
             partition,
-            key: [carried_keys::KEY_PREFIX, topic_name.as_bytes()].concat(),
+            key: input_record_key(carried_keys::KEY_PREFIX, topic_name),
             value: carried.encode(),
             kind: carried_keys::KIND,
         });
@@ -126,8 +126,15 @@ impl PartitionPosition {
     }
 }
 
-fn position_key(input_topic: &str) -> Vec<u8> {
-    [POSITION_PREFIX, input_topic.as_bytes()].concat()
+/// The key of a partition's record of `prefix`'s kind about one input topic (a position, its
+/// dedup keys): compaction keeps the latest per kind and topic.
+fn input_record_key(prefix: &[u8], input_topic: &str) -> Vec<u8> {
+    [prefix, input_topic.as_bytes()].concat()
+}
+
+/// The input topic a record key of `prefix`'s kind names.
+fn input_of(prefix: &[u8], key: &[u8]) -> String {
+    String::from_utf8_lossy(&key[prefix.len().min(key.len())..]).into_owned()
 }
 
 /// Hands every record to the producer (waiting while its queue is full) and returns their
@@ -201,8 +208,7 @@ impl PartitionLog {
         topic: &str,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), ChangelogError> {
-        let key = message.key().unwrap_or_default();
-        let topic_name = String::from_utf8_lossy(&key[POSITION_PREFIX.len().min(key.len())..]);
+        let topic_name = input_of(POSITION_PREFIX, message.key().unwrap_or_default());
         let position =
             PartitionPosition::parse(message.payload().unwrap_or_default()).ok_or_else(|| {
                 ChangelogError::BadPosition {
@@ -212,28 +218,23 @@ impl PartitionLog {
                 }
             })?;
         if let Some(time) = position.stream_time_ms {
-            self.stream_times.insert(topic_name.to_string(), time);
+            self.stream_times.insert(topic_name.clone(), time);
         }
-        self.positions
-            .insert(topic_name.into_owned(), position.next_offset);
+        self.positions.insert(topic_name, position.next_offset);
         Ok(())
     }
 
-    /// Keeps the latest keys per input topic. Unreadable ones are left out with a warning
+    /// Decodes an input topic's latest keys. Unreadable ones are left out with a warning
     /// rather than stopping the restore: without them the partition's dedup window starts
     /// empty, as it did before partitions carried keys.
-    fn read_carried(&mut self, topic: &str, message: &BorrowedMessage<'_>) {
-        let key = message.key().unwrap_or_default();
-        let prefix = carried_keys::KEY_PREFIX.len().min(key.len());
-        let input = String::from_utf8_lossy(&key[prefix..]).into_owned();
-        match CarriedKeys::decode(message.payload().unwrap_or_default()) {
+    fn read_carried(&mut self, topic: &str, input: String, bytes: &[u8]) {
+        match CarriedKeys::decode(bytes) {
             Ok(carried) => {
                 self.carried.insert(input, carried);
             }
             Err(err) => {
-                tracing::warn!(topic, partition = self.partition, offset = message.offset(), error = %err, "dedup keys left out");
+                tracing::warn!(topic, partition = self.partition, input, error = %err, "dedup keys left out");
                 self.unreadable_carried += 1;
-                self.carried.remove(&input);
             }
         }
     }
@@ -321,20 +322,28 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
         partition,
         ..PartitionLog::default()
     };
+    // The latest record per key, as compaction keeps it, decoded once the read is done.
     let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut latest_carried: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     read_to_end(kafka, topic, &[partition], |message| {
         log.records += 1;
+        let key = message.key().unwrap_or_default();
+        let value = || message.payload().unwrap_or_default().to_vec();
         match record_kind(message) {
             RecordKind::User => {
-                let key = message.key().unwrap_or_default().to_vec();
-                latest.insert(key, message.payload().unwrap_or_default().to_vec());
+                latest.insert(key.to_vec(), value());
             }
             RecordKind::Position => log.read_position(topic, message)?,
-            RecordKind::Dedup => log.read_carried(topic, message),
+            RecordKind::Dedup => {
+                latest_carried.insert(input_of(carried_keys::KEY_PREFIX, key), value());
+            }
             RecordKind::Unknown => log.unknown += 1,
         }
         Ok(())
     })?;
+    for (input, bytes) in latest_carried {
+        log.read_carried(topic, input, &bytes);
+    }
     let mut users = Vec::with_capacity(latest.len());
     for (key, value) in latest {
         let id = String::from_utf8(key).map_err(|_| ChangelogError::KeyNotUtf8 {
