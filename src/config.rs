@@ -247,10 +247,10 @@ impl Config {
             ));
         }
         if self.kafka.changelog_dedup_keys > MAX_CHANGELOG_DEDUP_KEYS {
-            return Err(invalid(
-                "kafka.changelog_dedup_keys",
-                "must be at most 40000 (24 bytes a key, inside Kafka's default 1 MB message)",
-            ));
+            let rule = format!(
+                "must be at most {MAX_CHANGELOG_DEDUP_KEYS} (24 bytes a key, inside Kafka's default 1 MB message)"
+            );
+            return Err(invalid("kafka.changelog_dedup_keys", &rule));
         }
         Ok(())
     }
