@@ -27,7 +27,7 @@ use crate::config::KafkaConfig;
 use crate::dedup::CarriedKey;
 use crate::engine::{DecodeError, PortableUser};
 use crate::offsets::NextOffsets;
-use crate::offsets::PartitionKey;
+use crate::offsets::{topic_index, PartitionKey};
 use crate::pipeline::{key_of_stream, stream_of};
 
 /// Header naming what a changelog record is: `user` or `position`.
@@ -190,6 +190,12 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
+    /// This partition of the input topic `name` names, if it is one of `inputs`.
+    pub fn input_key(&self, inputs: &[String], name: &str) -> Option<PartitionKey> {
+        let topic = topic_index(inputs, name)?;
+        Some(PartitionKey::new(topic, self.partition))
+    }
+
     /// The carried dedup keys of each input topic whose record was cut at the position the
     /// partition restores; one cut earlier (a crash came between the checkpoint's position
     /// record and its keys) is left out.

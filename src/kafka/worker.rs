@@ -621,10 +621,7 @@ impl Worker {
         let positions: Vec<(PartitionKey, i64)> = log
             .positions
             .iter()
-            .filter_map(|(name, &next)| {
-                let topic = topic_index(&self.inputs, name)?;
-                Some((PartitionKey::new(topic, log.partition), next))
-            })
+            .filter_map(|(name, &next)| Some((log.input_key(&self.inputs, name)?, next)))
             .collect();
         let newer = positions.iter().any(|(key, next)| {
             checkpoints
@@ -656,8 +653,7 @@ impl Worker {
         }
         // The partition continues at the stream time it had on its previous owner.
         for (name, &time) in &log.stream_times {
-            if let Some(topic) = topic_index(&self.inputs, name) {
-                let key = PartitionKey::new(topic, log.partition);
+            if let Some(key) = log.input_key(&self.inputs, name) {
                 self.processor.continue_stream_time(key, time);
             }
         }
@@ -687,8 +683,8 @@ impl Worker {
     fn adopt_carried_keys(&mut self, log: &PartitionLog) -> usize {
         let mut adopted = 0;
         for (name, keys) in log.keys_at_positions() {
-            if let Some(topic) = topic_index(&self.inputs, name) {
-                let stream = stream_of(PartitionKey::new(topic, log.partition));
+            if let Some(key) = log.input_key(&self.inputs, name) {
+                let stream = stream_of(key);
                 self.processor.engine_mut().adopt_dedup_keys(stream, keys);
                 adopted += keys.len();
             }
