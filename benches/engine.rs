@@ -116,7 +116,7 @@ fn dedup_keys(c: &mut Criterion) {
             window
         });
         b.iter(|| {
-            let keys = window.latest_keys(7, 5_000);
+            let keys = window.keys_after(7, 0, 5_000).keys;
             CarriedKeys {
                 next_offset: 1,
                 keys,

@@ -112,6 +112,9 @@ impl Default for StateConfig {
 
 /// The most dedup keys one changelog record carries (see `kafka.changelog_dedup_keys`).
 pub const MAX_CHANGELOG_DEDUP_KEYS: usize = 40_000;
+/// The most records of dedup keys a partition keeps (see `kafka.changelog_dedup_slots`): a
+/// restore reads them all.
+pub const MAX_CHANGELOG_DEDUP_SLOTS: u32 = 100;
 
 /// Where events come from and outputs go.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,10 +141,13 @@ pub struct KafkaConfig {
     /// checkpoint writes its changed users there, and an instance given a partition restores
     /// that partition's users from it. Empty: none (needs `state.dir`).
     pub changelog_topic: String,
-    /// With a changelog: how many of a partition's latest dedup keys each checkpoint writes
-    /// after the partition's position, so that its next owner drops the same duplicates
-    /// (at most 40000: 24 bytes a key; 0: none).
+    /// With a changelog: each checkpoint writes, after an advanced partition's position, the
+    /// dedup keys it took since its previous such record, at most this many (the latest; at
+    /// most 40000: 24 bytes a key; 0: none), so that its next owner drops the same duplicates.
     pub changelog_dedup_keys: usize,
+    /// How many such records a partition keeps (in slots taken in turn, at most 100): the keys
+    /// of its last this many checkpoints go to its next owner.
+    pub changelog_dedup_slots: u32,
     /// Where each instance publishes its online metrics (`streamrec.online-metrics.v1`, keyed
     /// by `instance_id`, which it then requires); empty: none.
     pub online_metrics_topic: String,
@@ -168,6 +174,7 @@ impl Default for KafkaConfig {
             instance_id: String::new(),
             changelog_topic: String::new(),
             changelog_dedup_keys: 5_000,
+            changelog_dedup_slots: 24,
             online_metrics_topic: String::new(),
             session_timeout_ms: 10_000,
             missing_topic_timeout_ms: 30_000,
@@ -251,6 +258,12 @@ impl Config {
                 "must be at most {MAX_CHANGELOG_DEDUP_KEYS} (24 bytes a key, inside Kafka's default 1 MB message)"
             );
             return Err(invalid("kafka.changelog_dedup_keys", &rule));
+        }
+        let slots = self.kafka.changelog_dedup_slots;
+        if !(1..=MAX_CHANGELOG_DEDUP_SLOTS).contains(&slots) {
+            let rule =
+                format!("must be 1 to {MAX_CHANGELOG_DEDUP_SLOTS} (a restore reads them all)");
+            return Err(invalid("kafka.changelog_dedup_slots", &rule));
         }
         Ok(())
     }
@@ -575,6 +588,14 @@ mod tests {
             (
                 "[kafka]\nchangelog_dedup_keys = 40001",
                 "kafka.changelog_dedup_keys`: must be at most 40000",
+            ),
+            (
+                "[kafka]\nchangelog_dedup_slots = 0",
+                "kafka.changelog_dedup_slots`: must be 1 to 100",
+            ),
+            (
+                "[kafka]\nchangelog_dedup_slots = 101",
+                "kafka.changelog_dedup_slots`: must be 1 to 100",
             ),
             (
                 "[kafka]\ncatalog_topic = \"recommendations\"",

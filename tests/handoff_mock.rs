@@ -264,9 +264,10 @@ async fn a_cart_waiting_at_a_revoke_is_abandoned_on_the_new_owner() {
     assert_eq!(fired, carted, "cart abandonments fired on the new owner");
 }
 
-/// Fails when a partition's dedup keys stay with the member that lost it: each user's view is
-/// sent again (a producer's retry, say) after the partition moved to b, which must drop the
-/// copies as a would have.
+/// Fails when a partition's dedup keys stay with the member that lost it: each user's views,
+/// from two checkpoints apart, are sent again (a producer's retry, say) after the partition
+/// moved to b, which must drop the copies as a would have. Each checkpoint carries only the
+/// keys since the one before, so the first views' keys are in an earlier record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_duplicate_after_a_revoke_is_dropped_by_the_new_owner() {
     let cluster = MockCluster::new(1).unwrap();
@@ -275,11 +276,14 @@ async fn a_duplicate_after_a_revoke_is_dropped_by_the_new_owner() {
 
     let mut first = Instance::start(&a).await;
     let all: Vec<i32> = (0..PARTITIONS).collect();
-    let viewed = ("viewer", "view");
+    let (viewed, viewed_later) = (("viewer", "view"), ("viewer", "add_to_cart"));
     checkpointed(&mut first, produce_on(&a, viewed, T0, &all)).await;
+    let total = produce_on(&a, viewed_later, T0 + 1, &all);
+    checkpointed(&mut first, 2 * total).await;
     let mut second = join(&first, &b).await;
     let held_b = second.health.held_partitions(&a.kafka.input_topics[0]);
-    let copies = produce_on(&a, viewed, T0, &held_b);
+    let copies =
+        produce_on(&a, viewed, T0, &held_b) + produce_on(&a, viewed_later, T0 + 1, &held_b);
     second.consumed(copies).await;
     let duplicates = second.progress.borrow().duplicates;
     first.stop().await;

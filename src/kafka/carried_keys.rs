@@ -1,8 +1,11 @@
-//! The dedup keys a partition carries to its next owner: a changelog record of kind `dedup`,
-//! written after the partition's position record by the same checkpoint, holding that position
-//! and the partition's latest keys. A new owner takes the keys only when the position matches
-//! the one it restores (a crash between the two records leaves an older one, which is not
-//! used), so it drops the duplicates the previous owner would have.
+//! The dedup keys a partition carries to its next owner: changelog records of kind `dedup`,
+//! each written after the partition's position record by the same checkpoint, holding that
+//! position and the keys the partition took since its previous such record. They take a
+//! partition's slots in turn (`\xffdedup/<input topic>/<slot>`), so compaction keeps the
+//! records of its last checkpoints, and each costs what arrived since the last, not the
+//! window's size. A new owner takes the keys of every record cut at or before the position
+//! it restores (their events are in the state it restores; a record cut later is not), so it
+//! drops the duplicates the previous owner would have.
 //!
 //! Binary, as the keys are hashes: a format byte, the next input offset (i64), the key count
 //! (u32), then per key its 16 bytes and its event time (i64), all little-endian.
@@ -13,8 +16,31 @@ use crate::dedup::CarriedKey;
 /// The record kind, in the changelog's kind header.
 pub const KIND: &str = "dedup";
 /// Keys start with a byte no UTF-8 user id holds, and differ from position keys, so
-/// compaction keeps the latest of each per input topic.
-pub const KEY_PREFIX: &[u8] = b"\xffdedup/";
+/// compaction keeps the latest of each per input topic and slot.
+const KEY_PREFIX: &[u8] = b"\xffdedup/";
+
+/// The key of `input_topic`'s record in `slot`. No topic name holds a `/`.
+pub fn record_key(input_topic: &str, slot: u32) -> Vec<u8> {
+    [
+        KEY_PREFIX,
+        input_topic.as_bytes(),
+        format!("/{slot}").as_bytes(),
+    ]
+    .concat()
+}
+
+/// The input topic and slot a record's key names; no slot for the one record per topic that
+/// builds before slots wrote (still read: its keys are as good).
+pub fn parse_key(key: &[u8]) -> (String, Option<u32>) {
+    let named = String::from_utf8_lossy(key.strip_prefix(KEY_PREFIX).unwrap_or(key));
+    match named.rsplit_once('/') {
+        Some((topic, slot)) => match slot.parse() {
+            Ok(slot) => (topic.to_owned(), Some(slot)),
+            Err(_) => (named.into_owned(), None),
+        },
+        None => (named.into_owned(), None),
+    }
+}
 
 const FORMAT: u8 = 1;
 const HEADER_BYTES: usize = 1 + 8 + 4;
@@ -90,6 +116,21 @@ mod tests {
             next_offset: 1 << 40,
             keys: keys.collect(),
         }
+    }
+
+    #[test]
+    fn a_record_key_names_its_topic_and_slot() {
+        let key = record_key("shop.events-v2", 17);
+        assert_eq!(parse_key(&key), ("shop.events-v2".into(), Some(17)));
+        assert!(
+            std::str::from_utf8(&key).is_err(),
+            "no user id can equal it"
+        );
+        assert_eq!(
+            parse_key(b"\xffdedup/events"),
+            ("events".into(), None),
+            "before slots"
+        );
     }
 
     #[test]

@@ -45,14 +45,17 @@ pub struct ChangelogRecord {
 
 /// What one checkpoint writes: its changed users, then the position of every input partition
 /// it advanced past the previous checkpoint (`before`), with the partition's stream time, each
-/// followed by the partition's latest dedup keys (`carry`; none: no record) — of the
-/// partitions it `owns` now only. Users without a position (none come from the pipeline) have
+/// followed by the dedup keys the partition took since its previous such record and the slot
+/// that record takes (`carry`; none: no record) — of the partitions it `owns` now only. Users without a position (none come from the pipeline) have
 /// no partition and are left out.
 pub fn checkpoint_records(
     users: Vec<(String, PortableUser)>,
     (covers, before): (&NextOffsets, &NextOffsets),
     inputs: &[String],
-    (stream_times, carry): (&BTreeMap<u64, i64>, impl Fn(u64) -> Vec<CarriedKey>),
+    (stream_times, mut carry): (
+        &BTreeMap<u64, i64>,
+        impl FnMut(u64) -> Option<(u32, Vec<CarriedKey>)>,
+    ),
     owns: impl Fn(PartitionKey) -> bool,
 ) -> Vec<ChangelogRecord> {
     let mut records: Vec<ChangelogRecord> = users
@@ -83,21 +86,20 @@ pub fn checkpoint_records(
         let topic_name = &inputs[topic as usize];
         records.push(ChangelogRecord {
             partition,
-            key: input_record_key(POSITION_PREFIX, topic_name),
+            key: position_key(topic_name),
             value: serde_json::to_vec(&position).expect("a position encodes"),
             kind: "position",
         });
-        let keys = carry(stream);
-        if keys.is_empty() {
+        let Some((slot, keys)) = carry(stream) else {
             continue;
-        }
+        };
         let carried = CarriedKeys {
             next_offset: next,
             keys,
         };
         records.push(ChangelogRecord {
             partition,
-            key: input_record_key(carried_keys::KEY_PREFIX, topic_name),
+            key: carried_keys::record_key(topic_name, slot),
             value: carried.encode(),
             kind: carried_keys::KIND,
         });
@@ -126,15 +128,15 @@ impl PartitionPosition {
     }
 }
 
-/// The key of a partition's record of `prefix`'s kind about one input topic (a position, its
-/// dedup keys): compaction keeps the latest per kind and topic.
-fn input_record_key(prefix: &[u8], input_topic: &str) -> Vec<u8> {
-    [prefix, input_topic.as_bytes()].concat()
+/// The key of a partition's position record about one input topic: compaction keeps the latest
+/// per topic.
+fn position_key(input_topic: &str) -> Vec<u8> {
+    [POSITION_PREFIX, input_topic.as_bytes()].concat()
 }
 
-/// The input topic a record key of `prefix`'s kind names.
-fn input_of(prefix: &[u8], key: &[u8]) -> String {
-    String::from_utf8_lossy(&key[prefix.len().min(key.len())..]).into_owned()
+/// The input topic a position record's key names.
+fn topic_of_position(key: &[u8]) -> String {
+    String::from_utf8_lossy(key.strip_prefix(POSITION_PREFIX).unwrap_or(key)).into_owned()
 }
 
 /// Hands every record to the producer (waiting while its queue is full) and returns their
@@ -181,8 +183,8 @@ pub struct PartitionLog {
     pub stream_times: BTreeMap<String, i64>,
     /// Records read.
     pub records: u64,
-    /// The latest dedup keys carried per input topic name (see `carried_keys`).
-    pub carried: BTreeMap<String, CarriedKeys>,
+    /// The records of dedup keys per input topic name, with their slots (see `carried_keys`).
+    pub carried: BTreeMap<String, Vec<(Option<u32>, CarriedKeys)>>,
     /// `dedup` records that could not be read, left out (the window starts empty then).
     pub unreadable_carried: u64,
     /// Records of a kind this build does not know (a later build's), left out.
@@ -196,17 +198,29 @@ impl PartitionLog {
         Some(PartitionKey::new(topic, self.partition))
     }
 
-    /// The carried dedup keys of each input topic whose record was cut at the position the
-    /// partition restores; one cut earlier (a crash came between the checkpoint's position
-    /// record and its keys) is left out.
-    pub fn keys_at_positions(&self) -> Vec<(&str, &[CarriedKey])> {
-        let at_position = |topic: &String, carried: &CarriedKeys| {
-            self.positions.get(topic) == Some(&carried.next_offset)
-        };
-        (self.carried.iter())
-            .filter(|(topic, carried)| at_position(topic, carried))
-            .map(|(topic, carried)| (topic.as_str(), &carried.keys[..]))
-            .collect()
+    /// Per input topic, the keys of every record cut at or before the position the partition
+    /// restores, oldest first, and the slot after the newest of them. A record cut later (its
+    /// events are not in the restored state) is left out.
+    pub fn carried_keys(&self) -> Vec<RestoredKeys<'_>> {
+        let mut restored = Vec::new();
+        for (topic, records) in &self.carried {
+            let Some(&position) = self.positions.get(topic) else {
+                continue;
+            };
+            let mut usable: Vec<_> = (records.iter())
+                .filter(|(_, carried)| carried.next_offset <= position)
+                .collect();
+            usable.sort_by_key(|(_, carried)| carried.next_offset);
+            let Some((newest_slot, _)) = usable.last() else {
+                continue;
+            };
+            restored.push(RestoredKeys {
+                topic,
+                next_slot: newest_slot.map_or(0, |slot| slot + 1),
+                keys: usable.iter().flat_map(|(_, c)| &c.keys).copied().collect(),
+            });
+        }
+        restored
     }
 
     fn read_position(
@@ -214,7 +228,7 @@ impl PartitionLog {
         topic: &str,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), ChangelogError> {
-        let topic_name = input_of(POSITION_PREFIX, message.key().unwrap_or_default());
+        let topic_name = topic_of_position(message.key().unwrap_or_default());
         let position =
             PartitionPosition::parse(message.payload().unwrap_or_default()).ok_or_else(|| {
                 ChangelogError::BadPosition {
@@ -230,20 +244,29 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Decodes an input topic's latest keys. Unreadable ones are left out with a warning
-    /// rather than stopping the restore: without them the partition's dedup window starts
-    /// empty, as it did before partitions carried keys.
-    fn read_carried(&mut self, topic: &str, input: String, bytes: &[u8]) {
+    /// Decodes a record of dedup keys (the latest with its key). An unreadable one is left
+    /// out with a warning rather than stopping the restore: without its keys the partition
+    /// drops fewer duplicates, as it did before partitions carried keys.
+    fn read_carried(&mut self, topic: &str, key: &[u8], bytes: &[u8]) {
+        let (input, slot) = carried_keys::parse_key(key);
         match CarriedKeys::decode(bytes) {
-            Ok(carried) => {
-                self.carried.insert(input, carried);
-            }
+            Ok(carried) => self.carried.entry(input).or_default().push((slot, carried)),
             Err(err) => {
                 tracing::warn!(topic, partition = self.partition, input, error = %err, "dedup keys left out");
                 self.unreadable_carried += 1;
             }
         }
     }
+}
+
+/// An input topic's dedup keys as a restore takes them (see `PartitionLog::carried_keys`).
+#[derive(Debug, PartialEq)]
+pub struct RestoredKeys<'a> {
+    pub topic: &'a str,
+    /// Oldest first.
+    pub keys: Vec<CarriedKey>,
+    /// The slot the partition's next record takes.
+    pub next_slot: u32,
 }
 
 /// What a changelog record is, by its kind header.
@@ -330,7 +353,7 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
     };
     // The latest record per key, as compaction keeps it, decoded once the read is done.
     let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let mut latest_carried: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut latest_carried: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     read_to_end(kafka, topic, &[partition], |message| {
         log.records += 1;
         let key = message.key().unwrap_or_default();
@@ -341,14 +364,14 @@ pub fn read_partition(kafka: &KafkaConfig, partition: i32) -> Result<PartitionLo
             }
             RecordKind::Position => log.read_position(topic, message)?,
             RecordKind::Dedup => {
-                latest_carried.insert(input_of(carried_keys::KEY_PREFIX, key), value());
+                latest_carried.insert(key.to_vec(), value());
             }
             RecordKind::Unknown => log.unknown += 1,
         }
         Ok(())
     })?;
-    for (input, bytes) in latest_carried {
-        log.read_carried(topic, input, &bytes);
+    for (key, bytes) in latest_carried {
+        log.read_carried(topic, &key, &bytes);
     }
     let mut users = Vec::with_capacity(latest.len());
     for (key, value) in latest {
@@ -492,31 +515,47 @@ mod tests {
         CarriedKey { key: 7, ts_ms: 1 }
     }
 
+    /// Every record cut at or before the restored position holds keys of events the restored
+    /// state applied (one before it: a crash came between a position record and its keys);
+    /// one cut after it does not.
     #[test]
-    fn only_keys_cut_at_the_restored_position_are_used() {
-        let carried = |next_offset| CarriedKeys {
+    fn keys_cut_up_to_the_restored_position_are_used_oldest_first() {
+        let carried = |next_offset, key| CarriedKeys {
             next_offset,
-            keys: vec![carried_key()],
+            keys: vec![CarriedKey { key, ts_ms: 1 }],
         };
         let log = PartitionLog {
             positions: [("a".into(), 10), ("b".into(), 20)].into(),
             carried: [
-                ("a".into(), carried(10)),
-                ("b".into(), carried(15)),
-                ("c".into(), carried(1)),
+                (
+                    "a".into(),
+                    vec![(Some(2), carried(10, 3)), (Some(1), carried(8, 2))],
+                ),
+                (
+                    "b".into(),
+                    vec![(Some(0), carried(25, 9)), (None, carried(15, 5))],
+                ),
+                ("c".into(), vec![(Some(0), carried(1, 1))]),
             ]
             .into(),
             ..PartitionLog::default()
         };
-        let used: Vec<&str> = log
-            .keys_at_positions()
-            .iter()
-            .map(|(topic, _)| *topic)
-            .collect();
+        let keys = |k: &[u128]| k.iter().map(|&key| CarriedKey { key, ts_ms: 1 }).collect();
         assert_eq!(
-            used,
-            ["a"],
-            "b's keys are from an earlier cut; c has no position"
+            log.carried_keys(),
+            [
+                RestoredKeys {
+                    topic: "a",
+                    keys: keys(&[2, 3]),
+                    next_slot: 3
+                },
+                RestoredKeys {
+                    topic: "b",
+                    keys: keys(&[5]),
+                    next_slot: 0
+                }
+            ],
+            "b's slot 0 was cut past its position; c has no position"
         );
     }
 
@@ -531,7 +570,7 @@ mod tests {
             users,
             (&covers, &NextOffsets::new()),
             &inputs,
-            (&BTreeMap::new(), |_| vec![carried_key()]),
+            (&BTreeMap::new(), |_| Some((0, vec![carried_key()]))),
             owns,
         );
         let summary: Vec<(i32, &str)> = records.iter().map(|r| (r.partition, r.kind)).collect();
@@ -546,10 +585,7 @@ mod tests {
         let covers: NextOffsets = [(key(0, 0), 4), (key(0, 2), 8), (key(0, 5), 1)].into();
         let before: NextOffsets = [(key(0, 5), 1)].into();
         let times = [(2, 1_700_000_000_000)].into();
-        let carry = |stream| match stream == stream_of(key(0, 2)) {
-            true => vec![carried_key()],
-            false => Vec::new(),
-        };
+        let carry = |stream| (stream == stream_of(key(0, 2))).then(|| (5, vec![carried_key()]));
         let records =
             checkpoint_records(users, (&covers, &before), &inputs, (&times, carry), |_| {
                 true
@@ -573,6 +609,11 @@ mod tests {
                 keys: vec![carried_key()]
             }),
             "the keys name the position they were cut at"
+        );
+        assert_eq!(
+            carried_keys::parse_key(&records[4].key),
+            ("events".into(), Some(5)),
+            "in the slot they take"
         );
         assert_eq!(
             PartitionPosition::parse(&records[2].value),

@@ -482,9 +482,9 @@ impl Worker {
         let engine = self.processor.engine_mut();
         let owned = owned_partitions(&self.consumer.context().health, &self.inputs);
         let owns = |key: PartitionKey| owned.contains(&key);
-        let changelog = checkpoints.changelog.clone().map(|changelog| {
+        let changelog = checkpoints.changelog.as_mut().map(|changelog| {
             let users = engine.changed_portable_users();
-            let carry = |stream| engine.latest_dedup_keys(stream, changelog.dedup_keys);
+            let carry = |stream| changelog.carry(engine, stream);
             let records = checkpoint_records(
                 users,
                 (
@@ -495,7 +495,7 @@ impl Worker {
                 (engine.stream_times(), carry),
                 owns,
             );
-            (changelog.topic, records)
+            (changelog.topic.clone(), records)
         });
         let covers = checkpoints.checkpointer.begin_cut(engine);
         let (done, outcome) = oneshot::channel();
@@ -678,16 +678,21 @@ impl Worker {
         Ok(positions)
     }
 
-    /// Takes the restored partition's dedup keys where they were cut at its position, so it
-    /// drops the duplicates its previous owner would have; returns how many.
+    /// Takes the restored partition's dedup keys cut up to its position, so it drops the
+    /// duplicates its previous owner would have; returns how many.
     fn adopt_carried_keys(&mut self, log: &PartitionLog) -> usize {
         let mut adopted = 0;
-        for (name, keys) in log.keys_at_positions() {
-            if let Some(key) = log.input_key(&self.inputs, name) {
-                let stream = stream_of(key);
-                self.processor.engine_mut().adopt_dedup_keys(stream, keys);
-                adopted += keys.len();
+        for restored in log.carried_keys() {
+            let Some(key) = log.input_key(&self.inputs, restored.topic) else {
+                continue;
+            };
+            let stream = stream_of(key);
+            (self.processor.engine_mut()).adopt_dedup_keys(stream, &restored.keys);
+            let changelog = self.checkpoints.as_mut().and_then(|c| c.changelog.as_mut());
+            if let Some(changelog) = changelog {
+                changelog.adopted(stream, restored.next_slot);
             }
+            adopted += restored.keys.len();
         }
         adopted
     }

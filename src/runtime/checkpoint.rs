@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+pub use super::changelog::Changelog;
 use crate::engine::{Changes, Engine, ItemCut, UserCut};
 use crate::offsets::{by_name, NextOffsets, PartitionKey};
 use crate::store::{CheckpointSize, Offsets, StateStore, StoreError};
@@ -42,14 +43,6 @@ pub struct Durable {
     pub max_users: usize,
     /// The changelog each checkpoint also writes its changed users to, if any.
     pub changelog: Option<Changelog>,
-}
-
-/// Where each checkpoint also writes its changed users, and how many of each advanced
-/// partition's latest dedup keys go with its position.
-#[derive(Clone, Debug)]
-pub struct Changelog {
-    pub topic: String,
-    pub dedup_keys: usize,
 }
 
 /// One worker's part of a checkpoint: its users, and the positions of its partitions they

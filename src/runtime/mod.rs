@@ -2,6 +2,7 @@
 //! what `run` and `replay` share around the engine (`checkpoint`), and the aligned checkpoint
 //! rounds of `run`'s workers (`rounds`).
 
+mod changelog;
 pub mod checkpoint;
 pub mod rounds;
 mod service;

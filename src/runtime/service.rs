@@ -126,9 +126,12 @@ fn open_state(config: &Config) -> Result<Option<Vec<(Engine, Durable)>>, RunErro
         let durable = Durable {
             checkpointer: Checkpointer::new(store.clone(), cadence, topics.clone(), own),
             max_users: max_users.div_ceil(workers),
-            changelog: (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
-                topic: config.kafka.changelog_topic.clone(),
-                dedup_keys: config.kafka.changelog_dedup_keys,
+            changelog: (!config.kafka.changelog_topic.is_empty()).then(|| {
+                Changelog::new(
+                    config.kafka.changelog_topic.clone(),
+                    config.kafka.changelog_dedup_keys,
+                    config.kafka.changelog_dedup_slots,
+                )
             }),
         };
         (engine, durable)

@@ -216,6 +216,10 @@ impl<T: Clone> ChunkedDeque<T> {
         self.chunks.front().map(|chunk| &chunk[self.head])
     }
 
+    pub fn back(&self) -> Option<&T> {
+        self.chunks.back().and_then(|chunk| chunk.last())
+    }
+
     pub fn pop_front(&mut self) -> Option<T> {
         let value = self.front()?.clone();
         self.head += 1;

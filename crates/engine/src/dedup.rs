@@ -85,6 +85,14 @@ pub struct CarriedKey {
     pub ts_ms: i64,
 }
 
+/// A stream's keys that arrived since a mark (see `DedupWindow::keys_after`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeysCut {
+    pub keys: Vec<CarriedKey>,
+    /// The arrival number of the stream's latest key.
+    pub through: u64,
+}
+
 /// The dedup key of an event.
 pub fn dedup_key(event: &Event) -> u128 {
     match &event.event_id {
@@ -195,18 +203,29 @@ impl DedupWindow {
         }
     }
 
-    /// `stream`'s latest keys, at most `max`, oldest first, each with its event time: what a
-    /// partition carries to its next owner.
-    pub fn latest_keys(&self, stream: u64, max: usize) -> Vec<CarriedKey> {
+    /// `stream`'s keys that arrived after arrival number `after` (0: all), the latest `max` of
+    /// them, oldest first, each with its event time; and the arrival number they run through,
+    /// the `after` of the next cut. What a partition carries to its next owner, a cut at a time.
+    pub fn keys_after(&self, stream: u64, after: u64, max: usize) -> KeysCut {
         let Some(keys) = self.streams.get(&stream) else {
-            return Vec::new();
+            return KeysCut {
+                keys: Vec::new(),
+                through: after,
+            };
         };
-        (keys.order.iter_last(max))
-            .map(|&(key, ts_ms, _)| CarriedKey { key, ts_ms })
-            .collect()
+        let through = keys.order.back().map_or(after, |&(_, _, arrival)| arrival);
+        // Arrival numbers grow along the queue: the new keys are its tail.
+        let latest = keys.order.iter_last(max);
+        let new = latest.skip_while(|&&(_, _, arrival)| arrival <= after);
+        let mut carried = Vec::with_capacity(max.min(keys.order.len()));
+        carried.extend(new.map(|&(key, ts_ms, _)| CarriedKey { key, ts_ms }));
+        KeysCut {
+            keys: carried,
+            through: through.max(after),
+        }
     }
 
-    /// Takes `keys` (oldest first, as `latest_keys` gives them) as `stream`'s keys in place of
+    /// Takes `keys` (oldest first, as `keys_after` gives them) as `stream`'s keys in place of
     /// those it had: a partition restored from its previous owner then drops the duplicates
     /// that owner would have. They count as new arrivals under both bounds; a key another
     /// stream already holds stays there.
@@ -342,7 +361,7 @@ mod tests {
             previous.first_sighting(7, &viewed(item, ts));
         }
         previous.first_sighting(8, &viewed("other stream", 30));
-        let carried = previous.latest_keys(7, 2);
+        let carried = previous.keys_after(7, 0, 2).keys;
         assert_eq!(carried.len(), 2, "at most the bound, the latest");
         assert_eq!(carried[1].ts_ms, 30, "oldest first");
 
@@ -354,7 +373,39 @@ mod tests {
         assert!(!next.first_sighting(7, &viewed("b", 20)));
         assert!(next.first_sighting(7, &viewed("a", 10)), "beyond the bound");
         assert!(next.first_sighting(7, &viewed("stale local key", 5)));
-        assert!(next.latest_keys(9, 10).is_empty(), "a stream never seen");
+        assert_eq!(
+            next.keys_after(9, 3, 10),
+            KeysCut {
+                keys: Vec::new(),
+                through: 3
+            },
+            "a stream never seen"
+        );
+    }
+
+    /// Each cut carries what arrived since the one before, so a quiet partition's cuts stay
+    /// small however full its window is.
+    #[test]
+    fn a_cut_after_a_mark_holds_only_the_keys_since() {
+        let mut dedup = window(100, 1_000);
+        for (item, ts) in [("a", 10), ("b", 20)] {
+            dedup.first_sighting(7, &viewed(item, ts));
+        }
+        let first = dedup.keys_after(7, 0, 10);
+        assert_eq!(first.keys.len(), 2);
+        dedup.first_sighting(8, &viewed("other stream", 25));
+        assert_eq!(
+            dedup.keys_after(7, first.through, 10).keys,
+            [],
+            "nothing new"
+        );
+        for (item, ts) in [("c", 30), ("d", 40), ("e", 50)] {
+            dedup.first_sighting(7, &viewed(item, ts));
+        }
+        let second = dedup.keys_after(7, first.through, 2);
+        let times: Vec<i64> = second.keys.iter().map(|k| k.ts_ms).collect();
+        assert_eq!(times, [40, 50], "the latest of the new ones, oldest first");
+        assert_eq!(dedup.keys_after(7, second.through, 10).keys, []);
     }
 
     #[test]
@@ -368,10 +419,14 @@ mod tests {
         let mut by_count = window(4, 1_000_000);
         by_count.adopt(1, &carried);
         assert_eq!(by_count.len(), 4);
-        assert_eq!(by_count.latest_keys(1, 10), carried[6..]);
+        assert_eq!(by_count.keys_after(1, 0, 10).keys, carried[6..]);
         let mut by_time = window(100, 250);
         by_time.adopt(1, &carried);
-        assert_eq!(by_time.latest_keys(1, 10), carried[7..], "900 - 250 = 650");
+        assert_eq!(
+            by_time.keys_after(1, 0, 10).keys,
+            carried[7..],
+            "900 - 250 = 650"
+        );
     }
 
     proptest! {

@@ -13,7 +13,7 @@ use crate::catalog::{CatalogUpdate, ListingChange, Scores};
 use crate::config::CoocConfig;
 use crate::config::{EngineConfig, RankingConfig};
 use crate::cooccurrence::{pair_ops, PairEvent};
-use crate::dedup::{CarriedKey, DedupWindow};
+use crate::dedup::{CarriedKey, DedupWindow, KeysCut};
 use crate::event::{Event, EventType, ProfileUpdate};
 use crate::experiments;
 use crate::factorization::{initial_vector, learn};
@@ -563,9 +563,10 @@ impl Engine {
         self.take_effects()
     }
 
-    /// `stream`'s latest dedup keys, at most `max`: what its partition carries to a new owner.
-    pub fn latest_dedup_keys(&self, stream: u64, max: usize) -> Vec<CarriedKey> {
-        self.shard.dedup.latest_keys(stream, max)
+    /// `stream`'s dedup keys since arrival number `after`, the latest `max`: what its partition
+    /// carries to a new owner, a checkpoint at a time (see `DedupWindow::keys_after`).
+    pub fn dedup_keys_after(&self, stream: u64, after: u64, max: usize) -> KeysCut {
+        self.shard.dedup.keys_after(stream, after, max)
     }
 
     /// Takes the dedup keys a partition's previous owner carried as `stream`'s own (see
