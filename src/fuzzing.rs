@@ -10,7 +10,7 @@ use crate::engine::{
     Publication, WorkBatch,
 };
 use crate::event::{Event, EventType, FeedbackKind, Input};
-use crate::kafka::{CarriedKeys, PartitionPosition};
+use crate::kafka::{parse_dedup_record_key, CarriedKeys, PartitionPosition};
 use crate::pipeline::decode_update;
 use crate::ranking::Filters;
 
@@ -136,10 +136,11 @@ pub fn shipped_trigger_rules() -> std::sync::Arc<crate::triggers::Rules> {
 }
 
 /// Changelog records of other instances: a user record decoded and installed (items by name,
-/// waiting triggers under the shipped rules), a position record parsed, a partition's dedup
-/// keys decoded and adopted, then an event applied.
+/// waiting triggers under the shipped rules), a position record parsed, a dedup record's key
+/// parsed, a partition's dedup keys decoded and adopted, then an event applied.
 pub fn changelog_record(data: &[u8]) {
     let _ = PartitionPosition::parse(data);
+    let _ = parse_dedup_record_key(data);
     if let Ok(carried) = CarriedKeys::decode(data) {
         let mut engine = Engine::new(EngineConfig::default());
         engine.adopt_dedup_keys(0, &carried.keys);

@@ -30,7 +30,7 @@ mod run;
 mod sink;
 mod worker;
 
-pub use carried_keys::CarriedKeys;
+pub use carried_keys::{parse_key as parse_dedup_record_key, CarriedKeys};
 pub use changelog::PartitionPosition;
 pub use client::{consumer_config, producer_config, replay_consumer_config};
 pub use error::{ReplayError, Retry, RunError};
