@@ -46,8 +46,8 @@ pub struct ChangelogRecord {
 /// What one checkpoint writes: its changed users, then the position of every input partition
 /// it advanced past the previous checkpoint (`before`), with the partition's stream time, each
 /// followed by the dedup keys the partition took since its previous such record and the slot
-/// that record takes (`carry`; none: no record) — of the partitions it `owns` now only. Users without a position (none come from the pipeline) have
-/// no partition and are left out.
+/// that record takes (`carry`; none: no record) — of the partitions it `owns` now only. Users
+/// without a position (none come from the pipeline) have no partition and are left out.
 pub fn checkpoint_records(
     users: Vec<(String, PortableUser)>,
     (covers, before): (&NextOffsets, &NextOffsets),
@@ -185,7 +185,7 @@ pub struct PartitionLog {
     pub records: u64,
     /// The records of dedup keys per input topic name, with their slots (see `carried_keys`).
     pub carried: BTreeMap<String, Vec<(Option<u32>, CarriedKeys)>>,
-    /// `dedup` records that could not be read, left out (the window starts empty then).
+    /// `dedup` records that could not be read, left out (their keys are not carried).
     pub unreadable_carried: u64,
     /// Records of a kind this build does not know (a later build's), left out.
     pub unknown: u64,
