@@ -20,7 +20,7 @@ use streamrec::engine::PortableUser;
 
 use common::moving::changelog_users;
 use common::tansu::{
-    free_port, produced, start_logged, streamrec, terminate_logged, wait_for_any_line,
+    free_port, produced, start_logged, streamrec, strip_ansi, terminate_logged, wait_for_any_line,
     wait_for_line, Broker,
 };
 use common::{committed, dataset, ends_by_reading, read_records, read_topic, unique};
@@ -223,6 +223,18 @@ fn wait_for_owners(configs: &[PathBuf]) -> (u64, u64) {
 /// What a member logs when it took a partition's users from the changelog.
 const RESTORED_LINE: &str = "partition restored from the changelog";
 
+/// The dedup keys each logged restore took from the changelog.
+fn dedup_keys_restored(logs: &[PathBuf]) -> Vec<u64> {
+    let text: String = logs
+        .iter()
+        .map(|log| strip_ansi(&std::fs::read_to_string(log).unwrap_or_default()))
+        .collect();
+    let restores = text.lines().filter(|line| line.contains(RESTORED_LINE));
+    let keys = restores.filter_map(|line| line.split("dedup_keys=").nth(1));
+    keys.filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
+}
+
 /// Per changelog partition: the latest record of every user (by id).
 type PartitionUsers = Vec<BTreeMap<String, PortableUser>>;
 
@@ -383,6 +395,11 @@ fn scaled_and_single(
     for (name, member) in members {
         terminate_logged(member, &log(name));
     }
+    let carried = dedup_keys_restored(&[log("a"), log("c"), log("d")]);
+    assert!(
+        carried.iter().any(|&keys| keys > 0),
+        "the partitions moved with dedup keys through the broker: {carried:?}"
+    );
 
     // The reference: one instance over the same input.
     let alone = start_logged(&single.config(dir.path(), broker, "alone"), &log("alone"));
