@@ -11,7 +11,7 @@ use crate::changed::ChangedItems;
 use crate::chunked::ChunkedVec;
 use crate::config::{CoocConfig, Similarity};
 use crate::decay::decay_factor;
-use crate::neighbors::{Bounds, PairTable, Row, SharedRow};
+use crate::neighbors::{Bounds, Neighbor, PairTable, Row, SharedRow};
 use crate::profile::RecentItem;
 use crate::similarity::llr;
 
@@ -156,6 +156,28 @@ impl PairsFrom<'_> {
     #[inline]
     fn score(&self, b: u32, count: f32) -> f32 {
         pair_score(self.similarity, count, self.from, self.to.of(b), self.total)
+    }
+
+    /// `f` of each neighbour and its score, a loop per similarity.
+    #[inline]
+    fn for_each(&self, neighbors: &[Neighbor], mut f: impl FnMut(u32, f32)) {
+        let scored = |similarity, n: &Neighbor| {
+            pair_score(
+                similarity,
+                n.count,
+                self.from,
+                self.to.of(n.item),
+                self.total,
+            )
+        };
+        match self.similarity {
+            Similarity::Cosine => {
+                (neighbors.iter()).for_each(|n| f(n.item, scored(Similarity::Cosine, n)))
+            }
+            Similarity::Llr => {
+                (neighbors.iter()).for_each(|n| f(n.item, scored(Similarity::Llr, n)))
+            }
+        }
     }
 }
 
@@ -371,6 +393,21 @@ impl Cooccurrence {
         neighbors.map(move |n| (n.item, pairs.score(n.item, n.count)))
     }
 
+    /// Calls `f` with each neighbour of `item` and its fresh score, as `similar` yields them;
+    /// the similarity is chosen once, outside the loop over the neighbours.
+    #[inline]
+    pub fn for_each_similar(&self, item: u32, f: impl FnMut(u32, f32)) {
+        let pairs = PairsFrom::new(self.config.similarity, &self.entries, item, &self.entries);
+        pairs.for_each(self.cooc.neighbors(item), f);
+    }
+
+    /// Calls `f` with each item viewers of `item` went on to buy and its fresh score.
+    #[inline]
+    pub fn for_each_bought_after(&self, item: u32, f: impl FnMut(u32, f32)) {
+        let pairs = PairsFrom::new(self.config.similarity, &self.entries, item, &self.purchases);
+        pairs.for_each(self.cross.neighbors(item), f);
+    }
+
     /// Items that viewers of `item` went on to buy, with fresh scores.
     pub fn bought_after(&self, item: u32) -> impl Iterator<Item = (u32, f32)> + '_ {
         let similarity = self.config.similarity;
@@ -509,6 +546,41 @@ mod tests {
         let counts =
             [(3, 4), (4, 3), (2, 4), (4, 2), (1, 4), (4, 1)].map(|(a, b)| c.pair_count(a, b));
         assert_eq!(counts, [1.0, 0.5, 0.5, 0.25, 0.25, 0.125]);
+    }
+
+    /// Ranking reads neighbours through the callbacks: they must score as the iterators do,
+    /// bit for bit, under either similarity.
+    #[test]
+    fn callbacks_score_neighbours_as_the_iterators_do() {
+        for similarity in [Similarity::Cosine, Similarity::Llr] {
+            let mut c = Cooccurrence::new(CoocConfig {
+                similarity,
+                ..config(5, 10)
+            });
+            for ts in 0..6 {
+                let history = [recent(ts as u32 % 3, ts), recent(7, ts)];
+                view(&mut c, 3 + ts as u32 % 2, ts, &history);
+                c.observe(PairEvent {
+                    item: 9,
+                    weight: 2.0,
+                    ts_ms: ts,
+                    history: &history.iter().cloned().collect(),
+                    new_to_user: false,
+                    first_purchase: true,
+                });
+            }
+            let bits = |scored: Vec<(u32, f32)>| -> Vec<(u32, u32)> {
+                scored.into_iter().map(|(i, s)| (i, s.to_bits())).collect()
+            };
+            for item in [0, 3, 7] {
+                let (mut similar, mut bought) = (Vec::new(), Vec::new());
+                c.for_each_similar(item, |n, s| similar.push((n, s)));
+                c.for_each_bought_after(item, |n, s| bought.push((n, s)));
+                assert!(!similar.is_empty(), "{similarity:?} {item}");
+                assert_eq!(bits(similar), bits(c.similar(item).collect()));
+                assert_eq!(bits(bought), bits(c.bought_after(item).collect()));
+            }
+        }
     }
 
     #[test]

@@ -462,14 +462,18 @@ fn gather(
                 continue;
             }
             if retrieve_neighbors {
-                for (neighbor, similarity) in items.cooccurrence.similar(recent.item) {
-                    candidates.add(neighbor, Source::Cooc, interest * similarity);
-                }
+                items
+                    .cooccurrence
+                    .for_each_similar(recent.item, |neighbor, similarity| {
+                        candidates.add(neighbor, Source::Cooc, interest * similarity);
+                    });
             }
             if blend.cross > 0.0 {
-                for (bought, similarity) in items.cooccurrence.bought_after(recent.item) {
-                    candidates.add(bought, Source::Cross, interest * similarity);
-                }
+                items
+                    .cooccurrence
+                    .for_each_bought_after(recent.item, |bought, similarity| {
+                        candidates.add(bought, Source::Cross, interest * similarity);
+                    });
             }
         }
     }
