@@ -155,28 +155,25 @@ impl PairsFrom<'_> {
 
     #[inline]
     fn score(&self, b: u32, count: f32) -> f32 {
-        pair_score(self.similarity, count, self.from, self.to.of(b), self.total)
+        self.score_as(self.similarity, b, count)
+    }
+
+    #[inline]
+    fn score_as(&self, similarity: Similarity, b: u32, count: f32) -> f32 {
+        pair_score(similarity, count, self.from, self.to.of(b), self.total)
     }
 
     /// `f` of each neighbour and its score, a loop per similarity.
     #[inline]
     fn for_each(&self, neighbors: &[Neighbor], mut f: impl FnMut(u32, f32)) {
-        let scored = |similarity, n: &Neighbor| {
-            pair_score(
-                similarity,
-                n.count,
-                self.from,
-                self.to.of(n.item),
-                self.total,
-            )
+        let mut each = |similarity| {
+            for n in neighbors {
+                f(n.item, self.score_as(similarity, n.item, n.count));
+            }
         };
         match self.similarity {
-            Similarity::Cosine => {
-                (neighbors.iter()).for_each(|n| f(n.item, scored(Similarity::Cosine, n)))
-            }
-            Similarity::Llr => {
-                (neighbors.iter()).for_each(|n| f(n.item, scored(Similarity::Llr, n)))
-            }
+            Similarity::Cosine => each(Similarity::Cosine),
+            Similarity::Llr => each(Similarity::Llr),
         }
     }
 }
@@ -387,33 +384,45 @@ impl Cooccurrence {
 
     /// Neighbours of `item` with fresh similarity scores.
     pub fn similar(&self, item: u32) -> impl Iterator<Item = (u32, f32)> + '_ {
-        let similarity = self.config.similarity;
-        let pairs = PairsFrom::new(similarity, &self.entries, item, &self.entries);
-        let neighbors = self.cooc.neighbors(item).iter();
-        neighbors.map(move |n| (n.item, pairs.score(n.item, n.count)))
+        let (pairs, neighbors) = self.similar_pairs(item);
+        (neighbors.iter()).map(move |n| (n.item, pairs.score(n.item, n.count)))
     }
 
     /// Calls `f` with each neighbour of `item` and its fresh score, as `similar` yields them;
     /// the similarity is chosen once, outside the loop over the neighbours.
     #[inline]
     pub fn for_each_similar(&self, item: u32, f: impl FnMut(u32, f32)) {
-        let pairs = PairsFrom::new(self.config.similarity, &self.entries, item, &self.entries);
-        pairs.for_each(self.cooc.neighbors(item), f);
+        let (pairs, neighbors) = self.similar_pairs(item);
+        pairs.for_each(neighbors, f);
     }
 
     /// Calls `f` with each item viewers of `item` went on to buy and its fresh score.
     #[inline]
     pub fn for_each_bought_after(&self, item: u32, f: impl FnMut(u32, f32)) {
-        let pairs = PairsFrom::new(self.config.similarity, &self.entries, item, &self.purchases);
-        pairs.for_each(self.cross.neighbors(item), f);
+        let (pairs, neighbors) = self.bought_after_pairs(item);
+        pairs.for_each(neighbors, f);
     }
 
     /// Items that viewers of `item` went on to buy, with fresh scores.
     pub fn bought_after(&self, item: u32) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let (pairs, neighbors) = self.bought_after_pairs(item);
+        (neighbors.iter()).map(move |n| (n.item, pairs.score(n.item, n.count)))
+    }
+
+    /// `item`'s co-occurrence neighbours and how to score them.
+    #[inline]
+    fn similar_pairs(&self, item: u32) -> (PairsFrom<'_>, &[Neighbor]) {
+        let similarity = self.config.similarity;
+        let pairs = PairsFrom::new(similarity, &self.entries, item, &self.entries);
+        (pairs, self.cooc.neighbors(item))
+    }
+
+    /// `item`'s cross-occurrence neighbours (bought after it) and how to score them.
+    #[inline]
+    fn bought_after_pairs(&self, item: u32) -> (PairsFrom<'_>, &[Neighbor]) {
         let similarity = self.config.similarity;
         let pairs = PairsFrom::new(similarity, &self.entries, item, &self.purchases);
-        let neighbors = self.cross.neighbors(item).iter();
-        neighbors.map(move |n| (n.item, pairs.score(n.item, n.count)))
+        (pairs, self.cross.neighbors(item))
     }
 
     /// The stored pair count, for tests and inspection.
