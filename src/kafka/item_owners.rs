@@ -30,6 +30,7 @@ use super::error::RunError;
 use super::follow::Background;
 use super::health::Health;
 use super::item_checkpoints::ItemCheckpoints;
+use super::leave::leave_group_blocking;
 use super::owned_partitions::{Owned, OwnedPartitions};
 use crate::config::Config;
 use crate::item_metrics::ItemMetrics;
@@ -103,7 +104,13 @@ pub fn start(
         ready_lag: config.items.ready_lag,
     };
     let drain_by = loop_.drain_by.clone();
-    let thread = Background::spawn("item-owners", "item owners", move |stop| loop_.run(stop))?;
+    let thread = Background::spawn("item-owners", "item owners", move |stop| {
+        let stopped = loop_.run(stop);
+        // The loop's consumer leaves the `.items` group, as the run's leaves its own.
+        let by = loop_.drain_by.get().copied().unwrap_or_else(Instant::now);
+        leave_group_blocking(loop_, by);
+        stopped
+    })?;
     Ok(Owners { thread, drain_by })
 }
 

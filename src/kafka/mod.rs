@@ -15,6 +15,7 @@ mod item_checkpoints;
 mod item_owners;
 mod item_records;
 mod latency;
+mod leave;
 mod log_end;
 mod members;
 mod model_updates;

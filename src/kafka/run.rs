@@ -30,6 +30,7 @@ use super::error::RunError;
 use super::follow::Background;
 use super::health::Health;
 use super::latency::{new_latency, Latency};
+use super::leave::leave_group;
 use super::log_end::{log_holds, Holds};
 use super::online_publisher::OnlinePublisher;
 use super::position::{Positions, Verdict};
@@ -463,6 +464,9 @@ pub async fn consume(
     }
     finish(&consumer, &producer, drain_by)?;
     tracing::info!("shutdown: outputs flushed and offsets committed; leaving the group");
+    if leave_group(consumer, drain_by).await {
+        tracing::info!("shutdown: left the group");
+    }
     let latency_us = observers.latency.lock().expect("not poisoned").clone();
     Ok(RunReport {
         processors,

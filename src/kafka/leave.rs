@@ -1,0 +1,127 @@
+//! Leaving the consumer group at the end of a run, within a bound.
+//!
+//! librdkafka's close (what dropping a group consumer does) revokes the partitions, commits
+//! what is stored and sends LeaveGroup, and has no time limit: a close caught in a rebalance
+//! can wait on the group for as long as the broker holds the rebalance (with Tansu, a member
+//! stopped just after a revoke waited more than 25 s, until `pipeline.shutdown_limit_ms` ended
+//! the process with 75). The run and the item owners close their consumers on a thread of
+//! their own and wait a bounded time: past it, they end without the close. What they did is
+//! committed or checkpointed by then, so nothing is lost; the group moves the partitions at
+//! its session timeout, as after a crash.
+
+use std::time::{Duration, Instant};
+
+/// The least time a run waits for its consumer's close, whatever is left of the drain budget.
+pub(super) const LEAVE_AT_LEAST: Duration = Duration::from_secs(5);
+
+/// Drops `consumer` on a thread of its own and waits for that until `by` (or `LEAVE_AT_LEAST`
+/// from now, if later). Returns whether the drop finished in time; if not, it goes on behind.
+pub(super) async fn leave_group<C: Send + 'static>(consumer: C, by: Instant) -> bool {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    if !close_behind(consumer, move || {
+        let _ = closed.send(());
+    }) {
+        return false;
+    }
+    let limit = wait_limit(by);
+    let left = tokio::time::timeout(limit, done).await.is_ok();
+    if !left {
+        warn_left_behind(limit);
+    }
+    left
+}
+
+/// [`leave_group`] for a thread of its own (the item owners'): waits blocking.
+pub(super) fn leave_group_blocking<C: Send + 'static>(consumer: C, by: Instant) -> bool {
+    let (closed, done) = std::sync::mpsc::channel();
+    if !close_behind(consumer, move || {
+        let _ = closed.send(());
+    }) {
+        return false;
+    }
+    let limit = wait_limit(by);
+    let left = done.recv_timeout(limit).is_ok();
+    if !left {
+        warn_left_behind(limit);
+    }
+    left
+}
+
+/// Drops `consumer` on a new thread, then calls `closed`; false if no thread could be made.
+fn close_behind<C: Send + 'static>(consumer: C, closed: impl FnOnce() + Send + 'static) -> bool {
+    let closing = std::thread::Builder::new().name("leave-group".into());
+    let spawned = closing.spawn(move || {
+        drop(consumer);
+        closed();
+    });
+    if let Err(error) = &spawned {
+        tracing::warn!(%error, "no thread for the consumer's close: the group is left at exit");
+    }
+    spawned.is_ok()
+}
+
+fn wait_limit(by: Instant) -> Duration {
+    by.saturating_duration_since(Instant::now())
+        .max(LEAVE_AT_LEAST)
+}
+
+fn warn_left_behind(waited: Duration) {
+    tracing::warn!(
+        waited_ms = waited.as_millis() as u64,
+        "a consumer's close did not finish (a rebalance holds it): ending without it; what was \
+         done is committed or checkpointed, and the group moves the partitions at its session \
+         timeout"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value whose drop takes as long as it says.
+    struct SlowClose(Duration);
+
+    impl Drop for SlowClose {
+        fn drop(&mut self) {
+            std::thread::sleep(self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_that_hangs_is_left_behind_at_the_bound() {
+        let started = Instant::now();
+        let hanging = SlowClose(Duration::from_secs(60));
+        let by = started + LEAVE_AT_LEAST + Duration::from_millis(500);
+        assert!(!leave_group(hanging, by).await);
+        let waited = started.elapsed();
+        assert!(
+            waited >= LEAVE_AT_LEAST && waited < LEAVE_AT_LEAST + Duration::from_secs(5),
+            "waited {waited:?}"
+        );
+    }
+
+    #[test]
+    fn a_thread_of_its_own_leaves_a_hanging_close_behind_too() {
+        let started = Instant::now();
+        assert!(!leave_group_blocking(
+            SlowClose(Duration::from_secs(60)),
+            started
+        ));
+        assert!(started.elapsed() < LEAVE_AT_LEAST + Duration::from_secs(5));
+        assert!(leave_group_blocking(
+            SlowClose(Duration::ZERO),
+            Instant::now()
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_prompt_close_is_waited_for() {
+        let started = Instant::now();
+        assert!(leave_group(SlowClose(Duration::from_millis(200)), started).await);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < LEAVE_AT_LEAST,
+            "waited {waited:?}"
+        );
+    }
+}
