@@ -53,6 +53,7 @@ pub mod neighbors;
 pub mod online;
 pub mod popularity;
 pub mod profile;
+mod rank_key;
 pub mod ranking;
 pub mod rebuy;
 pub mod rng;

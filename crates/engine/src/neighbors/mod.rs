@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changed::ChangedItems;
 use crate::chunked::ChunkedVec;
+use crate::rank_key::{rank_key, score_of_key};
 use counters::{Counter, Counters};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -259,14 +260,13 @@ impl Row {
     }
 }
 
-/// A list's order: the highest score first, and among equals the lowest item index.
-fn best_first(x: &Neighbor, y: &Neighbor) -> std::cmp::Ordering {
-    y.rank_score
-        .total_cmp(&x.rank_score)
-        .then(x.item.cmp(&y.item))
+/// A list's order, best first: the highest score first (by `f32::total_cmp`), and among equals
+/// the lowest item index. It is the ascending order of the neighbours' rank keys (`rank_key`).
+fn key_of(n: &Neighbor) -> u64 {
+    rank_key(n.rank_score, n.item)
 }
 
-/// A full list's last neighbour in `best_first` order, and the lowest score of the others.
+/// A full list's last neighbour, best first, and the lowest score of the others.
 struct Weakest {
     slot: usize,
     score: f32,
@@ -276,15 +276,18 @@ struct Weakest {
 /// One pass: the floor after replacing the weakest is the others' lowest score or the
 /// newcomer's, so the list is not scanned again.
 fn weakest(top: &[Neighbor]) -> Weakest {
+    // The last, best first, has the largest key: one integer comparison a neighbour.
     let mut found = Weakest {
         slot: 0,
         score: top[0].rank_score,
         others: f32::INFINITY,
     };
+    let mut weakest_key = key_of(&top[0]);
     for (slot, n) in top.iter().enumerate().skip(1) {
-        if best_first(n, &top[found.slot]).is_gt() {
+        let n_key = key_of(n);
+        if n_key > weakest_key {
             found.others = found.others.min(found.score);
-            (found.slot, found.score) = (slot, n.rank_score);
+            (found.slot, found.score, weakest_key) = (slot, n.rank_score, n_key);
         } else {
             found.others = found.others.min(n.rank_score);
         }
@@ -303,27 +306,29 @@ fn weakest_score(top: &[Neighbor]) -> f32 {
 fn rebuild(row: &mut Row, capacity: usize, score: impl Fn(u32, f32) -> f32) {
     row.stale_updates = 0;
     let bar = admission_bar(row, capacity, &score);
-    let mut candidates = Vec::with_capacity(row.counts.len().min(4 * capacity));
+    // (rank key, count): best first is the keys' ascending order, compared as integers.
+    let mut candidates: Vec<(u64, f32)> = Vec::with_capacity(row.counts.len().min(4 * capacity));
     row.counts.for_each_mut(|item, counter| {
         counter.slot = NOT_LISTED;
         let rank_score = score(item, counter.count);
         if rank_score >= bar {
-            candidates.push(Neighbor {
-                item,
-                count: counter.count,
-                rank_score,
-            });
+            candidates.push((rank_key(rank_score, item), counter.count));
         }
     });
     if candidates.len() > capacity {
-        candidates.select_nth_unstable_by(capacity - 1, best_first);
+        candidates.select_nth_unstable_by_key(capacity - 1, |c| c.0);
         candidates.truncate(capacity);
     }
     // A canonical order: the counters were visited in table order, which differs between
     // an engine and its restored copy; slots and the weakest pick must not.
-    candidates.sort_unstable_by(best_first);
+    candidates.sort_unstable_by_key(|c| c.0);
     row.top.clear();
-    row.top.extend_from_slice(&candidates);
+    row.top
+        .extend(candidates.iter().map(|&(key, count)| Neighbor {
+            item: key as u32,
+            count,
+            rank_score: score_of_key(key),
+        }));
     row.top.shrink_to(capacity);
     for slot in 0..row.top.len() {
         let item = row.top[slot].item;
@@ -360,6 +365,13 @@ fn prune(row: &mut Row, keep: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Best first, as the neighbour lists promise it.
+    fn best_first(x: &Neighbor, y: &Neighbor) -> std::cmp::Ordering {
+        y.rank_score
+            .total_cmp(&x.rank_score)
+            .then(x.item.cmp(&y.item))
+    }
 
     fn listed(table: &PairTable, item: u32) -> Vec<u32> {
         let mut items: Vec<u32> = table.neighbors(item).iter().map(|n| n.item).collect();

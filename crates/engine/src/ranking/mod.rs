@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use crate::config::{Blend, EngineConfig, FeedbackConfig, RankingConfig};
 use crate::factorization::dot;
 use crate::feedback::FeedbackMemory;
+use crate::rank_key::{rank_key, score_of_key};
 use crate::rebuy::RebuyTally;
 use crate::state::{ItemModel, UserState, NO_CATEGORY};
 
@@ -387,30 +388,6 @@ impl Ranked {
     }
 }
 
-/// Best first as ascending integers: the highest score (in `f32::total_cmp`'s order), then the
-/// lowest item. A score's bits, negatives all flipped and positives with the sign bit set, order
-/// as `total_cmp` orders the floats; inverted, the highest comes first.
-fn rank_key(score: f32, item: u32) -> u64 {
-    let bits = score.to_bits();
-    let ascending = if bits >> 31 == 1 {
-        !bits
-    } else {
-        bits | 1 << 31
-    };
-    (u64::from(!ascending) << 32) | u64::from(item)
-}
-
-/// The score `rank_key` was given, bit for bit.
-fn score_of_key(key: u64) -> f32 {
-    let ascending = !((key >> 32) as u32);
-    let bits = if ascending >> 31 == 1 {
-        ascending & !(1 << 31)
-    } else {
-        !ascending
-    };
-    f32::from_bits(bits)
-}
-
 // Out of line, as are `exclude_bought`, `source_factors` and `blend_without_mf`: inlined
 // into `recommend`, ranking ran 3 – 4 % slower (`eval` on ml-latest-small).
 #[inline(never)]
@@ -719,9 +696,7 @@ fn keep_best(ranked: &mut Vec<Ranked>, n: usize) {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    use super::{rank_key, score_of_key, Candidates, Source};
+    use super::{Candidates, Source};
 
     /// A request that blocked item 3 and made item 5 a candidate.
     fn marked_request() -> Candidates {
@@ -750,41 +725,5 @@ mod tests {
         assert!(!candidates.is_blocked(3) && !candidates.holds(5));
         candidates.add(3, Source::Popular, 2.0);
         assert_eq!(candidates.scores_of(3)[Source::Popular as usize], 2.0);
-    }
-
-    /// The order ranking promises: the highest score by `total_cmp`, then the lowest item.
-    fn best_first(a: (f32, u32), b: (f32, u32)) -> std::cmp::Ordering {
-        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-    }
-
-    fn score() -> impl Strategy<Value = f32> {
-        prop_oneof![
-            any::<f32>(),
-            Just(0.0),
-            Just(-0.0),
-            Just(f32::INFINITY),
-            Just(f32::NEG_INFINITY),
-            Just(f32::NAN),
-            Just(-f32::NAN),
-            Just(f32::MIN_POSITIVE),
-            (0u32..4).prop_map(|i| i as f32 * 0.5),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn rank_keys_order_as_scores_then_items_do(
-            a in (score(), 0u32..4), b in (score(), 0u32..4)
-        ) {
-            let keys = rank_key(a.0, a.1).cmp(&rank_key(b.0, b.1));
-            prop_assert_eq!(keys, best_first(a, b), "{:?} vs {:?}", a, b);
-        }
-
-        #[test]
-        fn a_rank_key_gives_its_score_back_bit_for_bit(s in score(), item in any::<u32>()) {
-            let key = rank_key(s, item);
-            prop_assert_eq!(score_of_key(key).to_bits(), s.to_bits());
-            prop_assert_eq!(key as u32, item);
-        }
     }
 }
