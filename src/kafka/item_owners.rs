@@ -107,7 +107,7 @@ pub fn start(
     let thread = Background::spawn("item-owners", "item owners", move |stop| {
         let stopped = loop_.run(stop);
         // The loop's consumer leaves the `.items` group, as the run's leaves its own.
-        let by = loop_.drain_by.get().copied().unwrap_or_else(Instant::now);
+        let by = loop_.drain_deadline();
         leave_group_blocking(loop_, by);
         stopped
     })?;
@@ -192,7 +192,7 @@ impl OwnerLoop {
                 checkpointed = Instant::now();
             }
         }
-        let drain_by = self.drain_by.get().copied().unwrap_or_else(Instant::now);
+        let drain_by = self.drain_deadline();
         self.catch_up(drain_by);
         self.drop_revoked();
         self.publish()?;
@@ -200,6 +200,11 @@ impl OwnerLoop {
             .flush(drain_by.saturating_duration_since(Instant::now()))?;
         self.partitions.checkpoint(false);
         Ok(())
+    }
+
+    /// The shutdown's drain deadline (now, if the stop came without one).
+    fn drain_deadline(&self) -> Instant {
+        self.drain_by.get().copied().unwrap_or_else(Instant::now)
     }
 
     /// Applies the next work batch, if one comes within 50 ms.

@@ -12,66 +12,40 @@
 use std::time::{Duration, Instant};
 
 /// The least time a run waits for its consumer's close, whatever is left of the drain budget.
-pub(super) const LEAVE_AT_LEAST: Duration = Duration::from_secs(5);
+const LEAVE_AT_LEAST: Duration = Duration::from_secs(5);
+
+/// [`leave_group_blocking`] from the async run, on the runtime's blocking pool.
+pub(super) async fn leave_group<C: Send + 'static>(consumer: C, by: Instant) -> bool {
+    let leaving = tokio::task::spawn_blocking(move || leave_group_blocking(consumer, by));
+    leaving.await.unwrap_or(false)
+}
 
 /// Drops `consumer` on a thread of its own and waits for that until `by` (or `LEAVE_AT_LEAST`
 /// from now, if later). Returns whether the drop finished in time; if not, it goes on behind.
-pub(super) async fn leave_group<C: Send + 'static>(consumer: C, by: Instant) -> bool {
-    let (closed, done) = tokio::sync::oneshot::channel();
-    if !close_behind(consumer, move || {
-        let _ = closed.send(());
-    }) {
-        return false;
-    }
-    let limit = wait_limit(by);
-    let left = tokio::time::timeout(limit, done).await.is_ok();
-    if !left {
-        warn_left_behind(limit);
-    }
-    left
-}
-
-/// [`leave_group`] for a thread of its own (the item owners'): waits blocking.
 pub(super) fn leave_group_blocking<C: Send + 'static>(consumer: C, by: Instant) -> bool {
     let (closed, done) = std::sync::mpsc::channel();
-    if !close_behind(consumer, move || {
-        let _ = closed.send(());
-    }) {
-        return false;
-    }
-    let limit = wait_limit(by);
-    let left = done.recv_timeout(limit).is_ok();
-    if !left {
-        warn_left_behind(limit);
-    }
-    left
-}
-
-/// Drops `consumer` on a new thread, then calls `closed`; false if no thread could be made.
-fn close_behind<C: Send + 'static>(consumer: C, closed: impl FnOnce() + Send + 'static) -> bool {
     let closing = std::thread::Builder::new().name("leave-group".into());
     let spawned = closing.spawn(move || {
         drop(consumer);
-        closed();
+        let _ = closed.send(());
     });
-    if let Err(error) = &spawned {
+    if let Err(error) = spawned {
         tracing::warn!(%error, "no thread for the consumer's close: the group is left at exit");
+        return false;
     }
-    spawned.is_ok()
-}
-
-fn wait_limit(by: Instant) -> Duration {
-    by.saturating_duration_since(Instant::now())
-        .max(LEAVE_AT_LEAST)
-}
-
-fn warn_left_behind(waited: Duration) {
-    tracing::warn!(
-        waited_ms = waited.as_millis() as u64,
-        "a consumer's close did not finish (a rebalance holds it): ending without it; what was \
-         done is committed or checkpointed, and the group moves the partitions at its session \
-         timeout"
-    );
+    let limit = by
+        .saturating_duration_since(Instant::now())
+        .max(LEAVE_AT_LEAST);
+    let left = done.recv_timeout(limit).is_ok();
+    if !left {
+        tracing::warn!(
+            waited_ms = limit.as_millis() as u64,
+            "a consumer's close did not finish (a rebalance holds it): ending without it; what \
+             was done is committed or checkpointed, and the group moves the partitions at its \
+             session timeout"
+        );
+    }
+    left
 }
 
 #[cfg(test)]
