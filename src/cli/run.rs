@@ -26,7 +26,9 @@ pub(super) fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         let limit = Duration::from_millis(config.pipeline.shutdown_limit_ms);
         let shutdown = shutdown_signal(Some(limit))?;
         anyhow::Ok(crate::runtime::run(&config, shutdown, Default::default()).await?)
-    })?;
+    });
+    crate::kafka::shut_down_within_bound(runtime);
+    let report = report?;
     let stats = &report.stats();
     tracing::info!(
         consumed = stats.consumed,

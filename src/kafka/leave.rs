@@ -48,6 +48,14 @@ pub(super) fn leave_group_blocking<C: Send + 'static>(consumer: C, by: Instant) 
     left
 }
 
+/// Shuts `runtime` down, waiting for its tasks at most `LEAVE_AT_LEAST`. After a run that
+/// ended on an error, tasks still draining hold the group consumer: the last one to end
+/// closes it in its drop, and an unbounded wait there would keep the process from exiting
+/// (no shutdown limit runs without a signal). Past the bound, those tasks are left behind.
+pub fn shut_down_within_bound(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(LEAVE_AT_LEAST);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +94,24 @@ mod tests {
             SlowClose(Duration::ZERO),
             Instant::now()
         ));
+    }
+
+    #[test]
+    fn a_runtime_whose_task_holds_a_hanging_close_shuts_down_at_the_bound() {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let holder = SlowClose(Duration::from_secs(60));
+        runtime.spawn(async move {
+            // Never finishes: dropped at the shutdown, as a draining worker's future is.
+            let _held = holder;
+            std::future::pending::<()>().await;
+        });
+        let started = Instant::now();
+        shut_down_within_bound(runtime);
+        let waited = started.elapsed();
+        assert!(
+            waited >= LEAVE_AT_LEAST && waited < LEAVE_AT_LEAST + Duration::from_secs(5),
+            "waited {waited:?}"
+        );
     }
 
     #[tokio::test]

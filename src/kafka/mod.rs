@@ -37,6 +37,7 @@ pub use client::{consumer_config, producer_config, replay_consumer_config};
 pub use error::{ReplayError, Retry, RunError};
 pub use health::Health;
 pub use latency::{new_latency, wall_clock_ms, Latency};
+pub use leave::shut_down_within_bound;
 pub use produce::{produce, produce_messages, Loader, ProduceReport};
 pub use replay::{replay, ReplayOptions, ReplayReport};
 pub use run::{consume, Observers, Prepared, RunReport};

@@ -450,23 +450,31 @@ pub async fn consume(
         tracing::info!("shutdown: item owners stopped");
     }
     let members_stopped = membership.map(|(follower, _)| follower.stop());
-    if let Some(err) = failure {
-        return Err(err);
-    }
-    stopped.transpose()?;
-    members_stopped.transpose()?;
+    let finished = match failure {
+        Some(err) => Err(err),
+        None => stopped
+            .transpose()
+            .and(members_stopped.transpose())
+            .map(|_| ()),
+    };
     if let Some(follower) = follower {
         follower.abort();
     }
-    let totals = report_progress(&observers, &stats, &metrics);
-    if let Some(online) = &mut online {
-        online.publish(&totals.online);
-    }
-    finish(&consumer, &producer, drain_by)?;
-    tracing::info!("shutdown: outputs flushed and offsets committed; leaving the group");
-    if leave_group(consumer, drain_by).await {
+    let finished = finished.and_then(|()| {
+        let totals = report_progress(&observers, &stats, &metrics);
+        if let Some(online) = &mut online {
+            online.publish(&totals.online);
+        }
+        finish(&consumer, &producer, drain_by)?;
+        tracing::info!("shutdown: outputs flushed and offsets committed; leaving the group");
+        Ok(())
+    });
+    // Every worker has ended, so this handle is the consumer's last: dropped here, on an error
+    // too, its close would have no limit (see `leave`).
+    if leave_group(consumer, drain_by).await && finished.is_ok() {
         tracing::info!("shutdown: left the group");
     }
+    finished?;
     let latency_us = observers.latency.lock().expect("not poisoned").clone();
     Ok(RunReport {
         processors,
