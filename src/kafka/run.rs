@@ -450,17 +450,15 @@ pub async fn consume(
         tracing::info!("shutdown: item owners stopped");
     }
     let members_stopped = membership.map(|(follower, _)| follower.stop());
-    let finished = match failure {
-        Some(err) => Err(err),
-        None => stopped
-            .transpose()
-            .and(members_stopped.transpose())
-            .map(|_| ()),
-    };
     if let Some(follower) = follower {
         follower.abort();
     }
-    let finished = finished.and_then(|()| {
+    // The first error of the workers, the item owners and the members' follower, in that order.
+    let finished = failure.map_or(Ok(()), Err);
+    let finished = finished
+        .and(stopped.transpose())
+        .and(members_stopped.transpose());
+    let finished = finished.and_then(|_| {
         let totals = report_progress(&observers, &stats, &metrics);
         if let Some(online) = &mut online {
             online.publish(&totals.online);
