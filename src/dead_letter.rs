@@ -2,11 +2,14 @@
 //! dead-letter topic. Whatever an input holds, its dead letter can be published: payloads over a
 //! bound are cut to a prefix and the headers say so, so no input can stop the pipeline.
 
+use crate::clean::Rejection;
 use crate::message::{Destination, Output};
 use crate::offsets::Waiter;
 
 /// Header names of a dead letter (`docs/schemas/dead-letter.headers.json`).
 pub const REASON: &str = "streamrec-reason";
+/// For a rejected input: what was wrong, in words (the field, the rule, the value found).
+pub const DETAIL: &str = "streamrec-detail";
 pub const SOURCE_TOPIC: &str = "source-topic";
 pub const SOURCE_PARTITION: &str = "source-partition";
 pub const SOURCE_OFFSET: &str = "source-offset";
@@ -18,8 +21,9 @@ pub const ORIGINAL_SIZE: &str = "streamrec-original-size";
 pub const REFUSED_TOPIC: &str = "streamrec-refused-topic";
 
 /// Every header a dead letter may carry (to rebuild one that came back from the producer).
-pub const HEADERS: [&str; 7] = [
+pub const HEADERS: [&str; 8] = [
     REASON,
+    DETAIL,
     SOURCE_TOPIC,
     SOURCE_PARTITION,
     SOURCE_OFFSET,
@@ -32,6 +36,10 @@ pub const HEADERS: [&str; 7] = [
 /// tell what the message was, small enough for any topic.
 pub const REFUSED_PREFIX_BYTES: usize = 4096;
 
+/// The most of a rejection's detail a dead letter carries: a detail may quote the input (an
+/// unknown event type), and a header is no place for a copy of the payload.
+pub const DETAIL_MAX_BYTES: usize = 512;
+
 /// Where an input came from, by name.
 #[derive(Clone, Copy, Debug)]
 pub struct Origin<'a> {
@@ -40,18 +48,38 @@ pub struct Origin<'a> {
 }
 
 /// The dead letter of a rejected input: its bytes (a prefix of `max_bytes` when longer), keyed
-/// `topic/partition/offset`, with the reason and the source coordinates.
-pub fn rejected_input(source: Origin, payload: &[u8], reason: &str, max_bytes: usize) -> Output {
+/// `topic/partition/offset`, with the reason, its detail and the source coordinates.
+pub fn rejected_input(
+    source: Origin,
+    payload: &[u8],
+    rejection: &Rejection,
+    max_bytes: usize,
+) -> Output {
+    let mut headers = source_headers(source, &rejection.reason.code());
+    headers.insert(1, (DETAIL, bounded_detail(&rejection.detail)));
     let mut output = Output {
         destination: Destination::DeadLetter,
         key: coordinates(source),
         payload: Vec::new(),
-        headers: source_headers(source, reason),
+        headers,
         waiters: vec![source.waiter],
         cause_ts_ms: None,
     };
     set_payload(&mut output, payload, max_bytes);
     output
+}
+
+/// The detail, cut at a character boundary to `DETAIL_MAX_BYTES` (ending in `…` when cut).
+fn bounded_detail(detail: &str) -> String {
+    if detail.len() <= DETAIL_MAX_BYTES {
+        return detail.to_owned();
+    }
+    let ellipsis = '…';
+    let mut end = DETAIL_MAX_BYTES - ellipsis.len_utf8();
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &detail[..end])
 }
 
 /// What a destination refused for what the message is (too large, invalid record).
@@ -172,6 +200,7 @@ fn original_size(headers: &[(&'static str, String)]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clean::Reason;
 
     fn source(offset: i64) -> Origin<'static> {
         Origin {
@@ -184,6 +213,17 @@ mod tests {
         vec!["events".to_owned()]
     }
 
+    fn rejection(reason: Reason, detail: &str) -> Rejection {
+        Rejection {
+            reason,
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn too_large() -> Rejection {
+        rejection(Reason::PayloadTooLarge, "1200000 bytes, limit 16384")
+    }
+
     fn header<'a>(output: &'a Output, name: &str) -> Option<&'a str> {
         output
             .headers
@@ -194,10 +234,15 @@ mod tests {
 
     #[test]
     fn a_small_input_is_kept_whole_and_unmarked() {
-        let dead = rejected_input(source(7), b"{oops", "not_json", 100);
+        let why = rejection(
+            Reason::NotJson,
+            "EOF while parsing an object at line 1 column 5",
+        );
+        let dead = rejected_input(source(7), b"{oops", &why, 100);
         assert_eq!(dead.payload, b"{oops");
         assert_eq!(dead.key, "events/0/7");
         assert_eq!(header(&dead, REASON), Some("not_json"));
+        assert_eq!(header(&dead, DETAIL), Some(why.detail.as_str()));
         assert_eq!(header(&dead, SOURCE_OFFSET), Some("7"));
         assert_eq!(header(&dead, TRUNCATED), None);
     }
@@ -205,10 +250,25 @@ mod tests {
     #[test]
     fn a_large_input_is_cut_to_the_bound_and_says_so() {
         let big = vec![b'x'; 1_200_000];
-        let dead = rejected_input(source(3), &big, "payload_too_large", 65_536);
+        let dead = rejected_input(source(3), &big, &too_large(), 65_536);
         assert_eq!(dead.payload.len(), 65_536);
         assert_eq!(header(&dead, TRUNCATED), Some("true"));
         assert_eq!(header(&dead, ORIGINAL_SIZE), Some("1200000"));
+    }
+
+    #[test]
+    fn a_long_detail_is_cut_at_a_character_boundary() {
+        let quoted = format!("unknown event type {:?}", "é".repeat(1000));
+        let dead = rejected_input(source(1), b"{}", &rejection(Reason::BadType, &quoted), 100);
+        let detail = header(&dead, DETAIL).unwrap();
+        assert!(detail.len() <= DETAIL_MAX_BYTES, "{} bytes", detail.len());
+        assert!(
+            detail.len() > DETAIL_MAX_BYTES - 4,
+            "{} bytes",
+            detail.len()
+        );
+        assert!(detail.starts_with("unknown event type \"éé"));
+        assert!(detail.ends_with("é…"));
     }
 
     fn refused(destination: Destination, output: &Output) -> Refused {
@@ -226,7 +286,7 @@ mod tests {
     #[test]
     fn a_refused_dead_letter_is_cut_further_keeping_its_reason_and_original_size() {
         let big = vec![b'x'; 1_200_000];
-        let dead = rejected_input(source(3), &big, "payload_too_large", 65_536);
+        let dead = rejected_input(source(3), &big, &too_large(), 65_536);
         let again = refused_output(refused(Destination::DeadLetter, &dead), &inputs()).unwrap();
         assert_eq!(again.payload.len(), REFUSED_PREFIX_BYTES);
         assert_eq!(header(&again, REASON), Some("payload_too_large"));

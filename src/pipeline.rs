@@ -445,10 +445,7 @@ impl Processor {
             Ok(Input::Profile(update)) => return self.profile_update(record, &update, now_ms),
             Ok(Input::Feedback(feedback)) => return self.feedback(record, &feedback, now_ms),
             Ok(Input::Catalog(update)) => return self.catalog_update(record, &update),
-            Err(rejection) => {
-                let code = rejection.reason.code();
-                return self.dead_letter(record, record.payload.unwrap_or_default(), &code);
-            }
+            Err(rejection) => return self.dead_letter(record, &rejection),
         };
         let at = position_of(record.source);
         let mut outcome = self.engine.apply_on(at.stream, &event);
@@ -740,8 +737,11 @@ impl Processor {
         self.outbox.is_some()
     }
 
-    fn dead_letter(&mut self, record: &Record, payload: &[u8], reason: &str) -> Processed {
-        *self.stats.rejected.entry(reason.to_owned()).or_default() += 1;
+    /// The dead letter of `record.payload`, rejected.
+    fn dead_letter(&mut self, record: &Record, rejection: &Rejection) -> Processed {
+        let payload = record.payload.unwrap_or_default();
+        let code = rejection.reason.code();
+        *self.stats.rejected.entry(code).or_default() += 1;
         if !self.publishes {
             return Processed::default();
         }
@@ -753,7 +753,7 @@ impl Processor {
         self.stats.dead_letters_truncated += u64::from(payload.len() > max_bytes);
         Processed {
             outputs: vec![dead_letter::rejected_input(
-                source, payload, reason, max_bytes,
+                source, payload, rejection, max_bytes,
             )],
             deferred: 0,
         }
@@ -930,6 +930,16 @@ mod tests {
             .contains(&("streamrec-reason", "not_json".into())));
         assert!(dead.headers.contains(&("source-offset", "7".into())));
         assert_eq!(p.stats().rejected["not_json"], 1);
+        let negative = r#"{"type":"purchase","user_id":"u","item_id":"a","ts":1000,"price":-3}"#;
+        let priced = run(&mut p, &[record(10, negative)], 0);
+        assert!(
+            priced[0].outputs[0].headers.contains(&(
+                "streamrec-detail",
+                "price must be finite and >= 0, got -3".into()
+            )),
+            "the dead letter says which rule and what value: {:?}",
+            priced[0].outputs[0].headers
+        );
         let empty = p.process(
             &Record {
                 source: record(8, "").0,

@@ -157,6 +157,8 @@ async fn scenario(workers: usize) {
     for letter in &dead {
         let expected = bad.get(&letter.payload).expect("original bytes unchanged");
         assert_eq!(letter.headers["streamrec-reason"], *expected);
+        let detail = &letter.headers["streamrec-detail"];
+        assert!(!detail.is_empty() && detail.len() <= 512, "{detail:?}");
         assert_eq!(letter.headers["source-topic"], input);
         assert!(letter.headers["source-offset"].parse::<i64>().is_ok());
     }

@@ -339,6 +339,7 @@ fn the_feedback_schema_matches_the_cleaner() {
 /// valid `streamrec-reason`; truncated and replacement dead letters carry valid headers.
 #[test]
 fn every_dead_letter_the_code_can_make_matches_the_header_schema() {
+    use streamrec::clean::Rejection;
     use streamrec::dead_letter::{refused_output, rejected_input, Origin, Refused};
     let validator = schema("dead-letter.headers.json");
     let source = Origin {
@@ -356,11 +357,16 @@ fn every_dead_letter_the_code_can_make_matches_the_header_schema() {
     ];
     for field in fields {
         for reason in streamrec::clean::Reason::every(field) {
-            let dead = rejected_input(source, b"x", &reason.code(), 4096);
+            let detail = format!("{} {}", reason.code(), "…".repeat(1000));
+            let dead = rejected_input(source, b"x", &Rejection { reason, detail }, 4096);
             assert_valid(&validator, &headers_json(&dead.headers));
         }
     }
-    let big = rejected_input(source, &[b'x'; 10_000], "payload_too_large", 4096);
+    let too_large = Rejection {
+        reason: streamrec::clean::Reason::PayloadTooLarge,
+        detail: "10000 bytes, limit 4096".into(),
+    };
+    let big = rejected_input(source, &[b'x'; 10_000], &too_large, 4096);
     assert_valid(&validator, &headers_json(&big.headers));
     for code in [
         "msg_size_too_large",
