@@ -121,6 +121,19 @@ mod tests {
     use super::*;
     use crate::config_layers;
 
+    /// Topics compressed by a producer or by the broker (`compression.type` on a topic) are
+    /// read whatever the codec: a librdkafka without one answers every fetch of such a batch
+    /// with an error and never gets past it.
+    #[test]
+    fn the_librdkafka_we_ship_decompresses_every_kafka_codec() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        let built: Vec<&str> = features.split(',').collect();
+        for codec in ["gzip", "snappy", "lz4", "zstd"] {
+            assert!(built.contains(&codec), "no {codec} in {features}");
+        }
+    }
+
     /// The documented TLS + SASL/SCRAM example is accepted by the librdkafka we ship (one built
     /// without OpenSSL refuses `SASL_SSL` when the client is made).
     #[test]
