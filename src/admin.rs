@@ -62,6 +62,7 @@ pub struct Metrics {
     applied: Counter,
     duplicates: Counter,
     already_applied: Counter,
+    not_keyed_by_user: Counter,
     purchases_learned: Counter,
     rebuys_learned: Counter,
     restoring_partitions: Gauge,
@@ -116,6 +117,7 @@ impl Metrics {
             applied: Counter::default(),
             duplicates: Counter::default(),
             already_applied: Counter::default(),
+            not_keyed_by_user: Counter::default(),
             purchases_learned: Counter::default(),
             rebuys_learned: Counter::default(),
             restoring_partitions: Gauge::default(),
@@ -168,6 +170,13 @@ impl Metrics {
             "inputs_already_applied",
             "Inputs skipped because their user's state (restored from the changelog) reflects them",
             &m.already_applied,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "inputs_not_keyed_by_user",
+            "Inputs of a user whose message key is not their user_id (they may spread a user over partitions)",
+            &m.not_keyed_by_user,
         );
         register(
             &mut m.registry,
@@ -298,6 +307,8 @@ impl Metrics {
         self.duplicates.inc_by(total.duplicates - seen.duplicates);
         self.already_applied
             .inc_by(total.already_applied - seen.already_applied);
+        self.not_keyed_by_user
+            .inc_by(total.not_keyed_by_user - seen.not_keyed_by_user);
         self.purchases_learned.inc_by(
             total
                 .purchases_learned

@@ -109,6 +109,9 @@ pub struct Stats {
     pub already_applied: u64,
     /// Dead letters published as a prefix of a larger input.
     pub dead_letters_truncated: u64,
+    /// Inputs of a user whose message key is not their `user_id` (`run` only): such inputs
+    /// may spread a user over partitions, and so over workers and instances.
+    pub not_keyed_by_user: u64,
     /// Item-owned scale-out: work batches sent to the items' owners, and their payload bytes.
     pub item_work_batches: u64,
     pub item_work_bytes: u64,
@@ -180,6 +183,7 @@ impl Stats {
         self.model_updates += other.model_updates;
         self.already_applied += other.already_applied;
         self.dead_letters_truncated += other.dead_letters_truncated;
+        self.not_keyed_by_user += other.not_keyed_by_user;
         self.item_work_batches += other.item_work_batches;
         self.item_work_bytes += other.item_work_bytes;
         if other.first_consumed_ms > 0 {
@@ -213,6 +217,9 @@ pub struct Processor {
     /// Whether users remember the position of their latest input, and inputs at or before it
     /// are skipped (exactly-once per user across partition moves).
     track_positions: bool,
+    /// Whether inputs keyed otherwise than by their user are counted (`run`'s workers: a
+    /// replay's records carry no key).
+    checks_keys: bool,
     stats: Stats,
     /// Triggers fired outside any message (a restored partition's time passing deadlines),
     /// published with the next message processed.
@@ -275,6 +282,7 @@ impl Processor {
             catalog_topic: config.kafka.catalog_topic.clone(),
             instance_id: None,
             track_positions: false,
+            checks_keys: false,
             stats: Stats::default(),
             carried: Vec::new(),
             outbox: None,
@@ -309,6 +317,13 @@ impl Processor {
     /// reflects are skipped (see `Stats::already_applied`).
     pub fn tracking_positions(mut self) -> Processor {
         self.track_positions = true;
+        self
+    }
+
+    /// Counts inputs whose message key is not their user's id (see `Stats::not_keyed_by_user`);
+    /// the first is also logged.
+    pub fn checking_keys(mut self) -> Processor {
+        self.checks_keys = true;
         self
     }
 
@@ -440,6 +455,9 @@ impl Processor {
             self.stats.already_applied += 1;
             return Processed::default();
         }
+        if self.checks_keys {
+            self.check_key(record, &cleaned);
+        }
         let event = match cleaned {
             Ok(Input::Event(event)) => event,
             Ok(Input::Profile(update)) => return self.profile_update(record, &update, now_ms),
@@ -514,6 +532,31 @@ impl Processor {
             self.engine
                 .already_applied(user, position_of(record.source))
         })
+    }
+
+    fn check_key(&mut self, record: &Record, cleaned: &Result<Input, Rejection>) {
+        let Some(user) = cleaned.as_ref().ok().and_then(Input::user_id) else {
+            return;
+        };
+        if record.key == Some(user.as_bytes()) {
+            return;
+        }
+        if self.stats.not_keyed_by_user == 0 {
+            let key = record
+                .key
+                .map(|k| String::from_utf8_lossy(&k[..k.len().min(128)]));
+            tracing::warn!(
+                topic = record.topic,
+                partition = record.source.partition,
+                offset = record.source.offset,
+                ?key,
+                user,
+                "an input whose key is not its user_id: key events by user_id, or a user's \
+                 events may reach several partitions and diverge there (counted in \
+                 streamrec_inputs_not_keyed_by_user_total; this warning is not repeated)"
+            );
+        }
+        self.stats.not_keyed_by_user += 1;
     }
 
     fn note_position(&mut self, record: &Record, user_id: &str) {
@@ -954,6 +997,39 @@ mod tests {
         let zero_bytes = run(&mut p, &[record(9, "")], 0);
         assert_eq!(zero_bytes[0].outputs[0].headers[0].1, "empty_payload");
         assert_eq!(p.stats().rejected["empty_payload"], 2);
+    }
+
+    #[test]
+    fn inputs_keyed_otherwise_than_by_their_user_are_counted_when_keys_are_checked() {
+        let inputs = [
+            (Some(&b"u"[..]), view("u", "a", 1000)),
+            (Some(&b"session-7"[..]), view("u", "b", 2000)),
+            (None, view("u", "c", 3000)),
+            (
+                Some(&b"u"[..]),
+                r#"{"type":"profile","user_id":"u","ts":4000,"attributes":{}}"#.into(),
+            ),
+            (Some(&b"v"[..]), "{oops".into()),
+        ];
+        let counted = |mut processor: Processor| {
+            for (offset, (key, payload)) in inputs.iter().enumerate() {
+                let record = Record {
+                    source: record(offset as i64, "").0,
+                    topic: "events",
+                    key: *key,
+                    payload: Some(payload.as_bytes()),
+                    timestamp_ms: Some(0),
+                };
+                processor.process(&record, 0);
+            }
+            processor.stats().not_keyed_by_user
+        };
+        assert_eq!(counted(Processor::new(&config(0)).checking_keys()), 2);
+        assert_eq!(
+            counted(Processor::new(&config(0))),
+            0,
+            "a replay's records carry no key"
+        );
     }
 
     #[test]

@@ -645,7 +645,9 @@ fn processor_for(
     rules: &Arc<Rules>,
     work_partitions: u32,
 ) -> Processor {
-    let mut processor = Processor::with_engine(config, engine).with_rules(rules.clone());
+    let mut processor = Processor::with_engine(config, engine)
+        .with_rules(rules.clone())
+        .checking_keys();
     if !config.kafka.changelog_topic.is_empty() {
         processor = processor.tracking_positions();
     }
