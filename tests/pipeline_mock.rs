@@ -143,7 +143,10 @@ async fn scenario(workers: usize) {
     assert_eq!(stats.duplicates, 8);
     assert_eq!(stats.applied, 200);
     assert_eq!(stats.rejected_total(), 4);
-    assert_eq!(stats.not_keyed_by_user, 0, "every input is keyed by its user");
+    assert_eq!(
+        stats.not_keyed_by_user, 0,
+        "every input is keyed by its user"
+    );
 
     let brokers = config.kafka.brokers.clone();
     let quiet = Duration::from_secs(3);

@@ -7,6 +7,7 @@
 mod catalog;
 mod feedback;
 mod fields;
+mod framing;
 mod profile;
 
 use serde_json::{Map, Number, Value};
@@ -124,6 +125,14 @@ pub struct Rejection {
     pub detail: String,
 }
 
+/// The parser's error, and the Schema Registry header the JSON was looked for after, if any.
+fn not_json_detail(payload: &[u8], err: &impl std::fmt::Display) -> String {
+    match framing::header_of(payload) {
+        Some(header) => format!("{header}: {err} (Avro and Protobuf are not read)"),
+        None => err.to_string(),
+    }
+}
+
 fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {
     Rejection {
         reason,
@@ -186,10 +195,10 @@ impl Cleaner {
     /// An event object's fields, decoded without a map (see `clean::fields`).
     fn fields<'a>(&self, payload: &'a [u8]) -> Result<fields::EventFields<'a>, Rejection> {
         self.check_size(payload)?;
-        match fields::decode(payload) {
+        match fields::decode(framing::json_of(payload)) {
             Ok(Some(fields)) => Ok(fields),
             Ok(None) => Err(reject(Reason::NotObject, "expected a JSON object")),
-            Err(err) => Err(reject(Reason::NotJson, err.to_string())),
+            Err(err) => Err(reject(Reason::NotJson, not_json_detail(payload, &err))),
         }
     }
 
@@ -215,8 +224,8 @@ impl Cleaner {
 
     fn object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
         self.check_size(payload)?;
-        let value: Value = serde_json::from_slice(payload)
-            .map_err(|err| reject(Reason::NotJson, err.to_string()))?;
+        let value: Value = serde_json::from_slice(framing::json_of(payload))
+            .map_err(|err| reject(Reason::NotJson, not_json_detail(payload, &err)))?;
         let Value::Object(object) = value else {
             return Err(reject(Reason::NotObject, "expected a JSON object"));
         };
@@ -661,6 +670,41 @@ mod tests {
             let payload = format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ts}}}"#);
             assert!(cleaner.clean_input(payload.as_bytes(), Some(ts)).is_ok());
         }
+    }
+
+    /// As Confluent's JSON Schema serializer writes them: a zero byte and the schema id first.
+    fn schema_registry_framed(json: &[u8]) -> Vec<u8> {
+        let mut framed = vec![0, 0, 0, 0, 7];
+        framed.extend_from_slice(json);
+        framed
+    }
+
+    #[test]
+    fn inputs_framed_by_a_schema_registry_serializer_read_as_their_json() {
+        let event = br#"{"type":"view","user_id":"u","item_id":"i","ts":1700000000000}"#;
+        let plain = cleaner().clean_input(event, None).unwrap();
+        let framed = cleaner().clean_input(&schema_registry_framed(event), None);
+        assert_eq!(framed.unwrap(), plain);
+        let profile = br#"{"type":"profile","user_id":"u","ts":1700000000000,"attributes":{}}"#;
+        let framed = cleaner().clean_input(&schema_registry_framed(profile), None);
+        assert!(matches!(framed, Ok(Input::Profile(_))), "{framed:?}");
+    }
+
+    #[test]
+    fn avro_behind_a_schema_registry_header_is_not_json_and_says_so() {
+        let avro = schema_registry_framed(b"\x02u\x02i");
+        let rejection = cleaner().clean_input(&avro, None).unwrap_err();
+        assert_eq!(rejection.reason, Reason::NotJson);
+        assert!(
+            rejection
+                .detail
+                .starts_with("after a Schema Registry header (schema id 7): "),
+            "{}",
+            rejection.detail
+        );
+        assert!(rejection
+            .detail
+            .ends_with("(Avro and Protobuf are not read)"));
     }
 
     #[test]

@@ -1,0 +1,59 @@
+//! The JSON inside a message, as producers frame it. Confluent's Schema Registry serializers
+//! put a zero byte and a 4-byte schema id before it; some text writers start with a UTF-8 byte
+//! order mark. Neither can begin JSON, so unframing never changes a plain JSON payload.
+
+/// Confluent's wire format: magic byte 0, then the schema id (4 bytes, big-endian).
+const CONFLUENT_MAGIC: u8 = 0;
+const CONFLUENT_HEADER_BYTES: usize = 5;
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The payload without its framing, if it has one. The schema id is not checked: the rules
+/// that follow check the JSON itself.
+pub(super) fn json_of(payload: &[u8]) -> &[u8] {
+    if payload.first() == Some(&CONFLUENT_MAGIC) && payload.len() >= CONFLUENT_HEADER_BYTES {
+        return &payload[CONFLUENT_HEADER_BYTES..];
+    }
+    payload.strip_prefix(UTF8_BOM).unwrap_or(payload)
+}
+
+/// For an error's detail: the Schema Registry header the payload had, naming its schema id
+/// (JSON is read after it; Avro or Protobuf behind one is not JSON).
+pub(super) fn header_of(payload: &[u8]) -> Option<String> {
+    let header = payload.get(..CONFLUENT_HEADER_BYTES)?;
+    let (&magic, id) = header.split_first()?;
+    let id = u32::from_be_bytes(id.try_into().ok()?);
+    (magic == CONFLUENT_MAGIC).then(|| format!("after a Schema Registry header (schema id {id})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_json_is_left_as_it_is() {
+        assert_eq!(json_of(b"{\"a\":1}"), b"{\"a\":1}");
+        assert_eq!(json_of(b" {}"), b" {}");
+        assert_eq!(json_of(b""), b"");
+    }
+
+    #[test]
+    fn a_schema_registry_header_or_a_byte_order_mark_is_removed() {
+        assert_eq!(json_of(b"\x00\x00\x00\x01\x2a{\"a\":1}"), b"{\"a\":1}");
+        assert_eq!(json_of(b"\xEF\xBB\xBF{\"a\":1}"), b"{\"a\":1}");
+    }
+
+    #[test]
+    fn a_header_is_named_with_its_schema_id() {
+        let named = header_of(b"\x00\x00\x00\x01\x2a\x02avro");
+        assert_eq!(
+            named.as_deref(),
+            Some("after a Schema Registry header (schema id 298)")
+        );
+        assert_eq!(header_of(b"{\"a\":1}"), None);
+    }
+
+    #[test]
+    fn a_zero_byte_too_short_for_a_header_stays() {
+        assert_eq!(json_of(b"\x00\x01"), b"\x00\x01");
+    }
+}
