@@ -266,10 +266,16 @@ impl Cleaner {
     /// The time rules alone: the floor, and the skew against `written_ms` when known.
     pub fn check_time(&self, ts_ms: i64, written_ms: Option<i64>) -> Result<(), Rejection> {
         if ts_ms < self.config.min_ts_ms {
+            // A common producer mistake: the same instant in seconds is a 1970 date in ms.
+            let in_seconds = if ts_ms.saturating_mul(1000) >= self.config.min_ts_ms {
+                " (epoch seconds? ts is epoch milliseconds)"
+            } else {
+                ""
+            };
             return Err(reject(
                 Reason::BadTimestamp,
                 format!(
-                    "ts {ts_ms} is before the earliest allowed {} (engine.clean.min_ts_ms)",
+                    "ts {ts_ms} is before the earliest allowed {} (engine.clean.min_ts_ms){in_seconds}",
                     self.config.min_ts_ms
                 ),
             ));
@@ -677,6 +683,28 @@ mod tests {
         let mut framed = vec![0, 0, 0, 0, 7];
         framed.extend_from_slice(json);
         framed
+    }
+
+    #[test]
+    fn a_timestamp_in_seconds_is_refused_with_a_hint() {
+        let seconds = br#"{"type":"view","user_id":"u","item_id":"i","ts":1700000000}"#;
+        let rejection = cleaner().clean_json(seconds).unwrap_err();
+        assert_eq!(rejection.reason, Reason::BadTimestamp);
+        assert!(rejection
+            .detail
+            .ends_with("(epoch seconds? ts is epoch milliseconds)"));
+        let ancient = br#"{"type":"view","user_id":"u","item_id":"i","ts":5}"#;
+        let rejection = cleaner().clean_json(ancient).unwrap_err();
+        assert!(
+            !rejection.detail.contains("seconds"),
+            "{}",
+            rejection.detail
+        );
+        let far_past = format!(
+            r#"{{"type":"view","user_id":"u","item_id":"i","ts":{}}}"#,
+            i64::MIN
+        );
+        assert!(cleaner().clean_json(far_past.as_bytes()).is_err());
     }
 
     #[test]
