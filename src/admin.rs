@@ -36,6 +36,11 @@ pub struct TopicLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabel {
     pub topic: String,
     pub code: String,
@@ -70,6 +75,8 @@ pub struct Metrics {
     published: Family<TopicLabel, Counter>,
     /// Outputs a topic refused for what they were (a dead letter took each one's place).
     refused: Family<RefusalLabel, Counter>,
+    /// Errors the input consumer returned in place of a message, by librdkafka's code.
+    consumer_errors: Family<CodeLabel, Counter>,
     /// Dead letters published as a prefix of a larger input.
     truncated: Counter,
     /// Seconds from an event's Kafka timestamp to its recommendation's acknowledgement.
@@ -124,6 +131,7 @@ impl Metrics {
             rejected: Family::default(),
             published: Family::default(),
             refused: Family::default(),
+            consumer_errors: Family::default(),
             truncated: Counter::default(),
             event_to_output: Histogram::new(LATENCY_BUCKETS.iter().copied()),
             checkpoint_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
@@ -219,6 +227,13 @@ impl Metrics {
             "outputs_refused",
             "Outputs a topic refused for what they were (size, invalid record), by topic and code; a dead letter took each one's place",
             &m.refused,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "consumer_errors",
+            "Errors the input consumer returned in place of a message, by librdkafka code; one that keeps growing is a partition the consumer cannot get past (see the log)",
+            &m.consumer_errors,
         );
         register(
             &mut m.registry,
@@ -361,6 +376,14 @@ impl Metrics {
             code: code.to_owned(),
         };
         self.refused.get_or_create(&label).inc();
+    }
+
+    /// One error the input consumer returned in place of a message.
+    pub fn count_consumer_error(&self, code: &str) {
+        let label = CodeLabel {
+            code: code.to_owned(),
+        };
+        self.consumer_errors.get_or_create(&label).inc();
     }
 
     /// Per-partition lag from librdkafka's statistics, for the partitions this member consumes.
@@ -569,5 +592,15 @@ mod tests {
         assert_eq!(bucket(&text, "0.005"), 1);
         assert_eq!(bucket(&text, "300.0"), 1, "seven minutes is above five");
         assert_eq!(bucket(&text, "600.0"), 2);
+    }
+
+    #[test]
+    fn consumer_errors_are_counted_by_code() {
+        let metrics = metrics();
+        metrics.count_consumer_error("NotImplemented");
+        metrics.count_consumer_error("NotImplemented");
+        let text = metrics.exposition();
+        let series = "streamrec_consumer_errors_total{code=\"NotImplemented\"} 2";
+        assert!(text.lines().any(|l| l == series), "{text}");
     }
 }

@@ -80,6 +80,7 @@ fn metrics_with_counts() -> Metrics {
     stats.rejected.insert("not_json".into(), 3);
     metrics.record(&stats, &Health::default());
     metrics.count_refused("dead", "msg_size_too_large");
+    metrics.count_consumer_error("NotImplemented");
     metrics
 }
 

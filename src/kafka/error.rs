@@ -121,6 +121,13 @@ impl RunError {
 
 /// Refused credentials or permissions, and topics that do not exist, need an operator;
 /// anything else librdkafka gave up on (timeouts, the network) may pass.
+/// librdkafka's code for an error (e.g. `NotImplemented`), as a metric label; `other` for
+/// an error that carries none.
+pub fn error_code(err: &KafkaError) -> String {
+    err.rdkafka_error_code()
+        .map_or_else(|| "other".to_owned(), |code| format!("{code:?}"))
+}
+
 fn kafka_retry(err: &KafkaError) -> Retry {
     let needs_an_operator = [
         RDKafkaErrorCode::TopicAuthorizationFailed,
@@ -143,6 +150,13 @@ fn kafka_retry(err: &KafkaError) -> Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_code_names_librdkafkas_code() {
+        let undecodable = KafkaError::MessageConsumption(RDKafkaErrorCode::NotImplemented);
+        assert_eq!(error_code(&undecodable), "NotImplemented");
+        assert_eq!(error_code(&KafkaError::Canceled), "other");
+    }
 
     #[test]
     fn refusals_of_credentials_and_state_need_an_operator_timeouts_do_not() {

@@ -26,7 +26,7 @@ use super::changelog::{read_partition, ChangelogError, PartitionLog};
 use super::checkpoint_round::CheckpointRounds;
 use super::client::{consumer_config, partition_count, producer_config};
 use super::context::{GroupContext, Restored, WorkerInput};
-use super::error::RunError;
+use super::error::{error_code, RunError};
 use super::follow::Background;
 use super::health::Health;
 use super::latency::{new_latency, Latency};
@@ -426,7 +426,10 @@ pub async fn consume(
                         continue; // that worker ended; `workers.next()` reports why
                     }
                 }
-                Err(err) => tracing::warn!(error = %err, "consumer error; librdkafka retries"),
+                Err(err) => {
+                    metrics.count_consumer_error(&error_code(&err));
+                    tracing::warn!(error = %err, "consumer error; librdkafka retries");
+                }
             },
         }
     }
