@@ -70,7 +70,7 @@ pub fn rejected_input(
 }
 
 /// The detail, cut at a character boundary to `DETAIL_MAX_BYTES` (ending in `…` when cut).
-fn bounded_detail(detail: &str) -> String {
+pub fn bounded_detail(detail: &str) -> String {
     if detail.len() <= DETAIL_MAX_BYTES {
         return detail.to_owned();
     }

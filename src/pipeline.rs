@@ -221,6 +221,8 @@ pub struct Processor {
     /// replay's records carry no key).
     checks_keys: bool,
     stats: Stats,
+    /// The latest rejection's detail for each reason code, for the log's periodic summary.
+    latest_details: BTreeMap<String, String>,
     /// Triggers fired outside any message (a restored partition's time passing deadlines),
     /// published with the next message processed.
     carried: Vec<Fired>,
@@ -284,6 +286,7 @@ impl Processor {
             track_positions: false,
             checks_keys: false,
             stats: Stats::default(),
+            latest_details: BTreeMap::new(),
             carried: Vec::new(),
             outbox: None,
         }
@@ -416,6 +419,12 @@ impl Processor {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The detail of the latest input rejected for `reason` (a code of `Stats::rejected`),
+    /// cut as a dead letter's is.
+    pub fn latest_detail(&self, reason: &str) -> Option<&str> {
+        self.latest_details.get(reason).map(String::as_str)
     }
 
     /// The counters with the engine's online metrics (which a checkpoint restores, unlike the
@@ -784,6 +793,8 @@ impl Processor {
     fn dead_letter(&mut self, record: &Record, rejection: &Rejection) -> Processed {
         let payload = record.payload.unwrap_or_default();
         let code = rejection.reason.code();
+        let detail = dead_letter::bounded_detail(&rejection.detail);
+        self.latest_details.insert(code.clone(), detail);
         *self.stats.rejected.entry(code).or_default() += 1;
         if !self.publishes {
             return Processed::default();
@@ -982,6 +993,12 @@ mod tests {
             )),
             "the dead letter says which rule and what value: {:?}",
             priced[0].outputs[0].headers
+        );
+        let detail = "price must be finite and >= 0, got -3";
+        assert_eq!(
+            p.latest_detail("bad_price"),
+            Some(detail),
+            "kept for the log"
         );
         let empty = p.process(
             &Record {

@@ -768,6 +768,7 @@ impl Worker {
                     reason = %reason,
                     count = count - logged,
                     seconds,
+                    latest = self.processor.latest_detail(reason).unwrap_or_default(),
                     "input rejected to the dead letters"
                 );
             }
