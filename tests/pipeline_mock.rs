@@ -280,7 +280,12 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
         .kafka
         .librdkafka
         .insert("statistics.interval.ms".into(), "300".into());
-    let (messages, bad) = inputs();
+    let (mut messages, bad) = inputs();
+    // Three events keyed by a session rather than by their user.
+    for n in 0..3 {
+        let (_, payload) = view(&format!("u{n}"), "i1", 1_700_003_600_000 + n, "view");
+        messages.push((format!("session-{n}"), payload));
+    }
     produce_messages(&config.kafka, &input, &messages, false, None)
         .await
         .unwrap();
@@ -322,8 +327,12 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
         assert!(started.elapsed() < Duration::from_secs(60), "{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(sample(&text, "streamrec_events_applied_total"), Some(200.0));
+    assert_eq!(sample(&text, "streamrec_events_applied_total"), Some(203.0));
     assert_eq!(sample(&text, "streamrec_events_duplicate_total"), Some(8.0));
+    assert_eq!(
+        sample(&text, "streamrec_inputs_not_keyed_by_user_total"),
+        Some(3.0)
+    );
     // Ten users bought an item once each: purchases, and no re-buy.
     assert_eq!(
         sample(&text, "streamrec_purchases_learned_total"),
