@@ -125,6 +125,23 @@ pub struct Rejection {
     pub detail: String,
 }
 
+/// What a payload that is JSON but not an object is (decoded again: rejections are rare).
+fn not_object_detail(payload: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(framing::json_of(payload)) {
+        Ok(value) => expected_an_object(&value),
+        Err(_) => "expected a JSON object".to_owned(),
+    }
+}
+
+fn expected_an_object(value: &Value) -> String {
+    let batched = if value.is_array() {
+        " (one event per message)"
+    } else {
+        ""
+    };
+    format!("expected a JSON object, got {}{batched}", kind_name(value))
+}
+
 /// The parser's error, and the Schema Registry header the JSON was looked for after, if any.
 fn not_json_detail(payload: &[u8], err: &impl std::fmt::Display) -> String {
     match framing::header_of(payload) {
@@ -197,7 +214,7 @@ impl Cleaner {
         self.check_size(payload)?;
         match fields::decode(framing::json_of(payload)) {
             Ok(Some(fields)) => Ok(fields),
-            Ok(None) => Err(reject(Reason::NotObject, "expected a JSON object")),
+            Ok(None) => Err(reject(Reason::NotObject, not_object_detail(payload))),
             Err(err) => Err(reject(Reason::NotJson, not_json_detail(payload, &err))),
         }
     }
@@ -227,7 +244,7 @@ impl Cleaner {
         let value: Value = serde_json::from_slice(framing::json_of(payload))
             .map_err(|err| reject(Reason::NotJson, not_json_detail(payload, &err)))?;
         let Value::Object(object) = value else {
-            return Err(reject(Reason::NotObject, "expected a JSON object"));
+            return Err(reject(Reason::NotObject, expected_an_object(&value)));
         };
         Ok(object)
     }
@@ -683,6 +700,21 @@ mod tests {
         let mut framed = vec![0, 0, 0, 0, 7];
         framed.extend_from_slice(json);
         framed
+    }
+
+    #[test]
+    fn a_batch_of_events_in_one_message_is_not_an_object_and_says_so() {
+        let batch = br#"[{"type":"view","user_id":"u","item_id":"i","ts":1700000000000}]"#;
+        for rejection in [
+            cleaner().clean_json(batch).unwrap_err(),
+            cleaner().clean_input(batch, None).unwrap_err(),
+        ] {
+            assert_eq!(rejection.reason, Reason::NotObject);
+            let detail = "expected a JSON object, got an array (one event per message)";
+            assert_eq!(rejection.detail, detail);
+        }
+        let text = cleaner().clean_json(br#""view""#).unwrap_err();
+        assert_eq!(text.detail, "expected a JSON object, got a string");
     }
 
     #[test]
