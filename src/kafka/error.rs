@@ -119,8 +119,6 @@ impl RunError {
     }
 }
 
-/// Refused credentials or permissions, and topics that do not exist, need an operator;
-/// anything else librdkafka gave up on (timeouts, the network) may pass.
 /// librdkafka's code for an error (e.g. `NotImplemented`), as a metric label; `other` for
 /// an error that carries none.
 pub fn error_code(err: &KafkaError) -> String {
@@ -128,6 +126,8 @@ pub fn error_code(err: &KafkaError) -> String {
         .map_or_else(|| "other".to_owned(), |code| format!("{code:?}"))
 }
 
+/// Refused credentials or permissions, and topics that do not exist, need an operator;
+/// anything else librdkafka gave up on (timeouts, the network) may pass.
 fn kafka_retry(err: &KafkaError) -> Retry {
     let needs_an_operator = [
         RDKafkaErrorCode::TopicAuthorizationFailed,
