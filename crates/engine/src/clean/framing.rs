@@ -10,7 +10,7 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 /// The payload without its framing, if it has one. The schema id is not checked: the rules
 /// that follow check the JSON itself.
 pub(super) fn json_of(payload: &[u8]) -> &[u8] {
-    if payload.first() == Some(&CONFLUENT_MAGIC) && payload.len() >= CONFLUENT_HEADER_BYTES {
+    if schema_id(payload).is_some() {
         return &payload[CONFLUENT_HEADER_BYTES..];
     }
     payload.strip_prefix(UTF8_BOM).unwrap_or(payload)
@@ -19,10 +19,14 @@ pub(super) fn json_of(payload: &[u8]) -> &[u8] {
 /// For an error's detail: the Schema Registry header the payload had, naming its schema id
 /// (JSON is read after it; Avro or Protobuf behind one is not JSON).
 pub(super) fn header_of(payload: &[u8]) -> Option<String> {
-    let header = payload.get(..CONFLUENT_HEADER_BYTES)?;
-    let (&magic, id) = header.split_first()?;
-    let id = u32::from_be_bytes(id.try_into().ok()?);
-    (magic == CONFLUENT_MAGIC).then(|| format!("after a Schema Registry header (schema id {id})"))
+    schema_id(payload).map(|id| format!("after a Schema Registry header (schema id {id})"))
+}
+
+/// The schema id of a payload in Confluent's wire format.
+fn schema_id(payload: &[u8]) -> Option<u32> {
+    let (&magic, rest) = payload.split_first()?;
+    let id = rest.first_chunk::<4>()?;
+    (magic == CONFLUENT_MAGIC).then(|| u32::from_be_bytes(*id))
 }
 
 #[cfg(test)]

@@ -125,14 +125,6 @@ pub struct Rejection {
     pub detail: String,
 }
 
-/// What a payload that is JSON but not an object is (decoded again: rejections are rare).
-fn not_object_detail(payload: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(framing::json_of(payload)) {
-        Ok(value) => expected_an_object(&value),
-        Err(_) => "expected a JSON object".to_owned(),
-    }
-}
-
 fn expected_an_object(value: &Value) -> String {
     let batched = if value.is_array() {
         " (one event per message)"
@@ -214,7 +206,11 @@ impl Cleaner {
         self.check_size(payload)?;
         match fields::decode(framing::json_of(payload)) {
             Ok(Some(fields)) => Ok(fields),
-            Ok(None) => Err(reject(Reason::NotObject, not_object_detail(payload))),
+            // Decoded again as a whole to say what it is instead (rejections are rare).
+            Ok(None) => Err(self
+                .object(payload)
+                .err()
+                .unwrap_or_else(|| reject(Reason::NotObject, "expected a JSON object"))),
             Err(err) => Err(reject(Reason::NotJson, not_json_detail(payload, &err))),
         }
     }
