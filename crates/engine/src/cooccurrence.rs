@@ -117,15 +117,18 @@ impl Marginals {
 #[inline]
 fn pair_score(similarity: Similarity, count: f32, from: Marginal, to: Marginal, total: f32) -> f32 {
     match similarity {
-        Similarity::Cosine => {
-            let denominator = from.pow_from * to.pow_to;
-            if denominator > 0.0 {
-                count / denominator
-            } else {
-                0.0
-            }
-        }
+        Similarity::Cosine => cosine(count, from.pow_from * to.pow_to),
         Similarity::Llr => llr(count, from.count, to.count, total),
+    }
+}
+
+/// The asymmetric cosine of a pair count and its denominator `n_a^α · n_b^(1−α)`.
+#[inline]
+fn cosine(count: f32, denominator: f32) -> f32 {
+    if denominator > 0.0 {
+        count / denominator
+    } else {
+        0.0
     }
 }
 
@@ -166,14 +169,35 @@ impl PairsFrom<'_> {
     /// `f` of each neighbour and its score, a loop per similarity.
     #[inline]
     fn for_each(&self, neighbors: &[Neighbor], mut f: impl FnMut(u32, f32)) {
-        let mut each = |similarity| {
-            for n in neighbors {
-                f(n.item, self.score_as(similarity, n.item, n.count));
-            }
-        };
         match self.similarity {
-            Similarity::Cosine => each(Similarity::Cosine),
-            Similarity::Llr => each(Similarity::Llr),
+            Similarity::Cosine => self.for_each_cosine(neighbors, f),
+            Similarity::Llr => {
+                for n in neighbors {
+                    f(n.item, self.score_as(Similarity::Llr, n.item, n.count));
+                }
+            }
+        }
+    }
+
+    /// Cosine scores a block of neighbours at a time: a block's divisions do not depend on
+    /// each other, so they run as vector divisions (one at a time, they were a fifth of
+    /// gathering). Each score is `pair_score`'s, bit for bit.
+    #[inline]
+    fn for_each_cosine(&self, neighbors: &[Neighbor], mut f: impl FnMut(u32, f32)) {
+        const BLOCK: usize = 8;
+        for block in neighbors.chunks(BLOCK) {
+            let (mut counts, mut denominators) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+            for (i, n) in block.iter().enumerate() {
+                counts[i] = n.count;
+                denominators[i] = self.from.pow_from * self.to.of(n.item).pow_to;
+            }
+            let mut scores = [0.0f32; BLOCK];
+            for i in 0..BLOCK {
+                scores[i] = cosine(counts[i], denominators[i]);
+            }
+            for (n, score) in block.iter().zip(scores) {
+                f(n.item, score);
+            }
         }
     }
 }
@@ -516,6 +540,34 @@ mod tests {
             backward_weight: 1.0,
             position_decay: 1.0,
         }
+    }
+
+    #[test]
+    fn scores_of_a_list_in_blocks_equal_scores_one_at_a_time() {
+        let mut marginals = Marginals::default();
+        let mut rng = crate::rng::SplitMix64::new(3);
+        // Item 0 is never counted: its denominator is 0, so its score is too.
+        for item in 1..40 {
+            marginals.add(item, 1.0 + rng.below(50) as f32 / 7.0, 0.3);
+        }
+        // 19 neighbours: two whole blocks and a part of one.
+        let neighbors: Vec<Neighbor> = (0..19)
+            .map(|i| Neighbor {
+                item: i * 2,
+                count: 0.5 + rng.below(20) as f32 / 3.0,
+                rank_score: 0.0,
+            })
+            .collect();
+        let pairs = PairsFrom::new(Similarity::Cosine, &marginals, 5, &marginals);
+        let mut blocked = Vec::new();
+        pairs.for_each(&neighbors, |item, score| {
+            blocked.push((item, score.to_bits()))
+        });
+        let one_at_a_time: Vec<(u32, u32)> = (neighbors.iter())
+            .map(|n| (n.item, pairs.score(n.item, n.count).to_bits()))
+            .collect();
+        assert_eq!(blocked, one_at_a_time);
+        assert_eq!(blocked[0].1, 0, "an uncounted partner scores 0");
     }
 
     fn view(c: &mut Cooccurrence, item: u32, ts: i64, history: &[RecentItem]) {
