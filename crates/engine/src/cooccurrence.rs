@@ -20,9 +20,18 @@ use crate::similarity::llr;
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(from = "MarginalsRecord", into = "MarginalsRecord")]
 struct Marginals {
-    /// One slot per item, so a score reads one place for both of an item's numbers.
-    items: ChunkedVec<Marginal>,
+    /// Each item's count and `pow_from`, read once per list (for the item it starts from).
+    items: ChunkedVec<FromSide>,
+    /// Each item's `pow_to`, apart: a cosine score reads only this of its partner, once per
+    /// neighbour, and a dense column of it stays in cache three times as well.
+    pow_to: ChunkedVec<f32>,
     total: f32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct FromSide {
+    count: f32,
+    pow_from: f32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,20 +63,24 @@ impl From<MarginalsRecord> for Marginals {
             pow_from,
             pow_to,
         });
-        Marginals {
-            items: items.collect(),
+        let mut marginals = Marginals {
             total: record.total,
+            ..Marginals::default()
+        };
+        for marginal in items {
+            marginals.push(marginal);
         }
+        marginals
     }
 }
 
 impl From<Marginals> for MarginalsRecord {
     fn from(marginals: Marginals) -> MarginalsRecord {
-        let column = |of: fn(&Marginal) -> f32| marginals.items.iter().map(of).collect();
+        let column = |of: fn(&FromSide) -> f32| marginals.items.iter().map(of).collect();
         MarginalsRecord {
             counts: column(|m| m.count),
             pow_from: column(|m| m.pow_from),
-            pow_to: column(|m| m.pow_to),
+            pow_to: marginals.pow_to.iter().copied().collect(),
             total: marginals.total,
         }
     }
@@ -84,31 +97,68 @@ impl Marginal {
 }
 
 impl Marginals {
+    fn push(&mut self, marginal: Marginal) {
+        let Marginal {
+            count,
+            pow_from,
+            pow_to,
+        } = marginal;
+        self.items.push(FromSide { count, pow_from });
+        self.pow_to.push(pow_to);
+    }
+
+    /// Writes an item's marginal, the sequences grown to hold it.
+    fn put(&mut self, item: u32, marginal: Marginal) {
+        let idx = item as usize;
+        self.items.grow(idx + 1, FromSide::default());
+        self.pow_to.grow(idx + 1, 0.0);
+        let Marginal {
+            count,
+            pow_from,
+            pow_to,
+        } = marginal;
+        self.items[idx] = FromSide { count, pow_from };
+        self.pow_to[idx] = pow_to;
+    }
+
     fn add(&mut self, item: u32, weight: f32, alpha: f32) {
-        self.items.grow(item as usize + 1, Marginal::default());
-        let marginal = &mut self.items[item as usize];
-        *marginal = Marginal::of_count(marginal.count + weight, alpha);
+        let count = self.of(item).count + weight;
+        self.put(item, Marginal::of_count(count, alpha));
         self.total += weight;
     }
 
     /// Recomputes every cached power for a new `alpha`.
     fn follow_alpha(&mut self, alpha: f32) {
-        for marginal in self.items.iter_mut() {
-            *marginal = Marginal::of_count(marginal.count, alpha);
+        let counts: Vec<f32> = self.items.iter().map(|m| m.count).collect();
+        for (item, count) in counts.into_iter().enumerate() {
+            self.put(item as u32, Marginal::of_count(count, alpha));
         }
     }
 
     /// Sets an item's count to a value published by its owner.
     fn set(&mut self, item: u32, count: f32, alpha: f32) {
-        self.items.grow(item as usize + 1, Marginal::default());
-        let marginal = &mut self.items[item as usize];
-        self.total += count - marginal.count;
-        *marginal = Marginal::of_count(count, alpha);
+        self.total += count - self.of(item).count;
+        self.put(item, Marginal::of_count(count, alpha));
     }
 
     #[inline]
     fn of(&self, item: u32) -> Marginal {
-        self.items.get(item as usize).copied().unwrap_or_default()
+        let FromSide { count, pow_from } =
+            self.items.get(item as usize).copied().unwrap_or_default();
+        Marginal {
+            count,
+            pow_from,
+            pow_to: self.pow_to_of(item),
+        }
+    }
+
+    #[inline]
+    fn pow_to_of(&self, item: u32) -> f32 {
+        self.pow_to.get(item as usize).copied().unwrap_or_default()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.items.heap_bytes() + self.pow_to.heap_bytes()
     }
 }
 
@@ -163,7 +213,10 @@ impl PairsFrom<'_> {
 
     #[inline]
     fn score_as(&self, similarity: Similarity, b: u32, count: f32) -> f32 {
-        pair_score(similarity, count, self.from, self.to.of(b), self.total)
+        match similarity {
+            Similarity::Cosine => cosine(count, self.from.pow_from * self.to.pow_to_of(b)),
+            Similarity::Llr => pair_score(similarity, count, self.from, self.to.of(b), self.total),
+        }
     }
 
     /// `f` of each neighbour and its score, a loop per similarity.
@@ -189,7 +242,7 @@ impl PairsFrom<'_> {
             let (mut counts, mut denominators) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
             for (i, n) in block.iter().enumerate() {
                 counts[i] = n.count;
-                denominators[i] = self.from.pow_from * self.to.of(n.item).pow_to;
+                denominators[i] = self.from.pow_from * self.to.pow_to_of(n.item);
             }
             let mut scores = [0.0f32; BLOCK];
             for i in 0..BLOCK {
@@ -459,7 +512,10 @@ impl Cooccurrence {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.cooc.heap_bytes() + self.cross.heap_bytes() + self.entries.items.heap_bytes() * 2
+        self.cooc.heap_bytes()
+            + self.cross.heap_bytes()
+            + self.entries.heap_bytes()
+            + self.purchases.heap_bytes()
     }
 
     /// The item's rows (co-occurrence, then cross-occurrence).
