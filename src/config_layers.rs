@@ -12,6 +12,14 @@ use crate::config::{Config, ConfigError};
 
 const ENV_PREFIX: &str = "STREAMREC__";
 
+/// Tables of string values whose keys are not settings of ours: any librdkafka property, and a
+/// shop's names for fields and event types.
+const FREE_TABLES: [&str; 3] = [
+    "kafka.librdkafka",
+    "engine.clean.field_names",
+    "engine.clean.event_types",
+];
+
 /// Keys that hold secrets (librdkafka properties), shown masked by `config check`.
 const SECRET_MARKERS: [&str; 4] = ["password", "secret", "token", ".key"];
 
@@ -98,15 +106,20 @@ fn apply(
     let (path, raw) = assignment
         .split_once('=')
         .ok_or_else(|| bad("expected section.key=value".into()))?;
-    // librdkafka's property names have dots of their own: everything after the table is one key.
-    let keys: Vec<&str> = match path.trim().strip_prefix("kafka.librdkafka.") {
-        Some(property) => vec!["kafka", "librdkafka", property],
+    // A free table's keys are anyone's (librdkafka's property names have dots of their own):
+    // everything after the table is one key.
+    let free = FREE_TABLES.iter().find_map(|table| {
+        let key = path.trim().strip_prefix(table)?.strip_prefix('.')?;
+        Some((table, key))
+    });
+    let keys: Vec<&str> = match free {
+        Some((table, key)) => table.split('.').chain([key]).collect(),
         None => path.split('.').map(str::trim).collect(),
     };
     if keys.iter().any(|k| k.is_empty()) {
         return Err(bad(format!("{path:?} is not a setting name")));
     }
-    let free_map = keys.len() == 3 && keys[..2] == ["kafka", "librdkafka"];
+    let free_map = free.is_some();
     let value = match lookup(defaults, &keys) {
         _ if free_map => Value::String(raw.to_owned()),
         Some(Value::String(_)) => Value::String(raw.to_owned()),
@@ -233,6 +246,29 @@ mod tests {
             Config::default().pipeline,
             "untouched sections keep their defaults"
         );
+    }
+
+    #[test]
+    fn a_shops_names_can_be_set_from_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let text = "[engine.clean.field_names]\nitem_id = \"productId\"\n[engine.clean.event_types]\nview_item = \"view\"\n";
+        std::fs::write(&file, text).unwrap();
+        let config = load(
+            Some(&file),
+            env(&[("STREAMREC__ENGINE__CLEAN__FIELD_NAMES__USER_ID", "userId")]),
+            &["engine.clean.event_types.add_item=add_to_cart".into()],
+        )
+        .unwrap();
+        let clean = &config.engine.clean;
+        assert_eq!(clean.field_names["item_id"], "productId", "file");
+        assert_eq!(clean.field_names["user_id"], "userId", "environment");
+        assert_eq!(clean.event_types["view_item"], "view", "file");
+        assert_eq!(clean.event_types["add_item"], "add_to_cart", "flag");
+        let refused = ["engine.clean.field_names.userid=uid".into()];
+        let err = load(None, vec![], &refused).unwrap_err().to_string();
+        assert!(err.contains("engine.clean.field_names"), "{err}");
+        assert!(err.contains("\"userid\" is not an input field"), "{err}");
     }
 
     #[test]

@@ -208,6 +208,80 @@ async fn scenario(workers: usize) {
     drop(cluster);
 }
 
+/// A shop's own field and type names, set in the config, are read on the input topics; a
+/// dead letter about a renamed field names the shop's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_in_a_shops_own_names_are_learned() {
+    let cluster = MockCluster::new(1).unwrap();
+    let (mut config, input) = fresh_setup(&cluster);
+    config.pipeline.min_update_interval_ms = 0;
+    let clean = &mut config.engine.clean;
+    for (field, name) in [
+        ("type", "eventType"),
+        ("user_id", "userId"),
+        ("item_id", "sku"),
+    ] {
+        clean.field_names.insert(field.into(), name.into());
+    }
+    clean
+        .event_types
+        .insert("product_viewed".into(), "view".into());
+    let mut messages: Messages = (0..6)
+        .map(|i| {
+            let (user, item, ts) = (i % 2, i % 3, 1_700_000_000_000i64 + i);
+            let json = format!(
+                r#"{{"eventType":"product_viewed","userId":"u{user}","sku":"i{item}","ts":{ts}}}"#
+            );
+            (format!("u{user}"), json.into_bytes())
+        })
+        .collect();
+    let nameless = br#"{"eventType":"product_viewed","sku":"i1","ts":1700000000009}"#;
+    messages.push(("u0".to_owned(), nameless.to_vec()));
+    produce_messages(&config.kafka, &input, &messages, false, None)
+        .await
+        .unwrap();
+    let (progress_tx, mut progress) = watch::channel(Stats::default());
+    let total = messages.len() as u64;
+    let until_consumed = async move {
+        while progress.borrow_and_update().consumed < total {
+            progress.changed().await.unwrap();
+        }
+    };
+    let observers = Observers {
+        progress: Some(progress_tx),
+        ..Observers::default()
+    };
+    let run = run(&config, until_consumed, observers);
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the pipeline finishes")
+        .expect("the pipeline succeeds");
+    assert_eq!(report.stats().applied, 6, "every named event is learned");
+    assert_eq!(report.stats().rejected_total(), 1);
+    let brokers = &config.kafka.brokers;
+    let quiet = Duration::from_secs(3);
+    let dead = read_topic(
+        brokers,
+        &config.kafka.dead_letter_topic,
+        PARTITIONS,
+        1,
+        quiet,
+    );
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].headers["streamrec-reason"], "missing_field:user_id");
+    assert!(dead[0].headers["streamrec-detail"].contains("\"userId\""));
+    let recs = read_topic(
+        brokers,
+        &config.kafka.recommendations_topic,
+        PARTITIONS,
+        usize::MAX,
+        quiet,
+    );
+    let users: BTreeSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(users, BTreeSet::from(["u0", "u1"]));
+    drop(cluster);
+}
+
 /// A delivery the broker refuses for good stops the run with the error, and no offset is
 /// committed past the message whose output was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
 use super::{Fields, View};
+use crate::config::ShopNames;
 
 /// The fields of an event object the rules read; a field's place here is its slot in
 /// `EventFields`.
@@ -48,9 +49,16 @@ pub(super) struct EventFields<'a> {
 /// A payload's top level: an object's fields, or `None` for any other JSON value.
 struct Decoded<'a>(Option<EventFields<'a>>);
 
-/// Decodes a payload; `Err` is the parser's error, as decoding it into a `Value` gives it.
-pub(super) fn decode(payload: &[u8]) -> Result<Option<EventFields<'_>>, serde_json::Error> {
-    serde_json::from_slice(payload).map(|Decoded(fields)| fields)
+/// Decodes a payload, the shop's field names read as ours; `Err` is the parser's error, as
+/// decoding it into a `Value` gives it.
+pub(super) fn decode<'a>(
+    payload: &'a [u8],
+    names: &ShopNames,
+) -> Result<Option<EventFields<'a>>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    let Decoded(fields) = TopVisitor { names }.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(fields)
 }
 
 impl Fields for EventFields<'_> {
@@ -64,22 +72,51 @@ impl Fields for EventFields<'_> {
     }
 }
 
-/// An object's key: the slot of a field the rules read, or `None`.
-struct Key(Option<usize>);
+/// An object's key: a field the rules read, or `None`.
+struct Key(Option<Slot>);
 
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(Key(slot_of(key)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+/// A field's slot, and whether the key was the shop's name for it.
+#[derive(Clone, Copy)]
+struct Slot {
+    at: usize,
+    shop_name: bool,
+}
+
+/// Reads a key, knowing the shop's names.
+#[derive(Clone, Copy)]
+struct KeySeed<'n> {
+    names: &'n ShopNames,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed<'_> {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+        let own = slot_of(key).map(|at| Slot {
+            at,
+            shop_name: false,
+        });
+        let shop = || {
+            let field = self.names.field_of(key)?;
+            let at = slot_of(field)?;
+            Some(Slot {
+                at,
+                shop_name: true,
+            })
+        };
+        Ok(Key(own.or_else(shop)))
     }
 }
 
@@ -142,15 +179,19 @@ impl<'de> Visitor<'de> for FieldVisitor {
     }
 }
 
-impl<'de> Deserialize<'de> for Decoded<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Decoded<'de>, D::Error> {
-        deserializer.deserialize_any(TopVisitor)
+struct TopVisitor<'n> {
+    names: &'n ShopNames,
+}
+
+impl<'de> DeserializeSeed<'de> for TopVisitor<'_> {
+    type Value = Decoded<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Decoded<'de>, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct TopVisitor;
-
-impl<'de> Visitor<'de> for TopVisitor {
+impl<'de> Visitor<'de> for TopVisitor<'_> {
     type Value = Decoded<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -159,10 +200,18 @@ impl<'de> Visitor<'de> for TopVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decoded<'de>, A::Error> {
         let mut object = EventFields::default();
-        while let Some(Key(slot)) = map.next_key()? {
-            match slot {
-                Some(slot) => object.fields[slot] = Some(map.next_value::<Field<'de>>()?),
-                None => drop(map.next_value::<Value>()?),
+        // Fields set under the shop's name, which a field's own name does not replace.
+        let mut by_shop_name = [false; NAMES.len()];
+        let seed = KeySeed { names: self.names };
+        while let Some(Key(slot)) = map.next_key_seed(seed)? {
+            let Some(Slot { at, shop_name }) = slot else {
+                drop(map.next_value::<Value>()?);
+                continue;
+            };
+            let value = map.next_value::<Field<'de>>()?;
+            if shop_name || !by_shop_name[at] {
+                object.fields[at] = Some(value);
+                by_shop_name[at] |= shop_name;
             }
         }
         Ok(Decoded(Some(object)))
@@ -208,9 +257,25 @@ mod tests {
 
     /// The reference: the whole payload decoded into a `Value` map, then the same rules.
     fn judged_as_a_map(cleaner: &Cleaner, payload: &[u8]) -> Result<Event, Rejection> {
-        let object = cleaner.object(payload)?;
-        let event = cleaner.event_from(&object)?;
-        cleaner.check(event, None)
+        let event = (cleaner.input_object(payload)).and_then(|o| cleaner.event_from(&o));
+        let event = event.and_then(|event| cleaner.check(event, None));
+        event.map_err(|rejection| cleaner.naming_shop_fields(rejection))
+    }
+
+    /// A cleaner that reads a shop's names: `userId`, `productId`, `eventType`, `view_item`.
+    fn shop_cleaner() -> Cleaner {
+        let names = [
+            ("user_id", "userId"),
+            ("item_id", "productId"),
+            ("type", "eventType"),
+        ];
+        let field_names = names.iter().map(|(f, n)| (f.to_string(), n.to_string()));
+        let event_types = [("view_item".to_string(), "view".to_string())];
+        Cleaner::new(CleanConfig {
+            field_names: field_names.collect(),
+            event_types: event_types.into_iter().collect(),
+            ..CleanConfig::default()
+        })
     }
 
     fn value() -> impl Strategy<Value = String> {
@@ -243,13 +308,22 @@ mod tests {
             Just("category"),
             Just("extra"),
             Just("us\\u0065r_id"),
+            Just("userId"),
+            Just("productId"),
+            Just("eventType"),
         ]
         .prop_map(str::to_string)
     }
 
     /// Objects written as text, so a key can repeat (a map keeps the last).
     fn object() -> impl Strategy<Value = String> {
-        let kind = prop_oneof![Just("view"), Just("buy"), Just("profile"), Just("refund")];
+        let kind = prop_oneof![
+            Just("view"),
+            Just("buy"),
+            Just("profile"),
+            Just("refund"),
+            Just("view_item"),
+        ];
         let base = (kind, proptest::collection::vec((key(), value()), 0..12));
         base.prop_map(|(kind, fields)| {
             let mut text =
@@ -266,6 +340,13 @@ mod tests {
         #[test]
         fn fields_are_judged_as_a_value_map_judges_them(text in object()) {
             let cleaner = Cleaner::new(CleanConfig::default());
+            let payload = text.as_bytes();
+            prop_assert_eq!(cleaner.clean_json(payload), judged_as_a_map(&cleaner, payload), "{}", text);
+        }
+
+        #[test]
+        fn a_shops_names_are_judged_as_a_value_map_judges_them(text in object()) {
+            let cleaner = shop_cleaner();
             let payload = text.as_bytes();
             prop_assert_eq!(cleaner.clean_json(payload), judged_as_a_map(&cleaner, payload), "{}", text);
         }

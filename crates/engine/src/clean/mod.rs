@@ -9,12 +9,14 @@ mod feedback;
 mod fields;
 mod framing;
 mod profile;
+#[cfg(test)]
+mod shop_names_tests;
 
 use serde_json::{Map, Number, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::config::CleanConfig;
+use crate::config::{CleanConfig, ShopNames};
 use crate::event::{Event, EventType, Input};
 
 /// Why an input was refused. `code()` is the stable, low-cardinality name.
@@ -79,6 +81,20 @@ impl Reason {
             }
         }
         every
+    }
+
+    /// The field a rule about one field names.
+    pub fn field(self) -> Option<&'static str> {
+        match self {
+            Reason::MissingField(f)
+            | Reason::WrongFieldType(f)
+            | Reason::EmptyId(f)
+            | Reason::IdTooLong(f)
+            | Reason::TooManyAttributes(f)
+            | Reason::AttributeTooLong(f)
+            | Reason::TooManyItems(f) => Some(f),
+            _ => None,
+        }
     }
 
     pub fn code(self) -> String {
@@ -155,11 +171,14 @@ fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {
 #[derive(Clone, Debug)]
 pub struct Cleaner {
     config: CleanConfig,
+    names: ShopNames,
 }
 
 impl Cleaner {
+    /// A cleaner of a validated config (`EngineConfig::validate` checks the shop's names).
     pub fn new(config: CleanConfig) -> Cleaner {
-        Cleaner { config }
+        let names = ShopNames::of(&config).expect("engine.clean is validated before use");
+        Cleaner { config, names }
     }
 
     /// A cleaner for files replayed out of time order: no floor on time, since a history file
@@ -173,38 +192,64 @@ impl Cleaner {
 
     /// Decodes and validates one v1 JSON event (files hold events only, with no write time).
     pub fn clean_json(&self, payload: &[u8]) -> Result<Event, Rejection> {
-        let fields = self.fields(payload)?;
-        let event = self.event_from(&fields)?;
-        self.check(event, None)
+        let event = self
+            .fields(payload)
+            .and_then(|fields| self.event_from(&fields));
+        event
+            .and_then(|event| self.check(event, None))
+            .map_err(|rejection| self.naming_shop_fields(rejection))
     }
 
     /// Decodes and validates a message of an input topic: an event, or a profile update
     /// (`"type":"profile"`). `written_ms` is the message's Kafka timestamp, if it has one.
     pub fn clean_input(&self, payload: &[u8], written_ms: Option<i64>) -> Result<Input, Rejection> {
+        self.input(payload, written_ms)
+            .map_err(|rejection| self.naming_shop_fields(rejection))
+    }
+
+    fn input(&self, payload: &[u8], written_ms: Option<i64>) -> Result<Input, Rejection> {
         let fields = self.fields(payload)?;
-        match fields.view("type") {
-            Some(View::Str("profile")) => {
+        let kind = match fields.view("type") {
+            Some(View::Str(sent)) => self.names.type_name(sent),
+            _ => "",
+        };
+        match kind {
+            "profile" => {
                 // Decoded again as a whole: a profile's attributes are open-ended, and
                 // profile updates are few next to events.
-                let update = self.profile_from_object(&self.object(payload)?)?;
+                let update = self.profile_from_object(&self.input_object(payload)?)?;
                 self.check_time(update.ts_ms, written_ms)?;
-                return Ok(Input::Profile(update));
+                Ok(Input::Profile(update))
             }
-            Some(View::Str(kind @ ("impression" | "dismiss"))) => {
-                let feedback = self.feedback_from_object(kind, &self.object(payload)?)?;
+            "impression" | "dismiss" => {
+                let feedback = self.feedback_from_object(kind, &self.input_object(payload)?)?;
                 self.check_time(feedback.ts_ms, written_ms)?;
-                return Ok(Input::Feedback(feedback));
+                Ok(Input::Feedback(feedback))
             }
-            _ => {}
+            _ => {
+                let event = self.event_from(&fields)?;
+                self.check(event, written_ms).map(Input::Event)
+            }
         }
-        let event = self.event_from(&fields)?;
-        self.check(event, written_ms).map(Input::Event)
+    }
+
+    /// A rejection about a field the shop names its own way says so: the detail names the
+    /// shop's name, which is what the producer's authors know.
+    fn naming_shop_fields(&self, mut rejection: Rejection) -> Rejection {
+        let shop_name = rejection
+            .reason
+            .field()
+            .and_then(|f| self.names.shop_name(f));
+        if let Some(name) = shop_name {
+            rejection.detail += &format!(" (read from {name:?}, engine.clean.field_names)");
+        }
+        rejection
     }
 
     /// An event object's fields, decoded without a map (see `clean::fields`).
     fn fields<'a>(&self, payload: &'a [u8]) -> Result<fields::EventFields<'a>, Rejection> {
         self.check_size(payload)?;
-        match fields::decode(framing::json_of(payload)) {
+        match fields::decode(framing::json_of(payload), &self.names) {
             Ok(Some(fields)) => Ok(fields),
             // Decoded again as a whole to say what it is instead (rejections are rare).
             Ok(None) => Err(self
@@ -233,6 +278,17 @@ impl Cleaner {
             ));
         }
         Ok(())
+    }
+
+    /// An input's object as a whole, the shop's field names read as ours (see `ShopNames`).
+    fn input_object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+        let mut object = self.object(payload)?;
+        for (shop_name, field) in self.names.fields() {
+            if let Some(value) = object.remove(shop_name) {
+                object.insert(field.to_owned(), value);
+            }
+        }
+        Ok(object)
     }
 
     fn object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
@@ -312,7 +368,7 @@ impl Cleaner {
 
     fn event_from(&self, object: &impl Fields) -> Result<Event, Rejection> {
         let type_name = required_string(object, "type")?;
-        let kind = EventType::parse(&type_name)
+        let kind = EventType::parse(self.names.type_name(&type_name))
             .ok_or_else(|| reject(Reason::BadType, format!("unknown event type {type_name:?}")))?;
         Ok(Event {
             event_id: optional_id(object, "event_id")?,

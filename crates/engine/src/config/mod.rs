@@ -1,11 +1,16 @@
 //! The engine's settings: serde structs with defaults for every key (the `[engine]` table of
 //! the service's config file), validated with errors that name the key and the rule.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventType;
 
 pub mod experiments;
+mod shop_names;
+
+pub use shop_names::{ShopNames, FEEDBACK_TYPES, RENAMABLE_FIELDS};
 
 /// Everything the sans-IO engine needs; nothing here knows about Kafka or files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,6 +192,10 @@ pub struct CleanConfig {
     pub max_attribute_len: usize,
     /// Items per impression event (`too_many_items:item_ids`).
     pub max_impression_items: usize,
+    /// The shop's names for input fields, as `user_id = "userId"` (see `ShopNames`).
+    pub field_names: BTreeMap<String, String>,
+    /// The shop's event type names and the type each means, as `view_item = "view"`.
+    pub event_types: BTreeMap<String, String>,
 }
 
 impl Default for CleanConfig {
@@ -199,6 +208,8 @@ impl Default for CleanConfig {
             max_attributes: 32,
             max_attribute_len: 128,
             max_impression_items: 100,
+            field_names: BTreeMap::new(),
+            event_types: BTreeMap::new(),
         }
     }
 }
@@ -588,6 +599,7 @@ impl EngineConfig {
             self.clean.max_impression_items as i64,
         )?;
         positive("engine.online.max_engaged", self.online.max_engaged as i64)?;
+        ShopNames::of(&self.clean)?;
         Ok(())
     }
 }
