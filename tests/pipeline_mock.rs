@@ -208,8 +208,8 @@ async fn scenario(workers: usize) {
     drop(cluster);
 }
 
-/// A shop's own field and type names, set in the config, are read on the input topics; a
-/// dead letter about a renamed field names the shop's name.
+/// A shop's own field and type names, set in the config, are read on the input topics (one of
+/// them inside a nested object); a dead letter about a renamed field names the shop's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_in_a_shops_own_names_are_learned() {
     let cluster = MockCluster::new(1).unwrap();
@@ -219,7 +219,7 @@ async fn events_in_a_shops_own_names_are_learned() {
     for (field, name) in [
         ("type", "eventType"),
         ("user_id", "userId"),
-        ("item_id", "sku"),
+        ("item_id", "properties.sku"),
     ] {
         clean.field_names.insert(field.into(), name.into());
     }
@@ -230,12 +230,13 @@ async fn events_in_a_shops_own_names_are_learned() {
         .map(|i| {
             let (user, item, ts) = (i % 2, i % 3, 1_700_000_000_000i64 + i);
             let json = format!(
-                r#"{{"eventType":"product_viewed","userId":"u{user}","sku":"i{item}","ts":{ts}}}"#
+                r#"{{"eventType":"product_viewed","userId":"u{user}","properties":{{"sku":"i{item}"}},"ts":{ts}}}"#
             );
             (format!("u{user}"), json.into_bytes())
         })
         .collect();
-    let nameless = br#"{"eventType":"product_viewed","sku":"i1","ts":1700000000009}"#;
+    let nameless =
+        br#"{"eventType":"product_viewed","properties":{"sku":"i1"},"ts":1700000000009}"#;
     messages.push(("u0".to_owned(), nameless.to_vec()));
     produce_messages(&config.kafka, &input, &messages, false, None)
         .await

@@ -192,9 +192,12 @@ impl Cleaner {
 
     /// Decodes and validates one v1 JSON event (files hold events only, with no write time).
     pub fn clean_json(&self, payload: &[u8]) -> Result<Event, Rejection> {
-        let event = self
-            .fields(payload)
-            .and_then(|fields| self.event_from(&fields));
+        let event = if self.names.has_paths() {
+            // Fields inside nested objects: the message is decoded as a whole.
+            (self.input_object(payload)).and_then(|object| self.event_from(&object))
+        } else {
+            (self.fields(payload)).and_then(|fields| self.event_from(&fields))
+        };
         event
             .and_then(|event| self.check(event, None))
             .map_err(|rejection| self.naming_shop_fields(rejection))
@@ -208,7 +211,20 @@ impl Cleaner {
     }
 
     fn input(&self, payload: &[u8], written_ms: Option<i64>) -> Result<Input, Rejection> {
-        let fields = self.fields(payload)?;
+        if self.names.has_paths() {
+            // Fields inside nested objects: the message is decoded as a whole.
+            return self.input_of(&self.input_object(payload)?, payload, written_ms);
+        }
+        self.input_of(&self.fields(payload)?, payload, written_ms)
+    }
+
+    /// An input from its decoded fields; profile updates and feedback decode it again whole.
+    fn input_of(
+        &self,
+        fields: &impl Fields,
+        payload: &[u8],
+        written_ms: Option<i64>,
+    ) -> Result<Input, Rejection> {
         let kind = match fields.view("type") {
             Some(View::Str(sent)) => self.names.type_name(sent),
             _ => "",
@@ -227,7 +243,7 @@ impl Cleaner {
                 Ok(Input::Feedback(feedback))
             }
             _ => {
-                let event = self.event_from(&fields)?;
+                let event = self.event_from(fields)?;
                 self.check(event, written_ms).map(Input::Event)
             }
         }
@@ -284,7 +300,11 @@ impl Cleaner {
     fn input_object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
         let mut object = self.object(payload)?;
         for (shop_name, field) in self.names.fields() {
-            if let Some(value) = object.remove(shop_name) {
+            let value = match shop_name.split_once('.') {
+                None => object.remove(shop_name),
+                Some((top, path)) => at_path(object.get(top), path).cloned(),
+            };
+            if let Some(value) = value {
                 object.insert(field.to_owned(), value);
             }
         }
@@ -451,6 +471,12 @@ fn check_price(price: f64) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+/// The value at a dotted path under `value`, if every step is an object holding the next.
+fn at_path<'a>(value: Option<&'a Value>, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(value?, |value, key| value.as_object()?.get(key))
 }
 
 fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {

@@ -117,3 +117,57 @@ fn a_rejection_about_a_renamed_field_names_the_shops_name() {
         .unwrap_err();
     assert_eq!(rejection.reason.code(), "bad_type");
 }
+
+/// Names as a Segment-style collector nests them: fields inside `properties`.
+fn nested_cleaner() -> Cleaner {
+    let fields = [
+        ("type", "event"),
+        ("user_id", "userId"),
+        ("item_id", "properties.product_id"),
+        ("price", "properties.price"),
+        ("ts", "timestamp"),
+    ];
+    let field_names = fields.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let event_types = [("Product Viewed".to_string(), "view".to_string())];
+    Cleaner::new(CleanConfig {
+        field_names: field_names.collect(),
+        event_types: event_types.into_iter().collect(),
+        ..CleanConfig::default()
+    })
+}
+
+#[test]
+fn a_name_with_dots_is_a_path_into_nested_objects() {
+    let json = r#"{"event":"Product Viewed","userId":"u1","timestamp":"2023-11-14T22:13:20Z",
+        "properties":{"product_id":"p1","price":9.5,"name":"Shoe"},"context":{"ip":"10.0.0.1"}}"#;
+    let cleaner = nested_cleaner();
+    let event = cleaner.clean_json(json.as_bytes()).unwrap();
+    assert_eq!(event.kind, EventType::View);
+    assert_eq!(
+        (event.user_id.as_str(), event.item_id.as_str()),
+        ("u1", "p1")
+    );
+    assert_eq!(event.price, Some(9.5));
+    let Input::Event(same) = input(&cleaner, json) else {
+        panic!("an event")
+    };
+    assert_eq!(same, event);
+}
+
+#[test]
+fn a_path_that_is_not_there_is_a_missing_field_named_by_its_path() {
+    let cleaner = nested_cleaner();
+    for json in [
+        r#"{"event":"Product Viewed","userId":"u1","timestamp":1700000000000}"#,
+        r#"{"event":"Product Viewed","userId":"u1","timestamp":1700000000000,"properties":7}"#,
+        r#"{"event":"Product Viewed","userId":"u1","timestamp":1700000000000,"properties":{}}"#,
+    ] {
+        let rejection = cleaner.clean_json(json.as_bytes()).unwrap_err();
+        assert_eq!(rejection.reason.code(), "missing_field:item_id", "{json}");
+        assert!(
+            rejection.detail.contains("\"properties.product_id\""),
+            "{}",
+            rejection.detail
+        );
+    }
+}

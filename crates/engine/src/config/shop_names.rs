@@ -1,6 +1,7 @@
 //! A shop's own names for our input fields and event types, so its events are read as they
 //! are produced (`{"userId":…,"productId":…,"eventType":"view_item"}`), with no translating
-//! producer in between.
+//! producer in between. A name with dots is a path into nested objects
+//! (`properties.product_id`), as event collectors such as Segment or RudderStack nest them.
 
 use std::collections::HashMap;
 
@@ -71,6 +72,9 @@ impl ShopNames {
         if RENAMABLE_FIELDS.contains(&shop_name) {
             return rule(format!("{shop_name} is a field of its own"));
         }
+        if shop_name.split('.').any(str::is_empty) {
+            return rule("a path has no empty part".into());
+        }
         if let Some((_, other)) = self.fields.iter().find(|(name, _)| name == shop_name) {
             return rule(format!("{other} has that name already"));
         }
@@ -121,6 +125,12 @@ impl ShopNames {
         self.fields
             .iter()
             .map(|(name, field)| (name.as_str(), *field))
+    }
+
+    /// Whether a name is a path into nested objects, which only a message decoded as a whole
+    /// can follow.
+    pub fn has_paths(&self) -> bool {
+        self.fields.iter().any(|(name, _)| name.contains('.'))
     }
 
     /// What a `type` value means: our name of the type a shop's name stands for, or the value.
@@ -203,7 +213,12 @@ mod tests {
 
     #[test]
     fn entries_that_cannot_work_are_refused_with_the_entry_and_the_rule() {
-        let cases: [(Entries, Entries, &str); 7] = [
+        let cases: [(Entries, Entries, &str); 8] = [
+            (
+                &[("item_id", "properties..id")],
+                &[],
+                "a path has no empty part",
+            ),
             (
                 &[("userid", "uid")],
                 &[],
