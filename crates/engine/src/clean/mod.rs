@@ -374,10 +374,18 @@ impl Cleaner {
         if let Some(written) = written_ms.filter(|&t| t >= 0) {
             let limit = written.saturating_add(self.config.max_future_skew_ms);
             if ts_ms > limit {
+                // Another: microseconds (as GA4 exports them) read as milliseconds are
+                // thousands of years ahead.
+                let as_millis = ts_ms / 1000;
+                let in_microseconds = if (self.config.min_ts_ms..=limit).contains(&as_millis) {
+                    " (epoch microseconds? ts is epoch milliseconds)"
+                } else {
+                    ""
+                };
                 return Err(reject(
                     Reason::BadTimestamp,
                     format!(
-                        "ts {ts_ms} is more than {} ms (engine.clean.max_future_skew_ms) ahead of the message's Kafka timestamp {written}",
+                        "ts {ts_ms} is more than {} ms (engine.clean.max_future_skew_ms) ahead of the message's Kafka timestamp {written}{in_microseconds}",
                         self.config.max_future_skew_ms
                     ),
                 ));
@@ -815,6 +823,27 @@ mod tests {
             i64::MIN
         );
         assert!(cleaner().clean_json(far_past.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_timestamp_in_microseconds_is_refused_with_a_hint() {
+        let written = 1_700_000_000_000;
+        let event = |ts: i64| format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{ts}}}"#);
+        let micros = event(written * 1000 + 5);
+        let rejection = cleaner()
+            .clean_input(micros.as_bytes(), Some(written))
+            .unwrap_err();
+        assert_eq!(rejection.reason, Reason::BadTimestamp);
+        assert!(
+            (rejection.detail).ends_with("(epoch microseconds? ts is epoch milliseconds)"),
+            "{}",
+            rejection.detail
+        );
+        let two_days_ahead = event(written + 2 * 86_400_000);
+        let rejection = cleaner()
+            .clean_input(two_days_ahead.as_bytes(), Some(written))
+            .unwrap_err();
+        assert!(!rejection.detail.contains("micro"), "{}", rejection.detail);
     }
 
     #[test]
