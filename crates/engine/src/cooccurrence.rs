@@ -94,16 +94,21 @@ impl Marginal {
             pow_to: count.powf(1.0 - alpha),
         }
     }
+
+    /// The part stored per item, and `pow_to`, stored in its own column.
+    fn split(self) -> (FromSide, f32) {
+        let from_side = FromSide {
+            count: self.count,
+            pow_from: self.pow_from,
+        };
+        (from_side, self.pow_to)
+    }
 }
 
 impl Marginals {
     fn push(&mut self, marginal: Marginal) {
-        let Marginal {
-            count,
-            pow_from,
-            pow_to,
-        } = marginal;
-        self.items.push(FromSide { count, pow_from });
+        let (from_side, pow_to) = marginal.split();
+        self.items.push(from_side);
         self.pow_to.push(pow_to);
     }
 
@@ -112,13 +117,7 @@ impl Marginals {
         let idx = item as usize;
         self.items.grow(idx + 1, FromSide::default());
         self.pow_to.grow(idx + 1, 0.0);
-        let Marginal {
-            count,
-            pow_from,
-            pow_to,
-        } = marginal;
-        self.items[idx] = FromSide { count, pow_from };
-        self.pow_to[idx] = pow_to;
+        (self.items[idx], self.pow_to[idx]) = marginal.split();
     }
 
     fn add(&mut self, item: u32, weight: f32, alpha: f32) {
@@ -129,9 +128,8 @@ impl Marginals {
 
     /// Recomputes every cached power for a new `alpha`.
     fn follow_alpha(&mut self, alpha: f32) {
-        let counts: Vec<f32> = self.items.iter().map(|m| m.count).collect();
-        for (item, count) in counts.into_iter().enumerate() {
-            self.put(item as u32, Marginal::of_count(count, alpha));
+        for (from_side, pow_to) in self.items.iter_mut().zip(self.pow_to.iter_mut()) {
+            (*from_side, *pow_to) = Marginal::of_count(from_side.count, alpha).split();
         }
     }
 
@@ -141,15 +139,10 @@ impl Marginals {
         self.put(item, Marginal::of_count(count, alpha));
     }
 
+    /// An item's count and `pow_from` (its `pow_to` is `pow_to_of`).
     #[inline]
-    fn of(&self, item: u32) -> Marginal {
-        let FromSide { count, pow_from } =
-            self.items.get(item as usize).copied().unwrap_or_default();
-        Marginal {
-            count,
-            pow_from,
-            pow_to: self.pow_to_of(item),
-        }
+    fn of(&self, item: u32) -> FromSide {
+        self.items.get(item as usize).copied().unwrap_or_default()
     }
 
     #[inline]
@@ -159,16 +152,6 @@ impl Marginals {
 
     fn heap_bytes(&self) -> usize {
         self.items.heap_bytes() + self.pow_to.heap_bytes()
-    }
-}
-
-/// Similarity of the pair `a → b` (`from` is `a`'s marginal, `to` `b`'s, `total` the column
-/// of `a`'s total): asymmetric cosine `c / (n_a^α · n_b^(1−α))` or LLR.
-#[inline]
-fn pair_score(similarity: Similarity, count: f32, from: Marginal, to: Marginal, total: f32) -> f32 {
-    match similarity {
-        Similarity::Cosine => cosine(count, from.pow_from * to.pow_to),
-        Similarity::Llr => llr(count, from.count, to.count, total),
     }
 }
 
@@ -185,13 +168,14 @@ fn cosine(count: f32, denominator: f32) -> f32 {
 /// Scores of pairs from one item: its marginal is read once, not once per partner.
 struct PairsFrom<'a> {
     similarity: Similarity,
-    from: Marginal,
+    from: FromSide,
     total: f32,
     to: &'a Marginals,
 }
 
 impl PairsFrom<'_> {
-    /// Scores of `a → b` where `a` counts in `from` and `b` in `to`.
+    /// Scores of `a → b` where `a` counts in `from` and `b` in `to`: asymmetric cosine
+    /// `c / (n_a^α · n_b^(1−α))` or LLR.
     fn new<'a>(
         similarity: Similarity,
         from: &Marginals,
@@ -215,7 +199,7 @@ impl PairsFrom<'_> {
     fn score_as(&self, similarity: Similarity, b: u32, count: f32) -> f32 {
         match similarity {
             Similarity::Cosine => cosine(count, self.from.pow_from * self.to.pow_to_of(b)),
-            Similarity::Llr => pair_score(similarity, count, self.from, self.to.of(b), self.total),
+            Similarity::Llr => llr(count, self.from.count, self.to.of(b).count, self.total),
         }
     }
 
@@ -234,7 +218,7 @@ impl PairsFrom<'_> {
 
     /// Cosine scores a block of neighbours at a time: a block's divisions do not depend on
     /// each other, so they run as vector divisions (one at a time, they were a fifth of
-    /// gathering). Each score is `pair_score`'s, bit for bit.
+    /// gathering). Each score is `score`'s, bit for bit.
     #[inline]
     fn for_each_cosine(&self, neighbors: &[Neighbor], mut f: impl FnMut(u32, f32)) {
         const BLOCK: usize = 8;
