@@ -2,6 +2,19 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The fields of an event object (event v1) the cleaning rules read.
+pub const EVENT_FIELDS: [&str; 9] = [
+    "type",
+    "event_id",
+    "user_id",
+    "item_id",
+    "ts",
+    "session_id",
+    "price",
+    "quantity",
+    "category",
+];
+
 /// Kinds of interaction, ordered by strength of intent: `View < Favorite < AddToCart < Purchase`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {

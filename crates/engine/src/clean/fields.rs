@@ -11,20 +11,11 @@ use serde_json::{Number, Value};
 
 use super::{Fields, View};
 use crate::config::ShopNames;
+use crate::event::EVENT_FIELDS;
 
 /// The fields of an event object the rules read; a field's place here is its slot in
 /// `EventFields`.
-const NAMES: [&str; 9] = [
-    "type",
-    "event_id",
-    "user_id",
-    "item_id",
-    "ts",
-    "session_id",
-    "price",
-    "quantity",
-    "category",
-];
+const NAMES: [&str; 9] = EVENT_FIELDS;
 
 fn slot_of(name: &str) -> Option<usize> {
     NAMES.iter().position(|known| *known == name)
@@ -269,13 +260,10 @@ mod tests {
             ("item_id", "productId"),
             ("type", "eventType"),
         ];
-        let field_names = names.iter().map(|(f, n)| (f.to_string(), n.to_string()));
-        let event_types = [("view_item".to_string(), "view".to_string())];
-        Cleaner::new(CleanConfig {
-            field_names: field_names.collect(),
-            event_types: event_types.into_iter().collect(),
-            ..CleanConfig::default()
-        })
+        Cleaner::new(CleanConfig::with_shop_names(
+            &names,
+            &[("view_item", "view")],
+        ))
     }
 
     fn value() -> impl Strategy<Value = String> {

@@ -15,16 +15,7 @@ fn shop_cleaner() -> Cleaner {
         ("item_ids", "shownProductIds"),
     ];
     let types = [("view_item", "view"), ("product_list_view", "impression")];
-    let pairs = |list: &[(&str, &str)]| {
-        (list.iter())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    Cleaner::new(CleanConfig {
-        field_names: pairs(&fields),
-        event_types: pairs(&types),
-        ..CleanConfig::default()
-    })
+    Cleaner::new(CleanConfig::with_shop_names(&fields, &types))
 }
 
 fn input(cleaner: &Cleaner, json: &str) -> Input {
@@ -127,13 +118,8 @@ fn nested_cleaner() -> Cleaner {
         ("price", "properties.price"),
         ("ts", "timestamp"),
     ];
-    let field_names = fields.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let event_types = [("Product Viewed".to_string(), "view".to_string())];
-    Cleaner::new(CleanConfig {
-        field_names: field_names.collect(),
-        event_types: event_types.into_iter().collect(),
-        ..CleanConfig::default()
-    })
+    let types = [("Product Viewed", "view")];
+    Cleaner::new(CleanConfig::with_shop_names(&fields, &types))
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::event::EventType;
 pub mod experiments;
 mod shop_names;
 
-pub use shop_names::{ShopNames, FEEDBACK_TYPES, RENAMABLE_FIELDS};
+pub use shop_names::ShopNames;
 
 /// Everything the sans-IO engine needs; nothing here knows about Kafka or files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

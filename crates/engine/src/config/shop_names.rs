@@ -6,25 +6,16 @@
 use std::collections::HashMap;
 
 use super::{invalid, CleanConfig, InvalidSetting};
-use crate::event::EventType;
+use crate::event::{EventType, EVENT_FIELDS};
 
-/// The fields of input messages (events, profile updates, feedback) a shop may name its way.
-pub const RENAMABLE_FIELDS: [&str; 11] = [
-    "type",
-    "event_id",
-    "user_id",
-    "item_id",
-    "ts",
-    "session_id",
-    "price",
-    "quantity",
-    "category",
-    "item_ids",
-    "attributes",
-];
+/// The fields of input messages a shop may name its way: an event's, then an impression's
+/// and a profile update's own.
+fn renamable_fields() -> impl Iterator<Item = &'static str> {
+    EVENT_FIELDS.into_iter().chain(["item_ids", "attributes"])
+}
 
 /// The `type` values of inputs that are not events.
-pub const FEEDBACK_TYPES: [&str; 3] = ["profile", "impression", "dismiss"];
+const FEEDBACK_TYPES: [&str; 3] = ["profile", "impression", "dismiss"];
 
 /// `engine.clean.field_names` and `engine.clean.event_types`, checked and ready for lookups.
 /// A field's own name is read as well as the shop's, so a message valid by our schemas is read
@@ -69,7 +60,7 @@ impl ShopNames {
         if shop_name.is_empty() || shop_name.chars().count() > max_len {
             return rule(format!("a name has 1 to {max_len} characters"));
         }
-        if RENAMABLE_FIELDS.contains(&shop_name) {
+        if renamable_fields().any(|field| field == shop_name) {
             return rule(format!("{shop_name} is a field of its own"));
         }
         if shop_name.split('.').any(str::is_empty) {
@@ -147,11 +138,11 @@ impl ShopNames {
 }
 
 fn renamable(field: &str) -> Result<&'static str, InvalidSetting> {
-    let found = RENAMABLE_FIELDS.iter().find(|&&f| f == field).copied();
-    found.ok_or_else(|| {
+    renamable_fields().find(|&f| f == field).ok_or_else(|| {
+        let fields: Vec<&str> = renamable_fields().collect();
         let rule = format!(
             "{field:?} is not an input field; fields are {}",
-            RENAMABLE_FIELDS.join(", ")
+            fields.join(", ")
         );
         invalid(FIELD_NAMES, &rule)
     })
@@ -164,10 +155,9 @@ fn built_in(name: &str) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(fields: &[(&str, &str)], types: &[(&str, &str)]) -> CleanConfig {
+impl CleanConfig {
+    /// The defaults with a shop's names: (our field, the shop's name), (its type, the meaning).
+    pub fn with_shop_names(fields: &[(&str, &str)], types: &[(&str, &str)]) -> CleanConfig {
         let pairs = |list: &[(&str, &str)]| {
             (list.iter())
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -178,6 +168,15 @@ mod tests {
             event_types: pairs(types),
             ..CleanConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(fields: &[(&str, &str)], types: &[(&str, &str)]) -> CleanConfig {
+        CleanConfig::with_shop_names(fields, types)
     }
 
     type Entries<'a> = &'a [(&'a str, &'a str)];
