@@ -4,12 +4,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use streamrec::config::Config;
-use streamrec::kafka::{produce_messages, Health, Observers};
+use streamrec::kafka::{produce_messages, Observers, RunReport};
 use streamrec::pipeline::Stats;
 use streamrec::runtime::run;
 use tokio::sync::watch;
@@ -109,6 +108,27 @@ fn fresh_setup(
     (config, input)
 }
 
+/// Runs the pipeline until it has consumed `total` inputs (within a minute).
+async fn run_until_consumed(config: &Config, total: u64) -> RunReport {
+    let (progress_tx, mut progress) = watch::channel(Stats::default());
+    let until_consumed = async move {
+        while progress.borrow_and_update().consumed < total {
+            progress.changed().await.unwrap();
+        }
+    };
+    let observers = Observers {
+        progress: Some(progress_tx),
+        ..Observers::default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run(config, until_consumed, observers),
+    )
+    .await
+    .expect("the pipeline finishes")
+    .expect("the pipeline succeeds")
+}
+
 async fn scenario(workers: usize) {
     let cluster = MockCluster::new(1).unwrap();
     let (mut config, input) = fresh_setup(&cluster);
@@ -119,25 +139,8 @@ async fn scenario(workers: usize) {
         .await
         .unwrap();
 
-    let (progress_tx, mut progress) = watch::channel(Stats::default());
     let total = messages.len() as u64;
-    let until_consumed = async move {
-        while progress.borrow_and_update().consumed < total {
-            progress.changed().await.unwrap();
-        }
-    };
-    let observers = Observers {
-        progress: Some(progress_tx),
-        health: Arc::new(Health::default()),
-        ..Observers::default()
-    };
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        run(&config, until_consumed, observers),
-    )
-    .await
-    .expect("the pipeline finishes")
-    .expect("the pipeline succeeds");
+    let report = run_until_consumed(&config, total).await;
     let stats = report.stats();
     assert_eq!(stats.consumed, total);
     assert_eq!(stats.duplicates, 8);
@@ -241,22 +244,7 @@ async fn events_in_a_shops_own_names_are_learned() {
     produce_messages(&config.kafka, &input, &messages, false, None)
         .await
         .unwrap();
-    let (progress_tx, mut progress) = watch::channel(Stats::default());
-    let total = messages.len() as u64;
-    let until_consumed = async move {
-        while progress.borrow_and_update().consumed < total {
-            progress.changed().await.unwrap();
-        }
-    };
-    let observers = Observers {
-        progress: Some(progress_tx),
-        ..Observers::default()
-    };
-    let run = run(&config, until_consumed, observers);
-    let report = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the pipeline finishes")
-        .expect("the pipeline succeeds");
+    let report = run_until_consumed(&config, messages.len() as u64).await;
     assert_eq!(report.stats().applied, 6, "every named event is learned");
     assert_eq!(report.stats().rejected_total(), 1);
     let brokers = &config.kafka.brokers;
