@@ -83,9 +83,13 @@ impl Reason {
         every
     }
 
-    /// The field a rule about one field names.
+    /// The input field a rule is about: the one its code names, or the one its rule reads.
     pub fn field(self) -> Option<&'static str> {
         match self {
+            Reason::BadType => Some("type"),
+            Reason::BadTimestamp => Some("ts"),
+            Reason::BadPrice => Some("price"),
+            Reason::BadQuantity => Some("quantity"),
             Reason::MissingField(f)
             | Reason::WrongFieldType(f)
             | Reason::EmptyId(f)

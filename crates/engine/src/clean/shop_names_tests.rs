@@ -157,3 +157,29 @@ fn a_path_that_is_not_there_is_a_missing_field_named_by_its_path() {
         );
     }
 }
+
+#[test]
+fn a_rejection_by_a_fields_rule_names_the_shops_name_too() {
+    let cleaner = nested_cleaner();
+    for (json, code, shop_name) in [
+        (
+            r#"{"event":"Product Viewed","userId":"u","timestamp":"yesterday","properties":{"product_id":"p"}}"#,
+            "bad_timestamp",
+            "\"timestamp\"",
+        ),
+        (
+            r#"{"event":"Product Viewed","userId":"u","timestamp":1700000000000,"properties":{"product_id":"p","price":-2}}"#,
+            "bad_price",
+            "\"properties.price\"",
+        ),
+        (
+            r#"{"event":"Refund","userId":"u","timestamp":1700000000000,"properties":{"product_id":"p"}}"#,
+            "bad_type",
+            "\"event\"",
+        ),
+    ] {
+        let rejection = cleaner.clean_json(json.as_bytes()).unwrap_err();
+        assert_eq!(rejection.reason.code(), code);
+        assert!(rejection.detail.contains(shop_name), "{}", rejection.detail);
+    }
+}
