@@ -7,6 +7,12 @@
 //! *ahead* of the state was advanced by another member of the group since this one held it: those
 //! events are in that member's state, so this one continues from there rather than applying them
 //! a second time.
+//!
+//! Once a partition's messages arrive in line, a jump forward is the log's own gap, never the
+//! group's position: transaction markers and aborted transactions (a transactional producer's
+//! every commit leaves one offset no consumer receives), compaction, or retention (librdkafka
+//! logs the reset it makes). It is accepted as it comes; seeking back would only land at the
+//! same message again, after a fetch round-trip for every transaction.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,12 +39,16 @@ pub enum Verdict {
 
 #[derive(Debug, Default)]
 pub struct Positions {
+    /// The input topics by index, for logs.
+    topics: Vec<String>,
     next: HashMap<PartitionKey, i64>,
     /// Partitions being sought, with the offset of the message that asked for it when the
     /// seek went forward (to where the state ends).
     seeking: HashMap<PartitionKey, Option<i64>>,
     /// Partitions whose first message since the latest assignment has not arrived yet.
     fresh: HashSet<PartitionKey>,
+    /// Partitions whose latest message was processed, with no assignment, seek or restore since.
+    in_line: HashSet<PartitionKey>,
 }
 
 impl Positions {
@@ -46,8 +56,15 @@ impl Positions {
     pub fn from_state(next: &NextOffsets) -> Positions {
         Positions {
             next: next.iter().map(|(k, v)| (*k, *v)).collect(),
-            seeking: HashMap::new(),
-            fresh: HashSet::new(),
+            ..Positions::default()
+        }
+    }
+
+    /// Names the input topics (by index) in what it logs.
+    pub fn named(self, topics: &[String]) -> Positions {
+        Positions {
+            topics: topics.to_vec(),
+            ..self
         }
     }
 
@@ -56,6 +73,7 @@ impl Positions {
     pub fn reassigned(&mut self) {
         self.fresh = self.next.keys().copied().collect();
         self.seeking.clear();
+        self.in_line.clear();
     }
 
     /// The partition's state was restored up to `next` (from the changelog): continue there,
@@ -64,12 +82,14 @@ impl Positions {
         self.next.insert(key, next);
         self.fresh.remove(&key);
         self.seeking.remove(&key);
+        self.in_line.remove(&key);
     }
 
     /// A message of a partition held for its restore was dropped: with no position known, the
     /// partition must continue from it.
     pub fn held_at(&mut self, key: PartitionKey, offset: i64) {
         self.next.entry(key).or_insert(offset);
+        self.in_line.remove(&key);
     }
 
     /// The next offset the state expects of a partition, if it knows one.
@@ -78,7 +98,18 @@ impl Positions {
     }
 
     pub fn check(&mut self, key: PartitionKey, offset: i64) -> Verdict {
-        let PartitionKey { topic, partition } = key;
+        let verdict = self.decide(key, offset);
+        if verdict == Verdict::Process {
+            self.in_line.insert(key);
+        } else {
+            self.in_line.remove(&key);
+        }
+        verdict
+    }
+
+    fn decide(&mut self, key: PartitionKey, offset: i64) -> Verdict {
+        let partition = key.partition;
+        let topic = topic_name(&self.topics, key);
         let Some(&next) = self.next.get(&key) else {
             self.next.insert(key, offset + 1);
             return Verdict::Process;
@@ -96,6 +127,17 @@ impl Positions {
         }
         if offset == next {
             self.seeking.remove(&key);
+            self.next.insert(key, offset + 1);
+            return Verdict::Process;
+        }
+        if offset > next && self.in_line.contains(&key) {
+            tracing::debug!(
+                topic,
+                partition,
+                expected = next,
+                got = offset,
+                "offsets the log does not deliver (a transaction marker, compaction); continuing"
+            );
             self.next.insert(key, offset + 1);
             return Verdict::Process;
         }
@@ -121,13 +163,15 @@ impl Positions {
         }
         let already_seeking = seeking.is_some();
         if offset > next && already_seeking {
-            // Sought back and still ahead: the log no longer holds those offsets (retention).
-            tracing::warn!(
+            // Sought back and still ahead: the log does not deliver those offsets. Retention
+            // removed them (librdkafka warns of the reset it made), or they are transaction
+            // markers, aborted transactions or compacted away.
+            tracing::info!(
                 topic,
                 partition,
                 expected = next,
                 got = offset,
-                "offsets gone from the log; continuing after them"
+                "offsets the log does not deliver; continuing after them"
             );
             self.seeking.remove(&key);
             self.next.insert(key, offset + 1);
@@ -141,6 +185,11 @@ impl Positions {
             seek_to: Some(next),
         }
     }
+}
+
+/// The input topic's name for logs (only a position the consumer never reported lacks one).
+fn topic_name(topics: &[String], key: PartitionKey) -> &str {
+    topics.get(key.topic as usize).map_or("?", String::as_str)
 }
 
 #[cfg(test)]
@@ -237,18 +286,57 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_within_an_assignment_is_sought_back_once_then_accepted() {
+    fn a_gap_in_line_is_the_logs_own_and_is_crossed_without_a_seek() {
         let state: Offsets = [(("t".to_string(), 1), 10)].into_iter().collect();
         let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
-        assert_eq!(p.check(PartitionKey::new(0, 1), 10), Verdict::Process);
+        let key = PartitionKey::new(0, 1);
+        assert_eq!(p.check(key, 10), Verdict::Process);
+        // A transactional producer's commit marker at 11, an aborted transaction at 13..=15
+        // and its marker at 16: read_committed delivers 12, then 17.
+        assert_eq!(p.check(key, 12), Verdict::Process);
+        assert_eq!(p.check(key, 17), Verdict::Process);
+        assert_eq!(p.next_of(key), Some(18));
         assert_eq!(
-            p.check(PartitionKey::new(0, 1), 20),
-            Verdict::Skip { seek_to: Some(11) }
+            p.check(key, 5),
+            Verdict::Skip { seek_to: Some(18) },
+            "fetched again from behind: still already applied"
         );
+    }
+
+    #[test]
+    fn a_gap_out_of_line_is_sought_back_once_then_accepted() {
+        let state: Offsets = [(("t".to_string(), 1), 10)].into_iter().collect();
+        let key = PartitionKey::new(0, 1);
+        // At start-up: the group's position may be ahead of the state on purpose.
+        let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
+        assert_eq!(p.check(key, 20), Verdict::Skip { seek_to: Some(10) });
         assert_eq!(
-            p.check(PartitionKey::new(0, 1), 20),
+            p.check(key, 20),
             Verdict::Process,
-            "retention removed 11..20"
+            "retention removed 10..20"
+        );
+        // After a seek, a restore or a hold, the next message is not in line either.
+        let restored = |p: &mut Positions| p.restored(PartitionKey::new(0, 1), 21);
+        let held = |p: &mut Positions| p.held_at(PartitionKey::new(0, 1), 25);
+        for (leave_line, next) in [(restored as fn(&mut Positions), 21), (held, 11)] {
+            let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
+            assert_eq!(p.check(key, 10), Verdict::Process);
+            leave_line(&mut p);
+            assert_eq!(
+                p.check(key, 30),
+                Verdict::Skip {
+                    seek_to: Some(next)
+                }
+            );
+        }
+        let mut p = Positions::from_state(&by_index(&state, &["t".to_string()]));
+        assert_eq!(p.check(key, 10), Verdict::Process);
+        assert_eq!(p.check(key, 3), Verdict::Skip { seek_to: Some(11) });
+        assert_eq!(p.check(key, 4), Verdict::Skip { seek_to: None });
+        assert_eq!(
+            p.check(key, 30),
+            Verdict::Process,
+            "sought forward from behind and landed past it: the log lacks 11..30"
         );
     }
 }

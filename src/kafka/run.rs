@@ -260,6 +260,7 @@ pub async fn consume(
     let worker_inputs = context.workers.clone();
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(client.create_with_context(context)?);
+    let topics = kafka.consumed_topics();
     let mut positions_table = match &restored {
         Some(workers) => {
             let mut stored = crate::offsets::NextOffsets::new();
@@ -269,8 +270,8 @@ pub async fn consume(
             Positions::from_state(&stored)
         }
         None => Positions::default(),
-    };
-    let topics = kafka.consumed_topics();
+    }
+    .named(&topics);
     let mut needed = topics.clone();
     if config.items.owned() {
         needed.extend([
