@@ -193,6 +193,8 @@ fn the_event_schema_accepts_what_the_cleaner_accepts_and_produce_writes() {
     let accepted = [
         r#"{"type":"PV","user_id":7,"item_id":" sku-1 ","ts":"2024-05-01T12:00:00Z"}"#,
         r#"{"type":"buy","user_id":"u","item_id":"i","ts":1700000000000,"price":0,"quantity":3,"extra":true}"#,
+        // Integers as a serializer of doubles writes them: JSON Schema's `integer` takes them.
+        r#"{"type":"buy","user_id":42.0,"item_id":7E1,"ts":1.7E12,"quantity":2.0}"#,
     ];
     let cleaner = streamrec::clean::Cleaner::new(Default::default());
     for text in accepted {
@@ -204,6 +206,8 @@ fn the_event_schema_accepts_what_the_cleaner_accepts_and_produce_writes() {
         r#"{"type":"view","item_id":"i","ts":1}"#,
         r#"{"type":"view","user_id":"u","item_id":"i","ts":1,"price":-1}"#,
         r#"{"type":"view","user_id":"  ","item_id":"i","ts":1}"#,
+        r#"{"type":"view","user_id":"u","item_id":"i","ts":1700000000000.5}"#,
+        r#"{"type":"buy","user_id":"u","item_id":"i","ts":1,"quantity":1.5}"#,
     ];
     for text in refused {
         assert!(cleaner.clean_json(text.as_bytes()).is_err(), "{text}");
@@ -250,6 +254,7 @@ fn the_profile_schema_matches_the_cleaner() {
         &[
             r#"{"type":"profile","user_id":"u1","ts":1700000000000,"attributes":{"region":"EU","age_band":"25-34","vip":true,"gone":null}}"#,
             r#"{"type":"profile","user_id":7,"ts":"2024-05-01T12:00:00Z","attributes":{}}"#,
+            r#"{"type":"profile","user_id":7.0,"ts":1.7E12,"attributes":{}}"#,
         ],
         &[
             r#"{"type":"profile","user_id":"u1","ts":1700000000000}"#,
@@ -277,6 +282,7 @@ fn the_item_schema_matches_the_cleaner() {
         &[
             r#"{"schema":"streamrec.item.v1","item_id":"i1","category":"shoes","price":19.9,"in_stock":true,"brand":"acme","tags":["running"],"updated_at":"2024-05-01T12:00:00Z"}"#,
             r#"{"schema":"streamrec.item.v1","item_id":42,"category":7,"price":0,"in_stock":false,"updated_at":1700000000000}"#,
+            r#"{"schema":"streamrec.item.v1","item_id":42.0,"category":7.0,"price":0,"in_stock":false,"updated_at":1.7E12}"#,
         ],
         &[
             r#"{"item_id":"i1","category":"shoes","price":1,"in_stock":true,"updated_at":1}"#,
@@ -314,6 +320,7 @@ fn the_feedback_schema_matches_the_cleaner() {
             r#"{"type":"impression","user_id":"u1","ts":1700000000000,"item_ids":["i1",2,"i1"]}"#,
             r#"{"type":"dismiss","user_id":7,"ts":"2024-05-01T12:00:00Z","item_id":"i1"}"#,
             r#"{"type":"dismiss","user_id":"u1","ts":1700000000000,"item_id":"i1","category":true}"#,
+            r#"{"type":"impression","user_id":1.0,"ts":1.7E12,"item_ids":[2.0,"i1"]}"#,
         ],
         &[
             r#"{"type":"impression","user_id":"u1","ts":1700000000000}"#,

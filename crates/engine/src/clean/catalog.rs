@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::{
-    attribute_within, check_price, count_within, id_within, kind_name, optional_id,
+    attribute_within, check_price, count_within, id_within, integral, kind_name, optional_id,
     parse_time_text, present, reject, required_id, required_string, Cleaner, Reason, Rejection,
 };
 use crate::catalog::{CatalogItem, CatalogUpdate};
@@ -122,8 +122,7 @@ fn updated_at(object: &Map<String, Value>) -> Result<i64, Rejection> {
             Reason::MissingField("updated_at"),
             "updated_at is required",
         )),
-        Some(Value::Number(n)) => n
-            .as_i64()
+        Some(Value::Number(n)) => integral(n)
             .ok_or_else(|| bad(format!("updated_at must be epoch milliseconds, got {n}"))),
         Some(Value::String(s)) => parse_time_text(s.trim())
             .ok_or_else(|| bad(format!("updated_at {s:?} is neither epoch ms nor RFC 3339"))),

@@ -551,7 +551,40 @@ fn id_value(field: &'static str, value: View<'_>) -> Result<String, Rejection> {
     match value {
         View::Str(s) => Ok(s.to_owned()),
         View::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        View::Number(n) => integral(n).map(|id| id.to_string()).ok_or_else(|| {
+            reject(
+                Reason::WrongFieldType(field),
+                format!(
+                    "{field} must be a string or an integer, got {n}{}",
+                    past_exact(n)
+                ),
+            )
+        }),
         other => Err(wrong_type(field, "a string or an integer", other)),
+    }
+}
+
+/// The largest integer every smaller one of which a double holds exactly.
+const EXACT_IN_A_DOUBLE: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// A number's integer value, whether written as one or with a zero fraction or an exponent
+/// (`12.0`, `1.764E12`, as some serializers write doubles): JSON Schema's `integer` takes
+/// both. Past 2^53 such a number was rounded when it was read, so it has no exact value.
+pub(crate) fn integral(n: &Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && f.abs() <= EXACT_IN_A_DOUBLE).then_some(f as i64)
+}
+
+/// Why an integral number written as a double is refused, if that is why.
+fn past_exact(n: &Number) -> &'static str {
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && !n.is_i64() && !n.is_u64() => {
+            " (past 2^53 a number with a fraction or exponent is not exact: send it as an integer or a string)"
+        }
+        _ => "",
     }
 }
 
@@ -590,8 +623,8 @@ fn optional_number(
 fn quantity(object: &impl Fields) -> Result<Option<u32>, Rejection> {
     match object.view("quantity") {
         None => Ok(None),
-        Some(View::Number(n)) => match n.as_u64() {
-            Some(q) if q >= 1 && q <= u32::MAX as u64 => Ok(Some(q as u32)),
+        Some(View::Number(n)) => match integral(n) {
+            Some(q) if q >= 1 && q <= u32::MAX as i64 => Ok(Some(q as u32)),
             _ => Err(reject(
                 Reason::BadQuantity,
                 format!("quantity must be a positive integer, got {n}"),
@@ -608,9 +641,12 @@ fn timestamp(object: &impl Fields) -> Result<i64, Rejection> {
     let bad = |detail: String| reject(Reason::BadTimestamp, detail);
     match object.view("ts") {
         None => Err(reject(Reason::MissingField("ts"), "ts is required")),
-        Some(View::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| bad(format!("ts must be integer epoch milliseconds, got {n}"))),
+        Some(View::Number(n)) => integral(n).ok_or_else(|| {
+            bad(format!(
+                "ts must be integer epoch milliseconds, got {n}{}",
+                past_exact(n)
+            ))
+        }),
         Some(View::Str(s)) => parse_time_text(s.trim()).ok_or_else(|| {
             bad(format!(
                 "ts {s:?} is neither epoch milliseconds nor RFC 3339"
@@ -848,6 +884,37 @@ mod tests {
             .clean_input(two_days_ahead.as_bytes(), Some(written))
             .unwrap_err();
         assert!(!rejection.detail.contains("micro"), "{}", rejection.detail);
+    }
+
+    #[test]
+    fn integers_written_as_doubles_read_as_the_integers_they_are() {
+        // As Jackson writes a double (1.7E12) or Python a float (42.0): JSON Schema's
+        // `integer` takes them, so the cleaner must too.
+        let event = cleaner()
+            .clean_json(
+                br#"{"type":"purchase","user_id":42.0,"item_id":"i","ts":1.7E12,
+                     "price":5,"quantity":2.0,"session_id":7.0}"#,
+            )
+            .unwrap();
+        assert_eq!(event.user_id, "42", "the same user as an integer 42");
+        assert_eq!(event.ts_ms, 1_700_000_000_000);
+        assert_eq!(event.quantity, Some(2));
+        let fraction = br#"{"type":"view","user_id":"u","item_id":"i","ts":1700000000000.5}"#;
+        assert_eq!(
+            cleaner().clean_json(fraction).unwrap_err().detail,
+            "ts must be integer epoch milliseconds, got 1700000000000.5"
+        );
+        let past_exact = br#"{"type":"view","user_id":1.2e20,"item_id":"i","ts":1700000000000}"#;
+        let rejection = cleaner().clean_json(past_exact).unwrap_err();
+        assert_eq!(rejection.reason, Reason::WrongFieldType("user_id"));
+        assert!(
+            rejection.detail.contains("past 2^53"),
+            "{}",
+            rejection.detail
+        );
+        let half = br#"{"type":"view","user_id":1.5,"item_id":"i","ts":1700000000000}"#;
+        let detail = cleaner().clean_json(half).unwrap_err().detail;
+        assert_eq!(detail, "user_id must be a string or an integer, got 1.5");
     }
 
     #[test]
