@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use crate::catalog::{CatalogUpdate, ListingChange};
-use crate::clean::{Cleaner, Rejection};
+use crate::clean::{key_names, Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, ItemsConfig, PipelineConfig};
 use crate::dead_letter;
@@ -547,7 +547,7 @@ impl Processor {
         let Some(user) = cleaned.as_ref().ok().and_then(Input::user_id) else {
             return;
         };
-        if record.key == Some(user.as_bytes()) {
+        if record.key.is_some_and(|key| key_names(key, user)) {
             return;
         }
         if self.stats.not_keyed_by_user == 0 {
@@ -1027,6 +1027,12 @@ mod tests {
                 r#"{"type":"profile","user_id":"u","ts":4000,"attributes":{}}"#.into(),
             ),
             (Some(&b"v"[..]), "{oops".into()),
+            // The user's id as Kafka Connect's JsonConverter writes a key: keyed by user.
+            (Some(&br#""u""#[..]), view("u", "d", 5000)),
+            (
+                Some(&br#"{"schema":{"type":"string"},"payload":"u"}"#[..]),
+                view("u", "e", 6000),
+            ),
         ];
         let counted = |mut processor: Processor| {
             for (offset, (key, payload)) in inputs.iter().enumerate() {

@@ -3,8 +3,9 @@
 use serde_json::{Map, Value};
 
 use super::{
-    attribute_within, check_price, count_within, id_within, integral, kind_name, optional_id,
-    parse_time_text, present, reject, required_id, required_string, Cleaner, Reason, Rejection,
+    attribute_within, check_price, count_within, id_within, integral, key_id, key_names, kind_name,
+    optional_id, parse_time_text, present, reject, required_id, required_string, Cleaner, Reason,
+    Rejection,
 };
 use crate::catalog::{CatalogItem, CatalogUpdate};
 
@@ -17,9 +18,9 @@ impl Cleaner {
         payload: Option<&[u8]>,
         key: Option<&[u8]>,
     ) -> Result<CatalogUpdate, Rejection> {
-        let key = key.map(|k| String::from_utf8_lossy(k).trim().to_owned());
         let Some(payload) = payload else {
-            let item_id = key.filter(|k| !k.is_empty()).ok_or_else(|| {
+            let item_id = key.map(|k| key_id(k).trim().to_owned());
+            let item_id = item_id.filter(|k| !k.is_empty()).ok_or_else(|| {
                 reject(Reason::MissingKey, "a tombstone needs the item id as key")
             })?;
             let item_id = id_within(&item_id, "item_id", self.config.max_id_len)?;
@@ -27,7 +28,10 @@ impl Cleaner {
         };
         let object = self.object(payload)?;
         let item = self.item_from_object(&object)?;
-        if key.as_ref().is_some_and(|k| *k != item.item_id) {
+        let names_item = |k: &[u8]| {
+            key_names(k, &item.item_id) || String::from_utf8_lossy(k).trim() == item.item_id
+        };
+        if key.is_some_and(|k| !names_item(k)) {
             return Err(reject(
                 Reason::KeyMismatch,
                 "the message key differs from item_id",
@@ -130,5 +134,40 @@ fn updated_at(object: &Map<String, Value>) -> Result<i64, Rejection> {
             "updated_at must be a number or an RFC 3339 string, got {}",
             kind_name(other)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::CatalogUpdate;
+    use crate::clean::{Cleaner, Reason};
+
+    const ITEM: &[u8] = br#"{"schema":"streamrec.item.v1","item_id":"i7","category":"c","price":1,"in_stock":true,"updated_at":1}"#;
+
+    fn clean(payload: Option<&[u8]>, key: &[u8]) -> Result<CatalogUpdate, Reason> {
+        let cleaner = Cleaner::new(Default::default());
+        cleaner
+            .clean_catalog(payload, Some(key))
+            .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn a_key_serialized_as_json_names_its_item() {
+        for key in [&b"i7"[..], br#""i7""#, br#"{"item_id":"i7"}"#] {
+            let removed = clean(None, key).unwrap();
+            assert!(
+                matches!(&removed, CatalogUpdate::Remove { item_id } if item_id == "i7"),
+                "{key:?}: {removed:?}"
+            );
+            assert!(matches!(
+                clean(Some(ITEM), key),
+                Ok(CatalogUpdate::Upsert(_))
+            ));
+        }
+        assert_eq!(
+            clean(Some(ITEM), br#""i8""#).unwrap_err(),
+            Reason::KeyMismatch
+        );
+        assert_eq!(clean(Some(ITEM), b"i8").unwrap_err(), Reason::KeyMismatch);
     }
 }

@@ -8,6 +8,7 @@ mod catalog;
 mod feedback;
 mod fields;
 mod framing;
+mod keys;
 mod profile;
 #[cfg(test)]
 mod shop_names_tests;
@@ -18,6 +19,7 @@ use time::OffsetDateTime;
 
 use crate::config::{CleanConfig, ShopNames};
 use crate::event::{Event, EventType, Input};
+pub use keys::{key_id, key_names};
 
 /// Why an input was refused. `code()` is the stable, low-cardinality name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
