@@ -43,8 +43,9 @@ fn id_of(value: Value) -> Option<String> {
         Value::String(s) => Some(s.trim().to_owned()),
         Value::Number(n) => super::integral(&n).map(|i| i.to_string()),
         Value::Object(mut object) => {
-            if let Some(payload) = object.remove("payload").filter(|_| object.len() == 1) {
-                return id_of(payload); // Connect's envelope: {"schema": …, "payload": …}
+            // Connect's envelope: {"schema": …, "payload": …}.
+            if object.keys().all(|k| k == "schema" || k == "payload") {
+                return id_of(object.remove("payload")?);
             }
             let mut fields = object.into_iter();
             match (fields.next(), fields.next()) {
@@ -74,8 +75,9 @@ mod tests {
 
     #[test]
     fn a_key_names_its_id_however_the_shops_client_serialized_it() {
-        let keys: [&[u8]; 8] = [
+        let keys: [&[u8]; 9] = [
             b"u42",
+            br#"{"payload":"u42"}"#,
             br#""u42""#,
             br#" "u42" "#,
             br#"{"schema":{"type":"string","optional":false},"payload":"u42"}"#,
