@@ -98,21 +98,10 @@ impl Positions {
     }
 
     pub fn check(&mut self, key: PartitionKey, offset: i64) -> Verdict {
-        let verdict = self.decide(key, offset);
-        if verdict == Verdict::Process {
-            self.in_line.insert(key);
-        } else {
-            self.in_line.remove(&key);
-        }
-        verdict
-    }
-
-    fn decide(&mut self, key: PartitionKey, offset: i64) -> Verdict {
         let partition = key.partition;
         let topic = topic_name(&self.topics, key);
         let Some(&next) = self.next.get(&key) else {
-            self.next.insert(key, offset + 1);
-            return Verdict::Process;
+            return self.accept(key, offset);
         };
         if self.fresh.remove(&key) && offset > next {
             tracing::info!(
@@ -122,13 +111,10 @@ impl Positions {
                 group = offset,
                 "another member advanced this partition; continuing where it stopped"
             );
-            self.next.insert(key, offset + 1);
-            return Verdict::Process;
+            return self.accept(key, offset);
         }
         if offset == next {
-            self.seeking.remove(&key);
-            self.next.insert(key, offset + 1);
-            return Verdict::Process;
+            return self.accept(key, offset);
         }
         if offset > next && self.in_line.contains(&key) {
             tracing::debug!(
@@ -138,8 +124,7 @@ impl Positions {
                 got = offset,
                 "offsets the log does not deliver (a transaction marker, compaction); continuing"
             );
-            self.next.insert(key, offset + 1);
-            return Verdict::Process;
+            return self.accept(key, offset);
         }
         let seeking = self.seeking.get(&key).copied();
         if let Some(Some(from)) = seeking {
@@ -173,17 +158,25 @@ impl Positions {
                 got = offset,
                 "offsets the log does not deliver; continuing after them"
             );
-            self.seeking.remove(&key);
-            self.next.insert(key, offset + 1);
-            return Verdict::Process;
+            return self.accept(key, offset);
         }
         if already_seeking {
             return Verdict::Skip { seek_to: None };
         }
+        // Out of line from here until a message is taken (a partition seeking is never in line).
+        self.in_line.remove(&key);
         self.seeking.insert(key, (offset < next).then_some(offset));
         Verdict::Skip {
             seek_to: Some(next),
         }
+    }
+
+    /// Takes the message: the partition continues after it, in line.
+    fn accept(&mut self, key: PartitionKey, offset: i64) -> Verdict {
+        self.seeking.remove(&key);
+        self.next.insert(key, offset + 1);
+        self.in_line.insert(key);
+        Verdict::Process
     }
 }
 
