@@ -376,8 +376,10 @@ impl Cleaner {
             ));
         }
         // A message without a timestamp (pre-0.10 formats) or a file row has nothing to be
-        // ahead of.
-        if let Some(written) = written_ms.filter(|&t| t >= 0) {
+        // ahead of; nor has one whose producer left it at 0 or wrote seconds, from before any
+        // event time this cleaner accepts.
+        let plausible = |written: &i64| *written >= self.config.min_ts_ms;
+        if let Some(written) = written_ms.filter(plausible) {
             let limit = written.saturating_add(self.config.max_future_skew_ms);
             if ts_ms > limit {
                 // Another: microseconds (as GA4 exports them) read as milliseconds are
@@ -807,6 +809,22 @@ mod tests {
             clean(written + 2 * day, None).is_ok(),
             "nothing to be ahead of"
         );
+    }
+
+    #[test]
+    fn a_kafka_timestamp_before_the_earliest_event_time_judges_nothing() {
+        // A producer that leaves the record timestamp at 0, or writes it in seconds: every
+        // event would be "ahead" of it. Such a write time says nothing, as a missing one.
+        let cleaner = cleaner();
+        let now = 1_700_000_000_000i64;
+        let event = format!(r#"{{"type":"view","user_id":"u","item_id":"i","ts":{now}}}"#);
+        for written in [0, now / 1000, cleaner.config.min_ts_ms - 1] {
+            let cleaned = cleaner.clean_input(event.as_bytes(), Some(written));
+            assert!(cleaned.is_ok(), "written at {written}: {cleaned:?}");
+        }
+        let written = cleaner.config.min_ts_ms;
+        let far = cleaner.clean_input(event.as_bytes(), Some(written));
+        assert_eq!(far.unwrap_err().reason, Reason::BadTimestamp);
     }
 
     #[test]
