@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use crate::catalog::{CatalogUpdate, ListingChange};
-use crate::clean::{key_names, Cleaner, Rejection};
+use crate::clean::{item_limit, key_names, Cleaner, Rejection};
 use crate::coalesce::{Coalescer, Offer, Pending};
 use crate::config::{Config, ItemsConfig, PipelineConfig};
 use crate::dead_letter;
@@ -476,9 +476,16 @@ impl Processor {
         };
         let at = position_of(record.source);
         let mut outcome = self.engine.apply_on(at.stream, &event);
-        if outcome.applied == Applied::Duplicate {
-            self.stats.duplicates += 1;
-            return Processed::default();
+        match outcome.applied {
+            Applied::Duplicate => {
+                self.stats.duplicates += 1;
+                return Processed::default();
+            }
+            Applied::ItemLimit => {
+                let max_items = self.engine.config().max_items;
+                return self.dead_letter(record, &item_limit(&event.item_id, max_items));
+            }
+            Applied::Learned { .. } => {}
         }
         self.stats.applied += 1;
         self.note_position(record, &event.user_id);
@@ -1076,6 +1083,29 @@ mod tests {
         assert_eq!(p.stats().rejected["payload_too_large"], 1);
         assert_eq!(p.stats().dead_letters_truncated, 1);
         assert_eq!(p.stats().applied, 1, "the next event is processed");
+    }
+
+    #[test]
+    fn a_new_item_beyond_engine_max_items_is_dead_lettered_and_known_ones_go_on() {
+        let mut config = config(0);
+        config.engine.max_items = 2;
+        let mut p = Processor::new(&config);
+        let inputs = [
+            record(0, &view("u", "a", 1000)),
+            record(1, &view("u", "b", 1001)),
+            record(2, &view("v", "c", 1002)),
+            record(3, &view("v", "a", 1003)),
+        ];
+        let out = run(&mut p, &inputs, 0);
+        let dead = &out[2].outputs[0];
+        assert_eq!(dead.destination, Destination::DeadLetter);
+        assert_eq!(dead.payload, inputs[2].1.as_bytes());
+        assert!(dead
+            .headers
+            .contains(&("streamrec-reason", "item_limit".into())));
+        assert_eq!(p.stats().rejected["item_limit"], 1);
+        assert_eq!(p.stats().applied, 3, "events on known items are learned");
+        assert_eq!(p.engine.item_count(), 2);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum Reason {
     AttributeTooLong(&'static str),
     /// An impression listing more items than `engine.clean.max_impression_items`.
     TooManyItems(&'static str),
+    /// An event naming a new item while the model holds `engine.max_items` (see `item_limit`).
+    ItemLimit,
 }
 
 impl Reason {
@@ -73,13 +75,14 @@ impl Reason {
             AttributeTooLong(field),
             TooManyItems(field),
             EmptyPayload,
+            ItemLimit,
         ];
         for reason in &every {
             match reason {
                 PayloadTooLarge | NotJson | NotObject | MissingField(_) | WrongFieldType(_)
                 | EmptyId(_) | IdTooLong(_) | BadType | BadTimestamp | BadPrice | BadQuantity
                 | BadSchema | MissingKey | KeyMismatch | TooManyAttributes(_)
-                | AttributeTooLong(_) | TooManyItems(_) | EmptyPayload => {}
+                | AttributeTooLong(_) | TooManyItems(_) | EmptyPayload | ItemLimit => {}
             }
         }
         every
@@ -92,6 +95,7 @@ impl Reason {
             Reason::BadTimestamp => Some("ts"),
             Reason::BadPrice => Some("price"),
             Reason::BadQuantity => Some("quantity"),
+            Reason::ItemLimit => Some("item_id"),
             Reason::MissingField(f)
             | Reason::WrongFieldType(f)
             | Reason::EmptyId(f)
@@ -123,6 +127,7 @@ impl Reason {
             Reason::TooManyAttributes(f) => format!("too_many_attributes:{f}"),
             Reason::AttributeTooLong(f) => format!("attribute_too_long:{f}"),
             Reason::TooManyItems(f) => format!("too_many_items:{f}"),
+            Reason::ItemLimit => "item_limit".into(),
         }
     }
 }
@@ -135,7 +140,19 @@ pub fn hint(code: &str) -> &'static str {
         "missing_field" | "wrong_field_type" | "bad_type" => "the producers' events do not follow event v1 (docs/schemas/event.v1.json)",
         "payload_too_large" | "id_too_long" | "too_many_attributes" | "attribute_too_long"
         | "too_many_items" => "inputs exceed the engine.clean limits: raise them if the inputs are legitimate",
+        "item_limit" => "the model holds engine.max_items items: raise it if the shop sells that many, or find the producer that sends other ids as item ids",
         _ => "see the rejection reasons in docs/configuration.md#events-v1-json",
+    }
+}
+
+/// The refusal of an event whose item is new to a model that holds `max_items` (`engine.max_items`):
+/// the engine learns nothing from it (`Applied::ItemLimit`).
+pub fn item_limit(item_id: &str, max_items: u64) -> Rejection {
+    Rejection {
+        reason: Reason::ItemLimit,
+        detail: format!(
+            "item_id {item_id:?} is new and the model holds engine.max_items ({max_items}) items; items are never forgotten"
+        ),
     }
 }
 

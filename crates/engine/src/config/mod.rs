@@ -18,6 +18,9 @@ pub use shop_names::ShopNames;
 pub struct EngineConfig {
     /// Seeds factor initialisation and negative sampling.
     pub seed: u64,
+    /// Items the model holds at most (0: no cap). Items are never forgotten, so an event naming
+    /// a new item beyond it is refused (`item_limit`); catalog listings are not capped.
+    pub max_items: u64,
     pub weights: TypeWeights,
     pub clean: CleanConfig,
     pub dedup: DedupConfig,
@@ -37,6 +40,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             seed: 42,
+            max_items: 0,
             weights: TypeWeights::default(),
             clean: CleanConfig::default(),
             dedup: DedupConfig::default(),

@@ -214,8 +214,13 @@ fn touch(
 /// Whether `apply` learned from an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
-    Learned { new_user: bool, new_item: bool },
+    Learned {
+        new_user: bool,
+        new_item: bool,
+    },
     Duplicate,
+    /// A new item while the model holds `engine.max_items`: nothing learned.
+    ItemLimit,
 }
 
 /// What an input caused besides learning, for the edge to publish or drop: the campaign
@@ -379,7 +384,6 @@ impl Engine {
         if !self.shard.dedup.first_sighting(stream, event) {
             return Applied::Duplicate;
         }
-        self.shard.clocks.advance(stream, event.ts_ms);
         let items = self.items.clone();
         let mut guard = match items.try_write() {
             Ok(guard) => guard,
@@ -391,6 +395,10 @@ impl Engine {
             }
         };
         let items = &mut *guard;
+        if beyond_item_limit(items, &event.item_id, self.config.max_items) {
+            return Applied::ItemLimit;
+        }
+        self.shard.clocks.advance(stream, event.ts_ms);
         let (item, new_item) = intern_item(items, &event.item_id, &self.config);
         let named = event
             .category
@@ -854,6 +862,11 @@ fn popularity_scores(popularity: &Popularity) -> Scores<impl Fn(u32) -> f64 + '_
     }
 }
 
+/// Whether `item_id` is new to a model that already holds `max_items` items (0: no cap).
+fn beyond_item_limit(items: &ItemModel, item_id: &str, max_items: u64) -> bool {
+    max_items > 0 && items.ids.len() as u64 >= max_items && items.ids.get(item_id).is_none()
+}
+
 fn intern_item(items: &mut ItemModel, item_id: &str, config: &EngineConfig) -> (u32, bool) {
     let before = items.ids.len();
     let item = items.ids.intern(item_id);
@@ -897,6 +910,34 @@ mod tests {
         list.iter()
             .map(|s| engine.item_id(s.item).to_owned())
             .collect()
+    }
+
+    #[test]
+    fn an_event_on_a_new_item_beyond_max_items_learns_nothing_and_known_items_go_on() {
+        let config = EngineConfig {
+            max_items: 2,
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config);
+        let event = |id: &str, user: &str, item: &str, ts: i64| Event {
+            event_id: Some(id.into()),
+            ..Event::new(EventType::View, user, item, ts)
+        };
+        engine.apply(&event("e1", "u", "a", 1_000));
+        engine.apply(&event("e2", "u", "b", 2_000));
+        let refused = event("e3", "v", "c", 3_000);
+        assert_eq!(engine.apply(&refused).applied, Applied::ItemLimit);
+        assert_eq!((engine.item_count(), engine.user_count()), (2, 1));
+        assert_eq!(engine.item_index("c"), None);
+        assert_eq!(engine.apply(&refused).applied, Applied::Duplicate);
+        let known = engine.apply(&event("e4", "v", "a", 4_000)).applied;
+        assert!(matches!(
+            known,
+            Applied::Learned {
+                new_user: true,
+                new_item: false
+            }
+        ));
     }
 
     #[test]

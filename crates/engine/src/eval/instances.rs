@@ -17,8 +17,8 @@ use serde::Serialize;
 use crate::catalog::CatalogUpdate;
 use crate::config::EngineConfig;
 use crate::engine::{
-    apply_update, Engine, ItemKeys, ItemOwner, ItemWork, ModelUpdate, Publication, ReplicaUpdate,
-    WorkBatch,
+    apply_update, Applied, Engine, ItemKeys, ItemOwner, ItemWork, ModelUpdate, Outcome,
+    Publication, ReplicaUpdate, WorkBatch,
 };
 use crate::event::Event;
 use crate::online::OnlineTally;
@@ -143,9 +143,9 @@ impl Instances {
 
     /// The user's instance (`index_of`, known to the caller) learns; what others need waits
     /// for the next sync.
-    pub fn apply_at(&mut self, index: usize, event: &Event) {
+    pub fn apply_at(&mut self, index: usize, event: &Event) -> Applied {
         let engine = &mut self.engines[index];
-        let effects = engine.apply(event).effects;
+        let Outcome { applied, effects } = engine.apply(event);
         self.pending
             .extend(effects.model_updates.into_iter().map(|u| (index, u)));
         self.work.append(effects.item_work);
@@ -153,6 +153,7 @@ impl Instances {
         if self.since_sync >= self.sync_every {
             self.sync();
         }
+        applied
     }
 
     /// Shows the user (of instance `index`) the list `run` would publish now: online metrics

@@ -17,7 +17,7 @@ use crate::config::{Blend, EngineConfig, RankingConfig};
 mod instances;
 mod numbered;
 
-use crate::engine::Engine;
+use crate::engine::{Applied, Engine};
 use crate::event::{Event, EventType};
 use crate::experiments::{Treatment, Variant};
 use crate::online::{ratio, OnlineCounts, VariantCounts};
@@ -297,8 +297,11 @@ pub fn evaluate(
             }
         }
         let started = Instant::now();
-        instances.apply_at(owner, event);
+        let applied = instances.apply_at(owner, event);
         learning += started.elapsed();
+        if applied == Applied::ItemLimit {
+            continue; // nothing learned: the item is not known
+        }
         if let Some(publish) = protocol.publish {
             let filters = Filters {
                 exclude_seen: publish.exclude_seen,
