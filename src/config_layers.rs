@@ -38,10 +38,17 @@ pub fn load(
             source,
         })?;
         let table: Table = toml::from_str(&text).map_err(|err| ConfigError::Parse {
-            path: shown,
+            path: shown.clone(),
             message: err.message().to_owned(),
         })?;
-        merge(&mut merged, Value::Table(table));
+        merge(&mut merged, Value::Table(table.clone()));
+        if let Err(message) = as_config(&merged) {
+            let message = first_unreadable(&defaults, &table).unwrap_or(message);
+            return Err(ConfigError::Parse {
+                path: shown,
+                message,
+            });
+        }
     }
     let mut overrides: Vec<(String, String)> = env
         .into_iter()
@@ -128,7 +135,40 @@ fn apply(
         None => return Err(bad(format!("{path} names no setting"))),
     };
     set(merged, &keys, value);
+    // A value of the wrong type or range for its setting (`-1` for a count).
+    as_config(merged).map_err(|message| bad(format!("{path}: {message}")))?;
     Ok(())
+}
+
+/// `value` read as the whole configuration, or serde's reason why not.
+fn as_config(value: &Value) -> Result<Config, String> {
+    (value.clone().try_into()).map_err(|err: toml::de::Error| err.message().to_owned())
+}
+
+/// The first setting of `layer` that does not read on top of `defaults`, as `key: reason`:
+/// reading the merged whole says what is wrong, not where.
+fn first_unreadable(defaults: &Value, layer: &Table) -> Option<String> {
+    let mut leaves = Vec::new();
+    leaves_of(layer, &mut Vec::new(), &mut leaves);
+    leaves.into_iter().find_map(|(keys, value)| {
+        let mut alone = defaults.clone();
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        set(&mut alone, &names, value);
+        let message = as_config(&alone).err()?;
+        Some(format!("{}: {message}", keys.join(".")))
+    })
+}
+
+/// Every value of `table` that is not a table, with its keys.
+fn leaves_of(table: &Table, keys: &mut Vec<String>, leaves: &mut Vec<(Vec<String>, Value)>) {
+    for (key, value) in table {
+        keys.push(key.clone());
+        match value {
+            Value::Table(inner) => leaves_of(inner, keys, leaves),
+            _ => leaves.push((keys.clone(), value.clone())),
+        }
+        keys.pop();
+    }
 }
 
 fn lookup<'a>(value: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -299,8 +339,48 @@ mod tests {
                 vec![],
                 "pipeline.workers",
             ),
+            (
+                vec![],
+                vec!["engine.seed=-1".to_owned()],
+                "--set engine.seed=-1: engine.seed: invalid value: integer `-1`, expected u64",
+            ),
+            (
+                env(&[("STREAMREC__ENGINE__DEDUP__MAX_ENTRIES", "many")]),
+                vec![],
+                "STREAMREC__ENGINE__DEDUP__MAX_ENTRIES: \"many\" is not a TOML value",
+            ),
+            (
+                env(&[("STREAMREC__ENGINE__DEDUP__MAX_ENTRIES", "1.5")]),
+                vec![],
+                "STREAMREC__ENGINE__DEDUP__MAX_ENTRIES: engine.dedup.max_entries: invalid type",
+            ),
         ] {
             let err = load(None, variables, &sets).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_file_setting_of_the_wrong_type_or_name_is_named_with_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [
+            (
+                "[engine]\nseed = -1\n",
+                "engine.seed: invalid value: integer `-1`",
+            ),
+            (
+                "[engine.dedup]\nmax_entriez = 5\n",
+                "engine.dedup.max_entriez: unknown field `max_entriez`",
+            ),
+            (
+                "[kafka.librdkafka]\n\"linger.ms\" = 5\n",
+                "kafka.librdkafka.linger.ms: invalid type: integer `5`, expected a string",
+            ),
+        ] {
+            let path = dir.path().join("streamrec.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = load(Some(&path), vec![], &[]).unwrap_err().to_string();
+            assert!(err.contains(&path.display().to_string()), "{err}");
             assert!(err.contains(expected), "{err}");
         }
     }
