@@ -37,20 +37,20 @@ pub(super) fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     loaded.events.sort_by_key(|e| e.ts_ms);
     let started = std::time::Instant::now();
     let mut engine = Engine::new(config.engine.clone());
-    let (mut duplicates, mut beyond_item_limit) = (0u64, 0u64);
+    let (mut duplicates, mut refused) = (0u64, 0u64);
     for event in &loaded.events {
         match engine.apply(event).applied {
             Applied::Duplicate => duplicates += 1,
-            Applied::ItemLimit => beyond_item_limit += 1,
+            Applied::ItemLimit => refused += 1,
             Applied::Learned { .. } => {}
         }
     }
     let size = store.checkpoint(&mut engine, &Default::default())?;
     println!(
-        "backfilled {} events ({} duplicates, {} new items beyond engine.max_items) into {} in {:.1} s: {} users, {} items, {} records, {} bytes; {} of {} rows skipped: {:?}",
+        "backfilled {} events ({} duplicates, {} refused by engine.max_items) into {} in {:.1} s: {} users, {} items, {} records, {} bytes; {} of {} rows skipped: {:?}",
         loaded.events.len(),
         duplicates,
-        beyond_item_limit,
+        refused,
         args.state_dir.display(),
         started.elapsed().as_secs_f64(),
         engine.user_count(),

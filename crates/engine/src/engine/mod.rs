@@ -395,11 +395,11 @@ impl Engine {
             }
         };
         let items = &mut *guard;
-        if beyond_item_limit(items, &event.item_id, self.config.max_items) {
+        let Some((item, new_item)) = intern_within_limit(items, &event.item_id, &self.config)
+        else {
             return Applied::ItemLimit;
-        }
+        };
         self.shard.clocks.advance(stream, event.ts_ms);
-        let (item, new_item) = intern_item(items, &event.item_id, &self.config);
         let named = event
             .category
             .as_deref()
@@ -862,9 +862,19 @@ fn popularity_scores(popularity: &Popularity) -> Scores<impl Fn(u32) -> f64 + '_
     }
 }
 
-/// Whether `item_id` is new to a model that already holds `max_items` items (0: no cap).
-fn beyond_item_limit(items: &ItemModel, item_id: &str, max_items: u64) -> bool {
-    max_items > 0 && items.ids.len() as u64 >= max_items && items.ids.get(item_id).is_none()
+/// `intern_item` for an event: once the model holds `engine.max_items` items (0: no cap), a new
+/// item is not interned (`None`) and a known one is found with one look-up. Catalog listings,
+/// and items other instances accepted, are interned without the cap.
+fn intern_within_limit(
+    items: &mut ItemModel,
+    item_id: &str,
+    config: &EngineConfig,
+) -> Option<(u32, bool)> {
+    let max_items = config.max_items;
+    if max_items > 0 && items.ids.len() as u64 >= max_items {
+        return items.ids.get(item_id).map(|item| (item, false));
+    }
+    Some(intern_item(items, item_id, config))
 }
 
 fn intern_item(items: &mut ItemModel, item_id: &str, config: &EngineConfig) -> (u32, bool) {
