@@ -62,12 +62,11 @@ pub fn load(
     for (source, assignment) in &overrides {
         apply(&mut merged, &defaults, source, assignment)?;
     }
-    let config: Config = merged
-        .try_into()
-        .map_err(|err: toml::de::Error| ConfigError::Parse {
-            path: "the layered settings".into(),
-            message: err.message().to_owned(),
-        })?;
+    // The file and each override were read as they were applied; left: rules across settings.
+    let config = as_config(&merged).map_err(|message| ConfigError::Parse {
+        path: "the layered settings".into(),
+        message,
+    })?;
     config.validated()
 }
 
