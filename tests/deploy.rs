@@ -250,14 +250,10 @@ fn the_dashboard_queries_only_metrics_run_exports() {
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
-            for name in expr
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|w| w.starts_with("streamrec_"))
-            {
-                let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+            for family in families_in(expr) {
                 assert!(
-                    exported.iter().any(|f| f == family),
-                    "{name} in {:?} is not exported",
+                    exported.contains(&family),
+                    "{family} in {:?} is not exported",
                     panel["title"]
                 );
                 queried += 1;
@@ -265,6 +261,99 @@ fn the_dashboard_queries_only_metrics_run_exports() {
         }
     }
     assert!(queried >= 10);
+}
+
+/// The metric families an expression names (`streamrec_…`, without `_total` or `_bucket`).
+fn families_in(expr: &str) -> Vec<String> {
+    let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+    let names = words.filter(|w| w.starts_with("streamrec_"));
+    let family = |name: &str| {
+        name.trim_end_matches("_bucket")
+            .trim_end_matches("_total")
+            .to_owned()
+    };
+    names.map(family).collect()
+}
+
+fn alerting_rules(groups: &Yaml) -> Vec<Yaml> {
+    let groups = groups.as_vec().unwrap();
+    let rules = groups.iter().flat_map(|g| g["rules"].as_vec().unwrap());
+    rules.cloned().collect()
+}
+
+#[test]
+fn the_alerts_query_only_metrics_and_reasons_run_exports() {
+    let topics = ["r", "s", "d", "t", "m"].map(String::from);
+    let metrics = streamrec::admin::Metrics::new(topics, &[]);
+    let exported = metrics.families();
+    let rules = alerting_rules(&yaml("alerts.yml")[0]["groups"]);
+    assert!(rules.len() >= 10, "{} rules", rules.len());
+    for rule in &rules {
+        let (alert, expr) = (
+            rule["alert"].as_str().unwrap(),
+            rule["expr"].as_str().unwrap(),
+        );
+        let named = families_in(expr);
+        assert!(
+            !named.is_empty() || alert == "StreamrecDown",
+            "{alert}: {expr}"
+        );
+        for family in named {
+            assert!(
+                exported.contains(&family),
+                "{alert}: {family} is not exported"
+            );
+        }
+        let severity = rule["labels"]["severity"].as_str();
+        assert!(matches!(severity, Some("critical" | "warning")), "{alert}");
+        let annotations = &rule["annotations"];
+        assert!(
+            annotations["summary"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "{alert}"
+        );
+        assert!(annotations["description"].as_str().is_some(), "{alert}");
+    }
+    let item_limit = streamrec::clean::Reason::ItemLimit.code();
+    let limit_rule = rules
+        .iter()
+        .find(|r| r["alert"].as_str() == Some("StreamrecItemLimitReached"));
+    let limit_expr = limit_rule.unwrap()["expr"].as_str().unwrap();
+    assert!(
+        limit_expr.contains(&format!("reason=\"{item_limit}\"")),
+        "{limit_expr}"
+    );
+}
+
+#[test]
+fn prometheus_loads_the_alerts_in_compose_and_the_operator_gets_the_same_rules() {
+    let prometheus = &yaml("prometheus.yml")[0];
+    assert_eq!(prometheus["rule_files"][0].as_str(), Some("alerts.yml"));
+    let compose = &yaml("docker-compose.yml")[0];
+    let volumes = compose["services"]["prometheus"]["volumes"]
+        .as_vec()
+        .unwrap();
+    let mounted = volumes.iter().filter_map(Yaml::as_str);
+    assert!(
+        mounted
+            .clone()
+            .any(|v| v == "./alerts.yml:/etc/prometheus/alerts.yml:ro"),
+        "{:?}",
+        mounted.collect::<Vec<_>>()
+    );
+    let operator = &yaml("kubernetes/prometheusrule.yaml")[0];
+    assert_eq!(operator["kind"].as_str(), Some("PrometheusRule"));
+    let deployed = alerting_rules(&yaml("alerts.yml")[0]["groups"]);
+    let operators = alerting_rules(&operator["spec"]["groups"]);
+    assert_eq!(
+        operators.len(),
+        deployed.len(),
+        "prometheusrule.yaml's rules"
+    );
+    for (rule, copy) in deployed.iter().zip(&operators) {
+        assert_eq!(copy, rule, "prometheusrule.yaml's {:?}", rule["alert"]);
+    }
 }
 
 #[test]

@@ -142,16 +142,21 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    /// A Prometheus server with `deploy/prometheus.yml`, its target replaced by `target` and
-    /// scraping every second.
+    /// A Prometheus server with `deploy/prometheus.yml` and the alerts it loads, its target
+    /// replaced by `target`, scraping and evaluating every second.
     fn scraping(target: &str, dir: &Path) -> Prometheus {
         let deployed = std::fs::read_to_string(repo("deploy/prometheus.yml")).unwrap();
         let config = deployed
             .replace("streamrec:9464", target)
-            .replace("scrape_interval: 15s", "scrape_interval: 1s");
-        assert!(config.contains(target) && config.contains("1s"), "{config}");
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
+        assert!(
+            config.contains(target) && !config.contains("15s"),
+            "{config}"
+        );
         let path = dir.join("prometheus.yml");
         std::fs::write(&path, config).unwrap();
+        std::fs::copy(repo("deploy/alerts.yml"), dir.join("alerts.yml")).unwrap();
         let check = Command::new(tool("promtool"))
             .args(["check", "config"])
             .arg(&path)
@@ -178,6 +183,16 @@ impl Prometheus {
             get(&address, "/-/ready", None).is_some_and(|(status, _)| status == 200)
         });
         Prometheus { child, address }
+    }
+
+    /// Every alerting rule loaded, with its health after its evaluations so far.
+    fn rules(&self) -> Vec<serde_json::Value> {
+        let (status, body) = get(&self.address, "/api/v1/rules", None).expect("Prometheus answers");
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let groups = answer["data"]["groups"].as_array().unwrap();
+        let rules = groups.iter().flat_map(|g| g["rules"].as_array().unwrap());
+        rules.cloned().collect()
     }
 
     /// An instant query's result vector.
@@ -333,6 +348,18 @@ fn the_compose_loading_recipe_feeds_run_and_every_dashboard_query_returns_data()
         }
     }
     assert!(queried >= 15, "{queried} expressions");
+    // The alerts evaluate on what run exports, with no error (a type error, a bad match).
+    let rules = prometheus.rules();
+    assert!(rules.len() >= 10, "{} alerting rules loaded", rules.len());
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+        assert!(
+            rule["lastEvaluation"]
+                .as_str()
+                .is_some_and(|t| !t.starts_with("0001")),
+            "{rule}"
+        );
+    }
 
     let printed = terminate(run);
     let stats: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
