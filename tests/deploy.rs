@@ -356,6 +356,74 @@ fn prometheus_loads_the_alerts_in_compose_and_the_operator_gets_the_same_rules()
     }
 }
 
+/// What the docs promise per user held in memory and per item (`bench-state`: about 1 KB and
+/// 1.2 – 5.4 KB, docs/guarantees.md).
+const USER_BYTES: u64 = 1_000;
+const ITEM_BYTES: u64 = 5_000;
+
+/// `4Gi`, `4g`, `4G`: binary multiples, as Kubernetes, Docker and systemd read them.
+fn memory_bytes(limit: &str) -> u64 {
+    let (digits, unit) = limit.split_at(limit.find(|c: char| !c.is_ascii_digit()).unwrap());
+    let scale = match unit {
+        "Gi" | "g" | "G" => 1 << 30,
+        "Mi" | "m" | "M" => 1 << 20,
+        _ => panic!("unit of {limit}"),
+    };
+    digits.parse::<u64>().unwrap() * scale
+}
+
+/// Users in memory and items are capped, and what the caps hold takes at most half the
+/// memory limit: the rest is the dedup window, buffers and the store's cache.
+fn assert_caps_fit(deployment: &str, limit: &str, users: u64, items: u64) {
+    assert!(
+        users > 0 && items > 0,
+        "{deployment}: users {users}, items {items}"
+    );
+    let held = users * USER_BYTES + items * ITEM_BYTES;
+    let limit = memory_bytes(limit);
+    assert!(
+        2 * held <= limit,
+        "{deployment}: {held} B held under a {limit} B limit"
+    );
+}
+
+#[test]
+fn every_deployment_caps_users_and_items_within_its_memory_limit() {
+    let docs = yaml("kubernetes/streamrec.yaml");
+    let config = pod_config(&docs);
+    let container = &docs[1]["spec"]["template"]["spec"]["containers"][0];
+    let limit = container["resources"]["limits"]["memory"].as_str().unwrap();
+    let (users, items) = (config.state.max_users_in_memory, config.engine.max_items);
+    assert_caps_fit("kubernetes", limit, users, items);
+
+    let streamrec = &yaml("docker-compose.yml")[0]["services"]["streamrec"];
+    let env = &streamrec["environment"];
+    let number = |key: &str| env[key].as_str().unwrap().parse::<u64>().unwrap();
+    let limit = streamrec["mem_limit"].as_str().unwrap();
+    let (users, items) = (
+        number("STREAMREC__STATE__MAX_USERS_IN_MEMORY"),
+        number("STREAMREC__ENGINE__MAX_ITEMS"),
+    );
+    assert_caps_fit("compose", limit, users, items);
+
+    let unit = std::fs::read_to_string(deploy("systemd/streamrec.service")).unwrap();
+    let environment = |key: &str| {
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("Environment=")?.strip_prefix(key));
+        line.unwrap()
+            .strip_prefix('=')
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (users, items) = (
+        environment("STREAMREC__STATE__MAX_USERS_IN_MEMORY"),
+        environment("STREAMREC__ENGINE__MAX_ITEMS"),
+    );
+    assert_caps_fit("systemd", unit_value(&unit, "MemoryMax"), users, items);
+}
+
 #[test]
 fn the_systemd_unit_verifies() {
     let unit = std::fs::read_to_string(deploy("systemd/streamrec.service")).unwrap();
