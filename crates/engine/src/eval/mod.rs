@@ -158,6 +158,8 @@ pub struct EvalReport {
     /// Test cases in the first half of the log's events, then the last half.
     pub halves_tests: [u64; 2],
     pub catalog_items: usize,
+    /// Events `engine.max_items` refused: their new items were never learned.
+    pub refused_by_item_limit: u64,
     pub learn_events_per_s: f64,
     pub bytes_per_user: f64,
     pub bytes_per_item: f64,
@@ -258,6 +260,7 @@ pub fn evaluate(
     let mut cold_tests = 0u64;
     let mut halves_tests = [0u64; 2];
     let mut learning = Duration::ZERO;
+    let mut refused_by_item_limit = 0;
     for (position, event) in events.iter().enumerate() {
         let half = usize::from(position >= events.len() / 2);
         let user = numbered.users[position] as usize;
@@ -300,6 +303,7 @@ pub fn evaluate(
         let applied = instances.apply_at(owner, event);
         learning += started.elapsed();
         if applied == Applied::ItemLimit {
+            refused_by_item_limit += 1;
             continue; // nothing learned: the item is not known
         }
         if let Some(publish) = protocol.publish {
@@ -361,6 +365,7 @@ pub fn evaluate(
         cold_tests,
         halves_tests,
         catalog_items: catalog.len(),
+        refused_by_item_limit,
         learn_events_per_s: ratio(events.len() as f64, learning.as_secs_f64()),
         bytes_per_user: memory.bytes_per_user(),
         bytes_per_item: memory.bytes_per_item(),
@@ -430,6 +435,12 @@ impl EvalReport {
             self.mode, self.events, self.users, self.items, self.catalog_items, self.tests,
             self.cold_tests, self.learn_events_per_s, self.bytes_per_user, self.bytes_per_item
         );
+        if self.refused_by_item_limit > 0 {
+            out += &format!(
+                "{} events refused by engine.max_items: their new items were never learned\n",
+                self.refused_by_item_limit
+            );
+        }
         match self.topology {
             Topology::Replicated if self.instances > 1 => {
                 out += &format!(
@@ -544,6 +555,40 @@ mod tests {
         );
         assert!((cooc.halves_hr_at_n[1] - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(method(&report, "popularity").hits, 0);
+    }
+
+    /// With two items allowed, the third's events are refused and counted, and the known
+    /// items' events go on being learned and tested.
+    #[test]
+    fn events_refused_by_the_item_cap_are_counted_and_learn_nothing() {
+        let mut config = EngineConfig::default();
+        config.max_items = 2;
+        let events = vec![
+            view("u1", "A", 1000),
+            view("u1", "B", 2000),
+            view("u2", "A", 3000),
+            view("u2", "C", 4000),
+            view("u3", "C", 5000),
+            view("u2", "B", 6000),
+        ];
+        let protocol = Protocol::new(Mode::Discovery, 1);
+        let report = evaluate(
+            events,
+            &[],
+            &protocol,
+            &config,
+            &standard_methods(&config.ranking),
+        );
+        assert_eq!(report.refused_by_item_limit, 2);
+        assert_eq!(report.items, 2);
+        assert_eq!(
+            method(&report, "cooc").hits,
+            1,
+            "u2's B after A, learned from u1"
+        );
+        assert!(report
+            .table()
+            .contains("2 events refused by engine.max_items"));
     }
 
     /// A purchase after a view, a cart and another view: history ranks the carted item first.
