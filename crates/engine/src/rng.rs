@@ -1,7 +1,7 @@
 //! Seeded randomness and stable hashing: the engine must give the same state for the same events,
 //! seed and config on every machine, so nothing here depends on process-random state.
 
-use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed, Xxh3};
 
 /// SplitMix64: tiny, fast, and good enough for negative sampling and initialisation.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -40,14 +40,38 @@ pub fn hash64(text: &str, seed: u64) -> u64 {
 
 /// A stable 128-bit hash of byte parts, each length-prefixed so ("ab","c") differs from ("a","bc").
 pub fn hash128(parts: &[&[u8]]) -> u128 {
-    // Streamed, so no buffer is built per call (it runs once per event, for the dedup key);
-    // the digest is that of the concatenation.
+    // The digest is that of the concatenation. It runs once per event (the dedup key): a key
+    // that fits xxh3's short-input paths is written to the stack and hashed in one call,
+    // rather than through the streaming hasher, whose state (its secret and buffer, ~600
+    // bytes) is set up on each call; a longer one is streamed.
+    let written: usize = parts.iter().map(|part| LENGTH_BYTES + part.len()).sum();
+    if written <= SHORT_INPUT {
+        return hash128_short(parts, written);
+    }
     let mut hasher = Xxh3::new();
     for part in parts {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part);
     }
     hasher.digest128()
+}
+
+/// Each part's length prefix.
+const LENGTH_BYTES: usize = 8;
+
+/// The most bytes xxh3 hashes by its short-input paths.
+const SHORT_INPUT: usize = 240;
+
+fn hash128_short(parts: &[&[u8]], written: usize) -> u128 {
+    let mut buffer = [0u8; SHORT_INPUT];
+    let mut at = 0;
+    for part in parts {
+        buffer[at..at + LENGTH_BYTES].copy_from_slice(&(part.len() as u64).to_le_bytes());
+        at += LENGTH_BYTES;
+        buffer[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    xxh3_128(&buffer[..written])
 }
 
 #[cfg(test)]
@@ -86,7 +110,15 @@ mod tests {
         // Keys are stored (dedup windows, record names): the value is the hash of each part
         // after its length, short or long.
         let long = vec![7u8; 300];
-        for parts in [&[&b"id"[..], b"e1"][..], &[&b"x"[..], &long]] {
+        let at_the_bound = vec![7u8; SHORT_INPUT - 2 * LENGTH_BYTES - 1];
+        let past_the_bound = vec![7u8; SHORT_INPUT - 2 * LENGTH_BYTES];
+        for parts in [
+            &[&b"id"[..], b"e1"][..],
+            &[&b"x"[..], &long],
+            &[&b"x"[..], &at_the_bound],
+            &[&b"xy"[..], &at_the_bound],
+            &[&b"x"[..], &past_the_bound],
+        ] {
             let mut written = Vec::new();
             for part in parts {
                 written.extend_from_slice(&(part.len() as u64).to_le_bytes());
