@@ -561,8 +561,10 @@ mod tests {
     /// items' events go on being learned and tested.
     #[test]
     fn events_refused_by_the_item_cap_are_counted_and_learn_nothing() {
-        let mut config = EngineConfig::default();
-        config.max_items = 2;
+        let config = EngineConfig {
+            max_items: 2,
+            ..EngineConfig::default()
+        };
         let events = vec![
             view("u1", "A", 1000),
             view("u1", "B", 2000),
