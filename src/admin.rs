@@ -85,6 +85,8 @@ pub struct Metrics {
     pub checkpoint_bytes: Gauge,
     pub users_in_memory: Gauge,
     pub items: Gauge,
+    /// `engine.max_items` (0: no cap), so an alert can fire before events are refused.
+    pub max_items: Gauge,
     /// Users the state store holds, as of the last checkpoint.
     pub users_in_store: Gauge,
     /// Messages the producer holds: queued or sent and not yet acknowledged.
@@ -138,6 +140,7 @@ impl Metrics {
             checkpoint_bytes: Gauge::default(),
             users_in_memory: Gauge::default(),
             items: Gauge::default(),
+            max_items: Gauge::default(),
             users_in_store: Gauge::default(),
             producer_queue: Gauge::default(),
             assigned_partitions: Gauge::default(),
@@ -276,6 +279,13 @@ impl Metrics {
             "items",
             "Items known",
             &m.items,
+        );
+        register(
+            &mut m.registry,
+            &mut m.families,
+            "max_items",
+            "The most items the model holds (engine.max_items; 0: no cap)",
+            &m.max_items,
         );
         register(
             &mut m.registry,

@@ -343,6 +343,7 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
         .kafka
         .librdkafka
         .insert("statistics.interval.ms".into(), "300".into());
+    config.engine.max_items = 1_000;
     let (mut messages, bad) = inputs();
     // Three events keyed by a session rather than by their user.
     for n in 0..3 {
@@ -412,6 +413,7 @@ async fn metrics_count_what_happened_and_readiness_follows_the_assignment() {
     );
     assert_eq!(sample(&text, &dead), Some(bad.len() as f64));
     assert_eq!(sample(&text, "streamrec_assigned_partitions"), Some(3.0));
+    assert_eq!(sample(&text, "streamrec_max_items"), Some(1_000.0));
     assert!(text.contains("# TYPE streamrec_event_to_output_seconds histogram"));
 
     // Lag per partition comes from librdkafka's statistics: zero once everything is consumed;

@@ -36,6 +36,8 @@ pub async fn run(
         ],
         &experiments::arms(&config.engine.experiments),
     ));
+    let max_items = i64::try_from(config.engine.max_items).unwrap_or(i64::MAX);
+    metrics.max_items.set(max_items);
     // `/readyz` says "loading state" until the state dir is open.
     let state_loaded = Arc::new(AtomicBool::new(false));
     if let Some(listen) = config.admin.address() {
