@@ -397,31 +397,44 @@ fn every_deployment_caps_users_and_items_within_its_memory_limit() {
     assert_caps_fit("kubernetes", limit, users, items);
 
     let streamrec = &yaml("docker-compose.yml")[0]["services"]["streamrec"];
-    let env = &streamrec["environment"];
-    let number = |key: &str| env[key].as_str().unwrap().parse::<u64>().unwrap();
-    let limit = streamrec["mem_limit"].as_str().unwrap();
-    let (users, items) = (
-        number("STREAMREC__STATE__MAX_USERS_IN_MEMORY"),
-        number("STREAMREC__ENGINE__MAX_ITEMS"),
+    let env = streamrec["environment"].as_hash().unwrap().iter();
+    let env: Vec<(String, String)> = env
+        .map(|(k, v)| (k.as_str().unwrap().into(), v.as_str().unwrap().into()))
+        .collect();
+    let config = image_config_under(&env);
+    let (users, items) = (config.state.max_users_in_memory, config.engine.max_items);
+    assert_caps_fit(
+        "compose",
+        streamrec["mem_limit"].as_str().unwrap(),
+        users,
+        items,
     );
-    assert_caps_fit("compose", limit, users, items);
 
     let unit = std::fs::read_to_string(deploy("systemd/streamrec.service")).unwrap();
-    let environment = |key: &str| {
-        let line = unit
-            .lines()
-            .find_map(|l| l.strip_prefix("Environment=")?.strip_prefix(key));
-        line.unwrap()
-            .strip_prefix('=')
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
-    let (users, items) = (
-        environment("STREAMREC__STATE__MAX_USERS_IN_MEMORY"),
-        environment("STREAMREC__ENGINE__MAX_ITEMS"),
-    );
+    let env: Vec<(String, String)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment=")?.split_once('='))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    let config = image_config_under(&env);
+    let (users, items) = (config.state.max_users_in_memory, config.engine.max_items);
     assert_caps_fit("systemd", unit_value(&unit, "MemoryMax"), users, items);
+}
+
+/// The settings `run` reads from the image's config file under a deployment's environment, as
+/// `streamrec config check` layers them (a variable that names no setting fails it).
+fn image_config_under(env: &[(String, String)]) -> streamrec::config::Config {
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_streamrec"))
+        .args(["config", "check", "--config"])
+        .arg(deploy("../config/streamrec.toml"))
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "config check: {stderr}");
+    let effective = String::from_utf8(checked.stdout).unwrap();
+    streamrec::config::Config::parse(&effective).expect("config check prints a valid config")
 }
 
 #[test]
