@@ -187,9 +187,7 @@ impl Prometheus {
 
     /// Every alerting rule loaded, with its health after its evaluations so far.
     fn rules(&self) -> Vec<serde_json::Value> {
-        let (status, body) = get(&self.address, "/api/v1/rules", None).expect("Prometheus answers");
-        assert_eq!(status, 200, "{body}");
-        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let answer = self.api("/api/v1/rules");
         let groups = answer["data"]["groups"].as_array().unwrap();
         let rules = groups.iter().flat_map(|g| g["rules"].as_array().unwrap());
         rules.cloned().collect()
@@ -197,11 +195,15 @@ impl Prometheus {
 
     /// An instant query's result vector.
     fn query(&self, expr: &str) -> Vec<serde_json::Value> {
-        let path = format!("/api/v1/query?query={}", encode(expr));
-        let (status, body) = get(&self.address, &path, None).expect("Prometheus answers");
-        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(status, 200, "{expr}: {body}");
+        let answer = self.api(&format!("/api/v1/query?query={}", encode(expr)));
         answer["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The HTTP API's answer to `path`, which must be a 200.
+    fn api(&self, path: &str) -> serde_json::Value {
+        let (status, body) = get(&self.address, path, None).expect("Prometheus answers");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
     }
 }
 
