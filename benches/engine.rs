@@ -25,6 +25,9 @@ fn bench_config() -> EngineConfig {
     if let Ok(window) = std::env::var("BENCH_WINDOW") {
         config.cooccurrence.window_items = window.parse().expect("BENCH_WINDOW is a number");
     }
+    if let Ok(negatives) = std::env::var("BENCH_NEGATIVES") {
+        config.factorization.negatives = negatives.parse().expect("BENCH_NEGATIVES is a number");
+    }
     config
 }
 
@@ -51,7 +54,11 @@ fn apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
-    let name = format!("rank32_window{}", bench_config().cooccurrence.window_items);
+    let config = bench_config();
+    let name = format!(
+        "rank32_window{}_negatives{}",
+        config.cooccurrence.window_items, config.factorization.negatives
+    );
     let mut learning = None;
     group.bench_function(name, |b| {
         // Criterion calls this once per sample: the one engine is warmed at the first.
