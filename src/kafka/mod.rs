@@ -19,6 +19,8 @@ mod leave;
 mod log_end;
 mod members;
 mod model_updates;
+#[cfg(test)]
+mod oidc_tests;
 mod online_publisher;
 mod owned_partitions;
 mod position;
