@@ -47,7 +47,11 @@ fn the_oidc_example_makes_every_client() {
     assert_eq!(kafka.librdkafka["sasl.mechanisms"], "OAUTHBEARER");
     let native = ClientConfig::new().create_native_config().unwrap();
     let features = native.get("builtin.features").unwrap();
-    assert!(features.split(',').any(|f| f == "oidc"), "{features}");
+    assert!(
+        features.split(',').any(|f| f == "oidc"),
+        "librdkafka was built without libcurl ({features}): install libcurl's headers \
+         (libcurl4-openssl-dev) and rebuild rdkafka-sys"
+    );
     let consumer: Result<BaseConsumer, _> = consumer_config(&kafka, "g").create();
     assert!(consumer.is_ok(), "{:?}", consumer.err());
     let replay: Result<BaseConsumer, _> = replay_consumer_config(&kafka, "g.replay").create();
