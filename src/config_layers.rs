@@ -14,10 +14,11 @@ const ENV_PREFIX: &str = "STREAMREC__";
 
 /// Tables of string values whose keys are not settings of ours: any librdkafka property, and a
 /// shop's names for fields and event types.
-const FREE_TABLES: [&str; 3] = [
+const FREE_TABLES: [&str; 4] = [
     "kafka.librdkafka",
     "engine.clean.field_names",
     "engine.clean.event_types",
+    "engine.clean.catalog_field_names",
 ];
 
 /// Keys that hold secrets (librdkafka properties), shown masked by `config check`.
@@ -308,6 +309,33 @@ mod tests {
         let err = load(None, vec![], &refused).unwrap_err().to_string();
         assert!(err.contains("engine.clean.field_names"), "{err}");
         assert!(err.contains("\"userid\" is not an input field"), "{err}");
+    }
+
+    #[test]
+    fn a_shops_catalog_names_can_be_set_from_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[engine.clean.catalog_field_names]\nitem_id = \"sku\"\n",
+        )
+        .unwrap();
+        let config = load(
+            Some(&file),
+            env(&[(
+                "STREAMREC__ENGINE__CLEAN__CATALOG_FIELD_NAMES__IN_STOCK",
+                "stock.available",
+            )]),
+            &["engine.clean.catalog_field_names.updated_at=modified".into()],
+        )
+        .unwrap();
+        let names = &config.engine.clean.catalog_field_names;
+        assert_eq!(names["item_id"], "sku", "file");
+        assert_eq!(names["in_stock"], "stock.available", "environment");
+        assert_eq!(names["updated_at"], "modified", "flag");
+        let refused = ["engine.clean.catalog_field_names.stock=available".into()];
+        let err = load(None, vec![], &refused).unwrap_err().to_string();
+        assert!(err.contains("\"stock\" is not a catalog field"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The catalog and campaign triggers end to end on a real broker (Tansu) with a real `streamrec
-//! run`: listings loaded with `streamrec catalog load`, an item going out of stock disappears
-//! from the next update of every user who had it, and triggers arrive once per trigger_id.
+//! run`: listings loaded with `streamrec catalog load`, an item going out of stock (a listing
+//! in the shop's own field names) disappears from the next update of every user who had it,
+//! and triggers arrive once per trigger_id.
 
 mod common;
 
@@ -91,6 +92,11 @@ session_timeout_ms = 6000
 min_update_interval_ms = 0
 [triggers]
 file = "{}"
+# The shop's own names, for the listing that takes x out of stock (ours are still read).
+[engine.clean.catalog_field_names]
+item_id = "sku"
+in_stock = "stock.available"
+updated_at = "modified"
 "#,
             broker.address,
             rules.display()
@@ -159,12 +165,14 @@ file = "{}"
         "x was recommended to most users: {had_x:?}"
     );
 
-    // x goes out of stock; once the run has consumed that, every user acts once more, two
-    // minutes later (past u0's cart window).
+    // x goes out of stock, in the shop's own names; once the run has consumed that, every
+    // user acts once more, two minutes later (past u0's cart window).
+    let shops_listing =
+        r#"{"sku":"x","category":"c","price":10,"stock":{"available":false},"modified":2}"#;
     send(
         &broker.address,
         catalog,
-        &[("x".into(), listing("x", false, 2))],
+        &[("x".into(), shops_listing.into())],
     );
     let catalog_ends = common::ends_by_reading(&broker.address, catalog, PARTITIONS, 4);
     let started = Instant::now();

@@ -3,9 +3,9 @@
 use serde_json::{Map, Value};
 
 use super::{
-    attribute_within, check_price, count_within, id_within, integral, key_id, key_names, kind_name,
-    optional_id, parse_time_text, present, reject, required_id, required_string, Cleaner, Reason,
-    Rejection,
+    at_path, attribute_within, check_price, count_within, id_within, integral, key_id, key_names,
+    kind_name, optional_id, parse_time_text, present, reject, required_id, required_string,
+    Cleaner, Reason, Rejection,
 };
 use crate::catalog::{CatalogItem, CatalogUpdate};
 
@@ -26,8 +26,10 @@ impl Cleaner {
             let item_id = id_within(&item_id, "item_id", self.config.max_id_len)?;
             return Ok(CatalogUpdate::Remove { item_id });
         };
-        let object = self.object(payload)?;
-        let item = self.item_from_object(&object)?;
+        let item = self
+            .catalog_object(payload)
+            .and_then(|object| self.item_from_object(&object))
+            .map_err(|rejection| self.naming_catalog_fields(rejection))?;
         let names_item = |k: &[u8]| {
             key_names(k, &item.item_id) || String::from_utf8_lossy(k).trim() == item.item_id
         };
@@ -40,13 +42,45 @@ impl Cleaner {
         Ok(CatalogUpdate::Upsert(item))
     }
 
+    /// A listing's object, the shop's field names read as ours (see `CatalogNames`).
+    fn catalog_object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+        let mut object = self.object(payload)?;
+        for (shop_name, field) in self.catalog_names.fields() {
+            let value = match shop_name.split_once('.') {
+                None => object.remove(shop_name),
+                Some((top, path)) => at_path(object.get(top), path).cloned(),
+            };
+            if let Some(value) = value {
+                object.insert(field.to_owned(), value);
+            }
+        }
+        Ok(object)
+    }
+
+    /// A rejection about a field the shop names its own way names the shop's name too.
+    fn naming_catalog_fields(&self, mut rejection: Rejection) -> Rejection {
+        let field = match rejection.reason {
+            Reason::BadTimestamp => Some("updated_at"),
+            reason => reason.field(),
+        };
+        if let Some(name) = field.and_then(|f| self.catalog_names.shop_name(f)) {
+            let table = "engine.clean.catalog_field_names";
+            rejection.detail += &format!(" (read from {name:?}, {table})");
+        }
+        rejection
+    }
+
     fn item_from_object(&self, object: &Map<String, Value>) -> Result<CatalogItem, Rejection> {
-        let schema = required_string(object, "schema")?;
-        if schema != ITEM_SCHEMA {
-            return Err(reject(
-                Reason::BadSchema,
-                format!("schema must be {ITEM_SCHEMA:?}, got {schema:?}"),
-            ));
+        // A listing in the shop's own names is the shop's format, not ours: it carries no
+        // schema name of ours (and `schema` may be something else, as Kafka Connect's is).
+        if self.catalog_names.is_empty() {
+            let schema = required_string(object, "schema")?;
+            if schema != ITEM_SCHEMA {
+                return Err(reject(
+                    Reason::BadSchema,
+                    format!("schema must be {ITEM_SCHEMA:?}, got {schema:?}"),
+                ));
+            }
         }
         let max_id = self.config.max_id_len;
         let item_id = id_within(&required_id(object, "item_id")?, "item_id", max_id)?;
@@ -141,6 +175,7 @@ fn updated_at(object: &Map<String, Value>) -> Result<i64, Rejection> {
 mod tests {
     use crate::catalog::CatalogUpdate;
     use crate::clean::{Cleaner, Reason};
+    use crate::config::CleanConfig;
 
     const ITEM: &[u8] = br#"{"schema":"streamrec.item.v1","item_id":"i7","category":"c","price":1,"in_stock":true,"updated_at":1}"#;
 
@@ -169,5 +204,76 @@ mod tests {
             Reason::KeyMismatch
         );
         assert_eq!(clean(Some(ITEM), b"i8").unwrap_err(), Reason::KeyMismatch);
+    }
+
+    fn shop_cleaner(names: &[(&str, &str)]) -> Cleaner {
+        let names = names.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Cleaner::new(CleanConfig {
+            catalog_field_names: names.collect(),
+            ..CleanConfig::default()
+        })
+    }
+
+    /// A change-data-capture record of a products table, as Debezium writes one.
+    const CDC_ROW: &[u8] = br#"{"op":"u","after":{"sku":"i7","dept":"shoes","price_eur":19.5,"stock":{"available":false},"label":"Acme","updated":"2026-12-08T10:00:00Z"},"source":{"table":"products"}}"#;
+
+    #[test]
+    fn a_listing_in_a_shops_own_names_reads_as_ours() {
+        let cleaner = shop_cleaner(&[
+            ("item_id", "after.sku"),
+            ("category", "after.dept"),
+            ("price", "after.price_eur"),
+            ("in_stock", "after.stock.available"),
+            ("brand", "after.label"),
+            ("updated_at", "after.updated"),
+        ]);
+        let CatalogUpdate::Upsert(item) =
+            cleaner.clean_catalog(Some(CDC_ROW), Some(b"i7")).unwrap()
+        else {
+            panic!("a listing")
+        };
+        assert_eq!(
+            (item.item_id.as_str(), item.category.as_str()),
+            ("i7", "shoes")
+        );
+        assert_eq!((item.price, item.in_stock), (19.5, false));
+        assert_eq!(item.brand.as_deref(), Some("Acme"));
+        assert_eq!(item.updated_at_ms, 1_796_724_000_000);
+        // Our own format still reads, schema name included.
+        assert!(cleaner.clean_catalog(Some(ITEM), Some(b"i7")).is_ok());
+    }
+
+    #[test]
+    fn without_names_a_listing_needs_our_schema_name() {
+        let flat = br#"{"item_id":"i7","category":"c","price":1,"in_stock":true,"updated_at":1}"#;
+        let ours = Cleaner::new(CleanConfig::default()).clean_catalog(Some(flat), None);
+        assert_eq!(ours.unwrap_err().reason, Reason::MissingField("schema"));
+        let shops = shop_cleaner(&[("brand", "label")]).clean_catalog(Some(flat), None);
+        assert!(shops.is_ok(), "{shops:?}");
+    }
+
+    #[test]
+    fn a_rejection_names_the_shops_field_and_the_setting() {
+        let cleaner = shop_cleaner(&[("in_stock", "available"), ("updated_at", "modified")]);
+        let listing =
+            br#"{"item_id":"i7","category":"c","price":1,"available":"yes","modified":1}"#;
+        let rejection = cleaner.clean_catalog(Some(listing), None).unwrap_err();
+        assert_eq!(rejection.reason, Reason::WrongFieldType("in_stock"));
+        assert_eq!(
+            rejection.detail,
+            "in_stock must be a boolean, got a string \
+             (read from \"available\", engine.clean.catalog_field_names)"
+        );
+        let listing =
+            br#"{"item_id":"i7","category":"c","price":1,"available":true,"modified":"soon"}"#;
+        let rejection = cleaner.clean_catalog(Some(listing), None).unwrap_err();
+        assert_eq!(rejection.reason, Reason::BadTimestamp);
+        assert!(
+            rejection
+                .detail
+                .ends_with("(read from \"modified\", engine.clean.catalog_field_names)"),
+            "{}",
+            rejection.detail
+        );
     }
 }

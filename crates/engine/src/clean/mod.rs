@@ -17,7 +17,7 @@ use serde_json::{Map, Number, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::config::{CleanConfig, ShopNames};
+use crate::config::{CatalogNames, CleanConfig, ShopNames};
 use crate::event::{Event, EventType, Input};
 pub use keys::{key_id, key_names};
 
@@ -195,13 +195,19 @@ fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {
 pub struct Cleaner {
     config: CleanConfig,
     names: ShopNames,
+    catalog_names: CatalogNames,
 }
 
 impl Cleaner {
     /// A cleaner of a validated config (`EngineConfig::validate` checks the shop's names).
     pub fn new(config: CleanConfig) -> Cleaner {
         let names = ShopNames::of(&config).expect("engine.clean is validated before use");
-        Cleaner { config, names }
+        let catalog_names = CatalogNames::of(&config).expect("engine.clean is validated");
+        Cleaner {
+            config,
+            names,
+            catalog_names,
+        }
     }
 
     /// A cleaner for files replayed out of time order: no floor on time, since a history file

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EventType;
 
+mod catalog_names;
 pub mod experiments;
 mod shop_names;
 
+pub use catalog_names::{CatalogNames, CATALOG_FIELDS};
 pub use shop_names::ShopNames;
 
 /// Everything the sans-IO engine needs; nothing here knows about Kafka or files.
@@ -200,6 +202,8 @@ pub struct CleanConfig {
     pub field_names: BTreeMap<String, String>,
     /// The shop's event type names and the type each means, as `view_item = "view"`.
     pub event_types: BTreeMap<String, String>,
+    /// The shop's names for catalog listing fields, as `item_id = "sku"` (see `CatalogNames`).
+    pub catalog_field_names: BTreeMap<String, String>,
 }
 
 impl Default for CleanConfig {
@@ -214,6 +218,7 @@ impl Default for CleanConfig {
             max_impression_items: 100,
             field_names: BTreeMap::new(),
             event_types: BTreeMap::new(),
+            catalog_field_names: BTreeMap::new(),
         }
     }
 }
@@ -604,6 +609,7 @@ impl EngineConfig {
         )?;
         positive("engine.online.max_engaged", self.online.max_engaged as i64)?;
         ShopNames::of(&self.clean)?;
+        CatalogNames::of(&self.clean)?;
         Ok(())
     }
 }

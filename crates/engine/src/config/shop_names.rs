@@ -51,24 +51,12 @@ impl ShopNames {
         shop_name: &str,
         max_len: usize,
     ) -> Result<(), InvalidSetting> {
-        let rule = |what: String| {
-            Err(invalid(
-                FIELD_NAMES,
-                &format!("{field} = {shop_name:?}: {what}"),
-            ))
+        let name = NameRule {
+            key: FIELD_NAMES,
+            max_len,
+            own_fields: &renamable_fields().collect::<Vec<_>>(),
         };
-        if shop_name.is_empty() || shop_name.chars().count() > max_len {
-            return rule(format!("a name has 1 to {max_len} characters"));
-        }
-        if renamable_fields().any(|field| field == shop_name) {
-            return rule(format!("{shop_name} is a field of its own"));
-        }
-        if shop_name.split('.').any(str::is_empty) {
-            return rule("a path has no empty part".into());
-        }
-        if let Some((_, other)) = self.fields.iter().find(|(name, _)| name == shop_name) {
-            return rule(format!("{other} has that name already"));
-        }
+        name.check(field, shop_name, &self.fields)?;
         self.fields.push((shop_name.to_owned(), field));
         Ok(())
     }
@@ -134,6 +122,45 @@ impl ShopNames {
         meaning
             .or_else(|| self.types.get(&trimmed.to_ascii_lowercase()).copied())
             .unwrap_or(sent)
+    }
+}
+
+/// What a shop's name for one of our fields must be, in the table `key`.
+pub(super) struct NameRule<'a> {
+    pub key: &'static str,
+    pub max_len: usize,
+    /// Our fields of the messages the table renames: a shop's name may not be one of them.
+    pub own_fields: &'a [&'static str],
+}
+
+impl NameRule<'_> {
+    /// Whether `shop_name` may stand for `field`, beside the names already `taken`.
+    pub fn check(
+        &self,
+        field: &str,
+        shop_name: &str,
+        taken: &[(String, &'static str)],
+    ) -> Result<(), InvalidSetting> {
+        let rule = |what: String| {
+            Err(invalid(
+                self.key,
+                &format!("{field} = {shop_name:?}: {what}"),
+            ))
+        };
+        let max_len = self.max_len;
+        if shop_name.is_empty() || shop_name.chars().count() > max_len {
+            return rule(format!("a name has 1 to {max_len} characters"));
+        }
+        if self.own_fields.contains(&shop_name) {
+            return rule(format!("{shop_name} is a field of its own"));
+        }
+        if shop_name.split('.').any(str::is_empty) {
+            return rule("a path has no empty part".into());
+        }
+        if let Some((_, other)) = taken.iter().find(|(name, _)| name == shop_name) {
+            return rule(format!("{other} has that name already"));
+        }
+        Ok(())
     }
 }
 
