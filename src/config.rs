@@ -155,8 +155,23 @@ pub struct KafkaConfig {
     /// How long `run` waits at start for a consumed topic (input or catalog) that does not exist
     /// before it stops naming it; `/readyz` names it meanwhile.
     pub missing_topic_timeout_ms: u64,
+    /// Schema Registry ids of the output topics' schemas; none by default (plain JSON).
+    pub schema_ids: OutputSchemaIds,
     /// Any librdkafka property (TLS, SASL, timeouts); these win over the settings above.
     pub librdkafka: std::collections::BTreeMap<String, String>,
+}
+
+/// The ids a shop's Confluent Schema Registry gave the output schemas (`docs/schemas`,
+/// registered as JSON Schema). A topic with an id gets every message in Confluent's wire
+/// format (a zero byte, the id in 4 bytes big-endian, then the JSON), which deserializers
+/// such as `KafkaJsonSchemaDeserializer` and Kafka Connect's `JsonSchemaConverter` expect.
+/// 0: plain JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputSchemaIds {
+    pub recommendations: u32,
+    pub similar_items: u32,
+    pub triggers: u32,
 }
 
 impl Default for KafkaConfig {
@@ -178,6 +193,7 @@ impl Default for KafkaConfig {
             online_metrics_topic: String::new(),
             session_timeout_ms: 10_000,
             missing_topic_timeout_ms: 30_000,
+            schema_ids: OutputSchemaIds::default(),
             librdkafka: Default::default(),
         }
     }

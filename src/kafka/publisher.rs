@@ -67,9 +67,10 @@ impl Publisher {
                 for refused in refused.drain(..) {
                     queue.push(replacement(refused, inputs)?);
                 }
-                let Some(output) = queue.pop() else {
+                let Some(mut output) = queue.pop() else {
                     return Ok(());
                 };
+                topics.frame(&mut output);
                 let topic = topics.of(output.destination);
                 let sent = send(producer, topic, output, in_flight, |acked| {
                     on_acked(refused, acked)

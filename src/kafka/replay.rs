@@ -167,6 +167,7 @@ fn output_topics(config: &Config, mode: OutputMode, options: &ReplayOptions) -> 
         // A replay builds one state; it never feeds other instances.
         model_updates: String::new(),
         item_work: String::new(),
+        schema_ids: kafka.schema_ids,
     }
 }
 

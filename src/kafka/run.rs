@@ -605,6 +605,7 @@ fn start_workers(
         triggers: config.kafka.triggers_topic.clone(),
         model_updates: config.kafka.model_updates_topic.clone(),
         item_work: config.items.work_topic.clone(),
+        schema_ids: config.kafka.schema_ids,
     });
     let inputs = Arc::new(config.kafka.consumed_topics());
     let workers = Workers::new();

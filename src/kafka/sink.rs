@@ -13,6 +13,8 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::clean::schema_registry_framed;
+use crate::config::OutputSchemaIds;
 use crate::dead_letter::{self, Refused};
 use crate::offsets::Waiter;
 use crate::pipeline::{Destination, Output};
@@ -124,9 +126,25 @@ pub struct Topics {
     pub triggers: String,
     pub model_updates: String,
     pub item_work: String,
+    pub schema_ids: OutputSchemaIds,
 }
 
 impl Topics {
+    /// `output` as its topic's consumers read it: in Confluent's wire format where the topic
+    /// has a schema id (`kafka.schema_ids`).
+    pub fn frame(&self, output: &mut Output) {
+        let ids = &self.schema_ids;
+        let id = match output.destination {
+            Destination::Recommendations => ids.recommendations,
+            Destination::SimilarItems => ids.similar_items,
+            Destination::Triggers => ids.triggers,
+            _ => 0,
+        };
+        if id != 0 {
+            output.payload = schema_registry_framed(id, &output.payload);
+        }
+    }
+
     pub fn of(&self, destination: Destination) -> &str {
         match destination {
             Destination::Recommendations => &self.recommendations,
@@ -215,6 +233,47 @@ pub async fn send<E: From<DeliveryError>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn output(destination: Destination) -> Output {
+        Output {
+            destination,
+            key: "u1".into(),
+            payload: b"{}".to_vec(),
+            headers: Vec::new(),
+            waiters: Vec::new(),
+            cause_ts_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_outputs_of_a_topic_with_a_schema_id_are_framed() {
+        let topics = Topics {
+            recommendations: "recs".into(),
+            similar_items: "similar".into(),
+            dead_letter: "dead".into(),
+            triggers: "triggers".into(),
+            model_updates: String::new(),
+            item_work: String::new(),
+            schema_ids: OutputSchemaIds {
+                recommendations: 7,
+                similar_items: 0,
+                triggers: 258,
+            },
+        };
+        let framed = |destination| {
+            let mut output = output(destination);
+            topics.frame(&mut output);
+            output.payload
+        };
+        assert_eq!(framed(Destination::Recommendations), b"\0\0\0\0\x07{}");
+        assert_eq!(framed(Destination::Triggers), b"\0\0\0\x01\x02{}");
+        assert_eq!(framed(Destination::SimilarItems), b"{}");
+        assert_eq!(
+            framed(Destination::DeadLetter),
+            b"{}",
+            "the input as it came"
+        );
+    }
 
     #[test]
     fn refusals_of_one_message_are_told_from_failures_of_the_destination() {

@@ -390,9 +390,10 @@ impl Worker {
             for refused in state.refused.drain(..) {
                 queue.push_front(self.replacement(refused)?);
             }
-            let Some(output) = queue.pop_front() else {
+            let Some(mut output) = queue.pop_front() else {
                 return Ok(());
             };
+            self.topics.frame(&mut output);
             let State {
                 tracker,
                 in_flight,

@@ -22,6 +22,16 @@ pub(super) fn header_of(payload: &[u8]) -> Option<String> {
     schema_id(payload).map(|id| format!("after a Schema Registry header (schema id {id})"))
 }
 
+/// `json` in Confluent's wire format under `schema_id`, as its JSON Schema serializer writes
+/// it: for consumers whose deserializer expects the header.
+pub fn schema_registry_framed(schema_id: u32, json: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(CONFLUENT_HEADER_BYTES + json.len());
+    framed.push(CONFLUENT_MAGIC);
+    framed.extend_from_slice(&schema_id.to_be_bytes());
+    framed.extend_from_slice(json);
+    framed
+}
+
 /// The schema id of a payload in Confluent's wire format.
 fn schema_id(payload: &[u8]) -> Option<u32> {
     let (&magic, rest) = payload.split_first()?;
@@ -32,6 +42,15 @@ fn schema_id(payload: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_we_frame_unframes_to_its_json_and_names_its_id() {
+        let json = br#"{"a":1}"#;
+        let framed = schema_registry_framed(0x0102_0304, json);
+        assert_eq!(&framed[..5], b"\x00\x01\x02\x03\x04");
+        assert_eq!(json_of(&framed), json);
+        assert_eq!(schema_id(&framed), Some(0x0102_0304));
+    }
 
     #[test]
     fn plain_json_is_left_as_it_is() {

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use crate::config::{CatalogNames, CleanConfig, ShopNames};
 use crate::event::{Event, EventType, Input};
+pub use framing::schema_registry_framed;
 pub use keys::{key_id, key_names};
 
 /// Why an input was refused. `code()` is the stable, low-cardinality name.
