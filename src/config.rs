@@ -172,6 +172,7 @@ pub struct OutputSchemaIds {
     pub recommendations: u32,
     pub similar_items: u32,
     pub triggers: u32,
+    pub online_metrics: u32,
 }
 
 impl Default for KafkaConfig {

@@ -18,6 +18,7 @@ use common::{read_topic, unique, Read};
 const T0: i64 = 1_700_000_000_000;
 const RECOMMENDATIONS_ID: u32 = 11;
 const SIMILAR_ITEMS_ID: u32 = 12;
+const ONLINE_METRICS_ID: u32 = 14;
 
 /// Reads `(schema file, hex payload)` lines and deserializes each as a consumer would.
 const DESERIALIZE: &str = r#"
@@ -117,8 +118,8 @@ fn outputs_framed_for_the_schema_registry_read_with_confluents_deserializer() {
     }
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let names = ["events", "recs", "similar", "dead", "triggers"].map(unique);
-    let [input, recs, similar, dead, triggers] = &names;
+    let names = ["events", "recs", "similar", "dead", "triggers", "online"].map(unique);
+    let [input, recs, similar, dead, triggers, online] = &names;
     for topic in &names {
         broker.create_topic(topic);
     }
@@ -134,10 +135,13 @@ recommendations_topic = "{recs}"
 similar_items_topic = "{similar}"
 dead_letter_topic = "{dead}"
 triggers_topic = "{triggers}"
+online_metrics_topic = "{online}"
+instance_id = "a"
 session_timeout_ms = 6000
 [kafka.schema_ids]
 recommendations = {RECOMMENDATIONS_ID}
 similar_items = {SIMILAR_ITEMS_ID}
+online_metrics = {ONLINE_METRICS_ID}
 [pipeline]
 min_update_interval_ms = 0
 "#,
@@ -152,6 +156,9 @@ min_update_interval_ms = 0
     let printed = terminate(run);
     assert_eq!(updates.len(), sent, "an update per event: {printed}");
     assert!(!neighbours.is_empty(), "similar items: {printed}");
+    // One at shutdown at least.
+    let metrics = read_topic(&broker.address, online, PARTITIONS, 1, quiet);
+    assert!(!metrics.is_empty(), "online metrics: {printed}");
 
     let framed = |reads: &[Read], id: u32| {
         for read in reads {
@@ -161,16 +168,15 @@ min_update_interval_ms = 0
     };
     framed(&updates, RECOMMENDATIONS_ID);
     framed(&neighbours, SIMILAR_ITEMS_ID);
+    framed(&metrics, ONLINE_METRICS_ID);
+    let kinds = [
+        (&updates, "recommendations.v1.json"),
+        (&neighbours, "similar-items.v1.json"),
+        (&metrics, "online-metrics.v1.json"),
+    ];
     let mut messages: Vec<(&str, &[u8])> = Vec::new();
-    messages.extend(
-        updates
-            .iter()
-            .map(|r| ("recommendations.v1.json", &r.payload[..])),
-    );
-    messages.extend(
-        neighbours
-            .iter()
-            .map(|r| ("similar-items.v1.json", &r.payload[..])),
-    );
+    for (reads, schema) in kinds {
+        messages.extend(reads.iter().map(|r| (schema, &r.payload[..])));
+    }
     assert_eq!(deserialized(&messages), messages.len());
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::latency::wall_clock_ms;
+use crate::clean::schema_registry_framed;
 use crate::config::Config;
 use crate::online::OnlineTally;
 use crate::online_summary::{online_metrics_json, SummaryOf};
@@ -15,6 +16,8 @@ use crate::online_summary::{online_metrics_json, SummaryOf};
 pub struct OnlinePublisher {
     producer: FutureProducer,
     topic: String,
+    /// `kafka.schema_ids.online_metrics`: 0, plain JSON.
+    schema_id: u32,
     instance_id: String,
     horizon_ms: i64,
     top_n: usize,
@@ -29,6 +32,7 @@ impl OnlinePublisher {
         (!topic.is_empty()).then(|| OnlinePublisher {
             producer: producer.clone(),
             topic: topic.clone(),
+            schema_id: config.kafka.schema_ids.online_metrics,
             instance_id: config.kafka.instance_id.clone(),
             horizon_ms: config.engine.online.horizon_ms,
             top_n: config.pipeline.top_n,
@@ -51,7 +55,10 @@ impl OnlinePublisher {
             horizon_ms: self.horizon_ms,
             top_n: self.top_n,
         };
-        let payload = online_metrics_json(&of, totals);
+        let mut payload = online_metrics_json(&of, totals);
+        if self.schema_id != 0 {
+            payload = schema_registry_framed(self.schema_id, &payload);
+        }
         let record = FutureRecord::to(&self.topic)
             .key(&self.instance_id)
             .payload(&payload);

@@ -258,6 +258,7 @@ mod tests {
                 recommendations: 7,
                 similar_items: 0,
                 triggers: 258,
+                online_metrics: 9,
             },
         };
         let framed = |destination| {
