@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    at_path, attribute_within, check_price, count_within, id_within, integral, key_id, key_names,
-    kind_name, optional_id, parse_time_text, present, reject, required_id, required_string,
+    attribute_within, check_price, count_within, id_within, integral, key_id, key_names, kind_name,
+    optional_id, parse_time_text, present, read_as_ours, reject, required_id, required_string,
     Cleaner, Reason, Rejection,
 };
 use crate::catalog::{CatalogItem, CatalogUpdate};
@@ -45,15 +45,7 @@ impl Cleaner {
     /// A listing's object, the shop's field names read as ours (see `CatalogNames`).
     fn catalog_object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
         let mut object = self.object(payload)?;
-        for (shop_name, field) in self.catalog_names.fields() {
-            let value = match shop_name.split_once('.') {
-                None => object.remove(shop_name),
-                Some((top, path)) => at_path(object.get(top), path).cloned(),
-            };
-            if let Some(value) = value {
-                object.insert(field.to_owned(), value);
-            }
-        }
+        read_as_ours(&mut object, self.catalog_names.fields());
         Ok(object)
     }
 

@@ -329,15 +329,7 @@ impl Cleaner {
     /// An input's object as a whole, the shop's field names read as ours (see `ShopNames`).
     fn input_object(&self, payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
         let mut object = self.object(payload)?;
-        for (shop_name, field) in self.names.fields() {
-            let value = match shop_name.split_once('.') {
-                None => object.remove(shop_name),
-                Some((top, path)) => at_path(object.get(top), path).cloned(),
-            };
-            if let Some(value) = value {
-                object.insert(field.to_owned(), value);
-            }
-        }
+        read_as_ours(&mut object, self.names.fields());
         Ok(object)
     }
 
@@ -514,6 +506,22 @@ fn check_price(price: f64) -> Result<(), Rejection> {
 }
 
 /// The value at a dotted path under `value`, if every step is an object holding the next.
+/// Puts each value a shop's name (or path) holds under our field's name.
+fn read_as_ours<'a>(
+    object: &mut Map<String, Value>,
+    names: impl Iterator<Item = (&'a str, &'static str)>,
+) {
+    for (shop_name, field) in names {
+        let value = match shop_name.split_once('.') {
+            None => object.remove(shop_name),
+            Some((top, path)) => at_path(object.get(top), path).cloned(),
+        };
+        if let Some(value) = value {
+            object.insert(field.to_owned(), value);
+        }
+    }
+}
+
 fn at_path<'a>(value: Option<&'a Value>, path: &str) -> Option<&'a Value> {
     path.split('.')
         .try_fold(value?, |value, key| value.as_object()?.get(key))
