@@ -194,6 +194,17 @@ fn set(value: &mut Value, keys: &[&str], new: Value) {
         .insert(last.to_string(), new);
 }
 
+/// Whether a librdkafka property's value is masked when shown: a key naming a secret, unless
+/// the key names where something is (`ssl.key.location`, `sasl.oauthbearer.token.endpoint.url`)
+/// and the value holds no credentials (`user:password@host`).
+fn is_secret(key: &str, value: &str) -> bool {
+    let key = key.to_lowercase();
+    let names_a_place = key.ends_with(".location") || key.ends_with(".url");
+    let shown_place = names_a_place && !value.contains('@');
+    let secret_key = SECRET_MARKERS.iter().any(|m| key.contains(m));
+    secret_key && !shown_place
+}
+
 /// The configuration as TOML, with librdkafka secrets and the query token masked.
 pub fn render_masked(config: &Config) -> String {
     let mut shown = config.clone();
@@ -201,10 +212,7 @@ pub fn render_masked(config: &Config) -> String {
         shown.query.token = "***".into();
     }
     for (key, value) in shown.kafka.librdkafka.iter_mut() {
-        if SECRET_MARKERS
-            .iter()
-            .any(|m| key.to_lowercase().contains(m))
-        {
+        if is_secret(key, value) {
             *value = "***".into();
         }
     }
@@ -420,6 +428,12 @@ mod tests {
             ("ssl.key.password", "k"),
             ("sasl.oauthbearer.client.secret", "s"),
             ("security.protocol", "SASL_SSL"),
+            ("ssl.key.location", "/etc/tls/client.key"),
+            (
+                "sasl.oauthbearer.token.endpoint.url",
+                "https://login.example/token",
+            ),
+            ("ssl.keystore.location", "https://u:pw@files.example/ks"),
         ] {
             config.kafka.librdkafka.insert(key.into(), value.into());
         }
@@ -429,5 +443,9 @@ mod tests {
         assert!(!text.contains("query-secret"), "{text}");
         assert!(text.contains("SASL_SSL"), "{text}");
         assert!(text.contains("***"));
+        // Where a key or a token comes from is not a secret, unless it carries credentials.
+        assert!(text.contains("/etc/tls/client.key"), "{text}");
+        assert!(text.contains("https://login.example/token"), "{text}");
+        assert!(!text.contains("u:pw@"), "{text}");
     }
 }
