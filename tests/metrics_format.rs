@@ -3,12 +3,16 @@
 //! metric family comes out once, typed, with its samples. `.ci/run` installs the parsers; where
 //! they are absent outside CI the test says it skipped.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use streamrec::admin::{Metrics, OPENMETRICS, PROMETHEUS_TEXT};
 use streamrec::kafka::Health;
 use streamrec::pipeline::Stats;
+
+use common::python;
 
 /// Prints each family as `name type samples`, parsed by the parser of `format`.
 const PARSE: &str = r#"
@@ -19,23 +23,6 @@ parse = openmetrics if sys.argv[1] == "openmetrics" else prometheus
 for family in parse(sys.stdin.read()):
     print(family.name, family.type, len(family.samples))
 "#;
-
-fn parsers_present() -> bool {
-    let present = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !present {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install prometheus-client (pip)"
-        );
-        eprintln!(
-            "SKIPPED: python3 with prometheus_client is absent (pip install prometheus-client)"
-        );
-    }
-    present
-}
 
 fn parse(format: &str, body: &str) -> Vec<(String, String, usize)> {
     let mut child = Command::new("python3")
@@ -86,7 +73,7 @@ fn metrics_with_counts() -> Metrics {
 
 #[test]
 fn each_format_parses_with_its_own_parser_and_every_family_once() {
-    if !parsers_present() {
+    if !python::module_present("prometheus_client", "prometheus-client") {
         return;
     }
     let metrics = metrics_with_counts();

@@ -9,11 +9,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use streamrec::config::OutputSchemaIds;
+use streamrec::kafka::produce_messages;
+use streamrec::{Event, EventType};
 
 use common::tansu::{start_run, terminate, Broker, PARTITIONS};
-use common::{read_topic, unique, Read};
+use common::{fresh_config, python, read_topic, unique, Read};
 
 const T0: i64 = 1_700_000_000_000;
 const RECOMMENDATIONS_ID: u32 = 11;
@@ -36,23 +37,6 @@ for line in sys.stdin:
     count += 1
 print(count)
 "#;
-
-fn deserializer_present() -> bool {
-    let import = "import confluent_kafka.schema_registry.json_schema";
-    let present = Command::new("python3")
-        .args(["-c", import])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !present {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install confluent-kafka[json,schemaregistry] (pip)"
-        );
-        eprintln!("SKIPPED: python3 with confluent_kafka's JSON Schema deserializer is absent");
-    }
-    present
-}
 
 /// How many messages Confluent's deserializer read, each `(schema file, payload)`.
 fn deserialized(messages: &[(&str, &[u8])]) -> usize {
@@ -82,26 +66,22 @@ fn deserialized(messages: &[(&str, &[u8])]) -> usize {
         .unwrap()
 }
 
-fn send_views(brokers: &str, topic: &str) -> usize {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let mut sent = 0;
-    for user in 0..4 {
-        for (n, item) in ["a", "b", "c"].iter().enumerate() {
-            let ts = T0 + (user * 10 + n as i64) * 1000;
-            let json =
-                format!(r#"{{"type":"view","user_id":"u{user}","item_id":"{item}","ts":{ts}}}"#);
-            let key = format!("u{user}");
-            producer
-                .send(BaseRecord::to(topic).key(&key).payload(&json))
-                .unwrap();
-            sent += 1;
-        }
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    sent
+/// Four users view three items each: (key, event v1 JSON).
+fn views() -> Vec<(String, Vec<u8>)> {
+    let view = |user: i64, n: usize, item: &str| {
+        let ts = T0 + (user * 10 + n as i64) * 1000;
+        let event = Event::new(EventType::View, &format!("u{user}"), item, ts);
+        (event.user_id.clone(), event.to_json().into_bytes())
+    };
+    let items = ["a", "b", "c"];
+    (0..4)
+        .flat_map(|user| {
+            items
+                .iter()
+                .enumerate()
+                .map(move |(n, item)| view(user, n, item))
+        })
+        .collect()
 }
 
 fn header(id: u32) -> Vec<u8> {
@@ -113,43 +93,40 @@ fn header(id: u32) -> Vec<u8> {
 #[test]
 #[ignore = "needs the Tansu broker: set STREAMREC_TANSU (.ci/run does)"]
 fn outputs_framed_for_the_schema_registry_read_with_confluents_deserializer() {
-    if !deserializer_present() {
+    let deserializer = "confluent_kafka.schema_registry.json_schema";
+    if !python::module_present(deserializer, "confluent-kafka[json,schemaregistry]") {
         return;
     }
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let names = ["events", "recs", "similar", "dead", "triggers", "online"].map(unique);
-    let [input, recs, similar, dead, triggers, online] = &names;
-    for topic in &names {
+    let mut config = fresh_config(broker.address.clone());
+    config.kafka.online_metrics_topic = unique("online");
+    config.kafka.instance_id = "a".into();
+    config.kafka.schema_ids = OutputSchemaIds {
+        recommendations: RECOMMENDATIONS_ID,
+        similar_items: SIMILAR_ITEMS_ID,
+        triggers: 0,
+        online_metrics: ONLINE_METRICS_ID,
+    };
+    config.pipeline.min_update_interval_ms = 0;
+    let kafka = &config.kafka;
+    let (input, recs, similar, online) = (
+        &kafka.input_topics[0],
+        &kafka.recommendations_topic,
+        &kafka.similar_items_topic,
+        &kafka.online_metrics_topic,
+    );
+    for topic in kafka.output_topics().into_iter().chain([input, online]) {
         broker.create_topic(topic);
     }
-    let config = dir.path().join("streamrec.toml");
-    let group = unique("group");
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{}"
-group_id = "{group}"
-input_topics = ["{input}"]
-recommendations_topic = "{recs}"
-similar_items_topic = "{similar}"
-dead_letter_topic = "{dead}"
-triggers_topic = "{triggers}"
-online_metrics_topic = "{online}"
-instance_id = "a"
-session_timeout_ms = 6000
-[kafka.schema_ids]
-recommendations = {RECOMMENDATIONS_ID}
-similar_items = {SIMILAR_ITEMS_ID}
-online_metrics = {ONLINE_METRICS_ID}
-[pipeline]
-min_update_interval_ms = 0
-"#,
-        broker.address
-    );
-    std::fs::write(&config, text).unwrap();
-    let sent = send_views(&broker.address, input);
-    let run = start_run(&config);
+    let views = views();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let produced = produce_messages(kafka, input, &views, false, None);
+    runtime.block_on(produced).unwrap();
+    let sent = views.len();
+    let path = dir.path().join("streamrec.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let run = start_run(&path);
     let quiet = Duration::from_secs(60);
     let updates = read_topic(&broker.address, recs, PARTITIONS, sent, quiet);
     let neighbours = read_topic(&broker.address, similar, PARTITIONS, 1, quiet);

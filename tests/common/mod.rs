@@ -8,6 +8,7 @@ pub mod instance;
 pub mod moving;
 pub mod outage;
 pub mod proxy;
+pub mod python;
 pub mod schemas;
 pub mod tansu;
 
