@@ -241,6 +241,18 @@ fn shortest_floats(value: &mut toml::Value) {
 mod tests {
     use super::*;
 
+    /// `load` with a config file holding `text`, then the environment and the flags.
+    fn load_file(
+        text: &str,
+        env: Vec<(String, String)>,
+        sets: &[String],
+    ) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, text).unwrap();
+        load(Some(&file), env, sets)
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -262,15 +274,8 @@ mod tests {
 
     #[test]
     fn later_layers_win_key_by_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
+        let config = load_file(
             "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"from-file\"\n[state]\ncheckpoint_max_events = 7\n",
-        )
-        .unwrap();
-        let config = load(
-            Some(&file),
             env(&[
                 ("STREAMREC__KAFKA__GROUP_ID", "from-env"),
                 ("STREAMREC__STATE__CHECKPOINT_MAX_EVENTS", "9"),
@@ -298,12 +303,9 @@ mod tests {
 
     #[test]
     fn a_shops_names_can_be_set_from_every_layer() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
         let text = "[engine.clean.field_names]\nitem_id = \"productId\"\n[engine.clean.event_types]\nview_item = \"view\"\n";
-        std::fs::write(&file, text).unwrap();
-        let config = load(
-            Some(&file),
+        let config = load_file(
+            text,
             env(&[("STREAMREC__ENGINE__CLEAN__FIELD_NAMES__USER_ID", "userId")]),
             &["engine.clean.event_types.add_item=add_to_cart".into()],
         )
@@ -321,15 +323,8 @@ mod tests {
 
     #[test]
     fn a_shops_catalog_names_can_be_set_from_every_layer() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
+        let config = load_file(
             "[engine.clean.catalog_field_names]\nitem_id = \"sku\"\n",
-        )
-        .unwrap();
-        let config = load(
-            Some(&file),
             env(&[(
                 "STREAMREC__ENGINE__CLEAN__CATALOG_FIELD_NAMES__IN_STOCK",
                 "stock.available",
