@@ -873,13 +873,6 @@ mod tests {
         }
     }
 
-    /// As Confluent's JSON Schema serializer writes them: a zero byte and the schema id first.
-    fn schema_registry_framed(json: &[u8]) -> Vec<u8> {
-        let mut framed = vec![0, 0, 0, 0, 7];
-        framed.extend_from_slice(json);
-        framed
-    }
-
     #[test]
     fn a_batch_of_events_in_one_message_is_not_an_object_and_says_so() {
         let batch = br#"[{"type":"view","user_id":"u","item_id":"i","ts":1700000000000}]"#;
@@ -973,16 +966,16 @@ mod tests {
     fn inputs_framed_by_a_schema_registry_serializer_read_as_their_json() {
         let event = br#"{"type":"view","user_id":"u","item_id":"i","ts":1700000000000}"#;
         let plain = cleaner().clean_input(event, None).unwrap();
-        let framed = cleaner().clean_input(&schema_registry_framed(event), None);
+        let framed = cleaner().clean_input(&schema_registry_framed(7, event), None);
         assert_eq!(framed.unwrap(), plain);
         let profile = br#"{"type":"profile","user_id":"u","ts":1700000000000,"attributes":{}}"#;
-        let framed = cleaner().clean_input(&schema_registry_framed(profile), None);
+        let framed = cleaner().clean_input(&schema_registry_framed(7, profile), None);
         assert!(matches!(framed, Ok(Input::Profile(_))), "{framed:?}");
     }
 
     #[test]
     fn avro_behind_a_schema_registry_header_is_not_json_and_says_so() {
-        let avro = schema_registry_framed(b"\x02u\x02i");
+        let avro = schema_registry_framed(7, b"\x02u\x02i");
         let rejection = cleaner().clean_input(&avro, None).unwrap_err();
         assert_eq!(rejection.reason, Reason::NotJson);
         assert!(
