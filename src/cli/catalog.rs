@@ -70,6 +70,9 @@ pub fn run(command: CatalogCommand) -> anyhow::Result<()> {
         report.elapsed.as_secs_f64(),
         loaded.skipped
     );
+    for example in &loaded.examples {
+        eprintln!("  {example}");
+    }
     Ok(())
 }
 

@@ -9,12 +9,15 @@ use crate::catalog::{CatalogItem, CatalogUpdate};
 use crate::clean::Cleaner;
 use crate::config::CleanConfig;
 use crate::event::Event;
+use crate::formats::EXAMPLES_KEPT;
 
 /// Listings read from a file plus what was skipped, by reason.
 #[derive(Clone, Debug, Default)]
 pub struct LoadedCatalog {
     pub updates: Vec<CatalogUpdate>,
     pub skipped: BTreeMap<String, usize>,
+    /// The first few skipped lines: `line N: code: detail`, as event files report them.
+    pub examples: Vec<String>,
 }
 
 /// Reads `movies.csv` (by its header) or item.v1 JSON lines.
@@ -30,10 +33,19 @@ pub fn load_catalog(path: &Path, clean: &CleanConfig) -> std::io::Result<LoadedC
 fn item_lines(text: &str, clean: &CleanConfig) -> LoadedCatalog {
     let cleaner = Cleaner::new(clean.clone());
     let mut loaded = LoadedCatalog::default();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    let lines = text.lines().enumerate();
+    for (number, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
         match cleaner.clean_catalog(Some(line.as_bytes()), None) {
             Ok(update) => loaded.updates.push(update),
-            Err(rejection) => *loaded.skipped.entry(rejection.reason.code()).or_default() += 1,
+            Err(rejection) => {
+                let code = rejection.reason.code();
+                if loaded.examples.len() < EXAMPLES_KEPT {
+                    let detail = &rejection.detail;
+                    let example = format!("line {}: {code}: {detail}", number + 1);
+                    loaded.examples.push(example);
+                }
+                *loaded.skipped.entry(code).or_default() += 1;
+            }
         }
     }
     loaded
@@ -122,5 +134,9 @@ mod tests {
         let loaded = item_lines(text, &CleanConfig::default());
         assert_eq!(loaded.updates.len(), 1);
         assert_eq!(loaded.skipped["bad_price"], 1);
+        assert_eq!(
+            loaded.examples,
+            ["line 2: bad_price: price must be finite and >= 0, got -1"]
+        );
     }
 }

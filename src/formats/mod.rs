@@ -66,7 +66,8 @@ impl Loaded {
     }
 }
 
-const EXAMPLES_KEPT: usize = 5;
+/// Skipped rows shown with their detail, per file.
+pub(crate) const EXAMPLES_KEPT: usize = 5;
 
 pub fn load(path: &Path, format: Format, clean: &CleanConfig) -> std::io::Result<Loaded> {
     let text = std::fs::read_to_string(path)?;
